@@ -1,0 +1,99 @@
+//! The wire codec: bincode 2 with a hard size limit on every decode.
+//!
+//! Everything that crosses a process boundary (call envelopes, arguments, replies, errors) is
+//! encoded here and nowhere else, so that a second codec could replace bincode (which
+//! RUSTSEC-2025-0141 marks unmaintained) in one place. Every decode sets `with_limit`: without
+//! it a crafted length prefix makes bincode allocate what the input claims and abort the process.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The largest encoded message (envelope, argument list or reply) Granary accepts: 4 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
+}
+
+/// Why a value could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The encoded value is larger than [`MAX_MESSAGE_BYTES`]; send less data per call.
+    #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// The size of the encoded value, or a lower bound of it.
+        size: usize,
+        /// The limit that was exceeded.
+        limit: usize,
+    },
+    /// The value could not be encoded (a serde implementation refused it).
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+    /// The bytes are not a valid encoding of the expected type: the peer runs another version
+    /// of the grain interface, or the bytes are corrupt.
+    #[error("cannot decode {type_name}: {reason}")]
+    Decode {
+        /// The Rust type that was expected.
+        type_name: &'static str,
+        /// What bincode reported.
+        reason: String,
+    },
+}
+
+/// Encodes a value with the wire codec.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] when the result would exceed [`MAX_MESSAGE_BYTES`],
+/// [`CodecError::Encode`] when the value's `Serialize` implementation fails.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let bytes = bincode::serde::encode_to_vec(value, config()).map_err(|e| match e {
+        bincode::error::EncodeError::Other(_) | bincode::error::EncodeError::UnexpectedEnd => {
+            CodecError::TooLarge {
+                size: MAX_MESSAGE_BYTES + 1,
+                limit: MAX_MESSAGE_BYTES,
+            }
+        }
+        other => CodecError::Encode(other.to_string()),
+    })?;
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_MESSAGE_BYTES,
+        });
+    }
+    Ok(bytes)
+}
+
+/// Decodes a value with the wire codec, refusing input larger than [`MAX_MESSAGE_BYTES`] and
+/// any length prefix that claims more than that. Trailing bytes are an error.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] for oversized input, [`CodecError::Decode`] for anything malformed.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_MESSAGE_BYTES,
+        });
+    }
+    let decode_err = |reason: String| CodecError::Decode {
+        type_name: std::any::type_name::<T>(),
+        reason,
+    };
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
+            bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
+                size: bytes.len(),
+                limit: MAX_MESSAGE_BYTES,
+            },
+            other => decode_err(other.to_string()),
+        })?;
+    if read != bytes.len() {
+        return Err(decode_err(format!("{} trailing bytes", bytes.len() - read)));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,45 @@
+use proptest::prelude::*;
+
+use super::*;
+
+#[test]
+fn crafted_length_prefix_is_an_error_not_an_allocation() {
+    // A Vec<u8> whose varint length prefix claims u64::MAX elements.
+    let mut bytes = vec![253_u8];
+    bytes.extend_from_slice(&u64::MAX.to_le_bytes());
+    let err = decode::<Vec<u8>>(&bytes).unwrap_err();
+    assert!(
+        matches!(err, CodecError::TooLarge { .. } | CodecError::Decode { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversized_values_are_refused_on_encode() {
+    let big = vec![7_u8; MAX_MESSAGE_BYTES + 10];
+    assert!(matches!(encode(&big), Err(CodecError::TooLarge { .. })));
+}
+
+#[test]
+fn trailing_bytes_are_malformed() {
+    let mut bytes = encode(&5_u32).unwrap();
+    bytes.push(0);
+    assert!(matches!(
+        decode::<u32>(&bytes),
+        Err(CodecError::Decode { .. })
+    ));
+}
+
+proptest! {
+    #[test]
+    fn round_trip(v in proptest::collection::vec(any::<(i32, String, Option<u64>)>, 0..20)) {
+        let bytes = encode(&v).unwrap();
+        prop_assert_eq!(decode::<Vec<(i32, String, Option<u64>)>>(&bytes).unwrap(), v);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode::<(String, Vec<u64>, Option<i32>)>(&bytes);
+        let _ = decode::<crate::Envelope>(&bytes);
+    }
+}

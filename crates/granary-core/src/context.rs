@@ -1,0 +1,264 @@
+//! [`GrainContext`]: what a grain's methods see of the runtime.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{CallError, StorageError};
+use crate::event::{Event, PublishedEvent};
+use crate::grain::Grain;
+use crate::id::{ActivationId, GrainId, GrainKey};
+use crate::provider::{Commit, StateChange, StateStore};
+use crate::reference::{Invoker, typed_ref};
+use crate::state_codec;
+
+/// A lock on a grain's state, from [`GrainContext::state`].
+///
+/// The guard is not `Send`, and grain futures must be: holding it across an `.await` is a
+/// compile error ("future cannot be sent between threads safely"). Take what you need, drop the
+/// guard, then await.
+pub type StateGuard<'a, S> = parking_lot::MutexGuard<'a, S>;
+
+/// What hosts an activation: the silo, or the test kit. Grain code never calls it directly.
+pub trait ActivationHost: Send + Sync + 'static {
+    /// The invoker references created by the grain call through.
+    fn invoker(&self) -> Arc<dyn Invoker>;
+    /// The state store commits go to.
+    fn store(&self) -> &dyn StateStore;
+    /// Arms (or re-arms) the activation's timer `name`.
+    fn set_timer(
+        &self,
+        grain: &GrainId,
+        activation: ActivationId,
+        name: &str,
+        due: Duration,
+        period: Option<Duration>,
+    );
+    /// Disarms the activation's timer `name`, if armed.
+    fn cancel_timer(&self, grain: &GrainId, activation: ActivationId, name: &str);
+    /// Deactivates the activation once its running turns have finished.
+    fn deactivate(&self, grain: &GrainId, activation: ActivationId);
+    /// A commit of the activation was refused as stale: deactivate it without running
+    /// `on_deactivate` (its state cannot be trusted), so that the next call reloads.
+    fn storage_conflict(&self, grain: &GrainId, activation: ActivationId);
+}
+
+/// The runtime as one activation of grain `G` sees it: its identity, its persisted state, event
+/// publishing, references to other grains, timers and deactivation.
+///
+/// Turns of an activation run one at a time (interleaving only where declared), so the state
+/// lock is never contended by other grains; it exists so that the borrow checker, not a
+/// convention, keeps a turn from holding state across an `.await`.
+pub struct GrainContext<G: Grain> {
+    id: GrainId,
+    activation: ActivationId,
+    state: parking_lot::Mutex<G::State>,
+    version: AtomicU64,
+    events: parking_lot::Mutex<Vec<PublishedEvent>>,
+    commit_lock: tokio::sync::Mutex<()>,
+    host: Arc<dyn ActivationHost>,
+}
+
+impl<G: Grain> GrainContext<G> {
+    /// A context for a freshly loaded activation. For runtimes (silo, test kit), not grain code.
+    #[doc(hidden)]
+    pub fn new(
+        id: GrainId,
+        activation: ActivationId,
+        state: G::State,
+        version: u64,
+        host: Arc<dyn ActivationHost>,
+    ) -> Self {
+        Self {
+            id,
+            activation,
+            state: parking_lot::Mutex::new(state),
+            version: AtomicU64::new(version),
+            events: parking_lot::Mutex::new(Vec::new()),
+            commit_lock: tokio::sync::Mutex::const_new(()),
+            host,
+        }
+    }
+
+    /// Installs the state loaded from the store. For runtimes, before the first turn.
+    #[doc(hidden)]
+    pub fn restore(&self, state: G::State, version: u64) {
+        *self.state.lock() = state;
+        self.version.store(version, Ordering::Release);
+    }
+
+    /// This grain's id.
+    #[must_use]
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// This grain's key.
+    #[must_use]
+    pub fn key(&self) -> &GrainKey {
+        self.id.key()
+    }
+
+    /// This activation's id.
+    #[must_use]
+    pub fn activation_id(&self) -> ActivationId {
+        self.activation
+    }
+
+    /// The version of the state as last loaded or committed (0: never committed).
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// The grain's state, locked for reading and writing. Changes are in memory until
+    /// [`write_state`](Self::write_state).
+    pub fn state(&self) -> StateGuard<'_, G::State> {
+        self.state.lock()
+    }
+
+    /// Buffers a domain event. It is committed atomically with the turn's next
+    /// [`write_state`](Self::write_state) or [`clear_state`](Self::clear_state); a turn that
+    /// succeeds without writing commits its remaining events on their own at its end, and a
+    /// turn that fails discards them.
+    ///
+    /// # Errors
+    /// [`CallError::Codec`] if the event cannot be encoded as JSON.
+    pub fn publish<E: Event>(&self, event: &E) -> Result<(), CallError> {
+        let event = PublishedEvent::encode(event).map_err(|e| CallError::Codec {
+            what: format!("event {}", E::TYPE_NAME),
+            reason: e.to_string(),
+        })?;
+        self.events.lock().push(event);
+        Ok(())
+    }
+
+    /// Persists the current state together with the events published so far, as one atomic
+    /// commit conditional on the version this activation loaded and on its ownership.
+    ///
+    /// # Errors
+    /// [`CallError::StorageConflict`] if another activation committed or owns the grain: the
+    /// activation is then deactivated and the next call reloads. [`CallError::Storage`] if the
+    /// store failed. The turn's buffered events are discarded in both cases.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropping the future after the store received the commit leaves this
+    /// activation's version behind, and its next commit fails with a conflict.
+    pub async fn write_state(&self) -> Result<(), CallError> {
+        let _serial = self.commit_lock.lock().await;
+        let data = state_codec::encode(&*self.state.lock())
+            .map_err(|source| self.storage_error(source))?;
+        self.commit(StateChange::Write(data)).await
+    }
+
+    /// Deletes the stored state (with the events published so far, atomically) and resets the
+    /// in-memory state to its default.
+    ///
+    /// # Errors
+    /// As [`write_state`](Self::write_state).
+    pub async fn clear_state(&self) -> Result<(), CallError> {
+        let _serial = self.commit_lock.lock().await;
+        self.commit(StateChange::Clear).await?;
+        *self.state.lock() = G::State::default();
+        Ok(())
+    }
+
+    /// Commits events published but not yet committed, with no state change. The runtime calls
+    /// this at the end of a successful turn.
+    ///
+    /// # Errors
+    /// As [`write_state`](Self::write_state).
+    #[doc(hidden)]
+    pub async fn commit_pending_events(&self) -> Result<(), CallError> {
+        if self.events.lock().is_empty() {
+            return Ok(());
+        }
+        let _serial = self.commit_lock.lock().await;
+        self.commit(StateChange::Unchanged).await
+    }
+
+    /// Drops events published but not committed. The runtime calls this when a turn fails.
+    #[doc(hidden)]
+    pub fn discard_pending_events(&self) -> usize {
+        let mut events = self.events.lock();
+        let n = events.len();
+        events.clear();
+        n
+    }
+
+    async fn commit(&self, change: StateChange) -> Result<(), CallError> {
+        let events = std::mem::take(&mut *self.events.lock());
+        let expected_version = self.version();
+        let commit = Commit {
+            grain: self.id.clone(),
+            activation: self.activation,
+            expected_version,
+            change,
+            events,
+        };
+        match self.host.store().commit(commit).await {
+            Ok(version) => {
+                self.version.store(version, Ordering::Release);
+                Ok(())
+            }
+            Err(StorageError::Conflict { .. } | StorageError::NotOwner) => {
+                tracing::warn!(grain = %self.id, expected_version, "storage conflict: deactivating");
+                self.host.storage_conflict(&self.id, self.activation);
+                Err(CallError::StorageConflict {
+                    grain: self.id.clone(),
+                    expected: expected_version,
+                })
+            }
+            Err(source) => Err(self.storage_error(source)),
+        }
+    }
+
+    fn storage_error(&self, source: StorageError) -> CallError {
+        CallError::Storage {
+            grain: self.id.clone(),
+            source,
+        }
+    }
+
+    /// A reference to the grain of type `T` with `key`; calls made through it from this turn
+    /// continue this turn's call chain.
+    pub fn grain<T: Grain>(&self, key: impl Into<GrainKey>) -> T::Ref {
+        typed_ref::<T>(key, self.host.invoker())
+    }
+
+    /// A reference to this grain itself.
+    #[must_use]
+    pub fn this(&self) -> G::Ref {
+        typed_ref::<G>(self.id.key().clone(), self.host.invoker())
+    }
+
+    /// Arms the timer `name`: the grain's `#[on_timer]` method runs `due` from now, then every
+    /// `period` after the previous run finished (so runs never overlap), as an ordinary turn.
+    /// Re-arming an armed timer replaces it. Timers die with the activation.
+    pub fn set_timer(&self, name: &str, due: Duration, period: Option<Duration>) {
+        self.host
+            .set_timer(&self.id, self.activation, name, due, period);
+    }
+
+    /// Disarms the timer `name`.
+    pub fn cancel_timer(&self, name: &str) {
+        self.host.cancel_timer(&self.id, self.activation, name);
+    }
+
+    /// Asks the runtime to deactivate this activation once its running turns are done. The
+    /// next call activates the grain again from its stored state.
+    pub fn deactivate_on_idle(&self) {
+        self.host.deactivate(&self.id, self.activation);
+    }
+}
+
+impl<G: Grain> fmt::Debug for GrainContext<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrainContext")
+            .field("id", &self.id)
+            .field("activation", &self.activation)
+            .field("version", &self.version())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,194 @@
+//! The one flat error of a grain call, and the error of the storage providers.
+//!
+//! Both travel between silos, so both are serializable: a remote failure reaches the caller as
+//! the same variant it would have been locally.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::CodecError;
+use crate::id::GrainId;
+
+/// Everything that can go wrong with a grain call. Each variant says what happened; see
+/// [`CallError::is_retryable`] for the ones worth retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No reply arrived before the call's deadline. The outcome is **unknown**: the method may
+    /// have run, may still run, or may never run. Retry only idempotent calls.
+    #[error("call {method} on {grain} timed out after {timeout:?}; the outcome is unknown")]
+    Timeout {
+        /// The grain that was called.
+        grain: GrainId,
+        /// The method's name.
+        method: String,
+        /// The deadline the call had.
+        timeout: Duration,
+    },
+    /// The method panicked. Its turn was abandoned, nothing it had not yet committed was
+    /// kept, and the activation was torn down; the next call activates the grain afresh.
+    #[error("grain {grain} panicked in {method}: {message}")]
+    GrainPanicked {
+        /// The grain whose turn panicked.
+        grain: GrainId,
+        /// The method that panicked.
+        method: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The grain could not be activated (its state failed to load, or `on_activate` failed).
+    /// The call did not run. Fix the cause (see `reason`); the next call tries again.
+    #[error("activation of {grain} failed: {reason}")]
+    ActivationFailed {
+        /// The grain that failed to activate.
+        grain: GrainId,
+        /// Why.
+        reason: String,
+    },
+    /// The state store rejected a commit because this activation's view is stale (another
+    /// activation committed, or this one lost ownership). Nothing was written and the
+    /// activation is being deactivated; calling again reloads the current state.
+    #[error("storage conflict on {grain}: expected version {expected}, store has moved on")]
+    StorageConflict {
+        /// The grain whose commit was refused.
+        grain: GrainId,
+        /// The version the activation had loaded.
+        expected: u64,
+    },
+    /// The state store failed (unreachable, corrupt data, ...). See the source for details.
+    #[error("state store failed for {grain}")]
+    Storage {
+        /// The grain being loaded or committed.
+        grain: GrainId,
+        /// The provider's error.
+        #[source]
+        source: StorageError,
+    },
+    /// Completing the call would deadlock: the call chain reenters a non-reentrant grain that
+    /// is waiting on the chain itself. Mark the grain `reentrant` or restructure the calls.
+    #[error("call cycle {}: {grain} is not reentrant", display_chain(chain))]
+    Cycle {
+        /// The grain that would have been reentered.
+        grain: GrainId,
+        /// The grains of the chain, outermost first, ending with the reentered grain.
+        chain: Vec<GrainId>,
+    },
+    /// The grain type has no method with this id: caller and callee run different versions of
+    /// the grain interface.
+    #[error("grain type {grain_type} has no method with id {method:#010x}")]
+    UnknownMethod {
+        /// The grain type.
+        grain_type: String,
+        /// The method id that was asked for.
+        method: u32,
+    },
+    /// No grain type with this name is registered on the silo. Register it with
+    /// `SiloBuilder::register`.
+    #[error("grain type {grain_type} is not registered on this silo")]
+    UnknownGrainType {
+        /// The type name that was asked for.
+        grain_type: String,
+    },
+    /// Arguments, a reply or an envelope could not be encoded or decoded (version skew between
+    /// caller and callee, corrupt bytes or a message over the size limit).
+    #[error("codec error in {what}: {reason}")]
+    Codec {
+        /// What was being encoded or decoded.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The method refused the call (an application-level error returned by grain code).
+    #[error("{grain} rejected the call: {reason}")]
+    Rejected {
+        /// The grain that refused.
+        grain: GrainId,
+        /// The reason the grain gave.
+        reason: String,
+    },
+    /// The silo is shutting down and admits no new calls. Retry on another silo or later.
+    #[error("silo is shutting down")]
+    ShuttingDown,
+    /// The reference was deserialized outside any silo or client, so it has no runtime to call
+    /// through. Obtain references from `Client::grain` or `GrainContext::grain`.
+    #[error("grain reference {grain} is not bound to a runtime")]
+    Unbound {
+        /// The grain the reference points at.
+        grain: GrainId,
+    },
+    /// The call could not be delivered after being re-routed `attempts` times (the grain kept
+    /// deactivating as calls arrived). Retrying is safe: the method did not run.
+    #[error("could not deliver call to {grain} after {attempts} attempts")]
+    Unavailable {
+        /// The grain that could not be reached.
+        grain: GrainId,
+        /// How many deliveries were tried.
+        attempts: u32,
+    },
+}
+
+fn display_chain(chain: &[GrainId]) -> String {
+    chain
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}
+
+impl CallError {
+    /// Whether retrying the same call is safe and may succeed: the call certainly did not run
+    /// (`ShuttingDown`, `Unavailable`) or failed on a stale view that the retry reloads
+    /// (`StorageConflict`). A `Timeout` is not retryable: its outcome is unknown.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::ShuttingDown | Self::Unavailable { .. } | Self::StorageConflict { .. }
+        )
+    }
+
+    /// An application-level refusal, for grain code: `return Err(CallError::rejected(ctx.id(), "match is full"))`.
+    #[must_use]
+    pub fn rejected(grain: &GrainId, reason: impl Into<String>) -> Self {
+        Self::Rejected {
+            grain: grain.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn codec(what: impl Into<String>, err: &CodecError) -> Self {
+        Self::Codec {
+            what: what.into(),
+            reason: err.to_string(),
+        }
+    }
+}
+
+/// What went wrong in a storage provider (state store, outbox, directory).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The commit's expected version or ownership fence did not match: another activation
+    /// committed or owns the grain. Nothing was written.
+    #[error("version conflict: expected {expected}, found {actual}")]
+    Conflict {
+        /// The version the writer had loaded.
+        expected: u64,
+        /// The version in the store (or `expected` when the fence, not the version, failed).
+        actual: u64,
+    },
+    /// The writer's activation no longer owns the grain; another activation has claimed it.
+    #[error("activation no longer owns the grain")]
+    NotOwner,
+    /// The stored bytes could not be decoded as the grain's state. The stored data was left as
+    /// it is; fix the data or register an upgrade step.
+    #[error("stored state is corrupt or unreadable: {0}")]
+    Corrupt(String),
+    /// The state could not be serialized for storage.
+    #[error("cannot serialize state: {0}")]
+    Serialize(String),
+    /// The backing service is unreachable or failed; the operation may be retried later.
+    #[error("storage backend unavailable: {0}")]
+    Unavailable(String),
+}

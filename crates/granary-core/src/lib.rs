@@ -1,0 +1,41 @@
+//! Granary core: the vocabulary every other crate speaks.
+//!
+//! This crate holds what a grain author and a provider author need and nothing that runs:
+//! grain identity ([`GrainId`]), the grain programming model ([`Grain`], [`GrainContext`],
+//! [`GrainRef`]), the encodable call envelope ([`Envelope`]), the one flat call error
+//! ([`CallError`]) and the provider traits (state store, directory, membership, outbox).
+//! It knows nothing about actors engines, Redis or sockets: the silo runtime
+//! (`granary-silo`) and the providers depend on it, never the other way round.
+//!
+//! Grain code is written with the `#[grain]` attribute of `granary-macros`, re-exported by
+//! the `granary` facade; see that crate for a runnable example.
+
+pub mod codec;
+mod context;
+mod error;
+mod event;
+mod grain;
+mod id;
+mod message;
+pub mod provider;
+mod reference;
+pub mod state_codec;
+pub mod turn;
+
+pub use context::{ActivationHost, GrainContext, StateGuard};
+pub use error::{CallError, StorageError};
+pub use event::{Event, PublishedEvent};
+pub use grain::{Grain, GrainState, MethodInfo};
+pub use id::{ActivationId, GrainId, GrainKey, SiloId};
+pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload};
+pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
+
+/// The result of a grain call: the method's value, or what went wrong.
+pub type Result<T, E = CallError> = std::result::Result<T, E>;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Items the `#[grain]` macro expands to. Not a public API.
+    pub use futures::future::BoxFuture;
+    pub use serde;
+}

@@ -1,0 +1,14 @@
+//! Provider traits: where grain state, events, locations and silos are kept.
+//!
+//! The silo runtime only talks to these traits. `granary-silo` ships in-memory
+//! implementations (unit tests and the zero-setup default); `granary-redis` implements them on
+//! Redis. A state write and the events of its turn are one [`Commit`], so a provider can make
+//! them atomic.
+
+mod directory;
+mod membership;
+mod state;
+
+pub use directory::{GrainAddress, GrainDirectory};
+pub use membership::{MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus};
+pub use state::{Commit, EventId, Loaded, Outbox, OutboxEntry, StateChange, StateStore};

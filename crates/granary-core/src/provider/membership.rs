@@ -1,0 +1,62 @@
+//! The membership table: which silos form the cluster and in which state.
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::error::StorageError;
+use crate::id::SiloId;
+
+/// The life cycle of a silo in the membership table. Transitions only go forward, and
+/// `Dead` is final: a restarted process joins under a new generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum SiloStatus {
+    /// Registered, not yet serving.
+    Joining,
+    /// Serving calls.
+    Active,
+    /// Draining: accepts no new activations.
+    ShuttingDown,
+    /// Gone; never comes back.
+    Dead,
+}
+
+/// One silo's row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipEntry {
+    /// The silo.
+    pub silo: SiloId,
+    /// Where its transport listens (empty for a single in-process silo).
+    pub address: String,
+    /// Its status.
+    pub status: SiloStatus,
+}
+
+/// The whole table at one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipSnapshot {
+    /// Bumped by every change of a row.
+    pub version: u64,
+    /// One row per silo ever seen (dead rows included, until cleaned up).
+    pub entries: Vec<MembershipEntry>,
+}
+
+/// A versioned membership table changed by compare-and-set.
+pub trait MembershipTable: Send + Sync + 'static {
+    /// The table as it is now.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if the table cannot be reached.
+    fn read(&self) -> BoxFuture<'_, Result<MembershipSnapshot, StorageError>>;
+
+    /// Inserts or replaces the row of `entry.silo` if the table is still at
+    /// `expected_version`; returns the new version.
+    ///
+    /// # Errors
+    /// [`StorageError::Conflict`] if the table moved on (read it again and retry),
+    /// [`StorageError::Unavailable`] if it cannot be reached.
+    fn upsert(
+        &self,
+        entry: MembershipEntry,
+        expected_version: u64,
+    ) -> BoxFuture<'_, Result<u64, StorageError>>;
+}

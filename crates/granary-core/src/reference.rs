@@ -1,0 +1,196 @@
+//! Grain references: [`GrainRef`] (untyped, what travels) and the typed references the macro
+//! generates around it, plus the [`Invoker`] a reference calls through.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CallError;
+use crate::grain::{Grain, MethodInfo};
+use crate::id::{GrainId, GrainKey};
+use crate::message::{CallChain, Payload};
+use crate::turn;
+
+/// One outgoing call, as a reference hands it to its [`Invoker`].
+#[derive(Debug)]
+pub struct OutgoingCall {
+    /// The grain being called.
+    pub target: GrainId,
+    /// The method being called.
+    pub method: &'static MethodInfo,
+    /// The argument tuple.
+    pub args: Payload,
+    /// The chain the call belongs to.
+    pub chain: CallChain,
+    /// The caller's timeout for this call, if it overrides the runtime's default.
+    pub timeout: Option<Duration>,
+}
+
+/// What a reference calls through: the silo, an external client or the test kit.
+pub trait Invoker: Send + Sync + 'static {
+    /// Delivers a call and resolves to its reply.
+    fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>>;
+
+    /// Delivers a one-way call; resolves once the call is accepted for delivery.
+    fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>>;
+}
+
+/// Per-reference call options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Overrides the runtime's default call timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// An untyped grain reference: a grain id plus the runtime to call it through.
+///
+/// Cheap to clone, `Send + Sync`. It serializes as its grain id only; deserialized inside a
+/// silo (as an argument, say) it binds to that silo. Typed references (`PlayerRef`) wrap it.
+#[derive(Clone)]
+pub struct GrainRef {
+    id: GrainId,
+    invoker: Option<Arc<dyn Invoker>>,
+    options: CallOptions,
+}
+
+impl GrainRef {
+    /// A reference to `id` that calls through `invoker`.
+    #[must_use]
+    pub fn new(id: GrainId, invoker: Arc<dyn Invoker>) -> Self {
+        Self {
+            id,
+            invoker: Some(invoker),
+            options: CallOptions::default(),
+        }
+    }
+
+    /// A reference that is bound to no runtime; calling it fails with [`CallError::Unbound`].
+    #[must_use]
+    pub fn unbound(id: GrainId) -> Self {
+        Self {
+            id,
+            invoker: None,
+            options: CallOptions::default(),
+        }
+    }
+
+    /// The grain this reference points at.
+    #[must_use]
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// The same reference with another call timeout.
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
+        self
+    }
+
+    /// Calls `method` with `args` and decodes the reply. Used by generated references.
+    ///
+    /// # Errors
+    /// Whatever the call produced; see [`CallError`].
+    ///
+    /// # Cancel safety
+    /// Dropping the future abandons the wait, not the call: the grain may still run it.
+    pub async fn call<R: DeserializeOwned + 'static>(
+        &self,
+        method: &'static MethodInfo,
+        args: impl Serialize + Send + 'static,
+    ) -> Result<R, CallError> {
+        let invoker = self.invoker.as_ref().ok_or_else(|| CallError::Unbound {
+            grain: self.id.clone(),
+        })?;
+        let call = self.outgoing(
+            method,
+            Payload::local(args),
+            turn::chain_for_outgoing_call(),
+        );
+        let reply = invoker.invoke(call).await?;
+        reply.take(method.name)
+    }
+
+    /// Sends a one-way call to `method`. Used by generated references.
+    ///
+    /// A one-way call starts a call chain of its own: nobody waits for it, so it cannot
+    /// deadlock, and it waits its turn even at a grain whose turn is waiting on the sender.
+    ///
+    /// # Errors
+    /// Only delivery failures: the method's own outcome is not reported.
+    pub async fn send(
+        &self,
+        method: &'static MethodInfo,
+        args: impl Serialize + Send + 'static,
+    ) -> Result<(), CallError> {
+        let invoker = self.invoker.as_ref().ok_or_else(|| CallError::Unbound {
+            grain: self.id.clone(),
+        })?;
+        invoker
+            .send(self.outgoing(method, Payload::local(args), CallChain::root()))
+            .await
+    }
+
+    fn outgoing(
+        &self,
+        method: &'static MethodInfo,
+        args: Payload,
+        chain: CallChain,
+    ) -> OutgoingCall {
+        OutgoingCall {
+            target: self.id.clone(),
+            method,
+            args,
+            chain,
+            timeout: self.options.timeout,
+        }
+    }
+}
+
+impl fmt::Debug for GrainRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrainRef")
+            .field("id", &self.id)
+            .field("bound", &self.invoker.is_some())
+            .finish()
+    }
+}
+
+impl PartialEq for GrainRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for GrainRef {}
+
+impl Serialize for GrainRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.id.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for GrainRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let id = GrainId::deserialize(d)?;
+        Ok(match turn::current_invoker() {
+            Some(invoker) => Self::new(id, invoker),
+            None => Self::unbound(id),
+        })
+    }
+}
+
+/// A typed grain reference, as generated by `#[grain]` (`PlayerRef` for `PlayerGrain`).
+pub trait TypedRef: From<GrainRef> + Clone + Send + Sync + fmt::Debug + 'static {
+    /// The untyped reference inside.
+    fn grain_ref(&self) -> &GrainRef;
+}
+
+/// Builds the typed reference of grain type `G` for `key`.
+#[must_use]
+pub fn typed_ref<G: Grain>(key: impl Into<GrainKey>, invoker: Arc<dyn Invoker>) -> G::Ref {
+    G::Ref::from(GrainRef::new(GrainId::new(G::TYPE_NAME, key), invoker))
+}

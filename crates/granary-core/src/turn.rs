@@ -1,0 +1,145 @@
+//! One turn of a grain: the unit of exclusive execution, shared by the silo and the test kit.
+//!
+//! A turn runs a method (or a lifecycle hook, or a timer) inside a task-local [`TurnScope`],
+//! which is how calls made during the turn learn their call chain and how references decoded
+//! during the turn bind to the runtime. A panic is caught here, at the turn boundary, and
+//! nowhere else.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures::FutureExt;
+
+use crate::context::GrainContext;
+use crate::error::CallError;
+use crate::grain::Grain;
+use crate::id::GrainId;
+use crate::message::{CallChain, MethodId, Payload};
+use crate::reference::Invoker;
+
+/// What the running turn knows about itself, visible to code it calls.
+#[derive(Clone)]
+pub struct TurnScope {
+    /// The grain whose turn is running.
+    pub grain: GrainId,
+    /// The call chain the turn runs on.
+    pub chain: CallChain,
+    /// The runtime hosting the turn.
+    pub invoker: Arc<dyn Invoker>,
+}
+
+impl std::fmt::Debug for TurnScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnScope")
+            .field("grain", &self.grain)
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
+    }
+}
+
+tokio::task_local! {
+    static TURN: TurnScope;
+}
+
+/// The chain for a call made now: the running turn's chain extended by its grain, or a new
+/// root chain outside any turn.
+#[must_use]
+pub fn chain_for_outgoing_call() -> CallChain {
+    TURN.try_with(|t| t.chain.extended(&t.grain))
+        .unwrap_or_else(|_| CallChain::root())
+}
+
+/// The runtime of the running turn, if any (binds deserialized references).
+#[must_use]
+pub fn current_invoker() -> Option<Arc<dyn Invoker>> {
+    TURN.try_with(|t| t.invoker.clone()).ok()
+}
+
+/// Runs `fut` with `scope` as the current turn.
+pub async fn scoped<F: Future>(scope: TurnScope, fut: F) -> F::Output {
+    TURN.scope(scope, fut).await
+}
+
+/// What a turn executes.
+#[derive(Debug)]
+pub enum TurnKind {
+    /// A method call.
+    Call {
+        /// The method.
+        method: MethodId,
+        /// Its arguments.
+        args: Payload,
+    },
+    /// A timer firing.
+    Timer(String),
+    /// `on_activate`.
+    Activate,
+    /// `on_deactivate`.
+    Deactivate,
+}
+
+/// How a turn ended.
+#[derive(Debug)]
+pub enum TurnOutcome {
+    /// The method returned a value (events committed).
+    Done(Payload),
+    /// The method returned an error, or committing its events failed (events discarded).
+    Failed(CallError),
+    /// The method panicked (events discarded); the activation must be torn down.
+    Panicked(String),
+}
+
+/// Runs one turn of `grain` to completion: the method inside its scope, with panics caught,
+/// then the commit of events it published but did not commit (or their discarding if it
+/// failed).
+pub async fn execute<G: Grain>(
+    grain: &G,
+    ctx: &GrainContext<G>,
+    kind: TurnKind,
+    scope: TurnScope,
+) -> TurnOutcome {
+    let fut = async {
+        match kind {
+            TurnKind::Call { method, args } => grain.invoke(ctx, method, args).await,
+            TurnKind::Timer(name) => grain
+                .on_timer(ctx, &name)
+                .await
+                .map(|()| Payload::local(())),
+            TurnKind::Activate => grain.on_activate(ctx).await.map(|()| Payload::local(())),
+            TurnKind::Deactivate => grain.on_deactivate(ctx).await.map(|()| Payload::local(())),
+        }
+    };
+    let result = TURN
+        .scope(scope.clone(), AssertUnwindSafe(fut).catch_unwind())
+        .await;
+    match result {
+        Ok(Ok(reply)) => match TURN.scope(scope, ctx.commit_pending_events()).await {
+            Ok(()) => TurnOutcome::Done(reply),
+            Err(e) => TurnOutcome::Failed(e),
+        },
+        Ok(Err(e)) => {
+            let dropped = ctx.discard_pending_events();
+            if dropped > 0 {
+                tracing::debug!(grain = %ctx.id(), dropped, "turn failed: discarding its uncommitted events");
+            }
+            TurnOutcome::Failed(e)
+        }
+        Err(panic) => {
+            ctx.discard_pending_events();
+            TurnOutcome::Panicked(panic_message(&*panic))
+        }
+    }
+}
+
+/// The message of a caught panic.
+#[must_use]
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

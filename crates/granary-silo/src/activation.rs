@@ -1,0 +1,537 @@
+//! One activation of a grain: its admission state, its turns, its timers and its life cycle
+//! (activate → serve → deactivate).
+//!
+//! An activation is not a task: it is a small structure in the catalog. A turn runs on a tokio
+//! task spawned when the turn is admitted, and that task goes on with the next admitted request
+//! when its turn ends, so an idle activation costs no task, no channel and no timer.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use granary_core::provider::GrainAddress;
+use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
+use granary_core::{
+    ActivationId, CallChain, CallError, Grain, GrainContext, GrainId, Payload, state_codec,
+};
+
+use crate::events::{DeactivationReason, SiloEvent};
+use crate::request::{Request, RequestKind};
+use crate::runtime::Runtime;
+use crate::scheduler::{Admission, Class, Phase, Scheduler};
+
+/// The type-erased face of an activation, as the catalog holds it.
+pub(crate) trait ActivationEntry: Send + Sync + 'static {
+    /// This activation's id.
+    fn activation_id(&self) -> ActivationId;
+    /// Claims, loads and activates (spawned once, after insertion into the catalog).
+    fn start(self: Arc<Self>);
+    /// Admits, queues or answers `req`; hands it back if the activation is closed.
+    fn deliver(self: Arc<Self>, req: Request) -> Result<(), Request>;
+    /// Milliseconds since the last call if the activation is idle and active.
+    fn idle_for(&self, now_ms: u64) -> Option<u64>;
+    /// Deactivates once no turn runs.
+    fn request_deactivation(self: Arc<Self>, reason: DeactivationReason);
+    /// Arms the timer `name`.
+    fn set_timer(self: Arc<Self>, name: &str, due: Duration, period: Option<Duration>);
+    /// Disarms the timer `name`.
+    fn cancel_timer(&self, name: &str);
+}
+
+struct Admin {
+    sched: Scheduler<Request>,
+    pending_reason: Option<DeactivationReason>,
+}
+
+pub(crate) struct Activation<G: Grain> {
+    runtime: Arc<Runtime>,
+    grain: G,
+    ctx: GrainContext<G>,
+    admin: Mutex<Admin>,
+    last_call_ms: AtomicU64,
+    timers: Mutex<Vec<(Box<str>, CancellationToken)>>,
+}
+
+impl<G: Grain> Activation<G> {
+    pub(crate) fn new(
+        grain: G,
+        id: GrainId,
+        activation: ActivationId,
+        runtime: &Arc<Runtime>,
+    ) -> Arc<Self> {
+        let host: Arc<dyn granary_core::ActivationHost> = runtime.clone();
+        Arc::new(Self {
+            runtime: runtime.clone(),
+            grain,
+            ctx: GrainContext::new(id, activation, G::State::default(), 0, host),
+            admin: Mutex::new(Admin {
+                sched: Scheduler::new(),
+                pending_reason: None,
+            }),
+            last_call_ms: AtomicU64::new(runtime.now_ms()),
+            timers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn id(&self) -> &GrainId {
+        self.ctx.id()
+    }
+
+    fn address(&self) -> GrainAddress {
+        GrainAddress {
+            grain: self.id().clone(),
+            silo: self.runtime.silo.clone(),
+            activation: self.ctx.activation_id(),
+        }
+    }
+
+    fn scope(&self, chain: CallChain) -> TurnScope {
+        TurnScope {
+            grain: self.id().clone(),
+            chain,
+            invoker: self.runtime.invoker(),
+        }
+    }
+
+    fn spawn_run(self: &Arc<Self>, req: Request, exclusive: bool) {
+        self.runtime.tracker.spawn(self.clone().run(req, exclusive));
+    }
+
+    /// Runs admitted requests: `req` first, then whatever the end of each turn admits.
+    async fn run(self: Arc<Self>, mut req: Request, mut exclusive: bool) {
+        loop {
+            let chain = req.chain.id;
+            self.turn(req).await;
+            let (next, deactivate) = {
+                let mut admin = self.admin.lock();
+                admin.sched.finish(exclusive, chain);
+                let next = admin.sched.next_runnable(|r| r.chain.id);
+                (next, Self::begin_deactivation(&mut admin))
+            };
+            if let Some(reason) = deactivate {
+                return self.deactivate(reason).await;
+            }
+            let mut next = next.into_iter();
+            let Some((first, read_only)) = next.next() else {
+                return;
+            };
+            for (other, ro) in next {
+                self.spawn_run(other, !ro);
+            }
+            req = first;
+            exclusive = !read_only;
+        }
+    }
+
+    /// Moves to `Deactivating` if a deactivation is pending and no turn runs.
+    fn begin_deactivation(admin: &mut Admin) -> Option<DeactivationReason> {
+        if admin.sched.phase == Phase::Active
+            && admin.sched.deactivate_pending
+            && admin.sched.running() == 0
+        {
+            admin.sched.phase = Phase::Deactivating;
+            return Some(
+                admin
+                    .pending_reason
+                    .take()
+                    .unwrap_or(DeactivationReason::Requested),
+            );
+        }
+        None
+    }
+
+    /// One turn: a call or a timer tick, answered when it ends.
+    async fn turn(&self, req: Request) {
+        let Request {
+            kind,
+            chain,
+            deadline,
+            ..
+        } = req;
+        match kind {
+            RequestKind::Call {
+                method,
+                args,
+                reply,
+            } => {
+                if reply.as_ref().is_some_and(oneshot::Sender::is_closed) {
+                    return; // the caller gave up before the turn started
+                }
+                let name = G::method(method).map_or("?", |m| m.name);
+                if Instant::now() >= deadline {
+                    let timeout = Duration::ZERO;
+                    let err = CallError::Timeout {
+                        grain: self.id().clone(),
+                        method: name.to_owned(),
+                        timeout,
+                    };
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(err));
+                    }
+                    return;
+                }
+                if let Some(observe) = &self.runtime.observer {
+                    observe(self.id(), method, args.is_encoded());
+                }
+                let outcome = turn::execute(
+                    &self.grain,
+                    &self.ctx,
+                    TurnKind::Call { method, args },
+                    self.scope(chain),
+                )
+                .await;
+                let result = self.settle(outcome, name);
+                match reply {
+                    Some(reply) => {
+                        let _ = reply.send(result);
+                    }
+                    None => {
+                        if let Err(err) = result {
+                            tracing::warn!(grain = %self.id(), method = name, cause = %err, "one-way call failed");
+                        }
+                    }
+                }
+            }
+            RequestKind::Timer { name, done } => {
+                let outcome = turn::execute(
+                    &self.grain,
+                    &self.ctx,
+                    TurnKind::Timer(name.to_string()),
+                    self.scope(chain),
+                )
+                .await;
+                if let Err(err) = self.settle(outcome, &name) {
+                    tracing::warn!(grain = %self.id(), timer = %name, cause = %err, "timer turn failed");
+                }
+                let _ = done.send(());
+            }
+        }
+    }
+
+    /// Turns an outcome into the caller's result; a panic tears the activation down.
+    fn settle(&self, outcome: TurnOutcome, what: &str) -> Result<Payload, CallError> {
+        match outcome {
+            TurnOutcome::Done(reply) => Ok(reply),
+            TurnOutcome::Failed(err) => Err(err),
+            TurnOutcome::Panicked(message) => {
+                tracing::error!(grain = %self.id(), method = what, %message, "turn panicked: tearing the activation down");
+                self.runtime
+                    .emit(SiloEvent::TurnPanicked(self.id().clone()));
+                self.mark_for_deactivation(DeactivationReason::Panicked);
+                Err(CallError::GrainPanicked {
+                    grain: self.id().clone(),
+                    method: what.to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+
+    fn mark_for_deactivation(&self, reason: DeactivationReason) {
+        let mut admin = self.admin.lock();
+        admin.sched.deactivate_pending = true;
+        admin.pending_reason = Some(admin.pending_reason.map_or(reason, |r| r.max(reason)));
+    }
+
+    /// Claim → load → `on_activate` → serve what queued meanwhile.
+    async fn activate(self: Arc<Self>) {
+        let address = self.address();
+        if let Err(reason) = self.claim(&address).await {
+            return self.fail_activation(reason, false).await;
+        }
+        match self
+            .runtime
+            .store
+            .load(self.id(), self.ctx.activation_id())
+            .await
+        {
+            Ok(loaded) => {
+                let state = match loaded.data.as_deref().map(state_codec::decode::<G::State>) {
+                    None => G::State::default(),
+                    Some(Ok(state)) => state,
+                    Some(Err(err)) => {
+                        let reason = format!("stored state does not decode: {err}");
+                        return self.fail_activation(reason, true).await;
+                    }
+                };
+                self.ctx.restore(state, loaded.version);
+            }
+            Err(err) => {
+                return self
+                    .fail_activation(format!("loading state failed: {err}"), true)
+                    .await;
+            }
+        }
+        let chain = CallChain::root();
+        self.admin.lock().sched.start_lifecycle(chain.id);
+        let outcome = turn::execute(
+            &self.grain,
+            &self.ctx,
+            TurnKind::Activate,
+            self.scope(chain.clone()),
+        )
+        .await;
+        self.admin.lock().sched.finish(true, chain.id);
+        if let Err(err) = self.settle(outcome, "on_activate") {
+            return self
+                .fail_activation(format!("on_activate failed: {err}"), true)
+                .await;
+        }
+        let (next, deactivate) = {
+            let mut admin = self.admin.lock();
+            admin.sched.phase = Phase::Active;
+            (
+                admin.sched.next_runnable(|r| r.chain.id),
+                Self::begin_deactivation(&mut admin),
+            )
+        };
+        self.runtime.emit(SiloEvent::Activated(self.id().clone()));
+        tracing::debug!(grain = %self.id(), activation = %self.ctx.activation_id(), "activated");
+        if let Some(reason) = deactivate {
+            return self.deactivate(reason).await;
+        }
+        for (req, read_only) in next {
+            self.spawn_run(req, !read_only);
+        }
+    }
+
+    /// Registers this activation in the directory; the registration is its claim on the grain.
+    async fn claim(&self, address: &GrainAddress) -> Result<(), String> {
+        let directory = &self.runtime.directory;
+        let winner = directory
+            .register(address.clone(), None)
+            .await
+            .map_err(|e| format!("directory: {e}"))?;
+        if winner == *address {
+            return Ok(());
+        }
+        if winner.silo == self.runtime.silo {
+            // An entry of this silo that the catalog no longer holds: a leftover of an
+            // activation that is gone. This silo creates one activation per grain at a time,
+            // so it may replace it.
+            let again = directory
+                .register(address.clone(), Some(winner))
+                .await
+                .map_err(|e| format!("directory: {e}"))?;
+            if again == *address {
+                return Ok(());
+            }
+            return Err(format!(
+                "grain is owned by activation {} on silo {}",
+                again.activation, again.silo
+            ));
+        }
+        Err(format!(
+            "grain is owned by activation {} on silo {}",
+            winner.activation, winner.silo
+        ))
+    }
+
+    /// Ends a failed activation: every waiting call gets `ActivationFailed`, none is lost.
+    async fn fail_activation(self: Arc<Self>, reason: String, claimed: bool) {
+        tracing::error!(grain = %self.id(), %reason, "activation failed");
+        if claimed && let Err(err) = self.runtime.directory.unregister(&self.address()).await {
+            tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a failed activation");
+        }
+        let queue = self.close();
+        self.runtime
+            .emit(SiloEvent::ActivationFailed(self.id().clone()));
+        for (req, _) in queue {
+            req.fail(CallError::ActivationFailed {
+                grain: self.id().clone(),
+                reason: reason.clone(),
+            });
+        }
+    }
+
+    /// Removes the activation from the catalog, then closes it; returns what was queued.
+    fn close(&self) -> std::collections::VecDeque<(Request, bool)> {
+        self.runtime.remove(self.id(), self.ctx.activation_id());
+        let mut admin = self.admin.lock();
+        admin.sched.phase = Phase::Closed;
+        std::mem::take(&mut admin.sched.queue)
+    }
+
+    /// `on_deactivate` (unless the state is suspect) → unregister → close → re-route the queue.
+    async fn deactivate(self: Arc<Self>, reason: DeactivationReason) {
+        for (_, timer) in self.timers.lock().drain(..) {
+            timer.cancel();
+        }
+        if reason.runs_hook() {
+            let chain = CallChain::root();
+            self.admin.lock().sched.start_lifecycle(chain.id);
+            let outcome = turn::execute(
+                &self.grain,
+                &self.ctx,
+                TurnKind::Deactivate,
+                self.scope(chain.clone()),
+            )
+            .await;
+            self.admin.lock().sched.finish(true, chain.id);
+            if let Err(err) = self.settle(outcome, "on_deactivate") {
+                tracing::warn!(grain = %self.id(), cause = %err, "on_deactivate failed");
+            }
+        }
+        if let Err(err) = self.runtime.directory.unregister(&self.address()).await {
+            tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a deactivated activation");
+        }
+        let queue = self.close();
+        tracing::debug!(grain = %self.id(), ?reason, rerouted = queue.len(), "deactivated");
+        self.runtime
+            .emit(SiloEvent::Deactivated(self.id().clone(), reason));
+        for (mut req, _) in queue {
+            if matches!(req.kind, RequestKind::Timer { .. }) {
+                continue; // timers die with their activation
+            }
+            req.attempts += 1;
+            self.runtime.route(req);
+        }
+    }
+
+    async fn timer_loop(
+        self: Arc<Self>,
+        name: Box<str>,
+        due: Duration,
+        period: Option<Duration>,
+        stop: CancellationToken,
+    ) {
+        let mut next = Instant::now() + due;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep_until(next) => {}
+            }
+            let (done, finished) = oneshot::channel();
+            let tick = Request {
+                target: self.id().clone(),
+                kind: RequestKind::Timer {
+                    name: name.clone(),
+                    done,
+                },
+                chain: CallChain::root(),
+                deadline: Instant::now() + Duration::from_secs(365 * 24 * 3600),
+                attempts: 0,
+            };
+            if self.clone().deliver(tick).is_err() {
+                return;
+            }
+            // Wait for the tick's turn to end: a timer never overlaps itself.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = finished => {}
+            }
+            match period {
+                Some(period) => next = Instant::now() + period,
+                None => return,
+            }
+        }
+    }
+}
+
+impl<G: Grain> ActivationEntry for Activation<G> {
+    fn activation_id(&self) -> ActivationId {
+        self.ctx.activation_id()
+    }
+
+    fn start(self: Arc<Self>) {
+        let runtime = self.runtime.clone();
+        runtime.tracker.spawn(self.activate());
+    }
+
+    fn deliver(self: Arc<Self>, req: Request) -> Result<(), Request> {
+        let read_only = match &req.kind {
+            RequestKind::Call { method, .. } => match G::method(*method) {
+                Some(info) => {
+                    self.last_call_ms
+                        .store(self.runtime.now_ms(), Ordering::Relaxed);
+                    info.read_only
+                }
+                None => {
+                    let err = CallError::UnknownMethod {
+                        grain_type: G::TYPE_NAME.to_owned(),
+                        method: method.0,
+                    };
+                    tracing::warn!(grain = %self.id(), cause = %err, "call refused");
+                    req.fail(err);
+                    return Ok(());
+                }
+            },
+            RequestKind::Timer { .. } => false,
+        };
+        let mut admin = self.admin.lock();
+        let class = Class {
+            read_only,
+            chain_id: req.chain.id,
+            chain: &req.chain.grains,
+        };
+        match admin.sched.admit(self.id(), G::REENTRANT, class) {
+            Admission::Run { exclusive } => {
+                drop(admin);
+                self.spawn_run(req, exclusive);
+            }
+            Admission::Queue => admin.sched.queue.push_back((req, read_only)),
+            Admission::Cycle => {
+                drop(admin);
+                let mut chain = req.chain.grains.clone();
+                chain.push(self.id().clone());
+                req.fail(CallError::Cycle {
+                    grain: self.id().clone(),
+                    chain,
+                });
+            }
+            Admission::Reroute => return Err(req),
+        }
+        Ok(())
+    }
+
+    fn idle_for(&self, now_ms: u64) -> Option<u64> {
+        let admin = self.admin.lock();
+        let idle = admin.sched.phase == Phase::Active
+            && admin.sched.idle()
+            && !admin.sched.deactivate_pending;
+        idle.then(|| now_ms.saturating_sub(self.last_call_ms.load(Ordering::Relaxed)))
+    }
+
+    fn request_deactivation(self: Arc<Self>, reason: DeactivationReason) {
+        let start = {
+            let mut admin = self.admin.lock();
+            if matches!(admin.sched.phase, Phase::Deactivating | Phase::Closed) {
+                return;
+            }
+            admin.sched.deactivate_pending = true;
+            admin.pending_reason = Some(admin.pending_reason.map_or(reason, |r| r.max(reason)));
+            Self::begin_deactivation(&mut admin)
+        };
+        if let Some(reason) = start {
+            let runtime = self.runtime.clone();
+            runtime.tracker.spawn(self.deactivate(reason));
+        }
+    }
+
+    fn set_timer(self: Arc<Self>, name: &str, due: Duration, period: Option<Duration>) {
+        let stop = self.runtime.shutdown.child_token();
+        {
+            let mut timers = self.timers.lock();
+            if let Some(i) = timers.iter().position(|(n, _)| &**n == name) {
+                timers.swap_remove(i).1.cancel();
+            }
+            timers.push((name.into(), stop.clone()));
+        }
+        let runtime = self.runtime.clone();
+        runtime
+            .tracker
+            .spawn(self.timer_loop(name.into(), due, period, stop));
+    }
+
+    fn cancel_timer(&self, name: &str) {
+        let mut timers = self.timers.lock();
+        if let Some(i) = timers.iter().position(|(n, _)| &**n == name) {
+            timers.swap_remove(i).1.cancel();
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Silo configuration: every knob with its default.
+
+use std::time::Duration;
+
+/// How a silo behaves. `SiloConfig::default()` is the production default; tests shorten the
+/// idle timeout and collection quantum.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SiloConfig {
+    /// The silo's name (appears in its [`SiloId`](granary_core::SiloId) and logs).
+    pub name: String,
+    /// Deadline of a call whose reference sets none. Default 30 s.
+    pub call_timeout: Duration,
+    /// An activation that received no call for this long is deactivated. Default 15 min.
+    pub idle_timeout: Duration,
+    /// How often idle activations are looked for. Default 1 min; at most `idle_timeout`.
+    pub collection_quantum: Duration,
+    /// Upper bound of [`Silo::shutdown`](crate::Silo::shutdown). Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// How many times a call is routed again when it meets closing activations before it fails
+    /// with `CallError::Unavailable`. Default 8.
+    pub max_reroutes: u32,
+    /// Send every call through the wire codec (envelope encoded to bytes and decoded again,
+    /// reply likewise), exactly as the cluster transport will. Slower; for tests. Default false.
+    pub wire_local_calls: bool,
+}
+
+impl Default for SiloConfig {
+    fn default() -> Self {
+        Self {
+            name: "silo".to_owned(),
+            call_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(15 * 60),
+            collection_quantum: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+            max_reroutes: 8,
+            wire_local_calls: false,
+        }
+    }
+}
+
+impl SiloConfig {
+    /// The fast profile for tests: 2 s call timeout, 200 ms idle timeout, 50 ms collection
+    /// quantum, 5 s shutdown.
+    #[must_use]
+    pub fn test_profile() -> Self {
+        Self {
+            name: "test-silo".to_owned(),
+            call_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_millis(200),
+            collection_quantum: Duration::from_millis(50),
+            shutdown_timeout: Duration::from_secs(5),
+            ..Self::default()
+        }
+    }
+}

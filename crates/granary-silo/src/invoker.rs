@@ -1,0 +1,192 @@
+//! The silo's [`Invoker`]: what references created in or for this silo call through. It sets
+//! the deadline, routes the request and waits for the reply; in wire mode it sends every call
+//! through the wire codec exactly as the cluster transport does.
+
+use std::sync::{Arc, Weak};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
+
+use crate::request::{Request, RequestKind};
+use crate::runtime::Runtime;
+
+pub(crate) struct SiloInvoker {
+    pub(crate) runtime: Weak<Runtime>,
+}
+
+impl SiloInvoker {
+    fn runtime(&self) -> Result<Arc<Runtime>, CallError> {
+        self.runtime.upgrade().ok_or(CallError::ShuttingDown)
+    }
+}
+
+impl Invoker for SiloInvoker {
+    fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
+        let runtime = self.runtime();
+        async move {
+            let runtime = runtime?;
+            let timeout = call.timeout.unwrap_or(runtime.config.call_timeout);
+            if runtime.config.wire_local_calls {
+                return call_over_wire(&runtime, call, timeout).await;
+            }
+            let deadline = Instant::now() + timeout;
+            let (reply, rx) = oneshot::channel();
+            let OutgoingCall {
+                target,
+                method,
+                args,
+                chain,
+                ..
+            } = call;
+            let kind = RequestKind::Call {
+                method: method.id,
+                args,
+                reply: Some(reply),
+            };
+            runtime.route(Request {
+                target: target.clone(),
+                kind,
+                chain,
+                deadline,
+                attempts: 0,
+            });
+            drop(runtime);
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(CallError::Unavailable {
+                    grain: target,
+                    attempts: 0,
+                }),
+                Err(_) => Err(CallError::Timeout {
+                    grain: target,
+                    method: method.name.to_owned(),
+                    timeout,
+                }),
+            }
+        }
+        .boxed()
+    }
+
+    fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
+        let result = self.runtime().and_then(|runtime| {
+            let deadline = Instant::now() + call.timeout.unwrap_or(runtime.config.call_timeout);
+            let args = if runtime.config.wire_local_calls {
+                Payload::Encoded(call.args.into_bytes(call.method.name)?)
+            } else {
+                call.args
+            };
+            let kind = RequestKind::Call {
+                method: call.method.id,
+                args,
+                reply: None,
+            };
+            runtime.route(Request {
+                target: call.target,
+                kind,
+                chain: call.chain,
+                deadline,
+                attempts: 0,
+            });
+            Ok(())
+        });
+        futures::future::ready(result).boxed()
+    }
+}
+
+/// Encodes the call into an envelope, dispatches the bytes, decodes the reply bytes.
+async fn call_over_wire(
+    runtime: &Arc<Runtime>,
+    call: OutgoingCall,
+    timeout: std::time::Duration,
+) -> Result<Payload, CallError> {
+    let envelope = Envelope {
+        target: call.target.clone(),
+        method: call.method.id,
+        method_name: call.method.name.to_owned(),
+        args: call.args.into_bytes(call.method.name)?,
+        timeout,
+        chain: call.chain,
+        one_way: false,
+    };
+    let bytes = envelope.encode()?;
+    let reply = dispatch_wire(runtime, &bytes).await;
+    let reply: Result<Vec<u8>, CallError> =
+        codec::decode(&reply).map_err(|e| CallError::Codec {
+            what: "reply".into(),
+            reason: e.to_string(),
+        })?;
+    reply.map(Payload::Encoded)
+}
+
+/// Dispatches an encoded envelope and answers with the encoded `Result<Vec<u8>, CallError>`:
+/// the entry point of calls that arrive over the wire.
+pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u8> {
+    let result = dispatch_envelope(runtime, bytes).await;
+    codec::encode(&result).unwrap_or_else(|err| {
+        // The reply itself is too large or unencodable: say so instead.
+        let fallback: Result<Vec<u8>, CallError> = Err(CallError::Codec {
+            what: "reply".into(),
+            reason: err.to_string(),
+        });
+        codec::encode(&fallback).expect("a short error always encodes")
+    })
+}
+
+async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
+    let envelope = Envelope::decode(bytes)
+        .inspect_err(|err| tracing::warn!(cause = %err, "malformed call envelope"))?;
+    let deadline = Instant::now() + envelope.timeout;
+    let Envelope {
+        target,
+        method,
+        method_name,
+        args,
+        timeout,
+        chain,
+        one_way,
+    } = envelope;
+    if one_way {
+        let kind = RequestKind::Call {
+            method,
+            args: Payload::Encoded(args),
+            reply: None,
+        };
+        runtime.route(Request {
+            target,
+            kind,
+            chain,
+            deadline,
+            attempts: 0,
+        });
+        return Ok(Vec::new());
+    }
+    let (reply, rx) = oneshot::channel();
+    let kind = RequestKind::Call {
+        method,
+        args: Payload::Encoded(args),
+        reply: Some(reply),
+    };
+    runtime.route(Request {
+        target: target.clone(),
+        kind,
+        chain,
+        deadline,
+        attempts: 0,
+    });
+    match tokio::time::timeout_at(deadline, rx).await {
+        Ok(Ok(result)) => result?.into_bytes(&method_name),
+        Ok(Err(_)) => Err(CallError::Unavailable {
+            grain: target,
+            attempts: 0,
+        }),
+        Err(_) => Err(CallError::Timeout {
+            grain: target,
+            method: method_name,
+            timeout,
+        }),
+    }
+}

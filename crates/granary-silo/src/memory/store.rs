@@ -1,0 +1,170 @@
+//! [`MemoryStore`]: state, outbox and directory in process memory.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use dashmap::DashMap;
+use futures::future::{BoxFuture, FutureExt, ready};
+use parking_lot::Mutex;
+
+use granary_core::provider::{
+    Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry, StateChange,
+    StateStore,
+};
+use granary_core::{ActivationId, GrainId, StorageError};
+
+#[derive(Debug, Default)]
+struct Record {
+    owner: Option<GrainAddress>,
+    data: Option<Vec<u8>>,
+    version: u64,
+}
+
+/// Grain state with versioned, fenced commits, a transactional outbox and the grain directory,
+/// all in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    grains: DashMap<GrainId, Record>,
+    outbox: Mutex<VecDeque<OutboxEntry>>,
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("grains", &self.grains.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The stored state bytes and version of `grain` (for tests and tools).
+    #[must_use]
+    pub fn stored(&self, grain: &GrainId) -> Option<(Option<Vec<u8>>, u64)> {
+        self.grains.get(grain).map(|r| (r.data.clone(), r.version))
+    }
+
+    /// Writes raw state bytes for `grain` outside any activation (tests: seed or corrupt data).
+    pub fn put_raw(&self, grain: &GrainId, data: Vec<u8>) {
+        let mut record = self.grains.entry(grain.clone()).or_default();
+        record.data = Some(data);
+        record.version += 1;
+    }
+
+    /// All committed events still in the outbox, oldest first.
+    #[must_use]
+    pub fn outbox_entries(&self) -> Vec<OutboxEntry> {
+        self.outbox.lock().iter().cloned().collect()
+    }
+
+    fn owned_by(record: &Record, activation: ActivationId) -> bool {
+        record
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.activation == activation)
+    }
+
+    fn apply(&self, commit: Commit) -> Result<u64, StorageError> {
+        let mut record = self.grains.entry(commit.grain.clone()).or_default();
+        if !Self::owned_by(&record, commit.activation) {
+            return Err(StorageError::NotOwner);
+        }
+        if record.version != commit.expected_version {
+            return Err(StorageError::Conflict {
+                expected: commit.expected_version,
+                actual: record.version,
+            });
+        }
+        let version = record.version + 1;
+        match commit.change {
+            StateChange::Write(data) => record.data = Some(data),
+            StateChange::Clear => record.data = None,
+            StateChange::Unchanged => {}
+        }
+        record.version = version;
+        // The outbox append happens under the record's lock: no reader sees the state without
+        // its events or the other way round.
+        let mut outbox = self.outbox.lock();
+        for (index, event) in commit.events.into_iter().enumerate() {
+            let index = u32::try_from(index)
+                .map_err(|_| StorageError::Serialize("too many events in one commit".into()))?;
+            outbox.push_back(OutboxEntry {
+                id: EventId {
+                    grain: commit.grain.clone(),
+                    version,
+                    index,
+                },
+                event,
+            });
+        }
+        Ok(version)
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn load(
+        &self,
+        grain: &GrainId,
+        activation: ActivationId,
+    ) -> BoxFuture<'_, Result<Loaded, StorageError>> {
+        let result = match self.grains.get(grain) {
+            Some(record) if Self::owned_by(&record, activation) => Ok(Loaded {
+                data: record.data.clone(),
+                version: record.version,
+            }),
+            _ => Err(StorageError::NotOwner),
+        };
+        ready(result).boxed()
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>> {
+        ready(self.apply(commit)).boxed()
+    }
+}
+
+impl Outbox for MemoryStore {
+    fn pending(&self, max: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
+        ready(Ok(self.outbox.lock().iter().take(max).cloned().collect())).boxed()
+    }
+
+    fn ack(&self, ids: &[EventId]) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.outbox.lock().retain(|e| !ids.contains(&e.id));
+        ready(Ok(())).boxed()
+    }
+}
+
+impl GrainDirectory for MemoryStore {
+    fn register(
+        &self,
+        address: GrainAddress,
+        replace: Option<GrainAddress>,
+    ) -> BoxFuture<'_, Result<GrainAddress, StorageError>> {
+        let mut record = self.grains.entry(address.grain.clone()).or_default();
+        if record.owner.is_none() || record.owner == replace {
+            record.owner = Some(address);
+        }
+        let winner = record.owner.clone().expect("an owner was just set or kept");
+        ready(Ok(winner)).boxed()
+    }
+
+    fn lookup(&self, grain: &GrainId) -> BoxFuture<'_, Result<Option<GrainAddress>, StorageError>> {
+        ready(Ok(self.grains.get(grain).and_then(|r| r.owner.clone()))).boxed()
+    }
+
+    fn unregister(&self, address: &GrainAddress) -> BoxFuture<'_, Result<(), StorageError>> {
+        if let Some(mut record) = self.grains.get_mut(&address.grain)
+            && record.owner.as_ref() == Some(address)
+        {
+            record.owner = None;
+        }
+        ready(Ok(())).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,63 @@
+//! The grain type registry: type name → how to create an activation of that type.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use granary_core::{ActivationId, Grain, GrainId};
+
+use crate::activation::{Activation, ActivationEntry};
+use crate::runtime::Runtime;
+
+/// Creates activations of one grain type.
+pub(crate) trait GrainFactory: Send + Sync + 'static {
+    /// A new activation in the `Activating` phase; the caller inserts it and starts it.
+    fn create(&self, id: GrainId, runtime: &Arc<Runtime>) -> Arc<dyn ActivationEntry>;
+}
+
+struct TypedFactory<G, F> {
+    make: F,
+    _grain: std::marker::PhantomData<fn() -> G>,
+}
+
+impl<G: Grain, F: Fn(&GrainId) -> G + Send + Sync + 'static> GrainFactory for TypedFactory<G, F> {
+    fn create(&self, id: GrainId, runtime: &Arc<Runtime>) -> Arc<dyn ActivationEntry> {
+        let grain = (self.make)(&id);
+        Activation::new(grain, id, ActivationId::new(), runtime)
+    }
+}
+
+/// Grain types known to a silo, by type name.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    types: HashMap<&'static str, Arc<dyn GrainFactory>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.types.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// Registers `G`, created for each activation by `make`. Returns false if the type name is
+    /// taken.
+    pub(crate) fn register<G: Grain>(
+        &mut self,
+        make: impl Fn(&GrainId) -> G + Send + Sync + 'static,
+    ) -> bool {
+        if self.types.contains_key(G::TYPE_NAME) {
+            return false;
+        }
+        let factory = TypedFactory {
+            make,
+            _grain: std::marker::PhantomData,
+        };
+        self.types.insert(G::TYPE_NAME, Arc::new(factory));
+        true
+    }
+
+    pub(crate) fn get(&self, type_name: &str) -> Option<&Arc<dyn GrainFactory>> {
+        self.types.get(type_name)
+    }
+}

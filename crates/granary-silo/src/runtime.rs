@@ -1,0 +1,233 @@
+//! [`Runtime`]: the state one silo shares between its activations, its router and its
+//! background tasks, and the routing of a request to its activation.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use granary_core::provider::{GrainDirectory, StateStore};
+use granary_core::{ActivationHost, ActivationId, CallError, GrainId, Invoker, MethodId, SiloId};
+
+use crate::activation::ActivationEntry;
+use crate::config::SiloConfig;
+use crate::events::{DeactivationReason, SiloEvent};
+use crate::registry::Registry;
+use crate::request::Request;
+
+/// Observes every call a silo dispatches: grain, method and whether it arrived encoded.
+pub type CallObserver = Arc<dyn Fn(&GrainId, MethodId, bool) + Send + Sync>;
+
+/// What a silo's parts share.
+pub(crate) struct Runtime {
+    pub(crate) silo: SiloId,
+    pub(crate) config: SiloConfig,
+    pub(crate) registry: Registry,
+    pub(crate) catalog: DashMap<GrainId, Arc<dyn ActivationEntry>>,
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) directory: Arc<dyn GrainDirectory>,
+    pub(crate) tracker: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    accepting: AtomicBool,
+    pub(crate) events: broadcast::Sender<SiloEvent>,
+    pub(crate) catalog_changed: Notify,
+    pub(crate) invoker: OnceLock<Arc<dyn Invoker>>,
+    pub(crate) observer: Option<CallObserver>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("silo", &self.silo)
+            .field("activations", &self.catalog.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        silo: SiloId,
+        config: SiloConfig,
+        registry: Registry,
+        store: Arc<dyn StateStore>,
+        directory: Arc<dyn GrainDirectory>,
+        observer: Option<CallObserver>,
+    ) -> Self {
+        Self {
+            silo,
+            config,
+            registry,
+            catalog: DashMap::new(),
+            store,
+            directory,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            accepting: AtomicBool::new(true),
+            events: broadcast::channel(4096).0,
+            catalog_changed: Notify::new(),
+            invoker: OnceLock::new(),
+            observer,
+            started: Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the silo started (coarse clock of idle tracking).
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn invoker(&self) -> Arc<dyn Invoker> {
+        self.invoker
+            .get()
+            .expect("the invoker is set when the silo starts")
+            .clone()
+    }
+
+    pub(crate) fn emit(&self, event: SiloEvent) {
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// Delivers `req` to its grain's activation, creating it if there is none; a request handed
+    /// back by a closing activation is routed again, a bounded number of times.
+    pub(crate) fn route(self: &Arc<Self>, mut req: Request) {
+        loop {
+            let entry = match self.catalog.get(&req.target) {
+                Some(entry) => entry.clone(),
+                None => match self.activation_for(&req.target) {
+                    Ok(entry) => entry,
+                    Err(err) => return req.fail(err),
+                },
+            };
+            match entry.deliver(req) {
+                Ok(()) => return,
+                Err(back) => {
+                    req = back;
+                    req.attempts += 1;
+                    if req.attempts > self.config.max_reroutes {
+                        let err = CallError::Unavailable {
+                            grain: req.target.clone(),
+                            attempts: req.attempts,
+                        };
+                        return req.fail(err);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The activation of `id`, created (and started) if the catalog has none. Exactly one
+    /// activation is created however many callers race here.
+    fn activation_for(
+        self: &Arc<Self>,
+        id: &GrainId,
+    ) -> Result<Arc<dyn ActivationEntry>, CallError> {
+        if !self.accepting() {
+            return Err(CallError::ShuttingDown);
+        }
+        let factory =
+            self.registry
+                .get(id.type_name())
+                .ok_or_else(|| CallError::UnknownGrainType {
+                    grain_type: id.type_name().to_owned(),
+                })?;
+        let created = match self.catalog.entry(id.clone()) {
+            Entry::Occupied(existing) => return Ok(existing.get().clone()),
+            Entry::Vacant(slot) => {
+                let activation = factory.create(id.clone(), self);
+                slot.insert(activation.clone());
+                activation
+            }
+        };
+        created.clone().start();
+        Ok(created)
+    }
+
+    /// Removes `activation` of `id` from the catalog (if it is still the one there).
+    pub(crate) fn remove(&self, id: &GrainId, activation: ActivationId) {
+        self.catalog
+            .remove_if(id, |_, entry| entry.activation_id() == activation);
+        self.catalog_changed.notify_waiters();
+    }
+
+    fn entry_of(&self, id: &GrainId, activation: ActivationId) -> Option<Arc<dyn ActivationEntry>> {
+        self.catalog
+            .get(id)
+            .filter(|e| e.activation_id() == activation)
+            .map(|e| e.clone())
+    }
+
+    /// Asks every activation to deactivate; resolves when the catalog is empty or `timeout`
+    /// passed. Returns the number of activations left.
+    pub(crate) async fn deactivate_all(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.catalog_changed.notified();
+            let entries: Vec<_> = self.catalog.iter().map(|e| e.clone()).collect();
+            if entries.is_empty() {
+                return 0;
+            }
+            for entry in entries {
+                entry.request_deactivation(DeactivationReason::Shutdown);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.catalog.len();
+            }
+        }
+    }
+}
+
+impl ActivationHost for Runtime {
+    fn invoker(&self) -> Arc<dyn Invoker> {
+        Runtime::invoker(self)
+    }
+
+    fn store(&self) -> &dyn StateStore {
+        &*self.store
+    }
+
+    fn set_timer(
+        &self,
+        grain: &GrainId,
+        activation: ActivationId,
+        name: &str,
+        due: Duration,
+        period: Option<Duration>,
+    ) {
+        if let Some(entry) = self.entry_of(grain, activation) {
+            entry.set_timer(name, due, period);
+        }
+    }
+
+    fn cancel_timer(&self, grain: &GrainId, activation: ActivationId, name: &str) {
+        if let Some(entry) = self.entry_of(grain, activation) {
+            entry.cancel_timer(name);
+        }
+    }
+
+    fn deactivate(&self, grain: &GrainId, activation: ActivationId) {
+        if let Some(entry) = self.entry_of(grain, activation) {
+            entry.request_deactivation(DeactivationReason::Requested);
+        }
+    }
+
+    fn storage_conflict(&self, grain: &GrainId, activation: ActivationId) {
+        if let Some(entry) = self.entry_of(grain, activation) {
+            entry.request_deactivation(DeactivationReason::StorageConflict);
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Turn admission for one activation: pure logic, no runtime.
+//!
+//! Decides whether a request may start now, waits in the queue, is a deadlocking cycle, or must
+//! be routed elsewhere because the activation is closing. The rules:
+//! - one exclusive turn at a time; read-only turns may overlap each other but not an exclusive
+//!   one;
+//! - a request on the call chain of a running turn that it reenters runs at once if the grain is
+//!   reentrant, and fails as a cycle otherwise (it would wait forever);
+//! - otherwise first come, first served: nothing overtakes a queued request.
+
+use std::collections::VecDeque;
+
+use granary_core::{ChainId, GrainId};
+
+/// Life-cycle phase of an activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Claiming, loading, running `on_activate`: requests queue.
+    Activating,
+    /// Serving.
+    Active,
+    /// Running `on_deactivate` and unregistering: requests queue, then move to the next
+    /// activation.
+    Deactivating,
+    /// Gone: requests go back to the router.
+    Closed,
+}
+
+/// What a request needs to be admitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Class<'a> {
+    pub(crate) read_only: bool,
+    pub(crate) chain_id: ChainId,
+    pub(crate) chain: &'a [GrainId],
+}
+
+/// The admission verdict.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Start the turn now; `exclusive` tells how it was counted (pass it back to `finish`).
+    Run {
+        /// Whether the turn holds the activation exclusively.
+        exclusive: bool,
+    },
+    /// Keep the request in the queue.
+    Queue,
+    /// Fail with a cycle error.
+    Cycle,
+    /// The activation is closed: route the request again.
+    Reroute,
+}
+
+/// The admission state of one activation. `Q` is the queued item (a request; tests use ids).
+#[derive(Debug)]
+pub(crate) struct Scheduler<Q> {
+    pub(crate) phase: Phase,
+    pub(crate) queue: VecDeque<(Q, bool)>,
+    running: u32,
+    exclusive: bool,
+    chains: Vec<ChainId>,
+    /// Deactivate as soon as no turn runs (requested, conflict or panic).
+    pub(crate) deactivate_pending: bool,
+}
+
+impl<Q> Scheduler<Q> {
+    pub(crate) fn new() -> Self {
+        Self {
+            phase: Phase::Activating,
+            queue: VecDeque::new(),
+            running: 0,
+            exclusive: false,
+            chains: Vec::new(),
+            deactivate_pending: false,
+        }
+    }
+
+    /// Number of turns running now.
+    pub(crate) fn running(&self) -> u32 {
+        self.running
+    }
+
+    /// Decides what happens to a request of class `class` for grain `me`; on `Run` the turn
+    /// is counted as started.
+    pub(crate) fn admit(&mut self, me: &GrainId, reentrant: bool, class: Class<'_>) -> Admission {
+        if self.phase == Phase::Closed {
+            return Admission::Reroute;
+        }
+        if self.chains.contains(&class.chain_id) && class.chain.contains(me) {
+            // A call back into a turn that waits on this very chain: running is the only way
+            // it can complete.
+            return if reentrant && self.phase != Phase::Activating {
+                self.start(false, class.chain_id);
+                Admission::Run { exclusive: false }
+            } else {
+                Admission::Cycle
+            };
+        }
+        if self.phase != Phase::Active || self.deactivate_pending || !self.queue.is_empty() {
+            return Admission::Queue;
+        }
+        if self.can_start(class.read_only) {
+            self.start(!class.read_only, class.chain_id);
+            Admission::Run {
+                exclusive: !class.read_only,
+            }
+        } else {
+            Admission::Queue
+        }
+    }
+
+    /// Counts the activation's own lifecycle turn (`on_activate`, `on_deactivate`) on `chain`.
+    pub(crate) fn start_lifecycle(&mut self, chain: ChainId) {
+        self.start(true, chain);
+    }
+
+    fn can_start(&self, read_only: bool) -> bool {
+        if read_only {
+            !self.exclusive
+        } else {
+            self.running == 0
+        }
+    }
+
+    fn start(&mut self, exclusive: bool, chain: ChainId) {
+        self.running += 1;
+        self.exclusive |= exclusive;
+        self.chains.push(chain);
+    }
+
+    /// Records the end of a turn started as `exclusive` on `chain`.
+    pub(crate) fn finish(&mut self, exclusive: bool, chain: ChainId) {
+        self.running -= 1;
+        if exclusive {
+            self.exclusive = false;
+        }
+        if let Some(i) = self.chains.iter().position(|c| *c == chain) {
+            self.chains.swap_remove(i);
+        }
+    }
+
+    /// Takes the queued requests that may start now (the front exclusive one, or the run of
+    /// read-only ones at the front), counting them as started.
+    pub(crate) fn next_runnable(&mut self, chain_of: impl Fn(&Q) -> ChainId) -> Vec<(Q, bool)> {
+        let mut out = Vec::new();
+        if self.phase != Phase::Active || self.deactivate_pending {
+            return out;
+        }
+        while let Some((_, read_only)) = self.queue.front() {
+            let read_only = *read_only;
+            if !self.can_start(read_only) {
+                break;
+            }
+            let (item, ro) = self.queue.pop_front().expect("front exists");
+            self.start(!read_only, chain_of(&item));
+            out.push((item, ro));
+            if !read_only {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Whether the activation is idle: nothing running, nothing queued.
+    pub(crate) fn idle(&self) -> bool {
+        self.running == 0 && self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,305 @@
+//! [`Silo`] and [`SiloBuilder`]: start a silo, call into it, shut it down.
+
+use std::sync::Arc;
+
+use granary_core::provider::{
+    GrainDirectory, MembershipEntry, MembershipTable, SiloStatus, StateStore,
+};
+use granary_core::{Grain, GrainId, Invoker, MethodId, SiloId, StorageError};
+
+use crate::client::Client;
+use crate::collector;
+use crate::config::SiloConfig;
+use crate::events::SiloEvents;
+use crate::invoker::{SiloInvoker, dispatch_wire};
+use crate::memory::{MemoryMembership, MemoryStore};
+use crate::registry::Registry;
+use crate::runtime::{CallObserver, Runtime};
+
+/// Why a silo could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Two registered grain types share a type name; give one of them another `name`.
+    #[error("grain type name {0:?} is registered twice")]
+    DuplicateGrainType(&'static str),
+    /// The membership table could not be updated; check the membership provider.
+    #[error("cannot join the membership table")]
+    Membership(#[source] StorageError),
+}
+
+/// Why a shutdown was not clean. The silo is stopped either way.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShutdownError {
+    /// Some activations did not finish deactivating within `shutdown_timeout`; their unsaved
+    /// changes are lost (what they committed is safe).
+    #[error("{0} activations did not deactivate within the shutdown timeout")]
+    Timeout(usize),
+    /// The membership table could not be told that the silo left; the row is left behind.
+    #[error("cannot leave the membership table")]
+    Membership(#[source] StorageError),
+}
+
+/// Configures and starts a [`Silo`].
+pub struct SiloBuilder {
+    config: SiloConfig,
+    registry: Registry,
+    duplicate: Option<&'static str>,
+    store: Option<(Arc<dyn StateStore>, Arc<dyn GrainDirectory>)>,
+    membership: Option<Arc<dyn MembershipTable>>,
+    observer: Option<CallObserver>,
+}
+
+impl std::fmt::Debug for SiloBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiloBuilder")
+            .field("config", &self.config)
+            .field("types", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for SiloBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SiloBuilder {
+    /// A builder with the default configuration and in-memory providers.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            config: SiloConfig::default(),
+            registry: Registry::default(),
+            duplicate: None,
+            store: None,
+            membership: None,
+            observer: None,
+        }
+    }
+
+    /// Replaces the configuration.
+    #[must_use]
+    pub fn config(mut self, config: SiloConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Registers grain type `G`; each activation starts from `G::default()`.
+    #[must_use]
+    pub fn register<G: Grain + Default>(self) -> Self {
+        self.register_with::<G>(|_| G::default())
+    }
+
+    /// Registers grain type `G`, created for each activation by `make` (to hand grains shared
+    /// services or configuration).
+    #[must_use]
+    pub fn register_with<G: Grain>(
+        mut self,
+        make: impl Fn(&GrainId) -> G + Send + Sync + 'static,
+    ) -> Self {
+        if !self.registry.register::<G>(make) {
+            self.duplicate = Some(G::TYPE_NAME);
+        }
+        self
+    }
+
+    /// Uses `storage` as state store and grain directory (they are one provider: the directory
+    /// entry is the fence every commit checks). Default: a fresh [`MemoryStore`].
+    #[must_use]
+    pub fn storage<S: StateStore + GrainDirectory>(mut self, storage: Arc<S>) -> Self {
+        self.store = Some((storage.clone(), storage));
+        self
+    }
+
+    /// Uses `membership` as the membership table. Default: a fresh [`MemoryMembership`].
+    #[must_use]
+    pub fn membership(mut self, membership: Arc<dyn MembershipTable>) -> Self {
+        self.membership = Some(membership);
+        self
+    }
+
+    /// Calls `observer` for every call the silo dispatches, with the grain, the method and
+    /// whether the call arrived encoded (for metrics and tests). Keep it cheap: it runs on the
+    /// call path.
+    #[must_use]
+    pub fn observe_calls(
+        mut self,
+        observer: impl Fn(&GrainId, MethodId, bool) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Starts the silo on the current tokio runtime: joins the membership table, starts idle
+    /// collection and opens for calls.
+    ///
+    /// # Errors
+    /// [`StartError`] when the configuration is inconsistent or membership cannot be joined.
+    pub async fn start(self) -> Result<Silo, StartError> {
+        if let Some(name) = self.duplicate {
+            return Err(StartError::DuplicateGrainType(name));
+        }
+        let (store, directory) = self.store.unwrap_or_else(|| {
+            let memory = Arc::new(MemoryStore::new());
+            (memory.clone(), memory)
+        });
+        let membership = self
+            .membership
+            .unwrap_or_else(|| Arc::new(MemoryMembership::new()));
+        let generation = u64::try_from(uuid_millis()).unwrap_or(0);
+        let silo_id = SiloId::new(self.config.name.clone(), generation);
+        let runtime = Arc::new(Runtime::new(
+            silo_id.clone(),
+            self.config,
+            self.registry,
+            store,
+            directory,
+            self.observer,
+        ));
+        let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker {
+            runtime: Arc::downgrade(&runtime),
+        });
+        runtime
+            .invoker
+            .set(invoker)
+            .ok()
+            .expect("the invoker is set once");
+        set_status(&*membership, &silo_id, SiloStatus::Active)
+            .await
+            .map_err(StartError::Membership)?;
+        runtime.tracker.spawn(collector::run(runtime.clone()));
+        tracing::info!(silo = %silo_id, "silo started");
+        Ok(Silo {
+            runtime,
+            membership,
+        })
+    }
+}
+
+fn uuid_millis() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Writes `status` into the silo's membership row, retrying compare-and-set conflicts.
+async fn set_status(
+    table: &dyn MembershipTable,
+    silo: &SiloId,
+    status: SiloStatus,
+) -> Result<(), StorageError> {
+    loop {
+        let snapshot = table.read().await?;
+        let entry = MembershipEntry {
+            silo: silo.clone(),
+            address: String::new(),
+            status,
+        };
+        match table.upsert(entry, snapshot.version).await {
+            Ok(_) => return Ok(()),
+            Err(StorageError::Conflict { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// A running silo: hosts activations of the registered grain types.
+///
+/// Dropping a silo cancels its background work without waiting; call
+/// [`shutdown`](Self::shutdown) to deactivate grains (which persists what they save in
+/// `on_deactivate`) within a bounded time.
+pub struct Silo {
+    runtime: Arc<Runtime>,
+    membership: Arc<dyn MembershipTable>,
+}
+
+impl std::fmt::Debug for Silo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Silo")
+            .field("runtime", &self.runtime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Silo {
+    /// A builder with defaults.
+    #[must_use]
+    pub fn builder() -> SiloBuilder {
+        SiloBuilder::new()
+    }
+
+    /// This silo's id.
+    #[must_use]
+    pub fn id(&self) -> &SiloId {
+        &self.runtime.silo
+    }
+
+    /// A client whose references call grains through this silo.
+    #[must_use]
+    pub fn client(&self) -> Client {
+        Client::new(self.runtime.invoker())
+    }
+
+    /// Subscribes to the silo's life-cycle events (only events after this call).
+    #[must_use]
+    pub fn events(&self) -> SiloEvents {
+        SiloEvents::new(self.runtime.events.subscribe())
+    }
+
+    /// How many activations the silo holds now (activating, active or deactivating).
+    #[must_use]
+    pub fn activation_count(&self) -> usize {
+        self.runtime.catalog.len()
+    }
+
+    /// Whether `grain` has an activation on this silo now.
+    #[must_use]
+    pub fn is_active(&self, grain: &GrainId) -> bool {
+        self.runtime.catalog.contains_key(grain)
+    }
+
+    /// Dispatches a call that arrived in wire form (an encoded [`Envelope`](granary_core::Envelope))
+    /// and returns the encoded `Result<Vec<u8>, CallError>` reply. Malformed input yields an
+    /// encoded error, never a panic.
+    pub async fn dispatch_wire(&self, envelope: &[u8]) -> Vec<u8> {
+        dispatch_wire(&self.runtime, envelope).await
+    }
+
+    /// Stops the silo: admits no new activations, deactivates every grain (running
+    /// `on_deactivate`, which may persist), stops timers and background tasks, and leaves the
+    /// membership table, all within `shutdown_timeout`.
+    ///
+    /// # Errors
+    /// [`ShutdownError`] when something did not finish in time or membership was unreachable;
+    /// the silo is stopped either way.
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
+        let runtime = &self.runtime;
+        let deadline = tokio::time::Instant::now() + runtime.config.shutdown_timeout;
+        runtime.stop_accepting();
+        let _ = set_status(&*self.membership, &runtime.silo, SiloStatus::ShuttingDown).await;
+        let left = runtime
+            .deactivate_all(runtime.config.shutdown_timeout)
+            .await;
+        runtime.shutdown.cancel();
+        runtime.tracker.close();
+        let drained = tokio::time::timeout_at(deadline, runtime.tracker.wait())
+            .await
+            .is_ok();
+        let membership = set_status(&*self.membership, &runtime.silo, SiloStatus::Dead).await;
+        tracing::info!(silo = %runtime.silo, left, drained, "silo stopped");
+        if left > 0 {
+            return Err(ShutdownError::Timeout(left));
+        }
+        membership.map_err(ShutdownError::Membership)
+    }
+}
+
+impl Drop for Silo {
+    fn drop(&mut self) {
+        self.runtime.stop_accepting();
+        self.runtime.shutdown.cancel();
+    }
+}

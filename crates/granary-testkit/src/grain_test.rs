@@ -1,0 +1,483 @@
+//! [`GrainTest`]: one grain, in memory, on a virtual clock.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use granary_core::provider::{GrainAddress, GrainDirectory, StateStore};
+use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
+use granary_core::{
+    ActivationId, CallChain, CallError, ChainId, Event, Grain, GrainContext, GrainId, GrainKey,
+    Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, codec, state_codec,
+    typed_ref,
+};
+use granary_silo::memory::MemoryStore;
+
+use crate::host::{KitHost, Responder};
+
+/// A call the grain under test made to another grain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedCall {
+    /// The grain called.
+    pub target: GrainId,
+    /// The method called.
+    pub method: &'static str,
+    /// The encoded argument tuple; see [`RecordedCall::args`].
+    pub args: Vec<u8>,
+}
+
+impl RecordedCall {
+    /// Decodes the argument tuple, e.g. `call.args::<(String, u32)>()`.
+    ///
+    /// # Panics
+    /// If the arguments are not an `A` (the test asked for the wrong type).
+    #[must_use]
+    pub fn args<A: DeserializeOwned>(&self) -> A {
+        codec::decode(&self.args)
+            .unwrap_or_else(|e| panic!("arguments of {}.{}: {e}", self.target, self.method))
+    }
+}
+
+struct Cell<G: Grain> {
+    grain: G,
+    ctx: GrainContext<G>,
+    gate: tokio::sync::Mutex<()>,
+    running: Mutex<Option<ChainId>>,
+}
+
+type Factory<G> = Arc<dyn Fn(&GrainId) -> G + Send + Sync>;
+type Slot<G> = Arc<Mutex<Option<Arc<Cell<G>>>>>;
+
+/// Unit-tests one grain of type `G`: activated with in-memory state, called through its typed
+/// reference, inspected afterwards. Calls it makes to other grains are recorded and answered
+/// from replies the test declares; timers run when the test advances the virtual clock.
+///
+/// ```
+/// # use granary_testkit::GrainTest;
+/// # use granary::{grain, GrainContext, Result};
+/// # use serde::{Serialize, Deserialize};
+/// #[derive(Default, Serialize, Deserialize)]
+/// pub struct Count { n: u32 }
+/// #[derive(Default)]
+/// pub struct CounterGrain;
+/// #[grain(name = "counter", state = Count)]
+/// impl CounterGrain {
+///     pub async fn add(&self, ctx: &GrainContext<Self>, by: u32) -> Result<u32> {
+///         let n = { let mut s = ctx.state(); s.n += by; s.n };
+///         ctx.write_state().await?;
+///         Ok(n)
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let kit = GrainTest::<CounterGrain>::new("c-1").await?;
+/// assert_eq!(kit.reference().add(2).await?, 2);
+/// assert_eq!(kit.stored_state().map(|s| s.n), Some(2));
+/// # Ok(())
+/// # }
+/// ```
+pub struct GrainTest<G: Grain> {
+    id: GrainId,
+    host: Arc<KitHost>,
+    slot: Slot<G>,
+    cell: Arc<Cell<G>>,
+    factory: Factory<G>,
+}
+
+impl<G: Grain> fmt::Debug for GrainTest<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrainTest")
+            .field("grain", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G: Grain + Default> GrainTest<G> {
+    /// Activates the grain with `key` from empty state (running `on_activate`).
+    ///
+    /// # Errors
+    /// When `on_activate` fails.
+    pub async fn new(key: impl Into<GrainKey>) -> Result<Self, CallError> {
+        Self::with_factory(key, None, |_| G::default()).await
+    }
+
+    /// Activates the grain with `key` from a stored `state` (as if it had been written before).
+    ///
+    /// # Errors
+    /// When the state does not serialize or `on_activate` fails.
+    pub async fn with_state(key: impl Into<GrainKey>, state: &G::State) -> Result<Self, CallError> {
+        Self::with_factory(key, Some(state), |_| G::default()).await
+    }
+}
+
+impl<G: Grain> GrainTest<G> {
+    /// Activates the grain with `key`, created by `make`, from `state` if given.
+    ///
+    /// # Errors
+    /// When the state does not serialize or `on_activate` fails.
+    pub async fn with_factory(
+        key: impl Into<GrainKey>,
+        state: Option<&G::State>,
+        make: impl Fn(&GrainId) -> G + Send + Sync + 'static,
+    ) -> Result<Self, CallError> {
+        let id = GrainId::new(G::TYPE_NAME, key);
+        let store = Arc::new(MemoryStore::new());
+        if let Some(state) = state {
+            let bytes = state_codec::encode(state).map_err(|source| CallError::Storage {
+                grain: id.clone(),
+                source,
+            })?;
+            store.put_raw(&id, bytes);
+        }
+        let host = KitHost::new(id.clone(), store);
+        let slot: Slot<G> = Arc::new(Mutex::new(None));
+        let dispatch_slot = slot.clone();
+        let weak_host = Arc::downgrade(&host);
+        host.dispatch
+            .set(Arc::new(
+                move |call: OutgoingCall| -> BoxFuture<'static, Result<Payload, CallError>> {
+                    let cell = dispatch_slot.lock().clone();
+                    let host = weak_host.upgrade();
+                    async move {
+                        let (Some(cell), Some(host)) = (cell, host) else {
+                            return Err(CallError::Unavailable {
+                                grain: call.target,
+                                attempts: 1,
+                            });
+                        };
+                        run_call(&cell, &host, call).await
+                    }
+                    .boxed()
+                },
+            ))
+            .ok()
+            .expect("dispatch is set once");
+        let factory: Factory<G> = Arc::new(make);
+        let cell = activate(&id, &host, &factory).await?;
+        *slot.lock() = Some(cell.clone());
+        Ok(Self {
+            id,
+            host,
+            slot,
+            cell,
+            factory,
+        })
+    }
+
+    /// The grain's id.
+    #[must_use]
+    pub fn id(&self) -> &GrainId {
+        &self.id
+    }
+
+    /// The grain's typed reference. Calls through it run as turns of the grain under test, with
+    /// arguments and replies encoded as on the wire.
+    #[must_use]
+    pub fn reference(&self) -> G::Ref {
+        let invoker: Arc<dyn Invoker> = self.host.clone();
+        typed_ref::<G>(self.id.key().clone(), invoker)
+    }
+
+    /// The grain's in-memory state (including changes not written yet).
+    #[must_use]
+    pub fn state(&self) -> StateGuard<'_, G::State> {
+        self.cell.ctx.state()
+    }
+
+    /// The state as last committed to the store, decoded; `None` if never written or cleared.
+    ///
+    /// # Panics
+    /// If the stored bytes do not decode (a bug in the grain's state type).
+    #[must_use]
+    pub fn stored_state(&self) -> Option<G::State> {
+        let (data, _) = self.host.store.stored(&self.id)?;
+        data.map(|bytes| state_codec::decode(&bytes).expect("stored state decodes"))
+    }
+
+    /// The version of the last commit (0: none).
+    #[must_use]
+    pub fn version(&self) -> u64 {
+        self.cell.ctx.version()
+    }
+
+    /// The in-memory store behind the grain (to seed or inspect raw data).
+    #[must_use]
+    pub fn store(&self) -> &Arc<MemoryStore> {
+        &self.host.store
+    }
+
+    /// Every event the grain committed, in commit order.
+    #[must_use]
+    pub fn published(&self) -> Vec<PublishedEvent> {
+        self.host
+            .store
+            .outbox_entries()
+            .into_iter()
+            .filter(|e| e.id.grain == self.id)
+            .map(|e| e.event)
+            .collect()
+    }
+
+    /// The committed events of type `E`, decoded.
+    ///
+    /// # Panics
+    /// If a committed event of type `E` does not decode.
+    #[must_use]
+    pub fn events<E: Event>(&self) -> Vec<E> {
+        self.published()
+            .iter()
+            .filter_map(PublishedEvent::decode::<E>)
+            .map(|r| r.expect("event decodes"))
+            .collect()
+    }
+
+    /// The calls the grain made to other grains so far.
+    #[must_use]
+    pub fn calls(&self) -> Vec<RecordedCall> {
+        self.host.state.lock().calls.clone()
+    }
+
+    /// Returns and forgets the calls recorded so far.
+    pub fn take_calls(&self) -> Vec<RecordedCall> {
+        std::mem::take(&mut self.host.state.lock().calls)
+    }
+
+    /// Declares how calls to `method` of grain `T` with `key` are answered: `respond` gets the
+    /// decoded argument tuple and returns the reply. Undeclared calls fail with
+    /// `CallError::Rejected` (and are still recorded).
+    pub fn reply<T: Grain, A, R>(
+        &self,
+        key: impl Into<GrainKey>,
+        method: &'static str,
+        respond: impl Fn(A) -> Result<R, CallError> + Send + Sync + 'static,
+    ) where
+        A: DeserializeOwned + 'static,
+        R: Serialize + Send + 'static,
+    {
+        let responder: Responder = Arc::new(move |args: Payload| {
+            let args: A = args.take(method)?;
+            respond(args).and_then(|reply| Payload::reply_like(true, reply))
+        });
+        self.host
+            .state
+            .lock()
+            .responders
+            .insert((GrainId::new(T::TYPE_NAME, key), method), responder);
+    }
+
+    /// The virtual time since the test started.
+    #[must_use]
+    pub fn now(&self) -> Duration {
+        self.host.state.lock().now
+    }
+
+    /// Armed timers: name and time until due.
+    #[must_use]
+    pub fn timers(&self) -> Vec<(String, Duration)> {
+        let state = self.host.state.lock();
+        state
+            .timers
+            .iter()
+            .map(|t| (t.name.clone(), t.due.saturating_sub(state.now)))
+            .collect()
+    }
+
+    /// Advances the virtual clock by `by`, running every timer that falls due on the way, in
+    /// order, each as a turn. A periodic timer is re-armed `period` after its run, so it never
+    /// overlaps itself. Returns the names of the timers that ran.
+    pub async fn advance(&self, by: Duration) -> Vec<String> {
+        let target = self.now() + by;
+        let mut fired = Vec::new();
+        loop {
+            let next = {
+                let mut state = self.host.state.lock();
+                let due = state
+                    .timers
+                    .iter()
+                    .filter(|t| t.due <= target)
+                    .min_by_key(|t| (t.due, t.seq))
+                    .cloned();
+                if let Some(timer) = &due {
+                    state.now = timer.due;
+                    state.timers.retain(|t| t.name != timer.name);
+                    state.touched.remove(&timer.name);
+                }
+                due
+            };
+            let Some(timer) = next else { break };
+            let outcome = run_turn(
+                &self.cell,
+                &self.host,
+                TurnKind::Timer(timer.name.clone()),
+                CallChain::root(),
+            )
+            .await;
+            if let TurnOutcome::Failed(err) = &outcome {
+                tracing::warn!(timer = %timer.name, cause = %err, "timer turn failed");
+            }
+            fired.push(timer.name.clone());
+            if let Some(period) = timer.period {
+                let mut state = self.host.state.lock();
+                // The turn may have re-armed or cancelled it; only re-arm an untouched timer.
+                if !state.touched.contains(&timer.name) {
+                    state.seq += 1;
+                    let rearmed = crate::host::Timer {
+                        due: state.now + period,
+                        seq: state.seq,
+                        ..timer
+                    };
+                    state.timers.push(rearmed);
+                }
+            }
+        }
+        self.host.state.lock().now = target;
+        fired
+    }
+
+    /// Whether the grain asked to be deactivated (or a commit conflicted).
+    #[must_use]
+    pub fn deactivation_requested(&self) -> bool {
+        self.host.state.lock().deactivation_requested
+    }
+
+    /// Deactivates the grain (running `on_deactivate`) and activates it again from what was
+    /// committed: proves what survives a deactivation.
+    ///
+    /// # Errors
+    /// When `on_deactivate` or the new activation's `on_activate` fails.
+    pub async fn reactivate(&mut self) -> Result<(), CallError> {
+        let outcome = run_turn(
+            &self.cell,
+            &self.host,
+            TurnKind::Deactivate,
+            CallChain::root(),
+        )
+        .await;
+        settle(outcome, &self.id, "on_deactivate")?;
+        let address = address_of(&self.id, self.cell.ctx.activation_id());
+        let _ = self.host.store.unregister(&address).await;
+        {
+            let mut state = self.host.state.lock();
+            state.timers.clear();
+            state.deactivation_requested = false;
+        }
+        let cell = activate(&self.id, &self.host, &self.factory).await?;
+        *self.slot.lock() = Some(cell.clone());
+        self.cell = cell;
+        Ok(())
+    }
+}
+
+fn address_of(id: &GrainId, activation: ActivationId) -> GrainAddress {
+    GrainAddress {
+        grain: id.clone(),
+        silo: SiloId::new("testkit", 0),
+        activation,
+    }
+}
+
+async fn activate<G: Grain>(
+    id: &GrainId,
+    host: &Arc<KitHost>,
+    factory: &Factory<G>,
+) -> Result<Arc<Cell<G>>, CallError> {
+    let activation = ActivationId::new();
+    let storage = |source| CallError::Storage {
+        grain: id.clone(),
+        source,
+    };
+    host.store
+        .register(address_of(id, activation), None)
+        .await
+        .map_err(storage)?;
+    let loaded = host.store.load(id, activation).await.map_err(storage)?;
+    let state = match loaded.data {
+        Some(bytes) => state_codec::decode(&bytes).map_err(storage)?,
+        None => G::State::default(),
+    };
+    let ctx = GrainContext::new(id.clone(), activation, state, loaded.version, host.clone());
+    let cell = Arc::new(Cell {
+        grain: factory(id),
+        ctx,
+        gate: tokio::sync::Mutex::new(()),
+        running: Mutex::new(None),
+    });
+    let outcome = run_turn(&cell, host, TurnKind::Activate, CallChain::root()).await;
+    settle(outcome, id, "on_activate")?;
+    Ok(cell)
+}
+
+fn settle(outcome: TurnOutcome, id: &GrainId, what: &str) -> Result<Payload, CallError> {
+    match outcome {
+        TurnOutcome::Done(payload) => Ok(payload),
+        TurnOutcome::Failed(err) => Err(err),
+        TurnOutcome::Panicked(message) => Err(CallError::GrainPanicked {
+            grain: id.clone(),
+            method: what.to_owned(),
+            message,
+        }),
+    }
+}
+
+/// Runs one turn with the kit's exclusivity: one turn at a time, except a call back into a
+/// waiting turn of the same chain, which runs if the grain is reentrant and is a cycle if not.
+async fn run_turn<G: Grain>(
+    cell: &Arc<Cell<G>>,
+    host: &Arc<KitHost>,
+    kind: TurnKind,
+    chain: CallChain,
+) -> TurnOutcome {
+    let reentering = *cell.running.lock() == Some(chain.id) && chain.contains(cell.ctx.id());
+    if reentering && !G::REENTRANT {
+        let mut grains = chain.grains.clone();
+        grains.push(cell.ctx.id().clone());
+        return TurnOutcome::Failed(CallError::Cycle {
+            grain: cell.ctx.id().clone(),
+            chain: grains,
+        });
+    }
+    let _gate = if reentering {
+        None
+    } else {
+        Some(cell.gate.lock().await)
+    };
+    if !reentering {
+        *cell.running.lock() = Some(chain.id);
+    }
+    let invoker: Arc<dyn Invoker> = host.clone();
+    let scope = TurnScope {
+        grain: cell.ctx.id().clone(),
+        chain,
+        invoker,
+    };
+    let outcome = turn::execute(&cell.grain, &cell.ctx, kind, scope).await;
+    if !reentering {
+        *cell.running.lock() = None;
+    }
+    if matches!(outcome, TurnOutcome::Panicked(_)) {
+        host.state.lock().deactivation_requested = true;
+    }
+    outcome
+}
+
+async fn run_call<G: Grain>(
+    cell: &Arc<Cell<G>>,
+    host: &Arc<KitHost>,
+    call: OutgoingCall,
+) -> Result<Payload, CallError> {
+    let name = call.method.name;
+    // Arguments and replies take the wire path, so a unit test also proves them encodable.
+    let args = Payload::Encoded(call.args.into_bytes(name)?);
+    let kind = TurnKind::Call {
+        method: call.method.id,
+        args,
+    };
+    let outcome = run_turn(cell, host, kind, call.chain).await;
+    settle(outcome, cell.ctx.id(), name)
+}

@@ -1,0 +1,34 @@
+//! Granary: Orleans-style virtual actors ("grains") for game servers. The crate documentation
+//! below is the project README, whose examples are compiled and run as doc tests.
+#![doc = include_str!("../../../README.md")]
+
+pub use granary_core::{
+    ActivationId, CallChain, CallError, CallOptions, Event, Grain, GrainContext, GrainId, GrainKey, GrainRef,
+    GrainState, MethodId, MethodInfo, PublishedEvent, Result, SiloId, StateGuard, StorageError, TypedRef,
+};
+pub use granary_macros::grain;
+pub use granary_silo::{
+    Client, DeactivationReason, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents, StartError,
+    WaitTimeout,
+};
+
+pub mod provider {
+    //! Provider traits (where state, events, grain locations and silos are kept) and the
+    //! in-memory implementations.
+    pub use granary_core::provider::*;
+    pub use granary_silo::memory::{MemoryMembership, MemoryStore};
+}
+
+pub mod codec {
+    //! The wire codec (bincode with a size limit) and the stored-state codec (named MessagePack).
+    pub use granary_core::Envelope;
+    pub use granary_core::codec::{CodecError, MAX_MESSAGE_BYTES, decode, encode};
+    pub use granary_core::state_codec;
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! What `#[grain]` expands to. Not a public API.
+    pub use granary_core as core;
+    pub use granary_core::__private::*;
+}

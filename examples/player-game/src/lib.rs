@@ -1,0 +1,21 @@
+//! The example game: [`PlayerGrain`] and [`GameGrain`], the domain events they publish, and the
+//! types their methods exchange.
+//!
+//! A match lives in a game grain (integer key). Players (string keys) join it in the lobby, the
+//! match starts, players damage each other, die (the player notifies its game and publishes
+//! `PlayerDied`), and the match ends when one player is left standing (`MatchEnded`).
+//!
+//! Calls between the two grains are arranged so that no call chain reenters a waiting grain:
+//! the player calls its game when it dies, and the game tells players about the end of the
+//! match with one-way calls.
+
+mod events;
+mod game;
+mod player;
+
+pub use events::{MatchCreated, MatchEnded, MatchStarted, PlayerDied};
+pub use game::{GameGrain, GameInfo, GameRef, GameState, JoinOutcome, MatchPhase, MatchResult};
+pub use player::{BUFF_TICK, Buff, BuffKind, DamageOutcome, PlayerGrain, PlayerRef, PlayerState, PlayerStatus};
+
+/// How much health a fresh or respawned player has.
+pub const MAX_HEALTH: i32 = 100;

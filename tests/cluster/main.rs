@@ -1,0 +1,11 @@
+//! Integration tests of a whole silo: activation, turns, reentrancy, deactivation, deadlines,
+//! panics, timers, shutdown and the wire path. One test binary; one module per concern.
+
+mod probe;
+
+mod activation;
+mod bad_input;
+mod lifecycle;
+mod turns;
+mod tidy;
+mod wire;

@@ -1,0 +1,1 @@
+//! Integration tests live in `cluster/`; this library is empty.
