@@ -1,5 +1,6 @@
 //! Integration tests of a whole silo: activation, turns, reentrancy, deactivation, deadlines,
 //! panics, timers, shutdown and the wire path. One test binary; one module per concern.
+#![allow(unreachable_pub, reason = "test-only items shared between modules of one binary")]
 
 mod probe;
 

@@ -62,7 +62,12 @@ fn architecture_names_every_crate() {
     let mut missing = Vec::new();
     for dir in ["crates", "examples"] {
         for entry in std::fs::read_dir(workspace().join(dir)).unwrap() {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let manifest = std::fs::read_to_string(entry.unwrap().path().join("Cargo.toml")).unwrap();
+            let name = manifest
+                .lines()
+                .find_map(|l| l.strip_prefix("name = \"").and_then(|l| l.strip_suffix('"')))
+                .expect("every package has a name")
+                .to_owned();
             if !doc.contains(&format!("`{name}`")) {
                 missing.push(name);
             }

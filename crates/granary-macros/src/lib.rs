@@ -1,1 +1,143 @@
-//! placeholder
+//! The `#[grain]` attribute: turns an `impl` block into a grain type, with its dispatch and
+//! its typed reference. Use it through the `granary` facade (`granary::grain`).
+//!
+//! ```
+//! use granary::{CallError, GrainContext, Result, grain};
+//! use serde::{Deserialize, Serialize};
+//!
+//! /// What a player keeps between activations.
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct PlayerState {
+//!     health: i32,
+//! }
+//!
+//! /// A player; its fields live as long as one activation.
+//! #[derive(Default)]
+//! pub struct PlayerGrain {}
+//!
+//! #[grain(name = "player", state = PlayerState)]
+//! impl PlayerGrain {
+//!     /// Deals damage; returns whether the player survived.
+//!     pub async fn take_damage(&self, ctx: &GrainContext<Self>, amount: i32, source: String) -> Result<bool> {
+//!         let alive = {
+//!             let mut state = ctx.state();
+//!             state.health -= amount;
+//!             state.health > 0
+//!         };
+//!         if source.is_empty() {
+//!             return Err(CallError::rejected(ctx.id(), "damage needs a source"));
+//!         }
+//!         ctx.write_state().await?;
+//!         Ok(alive)
+//!     }
+//!
+//!     /// The player's health.
+//!     #[read_only]
+//!     pub async fn health(&self, ctx: &GrainContext<Self>) -> Result<i32> {
+//!         Ok(ctx.state().health)
+//!     }
+//!
+//!     /// Fire and forget: the caller does not wait for the grain.
+//!     #[one_way]
+//!     pub async fn ping(&self, ctx: &GrainContext<Self>, n: u32) -> Result<()> {
+//!         ctx.set_timer("regen", std::time::Duration::from_secs(u64::from(n)), None);
+//!         Ok(())
+//!     }
+//!
+//!     #[on_activate]
+//!     async fn activated(&self, ctx: &GrainContext<Self>) -> Result<()> {
+//!         if ctx.version() == 0 {
+//!             ctx.state().health = 100;
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     #[on_deactivate]
+//!     async fn deactivating(&self, ctx: &GrainContext<Self>) -> Result<()> {
+//!         ctx.write_state().await
+//!     }
+//!
+//!     #[on_timer]
+//!     async fn tick(&self, ctx: &GrainContext<Self>, name: &str) -> Result<()> {
+//!         if name == "regen" {
+//!             ctx.state().health += self.helper();
+//!         }
+//!         Ok(())
+//!     }
+//!
+//!     // Neither `pub async fn` nor a hook: left alone.
+//!     fn helper(&self) -> i32 {
+//!         1
+//!     }
+//! }
+//!
+//! // The generated reference: one async method per grain method, without `ctx`.
+//! async fn duel(player: &PlayerRef) -> Result<bool> {
+//!     player.ping(3).await?;
+//!     let alive = player.take_damage(20, "dragon".to_owned()).await?;
+//!     Ok(alive && player.health().await? > 0)
+//! }
+//!
+//! use granary::Grain;
+//! assert_eq!(PlayerGrain::TYPE_NAME, "player");
+//! let names: Vec<_> = PlayerGrain::METHODS.iter().map(|m| m.name).collect();
+//! assert_eq!(names, ["take_damage", "health", "ping"]);
+//! # let _ = duel;
+//! ```
+//!
+//! The attribute's rules and what it generates are documented on [`grain`].
+
+mod args;
+mod errors;
+mod expand;
+mod parse;
+
+use proc_macro::TokenStream;
+
+/// Makes the annotated `impl` block a grain type.
+///
+/// # Arguments
+///
+/// - `name = "player"` (required): the stable type name, stored in grain ids, storage keys and
+///   envelopes. Renaming the Rust type is safe; changing `name` orphans stored grains.
+/// - `state = PlayerState` (required): the persisted state, any `Serialize + Deserialize +
+///   Default` type (`state = ()` for none).
+/// - `reentrant`: calls on the same call chain may reenter a waiting turn (A→B→A).
+/// - `reference = PlayerHandle`: the name of the generated reference (by default the type's
+///   name without a trailing `Grain`, plus `Ref`: `PlayerGrain` → `PlayerRef`, `Lobby` →
+///   `LobbyRef`).
+/// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
+///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
+///
+/// # Methods and hooks
+///
+/// Every `pub async fn` taking `&self` is a grain method. Its second parameter is the context,
+/// `ctx: &GrainContext<Self>`; the rest are its arguments, which travel between silos and so
+/// must be owned, serializable types (`String`, not `&str`). It returns `Result<T>` (or
+/// `Result<T, CallError>`) with `T` serializable. Method ids are the FNV-1a hash of the
+/// method's name (`MethodId::of`): renaming a method changes its id, reordering does not.
+///
+/// - `#[read_only]`: the method does not change state and may interleave with other read-only
+///   turns.
+/// - `#[one_way]`: callers do not wait for the method; it must return `Result<()>`.
+/// - `#[on_activate]`, `#[on_deactivate]`: `async fn(&self, ctx: &GrainContext<Self>) ->
+///   Result<()>`, at most one of each, run after the state is loaded and when the activation
+///   ends.
+/// - `#[on_timer]`: `async fn(&self, ctx: &GrainContext<Self>, name: &str) -> Result<()>`, run
+///   when a timer set with `ctx.set_timer` fires.
+///
+/// Other functions (private, not `async`, without `self`) are left alone.
+///
+/// # Generated items
+///
+/// - `impl Grain for PlayerGrain`: `TYPE_NAME`, `REENTRANT`, `METHODS`, the dispatch and the
+///   hooks.
+/// - `pub struct PlayerRef`: `Clone`, `Debug`, `Eq` and `Hash` by grain id, serialized as its
+///   grain id, `From<GrainRef>`, `TypedRef`, `id()`, `with_timeout(..)`, and for each grain
+///   method an `async fn` of the same name and arguments (without `ctx`) returning
+///   `Result<T, CallError>`. A grain method may therefore not be called `id`,
+///   `with_timeout` or `clone`.
+#[proc_macro_attribute]
+pub fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::grain(args.into(), item.into()).into()
+}

@@ -5,7 +5,6 @@ use std::time::Duration;
 /// How a silo behaves. `SiloConfig::default()` is the production default; tests shorten the
 /// idle timeout and collection quantum.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct SiloConfig {
     /// The silo's name (appears in its [`SiloId`](granary_core::SiloId) and logs).
     pub name: String,

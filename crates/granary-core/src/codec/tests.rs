@@ -1,3 +1,5 @@
+//! Tests of the wire codec: limits, malformed input, round trips.
+
 use proptest::prelude::*;
 
 use super::*;
@@ -32,7 +34,7 @@ fn trailing_bytes_are_malformed() {
 
 proptest! {
     #[test]
-    fn round_trip(v in proptest::collection::vec(any::<(i32, String, Option<u64>)>, 0..20)) {
+    fn round_trip(v in proptest::collection::vec(any::<(i32, String, Option<u64>)>(), 0..20)) {
         let bytes = encode(&v).unwrap();
         prop_assert_eq!(decode::<Vec<(i32, String, Option<u64>)>>(&bytes).unwrap(), v);
     }

@@ -1,3 +1,5 @@
+//! Tests of grain, activation and silo ids.
+
 use super::*;
 
 #[test]

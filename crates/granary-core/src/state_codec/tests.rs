@@ -1,3 +1,5 @@
+//! Tests of the stored-state codec: schema evolution and corrupt blobs.
+
 use serde::{Deserialize, Serialize};
 
 use super::*;

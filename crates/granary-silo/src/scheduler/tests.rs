@@ -1,3 +1,5 @@
+//! Tests of the admission rules.
+
 use granary_core::{ChainId, GrainId};
 
 use super::*;

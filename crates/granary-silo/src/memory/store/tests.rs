@@ -1,3 +1,5 @@
+//! Tests of fencing, versions, the outbox and the directory of the memory store.
+
 use granary_core::provider::{
     Commit, GrainAddress, GrainDirectory, Outbox, StateChange, StateStore,
 };

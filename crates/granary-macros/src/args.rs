@@ -1,0 +1,137 @@
+//! The arguments of `#[grain(...)]`: `name`, `state`, and the optional `reentrant`,
+//! `reference` and `crate`.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use syn::parse::Parser;
+use syn::{Ident, LitStr, Path, Type};
+
+use crate::errors::Errors;
+
+/// The parsed arguments of one `#[grain(...)]` attribute.
+pub(crate) struct GrainArgs {
+    /// `name = "..."`: the stable type name.
+    pub(crate) name: LitStr,
+    /// `state = Type`: the persisted state.
+    pub(crate) state: Type,
+    /// `reentrant`: calls on the same chain may reenter.
+    pub(crate) reentrant: bool,
+    /// `reference = Name`: overrides the generated reference's name.
+    pub(crate) reference: Option<Ident>,
+    /// `crate = "path"`: where the facade lives (`::granary` unless given).
+    pub(crate) krate: Path,
+}
+
+const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name` or `crate = \"path\"`";
+
+impl GrainArgs {
+    /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
+    /// arguments get placeholders so that the expansion can go on. `attr_span` is where errors
+    /// about missing arguments point.
+    pub(crate) fn parse(tokens: TokenStream, attr_span: Span, errors: &mut Errors) -> Self {
+        let mut name: Option<LitStr> = None;
+        let mut state: Option<Type> = None;
+        let mut reentrant = false;
+        let mut reference: Option<Ident> = None;
+        let mut krate: Option<Path> = None;
+        let mut unknown: Vec<syn::Error> = Vec::new();
+
+        let parser = syn::meta::parser(|meta| {
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let duplicate = || meta.error(format!("duplicate grain argument `{key}`"));
+            match key.as_str() {
+                "name" => {
+                    if name.is_some() {
+                        return Err(duplicate());
+                    }
+                    let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`name` takes a string literal: `name = \"player\"`",
+                        )
+                    })?;
+                    if lit.value().is_empty() {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "the grain type name must not be empty",
+                        ));
+                    }
+                    name = Some(lit);
+                }
+                "state" => {
+                    if state.is_some() {
+                        return Err(duplicate());
+                    }
+                    state = Some(meta.value()?.parse()?);
+                }
+                "reentrant" => {
+                    if reentrant {
+                        return Err(duplicate());
+                    }
+                    if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                        return Err(meta.error("`reentrant` takes no value: write `reentrant`"));
+                    }
+                    reentrant = true;
+                }
+                "reference" => {
+                    if reference.is_some() {
+                        return Err(duplicate());
+                    }
+                    reference = Some(meta.value()?.parse()?);
+                }
+                "crate" => {
+                    if krate.is_some() {
+                        return Err(duplicate());
+                    }
+                    let lit: LitStr = meta.value()?.parse()?;
+                    krate = Some(lit.parse()?);
+                }
+                _ => {
+                    let shown = quote::ToTokens::to_token_stream(&meta.path)
+                        .to_string()
+                        .replace(' ', "");
+                    unknown
+                        .push(meta.error(format!("unknown grain argument `{shown}`; {EXPECTED}")));
+                    // Skip its value, if any, and go on with the other arguments.
+                    while !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                        meta.input.parse::<TokenTree>()?;
+                    }
+                }
+            }
+            Ok(())
+        });
+        let parsed = parser.parse2(tokens);
+        for error in unknown {
+            errors.push(error);
+        }
+        if let Err(e) = parsed {
+            // The arguments after the faulty one were not read: do not report them missing.
+            errors.push(e);
+        } else {
+            if name.is_none() {
+                errors.at(
+                    attr_span,
+                    "missing `name = \"...\"`: the grain's stable type name, stored in its ids and on \
+                     the wire (e.g. `#[grain(name = \"player\", state = PlayerState)]`)",
+                );
+            }
+            if state.is_none() {
+                errors.at(
+                    attr_span,
+                    "missing `state = Type`: the grain's persisted state (`state = ()` for a grain \
+                     without state)",
+                );
+            }
+        }
+        Self {
+            name: name.unwrap_or_else(|| LitStr::new("__missing", attr_span)),
+            state: state.unwrap_or_else(|| syn::parse_quote!(())),
+            reentrant,
+            reference,
+            krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
+        }
+    }
+}

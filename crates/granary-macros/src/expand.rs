@@ -1,0 +1,209 @@
+//! Code generation: the `Grain` impl (metadata, dispatch, hooks) and, in
+//! [`reference`](mod@reference), the typed reference.
+//!
+//! Errors do not stop the expansion: what could be read is still generated next to the
+//! `compile_error!`s (see [`Errors`]).
+
+mod reference;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Ident, Item, LitInt};
+
+use crate::args::GrainArgs;
+use crate::errors::Errors;
+use crate::parse::{GrainImpl, GrainMethod, Hook};
+
+/// Expands `#[grain(args)] item` into the item (helper attributes stripped), the `Grain`
+/// impl, the typed reference and the errors found.
+pub(crate) fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut item: Item = match syn::parse2(item) {
+        Ok(item) => item,
+        Err(e) => return e.to_compile_error(),
+    };
+    let Item::Impl(imp) = &mut item else {
+        let error = syn::Error::new(
+            item.span(),
+            "#[grain] goes on the impl block of a grain type: \
+             `#[grain(name = \"player\", state = PlayerState)] impl PlayerGrain { .. }`",
+        );
+        let error = error.to_compile_error();
+        return quote!(#item #error);
+    };
+    let mut errors = Errors::default();
+    let grain = GrainImpl::parse(imp, &mut errors);
+    let args = GrainArgs::parse(args, Span::call_site(), &mut errors);
+    let generated = grain.map(|grain| {
+        let paths = Paths::new(&args);
+        let ref_ident = reference_ident(&args, &grain);
+        let grain_impl = grain_impl(&args, &grain, &ref_ident, &paths);
+        let reference = reference::expand(&args, &grain, &ref_ident, &paths);
+        quote!(#grain_impl #reference)
+    });
+    let errors = errors.into_compile_errors();
+    quote!(#item #generated #errors)
+}
+
+/// The paths generated code names things through, rooted at the facade (or `crate = ".."`).
+pub(crate) struct Paths {
+    /// `granary_core`, as `::granary::__private::core`.
+    core: TokenStream,
+    /// `futures::future::BoxFuture`.
+    box_future: TokenStream,
+    /// The `serde` crate.
+    serde: TokenStream,
+}
+
+impl Paths {
+    fn new(args: &GrainArgs) -> Self {
+        let krate = &args.krate;
+        Self {
+            core: quote!(#krate::__private::core),
+            box_future: quote!(#krate::__private::BoxFuture),
+            serde: quote!(#krate::__private::serde),
+        }
+    }
+}
+
+/// `reference = Name`, or the grain's name with `Grain` stripped plus `Ref`.
+fn reference_ident(args: &GrainArgs, grain: &GrainImpl) -> Ident {
+    if let Some(name) = &args.reference {
+        return name.clone();
+    }
+    let name = grain.self_ident.to_string();
+    let base = name
+        .strip_suffix("Grain")
+        .filter(|b| !b.is_empty())
+        .unwrap_or(&name);
+    format_ident!("{}Ref", base, span = grain.self_ident.span())
+}
+
+/// A method id as a readable hex literal (`0xd902_76aa_u32`).
+fn id_literal(id: u32) -> LitInt {
+    LitInt::new(
+        &format!("0x{:04x}_{:04x}_u32", id >> 16, id & 0xffff),
+        Span::call_site(),
+    )
+}
+
+/// The `MethodInfo` of `method`, as a constant expression.
+fn method_info(method: &GrainMethod, core: &TokenStream) -> TokenStream {
+    let name = method.name.to_string();
+    let id = id_literal(method.id);
+    let (read_only, one_way) = (method.read_only, method.one_way);
+    quote! {
+        #core::MethodInfo { name: #name, id: #core::MethodId(#id), read_only: #read_only, one_way: #one_way }
+    }
+}
+
+fn grain_impl(
+    args: &GrainArgs,
+    grain: &GrainImpl,
+    ref_ident: &Ident,
+    paths: &Paths,
+) -> TokenStream {
+    let Paths {
+        core, box_future, ..
+    } = paths;
+    let self_ident = &grain.self_ident;
+    let (type_name, state, reentrant) = (&args.name, &args.state, args.reentrant);
+    let infos = grain.methods.iter().map(|m| method_info(m, core));
+    let arms = grain.methods.iter().map(|m| dispatch_arm(args, m, core));
+    let unused = grain
+        .methods
+        .is_empty()
+        .then(|| quote!(let _ = (ctx, args);));
+    let result = quote!(::core::result::Result<(), #core::CallError>);
+    let on_activate = grain.on_activate.as_ref().map(|hook| {
+        let call = hook_call(hook, &quote!(ctx));
+        quote! {
+            fn on_activate<'a>(&'a self, ctx: &'a #core::GrainContext<Self>) -> #box_future<'a, #result> {
+                #call
+            }
+        }
+    });
+    let on_deactivate = grain.on_deactivate.as_ref().map(|hook| {
+        let call = hook_call(hook, &quote!(ctx));
+        quote! {
+            fn on_deactivate<'a>(&'a self, ctx: &'a #core::GrainContext<Self>) -> #box_future<'a, #result> {
+                #call
+            }
+        }
+    });
+    let on_timer = grain.on_timer.as_ref().map(|hook| {
+        let call = hook_call(hook, &quote!(ctx, name));
+        quote! {
+            fn on_timer<'a>(
+                &'a self,
+                ctx: &'a #core::GrainContext<Self>,
+                name: &'a str,
+            ) -> #box_future<'a, #result> {
+                #call
+            }
+        }
+    });
+    quote! {
+        impl #core::Grain for #self_ident {
+            const TYPE_NAME: &'static str = #type_name;
+            const REENTRANT: bool = #reentrant;
+            const METHODS: &'static [#core::MethodInfo] = &[#(#infos),*];
+            type State = #state;
+            type Ref = #ref_ident;
+
+            fn invoke<'a>(
+                &'a self,
+                ctx: &'a #core::GrainContext<Self>,
+                method: #core::MethodId,
+                args: #core::Payload,
+            ) -> #box_future<'a, ::core::result::Result<#core::Payload, #core::CallError>> {
+                #unused
+                match method.0 {
+                    #(#arms)*
+                    _ => ::std::boxed::Box::pin(::core::future::ready(::core::result::Result::Err(
+                        #core::CallError::UnknownMethod {
+                            grain_type: ::std::string::String::from(<Self as #core::Grain>::TYPE_NAME),
+                            method: method.0,
+                        },
+                    ))),
+                }
+            }
+
+            #on_activate
+            #on_deactivate
+            #on_timer
+        }
+    }
+}
+
+/// One `match` arm of `invoke`: decode the argument tuple, run the method, encode the reply
+/// the way the request came.
+fn dispatch_arm(args: &GrainArgs, method: &GrainMethod, core: &TokenStream) -> TokenStream {
+    let id = id_literal(method.id);
+    let name = &method.name;
+    let bindings: Vec<Ident> = (0..method.args.len())
+        .map(|i| format_ident!("__arg{}", i))
+        .collect();
+    let types = method.args.iter().map(|a| &a.ty);
+    let what = format!("{}.{} arguments", args.name.value(), method.name);
+    // Spanned so that an argument or result type that is not serializable is reported at the
+    // method's parameters or result, not at the attribute.
+    let take = quote_spanned!(method.params_span=> args.take(#what));
+    let reply = quote_spanned!(method.output.span()=> #core::Payload::reply_like(encoded, value));
+    quote! {
+        #id => ::std::boxed::Box::pin(async move {
+            let encoded = args.is_encoded();
+            let (#(#bindings,)*): (#(#types,)*) = #take?;
+            let value = Self::#name(self, ctx, #(#bindings),*).await?;
+            #reply
+        }),
+    }
+}
+
+/// `Box::pin(Self::hook(self, <params>))`, spanned so that a signature mismatch points at the
+/// hook's return type.
+fn hook_call(hook: &Hook, params: &TokenStream) -> TokenStream {
+    let name = &hook.name;
+    let pin = quote_spanned!(hook.output_span=> ::std::boxed::Box::pin);
+    quote!(#pin(Self::#name(self, #params)))
+}
