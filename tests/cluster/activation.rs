@@ -22,7 +22,11 @@ async fn concurrent_first_calls_make_exactly_one_activation() {
         results.push(call.await.unwrap().unwrap());
     }
     results.sort_unstable();
-    assert_eq!(results, (1..=64).collect::<Vec<_>>(), "every call ran once, one after the other");
+    assert_eq!(
+        results,
+        (1..=64).collect::<Vec<_>>(),
+        "every call ran once, one after the other"
+    );
     assert_eq!(Counters::get(&counters.activations), 1);
     assert_eq!(silo.silo().activation_count(), 1);
     silo.shutdown().await.unwrap();
@@ -41,8 +45,16 @@ async fn idle_grains_deactivate_and_come_back_with_their_state() {
         .await
         .unwrap();
     assert!(!silo.silo().is_active(&id));
-    assert_eq!(probe.slow_increment(0).await.unwrap(), 42, "state survived the deactivation");
-    assert_eq!(probe.saved().await.unwrap(), 1, "on_deactivate ran and its write was kept");
+    assert_eq!(
+        probe.slow_increment(0).await.unwrap(),
+        42,
+        "state survived the deactivation"
+    );
+    assert_eq!(
+        probe.saved().await.unwrap(),
+        1,
+        "on_deactivate ran and its write was kept"
+    );
     assert_eq!(Counters::get(&counters.activations), 2);
     silo.shutdown().await.unwrap();
 }
@@ -52,9 +64,11 @@ async fn calls_racing_a_deactivation_are_rerouted_to_the_next_activation() {
     let counters = Arc::new(Counters::default());
     // on_deactivate takes 100 ms: calls arriving meanwhile must wait for it and then reach a
     // fresh activation that sees what it saved.
-    let silo = silo_with(&counters, Duration::from_millis(100), |c| granary::SiloConfig {
-        idle_timeout: Duration::from_secs(60),
-        ..c
+    let silo = silo_with(&counters, Duration::from_millis(100), |c| {
+        granary::SiloConfig {
+            idle_timeout: Duration::from_secs(60),
+            ..c
+        }
     })
     .await;
     let mut events = silo.events();
@@ -70,13 +84,26 @@ async fn calls_racing_a_deactivation_are_rerouted_to_the_next_activation() {
         .collect();
     let mut results = Vec::new();
     for call in racing {
-        results.push(call.await.unwrap().expect("no racing call is dropped or failed"));
+        results.push(
+            call.await
+                .unwrap()
+                .expect("no racing call is dropped or failed"),
+        );
     }
     results.sort_unstable();
     assert_eq!(results, (11..=30).collect::<Vec<_>>());
     let id = GrainId::new("probe", "racer");
-    events.wait_for(|e| matches!(e, SiloEvent::Deactivated(g, DeactivationReason::Requested) if *g == id)).await.unwrap();
-    assert_eq!(probe.saved().await.unwrap(), 1, "the next activation loaded what on_deactivate saved");
+    events
+        .wait_for(
+            |e| matches!(e, SiloEvent::Deactivated(g, DeactivationReason::Requested) if *g == id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.saved().await.unwrap(),
+        1,
+        "the next activation loaded what on_deactivate saved"
+    );
     assert_eq!(Counters::get(&counters.activations), 2);
     assert_eq!(Counters::get(&counters.deactivations), 1);
     silo.shutdown().await.unwrap();
@@ -87,14 +114,33 @@ async fn a_failing_activation_fails_every_waiting_call_and_is_retried_later() {
     let counters = Arc::new(Counters::default());
     let silo = silo(&counters).await;
     let broken = silo.client().grain::<crate::probe::BrokenGrain>("b");
-    let calls: Vec<_> = (0..5).map(|_| broken.clone()).map(|b| tokio::spawn(async move { b.hello().await })).collect();
+    let calls: Vec<_> = (0..5)
+        .map(|_| broken.clone())
+        .map(|b| tokio::spawn(async move { b.hello().await }))
+        .collect();
     for call in calls {
         let err = call.await.unwrap().unwrap_err();
-        assert!(matches!(err, granary::CallError::ActivationFailed { .. }), "{err}");
-        assert!(err.to_string().contains("no database"), "the reason reaches the caller: {err}");
+        assert!(
+            matches!(err, granary::CallError::ActivationFailed { .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("no database"),
+            "the reason reaches the caller: {err}"
+        );
     }
-    assert_eq!(silo.silo().activation_count(), 0, "the failed activation is gone");
-    assert!(matches!(broken.hello().await, Err(granary::CallError::ActivationFailed { .. })), "and is tried again");
+    assert_eq!(
+        silo.silo().activation_count(),
+        0,
+        "the failed activation is gone"
+    );
+    assert!(
+        matches!(
+            broken.hello().await,
+            Err(granary::CallError::ActivationFailed { .. })
+        ),
+        "and is tried again"
+    );
     silo.shutdown().await.unwrap();
 }
 
@@ -104,10 +150,22 @@ async fn corrupt_stored_state_fails_activation_without_overwriting_it() {
     let silo = silo(&counters).await;
     let id = GrainId::new("probe", "corrupt");
     silo.store().put_raw(&id, vec![0xc1, 0xde, 0xad]);
-    let err = silo.client().grain::<ProbeGrain>("corrupt").count().await.unwrap_err();
-    assert!(matches!(err, granary::CallError::ActivationFailed { .. }), "{err}");
+    let err = silo
+        .client()
+        .grain::<ProbeGrain>("corrupt")
+        .count()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, granary::CallError::ActivationFailed { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("does not decode"), "{err}");
     let (data, _) = silo.store().stored(&id).unwrap();
-    assert_eq!(data, Some(vec![0xc1, 0xde, 0xad]), "the bad blob is left for a human, not replaced by a default");
+    assert_eq!(
+        data,
+        Some(vec![0xc1, 0xde, 0xad]),
+        "the bad blob is left for a human, not replaced by a default"
+    );
     silo.shutdown().await.unwrap();
 }

@@ -14,20 +14,37 @@ async fn graceful_shutdown_deactivates_every_grain_and_persists() {
     let silo = silo(&counters).await;
     let client = silo.client();
     for i in 0..50 {
-        client.grain::<ProbeGrain>(format!("p{i}")).set(i).await.unwrap();
+        client
+            .grain::<ProbeGrain>(format!("p{i}"))
+            .set(i)
+            .await
+            .unwrap();
     }
     let store = silo.store().clone();
     let started = tokio::time::Instant::now();
     silo.shutdown().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "within the shutdown timeout");
-    assert_eq!(Counters::get(&counters.deactivations), 50, "every grain ran on_deactivate");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "within the shutdown timeout"
+    );
+    assert_eq!(
+        Counters::get(&counters.deactivations),
+        50,
+        "every grain ran on_deactivate"
+    );
     for i in 0..50 {
-        let (data, _) = store.stored(&GrainId::new("probe", format!("p{i}"))).unwrap();
+        let (data, _) = store
+            .stored(&GrainId::new("probe", format!("p{i}")))
+            .unwrap();
         let state: ProbeState = granary::codec::state_codec::decode(&data.unwrap()).unwrap();
         assert_eq!((state.count, state.saved_on_deactivate), (i, 1));
     }
     // References outlive the silo and fail cleanly.
-    let err = client.grain::<ProbeGrain>("late").count().await.unwrap_err();
+    let err = client
+        .grain::<ProbeGrain>("late")
+        .count()
+        .await
+        .unwrap_err();
     assert_eq!(err, CallError::ShuttingDown);
 }
 
@@ -47,15 +64,25 @@ async fn shutdown_refuses_new_activations_but_finishes_running_turns() {
     }
     let client = silo.client();
     let shutdown = tokio::spawn(silo.shutdown());
-    assert_eq!(running.await.unwrap().unwrap(), 2, "the running turn finished");
+    assert_eq!(
+        running.await.unwrap().unwrap(),
+        2,
+        "the running turn finished"
+    );
     shutdown.await.unwrap().unwrap();
-    assert_eq!(client.grain::<ProbeGrain>("new").count().await.unwrap_err(), CallError::ShuttingDown);
+    assert_eq!(
+        client.grain::<ProbeGrain>("new").count().await.unwrap_err(),
+        CallError::ShuttingDown
+    );
 }
 
 #[tokio::test]
 async fn duplicate_type_names_are_refused_at_start() {
-    let err = TestSilo::start(|b| b.register::<crate::probe::EchoGrain>().register::<crate::probe::EchoGrain>())
-        .await
-        .unwrap_err();
+    let err = TestSilo::start(|b| {
+        b.register::<crate::probe::EchoGrain>()
+            .register::<crate::probe::EchoGrain>()
+    })
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("echo"), "{err}");
 }

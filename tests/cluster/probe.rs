@@ -102,12 +102,18 @@ impl ProbeGrain {
     /// Calls `ask(me)` on probe `other`: `other` then calls back into this grain on the same
     /// chain (A → B → A).
     pub async fn bounce(&self, ctx: &GrainContext<Self>, other: String) -> Result<u32> {
-        ctx.grain::<ProbeGrain>(other).ask(ctx.key().to_string()).await
+        ctx.grain::<ProbeGrain>(other)
+            .ask(ctx.key().to_string())
+            .await
     }
 
     /// Arms a periodic timer whose turns take `work_ms`.
     pub async fn start_ticking(&self, ctx: &GrainContext<Self>, period_ms: u64) -> Result<()> {
-        ctx.set_timer("tick", Duration::from_millis(period_ms), Some(Duration::from_millis(period_ms)));
+        ctx.set_timer(
+            "tick",
+            Duration::from_millis(period_ms),
+            Some(Duration::from_millis(period_ms)),
+        );
         Ok(())
     }
 
@@ -167,7 +173,9 @@ impl EchoGrain {
     /// Calls `ask(me)` on echo `other`, which calls back into this grain (A → B → A).
     pub async fn bounce(&self, ctx: &GrainContext<Self>, other: String) -> Result<u32> {
         ctx.state().count = 7;
-        ctx.grain::<EchoGrain>(other).ask(ctx.key().to_string()).await
+        ctx.grain::<EchoGrain>(other)
+            .ask(ctx.key().to_string())
+            .await
     }
 
     /// Calls `count` on echo `other`.
@@ -189,14 +197,21 @@ impl BrokenGrain {
 
     #[on_activate]
     async fn activated(&self, _ctx: &GrainContext<Self>) -> Result<()> {
-        Err(CallError::Rejected { grain: granary::GrainId::new("broken", "x"), reason: "no database".into() })
+        Err(CallError::Rejected {
+            grain: granary::GrainId::new("broken", "x"),
+            reason: "no database".into(),
+        })
     }
 }
 
 /// A silo with the probe grains, sharing `counters`.
 /// Idle collection is pushed out of the way (60 s) so that counts of activations are exact.
 pub async fn silo(counters: &Arc<Counters>) -> TestSilo {
-    silo_with(counters, Duration::ZERO, |c| granary::SiloConfig { idle_timeout: Duration::from_secs(60), ..c }).await
+    silo_with(counters, Duration::ZERO, |c| granary::SiloConfig {
+        idle_timeout: Duration::from_secs(60),
+        ..c
+    })
+    .await
 }
 
 /// A silo with the probe grains, a deactivation delay and a config tweak.
@@ -207,9 +222,12 @@ pub async fn silo_with(
 ) -> TestSilo {
     let counters = counters.clone();
     TestSilo::start_with(tweak(granary::SiloConfig::test_profile()), move |b| {
-        b.register_with::<ProbeGrain>(move |_| ProbeGrain { counters: counters.clone(), deactivate_delay })
-            .register::<EchoGrain>()
-            .register::<BrokenGrain>()
+        b.register_with::<ProbeGrain>(move |_| ProbeGrain {
+            counters: counters.clone(),
+            deactivate_delay,
+        })
+        .register::<EchoGrain>()
+        .register::<BrokenGrain>()
     })
     .await
     .expect("silo starts")

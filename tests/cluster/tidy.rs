@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is inside the workspace")
+        .to_path_buf()
 }
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -36,14 +39,26 @@ fn sources() -> Vec<PathBuf> {
 fn every_rust_file_opens_with_a_module_doc() {
     let missing: Vec<_> = sources()
         .into_iter()
-        .filter(|f| !std::fs::read_to_string(f).unwrap().trim_start().starts_with("//!"))
+        .filter(|f| {
+            !std::fs::read_to_string(f)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
         .collect();
-    assert!(missing.is_empty(), "files without a leading //! doc: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:?}"
+    );
 }
 
 #[test]
 fn no_debris_is_left() {
-    let needles = [concat!("todo", "!("), concat!("dbg", "!("), concat!("unimplemented", "!(")];
+    let needles = [
+        concat!("todo", "!("),
+        concat!("dbg", "!("),
+        concat!("unimplemented", "!("),
+    ];
     let mut found = Vec::new();
     for file in sources() {
         let text = std::fs::read_to_string(&file).unwrap();
@@ -62,10 +77,14 @@ fn architecture_names_every_crate() {
     let mut missing = Vec::new();
     for dir in ["crates", "examples"] {
         for entry in std::fs::read_dir(workspace().join(dir)).unwrap() {
-            let manifest = std::fs::read_to_string(entry.unwrap().path().join("Cargo.toml")).unwrap();
+            let manifest =
+                std::fs::read_to_string(entry.unwrap().path().join("Cargo.toml")).unwrap();
             let name = manifest
                 .lines()
-                .find_map(|l| l.strip_prefix("name = \"").and_then(|l| l.strip_suffix('"')))
+                .find_map(|l| {
+                    l.strip_prefix("name = \"")
+                        .and_then(|l| l.strip_suffix('"'))
+                })
                 .expect("every package has a name")
                 .to_owned();
             if !doc.contains(&format!("`{name}`")) {
@@ -73,5 +92,8 @@ fn architecture_names_every_crate() {
             }
         }
     }
-    assert!(missing.is_empty(), "crates missing from docs/ARCHITECTURE.md: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "crates missing from docs/ARCHITECTURE.md: {missing:?}"
+    );
 }

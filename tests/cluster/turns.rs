@@ -24,7 +24,11 @@ async fn turns_are_exclusive_across_awaits() {
     }
     // Each turn reads, sleeps, writes: an interleaving would lose increments.
     assert_eq!(probe.count().await.unwrap(), 30);
-    assert_eq!(Counters::get(&counters.max_in_turn), 1, "never two turns at once");
+    assert_eq!(
+        Counters::get(&counters.max_in_turn),
+        1,
+        "never two turns at once"
+    );
     silo.shutdown().await.unwrap();
 }
 
@@ -42,7 +46,10 @@ async fn read_only_turns_interleave_with_each_other_only() {
     for read in reads {
         read.await.unwrap().unwrap();
     }
-    assert!(Counters::get(&counters.max_in_turn) >= 2, "read-only turns overlapped");
+    assert!(
+        Counters::get(&counters.max_in_turn) >= 2,
+        "read-only turns overlapped"
+    );
     silo.shutdown().await.unwrap();
 }
 
@@ -50,15 +57,26 @@ async fn read_only_turns_interleave_with_each_other_only() {
 async fn a_cycle_between_non_reentrant_grains_fails_fast_and_names_the_chain() {
     let counters = Arc::new(Counters::default());
     let silo = silo(&counters).await;
-    let a = silo.client().grain::<ProbeGrain>("a").with_timeout(Duration::from_secs(30));
+    let a = silo
+        .client()
+        .grain::<ProbeGrain>("a")
+        .with_timeout(Duration::from_secs(30));
     let started = tokio::time::Instant::now();
     let err = a.bounce("b".into()).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "failed fast, not at the 30 s deadline");
-    let CallError::Cycle { grain, chain } = &err else { panic!("expected a cycle, got {err}") };
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "failed fast, not at the 30 s deadline"
+    );
+    let CallError::Cycle { grain, chain } = &err else {
+        panic!("expected a cycle, got {err}")
+    };
     assert_eq!(*grain, GrainId::new("probe", "a"));
     let chain: Vec<String> = chain.iter().map(ToString::to_string).collect();
     assert_eq!(chain, ["probe/a", "probe/b", "probe/a"]);
-    assert!(err.to_string().contains("probe/a -> probe/b -> probe/a"), "{err}");
+    assert!(
+        err.to_string().contains("probe/a -> probe/b -> probe/a"),
+        "{err}"
+    );
     // Both grains still work afterwards.
     assert_eq!(a.count().await.unwrap(), 0);
     silo.shutdown().await.unwrap();
@@ -84,12 +102,30 @@ async fn a_panic_is_contained_and_the_grain_comes_back_clean() {
     probe.set(5).await.unwrap();
     bystander.set(9).await.unwrap();
     let err = probe.explode().await.unwrap_err();
-    assert!(matches!(&err, CallError::GrainPanicked { message, .. } if message.contains("boom")), "{err}");
+    assert!(
+        matches!(&err, CallError::GrainPanicked { message, .. } if message.contains("boom")),
+        "{err}"
+    );
     let id = GrainId::new("probe", "fragile");
-    events.wait_for(|e| matches!(e, SiloEvent::Deactivated(g, _) if *g == id)).await.unwrap();
-    assert_eq!(probe.count().await.unwrap(), 5, "the panicking turn's change was not kept");
-    assert_eq!(bystander.count().await.unwrap(), 9, "other grains kept running");
-    assert_eq!(Counters::get(&counters.deactivations), 0, "on_deactivate does not run after a panic");
+    events
+        .wait_for(|e| matches!(e, SiloEvent::Deactivated(g, _) if *g == id))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.count().await.unwrap(),
+        5,
+        "the panicking turn's change was not kept"
+    );
+    assert_eq!(
+        bystander.count().await.unwrap(),
+        9,
+        "other grains kept running"
+    );
+    assert_eq!(
+        Counters::get(&counters.deactivations),
+        0,
+        "on_deactivate does not run after a panic"
+    );
     silo.shutdown().await.unwrap();
 }
 
@@ -127,16 +163,30 @@ async fn timers_never_overlap_and_die_with_the_activation() {
     })
     .await
     .expect("four ticks within 10 s");
-    assert_eq!(Counters::get(&counters.max_ticks_running), 1, "a tick never overlaps the previous one");
+    assert_eq!(
+        Counters::get(&counters.max_ticks_running),
+        1,
+        "a tick never overlaps the previous one"
+    );
     probe.retire().await.unwrap();
     let id = GrainId::new("probe", "ticker");
-    events.wait_for(|e| matches!(e, SiloEvent::Deactivated(g, _) if *g == id)).await.unwrap();
+    events
+        .wait_for(|e| matches!(e, SiloEvent::Deactivated(g, _) if *g == id))
+        .await
+        .unwrap();
     let after = Counters::get(&counters.ticks);
     // An absence can only be observed over time: a timer that outlived its activation would
     // tick again within a few of its 5 ms periods.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(Counters::get(&counters.ticks), after, "no tick after deactivation");
-    assert!(!silo.silo().is_active(&id), "ticks alone did not reactivate the grain");
+    assert_eq!(
+        Counters::get(&counters.ticks),
+        after,
+        "no tick after deactivation"
+    );
+    assert!(
+        !silo.silo().is_active(&id),
+        "ticks alone did not reactivate the grain"
+    );
     silo.shutdown().await.unwrap();
 }
 
@@ -144,7 +194,15 @@ async fn timers_never_overlap_and_die_with_the_activation() {
 async fn application_errors_reach_the_caller() {
     let counters = Arc::new(Counters::default());
     let silo = silo(&counters).await;
-    let err = silo.client().grain::<ProbeGrain>("no").refuse().await.unwrap_err();
-    assert!(matches!(&err, CallError::Rejected { reason, .. } if reason == "not today"), "{err}");
+    let err = silo
+        .client()
+        .grain::<ProbeGrain>("no")
+        .refuse()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Rejected { reason, .. } if reason == "not today"),
+        "{err}"
+    );
     silo.shutdown().await.unwrap();
 }

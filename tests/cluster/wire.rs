@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use example_player_game::{Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchPhase, PlayerGrain};
+use example_player_game::{
+    Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchPhase, PlayerGrain,
+};
 use granary::{Grain, SiloConfig};
 use granary_testkit::TestSilo;
 
@@ -13,11 +15,20 @@ use granary_testkit::TestSilo;
 async fn every_example_method_works_through_the_wire_codec() {
     let seen: Arc<Mutex<BTreeSet<(String, u32, bool)>>> = Arc::default();
     let record = seen.clone();
-    let config = SiloConfig { wire_local_calls: true, idle_timeout: Duration::from_secs(60), ..SiloConfig::test_profile() };
+    let config = SiloConfig {
+        wire_local_calls: true,
+        idle_timeout: Duration::from_secs(60),
+        ..SiloConfig::test_profile()
+    };
     let silo = TestSilo::start_with(config, move |b| {
-        b.register::<PlayerGrain>().register::<GameGrain>().observe_calls(move |grain, method, encoded| {
-            record.lock().unwrap().insert((grain.type_name().to_owned(), method.0, encoded));
-        })
+        b.register::<PlayerGrain>()
+            .register::<GameGrain>()
+            .observe_calls(move |grain, method, encoded| {
+                record
+                    .lock()
+                    .unwrap()
+                    .insert((grain.type_name().to_owned(), method.0, encoded));
+            })
     })
     .await
     .unwrap();
@@ -32,10 +43,25 @@ async fn every_example_method_works_through_the_wire_codec() {
     game.start().await.unwrap();
     let ann = client.grain::<PlayerGrain>("ann");
     let bob = client.grain::<PlayerGrain>("bob");
-    bob.apply_buff(Buff { kind: BuffKind::Shield, amount: 5, remaining: Duration::from_secs(5) }).await.unwrap();
-    assert_eq!(bob.take_damage(20, "ann".into()).await.unwrap(), DamageOutcome::Survived { health: 85, absorbed: 5 });
+    bob.apply_buff(Buff {
+        kind: BuffKind::Shield,
+        amount: 5,
+        remaining: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        bob.take_damage(20, "ann".into()).await.unwrap(),
+        DamageOutcome::Survived {
+            health: 85,
+            absorbed: 5
+        }
+    );
     assert_eq!(bob.heal(10).await.unwrap(), 95);
-    assert_eq!(bob.take_damage(200, "ann".into()).await.unwrap(), DamageOutcome::Died); // → on_player_death, credit_kill, match end
+    assert_eq!(
+        bob.take_damage(200, "ann".into()).await.unwrap(),
+        DamageOutcome::Died
+    ); // → on_player_death, credit_kill, match end
     let info = game.info().await.unwrap();
     assert_eq!(info.phase, MatchPhase::Ended);
     assert_eq!(info.result.unwrap().winner.as_deref(), Some("ann"));
@@ -52,14 +78,24 @@ async fn every_example_method_works_through_the_wire_codec() {
     let _ = bob.status().await.unwrap();
 
     let seen = seen.lock().unwrap().clone();
-    assert!(seen.iter().all(|(_, _, encoded)| *encoded), "every dispatched call arrived encoded");
+    assert!(
+        seen.iter().all(|(_, _, encoded)| *encoded),
+        "every dispatched call arrived encoded"
+    );
     let called: BTreeSet<(String, u32)> = seen.into_iter().map(|(t, m, _)| (t, m)).collect();
     let all: BTreeSet<(String, u32)> = PlayerGrain::METHODS
         .iter()
         .map(|m| ("player".to_owned(), m.id.0))
-        .chain(GameGrain::METHODS.iter().map(|m| ("game".to_owned(), m.id.0)))
+        .chain(
+            GameGrain::METHODS
+                .iter()
+                .map(|m| ("game".to_owned(), m.id.0)),
+        )
         .collect();
     let missing: Vec<_> = all.difference(&called).collect();
-    assert!(missing.is_empty(), "methods never driven through the wire path: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "methods never driven through the wire path: {missing:?}"
+    );
     silo.shutdown().await.unwrap();
 }

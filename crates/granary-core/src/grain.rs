@@ -34,7 +34,7 @@ pub struct MethodInfo {
 ///
 /// A grain is a plain struct (its non-persisted, per-activation fields) whose `pub async fn`
 /// methods take `&self` and `&GrainContext<Self>`. Turns of one activation run one at a time;
-/// the persisted state lives in the context ([`GrainContext::state_mut`]).
+/// the persisted state lives in the context ([`GrainContext::state`]).
 pub trait Grain: Send + Sync + Sized + 'static {
     /// The stable type name: part of every grain id, storage key and envelope of this type.
     const TYPE_NAME: &'static str;

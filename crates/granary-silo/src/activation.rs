@@ -32,7 +32,10 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
     /// Claims, loads and activates (spawned once, after insertion into the catalog).
     fn start(self: Arc<Self>);
     /// Admits, queues or answers `req`; hands it back if the activation is closed.
-    #[allow(clippy::result_large_err, reason = "the request is handed back by value to be routed again")]
+    #[allow(
+        clippy::result_large_err,
+        reason = "the request is handed back by value to be routed again"
+    )]
     fn deliver(self: Arc<Self>, req: Request) -> Result<(), Request>;
     /// Milliseconds since the last call if the activation is idle and active.
     fn idle_for(&self, now_ms: u64) -> Option<u64>;

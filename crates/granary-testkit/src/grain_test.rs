@@ -185,7 +185,6 @@ impl<G: Grain> GrainTest<G> {
     }
 
     /// The grain's in-memory state (including changes not written yet).
-    #[must_use]
     pub fn state(&self) -> StateGuard<'_, G::State> {
         self.cell.ctx.state()
     }

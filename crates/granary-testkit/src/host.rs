@@ -52,20 +52,18 @@ pub(crate) struct KitHost {
     pub(crate) grain: GrainId,
     pub(crate) state: Mutex<KitState>,
     pub(crate) dispatch: OnceLock<SelfDispatch>,
-    pub(crate) me: OnceLock<std::sync::Weak<KitHost>>,
+    me: std::sync::Weak<KitHost>,
 }
 
 impl KitHost {
     pub(crate) fn new(grain: GrainId, store: Arc<MemoryStore>) -> Arc<Self> {
-        let host = Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
             store,
             grain,
             state: Mutex::new(KitState::default()),
             dispatch: OnceLock::new(),
-            me: OnceLock::new(),
-        });
-        host.me.set(Arc::downgrade(&host)).ok().expect("set once");
-        host
+            me: me.clone(),
+        })
     }
 
     fn outgoing(&self, call: OutgoingCall) -> Result<Payload, CallError> {
@@ -125,10 +123,7 @@ impl Invoker for KitHost {
 
 impl ActivationHost for KitHost {
     fn invoker(&self) -> Arc<dyn Invoker> {
-        self.me
-            .get()
-            .and_then(std::sync::Weak::upgrade)
-            .expect("the kit host is alive while its grain runs")
+        self.me.upgrade().expect("the kit host is alive while its grain runs")
     }
 
     fn store(&self) -> &dyn StateStore {

@@ -3,13 +3,14 @@
 #![doc = include_str!("../../../README.md")]
 
 pub use granary_core::{
-    ActivationId, CallChain, CallError, CallOptions, Event, Grain, GrainContext, GrainId, GrainKey, GrainRef,
-    GrainState, MethodId, MethodInfo, PublishedEvent, Result, SiloId, StateGuard, StorageError, TypedRef,
+    ActivationId, CallChain, CallError, CallOptions, Event, Grain, GrainContext, GrainId, GrainKey,
+    GrainRef, GrainState, MethodId, MethodInfo, PublishedEvent, Result, SiloId, StateGuard,
+    StorageError, TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{
-    Client, DeactivationReason, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents, StartError,
-    WaitTimeout,
+    Client, DeactivationReason, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
+    SiloEvents, StartError, WaitTimeout,
 };
 
 pub mod provider {

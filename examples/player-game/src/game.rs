@@ -97,7 +97,10 @@ impl GameGrain {
                 return Err(CallError::rejected(ctx.id(), "match already exists"));
             }
             if max_players < 2 {
-                return Err(CallError::rejected(ctx.id(), "a match needs room for two players"));
+                return Err(CallError::rejected(
+                    ctx.id(),
+                    "a match needs room for two players",
+                ));
             }
             s.phase = MatchPhase::Lobby;
             s.max_players = max_players;
@@ -121,7 +124,11 @@ impl GameGrain {
                 return Ok(JoinOutcome::Full);
             }
         }
-        if !ctx.grain::<PlayerGrain>(player.as_str()).enter_game(game).await? {
+        if !ctx
+            .grain::<PlayerGrain>(player.as_str())
+            .enter_game(game)
+            .await?
+        {
             return Ok(JoinOutcome::InAnotherMatch);
         }
         ctx.state().players.push(player);
@@ -139,7 +146,9 @@ impl GameGrain {
             }
             s.players.retain(|p| *p != player);
         }
-        ctx.grain::<PlayerGrain>(player.as_str()).leave_game(game).await?;
+        ctx.grain::<PlayerGrain>(player.as_str())
+            .leave_game(game)
+            .await?;
         ctx.write_state().await?;
         Ok(true)
     }
@@ -153,7 +162,10 @@ impl GameGrain {
                 return Err(CallError::rejected(ctx.id(), "match is not in its lobby"));
             }
             if s.players.len() < 2 {
-                return Err(CallError::rejected(ctx.id(), "a match needs two players to start"));
+                return Err(CallError::rejected(
+                    ctx.id(),
+                    "a match needs two players to start",
+                ));
             }
             s.phase = MatchPhase::Running;
             s.alive = s.players.clone();
@@ -165,7 +177,12 @@ impl GameGrain {
 
     /// Records that `victim` was killed by `killer` (called by the victim's player grain). The
     /// killer is credited; when one player is left standing the match ends.
-    pub async fn on_player_death(&self, ctx: &GrainContext<Self>, victim: String, killer: String) -> Result<()> {
+    pub async fn on_player_death(
+        &self,
+        ctx: &GrainContext<Self>,
+        victim: String,
+        killer: String,
+    ) -> Result<()> {
         let credit = {
             let mut s = ctx.state();
             if s.phase != MatchPhase::Running || !s.alive.contains(&victim) {
@@ -180,7 +197,9 @@ impl GameGrain {
             credit
         };
         if credit {
-            ctx.grain::<PlayerGrain>(killer.as_str()).credit_kill().await?;
+            ctx.grain::<PlayerGrain>(killer.as_str())
+                .credit_kill()
+                .await?;
         }
         if ctx.state().alive.len() <= 1 {
             self.finish(ctx).await?;
@@ -216,7 +235,10 @@ impl GameGrain {
     fn game_id(&self, ctx: &GrainContext<Self>) -> Result<i64> {
         match ctx.key() {
             granary::GrainKey::Int(id) => Ok(*id),
-            other => Err(CallError::rejected(ctx.id(), format!("game keys are integers, not {other:?}"))),
+            other => Err(CallError::rejected(
+                ctx.id(),
+                format!("game keys are integers, not {other:?}"),
+            )),
         }
     }
 
@@ -228,7 +250,11 @@ impl GameGrain {
             let mut s = ctx.state();
             let winner = (s.alive.len() == 1).then(|| s.alive[0].clone());
             let kills = s.kills.iter().map(|(p, k)| (p.clone(), *k)).collect();
-            let result = MatchResult { winner, kills, deaths: s.deaths };
+            let result = MatchResult {
+                winner,
+                kills,
+                deaths: s.deaths,
+            };
             s.phase = MatchPhase::Ended;
             s.result = Some(result.clone());
             (result, s.players.clone())
@@ -242,7 +268,9 @@ impl GameGrain {
         ctx.write_state().await?;
         for player in players {
             let won = result.winner.as_deref() == Some(player.as_str());
-            ctx.grain::<PlayerGrain>(player.as_str()).match_ended(game, won).await?;
+            ctx.grain::<PlayerGrain>(player.as_str())
+                .match_ended(game, won)
+                .await?;
         }
         Ok(result)
     }

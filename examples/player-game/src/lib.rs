@@ -15,7 +15,9 @@ mod player;
 
 pub use events::{MatchCreated, MatchEnded, MatchStarted, PlayerDied};
 pub use game::{GameGrain, GameInfo, GameRef, GameState, JoinOutcome, MatchPhase, MatchResult};
-pub use player::{BUFF_TICK, Buff, BuffKind, DamageOutcome, PlayerGrain, PlayerRef, PlayerState, PlayerStatus};
+pub use player::{
+    BUFF_TICK, Buff, BuffKind, DamageOutcome, PlayerGrain, PlayerRef, PlayerState, PlayerStatus,
+};
 
 /// How much health a fresh or respawned player has.
 pub const MAX_HEALTH: i32 = 100;

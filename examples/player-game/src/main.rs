@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure};
 use clap::Parser;
 use example_player_game::{
-    Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchEnded, MatchPhase, PlayerDied, PlayerGrain,
+    Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchEnded, MatchPhase, PlayerDied,
+    PlayerGrain,
 };
 use granary::provider::MemoryStore;
 use granary::{Silo, SiloConfig};
@@ -46,14 +47,19 @@ impl Rng {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
     let args = Args::parse();
     ensure!(args.players >= 2, "a match needs at least two players");
     let store = Arc::new(MemoryStore::new());
     let calls = Arc::new(AtomicU64::new(0));
     let counted = calls.clone();
     let silo = Silo::builder()
-        .config(SiloConfig { name: "demo".into(), ..SiloConfig::default() })
+        .config(SiloConfig {
+            name: "demo".into(),
+            ..SiloConfig::default()
+        })
         .storage(store.clone())
         .register::<PlayerGrain>()
         .register::<GameGrain>()
@@ -62,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .start()
         .await?;
-    println!("granary demo: {} matches of {} players on one silo ({} at a time)", args.matches, args.players, args.concurrency);
+    println!(
+        "granary demo: {} matches of {} players on one silo ({} at a time)",
+        args.matches, args.players, args.concurrency
+    );
 
     let finished = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -75,7 +84,11 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let now = (Instant::now(), calls.load(Ordering::Relaxed));
                 let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
-                println!("  {:>6} calls/s   matches finished {:>5}/{total}", rate.round(), finished.load(Ordering::Relaxed));
+                println!(
+                    "  {:>6} calls/s   matches finished {:>5}/{total}",
+                    rate.round(),
+                    finished.load(Ordering::Relaxed)
+                );
                 last = now;
             }
         })
@@ -88,7 +101,9 @@ async fn main() -> anyhow::Result<()> {
         let (client, next_match, finished) = (client.clone(), next_match.clone(), finished.clone());
         let (matches, players) = (u64::from(args.matches), args.players);
         workers.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (u64::from(worker) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
+            let mut rng =
+                Rng(0x9e37_79b9_7f4a_7c15
+                    ^ (u64::from(worker) + 1).wrapping_mul(0x2545_f491_4f6c_dd1d));
             loop {
                 let game_id = next_match.fetch_add(1, Ordering::Relaxed);
                 if game_id >= matches {
@@ -119,12 +134,20 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// One match: create, join, start, fight until one player is left.
-async fn play_match(client: &granary::Client, game_id: i64, players: u32, rng: &mut Rng) -> anyhow::Result<()> {
+async fn play_match(
+    client: &granary::Client,
+    game_id: i64,
+    players: u32,
+    rng: &mut Rng,
+) -> anyhow::Result<()> {
     let game = client.grain::<GameGrain>(game_id);
     game.create(players).await?;
     let names: Vec<String> = (0..players).map(|p| format!("m{game_id}-p{p}")).collect();
     for name in &names {
-        ensure!(game.join(name.clone()).await? == JoinOutcome::Joined, "{name} could not join match {game_id}");
+        ensure!(
+            game.join(name.clone()).await? == JoinOutcome::Joined,
+            "{name} could not join match {game_id}"
+        );
     }
     game.start().await?;
     let mut alive = names.clone();
@@ -136,7 +159,11 @@ async fn play_match(client: &granary::Client, game_id: i64, players: u32, rng: &
         }
         let victim = client.grain::<PlayerGrain>(alive[victim_index].as_str());
         if rng.below(10) == 0 {
-            let buff = Buff { kind: BuffKind::Shield, amount: 15, remaining: Duration::from_secs(2) };
+            let buff = Buff {
+                kind: BuffKind::Shield,
+                amount: 15,
+                remaining: Duration::from_secs(2),
+            };
             let _ = victim.apply_buff(buff).await;
         }
         let damage = 10 + i32::try_from(rng.below(30))?;
@@ -156,15 +183,28 @@ async fn reconcile(silo: &Silo, store: &MemoryStore, args: &Args) -> anyhow::Res
     let entries = store.outbox_entries();
     let mut ids = std::collections::HashSet::new();
     let duplicates = entries.iter().filter(|e| !ids.insert(e.id.clone())).count();
-    let died: Vec<PlayerDied> = entries.iter().filter_map(|e| e.event.decode()).collect::<Result<_, _>>()?;
-    let ended: Vec<MatchEnded> = entries.iter().filter_map(|e| e.event.decode()).collect::<Result<_, _>>()?;
-    let event_kills: u64 = ended.iter().flat_map(|m| m.kills.iter()).map(|(_, k)| u64::from(*k)).sum();
+    let died: Vec<PlayerDied> = entries
+        .iter()
+        .filter_map(|e| e.event.decode())
+        .collect::<Result<_, _>>()?;
+    let ended: Vec<MatchEnded> = entries
+        .iter()
+        .filter_map(|e| e.event.decode())
+        .collect::<Result<_, _>>()?;
+    let event_kills: u64 = ended
+        .iter()
+        .flat_map(|m| m.kills.iter())
+        .map(|(_, k)| u64::from(*k))
+        .sum();
 
     let client = silo.client();
     let (mut state_deaths, mut state_kills, mut state_wins) = (0_u64, 0_u64, 0_u64);
     for game in 0..args.matches {
         for p in 0..args.players {
-            let status = client.grain::<PlayerGrain>(format!("m{game}-p{p}")).status().await?;
+            let status = client
+                .grain::<PlayerGrain>(format!("m{game}-p{p}"))
+                .status()
+                .await?;
             state_deaths += u64::from(status.deaths);
             state_kills += u64::from(status.kills);
             state_wins += u64::from(status.wins);
@@ -172,8 +212,16 @@ async fn reconcile(silo: &Silo, store: &MemoryStore, args: &Args) -> anyhow::Res
     }
     let winners = ended.iter().filter(|m| m.winner.is_some()).count() as u64;
     println!("reconciliation:");
-    println!("  MatchEnded events   {:>8}   matches played      {:>8}", ended.len(), args.matches);
-    println!("  PlayerDied events   {:>8}   deaths in state     {:>8}", died.len(), state_deaths);
+    println!(
+        "  MatchEnded events   {:>8}   matches played      {:>8}",
+        ended.len(),
+        args.matches
+    );
+    println!(
+        "  PlayerDied events   {:>8}   deaths in state     {:>8}",
+        died.len(),
+        state_deaths
+    );
     println!("  kills in events     {event_kills:>8}   kills in state      {state_kills:>8}");
     println!("  winners in events   {winners:>8}   wins in state       {state_wins:>8}");
     println!("  duplicate event ids {duplicates:>8}");

@@ -49,7 +49,14 @@ pub struct PlayerState {
 
 impl Default for PlayerState {
     fn default() -> Self {
-        Self { health: MAX_HEALTH, game: None, buffs: Vec::new(), deaths: 0, kills: 0, wins: 0 }
+        Self {
+            health: MAX_HEALTH,
+            game: None,
+            buffs: Vec::new(),
+            deaths: 0,
+            kills: 0,
+            wins: 0,
+        }
     }
 }
 
@@ -104,9 +111,17 @@ impl PlayerGrain {
     /// Applies `amount` damage dealt by `source`. A shield absorbs first. When health reaches
     /// zero the player dies: `PlayerDied` is published with the state change, and the player's
     /// game is told (and counts the kill).
-    pub async fn take_damage(&self, ctx: &GrainContext<Self>, amount: i32, source: String) -> Result<DamageOutcome> {
+    pub async fn take_damage(
+        &self,
+        ctx: &GrainContext<Self>,
+        amount: i32,
+        source: String,
+    ) -> Result<DamageOutcome> {
         if amount < 0 {
-            return Err(CallError::rejected(ctx.id(), format!("negative damage {amount}")));
+            return Err(CallError::rejected(
+                ctx.id(),
+                format!("negative damage {amount}"),
+            ));
         }
         let (outcome, game) = {
             let mut s = ctx.state();
@@ -121,10 +136,17 @@ impl PlayerGrain {
                 left -= take;
                 absorbed += take;
             }
-            s.buffs.retain(|b| b.kind != BuffKind::Shield || b.amount > 0);
+            s.buffs
+                .retain(|b| b.kind != BuffKind::Shield || b.amount > 0);
             s.health = (s.health - left).max(0);
             if s.health > 0 {
-                (DamageOutcome::Survived { health: s.health, absorbed }, None)
+                (
+                    DamageOutcome::Survived {
+                        health: s.health,
+                        absorbed,
+                    },
+                    None,
+                )
             } else {
                 s.deaths += 1;
                 s.buffs.clear();
@@ -133,9 +155,15 @@ impl PlayerGrain {
         };
         if let Some(game) = game {
             let me = ctx.key().to_string();
-            ctx.publish(&PlayerDied { player: me.clone(), killer: source.clone(), game })?;
+            ctx.publish(&PlayerDied {
+                player: me.clone(),
+                killer: source.clone(),
+                game,
+            })?;
             if let Some(game) = game {
-                ctx.grain::<GameGrain>(game).on_player_death(me, source).await?;
+                ctx.grain::<GameGrain>(game)
+                    .on_player_death(me, source)
+                    .await?;
             }
         }
         ctx.write_state().await?;
@@ -147,7 +175,10 @@ impl PlayerGrain {
         let health = {
             let mut s = ctx.state();
             if s.health <= 0 {
-                return Err(CallError::rejected(ctx.id(), "dead players cannot be healed; respawn first"));
+                return Err(CallError::rejected(
+                    ctx.id(),
+                    "dead players cannot be healed; respawn first",
+                ));
             }
             s.health = (s.health + amount.max(0)).min(MAX_HEALTH);
             s.health
@@ -161,7 +192,10 @@ impl PlayerGrain {
         let first = {
             let mut s = ctx.state();
             if s.health <= 0 {
-                return Err(CallError::rejected(ctx.id(), "dead players cannot be buffed"));
+                return Err(CallError::rejected(
+                    ctx.id(),
+                    "dead players cannot be buffed",
+                ));
             }
             s.buffs.push(buff);
             s.buffs.len() == 1

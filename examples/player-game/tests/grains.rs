@@ -1,20 +1,33 @@
 //! Unit tests of the Player and Game grains with the test kit: no silo, no sleeps.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::time::Duration;
 
 use example_player_game::{
-    BUFF_TICK, Buff, BuffKind, DamageOutcome, GameGrain, GameState, JoinOutcome, MatchCreated, MatchEnded, MatchPhase,
-    MatchStarted, PlayerDied, PlayerGrain, PlayerState,
+    BUFF_TICK, Buff, BuffKind, DamageOutcome, GameGrain, GameState, JoinOutcome, MatchCreated,
+    MatchEnded, MatchPhase, MatchStarted, PlayerDied, PlayerGrain, PlayerState,
 };
 use granary::CallError;
 use granary_testkit::GrainTest;
 
 fn shield(amount: i32, secs: u64) -> Buff {
-    Buff { kind: BuffKind::Shield, amount, remaining: Duration::from_secs(secs) }
+    Buff {
+        kind: BuffKind::Shield,
+        amount,
+        remaining: Duration::from_secs(secs),
+    }
 }
 
 async fn player_in_game(key: &str, game: i64) -> GrainTest<PlayerGrain> {
-    GrainTest::with_state(key, &PlayerState { game: Some(game), ..PlayerState::default() }).await.unwrap()
+    GrainTest::with_state(
+        key,
+        &PlayerState {
+            game: Some(game),
+            ..PlayerState::default()
+        },
+    )
+    .await
+    .unwrap()
 }
 
 // ---- Player ----
@@ -23,7 +36,13 @@ async fn player_in_game(key: &str, game: i64) -> GrainTest<PlayerGrain> {
 async fn damage_reduces_health_and_is_persisted() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     let outcome = kit.reference().take_damage(30, "p2".into()).await.unwrap();
-    assert_eq!(outcome, DamageOutcome::Survived { health: 70, absorbed: 0 });
+    assert_eq!(
+        outcome,
+        DamageOutcome::Survived {
+            health: 70,
+            absorbed: 0
+        }
+    );
     assert_eq!(kit.stored_state().unwrap().health, 70);
     assert!(kit.published().is_empty(), "surviving publishes nothing");
 }
@@ -33,8 +52,20 @@ async fn a_shield_absorbs_damage_first_and_breaks_when_spent() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     let player = kit.reference();
     player.apply_buff(shield(25, 10)).await.unwrap();
-    assert_eq!(player.take_damage(10, "x".into()).await.unwrap(), DamageOutcome::Survived { health: 100, absorbed: 10 });
-    assert_eq!(player.take_damage(40, "x".into()).await.unwrap(), DamageOutcome::Survived { health: 75, absorbed: 15 });
+    assert_eq!(
+        player.take_damage(10, "x".into()).await.unwrap(),
+        DamageOutcome::Survived {
+            health: 100,
+            absorbed: 10
+        }
+    );
+    assert_eq!(
+        player.take_damage(40, "x".into()).await.unwrap(),
+        DamageOutcome::Survived {
+            health: 75,
+            absorbed: 15
+        }
+    );
     assert!(kit.state().buffs.is_empty(), "the spent shield is gone");
 }
 
@@ -42,47 +73,91 @@ async fn a_shield_absorbs_damage_first_and_breaks_when_spent() {
 async fn lethal_damage_kills_publishes_player_died_and_tells_the_game() {
     let kit = player_in_game("victim", 7).await;
     kit.reply::<GameGrain, (String, String), ()>(7_i64, "on_player_death", |_| Ok(()));
-    let outcome = kit.reference().take_damage(150, "killer".into()).await.unwrap();
+    let outcome = kit
+        .reference()
+        .take_damage(150, "killer".into())
+        .await
+        .unwrap();
     assert_eq!(outcome, DamageOutcome::Died);
     let stored = kit.stored_state().unwrap();
     assert_eq!((stored.health, stored.deaths), (0, 1));
     let died = kit.events::<PlayerDied>();
-    assert_eq!(died, vec![PlayerDied { player: "victim".into(), killer: "killer".into(), game: Some(7) }]);
+    assert_eq!(
+        died,
+        vec![PlayerDied {
+            player: "victim".into(),
+            killer: "killer".into(),
+            game: Some(7)
+        }]
+    );
     let calls = kit.calls();
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].method, "on_player_death");
     assert_eq!(calls[0].target.to_string(), "game/7");
-    assert_eq!(calls[0].args::<(String, String)>(), ("victim".into(), "killer".into()));
+    assert_eq!(
+        calls[0].args::<(String, String)>(),
+        ("victim".into(), "killer".into())
+    );
 }
 
 #[tokio::test]
 async fn a_death_the_game_refuses_commits_neither_state_nor_event() {
     let kit = player_in_game("victim", 7).await;
     kit.reply::<GameGrain, (String, String), ()>(7_i64, "on_player_death", |_| {
-        Err(CallError::Unavailable { grain: granary::GrainId::new("game", 7_i64), attempts: 3 })
+        Err(CallError::Unavailable {
+            grain: granary::GrainId::new("game", 7_i64),
+            attempts: 3,
+        })
     });
-    let err = kit.reference().take_damage(150, "killer".into()).await.unwrap_err();
+    let err = kit
+        .reference()
+        .take_damage(150, "killer".into())
+        .await
+        .unwrap_err();
     assert!(matches!(err, CallError::Unavailable { .. }), "{err}");
-    assert!(kit.events::<PlayerDied>().is_empty(), "the event was discarded with the failed turn");
-    assert_eq!(kit.stored_state().unwrap().deaths, 0, "the death was not committed");
+    assert!(
+        kit.events::<PlayerDied>().is_empty(),
+        "the event was discarded with the failed turn"
+    );
+    assert_eq!(
+        kit.stored_state().unwrap().deaths,
+        0,
+        "the death was not committed"
+    );
 }
 
 #[tokio::test]
 async fn the_dead_take_no_more_damage_and_die_only_once() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     let player = kit.reference();
-    assert_eq!(player.take_damage(100, "a".into()).await.unwrap(), DamageOutcome::Died);
-    assert_eq!(player.take_damage(5, "b".into()).await.unwrap(), DamageOutcome::AlreadyDead);
+    assert_eq!(
+        player.take_damage(100, "a".into()).await.unwrap(),
+        DamageOutcome::Died
+    );
+    assert_eq!(
+        player.take_damage(5, "b".into()).await.unwrap(),
+        DamageOutcome::AlreadyDead
+    );
     assert_eq!(kit.events::<PlayerDied>().len(), 1);
     assert_eq!(kit.stored_state().unwrap().deaths, 1);
-    assert!(kit.calls().is_empty(), "a player outside a match tells no game");
+    assert!(
+        kit.calls().is_empty(),
+        "a player outside a match tells no game"
+    );
 }
 
 #[tokio::test]
 async fn negative_damage_is_rejected() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
-    let err = kit.reference().take_damage(-5, "cheater".into()).await.unwrap_err();
-    assert!(matches!(&err, CallError::Rejected { reason, .. } if reason.contains("negative")), "{err}");
+    let err = kit
+        .reference()
+        .take_damage(-5, "cheater".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Rejected { reason, .. } if reason.contains("negative")),
+        "{err}"
+    );
     assert_eq!(kit.state().health, 100);
 }
 
@@ -94,7 +169,10 @@ async fn healing_is_capped_and_impossible_for_the_dead() {
     assert_eq!(player.heal(20).await.unwrap(), 70);
     assert_eq!(player.heal(500).await.unwrap(), 100);
     player.take_damage(100, "x".into()).await.unwrap();
-    assert!(matches!(player.heal(10).await, Err(CallError::Rejected { .. })));
+    assert!(matches!(
+        player.heal(10).await,
+        Err(CallError::Rejected { .. })
+    ));
 }
 
 #[tokio::test]
@@ -102,13 +180,28 @@ async fn buffs_count_down_on_the_clock_and_the_timer_stops_when_none_is_left() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     let player = kit.reference();
     player.apply_buff(shield(10, 2)).await.unwrap();
-    player.apply_buff(Buff { kind: BuffKind::Strength, amount: 3, remaining: Duration::from_secs(3) }).await.unwrap();
+    player
+        .apply_buff(Buff {
+            kind: BuffKind::Strength,
+            amount: 3,
+            remaining: Duration::from_secs(3),
+        })
+        .await
+        .unwrap();
     assert_eq!(kit.timers().len(), 1, "one ticking timer for all buffs");
     kit.advance(BUFF_TICK * 2).await;
     let kinds: Vec<BuffKind> = kit.state().buffs.iter().map(|b| b.kind).collect();
-    assert_eq!(kinds, vec![BuffKind::Strength], "the 2 s shield expired, the 3 s strength did not");
+    assert_eq!(
+        kinds,
+        vec![BuffKind::Strength],
+        "the 2 s shield expired, the 3 s strength did not"
+    );
     let fired = kit.advance(Duration::from_secs(10)).await;
-    assert_eq!(fired.len(), 1, "one more tick expires the last buff, then the timer stops");
+    assert_eq!(
+        fired.len(),
+        1,
+        "one more tick expires the last buff, then the timer stops"
+    );
     assert!(kit.stored_state().unwrap().buffs.is_empty());
     assert!(kit.timers().is_empty());
 }
@@ -118,7 +211,10 @@ async fn a_player_is_in_one_match_at_a_time() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     let player = kit.reference();
     assert!(player.enter_game(1).await.unwrap());
-    assert!(player.enter_game(1).await.unwrap(), "entering the same match again is fine");
+    assert!(
+        player.enter_game(1).await.unwrap(),
+        "entering the same match again is fine"
+    );
     assert!(!player.enter_game(2).await.unwrap());
     player.leave_game(1).await.unwrap();
     assert!(player.enter_game(2).await.unwrap());
@@ -130,7 +226,11 @@ async fn the_end_of_a_match_frees_the_player_and_counts_wins() {
     let kit = player_in_game("p1", 4).await;
     let player = kit.reference();
     player.match_ended(99, true).await.unwrap();
-    assert_eq!(kit.state().game, Some(4), "the end of another match is ignored");
+    assert_eq!(
+        kit.state().game,
+        Some(4),
+        "the end of another match is ignored"
+    );
     player.match_ended(4, true).await.unwrap();
     let stored = kit.stored_state().unwrap();
     assert_eq!((stored.game, stored.wins), (None, 1));
@@ -140,7 +240,10 @@ async fn the_end_of_a_match_frees_the_player_and_counts_wins() {
 async fn respawn_restores_the_dead_only() {
     let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     let player = kit.reference();
-    assert!(matches!(player.respawn().await, Err(CallError::Rejected { .. })));
+    assert!(matches!(
+        player.respawn().await,
+        Err(CallError::Rejected { .. })
+    ));
     player.take_damage(120, "x".into()).await.unwrap();
     player.respawn().await.unwrap();
     let status = player.status().await.unwrap();
@@ -187,28 +290,60 @@ async fn running(game: i64, players: &[&str]) -> GrainTest<GameGrain> {
 async fn creating_a_match_publishes_match_created_once() {
     let kit = GrainTest::<GameGrain>::new(3_i64).await.unwrap();
     kit.reference().create(4).await.unwrap();
-    assert_eq!(kit.events::<MatchCreated>(), vec![MatchCreated { game: 3, max_players: 4 }]);
-    assert!(matches!(kit.reference().create(4).await, Err(CallError::Rejected { .. })));
-    assert!(matches!(GrainTest::<GameGrain>::new(4_i64).await.unwrap().reference().create(1).await, Err(CallError::Rejected { .. })));
+    assert_eq!(
+        kit.events::<MatchCreated>(),
+        vec![MatchCreated {
+            game: 3,
+            max_players: 4
+        }]
+    );
+    assert!(matches!(
+        kit.reference().create(4).await,
+        Err(CallError::Rejected { .. })
+    ));
+    assert!(matches!(
+        GrainTest::<GameGrain>::new(4_i64)
+            .await
+            .unwrap()
+            .reference()
+            .create(1)
+            .await,
+        Err(CallError::Rejected { .. })
+    ));
     assert_eq!(kit.stored_state().unwrap().phase, MatchPhase::Lobby);
 }
 
 #[tokio::test]
 async fn joining_fills_the_lobby_and_enrolls_the_player() {
     let kit = lobby(1, 2, &["ann", "bob"]).await;
-    let enrolled: Vec<(String, i64)> =
-        kit.calls().iter().map(|c| (c.target.key().to_string(), c.args::<(i64,)>().0)).collect();
+    let enrolled: Vec<(String, i64)> = kit
+        .calls()
+        .iter()
+        .map(|c| (c.target.key().to_string(), c.args::<(i64,)>().0))
+        .collect();
     assert_eq!(enrolled, vec![("ann".into(), 1), ("bob".into(), 1)]);
-    assert_eq!(kit.reference().join("ann".into()).await.unwrap(), JoinOutcome::AlreadyJoined);
-    assert_eq!(kit.reference().join("cid".into()).await.unwrap(), JoinOutcome::Full);
-    assert_eq!(kit.stored_state().unwrap().players, vec!["ann".to_owned(), "bob".to_owned()]);
+    assert_eq!(
+        kit.reference().join("ann".into()).await.unwrap(),
+        JoinOutcome::AlreadyJoined
+    );
+    assert_eq!(
+        kit.reference().join("cid".into()).await.unwrap(),
+        JoinOutcome::Full
+    );
+    assert_eq!(
+        kit.stored_state().unwrap().players,
+        vec!["ann".to_owned(), "bob".to_owned()]
+    );
 }
 
 #[tokio::test]
 async fn a_player_in_another_match_cannot_join() {
     let kit = lobby(1, 4, &["ann"]).await;
     kit.reply::<PlayerGrain, (i64,), bool>("busy", "enter_game", |_| Ok(false));
-    assert_eq!(kit.reference().join("busy".into()).await.unwrap(), JoinOutcome::InAnotherMatch);
+    assert_eq!(
+        kit.reference().join("busy".into()).await.unwrap(),
+        JoinOutcome::InAnotherMatch
+    );
     assert_eq!(kit.state().players, vec!["ann".to_owned()]);
 }
 
@@ -217,7 +352,10 @@ async fn leaving_the_lobby_frees_the_player() {
     let kit = lobby(1, 4, &["ann", "bob"]).await;
     kit.reply::<PlayerGrain, (i64,), ()>("bob", "leave_game", |_| Ok(()));
     assert!(kit.reference().leave("bob".into()).await.unwrap());
-    assert!(!kit.reference().leave("bob".into()).await.unwrap(), "only once");
+    assert!(
+        !kit.reference().leave("bob".into()).await.unwrap(),
+        "only once"
+    );
     assert_eq!(kit.calls().last().unwrap().method, "leave_game");
     assert_eq!(kit.stored_state().unwrap().players, vec!["ann".to_owned()]);
 }
@@ -225,26 +363,54 @@ async fn leaving_the_lobby_frees_the_player() {
 #[tokio::test]
 async fn a_match_needs_two_players_to_start_and_then_closes_the_lobby() {
     let kit = lobby(1, 4, &["ann"]).await;
-    assert!(matches!(kit.reference().start().await, Err(CallError::Rejected { .. })));
+    assert!(matches!(
+        kit.reference().start().await,
+        Err(CallError::Rejected { .. })
+    ));
     kit.reply::<PlayerGrain, (i64,), bool>("bob", "enter_game", |_| Ok(true));
     kit.reference().join("bob".into()).await.unwrap();
     kit.reference().start().await.unwrap();
-    assert_eq!(kit.events::<MatchStarted>(), vec![MatchStarted { game: 1, players: vec!["ann".into(), "bob".into()] }]);
-    assert_eq!(kit.reference().join("cid".into()).await.unwrap(), JoinOutcome::NotInLobby);
+    assert_eq!(
+        kit.events::<MatchStarted>(),
+        vec![MatchStarted {
+            game: 1,
+            players: vec!["ann".into(), "bob".into()]
+        }]
+    );
+    assert_eq!(
+        kit.reference().join("cid".into()).await.unwrap(),
+        JoinOutcome::NotInLobby
+    );
 }
 
 #[tokio::test]
 async fn deaths_credit_killers_and_the_last_player_standing_wins() {
     let kit = running(9, &["ann", "bob", "cid"]).await;
     let game = kit.reference();
-    game.on_player_death("bob".into(), "ann".into()).await.unwrap();
+    game.on_player_death("bob".into(), "ann".into())
+        .await
+        .unwrap();
     assert_eq!(kit.state().phase, MatchPhase::Running);
-    game.on_player_death("cid".into(), "ann".into()).await.unwrap();
+    game.on_player_death("cid".into(), "ann".into())
+        .await
+        .unwrap();
     let state: GameState = kit.stored_state().unwrap();
     assert_eq!(state.phase, MatchPhase::Ended);
     let ended = kit.events::<MatchEnded>();
-    assert_eq!(ended, vec![MatchEnded { game: 9, winner: Some("ann".into()), kills: vec![("ann".into(), 2)], deaths: 2 }]);
-    let calls: Vec<(String, &str)> = kit.calls().iter().map(|c| (c.target.key().to_string(), c.method)).collect();
+    assert_eq!(
+        ended,
+        vec![MatchEnded {
+            game: 9,
+            winner: Some("ann".into()),
+            kills: vec![("ann".into(), 2)],
+            deaths: 2
+        }]
+    );
+    let calls: Vec<(String, &str)> = kit
+        .calls()
+        .iter()
+        .map(|c| (c.target.key().to_string(), c.method))
+        .collect();
     assert_eq!(
         calls,
         vec![
@@ -255,7 +421,12 @@ async fn deaths_credit_killers_and_the_last_player_standing_wins() {
             ("cid".into(), "match_ended"),
         ]
     );
-    let won: Vec<bool> = kit.calls().iter().filter(|c| c.method == "match_ended").map(|c| c.args::<(i64, bool)>().1).collect();
+    let won: Vec<bool> = kit
+        .calls()
+        .iter()
+        .filter(|c| c.method == "match_ended")
+        .map(|c| c.args::<(i64, bool)>().1)
+        .collect();
     assert_eq!(won, vec![true, false, false]);
 }
 
@@ -263,8 +434,12 @@ async fn deaths_credit_killers_and_the_last_player_standing_wins() {
 async fn self_kills_are_not_credited_and_duplicate_reports_are_ignored() {
     let kit = running(2, &["ann", "bob", "cid"]).await;
     let game = kit.reference();
-    game.on_player_death("bob".into(), "bob".into()).await.unwrap();
-    game.on_player_death("bob".into(), "ann".into()).await.unwrap();
+    game.on_player_death("bob".into(), "bob".into())
+        .await
+        .unwrap();
+    game.on_player_death("bob".into(), "ann".into())
+        .await
+        .unwrap();
     let state = kit.stored_state().unwrap();
     assert_eq!(state.deaths, 1);
     assert!(state.kills.is_empty());
@@ -275,9 +450,19 @@ async fn self_kills_are_not_credited_and_duplicate_reports_are_ignored() {
 async fn ending_by_hand_reports_results_and_only_while_running() {
     let kit = running(5, &["ann", "bob"]).await;
     let result = kit.reference().end().await.unwrap();
-    assert_eq!((result.winner, result.deaths), (None, 0), "two alive: no winner");
-    assert!(matches!(kit.reference().end().await, Err(CallError::Rejected { .. })));
-    assert_eq!(kit.reference().info().await.unwrap().phase, MatchPhase::Ended);
+    assert_eq!(
+        (result.winner, result.deaths),
+        (None, 0),
+        "two alive: no winner"
+    );
+    assert!(matches!(
+        kit.reference().end().await,
+        Err(CallError::Rejected { .. })
+    ));
+    assert_eq!(
+        kit.reference().info().await.unwrap().phase,
+        MatchPhase::Ended
+    );
     assert_eq!(kit.events::<MatchEnded>().len(), 1);
 }
 
