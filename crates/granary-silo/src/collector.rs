@@ -26,9 +26,12 @@ pub(crate) async fn run(runtime: Arc<Runtime>) {
             .filter(|e| e.idle_for(now).is_some_and(|ms| ms >= idle_ms))
             .map(|e| e.clone())
             .collect();
-        if !idle.is_empty() {
-            tracing::debug!(count = idle.len(), "deactivating idle activations");
-        }
+        tracing::debug!(
+            scanned = runtime.catalog.len(),
+            idle = idle.len(),
+            now,
+            "idle collection pass"
+        );
         for entry in idle {
             entry.request_deactivation(DeactivationReason::Idle);
         }

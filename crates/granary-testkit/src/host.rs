@@ -123,7 +123,9 @@ impl Invoker for KitHost {
 
 impl ActivationHost for KitHost {
     fn invoker(&self) -> Arc<dyn Invoker> {
-        self.me.upgrade().expect("the kit host is alive while its grain runs")
+        self.me
+            .upgrade()
+            .expect("the kit host is alive while its grain runs")
     }
 
     fn store(&self) -> &dyn StateStore {

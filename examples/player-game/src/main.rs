@@ -21,7 +21,7 @@ use granary::{Silo, SiloConfig};
 #[derive(Debug, Parser)]
 struct Args {
     /// Matches to play.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 20_000)]
     matches: u32,
     /// Players per match.
     #[arg(long, default_value_t = 8)]
@@ -29,6 +29,9 @@ struct Args {
     /// Matches played at the same time.
     #[arg(long, default_value_t = 64)]
     concurrency: u32,
+    /// Seconds without a call after which a grain is deactivated.
+    #[arg(long, default_value_t = 2)]
+    idle_secs: u64,
 }
 
 /// A small xorshift generator: the demo needs variety, not statistics.
@@ -58,6 +61,8 @@ async fn main() -> anyhow::Result<()> {
     let silo = Silo::builder()
         .config(SiloConfig {
             name: "demo".into(),
+            idle_timeout: Duration::from_secs(args.idle_secs),
+            collection_quantum: Duration::from_millis(500),
             ..SiloConfig::default()
         })
         .storage(store.clone())
@@ -75,8 +80,9 @@ async fn main() -> anyhow::Result<()> {
 
     let finished = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let silo = Arc::new(silo);
     let progress = {
-        let (calls, finished) = (calls.clone(), finished.clone());
+        let (calls, finished, silo) = (calls.clone(), finished.clone(), silo.clone());
         let total = args.matches;
         tokio::spawn(async move {
             let mut last = (Instant::now(), 0);
@@ -85,8 +91,8 @@ async fn main() -> anyhow::Result<()> {
                 let now = (Instant::now(), calls.load(Ordering::Relaxed));
                 let rate = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64();
                 println!(
-                    "  {:>6} calls/s   matches finished {:>5}/{total}",
-                    rate.round(),
+                    "  {rate:>9.0} calls/s   {:>7} active grains   matches finished {:>6}/{total}",
+                    silo.activation_count(),
                     finished.load(Ordering::Relaxed)
                 );
                 last = now;
@@ -118,10 +124,11 @@ async fn main() -> anyhow::Result<()> {
         worker.await??;
     }
     progress.abort();
+    let _ = progress.await;
     let elapsed = started.elapsed();
     let total_calls = calls.load(Ordering::Relaxed);
     println!(
-        "played {} matches in {:.2?}: {total_calls} grain calls ({:.0}/s), {} activations",
+        "played {} matches in {:.2?}: {total_calls} grain calls ({:.0}/s), {} grains active at the end",
         args.matches,
         elapsed,
         total_calls as f64 / elapsed.as_secs_f64(),
@@ -129,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     reconcile(&silo, &store, &args).await?;
+    let silo = Arc::into_inner(silo).expect("the progress task is gone");
     silo.shutdown().await?;
     Ok(())
 }
