@@ -106,14 +106,20 @@ impl Runtime {
     /// back by a closing activation is routed again, a bounded number of times.
     pub(crate) fn route(self: &Arc<Self>, mut req: Request) {
         loop {
-            let entry = match self.catalog.get(&req.target) {
-                Some(entry) => entry.clone(),
+            let (entry, created) = match self.catalog.get(&req.target) {
+                Some(entry) => (entry.clone(), false),
                 None => match self.activation_for(&req.target) {
-                    Ok(entry) => entry,
+                    Ok(found) => found,
                     Err(err) => return req.fail(err),
                 },
             };
-            match entry.deliver(req) {
+            let delivered = entry.clone().deliver(req);
+            if created {
+                // Started only after the request that created it is queued in it: an activation
+                // that fails at once still answers that request instead of bouncing it.
+                entry.start();
+            }
+            match delivered {
                 Ok(()) => return,
                 Err(back) => {
                     req = back;
@@ -130,12 +136,12 @@ impl Runtime {
         }
     }
 
-    /// The activation of `id`, created (and started) if the catalog has none. Exactly one
-    /// activation is created however many callers race here.
+    /// The activation of `id` and whether this call created it (then the caller starts it).
+    /// Exactly one activation is created however many callers race here.
     fn activation_for(
         self: &Arc<Self>,
         id: &GrainId,
-    ) -> Result<Arc<dyn ActivationEntry>, CallError> {
+    ) -> Result<(Arc<dyn ActivationEntry>, bool), CallError> {
         if !self.accepting() {
             return Err(CallError::ShuttingDown);
         }
@@ -145,16 +151,14 @@ impl Runtime {
                 .ok_or_else(|| CallError::UnknownGrainType {
                     grain_type: id.type_name().to_owned(),
                 })?;
-        let created = match self.catalog.entry(id.clone()) {
-            Entry::Occupied(existing) => return Ok(existing.get().clone()),
+        Ok(match self.catalog.entry(id.clone()) {
+            Entry::Occupied(existing) => (existing.get().clone(), false),
             Entry::Vacant(slot) => {
                 let activation = factory.create(id.clone(), self);
                 slot.insert(activation.clone());
-                activation
+                (activation, true)
             }
-        };
-        created.clone().start();
-        Ok(created)
+        })
     }
 
     /// Removes `activation` of `id` from the catalog (if it is still the one there).
