@@ -1,0 +1,142 @@
+//! The candidate: Granary grains on a silo with in-memory providers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use granary::{GrainContext, Result, Silo, grain};
+use tokio::sync::Notify;
+
+use super::{Rng, current_thread, multi_thread, p50_of};
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+static TICK_TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
+static TICKS_DONE: Notify = Notify::const_new();
+
+/// The benchmark grain: a ping that answers and a one-way tick that counts.
+#[derive(Debug, Default)]
+pub(crate) struct BenchGrain;
+
+#[grain(name = "bench", state = ())]
+impl BenchGrain {
+    /// Answers `x + 1`.
+    pub async fn ping(&self, _ctx: &GrainContext<Self>, x: u64) -> Result<u64> {
+        Ok(x + 1)
+    }
+
+    /// Counts one tick.
+    #[one_way]
+    pub async fn tick(&self, _ctx: &GrainContext<Self>, _x: u64) -> Result<()> {
+        if TICKS.fetch_add(1, Ordering::Relaxed) + 1 == TICK_TARGET.load(Ordering::Relaxed) {
+            TICKS_DONE.notify_one();
+        }
+        Ok(())
+    }
+}
+
+async fn silo() -> Silo {
+    Silo::builder()
+        .register::<BenchGrain>()
+        .start()
+        .await
+        .expect("silo starts")
+}
+
+pub(crate) fn p1a(calls: usize) -> f64 {
+    current_thread().block_on(async {
+        let silo = silo().await;
+        let grain = silo.client().grain::<BenchGrain>(1_i64);
+        let p50 = p50_of(calls, |i| {
+            let grain = &grain;
+            async move { grain.ping(i).await.expect("ping") }
+        })
+        .await;
+        silo.shutdown().await.expect("clean shutdown");
+        p50
+    })
+}
+
+pub(crate) fn p1b(actors: usize, callers: usize, per_caller: usize) -> f64 {
+    multi_thread(2).block_on(async {
+        let silo = silo().await;
+        let client = silo.client();
+        let refs: Arc<Vec<_>> = Arc::new(
+            (0..actors as i64)
+                .map(|k| client.grain::<BenchGrain>(k))
+                .collect(),
+        );
+        for r in refs.iter() {
+            r.ping(0).await.expect("activate");
+        }
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let refs = refs.clone();
+                tokio::spawn(async move {
+                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + c as u64);
+                    for i in 0..per_caller as u64 {
+                        std::hint::black_box(
+                            refs[rng.below(refs.len())].ping(i).await.expect("ping"),
+                        );
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("caller");
+        }
+        let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
+        drop(refs);
+        silo.shutdown().await.expect("clean shutdown");
+        rate
+    })
+}
+
+pub(crate) fn p2(messages: usize) -> f64 {
+    current_thread().block_on(async {
+        let silo = silo().await;
+        let grain = silo.client().grain::<BenchGrain>(1_i64);
+        grain.ping(0).await.expect("activate");
+        TICKS.store(0, Ordering::Relaxed);
+        TICK_TARGET.store(messages as u64, Ordering::Relaxed);
+        let done = TICKS_DONE.notified();
+        tokio::pin!(done);
+        done.as_mut().enable();
+        let start = Instant::now();
+        for i in 0..messages as u64 {
+            grain.tick(i).await.expect("send");
+            if i % 1024 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        done.await;
+        let rate = messages as f64 / start.elapsed().as_secs_f64();
+        silo.shutdown().await.expect("clean shutdown");
+        rate
+    })
+}
+
+pub(crate) fn p8(actors: usize) -> f64 {
+    current_thread().block_on(async {
+        let silo = silo().await;
+        let client = silo.client();
+        client
+            .grain::<BenchGrain>(-1_i64)
+            .ping(0)
+            .await
+            .expect("warm");
+        let before = crate::alloc::live();
+        for k in 0..actors as i64 {
+            client
+                .grain::<BenchGrain>(k)
+                .ping(0)
+                .await
+                .expect("activate");
+        }
+        tokio::task::yield_now().await;
+        let after = crate::alloc::live();
+        assert_eq!(silo.activation_count(), actors + 1);
+        silo.shutdown().await.expect("clean shutdown");
+        (after - before) as f64 / actors as f64
+    })
+}

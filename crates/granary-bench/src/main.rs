@@ -1,0 +1,52 @@
+//! Granary benchmark runner: `cargo run --release -p granary-bench -- all` (or `-- P1 P2 P8`).
+//!
+//! Every metric runs its baseline and the Granary candidate interleaved, `--reps` times, and
+//! prints one `BENCH <id> … value= baseline= ratio=` line of medians; the other peers print
+//! their own `BENCH` lines for context.
+#![allow(clippy::print_stdout, reason = "benchmark output")]
+
+mod alloc;
+mod engines;
+mod metrics;
+mod report;
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
+
+/// Runs Granary's benchmarks against their baselines.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Metrics to run: P1, P2, P8 or all.
+    #[arg(default_value = "all")]
+    ids: Vec<String>,
+    /// Interleaved repetitions per metric (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Smaller workloads, for a smoke run.
+    #[arg(long)]
+    quick: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let all = args.ids.iter().any(|id| id.eq_ignore_ascii_case("all"));
+    let wants = |id: &str| all || args.ids.iter().any(|x| x.eq_ignore_ascii_case(id));
+    let scale = if args.quick { 10 } else { 1 };
+    println!(
+        "# granary-bench: {} repetitions, medians; machine: {} cores",
+        args.reps,
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    if wants("P1") {
+        metrics::p1(args.reps, scale)?;
+    }
+    if wants("P2") {
+        metrics::p2(args.reps, scale)?;
+    }
+    if wants("P8") {
+        metrics::p8(args.reps, scale)?;
+    }
+    Ok(())
+}
