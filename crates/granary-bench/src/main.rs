@@ -27,6 +27,9 @@ struct Args {
     /// Smaller workloads, for a smoke run.
     #[arg(long)]
     quick: bool,
+    /// Runs only the Granary side of one workload (p1a, p1b, p2, p8), for a profiler.
+    #[arg(long)]
+    profile: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +37,17 @@ fn main() -> anyhow::Result<()> {
     let all = args.ids.iter().any(|id| id.eq_ignore_ascii_case("all"));
     let wants = |id: &str| all || args.ids.iter().any(|x| x.eq_ignore_ascii_case(id));
     let scale = if args.quick { 10 } else { 1 };
+    if let Some(workload) = &args.profile {
+        let value = match workload.as_str() {
+            "p1a" => engines::granary::p1a(1_000_000 / scale),
+            "p1b" => engines::granary::p1b(1_000, 8, 1_000_000 / scale),
+            "p2" => engines::granary::p2(5_000_000 / scale),
+            "p8" => engines::granary::p8(100_000 / scale),
+            other => anyhow::bail!("unknown workload {other}: use p1a, p1b, p2 or p8"),
+        };
+        println!("granary {workload}: {value:.1}");
+        return Ok(());
+    }
     println!(
         "# granary-bench: {} repetitions, medians; machine: {} cores",
         args.reps,

@@ -36,9 +36,9 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
         clippy::result_large_err,
         reason = "the request is handed back by value to be routed again"
     )]
-    fn deliver(self: Arc<Self>, req: Request) -> Result<(), Request>;
-    /// Milliseconds since the last call if the activation is idle and active.
-    fn idle_for(&self, now_ms: u64) -> Option<u64>;
+    fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Option<InlineTurn>, Request>;
+    /// Collection epochs since the last call, if the activation is idle and active.
+    fn idle_for(&self, now_epoch: u64) -> Option<u64>;
     /// Deactivates once no turn runs.
     fn request_deactivation(self: Arc<Self>, reason: DeactivationReason);
     /// Arms the timer `name`.
@@ -46,6 +46,11 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
     /// Disarms the timer `name`.
     fn cancel_timer(&self, name: &str);
 }
+
+/// An admitted turn that the caller runs itself (see [`ActivationEntry::deliver`]). It answers
+/// through the request's reply channel; if it is dropped before completion it must be finished
+/// elsewhere ([`crate::invoker`] spawns it), since a turn is never cut short.
+pub(crate) type InlineTurn = futures::future::BoxFuture<'static, ()>;
 
 struct Admin {
     sched: Scheduler<Request>,
@@ -57,7 +62,7 @@ pub(crate) struct Activation<G: Grain> {
     grain: G,
     ctx: GrainContext<G>,
     admin: Mutex<Admin>,
-    last_call_ms: AtomicU64,
+    last_call_epoch: AtomicU64,
     timers: Mutex<Vec<(Box<str>, CancellationToken)>>,
 }
 
@@ -77,7 +82,7 @@ impl<G: Grain> Activation<G> {
                 sched: Scheduler::new(),
                 pending_reason: None,
             }),
-            last_call_ms: AtomicU64::new(runtime.now_ms()),
+            last_call_epoch: AtomicU64::new(runtime.epoch()),
             timers: Mutex::new(Vec::new()),
         })
     }
@@ -102,15 +107,25 @@ impl<G: Grain> Activation<G> {
         }
     }
 
-    fn spawn_run(self: &Arc<Self>, req: Request, exclusive: bool) {
-        self.runtime.tracker.spawn(self.clone().run(req, exclusive));
+    fn spawn_run(self: &Arc<Self>, req: Request, exclusive: bool, queued: bool) {
+        self.runtime
+            .tracker
+            .spawn(self.clone().run(req, exclusive, queued, false));
     }
 
-    /// Runs admitted requests: `req` first, then whatever the end of each turn admits.
-    async fn run(self: Arc<Self>, mut req: Request, mut exclusive: bool) {
+    /// Runs admitted requests: `req` first, then whatever the end of each turn admits. `queued`
+    /// tells whether `req` waited in the queue (its deadline may have passed meanwhile). An
+    /// `inline` run (in the caller's task) runs only `req` and spawns what follows.
+    async fn run(
+        self: Arc<Self>,
+        mut req: Request,
+        mut exclusive: bool,
+        mut queued: bool,
+        inline: bool,
+    ) {
         loop {
             let chain = req.chain.id;
-            self.turn(req).await;
+            self.turn(req, queued).await;
             let (next, deactivate) = {
                 let mut admin = self.admin.lock();
                 admin.sched.finish(exclusive, chain);
@@ -118,6 +133,11 @@ impl<G: Grain> Activation<G> {
                 (next, Self::begin_deactivation(&mut admin))
             };
             if let Some(reason) = deactivate {
+                if inline {
+                    let runtime = self.runtime.clone();
+                    runtime.tracker.spawn(self.deactivate(reason));
+                    return;
+                }
                 return self.deactivate(reason).await;
             }
             let mut next = next.into_iter();
@@ -125,10 +145,15 @@ impl<G: Grain> Activation<G> {
                 return;
             };
             for (other, ro) in next {
-                self.spawn_run(other, !ro);
+                self.spawn_run(other, !ro, true);
+            }
+            if inline {
+                self.spawn_run(first, !read_only, true);
+                return;
             }
             req = first;
             exclusive = !read_only;
+            queued = true;
         }
     }
 
@@ -150,7 +175,7 @@ impl<G: Grain> Activation<G> {
     }
 
     /// One turn: a call or a timer tick, answered when it ends.
-    async fn turn(&self, req: Request) {
+    async fn turn(&self, req: Request, queued: bool) {
         let Request {
             kind,
             chain,
@@ -167,7 +192,7 @@ impl<G: Grain> Activation<G> {
                     return; // the caller gave up before the turn started
                 }
                 let name = G::method(method).map_or("?", |m| m.name);
-                if Instant::now() >= deadline {
+                if queued && Instant::now() >= deadline {
                     let timeout = Duration::ZERO;
                     let err = CallError::Timeout {
                         grain: self.id().clone(),
@@ -300,7 +325,7 @@ impl<G: Grain> Activation<G> {
             return self.deactivate(reason).await;
         }
         for (req, read_only) in next {
-            self.spawn_run(req, !read_only);
+            self.spawn_run(req, !read_only, true);
         }
     }
 
@@ -421,7 +446,7 @@ impl<G: Grain> Activation<G> {
                 deadline: Instant::now() + Duration::from_secs(365 * 24 * 3600),
                 attempts: 0,
             };
-            if self.clone().deliver(tick).is_err() {
+            if self.clone().deliver(tick, false).is_err() {
                 return;
             }
             // Wait for the tick's turn to end: a timer never overlaps itself.
@@ -447,12 +472,12 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         runtime.tracker.spawn(self.activate());
     }
 
-    fn deliver(self: Arc<Self>, req: Request) -> Result<(), Request> {
+    fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Option<InlineTurn>, Request> {
         let read_only = match &req.kind {
             RequestKind::Call { method, .. } => match G::method(*method) {
                 Some(info) => {
-                    self.last_call_ms
-                        .store(self.runtime.now_ms(), Ordering::Relaxed);
+                    self.last_call_epoch
+                        .store(self.runtime.epoch(), Ordering::Relaxed);
                     info.read_only
                 }
                 None => {
@@ -462,7 +487,7 @@ impl<G: Grain> ActivationEntry for Activation<G> {
                     };
                     tracing::warn!(grain = %self.id(), cause = %err, "call refused");
                     req.fail(err);
-                    return Ok(());
+                    return Ok(None);
                 }
             },
             RequestKind::Timer { .. } => false,
@@ -476,7 +501,10 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         match admin.sched.admit(self.id(), G::REENTRANT, class) {
             Admission::Run { exclusive } => {
                 drop(admin);
-                self.spawn_run(req, exclusive);
+                if inline {
+                    return Ok(Some(Box::pin(self.run(req, exclusive, false, true))));
+                }
+                self.spawn_run(req, exclusive, false);
             }
             Admission::Queue => admin.sched.queue.push_back((req, read_only)),
             Admission::Cycle => {
@@ -490,15 +518,15 @@ impl<G: Grain> ActivationEntry for Activation<G> {
             }
             Admission::Reroute => return Err(req),
         }
-        Ok(())
+        Ok(None)
     }
 
-    fn idle_for(&self, now_ms: u64) -> Option<u64> {
+    fn idle_for(&self, now_epoch: u64) -> Option<u64> {
         let admin = self.admin.lock();
         let idle = admin.sched.phase == Phase::Active
             && admin.sched.idle()
             && !admin.sched.deactivate_pending;
-        idle.then(|| now_ms.saturating_sub(self.last_call_ms.load(Ordering::Relaxed)))
+        idle.then(|| now_epoch.saturating_sub(self.last_call_epoch.load(Ordering::Relaxed)))
     }
 
     fn request_deactivation(self: Arc<Self>, reason: DeactivationReason) {

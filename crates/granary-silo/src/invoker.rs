@@ -2,15 +2,19 @@
 //! the deadline, routes the request and waits for the reply; in wire mode it sends every call
 //! through the wire codec exactly as the cluster transport does.
 
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, ready};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
 
+use crate::activation::InlineTurn;
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
 
@@ -47,15 +51,29 @@ impl Invoker for SiloInvoker {
                 args,
                 reply: Some(reply),
             };
-            runtime.route(Request {
+            let request = Request {
                 target: target.clone(),
                 kind,
                 chain,
                 deadline,
                 attempts: 0,
-            });
+            };
+            // A turn admitted at once runs right here, in the caller's task: no spawn, no thread
+            // hop, and (when it does not wait on anything) no timer either.
+            let inline = runtime
+                .route_with(request, true)
+                .map(|turn| RunToCompletion {
+                    turn: Some(turn),
+                    tracker: runtime.tracker.clone(),
+                });
             drop(runtime);
-            match tokio::time::timeout_at(deadline, rx).await {
+            let wait = async move {
+                if let Some(turn) = inline {
+                    turn.await;
+                }
+                rx.await
+            };
+            match tokio::time::timeout_at(deadline, wait).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(CallError::Unavailable {
                     grain: target,
@@ -94,6 +112,39 @@ impl Invoker for SiloInvoker {
             Ok(())
         });
         futures::future::ready(result).boxed()
+    }
+}
+
+/// Runs an inline turn; if dropped first (the caller's deadline passed, or the caller gave up),
+/// hands the unfinished turn to a task, because a turn is never cut short.
+struct RunToCompletion {
+    turn: Option<InlineTurn>,
+    tracker: TaskTracker,
+}
+
+impl Future for RunToCompletion {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(turn) = self.turn.as_mut() else {
+            return Poll::Ready(());
+        };
+        ready!(turn.as_mut().poll(cx));
+        self.turn = None;
+        Poll::Ready(())
+    }
+}
+
+impl Drop for RunToCompletion {
+    fn drop(&mut self) {
+        if let Some(turn) = self.turn.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    self.tracker.spawn_on(turn, &handle);
+                }
+                Err(_) => tracing::warn!("runtime gone: an unfinished turn is dropped"),
+            }
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! [`Runtime`]: the state one silo shares between its activations, its router and its
 //! background tasks, and the routing of a request to its activation.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use granary_core::provider::{GrainDirectory, StateStore};
 use granary_core::{ActivationHost, ActivationId, CallError, GrainId, Invoker, MethodId, SiloId};
 
-use crate::activation::ActivationEntry;
+use crate::activation::{ActivationEntry, InlineTurn};
 use crate::config::SiloConfig;
 use crate::events::{DeactivationReason, SiloEvent};
 use crate::registry::Registry;
@@ -39,7 +39,9 @@ pub(crate) struct Runtime {
     pub(crate) catalog_changed: Notify,
     pub(crate) invoker: OnceLock<Arc<dyn Invoker>>,
     pub(crate) observer: Option<CallObserver>,
-    started: Instant,
+    /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
+    /// its activation; no clock is read on the call path).
+    pub(crate) epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -74,13 +76,13 @@ impl Runtime {
             catalog_changed: Notify::new(),
             invoker: OnceLock::new(),
             observer,
-            started: Instant::now(),
+            epoch: AtomicU64::new(0),
         }
     }
 
-    /// Milliseconds since the silo started (coarse clock of idle tracking).
-    pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// The current idle-collection epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
     }
 
     pub(crate) fn invoker(&self) -> Arc<dyn Invoker> {
@@ -104,23 +106,38 @@ impl Runtime {
 
     /// Delivers `req` to its grain's activation, creating it if there is none; a request handed
     /// back by a closing activation is routed again, a bounded number of times.
-    pub(crate) fn route(self: &Arc<Self>, mut req: Request) {
+    pub(crate) fn route(self: &Arc<Self>, req: Request) {
+        if let Some(turn) = self.route_with(req, false) {
+            self.tracker.spawn(turn);
+        }
+    }
+
+    /// As [`route`](Self::route); with `inline`, a turn admitted at once is handed back for the
+    /// caller to run in its own task (no spawn, no thread hop).
+    pub(crate) fn route_with(
+        self: &Arc<Self>,
+        mut req: Request,
+        inline: bool,
+    ) -> Option<InlineTurn> {
         loop {
             let (entry, created) = match self.catalog.get(&req.target) {
                 Some(entry) => (entry.clone(), false),
                 None => match self.activation_for(&req.target) {
                     Ok(found) => found,
-                    Err(err) => return req.fail(err),
+                    Err(err) => {
+                        req.fail(err);
+                        return None;
+                    }
                 },
             };
-            let delivered = entry.clone().deliver(req);
+            let delivered = entry.clone().deliver(req, inline);
             if created {
                 // Started only after the request that created it is queued in it: an activation
                 // that fails at once still answers that request instead of bouncing it.
                 entry.start();
             }
             match delivered {
-                Ok(()) => return,
+                Ok(turn) => return turn,
                 Err(back) => {
                     req = back;
                     req.attempts += 1;
@@ -129,7 +146,8 @@ impl Runtime {
                             grain: req.target.clone(),
                             attempts: req.attempts,
                         };
-                        return req.fail(err);
+                        req.fail(err);
+                        return None;
                     }
                 }
             }
