@@ -178,6 +178,12 @@ impl<G: Grain> GrainContext<G> {
         self.commit(StateChange::Unchanged).await
     }
 
+    /// Whether events were published and not committed yet.
+    #[doc(hidden)]
+    pub fn has_pending_events(&self) -> bool {
+        !self.events.lock().is_empty()
+    }
+
     /// Drops events published but not committed. The runtime calls this when a turn fails.
     #[doc(hidden)]
     pub fn discard_pending_events(&self) -> usize {

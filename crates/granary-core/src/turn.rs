@@ -110,14 +110,21 @@ pub async fn execute<G: Grain>(
             TurnKind::Deactivate => grain.on_deactivate(ctx).await.map(|()| Payload::local(())),
         }
     };
-    let result = TURN
-        .scope(scope.clone(), AssertUnwindSafe(fut).catch_unwind())
-        .await;
+    // The scope is taken back from the finished future instead of cloned up front: a turn
+    // without events to commit costs one scope, not two.
+    let mut scoped = std::pin::pin!(TURN.scope(scope, AssertUnwindSafe(fut).catch_unwind()));
+    let result = scoped.as_mut().await;
     match result {
-        Ok(Ok(reply)) => match TURN.scope(scope, ctx.commit_pending_events()).await {
-            Ok(()) => TurnOutcome::Done(reply),
-            Err(e) => TurnOutcome::Failed(e),
-        },
+        Ok(Ok(reply)) if !ctx.has_pending_events() => TurnOutcome::Done(reply),
+        Ok(Ok(reply)) => {
+            let scope = scoped
+                .take_value()
+                .expect("a finished scope gives its value back");
+            match TURN.scope(scope, ctx.commit_pending_events()).await {
+                Ok(()) => TurnOutcome::Done(reply),
+                Err(e) => TurnOutcome::Failed(e),
+            }
+        }
         Ok(Err(e)) => {
             let dropped = ctx.discard_pending_events();
             if dropped > 0 {

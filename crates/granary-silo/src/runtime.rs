@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use granary_core::provider::{GrainDirectory, StateStore};
-use granary_core::{ActivationHost, ActivationId, CallError, GrainId, Invoker, MethodId, SiloId};
+use granary_core::{
+    ActivationHost, ActivationId, BuildGrainIdHasher, CallError, GrainId, Invoker, MethodId, SiloId,
+};
 
 use crate::activation::{ActivationEntry, InlineTurn};
 use crate::config::SiloConfig;
@@ -29,7 +31,7 @@ pub(crate) struct Runtime {
     pub(crate) silo: SiloId,
     pub(crate) config: SiloConfig,
     pub(crate) registry: Registry,
-    pub(crate) catalog: DashMap<GrainId, Arc<dyn ActivationEntry>>,
+    pub(crate) catalog: DashMap<GrainId, Arc<dyn ActivationEntry>, BuildGrainIdHasher>,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) directory: Arc<dyn GrainDirectory>,
     pub(crate) tracker: TaskTracker,
@@ -66,7 +68,7 @@ impl Runtime {
             silo,
             config,
             registry,
-            catalog: DashMap::new(),
+            catalog: DashMap::default(),
             store,
             directory,
             tracker: TaskTracker::new(),

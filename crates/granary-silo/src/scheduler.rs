@@ -57,7 +57,10 @@ pub(crate) struct Scheduler<Q> {
     pub(crate) queue: VecDeque<(Q, bool)>,
     running: u32,
     exclusive: bool,
-    chains: Vec<ChainId>,
+    /// Chains of the running turns: the first inline (the usual case: one turn), the others in
+    /// a vector that is only allocated when turns overlap.
+    chain: Option<ChainId>,
+    more_chains: Vec<ChainId>,
     /// Deactivate as soon as no turn runs (requested, conflict or panic).
     pub(crate) deactivate_pending: bool,
 }
@@ -69,7 +72,8 @@ impl<Q> Scheduler<Q> {
             queue: VecDeque::new(),
             running: 0,
             exclusive: false,
-            chains: Vec::new(),
+            chain: None,
+            more_chains: Vec::new(),
             deactivate_pending: false,
         }
     }
@@ -85,7 +89,7 @@ impl<Q> Scheduler<Q> {
         if self.phase == Phase::Closed {
             return Admission::Reroute;
         }
-        if self.chains.contains(&class.chain_id) && class.chain.contains(me) {
+        if self.runs_chain(class.chain_id) && class.chain.contains(me) {
             // A call back into a turn that waits on this very chain: running is the only way
             // it can complete.
             return if reentrant && self.phase != Phase::Activating {
@@ -121,10 +125,18 @@ impl<Q> Scheduler<Q> {
         }
     }
 
+    fn runs_chain(&self, chain: ChainId) -> bool {
+        self.chain == Some(chain) || self.more_chains.contains(&chain)
+    }
+
     fn start(&mut self, exclusive: bool, chain: ChainId) {
         self.running += 1;
         self.exclusive |= exclusive;
-        self.chains.push(chain);
+        if self.chain.is_none() {
+            self.chain = Some(chain);
+        } else {
+            self.more_chains.push(chain);
+        }
     }
 
     /// Records the end of a turn started as `exclusive` on `chain`.
@@ -133,8 +145,10 @@ impl<Q> Scheduler<Q> {
         if exclusive {
             self.exclusive = false;
         }
-        if let Some(i) = self.chains.iter().position(|c| *c == chain) {
-            self.chains.swap_remove(i);
+        if self.chain == Some(chain) {
+            self.chain = self.more_chains.pop();
+        } else if let Some(i) = self.more_chains.iter().position(|c| *c == chain) {
+            self.more_chains.swap_remove(i);
         }
     }
 
@@ -151,6 +165,10 @@ impl<Q> Scheduler<Q> {
                 break;
             }
             let (item, ro) = self.queue.pop_front().expect("front exists");
+            if self.queue.is_empty() {
+                // Give the buffer back: an idle activation should cost no queue memory.
+                self.queue = VecDeque::new();
+            }
             self.start(!read_only, chain_of(&item));
             out.push((item, ro));
             if !read_only {

@@ -11,7 +11,7 @@ use granary_core::provider::{
     Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry, StateChange,
     StateStore,
 };
-use granary_core::{ActivationId, GrainId, StorageError};
+use granary_core::{ActivationId, BuildGrainIdHasher, GrainId, StorageError};
 
 #[derive(Debug, Default)]
 struct Record {
@@ -24,7 +24,7 @@ struct Record {
 /// all in memory.
 #[derive(Default)]
 pub struct MemoryStore {
-    grains: DashMap<GrainId, Record>,
+    grains: DashMap<GrainId, Record, BuildGrainIdHasher>,
     outbox: Mutex<VecDeque<OutboxEntry>>,
 }
 
