@@ -169,3 +169,23 @@ async fn corrupt_stored_state_fails_activation_without_overwriting_it() {
     );
     silo.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn references_kept_in_state_come_back_bound() {
+    let counters = Arc::new(Counters::default());
+    let silo = silo(&counters).await;
+    let mut events = silo.events();
+    let client = silo.client();
+    client.grain::<ProbeGrain>("friend").set(12).await.unwrap();
+    let probe = client.grain::<ProbeGrain>("keeper");
+    probe.befriend("friend".into()).await.unwrap();
+    probe.retire().await.unwrap();
+    let id = GrainId::new("probe", "keeper");
+    events
+        .wait_for(|e| matches!(e, SiloEvent::Deactivated(g, _) if *g == id))
+        .await
+        .unwrap();
+    // Reloaded from storage: the reference was deserialized and must call through this silo.
+    assert_eq!(probe.ask_friend().await.unwrap(), 12);
+    silo.shutdown().await.unwrap();
+}

@@ -39,6 +39,9 @@ impl Counters {
 pub struct ProbeState {
     pub count: u32,
     pub saved_on_deactivate: u32,
+    /// A reference kept in state: it must come back bound after a reload.
+    #[serde(default)]
+    pub friend: Option<ProbeRef>,
 }
 
 /// A grain that counts, sleeps, panics and calls others on request.
@@ -121,6 +124,21 @@ impl ProbeGrain {
     pub async fn set(&self, ctx: &GrainContext<Self>, value: u32) -> Result<()> {
         ctx.state().count = value;
         ctx.write_state().await
+    }
+
+    /// Keeps a reference to probe `other` in the state.
+    pub async fn befriend(&self, ctx: &GrainContext<Self>, other: String) -> Result<()> {
+        ctx.state().friend = Some(ctx.grain::<ProbeGrain>(other));
+        ctx.write_state().await
+    }
+
+    /// Asks the friend kept in state for its count.
+    pub async fn ask_friend(&self, ctx: &GrainContext<Self>) -> Result<u32> {
+        let friend = ctx.state().friend.clone();
+        match friend {
+            Some(friend) => friend.count().await,
+            None => Err(CallError::rejected(ctx.id(), "no friend")),
+        }
     }
 
     /// Rejects, to check application errors travel.

@@ -61,6 +61,12 @@ pub async fn scoped<F: Future>(scope: TurnScope, fut: F) -> F::Output {
     TURN.scope(scope, fut).await
 }
 
+/// Runs the synchronous `f` with `scope` as the current turn: references deserialized inside
+/// (from stored state, say) bind to the scope's runtime.
+pub fn scoped_sync<R>(scope: TurnScope, f: impl FnOnce() -> R) -> R {
+    TURN.sync_scope(scope, f)
+}
+
 /// What a turn executes.
 #[derive(Debug)]
 pub enum TurnKind {

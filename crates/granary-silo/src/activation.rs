@@ -280,7 +280,13 @@ impl<G: Grain> Activation<G> {
             .await
         {
             Ok(loaded) => {
-                let state = match loaded.data.as_deref().map(state_codec::decode::<G::State>) {
+                // Decoded inside a turn scope, so that references kept in the state bind to
+                // this silo.
+                let scope = self.scope(CallChain::root());
+                let decoded = turn::scoped_sync(scope, || {
+                    loaded.data.as_deref().map(state_codec::decode::<G::State>)
+                });
+                let state = match decoded {
                     None => G::State::default(),
                     Some(Ok(state)) => state,
                     Some(Err(err)) => {

@@ -64,9 +64,8 @@ impl Invoker for SiloInvoker {
                 .route_with(request, true)
                 .map(|turn| RunToCompletion {
                     turn: Some(turn),
-                    tracker: runtime.tracker.clone(),
+                    tracker: &runtime.tracker,
                 });
-            drop(runtime);
             let wait = async move {
                 if let Some(turn) = inline {
                     turn.await;
@@ -117,12 +116,12 @@ impl Invoker for SiloInvoker {
 
 /// Runs an inline turn; if dropped first (the caller's deadline passed, or the caller gave up),
 /// hands the unfinished turn to a task, because a turn is never cut short.
-struct RunToCompletion {
+struct RunToCompletion<'a> {
     turn: Option<InlineTurn>,
-    tracker: TaskTracker,
+    tracker: &'a TaskTracker,
 }
 
-impl Future for RunToCompletion {
+impl Future for RunToCompletion<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -135,7 +134,7 @@ impl Future for RunToCompletion {
     }
 }
 
-impl Drop for RunToCompletion {
+impl Drop for RunToCompletion<'_> {
     fn drop(&mut self) {
         if let Some(turn) = self.turn.take() {
             match tokio::runtime::Handle::try_current() {

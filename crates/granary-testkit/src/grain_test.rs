@@ -396,8 +396,15 @@ async fn activate<G: Grain>(
         .await
         .map_err(storage)?;
     let loaded = host.store.load(id, activation).await.map_err(storage)?;
+    let invoker: Arc<dyn Invoker> = host.clone();
+    let scope = TurnScope {
+        grain: id.clone(),
+        chain: CallChain::root(),
+        invoker,
+    };
     let state = match loaded.data {
-        Some(bytes) => state_codec::decode(&bytes).map_err(storage)?,
+        // Decoded in a turn scope, so that references kept in the state bind to the kit.
+        Some(bytes) => turn::scoped_sync(scope, || state_codec::decode(&bytes)).map_err(storage)?,
         None => G::State::default(),
     };
     let ctx = GrainContext::new(id.clone(), activation, state, loaded.version, host.clone());
