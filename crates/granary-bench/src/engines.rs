@@ -10,6 +10,7 @@ pub(crate) mod granary;
 pub(crate) mod kameo;
 pub(crate) mod ractor;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 /// A cheap xorshift generator for picking actors.
@@ -57,4 +58,36 @@ pub(crate) fn current_thread() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime builds")
+}
+
+/// Something a P1 (b) caller can call: one request/response round trip.
+pub(crate) trait Target: Send + Sync + 'static {
+    /// Sends `x`, waits for the reply.
+    fn call(&self, x: u64) -> impl Future<Output = u64> + Send;
+}
+
+/// Runs `callers` tasks on the current runtime, each making `per_caller` sequential calls to
+/// targets picked at random; returns calls per second.
+pub(crate) async fn drive_callers<T: Target>(
+    targets: Vec<T>,
+    callers: usize,
+    per_caller: usize,
+) -> f64 {
+    let targets = Arc::new(targets);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let targets = targets.clone();
+            tokio::spawn(async move {
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + c as u64);
+                for i in 0..per_caller as u64 {
+                    std::hint::black_box(targets[rng.below(targets.len())].call(i).await);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("caller");
+    }
+    (callers * per_caller) as f64 / start.elapsed().as_secs_f64()
 }

@@ -302,17 +302,7 @@ impl<G: Grain> Activation<G> {
                     .await;
             }
         }
-        let chain = CallChain::root();
-        self.admin.lock().sched.start_lifecycle(chain.id);
-        let outcome = turn::execute(
-            &self.grain,
-            &self.ctx,
-            TurnKind::Activate,
-            self.scope(chain.clone()),
-        )
-        .await;
-        self.admin.lock().sched.finish(true, chain.id);
-        if let Err(err) = self.settle(outcome, "on_activate") {
+        if let Err(err) = self.lifecycle_turn(TurnKind::Activate, "on_activate").await {
             return self
                 .fail_activation(format!("on_activate failed: {err}"), true)
                 .await;
@@ -333,6 +323,16 @@ impl<G: Grain> Activation<G> {
         for (req, read_only) in next {
             self.spawn_run(req, !read_only, true);
         }
+    }
+
+    /// Runs `on_activate` or `on_deactivate` as an exclusive turn on a chain of its own (so
+    /// that a call back into the grain from the hook is a cycle, not a deadlock).
+    async fn lifecycle_turn(&self, kind: TurnKind, what: &str) -> Result<Payload, CallError> {
+        let chain = CallChain::root();
+        self.admin.lock().sched.start_lifecycle(chain.id);
+        let outcome = turn::execute(&self.grain, &self.ctx, kind, self.scope(chain.clone())).await;
+        self.admin.lock().sched.finish(true, chain.id);
+        self.settle(outcome, what)
     }
 
     /// Registers this activation in the directory; the registration is its claim on the grain.
@@ -397,20 +397,12 @@ impl<G: Grain> Activation<G> {
         for (_, timer) in self.timers.lock().drain(..) {
             timer.cancel();
         }
-        if reason.runs_hook() {
-            let chain = CallChain::root();
-            self.admin.lock().sched.start_lifecycle(chain.id);
-            let outcome = turn::execute(
-                &self.grain,
-                &self.ctx,
-                TurnKind::Deactivate,
-                self.scope(chain.clone()),
-            )
-            .await;
-            self.admin.lock().sched.finish(true, chain.id);
-            if let Err(err) = self.settle(outcome, "on_deactivate") {
-                tracing::warn!(grain = %self.id(), cause = %err, "on_deactivate failed");
-            }
+        if reason.runs_hook()
+            && let Err(err) = self
+                .lifecycle_turn(TurnKind::Deactivate, "on_deactivate")
+                .await
+        {
+            tracing::warn!(grain = %self.id(), cause = %err, "on_deactivate failed");
         }
         if let Err(err) = self.runtime.directory.unregister(&self.address()).await {
             tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a deactivated activation");

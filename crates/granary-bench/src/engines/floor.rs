@@ -8,7 +8,7 @@ use std::time::Instant;
 use dashmap::DashMap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Rng, current_thread, multi_thread, p50_of};
+use super::{Target, current_thread, drive_callers, multi_thread, p50_of};
 
 enum Msg {
     Ping(u64, oneshot::Sender<u64>),
@@ -60,28 +60,30 @@ pub(crate) fn p1a(calls: usize) -> f64 {
     })
 }
 
+struct FloorTarget {
+    directory: Directory,
+    id: u64,
+}
+
+impl Target for FloorTarget {
+    async fn call(&self, x: u64) -> u64 {
+        ping(&self.directory, self.id, x).await
+    }
+}
+
 pub(crate) fn p1b(actors: usize, callers: usize, per_caller: usize) -> f64 {
     multi_thread(2).block_on(async {
         let directory: Directory = Arc::default();
         for id in 0..actors as u64 {
             spawn_actor(&directory, id);
         }
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let directory = directory.clone();
-                tokio::spawn(async move {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + c as u64);
-                    for i in 0..per_caller as u64 {
-                        std::hint::black_box(ping(&directory, rng.below(actors) as u64, i).await);
-                    }
-                })
+        let targets = (0..actors as u64)
+            .map(|id| FloorTarget {
+                directory: directory.clone(),
+                id,
             })
             .collect();
-        for t in tasks {
-            t.await.expect("caller");
-        }
-        (callers * per_caller) as f64 / start.elapsed().as_secs_f64()
+        drive_callers(targets, callers, per_caller).await
     })
 }
 

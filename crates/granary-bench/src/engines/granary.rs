@@ -1,13 +1,12 @@
 //! The candidate: Granary grains on a silo with in-memory providers.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use granary::{GrainContext, Result, Silo, grain};
 use tokio::sync::Notify;
 
-use super::{Rng, current_thread, multi_thread, p50_of};
+use super::{Target, current_thread, drive_callers, multi_thread, p50_of};
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -56,37 +55,23 @@ pub(crate) fn p1a(calls: usize) -> f64 {
     })
 }
 
+impl Target for BenchRef {
+    async fn call(&self, x: u64) -> u64 {
+        self.ping(x).await.expect("ping")
+    }
+}
+
 pub(crate) fn p1b(actors: usize, callers: usize, per_caller: usize) -> f64 {
     multi_thread(2).block_on(async {
         let silo = silo().await;
         let client = silo.client();
-        let refs: Arc<Vec<_>> = Arc::new(
-            (0..actors as i64)
-                .map(|k| client.grain::<BenchGrain>(k))
-                .collect(),
-        );
-        for r in refs.iter() {
+        let refs: Vec<BenchRef> = (0..actors as i64)
+            .map(|k| client.grain::<BenchGrain>(k))
+            .collect();
+        for r in &refs {
             r.ping(0).await.expect("activate");
         }
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let refs = refs.clone();
-                tokio::spawn(async move {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + c as u64);
-                    for i in 0..per_caller as u64 {
-                        std::hint::black_box(
-                            refs[rng.below(refs.len())].ping(i).await.expect("ping"),
-                        );
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("caller");
-        }
-        let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
-        drop(refs);
+        let rate = drive_callers(refs, callers, per_caller).await;
         silo.shutdown().await.expect("clean shutdown");
         rate
     })

@@ -1,11 +1,8 @@
 //! ractor: `ActorRef::call` with an RPC reply port.
 
-use std::sync::Arc;
-use std::time::Instant;
-
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, rpc::CallResult};
 
-use super::{Rng, current_thread, multi_thread, p50_of};
+use super::{Target, current_thread, drive_callers, multi_thread, p50_of};
 
 struct PingActor;
 
@@ -61,30 +58,21 @@ pub(crate) fn p1a(calls: usize) -> f64 {
     })
 }
 
+impl Target for ActorRef<Msg> {
+    async fn call(&self, x: u64) -> u64 {
+        ping(self, x).await
+    }
+}
+
 pub(crate) fn p1b(actors: usize, callers: usize, per_caller: usize) -> f64 {
     multi_thread(2).block_on(async {
         let mut refs = Vec::with_capacity(actors);
         for _ in 0..actors {
             refs.push(Actor::spawn(None, PingActor, ()).await.expect("spawned").0);
         }
-        let refs = Arc::new(refs);
-        let start = Instant::now();
-        let tasks: Vec<_> = (0..callers)
-            .map(|c| {
-                let refs = refs.clone();
-                tokio::spawn(async move {
-                    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 + c as u64);
-                    for i in 0..per_caller as u64 {
-                        std::hint::black_box(ping(&refs[rng.below(refs.len())], i).await);
-                    }
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await.expect("caller");
-        }
-        let rate = (callers * per_caller) as f64 / start.elapsed().as_secs_f64();
-        for r in refs.iter() {
+        let stop = refs.clone();
+        let rate = drive_callers(refs, callers, per_caller).await;
+        for r in &stop {
             r.stop(None);
         }
         rate
