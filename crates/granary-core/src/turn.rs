@@ -25,8 +25,11 @@ pub struct TurnScope {
     pub grain: GrainId,
     /// The call chain the turn runs on.
     pub chain: CallChain,
-    /// The runtime hosting the turn.
-    pub invoker: Arc<dyn Invoker>,
+    /// The runtime that references deserialized during the turn bind to. Set where references
+    /// are decoded (arguments that arrived encoded, stored state); `None` for a call whose
+    /// arguments arrived as Rust values (their references are bound already), which spares
+    /// every local call a reference count on the shared runtime.
+    pub invoker: Option<Arc<dyn Invoker>>,
 }
 
 impl std::fmt::Debug for TurnScope {
@@ -53,7 +56,7 @@ pub fn chain_for_outgoing_call() -> CallChain {
 /// The runtime of the running turn, if any (binds deserialized references).
 #[must_use]
 pub fn current_invoker() -> Option<Arc<dyn Invoker>> {
-    TURN.try_with(|t| t.invoker.clone()).ok()
+    TURN.try_with(|t| t.invoker.clone()).ok().flatten()
 }
 
 /// Runs `fut` with `scope` as the current turn.

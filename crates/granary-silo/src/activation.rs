@@ -99,11 +99,13 @@ impl<G: Grain> Activation<G> {
         }
     }
 
-    fn scope(&self, chain: CallChain) -> TurnScope {
+    /// The scope of a turn on `chain`; with `bind`, references deserialized in it bind to this
+    /// silo.
+    fn scope(&self, chain: CallChain, bind: bool) -> TurnScope {
         TurnScope {
             grain: self.id().clone(),
             chain,
-            invoker: self.runtime.invoker(),
+            invoker: bind.then(|| self.runtime.invoker()),
         }
     }
 
@@ -204,14 +206,15 @@ impl<G: Grain> Activation<G> {
                     }
                     return;
                 }
+                let encoded = args.is_encoded();
                 if let Some(observe) = &self.runtime.observer {
-                    observe(self.id(), method, args.is_encoded());
+                    observe(self.id(), method, encoded);
                 }
                 let outcome = turn::execute(
                     &self.grain,
                     &self.ctx,
                     TurnKind::Call { method, args },
-                    self.scope(chain),
+                    self.scope(chain, encoded),
                 )
                 .await;
                 let result = self.settle(outcome, name);
@@ -231,7 +234,7 @@ impl<G: Grain> Activation<G> {
                     &self.grain,
                     &self.ctx,
                     TurnKind::Timer(name.to_string()),
-                    self.scope(chain),
+                    self.scope(chain, true),
                 )
                 .await;
                 if let Err(err) = self.settle(outcome, &name) {
@@ -282,7 +285,7 @@ impl<G: Grain> Activation<G> {
             Ok(loaded) => {
                 // Decoded inside a turn scope, so that references kept in the state bind to
                 // this silo.
-                let scope = self.scope(CallChain::root());
+                let scope = self.scope(CallChain::root(), true);
                 let decoded = turn::scoped_sync(scope, || {
                     loaded.data.as_deref().map(state_codec::decode::<G::State>)
                 });
@@ -330,7 +333,13 @@ impl<G: Grain> Activation<G> {
     async fn lifecycle_turn(&self, kind: TurnKind, what: &str) -> Result<Payload, CallError> {
         let chain = CallChain::root();
         self.admin.lock().sched.start_lifecycle(chain.id);
-        let outcome = turn::execute(&self.grain, &self.ctx, kind, self.scope(chain.clone())).await;
+        let outcome = turn::execute(
+            &self.grain,
+            &self.ctx,
+            kind,
+            self.scope(chain.clone(), true),
+        )
+        .await;
         self.admin.lock().sched.finish(true, chain.id);
         self.settle(outcome, what)
     }

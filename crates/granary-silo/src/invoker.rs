@@ -38,7 +38,7 @@ impl Invoker for SiloInvoker {
                 return call_over_wire(&runtime, call, timeout).await;
             }
             let deadline = Instant::now() + timeout;
-            let (reply, rx) = oneshot::channel();
+            let (reply, mut rx) = oneshot::channel();
             let OutgoingCall {
                 target,
                 method,
@@ -60,12 +60,22 @@ impl Invoker for SiloInvoker {
             };
             // A turn admitted at once runs right here, in the caller's task: no spawn, no thread
             // hop, and (when it does not wait on anything) no timer either.
-            let inline = runtime
+            let mut inline = runtime
                 .route_with(request, true)
                 .map(|turn| RunToCompletion {
                     turn: Some(turn),
                     tracker: &runtime.tracker,
                 });
+            if let Some(turn) = inline.as_mut()
+                && futures::poll!(turn).is_ready()
+            {
+                // The turn finished without waiting on anything: its reply is there, and no
+                // deadline timer was ever needed.
+                inline = None;
+                if let Ok(result) = rx.try_recv() {
+                    return result;
+                }
+            }
             let wait = async move {
                 if let Some(turn) = inline {
                     turn.await;

@@ -400,7 +400,7 @@ async fn activate<G: Grain>(
     let scope = TurnScope {
         grain: id.clone(),
         chain: CallChain::root(),
-        invoker,
+        invoker: Some(invoker),
     };
     let state = match loaded.data {
         // Decoded in a turn scope, so that references kept in the state bind to the kit.
@@ -460,7 +460,7 @@ async fn run_turn<G: Grain>(
     let scope = TurnScope {
         grain: cell.ctx.id().clone(),
         chain,
-        invoker,
+        invoker: Some(invoker),
     };
     let outcome = turn::execute(&cell.grain, &cell.ctx, kind, scope).await;
     if !reentering {
