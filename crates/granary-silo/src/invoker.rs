@@ -73,6 +73,9 @@ impl Invoker for SiloInvoker {
                 // deadline timer was ever needed.
                 inline = None;
                 if let Ok(result) = rx.try_recv() {
+                    // A loop of such calls touches no tokio resource: spend cooperative budget
+                    // so that it still yields to the other tasks of its worker now and then.
+                    tokio::task::coop::consume_budget().await;
                     return result;
                 }
             }
