@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use granary::{DeactivationReason, GrainId, SiloEvent};
 
-use crate::probe::{Counters, ProbeGrain, silo, silo_with};
+use crate::probe::{Counters, ProbeGrain, ProbeState, silo, silo_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_first_calls_make_exactly_one_activation() {
@@ -187,5 +187,43 @@ async fn references_kept_in_state_come_back_bound() {
         .unwrap();
     // Reloaded from storage: the reference was deserialized and must call through this silo.
     assert_eq!(probe.ask_friend().await.unwrap(), 12);
+    silo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_write_is_a_conflict_and_the_next_call_reloads() {
+    let counters = Arc::new(Counters::default());
+    let silo = silo(&counters).await;
+    let mut events = silo.events();
+    let probe = silo.client().grain::<ProbeGrain>("contested");
+    probe.set(1).await.unwrap();
+    // Someone else commits behind the activation's back (as a zombie's rival would).
+    let id = GrainId::new("probe", "contested");
+    let rival = ProbeState {
+        count: 50,
+        ..ProbeState::default()
+    };
+    silo.store()
+        .put_raw(&id, granary::codec::state_codec::encode(&rival).unwrap());
+    let err = probe.set(2).await.unwrap_err();
+    assert!(
+        matches!(err, granary::CallError::StorageConflict { .. }),
+        "{err}"
+    );
+    assert!(err.is_retryable());
+    events
+        .wait_for(|e| matches!(e, SiloEvent::Deactivated(g, DeactivationReason::StorageConflict) if *g == id))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.count().await.unwrap(),
+        50,
+        "the next activation loaded the rival's state"
+    );
+    assert_eq!(
+        Counters::get(&counters.deactivations),
+        0,
+        "on_deactivate did not run on stale state"
+    );
     silo.shutdown().await.unwrap();
 }
