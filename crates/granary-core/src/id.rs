@@ -113,9 +113,25 @@ impl GrainId {
     pub fn new(type_name: impl Into<Cow<'static, str>>, key: impl Into<GrainKey>) -> Self {
         let type_name = type_name.into();
         let key = key.into();
+        // An explicit byte layout, not `Hash` (whose output depends on derive details and
+        // endianness): the same id must hash the same on every machine of a cluster.
         let mut h = FnvHasher::default();
-        type_name.as_ref().hash(&mut h);
-        key.hash(&mut h);
+        h.write(type_name.as_bytes());
+        h.write(&[0xff]);
+        match &key {
+            GrainKey::Str(s) => {
+                h.write(b"s");
+                h.write(s.as_bytes());
+            }
+            GrainKey::Int(i) => {
+                h.write(b"i");
+                h.write(&i.to_le_bytes());
+            }
+            GrainKey::Uuid(u) => {
+                h.write(b"u");
+                h.write(u.as_bytes());
+            }
+        }
         Self(Arc::new(IdInner {
             type_name,
             key,
@@ -135,7 +151,9 @@ impl GrainId {
         &self.0.key
     }
 
-    /// A stable 64-bit hash of the id, the same in every process (used for placement).
+    /// A stable 64-bit hash of the id: FNV-1a over the type name, a key-kind tag and the key
+    /// bytes (little-endian integers), the same on every machine and Rust version (used for
+    /// placement and map lookups).
     #[must_use]
     pub fn stable_hash(&self) -> u64 {
         self.0.hash

@@ -17,16 +17,23 @@ fn ids_compare_by_type_and_key() {
 }
 
 #[test]
-fn stable_hash_is_fnv_and_does_not_depend_on_the_process() {
-    // Fixed value: if this changes, placement of existing grains changes between versions.
-    let id = GrainId::new("player", "p-1");
+fn stable_hash_is_pinned() {
+    // Pinned values: if these change, every cluster re-places its grains on upgrade.
     assert_eq!(
-        id.stable_hash(),
-        GrainId::new("player", "p-1").stable_hash()
+        GrainId::new("player", "p-1").stable_hash(),
+        0x02e0_155d_fe9b_1048
+    );
+    assert_eq!(
+        GrainId::new("game", 7_i64).stable_hash(),
+        0x13b7_85e4_c959_5154
     );
     assert_ne!(
-        id.stable_hash(),
+        GrainId::new("player", "p-1").stable_hash(),
         GrainId::new("player", "p-2").stable_hash()
+    );
+    assert_ne!(
+        GrainId::new("game", 7_i64).stable_hash(),
+        GrainId::new("game", "7").stable_hash()
     );
 }
 
