@@ -55,7 +55,7 @@ impl Invoker for SiloInvoker {
                 target: target.clone(),
                 kind,
                 chain,
-                deadline,
+                deadline: Some(deadline),
                 attempts: 0,
             };
             // A turn admitted at once runs right here, in the caller's task: no spawn, no thread
@@ -103,7 +103,6 @@ impl Invoker for SiloInvoker {
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
         let result = self.runtime().and_then(|runtime| {
-            let deadline = Instant::now() + call.timeout.unwrap_or(runtime.config.call_timeout);
             let args = if runtime.config.wire_local_calls {
                 Payload::Encoded(call.args.into_bytes(call.method.name)?)
             } else {
@@ -118,7 +117,7 @@ impl Invoker for SiloInvoker {
                 target: call.target,
                 kind,
                 chain: call.chain,
-                deadline,
+                deadline: None,
                 attempts: 0,
             });
             Ok(())
@@ -222,7 +221,7 @@ async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u
             target,
             kind,
             chain,
-            deadline,
+            deadline: None,
             attempts: 0,
         });
         return Ok(Vec::new());
@@ -237,7 +236,7 @@ async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u
         target: target.clone(),
         kind,
         chain,
-        deadline,
+        deadline: Some(deadline),
         attempts: 0,
     });
     match tokio::time::timeout_at(deadline, rx).await {

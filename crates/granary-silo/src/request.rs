@@ -14,7 +14,10 @@ pub(crate) struct Request {
     pub(crate) target: GrainId,
     pub(crate) kind: RequestKind,
     pub(crate) chain: CallChain,
-    pub(crate) deadline: Instant,
+    /// When the caller stops waiting; a queued request past it is answered with a timeout
+    /// instead of run. `None` for one-way calls and timer ticks: nobody waits for them, and they
+    /// run whenever their turn comes.
+    pub(crate) deadline: Option<Instant>,
     /// How many times the request was handed back by a closing activation and routed again.
     pub(crate) attempts: u32,
 }
