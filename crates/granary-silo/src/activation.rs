@@ -45,12 +45,42 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
     fn set_timer(self: Arc<Self>, name: &str, due: Duration, period: Option<Duration>);
     /// Disarms the timer `name`.
     fn cancel_timer(&self, name: &str);
+    /// Finishes an unfinished inline turn on a task of the silo.
+    fn detach(&self, turn: futures::future::BoxFuture<'static, ()>);
 }
 
-/// An admitted turn that the caller runs itself (see [`ActivationEntry::deliver`]). It answers
-/// through the request's reply channel; if it is dropped before completion it must be finished
-/// elsewhere ([`crate::invoker`] spawns it), since a turn is never cut short.
-pub(crate) type InlineTurn = futures::future::BoxFuture<'static, ()>;
+/// An admitted turn that the caller runs itself, in its own task (see
+/// [`ActivationEntry::deliver`]). It answers through the request's reply channel. Dropped before
+/// it finished (the caller's deadline passed, or the caller gave up), it hands the rest of the
+/// turn to a task of the silo: a turn is never cut short.
+pub(crate) struct InlineTurn {
+    turn: Option<futures::future::BoxFuture<'static, ()>>,
+    owner: Arc<dyn ActivationEntry>,
+}
+
+impl Future for InlineTurn {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(turn) = self.turn.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        std::task::ready!(turn.as_mut().poll(cx));
+        self.turn = None;
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for InlineTurn {
+    fn drop(&mut self) {
+        if let Some(turn) = self.turn.take() {
+            self.owner.detach(turn);
+        }
+    }
+}
 
 struct Admin {
     sched: Scheduler<Request>,
@@ -509,7 +539,12 @@ impl<G: Grain> ActivationEntry for Activation<G> {
             Admission::Run { exclusive } => {
                 drop(admin);
                 if inline {
-                    return Ok(Some(Box::pin(self.run(req, exclusive, false, true))));
+                    let owner: Arc<dyn ActivationEntry> = self.clone();
+                    let turn = Box::pin(self.run(req, exclusive, false, true));
+                    return Ok(Some(InlineTurn {
+                        turn: Some(turn),
+                        owner,
+                    }));
                 }
                 self.spawn_run(req, exclusive, false);
             }
@@ -565,6 +600,17 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         runtime
             .tracker
             .spawn(self.timer_loop(name.into(), due, period, stop));
+    }
+
+    fn detach(&self, turn: futures::future::BoxFuture<'static, ()>) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                self.runtime.tracker.spawn_on(turn, &handle);
+            }
+            Err(_) => {
+                tracing::warn!(grain = %self.id(), "runtime gone: an unfinished turn is dropped")
+            }
+        }
     }
 
     fn cancel_timer(&self, name: &str) {

@@ -2,70 +2,71 @@
 //! the deadline, routes the request and waits for the reply; in wire mode it sends every call
 //! through the wire codec exactly as the cluster transport does.
 
-use std::pin::Pin;
-use std::sync::{Arc, Weak};
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
 
 use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
 
-use crate::activation::InlineTurn;
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
 
+/// Calls into one silo. Holds the runtime strongly, so that a call takes no reference count on
+/// it (the runtime holds the invoker weakly; the [`Silo`](crate::Silo) holds it strongly).
 pub(crate) struct SiloInvoker {
-    pub(crate) runtime: Weak<Runtime>,
+    pub(crate) runtime: Arc<Runtime>,
 }
 
-impl SiloInvoker {
-    fn runtime(&self) -> Result<Arc<Runtime>, CallError> {
-        self.runtime.upgrade().ok_or(CallError::ShuttingDown)
+/// The invoker of a silo that is gone: every call fails with `ShuttingDown`.
+pub(crate) struct ClosedInvoker;
+
+impl Invoker for ClosedInvoker {
+    fn invoke(&self, _call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
+        futures::future::ready(Err(CallError::ShuttingDown)).boxed()
+    }
+
+    fn send(&self, _call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
+        futures::future::ready(Err(CallError::ShuttingDown)).boxed()
     }
 }
 
 impl Invoker for SiloInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
-        let runtime = self.runtime();
+        let runtime = &self.runtime;
+        let timeout = call.timeout.unwrap_or(runtime.config.call_timeout);
+        if runtime.config.wire_local_calls {
+            let runtime = runtime.clone();
+            return async move { call_over_wire(&runtime, call, timeout).await }.boxed();
+        }
+        let deadline = Instant::now() + timeout;
+        let (reply, mut rx) = oneshot::channel();
+        let OutgoingCall {
+            target,
+            method,
+            args,
+            chain,
+            ..
+        } = call;
+        let kind = RequestKind::Call {
+            method: method.id,
+            args,
+            reply: Some(reply),
+        };
+        let request = Request {
+            target: target.clone(),
+            kind,
+            chain,
+            deadline: Some(deadline),
+            attempts: 0,
+        };
+        // Routed now, with the runtime borrowed: the call's future owns no handle on it. A turn
+        // admitted at once comes back to run right here, in the caller's task: no spawn, no
+        // thread hop, and (when it does not wait on anything) no timer either.
+        let mut inline = runtime.route_with(request, true);
         async move {
-            let runtime = runtime?;
-            let timeout = call.timeout.unwrap_or(runtime.config.call_timeout);
-            if runtime.config.wire_local_calls {
-                return call_over_wire(&runtime, call, timeout).await;
-            }
-            let deadline = Instant::now() + timeout;
-            let (reply, mut rx) = oneshot::channel();
-            let OutgoingCall {
-                target,
-                method,
-                args,
-                chain,
-                ..
-            } = call;
-            let kind = RequestKind::Call {
-                method: method.id,
-                args,
-                reply: Some(reply),
-            };
-            let request = Request {
-                target: target.clone(),
-                kind,
-                chain,
-                deadline: Some(deadline),
-                attempts: 0,
-            };
-            // A turn admitted at once runs right here, in the caller's task: no spawn, no thread
-            // hop, and (when it does not wait on anything) no timer either.
-            let mut inline = runtime
-                .route_with(request, true)
-                .map(|turn| RunToCompletion {
-                    turn: Some(turn),
-                    tracker: &runtime.tracker,
-                });
             if let Some(turn) = inline.as_mut()
                 && futures::poll!(turn).is_ready()
             {
@@ -102,7 +103,8 @@ impl Invoker for SiloInvoker {
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
-        let result = self.runtime().and_then(|runtime| {
+        let runtime = &self.runtime;
+        let result = (|| {
             let args = if runtime.config.wire_local_calls {
                 Payload::Encoded(call.args.into_bytes(call.method.name)?)
             } else {
@@ -121,41 +123,8 @@ impl Invoker for SiloInvoker {
                 attempts: 0,
             });
             Ok(())
-        });
+        })();
         futures::future::ready(result).boxed()
-    }
-}
-
-/// Runs an inline turn; if dropped first (the caller's deadline passed, or the caller gave up),
-/// hands the unfinished turn to a task, because a turn is never cut short.
-struct RunToCompletion<'a> {
-    turn: Option<InlineTurn>,
-    tracker: &'a TaskTracker,
-}
-
-impl Future for RunToCompletion<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(turn) = self.turn.as_mut() else {
-            return Poll::Ready(());
-        };
-        ready!(turn.as_mut().poll(cx));
-        self.turn = None;
-        Poll::Ready(())
-    }
-}
-
-impl Drop for RunToCompletion<'_> {
-    fn drop(&mut self) {
-        if let Some(turn) = self.turn.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    self.tracker.spawn_on(turn, &handle);
-                }
-                Err(_) => tracing::warn!("runtime gone: an unfinished turn is dropped"),
-            }
-        }
     }
 }
 

@@ -39,7 +39,8 @@ pub(crate) struct Runtime {
     accepting: AtomicBool,
     pub(crate) events: broadcast::Sender<SiloEvent>,
     pub(crate) catalog_changed: Notify,
-    pub(crate) invoker: OnceLock<Arc<dyn Invoker>>,
+    /// Weak: the invoker holds the runtime strongly, and the silo holds the invoker.
+    pub(crate) invoker: OnceLock<std::sync::Weak<dyn Invoker>>,
     pub(crate) observer: Option<CallObserver>,
     /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
     /// its activation; no clock is read on the call path).
@@ -88,10 +89,10 @@ impl Runtime {
     }
 
     pub(crate) fn invoker(&self) -> Arc<dyn Invoker> {
-        self.invoker
-            .get()
-            .expect("the invoker is set when the silo starts")
-            .clone()
+        match self.invoker.get().and_then(std::sync::Weak::upgrade) {
+            Some(invoker) => invoker,
+            None => Arc::new(crate::invoker::ClosedInvoker),
+        }
     }
 
     pub(crate) fn emit(&self, event: SiloEvent) {

@@ -160,12 +160,11 @@ impl SiloBuilder {
             self.observer,
         ));
         let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker {
-            runtime: Arc::downgrade(&runtime),
+            runtime: runtime.clone(),
         });
         runtime
             .invoker
-            .set(invoker)
-            .ok()
+            .set(Arc::downgrade(&invoker))
             .expect("the invoker is set once");
         set_status(&*membership, &silo_id, SiloStatus::Active)
             .await
@@ -174,6 +173,7 @@ impl SiloBuilder {
         tracing::info!(silo = %silo_id, "silo started");
         Ok(Silo {
             runtime,
+            invoker,
             membership,
         })
     }
@@ -213,6 +213,7 @@ async fn set_status(
 /// `on_deactivate`) within a bounded time.
 pub struct Silo {
     runtime: Arc<Runtime>,
+    invoker: Arc<dyn Invoker>,
     membership: Arc<dyn MembershipTable>,
 }
 
@@ -240,7 +241,7 @@ impl Silo {
     /// A client whose references call grains through this silo.
     #[must_use]
     pub fn client(&self) -> Client {
-        Client::new(self.runtime.invoker())
+        Client::new(self.invoker.clone())
     }
 
     /// Subscribes to the silo's life-cycle events (only events after this call).
