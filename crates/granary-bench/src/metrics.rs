@@ -30,8 +30,8 @@ pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
     .print();
     for (name, v) in [("floor", &f), ("ractor", &r), ("kameo", &k)] {
         Line {
-            id: "P1a-peer",
-            what: name,
+            id: &format!("P1a-{name}"),
+            what: "peer",
             value: median(v),
             baseline: actix_p50,
             baseline_name: "actix_same_arbiter",
@@ -63,8 +63,8 @@ pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
     .print();
     for (name, v) in [("ractor", &r), ("kameo", &k), ("actix_2_arbiters", &a)] {
         Line {
-            id: "P1b-peer",
-            what: name,
+            id: &format!("P1b-{name}"),
+            what: "peer",
             value: median(v),
             baseline: floor_rate,
             baseline_name: "tokio_task_dashmap_floor",
@@ -97,8 +97,8 @@ pub(crate) fn p2(reps: usize, scale: usize) -> anyhow::Result<()> {
     }
     .print();
     Line {
-        id: "P2-peer",
-        what: "floor",
+        id: "P2-floor",
+        what: "peer",
         value: median(&f),
         baseline: actix_rate,
         baseline_name: "actix_do_send_same_arbiter",
@@ -131,8 +131,8 @@ pub(crate) fn p8(reps: usize, scale: usize) -> anyhow::Result<()> {
     }
     .print();
     Line {
-        id: "P8-peer",
-        what: "floor",
+        id: "P8-floor",
+        what: "peer",
         value: median(&f),
         baseline: actix_bytes,
         baseline_name: "idle_actix_actor",
