@@ -1,22 +1,38 @@
 //! The metrics: P1 (local call), P2 (one-way message), P8 (memory per idle activation).
-//! Each repetition runs the baseline(s) and the candidate back to back; medians are reported.
+//! Each repetition runs the baseline(s) and the candidate back to back, starting with a different
+//! engine each time (so no engine always runs first or last); medians are reported.
 
 use crate::engines::{actix, floor, granary, kameo, ractor};
 use crate::report::{Line, median};
+
+/// Runs `reps` repetitions of every workload in `runs`, rotating which one goes first, and
+/// returns each workload's samples in the order given.
+fn interleave<const N: usize>(reps: usize, runs: [&dyn Fn() -> f64; N]) -> [Vec<f64>; N] {
+    let mut samples: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(reps));
+    for rep in 0..reps {
+        for i in 0..N {
+            let k = (i + rep) % N;
+            samples[k].push(runs[k]());
+        }
+    }
+    samples
+}
 
 /// P1: local grain call, grain active. (a) one caller, sequential, p50 latency against raw actix
 /// on the same arbiter; (b) 1,000 grains, 8 callers, 2 worker threads, calls/s against the
 /// grain-call floor, with ractor and kameo alongside.
 pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
     let calls = 200_000 / scale;
-    let (mut g, mut a, mut f, mut r, mut k) = (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..reps {
-        a.push(actix::p1a(calls));
-        g.push(granary::p1a(calls));
-        f.push(floor::p1a(calls));
-        r.push(ractor::p1a(calls));
-        k.push(kameo::p1a(calls));
-    }
+    let [a, g, f, r, k] = interleave(
+        reps,
+        [
+            &|| actix::p1a(calls),
+            &|| granary::p1a(calls),
+            &|| floor::p1a(calls),
+            &|| ractor::p1a(calls),
+            &|| kameo::p1a(calls),
+        ],
+    );
     let actix_p50 = median(&a);
     Line {
         id: "P1a",
@@ -42,14 +58,18 @@ pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
     }
 
     let (actors, callers, per_caller) = (1_000, 8, 200_000 / scale);
-    let (mut g, mut a, mut f, mut r, mut k) = (vec![], vec![], vec![], vec![], vec![]);
-    for _ in 0..reps {
-        f.push(floor::p1b(actors, callers, per_caller));
-        g.push(granary::p1b(actors, callers, per_caller));
-        r.push(ractor::p1b(actors, callers, per_caller));
-        k.push(kameo::p1b(actors, callers, per_caller));
-        a.push(actix::p1b(actors, callers, per_caller / 4));
-    }
+    let [f, g, r, k, a] = interleave(
+        reps,
+        [
+            &|| floor::p1b(actors, callers, per_caller),
+            &|| granary::p1b(actors, callers, per_caller),
+            &|| ractor::p1b(actors, callers, per_caller),
+            &|| kameo::p1b(actors, callers, per_caller),
+            // A quarter of the calls: two-arbiter actix is slow enough that this keeps its run
+            // about as long as the others'.
+            &|| actix::p1b(actors, callers, per_caller / 4),
+        ],
+    );
     let floor_rate = median(&f);
     Line {
         id: "P1b",
@@ -79,12 +99,12 @@ pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
 /// P2: one-way grain messages from one sender against actix `do_send` on the same arbiter.
 pub(crate) fn p2(reps: usize, scale: usize) -> anyhow::Result<()> {
     let messages = 1_000_000 / scale;
-    let (mut g, mut a, mut f) = (vec![], vec![], vec![]);
-    for _ in 0..reps {
-        a.push(actix::p2(messages));
-        g.push(granary::p2(messages));
-        f.push(floor::p2(messages));
-    }
+    let [a, g, f] = interleave(
+        reps,
+        [&|| actix::p2(messages), &|| granary::p2(messages), &|| {
+            floor::p2(messages)
+        }],
+    );
     let actix_rate = median(&a);
     Line {
         id: "P2",
@@ -113,12 +133,12 @@ pub(crate) fn p2(reps: usize, scale: usize) -> anyhow::Result<()> {
 /// actor.
 pub(crate) fn p8(reps: usize, scale: usize) -> anyhow::Result<()> {
     let actors = 100_000 / scale;
-    let (mut g, mut a, mut f) = (vec![], vec![], vec![]);
-    for _ in 0..reps {
-        a.push(actix::p8(actors));
-        g.push(granary::p8(actors));
-        f.push(floor::p8(actors));
-    }
+    let [a, g, f] = interleave(
+        reps,
+        [&|| actix::p8(actors), &|| granary::p8(actors), &|| {
+            floor::p8(actors)
+        }],
+    );
     let actix_bytes = median(&a);
     Line {
         id: "P8",
