@@ -59,11 +59,6 @@ pub fn current_invoker() -> Option<Arc<dyn Invoker>> {
     TURN.try_with(|t| t.invoker.clone()).ok().flatten()
 }
 
-/// Runs `fut` with `scope` as the current turn.
-pub async fn scoped<F: Future>(scope: TurnScope, fut: F) -> F::Output {
-    TURN.scope(scope, fut).await
-}
-
 /// Runs the synchronous `f` with `scope` as the current turn: references deserialized inside
 /// (from stored state, say) bind to the scope's runtime.
 pub fn scoped_sync<R>(scope: TurnScope, f: impl FnOnce() -> R) -> R {
