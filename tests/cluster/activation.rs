@@ -157,10 +157,16 @@ async fn corrupt_stored_state_fails_activation_without_overwriting_it() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, granary::CallError::ActivationFailed { .. }),
+        matches!(
+            err,
+            granary::CallError::Storage {
+                source: granary::StorageError::Corrupt { .. },
+                ..
+            }
+        ),
         "{err}"
     );
-    assert!(err.to_string().contains("does not decode"), "{err}");
+    assert!(err.to_string().contains("probe/corrupt"), "{err}");
     let (data, _) = silo.store().stored(&id).unwrap();
     assert_eq!(
         data,
@@ -203,8 +209,10 @@ async fn a_stale_write_is_a_conflict_and_the_next_call_reloads() {
         count: 50,
         ..ProbeState::default()
     };
-    silo.store()
-        .put_raw(&id, granary::codec::state_codec::encode(&rival).unwrap());
+    silo.store().put_raw(
+        &id,
+        granary::codec::state_codec::encode::<ProbeGrain>(&rival).unwrap(),
+    );
     let err = probe.set(2).await.unwrap_err();
     assert!(
         matches!(err, granary::CallError::StorageConflict { .. }),

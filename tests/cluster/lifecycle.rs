@@ -36,7 +36,8 @@ async fn graceful_shutdown_deactivates_every_grain_and_persists() {
         let (data, _) = store
             .stored(&GrainId::new("probe", format!("p{i}")))
             .unwrap();
-        let state: ProbeState = granary::codec::state_codec::decode(&data.unwrap()).unwrap();
+        let state: ProbeState =
+            granary::codec::state_codec::decode::<ProbeGrain>(&data.unwrap()).unwrap();
         assert_eq!((state.count, state.saved_on_deactivate), (i, 1));
     }
     // References outlive the silo and fail cleanly.

@@ -39,8 +39,9 @@ pub trait ActivationHost: Send + Sync + 'static {
     fn cancel_timer(&self, grain: &GrainId, activation: ActivationId, name: &str);
     /// Deactivates the activation once its running turns have finished.
     fn deactivate(&self, grain: &GrainId, activation: ActivationId);
-    /// A commit of the activation was refused as stale: deactivate it without running
-    /// `on_deactivate` (its state cannot be trusted), so that the next call reloads.
+    /// A commit of the activation was refused as stale or failed with an unknown outcome:
+    /// deactivate it without running `on_deactivate` (its state cannot be trusted), so that the
+    /// next call reloads.
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId);
 }
 
@@ -147,8 +148,8 @@ impl<G: Grain> GrainContext<G> {
     /// activation's version behind, and its next commit fails with a conflict.
     pub async fn write_state(&self) -> Result<(), CallError> {
         let _serial = self.commit_lock.lock().await;
-        let data = state_codec::encode(&*self.state.lock())
-            .map_err(|source| self.storage_error(source))?;
+        let data = state_codec::encode::<G>(&self.state.lock())
+            .map_err(|e| self.storage_error(StorageError::Serialize(e.to_string())))?;
         self.commit(StateChange::Write(data)).await
     }
 
@@ -216,7 +217,16 @@ impl<G: Grain> GrainContext<G> {
                     expected: expected_version,
                 })
             }
-            Err(source) => Err(self.storage_error(source)),
+            Err(source @ StorageError::Serialize(_)) => Err(self.storage_error(source)),
+            Err(source) => {
+                // The outcome is unknown (Redis down, reply lost) or nothing can be committed
+                // any more (data lost): the state in memory may hold changes that were never
+                // stored. Deactivate, so that the next call starts from what the store holds
+                // instead of committing this turn's change later behind its caller's back.
+                tracing::warn!(grain = %self.id, cause = %source, "commit failed: deactivating");
+                self.host.storage_conflict(&self.id, self.activation);
+                Err(self.storage_error(source))
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecError;
 use crate::id::GrainId;
+use crate::state_codec::StateError;
 
 /// Everything that can go wrong with a grain call. Each variant says what happened; see
 /// [`CallError::is_retryable`] for the ones worth retrying.
@@ -57,7 +58,7 @@ pub enum CallError {
         expected: u64,
     },
     /// The state store failed (unreachable, corrupt data, ...). See the source for details.
-    #[error("state store failed for {grain}")]
+    #[error("state store failed for {grain}: {source}")]
     Storage {
         /// The grain being loaded or committed.
         grain: GrainId,
@@ -181,10 +182,28 @@ pub enum StorageError {
     /// The writer's activation no longer owns the grain; another activation has claimed it.
     #[error("activation no longer owns the grain")]
     NotOwner,
-    /// The stored bytes could not be decoded as the grain's state. The stored data was left as
-    /// it is; fix the data or register an upgrade step.
-    #[error("stored state is corrupt or unreadable: {0}")]
-    Corrupt(String),
+    /// The stored state of `grain` could not be read. The stored data was left as it is (never
+    /// replaced by default state): fix the data, deploy the grain code that knows its schema
+    /// version, or register an upgrade step.
+    #[error("stored state of {grain} is unreadable: {problem}")]
+    Corrupt {
+        /// The grain whose state it is.
+        grain: GrainId,
+        /// What is wrong with it.
+        problem: StateError,
+    },
+    /// The store no longer holds this cluster's data (it restarted empty, or was flushed): the
+    /// cluster epoch recorded at bootstrap is missing or different. Writes and activations are
+    /// refused so that no grain is re-created with default state. Restore the data and restart
+    /// the silos, or, if losing it was intended, start the cluster again with a new epoch.
+    #[error(
+        "the store lost this cluster's data ({0}); refusing to activate or write grains. Restore the data and restart the silos, or start the cluster afresh if the loss was intended"
+    )]
+    DataLost(String),
+    /// The store holds data this build cannot read (an outbox entry or directory entry of an
+    /// unknown shape): written by another version, or damaged. It was left as it is.
+    #[error("the store holds data this build cannot read: {0}")]
+    Malformed(String),
     /// The state could not be serialized for storage.
     #[error("cannot serialize state: {0}")]
     Serialize(String),

@@ -11,4 +11,6 @@ mod state;
 
 pub use directory::{GrainAddress, GrainDirectory};
 pub use membership::{MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus};
-pub use state::{Commit, EventId, Loaded, Outbox, OutboxEntry, StateChange, StateStore};
+pub use state::{
+    Claim, Commit, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, StateChange, StateStore,
+};

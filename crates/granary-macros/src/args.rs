@@ -1,9 +1,9 @@
 //! The arguments of `#[grain(...)]`: `name`, `state`, and the optional `reentrant`,
-//! `reference` and `crate`.
+//! `reference`, `state_version`, `upgrade` and `crate`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::Parser;
-use syn::{Ident, LitStr, Path, Type};
+use syn::{Ident, LitInt, LitStr, Path, Type};
 
 use crate::errors::Errors;
 
@@ -17,11 +17,15 @@ pub(crate) struct GrainArgs {
     pub(crate) reentrant: bool,
     /// `reference = Name`: overrides the generated reference's name.
     pub(crate) reference: Option<Ident>,
+    /// `state_version = N`: the state's schema version (1 unless given).
+    pub(crate) state_version: Option<LitInt>,
+    /// `upgrade = path`: the function upgrading a stored state one schema version.
+    pub(crate) upgrade: Option<Path>,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
 }
 
-const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name` or `crate = \"path\"`";
+const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path` or `crate = \"path\"`";
 
 impl GrainArgs {
     /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
@@ -33,6 +37,8 @@ impl GrainArgs {
         let mut reentrant = false;
         let mut reference: Option<Ident> = None;
         let mut krate: Option<Path> = None;
+        let mut state_version: Option<LitInt> = None;
+        let mut upgrade: Option<Path> = None;
         let mut unknown: Vec<syn::Error> = Vec::new();
 
         let parser = syn::meta::parser(|meta| {
@@ -82,6 +88,30 @@ impl GrainArgs {
                     }
                     reference = Some(meta.value()?.parse()?);
                 }
+                "state_version" => {
+                    if state_version.is_some() {
+                        return Err(duplicate());
+                    }
+                    let lit: LitInt = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`state_version` takes an integer: `state_version = 2`",
+                        )
+                    })?;
+                    if !matches!(lit.base10_parse::<u32>(), Ok(1..)) {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "`state_version` is a `u32` of at least 1",
+                        ));
+                    }
+                    state_version = Some(lit);
+                }
+                "upgrade" => {
+                    if upgrade.is_some() {
+                        return Err(duplicate());
+                    }
+                    upgrade = Some(meta.value()?.parse()?);
+                }
                 "crate" => {
                     if krate.is_some() {
                         return Err(duplicate());
@@ -118,6 +148,12 @@ impl GrainArgs {
                      the wire (e.g. `#[grain(name = \"player\", state = PlayerState)]`)",
                 );
             }
+            if upgrade.is_some() && state_version.is_none() {
+                errors.at(
+                    attr_span,
+                    "`upgrade = path` needs `state_version = N`: the version its steps lead to",
+                );
+            }
             if state.is_none() {
                 errors.at(
                     attr_span,
@@ -131,6 +167,8 @@ impl GrainArgs {
             state: state.unwrap_or_else(|| syn::parse_quote!(())),
             reentrant,
             reference,
+            state_version,
+            upgrade,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
         }
     }

@@ -143,10 +143,25 @@ fn grain_impl(
             }
         }
     });
+    let state_version = args
+        .state_version
+        .as_ref()
+        .map(|v| quote!(const STATE_VERSION: u32 = #v;));
+    let upgrade = args.upgrade.as_ref().map(|path| {
+        quote! {
+            fn upgrade_state(
+                from: u32,
+                blob: &#core::state_codec::StateBlob,
+            ) -> ::core::result::Result<#core::state_codec::StateBlob, ::std::string::String> {
+                #path(from, blob)
+            }
+        }
+    });
     quote! {
         impl #core::Grain for #self_ident {
             const TYPE_NAME: &'static str = #type_name;
             const REENTRANT: bool = #reentrant;
+            #state_version
             const METHODS: &'static [#core::MethodInfo] = &[#(#infos),*];
             type State = #state;
             type Ref = #ref_ident;
@@ -172,6 +187,7 @@ fn grain_impl(
             #on_activate
             #on_deactivate
             #on_timer
+            #upgrade
         }
     }
 }

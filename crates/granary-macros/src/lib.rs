@@ -106,6 +106,12 @@ use proc_macro::TokenStream;
 /// - `reference = PlayerHandle`: the name of the generated reference (by default the type's
 ///   name without a trailing `Grain`, plus `Ref`: `PlayerGrain` → `PlayerRef`, `Lobby` →
 ///   `LobbyRef`).
+/// - `state_version = 2`: the schema version of the state, stored with it (1 by default). Bump
+///   it when a change of the state type needs more than `#[serde(default)]` on a new field.
+/// - `upgrade = path::to::fn`: a `fn(from: u32, &StateBlob) -> Result<StateBlob, String>` that
+///   turns a stored state of version `from` into version `from + 1`; loading an older state runs
+///   the steps in order and the next write stores the current version (see
+///   `granary::codec::state_codec`).
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
 ///

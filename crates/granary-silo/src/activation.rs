@@ -14,10 +14,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use granary_core::provider::GrainAddress;
+use granary_core::provider::{Claim, GrainAddress, Loaded};
 use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
 use granary_core::{
-    ActivationId, CallChain, CallError, Grain, GrainContext, GrainId, Payload, state_codec,
+    ActivationId, CallChain, CallError, Grain, GrainContext, GrainId, Payload, StorageError,
+    state_codec,
 };
 
 use crate::events::{DeactivationReason, SiloEvent};
@@ -300,45 +301,35 @@ impl<G: Grain> Activation<G> {
         admin.pending_reason = Some(admin.pending_reason.map_or(reason, |r| r.max(reason)));
     }
 
-    /// Claim → load → `on_activate` → serve what queued meanwhile.
+    /// Claim and load → `on_activate` → serve what queued meanwhile.
     async fn activate(self: Arc<Self>) {
-        let address = self.address();
-        if let Err(reason) = self.claim(&address).await {
-            return self.fail_activation(reason, false).await;
-        }
-        match self
-            .runtime
-            .store
-            .load(self.id(), self.ctx.activation_id())
-            .await
-        {
-            Ok(loaded) => {
-                // Decoded inside a turn scope, so that references kept in the state bind to
-                // this silo.
-                let scope = self.scope(CallChain::root(), true);
-                let decoded = turn::scoped_sync(scope, || {
-                    loaded.data.as_deref().map(state_codec::decode::<G::State>)
-                });
-                let state = match decoded {
-                    None => G::State::default(),
-                    Some(Ok(state)) => state,
-                    Some(Err(err)) => {
-                        let reason = format!("stored state does not decode: {err}");
-                        return self.fail_activation(reason, true).await;
-                    }
+        let loaded = match self.claim().await {
+            Ok(loaded) => loaded,
+            Err(failure) => return self.fail_activation(failure, false).await,
+        };
+        // Decoded inside a turn scope, so that references kept in the state bind to this silo.
+        let scope = self.scope(CallChain::root(), true);
+        let decoded = turn::scoped_sync(scope, || {
+            loaded.data.as_deref().map(state_codec::decode::<G>)
+        });
+        let state = match decoded {
+            None => G::State::default(),
+            Some(Ok(state)) => state,
+            Some(Err(problem)) => {
+                let failure = CallError::Storage {
+                    grain: self.id().clone(),
+                    source: StorageError::Corrupt {
+                        grain: self.id().clone(),
+                        problem,
+                    },
                 };
-                self.ctx.restore(state, loaded.version);
+                return self.fail_activation(failure, true).await;
             }
-            Err(err) => {
-                return self
-                    .fail_activation(format!("loading state failed: {err}"), true)
-                    .await;
-            }
-        }
+        };
+        self.ctx.restore(state, loaded.version);
         if let Err(err) = self.lifecycle_turn(TurnKind::Activate, "on_activate").await {
-            return self
-                .fail_activation(format!("on_activate failed: {err}"), true)
-                .await;
+            let failure = self.activation_failed(format!("on_activate failed: {err}"));
+            return self.fail_activation(failure, true).await;
         }
         let (next, deactivate) = {
             let mut admin = self.admin.lock();
@@ -374,41 +365,45 @@ impl<G: Grain> Activation<G> {
         self.settle(outcome, what)
     }
 
-    /// Registers this activation in the directory; the registration is its claim on the grain.
-    async fn claim(&self, address: &GrainAddress) -> Result<(), String> {
-        let directory = &self.runtime.directory;
-        let winner = directory
-            .register(address.clone(), None)
-            .await
-            .map_err(|e| format!("directory: {e}"))?;
-        if winner == *address {
-            return Ok(());
-        }
-        if winner.silo == self.runtime.silo {
-            // An entry of this silo that the catalog no longer holds: a leftover of an
-            // activation that is gone. This silo creates one activation per grain at a time,
-            // so it may replace it.
-            let again = directory
-                .register(address.clone(), Some(winner))
-                .await
-                .map_err(|e| format!("directory: {e}"))?;
-            if again == *address {
-                return Ok(());
+    /// Claims the grain for this activation and loads its state, in one store operation.
+    async fn claim(&self) -> Result<Loaded, CallError> {
+        let address = self.address();
+        let mut replace = None;
+        loop {
+            let owner = match self.runtime.store.claim(&address, replace.as_ref()).await {
+                Ok(Claim::Won(loaded)) => return Ok(loaded),
+                Ok(Claim::Owned(owner)) => owner,
+                Err(source) => {
+                    return Err(CallError::Storage {
+                        grain: self.id().clone(),
+                        source,
+                    });
+                }
+            };
+            if owner.silo == self.runtime.silo && replace.is_none() {
+                // An entry of this silo that the catalog no longer holds: a leftover of an
+                // activation that is gone. This silo creates one activation per grain at a
+                // time, so it may replace it.
+                replace = Some(owner);
+                continue;
             }
-            return Err(format!(
+            return Err(self.activation_failed(format!(
                 "grain is owned by activation {} on silo {}",
-                again.activation, again.silo
-            ));
+                owner.activation, owner.silo
+            )));
         }
-        Err(format!(
-            "grain is owned by activation {} on silo {}",
-            winner.activation, winner.silo
-        ))
     }
 
-    /// Ends a failed activation: every waiting call gets `ActivationFailed`, none is lost.
-    async fn fail_activation(self: Arc<Self>, reason: String, claimed: bool) {
-        tracing::error!(grain = %self.id(), %reason, "activation failed");
+    fn activation_failed(&self, reason: String) -> CallError {
+        CallError::ActivationFailed {
+            grain: self.id().clone(),
+            reason,
+        }
+    }
+
+    /// Ends a failed activation: every waiting call gets `failure`, none is lost.
+    async fn fail_activation(self: Arc<Self>, failure: CallError, claimed: bool) {
+        tracing::error!(grain = %self.id(), %failure, "activation failed");
         if claimed && let Err(err) = self.runtime.directory.unregister(&self.address()).await {
             tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a failed activation");
         }
@@ -416,10 +411,7 @@ impl<G: Grain> Activation<G> {
         self.runtime
             .emit(SiloEvent::ActivationFailed(self.id().clone()));
         for (req, _) in queue {
-            req.fail(CallError::ActivationFailed {
-                grain: self.id().clone(),
-                reason: reason.clone(),
-            });
+            req.fail(failure.clone());
         }
     }
 

@@ -14,7 +14,7 @@ pub enum DeactivationReason {
     Idle,
     /// The grain asked (`deactivate_on_idle`).
     Requested,
-    /// A commit was refused as stale; the next call reloads.
+    /// A commit was refused as stale, or failed with an unknown outcome; the next call reloads.
     StorageConflict,
     /// A turn panicked; `on_deactivate` did not run.
     Panicked,

@@ -10,12 +10,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use granary_core::provider::{GrainAddress, GrainDirectory, StateStore};
+use granary_core::provider::{Claim, GrainAddress, GrainDirectory, StateStore};
 use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
 use granary_core::{
     ActivationId, CallChain, CallError, ChainId, Event, Grain, GrainContext, GrainId, GrainKey,
-    Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, codec, state_codec,
-    typed_ref,
+    Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, StorageError, codec,
+    state_codec, typed_ref,
 };
 use granary_silo::memory::MemoryStore;
 
@@ -129,9 +129,9 @@ impl<G: Grain> GrainTest<G> {
         let id = GrainId::new(G::TYPE_NAME, key);
         let store = Arc::new(MemoryStore::new());
         if let Some(state) = state {
-            let bytes = state_codec::encode(state).map_err(|source| CallError::Storage {
+            let bytes = state_codec::encode::<G>(state).map_err(|e| CallError::Storage {
                 grain: id.clone(),
-                source,
+                source: StorageError::Serialize(e.to_string()),
             })?;
             store.put_raw(&id, bytes);
         }
@@ -196,7 +196,7 @@ impl<G: Grain> GrainTest<G> {
     #[must_use]
     pub fn stored_state(&self) -> Option<G::State> {
         let (data, _) = self.host.store.stored(&self.id)?;
-        data.map(|bytes| state_codec::decode(&bytes).expect("stored state decodes"))
+        data.map(|bytes| state_codec::decode::<G>(&bytes).expect("stored state decodes"))
     }
 
     /// The version of the last commit (0: none).
@@ -391,11 +391,20 @@ async fn activate<G: Grain>(
         grain: id.clone(),
         source,
     };
-    host.store
-        .register(address_of(id, activation), None)
+    let loaded = match host
+        .store
+        .claim(&address_of(id, activation), None)
         .await
-        .map_err(storage)?;
-    let loaded = host.store.load(id, activation).await.map_err(storage)?;
+        .map_err(storage)?
+    {
+        Claim::Won(loaded) => loaded,
+        Claim::Owned(owner) => {
+            return Err(CallError::ActivationFailed {
+                grain: id.clone(),
+                reason: format!("grain is owned by activation {}", owner.activation),
+            });
+        }
+    };
     let invoker: Arc<dyn Invoker> = host.clone();
     let scope = TurnScope {
         grain: id.clone(),
@@ -404,7 +413,14 @@ async fn activate<G: Grain>(
     };
     let state = match loaded.data {
         // Decoded in a turn scope, so that references kept in the state bind to the kit.
-        Some(bytes) => turn::scoped_sync(scope, || state_codec::decode(&bytes)).map_err(storage)?,
+        Some(bytes) => {
+            turn::scoped_sync(scope, || state_codec::decode::<G>(&bytes)).map_err(|problem| {
+                storage(StorageError::Corrupt {
+                    grain: id.clone(),
+                    problem,
+                })
+            })?
+        }
         None => G::State::default(),
     };
     let ctx = GrainContext::new(id.clone(), activation, state, loaded.version, host.clone());

@@ -6,10 +6,15 @@
 //! - [`TestSilo`] starts a whole in-process silo with the fast test profile, for integration
 //!   tests.
 //!
+//! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
+//! - [`conformance`] is the suite every state store passes, in-memory and Redis alike.
+//!
 //! See the `example-player-game` package for a suite written with both.
 
+pub mod conformance;
 mod grain_test;
 mod host;
+pub mod redis_server;
 mod test_silo;
 
 pub use grain_test::{GrainTest, RecordedCall};

@@ -17,22 +17,10 @@ pub struct GrainAddress {
     pub activation: ActivationId,
 }
 
-/// The grain directory: at most one registered activation per grain, changed only by
-/// compare-and-set. Registering is the activation's claim on the grain; the state store's
-/// fence checks it on every commit.
+/// The grain directory: at most one registered activation per grain. Entries are created by
+/// [`StateStore::claim`](crate::provider::StateStore::claim), which claims and loads in one
+/// step; the store's fence checks the entry on every commit.
 pub trait GrainDirectory: Send + Sync + 'static {
-    /// Registers `address` if the grain has no entry, or if its entry equals `replace` (a
-    /// stale entry the caller knows to be dead). Returns the entry that holds afterwards: the
-    /// caller's own address if it won, the existing one otherwise.
-    ///
-    /// # Errors
-    /// [`StorageError::Unavailable`] if the directory cannot be reached.
-    fn register(
-        &self,
-        address: GrainAddress,
-        replace: Option<GrainAddress>,
-    ) -> BoxFuture<'_, Result<GrainAddress, StorageError>>;
-
     /// The registered activation of `grain`, if any.
     ///
     /// # Errors

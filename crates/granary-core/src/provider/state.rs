@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::StorageError;
 use crate::event::PublishedEvent;
 use crate::id::{ActivationId, GrainId};
+use crate::provider::GrainAddress;
 
 /// What a commit does to the stored state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,31 +57,59 @@ pub struct OutboxEntry {
     pub id: EventId,
     /// The event.
     pub event: PublishedEvent,
+    /// Where the store keeps it: what [`Outbox::ack`] removes.
+    pub position: OutboxPosition,
+}
+
+/// Where a store keeps an outbox entry: the outbox shard (a store may split its outbox so that
+/// one commit touches one shard) and the entry's id in it, opaque to everyone but the store.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OutboxPosition {
+    /// The outbox shard.
+    pub shard: u32,
+    /// The store's id of the entry within the shard.
+    pub entry: String,
 }
 
 /// Versioned, fenced grain state with a transactional outbox.
+///
+/// The store also owns each grain's ownership entry (its directory entry, see
+/// [`GrainDirectory`](crate::provider::GrainDirectory)): an activation claims the grain and
+/// loads its state in one step, and every commit checks that claim.
 pub trait StateStore: Send + Sync + 'static {
-    /// Loads the state of `grain` for `activation`, which must own the grain (see
-    /// [`GrainDirectory`](crate::provider::GrainDirectory)).
+    /// Claims `address.grain` for `address` and loads its state, atomically: the claim succeeds
+    /// if the grain has no owner or its owner equals `replace` (an entry the caller knows to be
+    /// dead). On success the state is loaded in the same step; otherwise the current owner is
+    /// returned and nothing changes.
     ///
     /// # Errors
-    /// [`StorageError::NotOwner`] if another activation owns the grain,
-    /// [`StorageError::Unavailable`] if the backend cannot be reached.
-    fn load(
+    /// [`StorageError::Unavailable`] if the backend cannot be reached,
+    /// [`StorageError::DataLost`] if it no longer holds the cluster's data.
+    fn claim(
         &self,
-        grain: &GrainId,
-        activation: ActivationId,
-    ) -> BoxFuture<'_, Result<Loaded, StorageError>>;
+        address: &GrainAddress,
+        replace: Option<&GrainAddress>,
+    ) -> BoxFuture<'_, Result<Claim, StorageError>>;
 
     /// Applies a commit atomically; returns the new version.
     ///
     /// # Errors
     /// [`StorageError::Conflict`] or [`StorageError::NotOwner`] when the fence fails (nothing
-    /// was written), [`StorageError::Unavailable`] when the backend cannot be reached.
+    /// was written), [`StorageError::Unavailable`] when the backend cannot be reached,
+    /// [`StorageError::DataLost`] if it no longer holds the cluster's data.
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>>;
 }
 
-/// What [`StateStore::load`] found.
+/// What [`StateStore::claim`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The claim succeeded; the grain's state as stored.
+    Won(Loaded),
+    /// Another activation owns the grain.
+    Owned(GrainAddress),
+}
+
+/// A grain's stored state, as [`StateStore::claim`] loaded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Loaded {
     /// The stored state, if any.
@@ -94,6 +123,6 @@ pub trait Outbox: Send + Sync + 'static {
     /// Up to `max` committed events not yet acknowledged, in commit order per grain.
     fn pending(&self, max: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>>;
 
-    /// Removes delivered events from the outbox.
-    fn ack(&self, ids: &[EventId]) -> BoxFuture<'_, Result<(), StorageError>>;
+    /// Removes delivered entries from the outbox.
+    fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>>;
 }

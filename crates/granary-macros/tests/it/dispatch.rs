@@ -9,7 +9,7 @@ use std::time::Duration;
 use granary::{
     CallError, Grain, GrainContext, GrainId, GrainRef, MethodId, Result, TypedRef, grain,
 };
-use granary_core::provider::{Commit, Loaded, StateStore};
+use granary_core::provider::{Claim, Commit, GrainAddress, Loaded, StateStore};
 use granary_core::{
     ActivationHost, ActivationId, Invoker, OutgoingCall, Payload, StorageError, codec,
 };
@@ -132,12 +132,16 @@ struct CountingHost {
 }
 
 impl StateStore for CountingHost {
-    fn load(&self, _: &GrainId, _: ActivationId) -> BoxFuture<'_, Result<Loaded, StorageError>> {
+    fn claim(
+        &self,
+        _: &GrainAddress,
+        _: Option<&GrainAddress>,
+    ) -> BoxFuture<'_, Result<Claim, StorageError>> {
         Box::pin(async {
-            Ok(Loaded {
+            Ok(Claim::Won(Loaded {
                 data: None,
                 version: 0,
-            })
+            }))
         })
     }
 

@@ -8,8 +8,8 @@ use futures::future::{BoxFuture, FutureExt, ready};
 use parking_lot::Mutex;
 
 use granary_core::provider::{
-    Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry, StateChange,
-    StateStore,
+    Claim, Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
+    OutboxPosition, StateChange, StateStore,
 };
 use granary_core::{ActivationId, BuildGrainIdHasher, GrainId, StorageError};
 
@@ -26,6 +26,7 @@ struct Record {
 pub struct MemoryStore {
     grains: DashMap<GrainId, Record, BuildGrainIdHasher>,
     outbox: Mutex<VecDeque<OutboxEntry>>,
+    outbox_seq: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -93,6 +94,9 @@ impl MemoryStore {
         for (index, event) in commit.events.into_iter().enumerate() {
             let index = u32::try_from(index)
                 .map_err(|_| StorageError::Serialize("too many events in one commit".into()))?;
+            let seq = self
+                .outbox_seq
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             outbox.push_back(OutboxEntry {
                 id: EventId {
                     grain: commit.grain.clone(),
@@ -100,6 +104,10 @@ impl MemoryStore {
                     index,
                 },
                 event,
+                position: OutboxPosition {
+                    shard: 0,
+                    entry: seq.to_string(),
+                },
             });
         }
         Ok(version)
@@ -107,19 +115,24 @@ impl MemoryStore {
 }
 
 impl StateStore for MemoryStore {
-    fn load(
+    fn claim(
         &self,
-        grain: &GrainId,
-        activation: ActivationId,
-    ) -> BoxFuture<'_, Result<Loaded, StorageError>> {
-        let result = match self.grains.get(grain) {
-            Some(record) if Self::owned_by(&record, activation) => Ok(Loaded {
+        address: &GrainAddress,
+        replace: Option<&GrainAddress>,
+    ) -> BoxFuture<'_, Result<Claim, StorageError>> {
+        let mut record = self.grains.entry(address.grain.clone()).or_default();
+        if record.owner.is_none() || record.owner.as_ref() == replace {
+            record.owner = Some(address.clone());
+        }
+        let claim = match &record.owner {
+            Some(owner) if owner == address => Claim::Won(Loaded {
                 data: record.data.clone(),
                 version: record.version,
             }),
-            _ => Err(StorageError::NotOwner),
+            Some(owner) => Claim::Owned(owner.clone()),
+            None => unreachable!("an owner was just set or kept"),
         };
-        ready(result).boxed()
+        ready(Ok(claim)).boxed()
     }
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>> {
@@ -132,26 +145,15 @@ impl Outbox for MemoryStore {
         ready(Ok(self.outbox.lock().iter().take(max).cloned().collect())).boxed()
     }
 
-    fn ack(&self, ids: &[EventId]) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.outbox.lock().retain(|e| !ids.contains(&e.id));
+    fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
+        self.outbox
+            .lock()
+            .retain(|e| !entries.contains(&e.position));
         ready(Ok(())).boxed()
     }
 }
 
 impl GrainDirectory for MemoryStore {
-    fn register(
-        &self,
-        address: GrainAddress,
-        replace: Option<GrainAddress>,
-    ) -> BoxFuture<'_, Result<GrainAddress, StorageError>> {
-        let mut record = self.grains.entry(address.grain.clone()).or_default();
-        if record.owner.is_none() || record.owner == replace {
-            record.owner = Some(address);
-        }
-        let winner = record.owner.clone().expect("an owner was just set or kept");
-        ready(Ok(winner)).boxed()
-    }
-
     fn lookup(&self, grain: &GrainId) -> BoxFuture<'_, Result<Option<GrainAddress>, StorageError>> {
         ready(Ok(self.grains.get(grain).and_then(|r| r.owner.clone()))).boxed()
     }
@@ -165,6 +167,3 @@ impl GrainDirectory for MemoryStore {
         ready(Ok(())).boxed()
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,96 @@
+//! Granary on Redis: grain state with fenced, versioned commits, a transactional outbox and the
+//! grain directory, in one provider ([`RedisStore`]).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use granary_redis::{RedisConfig, RedisStore};
+//!
+//! let store = RedisStore::connect(RedisConfig::new("redis://127.0.0.1:6379", "demo")).await?;
+//! let silo = granary::Silo::builder()
+//!     // .register::<PlayerGrain>()
+//!     .storage(Arc::new(store))
+//!     .start()
+//!     .await?;
+//! # silo.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Promises
+//!
+//! - **No two activations of a grain ever commit.** An activation claims its grain (the owner
+//!   entry, which is also the grain's directory entry) and loads its state in one script, one
+//!   round trip. Every commit is a script that applies only if the owner entry still names the
+//!   activation *and* the stored version equals the version the activation loaded. Otherwise
+//!   nothing is written, the call fails with `CallError::StorageConflict`, the activation is
+//!   deactivated and the next call loads again. Nothing is retried blindly.
+//! - **State and events commit together.** The events a turn published are appended to the
+//!   outbox stream in the same script as the state write, each with the stable id
+//!   `(grain, version, index)`; a commit that fails appends nothing.
+//! - **A Redis that lost its data is noticed.** The cluster's epoch (a UUID written when the
+//!   cluster is first created) is copied into every shard, and every script checks it. If Redis
+//!   restarts empty or is flushed, claims and commits fail with `StorageError::DataLost` instead
+//!   of re-creating grains with default state. A silo starting later against such a Redis would
+//!   create a new epoch (a new, empty cluster) unless it is configured with
+//!   [`Bootstrap::RequireExisting`], which production silos should use.
+//!
+//! # Key layout
+//!
+//! Grains are spread over `shards` (default 64) by `GrainId::stable_hash`. All keys of one
+//! shard share the hash tag `{<cluster>:<shard>}`, so each script touches one Redis Cluster slot.
+//! `<grain>` is `<type length>:<type>:<kind>:<key>` with kind `s`, `i` or `u` (string,
+//! integer, UUID key), e.g. `6:player:s:alice`. No key has a TTL.
+//!
+//! | key | type | holds |
+//! |-----|------|-------|
+//! | `granary:<cluster>:meta` | hash | `epoch`, `shards`, `layout`, `ready` |
+//! | `granary:{<cluster>:<shard>}:epoch` | string | the shard's copy of the epoch |
+//! | `granary:{<cluster>:<shard>}:state:<grain>` | hash | `v` version (kept after a clear), `d` state blob |
+//! | `granary:{<cluster>:<shard>}:owner:<grain>` | hash | `a` activation, `s` silo, `g` silo generation |
+//! | `granary:{<cluster>:<shard>}:outbox` | stream | committed events: `g` grain, `v` version, `i` index, `t` type, `p` JSON payload |
+//!
+//! The state blob is the checked envelope of `granary::codec::state_codec` (magic, format, codec,
+//! schema version, CRC-32, named MessagePack).
+//!
+//! # What "committed" means
+//!
+//! A commit is acknowledged when Redis has run its script: the change is in Redis' memory and
+//! no other activation can overwrite it. Whether it survives a Redis crash depends on how Redis
+//! is run:
+//!
+//! | Redis durability | an acknowledged commit survives |
+//! |------------------|----------------------------------|
+//! | no persistence | nothing: a restart loses every grain (and is detected as `DataLost`) |
+//! | RDB snapshots | only up to the last snapshot: a crash loses later commits, which looks like `DataLost` only if the epoch is lost too, so do not use RDB alone for player data |
+//! | AOF `appendfsync everysec` | a Redis process crash; a machine crash may lose the last second |
+//! | AOF `appendfsync always` | a process or machine crash: every acknowledged commit is on disk (tested) |
+//! | replication | only with `WAIT`-style acknowledgement, which this store does not issue: a failover may lose the last commits acknowledged by the old primary; the new activation's fence still holds |
+//!
+//! # Living with Redis
+//!
+//! Commands go over one auto-reconnecting [`redis::aio::ConnectionManager`]. Each has a deadline
+//! ([`RedisConfig::command_timeout`]); when Redis is down, calls fail fast with
+//! `StorageError::Unavailable` and the store reconnects on its own when Redis returns. A commit
+//! whose reply is lost has an unknown outcome: the activation is deactivated and the next call
+//! loads what Redis holds. Scripts are loaded on first use and again after a Redis restart
+//! (`NOSCRIPT` fallback). Redis 7 or later is required.
+
+mod config;
+mod error;
+mod keys;
+mod scripts;
+mod store;
+
+pub use config::{Bootstrap, RedisConfig};
+pub use error::ConnectError;
+pub use store::RedisStore;
+
+#[doc(hidden)]
+pub mod __private {
+    //! The raw commit script, for the benchmark that compares the store with it.
+    #[must_use]
+    pub fn commit_script() -> &'static str {
+        crate::scripts::Scripts::commit_source()
+    }
+}

@@ -1,0 +1,556 @@
+//! [`RedisStore`]: the state store, outbox and grain directory on Redis.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::streams::StreamRangeReply;
+use redis::{AsyncCommands, RedisError, Value};
+
+use granary_core::provider::{
+    Claim, Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
+    OutboxPosition, StateChange, StateStore,
+};
+use granary_core::{ActivationId, GrainId, PublishedEvent, SiloId, StorageError};
+
+use crate::config::{Bootstrap, RedisConfig};
+use crate::error::ConnectError;
+use crate::keys::{Keys, grain_field, parse_grain_field, validate_cluster};
+use crate::scripts::Scripts;
+
+/// The envelope format the cluster's metadata records; a silo refuses a cluster of another.
+const LAYOUT_VERSION: &str = "1";
+
+/// Grain state, the transactional outbox and the grain directory in Redis.
+///
+/// Cheap to share behind an `Arc`; every operation uses one auto-reconnecting multiplexed
+/// connection. See the crate docs for the key layout and what "committed" means.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    epoch: Arc<str>,
+    scripts: Scripts,
+    url: String,
+    timeout: Duration,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("epoch", &self.epoch)
+            .field("shards", &self.keys.shards())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to Redis, checks its version, and joins (or, per
+    /// [`RedisConfig::bootstrap`], creates) the cluster's epoch.
+    ///
+    /// # Errors
+    /// A [`ConnectError`] saying what is wrong: a bad config, Redis unreachable or too old, no
+    /// cluster to join, or a Redis that lost the cluster's data.
+    pub async fn connect(config: RedisConfig) -> Result<Self, ConnectError> {
+        validate_cluster(&config.cluster).map_err(ConnectError::Config)?;
+        if config.shards == 0 {
+            return Err(ConnectError::Config("shards must be at least 1".into()));
+        }
+        let url = config.redacted_url();
+        let unreachable = |reason: String| ConnectError::Unreachable {
+            url: url.clone(),
+            reason,
+        };
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| ConnectError::Config(format!("invalid Redis URL {url}: {e}")))?;
+        let manager = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(config.command_timeout))
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_number_of_retries(config.reconnect_attempts)
+            .set_max_delay(Duration::from_millis(250));
+        let connect = ConnectionManager::new_with_config(client, manager);
+        let deadline = config.connect_timeout * 4 + config.command_timeout;
+        let mut conn = tokio::time::timeout(deadline, connect)
+            .await
+            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+            .map_err(|e| unreachable(e.to_string()))?;
+        check_version(&mut conn).await.map_err(|e| match e {
+            VersionError::Redis(e) => unreachable(e.to_string()),
+            VersionError::TooOld(v) => ConnectError::Incompatible(format!(
+                "Redis {v} at {url} is too old: Granary needs Redis 7 or later"
+            )),
+        })?;
+        let (epoch, shards) = join_epoch(&mut conn, &config).await.map_err(|e| match e {
+            EpochError::Redis(e) => unreachable(e.to_string()),
+            EpochError::Connect(e) => e,
+        })?;
+        tracing::info!(url = %url, cluster = %config.cluster, %epoch, shards, "joined the cluster's Redis store");
+        Ok(Self {
+            conn,
+            keys: Keys::new(&config.cluster, shards),
+            epoch: epoch.into(),
+            scripts: Scripts::new(),
+            url,
+            timeout: config.command_timeout,
+        })
+    }
+
+    /// The cluster epoch this store joined.
+    #[must_use]
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// The number of shards (and outbox streams) of the cluster.
+    #[must_use]
+    pub fn shards(&self) -> u32 {
+        self.keys.shards()
+    }
+
+    /// The raw state bytes and version of `grain`, read outside any activation (tools, tests).
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached.
+    pub async fn read_raw(&self, grain: &GrainId) -> Result<(Option<Vec<u8>>, u64), StorageError> {
+        let key = self.keys.grain(grain).state;
+        let mut conn = self.conn.clone();
+        let (version, data): (Option<u64>, Option<Vec<u8>>) = self
+            .bounded(async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("v")
+                    .arg("d")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok((data, version.unwrap_or(0)))
+    }
+
+    /// Writes raw state bytes for `grain` outside any activation, advancing its version (tests:
+    /// seed or corrupt data; tools: repair it). An active activation of the grain then
+    /// conflicts on its next commit.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached.
+    pub async fn put_raw(&self, grain: &GrainId, data: &[u8]) -> Result<u64, StorageError> {
+        let key = self.keys.grain(grain).state;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.scripts.put_raw.prepare_invoke();
+        invocation.key(key).arg(data);
+        self.bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs one Redis operation under the command deadline.
+    async fn bounded<T>(
+        &self,
+        op: impl Future<Output = Result<T, RedisError>>,
+    ) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StorageError::Unavailable(format!(
+                "Redis at {}: {err}",
+                self.url
+            ))),
+            Err(_) => Err(StorageError::Unavailable(format!(
+                "Redis at {} did not answer within {:?}; the command's outcome is unknown",
+                self.url, self.timeout
+            ))),
+        }
+    }
+
+    fn data_lost(&self, shard: u32, found: &Value) -> StorageError {
+        let found = match as_string(found) {
+            Some(epoch) => format!("epoch {epoch}"),
+            None => "no epoch".to_owned(),
+        };
+        StorageError::DataLost(format!(
+            "shard {shard} of Redis at {} holds {found}, this silo joined epoch {}",
+            self.url, self.epoch
+        ))
+    }
+
+    async fn claim_grain(
+        &self,
+        address: &GrainAddress,
+        replace: Option<&GrainAddress>,
+    ) -> Result<Claim, StorageError> {
+        let keys = self.keys.grain(&address.grain);
+        let mut invocation = self.scripts.claim.prepare_invoke();
+        invocation
+            .key(&keys.epoch)
+            .key(&keys.state)
+            .key(&keys.owner)
+            .arg(&*self.epoch)
+            .arg(address.activation.to_string())
+            .arg(address.silo.name())
+            .arg(address.silo.generation())
+            .arg(
+                replace
+                    .map(|r| r.activation.to_string())
+                    .unwrap_or_default(),
+            );
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self
+            .bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let malformed = || StorageError::Malformed(format!("claim script replied {reply:?}"));
+        match reply.first().and_then(as_string).as_deref() {
+            Some("won") => {
+                let version = reply.get(1).and_then(as_u64).ok_or_else(malformed)?;
+                let data = match reply.get(2) {
+                    Some(Value::BulkString(data)) => Some(data.clone()),
+                    _ => None,
+                };
+                Ok(Claim::Won(Loaded { data, version }))
+            }
+            Some("owned") => {
+                let owner = owner_address(&address.grain, &reply[1..]).ok_or_else(malformed)?;
+                Ok(Claim::Owned(owner))
+            }
+            Some("epoch") => Err(self.data_lost(keys.shard, reply.get(1).unwrap_or(&Value::Nil))),
+            _ => Err(malformed()),
+        }
+    }
+
+    async fn commit_turn(&self, commit: Commit) -> Result<u64, StorageError> {
+        let keys = self.keys.grain(&commit.grain);
+        let mut invocation = self.scripts.commit.prepare_invoke();
+        let (change, data): (&str, &[u8]) = match &commit.change {
+            StateChange::Write(data) => ("w", data),
+            StateChange::Clear => ("c", &[]),
+            StateChange::Unchanged => ("u", &[]),
+        };
+        invocation
+            .key(&keys.epoch)
+            .key(&keys.state)
+            .key(&keys.owner)
+            .key(&keys.outbox)
+            .arg(&*self.epoch)
+            .arg(commit.activation.to_string())
+            .arg(commit.expected_version)
+            .arg(change)
+            .arg(data)
+            .arg(grain_field(&commit.grain))
+            .arg(commit.events.len());
+        for event in &commit.events {
+            invocation
+                .arg(&event.type_name)
+                .arg(event.payload.as_slice());
+        }
+        let mut conn = self.conn.clone();
+        let reply: Vec<Value> = self
+            .bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let malformed = || StorageError::Malformed(format!("commit script replied {reply:?}"));
+        match reply.first().and_then(as_string).as_deref() {
+            Some("ok") => reply.get(1).and_then(as_u64).ok_or_else(malformed),
+            Some("owner") => Err(StorageError::NotOwner),
+            Some("conflict") => Err(StorageError::Conflict {
+                expected: commit.expected_version,
+                actual: reply.get(1).and_then(as_u64).ok_or_else(malformed)?,
+            }),
+            Some("epoch") => Err(self.data_lost(keys.shard, reply.get(1).unwrap_or(&Value::Nil))),
+            _ => Err(malformed()),
+        }
+    }
+
+    async fn pending_entries(&self, max: usize) -> Result<Vec<OutboxEntry>, StorageError> {
+        let mut pipe = redis::pipe();
+        for shard in 0..self.keys.shards() {
+            pipe.cmd("XRANGE")
+                .arg(self.keys.outbox(shard))
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(max);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<StreamRangeReply> = self
+            .bounded(async move { pipe.query_async(&mut conn).await })
+            .await?;
+        let mut entries = Vec::new();
+        for (shard, reply) in (0..).zip(replies) {
+            for stream_id in reply.ids {
+                if entries.len() == max {
+                    return Ok(entries);
+                }
+                entries.push(outbox_entry(shard, &stream_id.id, &stream_id.map)?);
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn ack_entries(&self, positions: &[OutboxPosition]) -> Result<(), StorageError> {
+        let mut by_shard: HashMap<u32, Vec<&str>> = HashMap::new();
+        for position in positions {
+            by_shard
+                .entry(position.shard)
+                .or_default()
+                .push(&position.entry);
+        }
+        let mut pipe = redis::pipe();
+        for (shard, ids) in by_shard {
+            pipe.cmd("XDEL")
+                .arg(self.keys.outbox(shard))
+                .arg(ids)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        self.bounded(async move { pipe.query_async::<()>(&mut conn).await })
+            .await
+    }
+
+    async fn lookup_owner(&self, grain: &GrainId) -> Result<Option<GrainAddress>, StorageError> {
+        let key = self.keys.grain(grain).owner;
+        let mut conn = self.conn.clone();
+        let fields: Vec<Value> = self
+            .bounded(async move {
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("a")
+                    .arg("s")
+                    .arg("g")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        if matches!(fields.first(), None | Some(Value::Nil)) {
+            return Ok(None);
+        }
+        owner_address(grain, &fields)
+            .map(Some)
+            .ok_or_else(|| StorageError::Malformed(format!("owner entry of {grain}: {fields:?}")))
+    }
+
+    async fn unregister_owner(&self, address: &GrainAddress) -> Result<(), StorageError> {
+        let key = self.keys.grain(&address.grain).owner;
+        let mut invocation = self.scripts.unregister.prepare_invoke();
+        invocation.key(key).arg(address.activation.to_string());
+        let mut conn = self.conn.clone();
+        self.bounded(async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map(drop)
+    }
+}
+
+impl StateStore for RedisStore {
+    fn claim(
+        &self,
+        address: &GrainAddress,
+        replace: Option<&GrainAddress>,
+    ) -> BoxFuture<'_, Result<Claim, StorageError>> {
+        let address = address.clone();
+        let replace = replace.cloned();
+        Box::pin(async move { self.claim_grain(&address, replace.as_ref()).await })
+    }
+
+    fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>> {
+        Box::pin(self.commit_turn(commit))
+    }
+}
+
+impl Outbox for RedisStore {
+    fn pending(&self, max: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
+        Box::pin(self.pending_entries(max))
+    }
+
+    fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
+        let entries = entries.to_vec();
+        Box::pin(async move { self.ack_entries(&entries).await })
+    }
+}
+
+impl GrainDirectory for RedisStore {
+    fn lookup(&self, grain: &GrainId) -> BoxFuture<'_, Result<Option<GrainAddress>, StorageError>> {
+        let grain = grain.clone();
+        Box::pin(async move { self.lookup_owner(&grain).await })
+    }
+
+    fn unregister(&self, address: &GrainAddress) -> BoxFuture<'_, Result<(), StorageError>> {
+        let address = address.clone();
+        Box::pin(async move { self.unregister_owner(&address).await })
+    }
+}
+
+fn as_string(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn as_u64(value: &Value) -> Option<u64> {
+    as_string(value)?.parse().ok()
+}
+
+/// The address in an owner entry's `a`, `s`, `g` fields.
+fn owner_address(grain: &GrainId, fields: &[Value]) -> Option<GrainAddress> {
+    let activation = uuid::Uuid::parse_str(&as_string(fields.first()?)?).ok()?;
+    let silo = as_string(fields.get(1)?)?;
+    let generation = as_u64(fields.get(2)?)?;
+    Some(GrainAddress {
+        grain: grain.clone(),
+        silo: SiloId::new(silo, generation),
+        activation: ActivationId(activation),
+    })
+}
+
+fn outbox_entry(
+    shard: u32,
+    entry: &str,
+    fields: &HashMap<String, Value>,
+) -> Result<OutboxEntry, StorageError> {
+    let field = |name: &str| fields.get(name);
+    let parsed = (|| {
+        let grain = parse_grain_field(&as_string(field("g")?)?)?;
+        let version = as_u64(field("v")?)?;
+        let index = u32::try_from(as_u64(field("i")?)?).ok()?;
+        let type_name = as_string(field("t")?)?;
+        let payload = match field("p")? {
+            Value::BulkString(bytes) => bytes.clone(),
+            _ => return None,
+        };
+        Some(OutboxEntry {
+            id: EventId {
+                grain,
+                version,
+                index,
+            },
+            event: PublishedEvent { type_name, payload },
+            position: OutboxPosition {
+                shard,
+                entry: entry.to_owned(),
+            },
+        })
+    })();
+    parsed.ok_or_else(|| {
+        StorageError::Malformed(format!("outbox entry {entry} of shard {shard}: {fields:?}"))
+    })
+}
+
+enum VersionError {
+    Redis(RedisError),
+    TooOld(String),
+}
+
+/// Scripts start with `#!lua` (Redis 7): older servers are refused at connect time.
+async fn check_version(conn: &mut ConnectionManager) -> Result<(), VersionError> {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .map_err(VersionError::Redis)?;
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let major: u32 = version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 7 {
+        return Err(VersionError::TooOld(version));
+    }
+    Ok(())
+}
+
+enum EpochError {
+    Redis(RedisError),
+    Connect(ConnectError),
+}
+
+impl From<RedisError> for EpochError {
+    fn from(err: RedisError) -> Self {
+        Self::Redis(err)
+    }
+}
+
+/// Reads the cluster's epoch and shard count, creating them if allowed, and checks that every
+/// shard carries the epoch.
+async fn join_epoch(
+    conn: &mut ConnectionManager,
+    config: &RedisConfig,
+) -> Result<(String, u32), EpochError> {
+    let meta_key = Keys::new(&config.cluster, config.shards).meta();
+    let mut meta: HashMap<String, String> = conn.hgetall(&meta_key).await?;
+    if meta.is_empty() {
+        if config.bootstrap == Bootstrap::RequireExisting {
+            return Err(EpochError::Connect(ConnectError::NoCluster {
+                cluster: config.cluster.clone(),
+                url: config.redacted_url(),
+            }));
+        }
+        let epoch = uuid::Uuid::now_v7().to_string();
+        // HSETNX: when silos bootstrap at once, the first epoch written wins.
+        redis::pipe()
+            .hset_nx(&meta_key, "epoch", &epoch)
+            .hset_nx(&meta_key, "shards", config.shards)
+            .hset_nx(&meta_key, "layout", LAYOUT_VERSION)
+            .query_async::<()>(conn)
+            .await?;
+        meta = conn.hgetall(&meta_key).await?;
+    }
+    let lost = |what: String| EpochError::Connect(ConnectError::DataLost(what));
+    let (Some(epoch), Some(shards)) = (
+        meta.get("epoch").cloned(),
+        meta.get("shards").and_then(|s| s.parse::<u32>().ok()),
+    ) else {
+        return Err(lost(format!(
+            "the cluster metadata {meta_key} is incomplete: {meta:?}"
+        )));
+    };
+    if meta.get("layout").map(String::as_str) != Some(LAYOUT_VERSION) {
+        return Err(EpochError::Connect(ConnectError::Incompatible(format!(
+            "cluster {} uses key layout {:?}; this build uses {LAYOUT_VERSION}",
+            config.cluster,
+            meta.get("layout")
+        ))));
+    }
+    if shards != config.shards {
+        tracing::info!(
+            configured = config.shards,
+            cluster = shards,
+            "using the cluster's shard count"
+        );
+    }
+    let keys = Keys::new(&config.cluster, shards);
+    if !meta.contains_key("ready") {
+        // Finish the bootstrap (perhaps one a crashed silo began): SET NX keeps what exists.
+        let mut pipe = redis::pipe();
+        for shard in 0..shards {
+            pipe.cmd("SET")
+                .arg(keys.epoch(shard))
+                .arg(&epoch)
+                .arg("NX")
+                .ignore();
+        }
+        pipe.hset(&meta_key, "ready", "1").ignore();
+        pipe.query_async::<()>(conn).await?;
+    }
+    let mut pipe = redis::pipe();
+    for shard in 0..shards {
+        pipe.get(keys.epoch(shard));
+    }
+    let found: Vec<Option<String>> = pipe.query_async(conn).await?;
+    if let Some((shard, value)) = (0..)
+        .zip(&found)
+        .find(|(_, e)| e.as_deref() != Some(&epoch))
+    {
+        return Err(lost(format!(
+            "shard {shard} holds {} but the cluster's epoch is {epoch}",
+            value.as_deref().unwrap_or("no epoch")
+        )));
+    }
+    Ok((epoch, shards))
+}

@@ -1,0 +1,45 @@
+//! The state-store conformance suite against the Redis store, on the shared Redis.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use granary::GrainId;
+use granary_redis::{RedisConfig, RedisStore};
+use granary_testkit::conformance::StoreUnderTest;
+use granary_testkit::redis_server::{shared_redis_url, unique_name};
+
+/// A Redis store of a cluster of its own.
+pub(crate) struct Harness(pub(crate) Arc<RedisStore>);
+
+impl Harness {
+    pub(crate) async fn on(url: &str) -> Self {
+        let config = RedisConfig::new(url, unique_name("conf")).shards(8);
+        Self(Arc::new(
+            RedisStore::connect(config).await.expect("connect"),
+        ))
+    }
+
+    pub(crate) async fn shared() -> Self {
+        Self::on(&shared_redis_url().await).await
+    }
+}
+
+impl StoreUnderTest for Harness {
+    type Store = RedisStore;
+
+    fn store(&self) -> Arc<RedisStore> {
+        self.0.clone()
+    }
+
+    fn put_raw<'a>(&'a self, grain: &'a GrainId, data: &'a [u8]) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.0.put_raw(grain, data).await.expect("put_raw");
+        })
+    }
+
+    fn read_raw<'a>(&'a self, grain: &'a GrainId) -> BoxFuture<'a, (Option<Vec<u8>>, u64)> {
+        Box::pin(async move { self.0.read_raw(grain).await.expect("read_raw") })
+    }
+}
+
+granary_testkit::store_conformance_tests!(Harness::shared());

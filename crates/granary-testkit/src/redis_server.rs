@@ -1,0 +1,173 @@
+//! Redis for tests: the shared server, and private servers a test may kill and restart.
+//!
+//! Tests of Redis code talk to a real Redis. The shared one
+//! ([`shared_redis_url`], 127.0.0.1:6379 unless `GRANARY_TEST_REDIS` says otherwise) serves
+//! tests that only need unique key names; it is never flushed. A test that kills or restarts
+//! Redis, or needs AOF `always`, starts a [`PrivateRedis`] on a free loopback port and stops it
+//! by its pid.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The URL of the shared test Redis: `GRANARY_TEST_REDIS`, or `redis://127.0.0.1:6379`.
+///
+/// # Panics
+/// If nothing answers there, with a message that says how to start Redis: a test of Redis code
+/// never skips silently.
+#[must_use]
+pub async fn shared_redis_url() -> String {
+    let url =
+        std::env::var("GRANARY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let addr = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let answers = match addr.parse::<SocketAddr>() {
+        Ok(addr) => ping(addr, Duration::from_secs(2)).await,
+        Err(_) => false,
+    };
+    assert!(
+        answers,
+        "these tests need a Redis at {url} and nothing answers there. Start one with \
+         `redis-server --daemonize yes --port 6379 --save '' --appendonly no` (Debian: \
+         `apt-get install redis-server`), or point GRANARY_TEST_REDIS at one; `bash .ci/run` \
+         installs and starts it for you"
+    );
+    url
+}
+
+/// A unique name for keys, streams or clusters of one test: `<prefix>-<uuid>`.
+#[must_use]
+pub fn unique_name(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Whether a Redis at `addr` answers `PING` within `timeout`.
+async fn ping(addr: SocketAddr, timeout: Duration) -> bool {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(b"PING\r\n").await?;
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).await?;
+        Ok::<_, std::io::Error>(&reply == b"+PONG\r\n")
+    };
+    matches!(tokio::time::timeout(timeout, exchange).await, Ok(Ok(true)))
+}
+
+/// How a [`PrivateRedis`] persists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing on disk: a restart comes back empty.
+    None,
+    /// AOF with `appendfsync always`: every acknowledged write survives a kill.
+    AofAlways,
+}
+
+/// A `redis-server` of one test, on a free loopback port, killed by pid when dropped.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    port: u16,
+    dir: PathBuf,
+    persistence: Persistence,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts a server and waits until it answers.
+    ///
+    /// # Panics
+    /// If `redis-server` is not installed or does not answer within 10 s.
+    #[must_use]
+    pub async fn start(persistence: Persistence) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique_name("granary-redis"));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let mut server = Self {
+            port,
+            dir,
+            persistence,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// The server's URL.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's data directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, no final fsync) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and directory (after [`kill`](Self::kill)),
+    /// and waits until it answers.
+    ///
+    /// # Panics
+    /// If it does not answer within 10 s.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let aof = match self.persistence {
+            Persistence::None => ["--appendonly", "no"],
+            Persistence::AofAlways => ["--appendonly", "yes"],
+        };
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(aof)
+            .args(["--appendfsync", "always"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`redis-server` is installed (Debian: apt-get install redis-server)");
+        self.child = Some(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ping(addr, Duration::from_millis(200)).await {
+            assert!(
+                Instant::now() < deadline,
+                "private redis-server on port {} did not answer within 10 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
