@@ -153,8 +153,16 @@ impl RedisStore {
     ) -> Result<T, StorageError> {
         match tokio::time::timeout(self.timeout, op).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(err))
+                if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() =>
+            {
+                Err(StorageError::Unavailable(format!(
+                    "Redis at {}: {err}",
+                    self.url
+                )))
+            }
             Ok(Err(err)) => Err(StorageError::Unavailable(format!(
-                "Redis at {}: {err}",
+                "Redis at {} refused the command: {err}",
                 self.url
             ))),
             Err(_) => Err(StorageError::Unavailable(format!(
@@ -268,7 +276,7 @@ impl RedisStore {
                 .arg("-")
                 .arg("+")
                 .arg("COUNT")
-                .arg(max);
+                .arg(max.min(i64::MAX as usize));
         }
         let mut conn = self.conn.clone();
         let replies: Vec<StreamRangeReply> = self

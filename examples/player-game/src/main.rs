@@ -1,7 +1,10 @@
-//! Plays many matches between simulated players on one silo with in-memory providers, shows
-//! live progress, then reconciles the committed events against the grains' state.
+//! Plays many matches between simulated players on one silo, shows live progress, then
+//! reconciles the committed events against the grains' state.
 //!
-//! `cargo run --release -p example-player-game -- --matches 500 --players 8`
+//! `cargo run --release -p example-player-game -- --matches 500 --players 8` runs on in-memory
+//! storage. With `--redis redis://127.0.0.1:6379 --cluster league` state and events live in
+//! Redis; running again with `--verify` (a new process) reloads every player from Redis and
+//! reconciles without playing, which shows that a restart keeps every player's state.
 #![allow(clippy::print_stdout, reason = "demo output")]
 
 use std::sync::Arc;
@@ -14,8 +17,9 @@ use example_player_game::{
     Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchEnded, MatchPhase, PlayerDied,
     PlayerGrain,
 };
-use granary::provider::MemoryStore;
+use granary::provider::{GrainDirectory, MemoryStore, Outbox, StateStore};
 use granary::{Silo, SiloConfig};
+use granary_redis::{RedisConfig, RedisStore};
 
 /// Simulates matches on a single in-process silo.
 #[derive(Debug, Parser)]
@@ -32,6 +36,15 @@ struct Args {
     /// Seconds without a call after which a grain is deactivated.
     #[arg(long, default_value_t = 2)]
     idle_secs: u64,
+    /// Keep state and events in this Redis (e.g. `redis://127.0.0.1:6379`) instead of memory.
+    #[arg(long, env = "GRANARY_REDIS")]
+    redis: Option<String>,
+    /// The cluster id in Redis: runs with the same id share their grains.
+    #[arg(long, default_value = "player-game")]
+    cluster: String,
+    /// Play nothing: reload the matches a previous run played (from Redis) and reconcile them.
+    #[arg(long, requires = "redis")]
+    verify: bool,
 }
 
 /// A small xorshift generator: the demo needs variety, not statistics.
@@ -55,7 +68,25 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     ensure!(args.players >= 2, "a match needs at least two players");
-    let store = Arc::new(MemoryStore::new());
+    match &args.redis {
+        Some(url) => {
+            let config = RedisConfig::new(url, &args.cluster);
+            let store = RedisStore::connect(config).await?;
+            println!(
+                "storage: Redis at {url}, cluster {:?} (epoch {})",
+                args.cluster,
+                store.epoch()
+            );
+            run(Arc::new(store), &args).await
+        }
+        None => run(Arc::new(MemoryStore::new()), &args).await,
+    }
+}
+
+async fn run<S>(store: Arc<S>, args: &Args) -> anyhow::Result<()>
+where
+    S: StateStore + GrainDirectory + Outbox,
+{
     let calls = Arc::new(AtomicU64::new(0));
     let counted = calls.clone();
     let silo = Silo::builder()
@@ -73,6 +104,14 @@ async fn main() -> anyhow::Result<()> {
         })
         .start()
         .await?;
+    if args.verify {
+        println!(
+            "granary demo: reloading the {} matches of {} players a previous run played",
+            args.matches, args.players
+        );
+        reconcile(&silo, &*store, args).await?;
+        return Ok(silo.shutdown().await?);
+    }
     println!(
         "granary demo: {} matches of {} players on one silo ({} at a time)",
         args.matches, args.players, args.concurrency
@@ -135,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
         silo.activation_count()
     );
 
-    reconcile(&silo, &store, &args).await?;
+    reconcile(&silo, &*store, args).await?;
     let silo = Arc::into_inner(silo).expect("the progress task is gone");
     silo.shutdown().await?;
     Ok(())
@@ -187,8 +226,8 @@ async fn play_match(
 }
 
 /// Proves nothing was lost: totals from committed events equal totals in the grains' state.
-async fn reconcile(silo: &Silo, store: &MemoryStore, args: &Args) -> anyhow::Result<()> {
-    let entries = store.outbox_entries();
+async fn reconcile(silo: &Silo, outbox: &dyn Outbox, args: &Args) -> anyhow::Result<()> {
+    let entries = outbox.pending(usize::MAX).await?;
     let mut ids = std::collections::HashSet::new();
     let duplicates = entries.iter().filter(|e| !ids.insert(e.id.clone())).count();
     let died: Vec<PlayerDied> = entries
