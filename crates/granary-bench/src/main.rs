@@ -1,4 +1,4 @@
-//! Granary benchmark runner: `cargo run --release -p granary-bench -- all` (or `-- P1 P2 P8`).
+//! Granary benchmark runner: `cargo run --release -p granary-bench -- all` (or `-- P1 P5 P6`).
 //!
 //! Every metric runs its baseline and the Granary candidate interleaved, `--reps` times, and
 //! prints one `BENCH <id> … value= baseline= ratio=` line of medians; the other peers print
@@ -9,6 +9,7 @@ mod alloc;
 mod engines;
 mod metrics;
 mod report;
+mod storage;
 
 use clap::Parser;
 
@@ -18,7 +19,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: P1, P2, P8 or all.
+    /// Metrics to run: P1, P2, P5, P6, P8 or all (P5 and P6 need a Redis:
+    /// `GRANARY_BENCH_REDIS`, default `redis://127.0.0.1:6379`).
     #[arg(default_value = "all")]
     ids: Vec<String>,
     /// Interleaved repetitions per metric (medians are reported).
@@ -58,6 +60,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("P2") {
         metrics::p2(args.reps, scale)?;
+    }
+    if wants("P5") || wants("P6") {
+        metrics::storage(args.reps, scale, wants("P5"), wants("P6"))?;
     }
     if wants("P8") {
         metrics::p8(args.reps, scale)?;

@@ -1,9 +1,11 @@
-//! The metrics: P1 (local call), P2 (one-way message), P8 (memory per idle activation).
+//! The metrics: P1 (local call), P2 (one-way message), P5 (cold activation from Redis), P6
+//! (state + events commit to Redis), P8 (memory per idle activation).
 //! Each repetition runs the baseline(s) and the candidate back to back, starting with a different
 //! engine each time (so no engine always runs first or last); medians are reported.
 
 use crate::engines::{actix, floor, granary, kameo, ractor};
 use crate::report::{Line, median};
+use crate::storage::RedisBench;
 
 /// Runs `reps` repetitions of every workload in `runs`, rotating which one goes first, and
 /// returns each workload's samples in the order given.
@@ -160,5 +162,93 @@ pub(crate) fn p8(reps: usize, scale: usize) -> anyhow::Result<()> {
         goal: "info",
     }
     .print();
+    Ok(())
+}
+
+/// P5: cold activations per second from Redis (100k grains, 128 concurrent first calls) against
+/// redis-rs `GET`s of as many values of the same size at the same concurrency. P6: (a) p50 of a
+/// grain call committing state and one event against the raw commit script, sequentially; (b)
+/// commits per second of 128 grains writing at once against the raw script from 128 tasks.
+pub(crate) fn storage(reps: usize, scale: usize, p5: bool, p6: bool) -> anyhow::Result<()> {
+    let bench = RedisBench::connect()?;
+    let result = storage_metrics(&bench, reps, scale, p5, p6);
+    bench.cleanup();
+    result
+}
+
+fn storage_metrics(
+    bench: &RedisBench,
+    reps: usize,
+    scale: usize,
+    p5: bool,
+    p6: bool,
+) -> anyhow::Result<()> {
+    if p5 {
+        let (grains, concurrency) = (100_000 / scale, 128);
+        bench.seed_p5(grains);
+        let [r, g, c] = interleave(
+            reps,
+            [
+                &|| bench.p5_redis_get(grains, concurrency),
+                &|| bench.p5_granary(grains, concurrency),
+                &|| bench.p5_raw_claim(grains, concurrency),
+            ],
+        );
+        Line {
+            id: "P5",
+            what: &format!("cold_activations_per_sec_{grains}grains_{}B_state_128_concurrent", bench.state_bytes()),
+            value: median(&g),
+            baseline: median(&r),
+            baseline_name: "redis_rs_get_128_concurrent_one_connection",
+            unit: "activations/s",
+            goal: "ratio>=0.5",
+        }
+        .print();
+        Line {
+            id: "P5-raw-claim",
+            what: "peer_claim_script_alone",
+            value: median(&c),
+            baseline: median(&r),
+            baseline_name: "redis_rs_get_128_concurrent_one_connection",
+            unit: "claims/s",
+            goal: "info",
+        }
+        .print();
+    }
+    if p6 {
+        let calls = 5_000 / scale;
+        let [r, g] = interleave(
+            reps,
+            [&|| bench.p6a_raw(calls), &|| bench.p6a_granary(calls)],
+        );
+        Line {
+            id: "P6a",
+            what: "single_writer_commit_p50",
+            value: median(&g),
+            baseline: median(&r),
+            baseline_name: "raw_commit_script_redis_rs",
+            unit: "ns",
+            goal: "ratio<=1.3",
+        }
+        .print();
+        let (writers, per_writer) = (128, 200 / scale.min(10));
+        let [r, g] = interleave(
+            reps,
+            [
+                &|| bench.p6b_raw(writers, per_writer),
+                &|| bench.p6b_granary(writers, per_writer),
+            ],
+        );
+        Line {
+            id: "P6b",
+            what: "commits_per_sec_128_writers",
+            value: median(&g),
+            baseline: median(&r),
+            baseline_name: "raw_commit_script_128_tasks_one_connection",
+            unit: "commits/s",
+            goal: "ratio>=0.8",
+        }
+        .print();
+    }
     Ok(())
 }

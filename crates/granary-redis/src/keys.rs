@@ -1,4 +1,4 @@
-//! The key layout: which Redis keys hold a grain's state, ownership and events.
+//! The key layout: which Redis keys hold a grain's state, owner and events.
 //!
 //! Every key of one grain shares one hash tag, the grain's *shard*, so that the claim and
 //! commit scripts touch one Redis Cluster slot. See the crate docs for the full layout.
@@ -21,8 +21,8 @@ pub(crate) struct Keys {
 pub(crate) struct GrainKeys {
     pub(crate) shard: u32,
     pub(crate) epoch: String,
-    pub(crate) state: String,
-    pub(crate) owner: String,
+    /// The grain's hash: state, version and owner.
+    pub(crate) grain: String,
     pub(crate) outbox: String,
 }
 
@@ -69,8 +69,7 @@ impl Keys {
         GrainKeys {
             shard,
             epoch: format!("{prefix}:epoch"),
-            state: format!("{prefix}:state:{field}"),
-            owner: format!("{prefix}:owner:{field}"),
+            grain: format!("{prefix}:grain:{field}"),
             outbox: format!("{prefix}:outbox"),
         }
     }

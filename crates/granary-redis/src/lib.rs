@@ -20,8 +20,8 @@
 //! # Promises
 //!
 //! - **No two activations of a grain ever commit.** An activation claims its grain (the owner
-//!   entry, which is also the grain's directory entry) and loads its state in one script, one
-//!   round trip. Every commit is a script that applies only if the owner entry still names the
+//!   field of the grain's hash, which is also its directory entry) and loads its state in one
+//!   round trip (one script). Every commit is a script that applies only if the owner entry still names the
 //!   activation *and* the stored version equals the version the activation loaded. Otherwise
 //!   nothing is written, the call fails with `CallError::StorageConflict`, the activation is
 //!   deactivated and the next call loads again. Nothing is retried blindly.
@@ -46,8 +46,7 @@
 //! |-----|------|-------|
 //! | `granary:<cluster>:meta` | hash | `epoch`, `shards`, `layout`, `ready` |
 //! | `granary:{<cluster>:<shard>}:epoch` | string | the shard's copy of the epoch |
-//! | `granary:{<cluster>:<shard>}:state:<grain>` | hash | `v` version (kept after a clear), `d` state blob |
-//! | `granary:{<cluster>:<shard>}:owner:<grain>` | hash | `a` activation, `s` silo, `g` silo generation |
+//! | `granary:{<cluster>:<shard>}:grain:<grain>` | hash | `v` version (kept after a clear), `d` state blob, `a` owner: `<activation>\|<silo generation>\|<silo name>` (the directory entry) |
 //! | `granary:{<cluster>:<shard>}:outbox` | stream | committed events: `g` grain, `v` version, `i` index, `t` type, `p` JSON payload |
 //!
 //! The state blob is the checked envelope of `granary::codec::state_codec` (magic, format, codec,
@@ -88,9 +87,14 @@ pub use store::RedisStore;
 
 #[doc(hidden)]
 pub mod __private {
-    //! The raw commit script, for the benchmark that compares the store with it.
+    //! The raw scripts, for the benchmarks that compare the store with them.
     #[must_use]
     pub fn commit_script() -> &'static str {
         crate::scripts::Scripts::commit_source()
     }
+    #[must_use]
+    pub fn claim_script() -> &'static str {
+        crate::scripts::Scripts::claim_source()
+    }
+
 }

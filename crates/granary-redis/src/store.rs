@@ -116,7 +116,7 @@ impl RedisStore {
     /// # Errors
     /// [`StorageError::Unavailable`] if Redis cannot be reached.
     pub async fn read_raw(&self, grain: &GrainId) -> Result<(Option<Vec<u8>>, u64), StorageError> {
-        let key = self.keys.grain(grain).state;
+        let key = self.keys.grain(grain).grain;
         let mut conn = self.conn.clone();
         let (version, data): (Option<u64>, Option<Vec<u8>>) = self
             .bounded(async move {
@@ -138,7 +138,7 @@ impl RedisStore {
     /// # Errors
     /// [`StorageError::Unavailable`] if Redis cannot be reached.
     pub async fn put_raw(&self, grain: &GrainId, data: &[u8]) -> Result<u64, StorageError> {
-        let key = self.keys.grain(grain).state;
+        let key = self.keys.grain(grain).grain;
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.put_raw.prepare_invoke();
         invocation.key(key).arg(data);
@@ -172,8 +172,8 @@ impl RedisStore {
         }
     }
 
-    fn data_lost(&self, shard: u32, found: &Value) -> StorageError {
-        let found = match as_string(found) {
+    fn data_lost(&self, shard: u32, found: Option<&str>) -> StorageError {
+        let found = match found {
             Some(epoch) => format!("epoch {epoch}"),
             None => "no epoch".to_owned(),
         };
@@ -183,26 +183,22 @@ impl RedisStore {
         ))
     }
 
+    /// Claims `address.grain` if it has no owner or its owner is `replace`, and loads its state:
+    /// one script, one round trip.
     async fn claim_grain(
         &self,
         address: &GrainAddress,
         replace: Option<&GrainAddress>,
     ) -> Result<Claim, StorageError> {
         let keys = self.keys.grain(&address.grain);
+        let owner = owner_entry(address);
         let mut invocation = self.scripts.claim.prepare_invoke();
         invocation
             .key(&keys.epoch)
-            .key(&keys.state)
-            .key(&keys.owner)
+            .key(&keys.grain)
             .arg(&*self.epoch)
-            .arg(address.activation.to_string())
-            .arg(address.silo.name())
-            .arg(address.silo.generation())
-            .arg(
-                replace
-                    .map(|r| r.activation.to_string())
-                    .unwrap_or_default(),
-            );
+            .arg(&owner)
+            .arg(replace.map(|r| r.activation.to_string()).unwrap_or_default());
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = self
             .bounded(async move { invocation.invoke_async(&mut conn).await })
@@ -217,11 +213,15 @@ impl RedisStore {
                 };
                 Ok(Claim::Won(Loaded { data, version }))
             }
-            Some("owned") => {
-                let owner = owner_address(&address.grain, &reply[1..]).ok_or_else(malformed)?;
-                Ok(Claim::Owned(owner))
+            Some("owned") => reply
+                .get(1)
+                .and_then(as_string)
+                .and_then(|o| parse_owner(&address.grain, &o))
+                .map(Claim::Owned)
+                .ok_or_else(malformed),
+            Some("epoch") => {
+                Err(self.data_lost(keys.shard, reply.get(1).and_then(as_string).as_deref()))
             }
-            Some("epoch") => Err(self.data_lost(keys.shard, reply.get(1).unwrap_or(&Value::Nil))),
             _ => Err(malformed()),
         }
     }
@@ -236,8 +236,7 @@ impl RedisStore {
         };
         invocation
             .key(&keys.epoch)
-            .key(&keys.state)
-            .key(&keys.owner)
+            .key(&keys.grain)
             .key(&keys.outbox)
             .arg(&*self.epoch)
             .arg(commit.activation.to_string())
@@ -263,7 +262,9 @@ impl RedisStore {
                 expected: commit.expected_version,
                 actual: reply.get(1).and_then(as_u64).ok_or_else(malformed)?,
             }),
-            Some("epoch") => Err(self.data_lost(keys.shard, reply.get(1).unwrap_or(&Value::Nil))),
+            Some("epoch") => {
+                Err(self.data_lost(keys.shard, reply.get(1).and_then(as_string).as_deref()))
+            }
             _ => Err(malformed()),
         }
     }
@@ -315,29 +316,21 @@ impl RedisStore {
     }
 
     async fn lookup_owner(&self, grain: &GrainId) -> Result<Option<GrainAddress>, StorageError> {
-        let key = self.keys.grain(grain).owner;
+        let key = self.keys.grain(grain).grain;
         let mut conn = self.conn.clone();
-        let fields: Vec<Value> = self
-            .bounded(async move {
-                redis::cmd("HMGET")
-                    .arg(&key)
-                    .arg("a")
-                    .arg("s")
-                    .arg("g")
-                    .query_async(&mut conn)
-                    .await
-            })
+        let owner: Option<String> = self
+            .bounded(async move { conn.hget(&key, "a").await })
             .await?;
-        if matches!(fields.first(), None | Some(Value::Nil)) {
-            return Ok(None);
-        }
-        owner_address(grain, &fields)
-            .map(Some)
-            .ok_or_else(|| StorageError::Malformed(format!("owner entry of {grain}: {fields:?}")))
+        owner
+            .map(|o| {
+                parse_owner(grain, &o)
+                    .ok_or_else(|| StorageError::Malformed(format!("owner entry of {grain}: {o:?}")))
+            })
+            .transpose()
     }
 
     async fn unregister_owner(&self, address: &GrainAddress) -> Result<(), StorageError> {
-        let key = self.keys.grain(&address.grain).owner;
+        let key = self.keys.grain(&address.grain).grain;
         let mut invocation = self.scripts.unregister.prepare_invoke();
         invocation.key(key).arg(address.activation.to_string());
         let mut conn = self.conn.clone();
@@ -399,11 +392,23 @@ fn as_u64(value: &Value) -> Option<u64> {
     as_string(value)?.parse().ok()
 }
 
-/// The address in an owner entry's `a`, `s`, `g` fields.
-fn owner_address(grain: &GrainId, fields: &[Value]) -> Option<GrainAddress> {
-    let activation = uuid::Uuid::parse_str(&as_string(fields.first()?)?).ok()?;
-    let silo = as_string(fields.get(1)?)?;
-    let generation = as_u64(fields.get(2)?)?;
+/// A grain's owner entry: `<activation>|<silo generation>|<silo name>`. The scripts compare
+/// the part before the first `|`.
+fn owner_entry(address: &GrainAddress) -> String {
+    format!(
+        "{}|{}|{}",
+        address.activation,
+        address.silo.generation(),
+        address.silo.name()
+    )
+}
+
+/// Parses what [`owner_entry`] wrote.
+fn parse_owner(grain: &GrainId, entry: &str) -> Option<GrainAddress> {
+    let mut parts = entry.splitn(3, '|');
+    let activation = uuid::Uuid::parse_str(parts.next()?).ok()?;
+    let generation = parts.next()?.parse().ok()?;
+    let silo = parts.next()?;
     Some(GrainAddress {
         grain: grain.clone(),
         silo: SiloId::new(silo, generation),

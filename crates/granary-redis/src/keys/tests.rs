@@ -32,7 +32,7 @@ fn every_key_of_a_grain_shares_one_hash_tag() {
         key[open + 1..close].to_owned()
     };
     let expected = format!("demo:{}", k.shard);
-    for key in [&k.epoch, &k.state, &k.owner, &k.outbox] {
+    for key in [&k.epoch, &k.grain, &k.outbox] {
         assert_eq!(tag(key), expected, "{key}");
     }
     assert_eq!(k.epoch, keys.epoch(k.shard));
