@@ -196,7 +196,10 @@ fn storage_metrics(
         );
         Line {
             id: "P5",
-            what: &format!("cold_activations_per_sec_{grains}grains_{}B_state_128_concurrent", bench.state_bytes()),
+            what: &format!(
+                "cold_activations_per_sec_{grains}grains_{}B_state_128_concurrent",
+                bench.state_bytes()
+            ),
             value: median(&g),
             baseline: median(&r),
             baseline_name: "redis_rs_get_128_concurrent_one_connection",
@@ -234,10 +237,9 @@ fn storage_metrics(
         let (writers, per_writer) = (128, 200 / scale.min(10));
         let [r, g] = interleave(
             reps,
-            [
-                &|| bench.p6b_raw(writers, per_writer),
-                &|| bench.p6b_granary(writers, per_writer),
-            ],
+            [&|| bench.p6b_raw(writers, per_writer), &|| {
+                bench.p6b_granary(writers, per_writer)
+            }],
         );
         Line {
             id: "P6b",

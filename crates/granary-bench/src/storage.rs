@@ -154,8 +154,11 @@ impl RedisBench {
                 let mut pipe = redis::pipe();
                 for i in start..(start + 1_000).min(grains) {
                     pipe.set(self.get_key(i), &self.blob).ignore();
-                    pipe.hset_multiple(self.raw_claim_key(&i.to_string()), &[("v", &b"1"[..]), ("d", &self.blob)])
-                        .ignore();
+                    pipe.hset_multiple(
+                        self.raw_claim_key(&i.to_string()),
+                        &[("v", &b"1"[..]), ("d", &self.blob)],
+                    )
+                    .ignore();
                 }
                 let () = pipe.query_async(&mut conn).await.expect("seed keys");
             }
@@ -184,7 +187,11 @@ impl RedisBench {
             }
             grains as f64 / start.elapsed().as_secs_f64()
         });
-        assert_eq!(silo.activation_count(), grains, "every grain activated once");
+        assert_eq!(
+            silo.activation_count(),
+            grains,
+            "every grain activated once"
+        );
         self.rt
             .block_on(silo.shutdown())
             .expect("shutdown releases every grain");
@@ -198,8 +205,10 @@ impl RedisBench {
             let tasks: Vec<_> = (0..concurrency)
                 .map(|c| {
                     let mut conn = self.conn.clone();
-                    let keys: Vec<String> =
-                        (c..grains).step_by(concurrency).map(|i| self.get_key(i)).collect();
+                    let keys: Vec<String> = (c..grains)
+                        .step_by(concurrency)
+                        .map(|i| self.get_key(i))
+                        .collect();
                     tokio::spawn(async move {
                         for key in keys {
                             let value: Vec<u8> = redis::cmd("GET")
@@ -360,7 +369,11 @@ impl RedisBench {
 
     /// A grain's keys prepared for the raw script: the epoch copy and the owner entry.
     async fn raw_writer(&self, name: &str) -> RawWriter {
-        let tag = format!("granary-bench:{{{}:raw-{name}-{}}}", self.cluster, uuid::Uuid::now_v7().simple());
+        let tag = format!(
+            "granary-bench:{{{}:raw-{name}-{}}}",
+            self.cluster,
+            uuid::Uuid::now_v7().simple()
+        );
         let writer = RawWriter {
             script: redis::Script::new(granary_redis::__private::commit_script()),
             epoch_key: format!("{tag}:epoch"),

@@ -96,5 +96,4 @@ pub mod __private {
     pub fn claim_script() -> &'static str {
         crate::scripts::Scripts::claim_source()
     }
-
 }

@@ -109,5 +109,4 @@ impl Scripts {
     pub(crate) fn claim_source() -> &'static str {
         CLAIM
     }
-
 }

@@ -198,7 +198,11 @@ impl RedisStore {
             .key(&keys.grain)
             .arg(&*self.epoch)
             .arg(&owner)
-            .arg(replace.map(|r| r.activation.to_string()).unwrap_or_default());
+            .arg(
+                replace
+                    .map(|r| r.activation.to_string())
+                    .unwrap_or_default(),
+            );
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = self
             .bounded(async move { invocation.invoke_async(&mut conn).await })
@@ -323,8 +327,9 @@ impl RedisStore {
             .await?;
         owner
             .map(|o| {
-                parse_owner(grain, &o)
-                    .ok_or_else(|| StorageError::Malformed(format!("owner entry of {grain}: {o:?}")))
+                parse_owner(grain, &o).ok_or_else(|| {
+                    StorageError::Malformed(format!("owner entry of {grain}: {o:?}"))
+                })
             })
             .transpose()
     }
