@@ -4,6 +4,10 @@
 //! the cluster epoch first. The `#!lua` shebang makes Redis (7 or later) check memory before the
 //! script starts, so a script either runs to its end or not at all: Redis does not roll back a
 //! script that fails half-way.
+//!
+//! Scripts are always sent on their own, never inside a pipeline: `redis::Script` loads a
+//! script that Redis forgot (`NOSCRIPT`, after a restart or `SCRIPT FLUSH`) and retries, but
+//! only outside pipelines.
 
 use redis::Script;
 
