@@ -29,7 +29,7 @@ struct Args {
     /// Smaller workloads, for a smoke run.
     #[arg(long)]
     quick: bool,
-    /// Runs only the Granary side of one workload (p1a, p1b, p2, p8), for a profiler.
+    /// Runs only the Granary side of one workload (p1a, p1b, p2, p5, p8), for a profiler.
     #[arg(long)]
     profile: Option<String>,
 }
@@ -45,7 +45,14 @@ fn main() -> anyhow::Result<()> {
             "p1b" => engines::granary::p1b(1_000, 8, 1_000_000 / scale),
             "p2" => engines::granary::p2(5_000_000 / scale),
             "p8" => engines::granary::p8(100_000 / scale),
-            other => anyhow::bail!("unknown workload {other}: use p1a, p1b, p2 or p8"),
+            "p5" => {
+                let bench = storage::RedisBench::connect()?;
+                bench.seed_p5(100_000 / scale);
+                let rate = bench.p5_granary(100_000 / scale, 128);
+                bench.cleanup();
+                rate
+            }
+            other => anyhow::bail!("unknown workload {other}: use p1a, p1b, p2, p5 or p8"),
         };
         println!("granary {workload}: {value:.1}");
         return Ok(());

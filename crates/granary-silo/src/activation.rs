@@ -344,8 +344,15 @@ impl<G: Grain> Activation<G> {
         if let Some(reason) = deactivate {
             return self.deactivate(reason).await;
         }
+        // The call that triggered the activation runs on in this task; others admitted with it
+        // get tasks of their own.
+        let mut next = next.into_iter();
+        let first = next.next();
         for (req, read_only) in next {
             self.spawn_run(req, !read_only, true);
+        }
+        if let Some((req, read_only)) = first {
+            self.run(req, !read_only, true, false).await;
         }
     }
 

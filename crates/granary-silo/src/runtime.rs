@@ -200,18 +200,34 @@ impl Runtime {
     /// passed. Returns the number of activations left.
     pub(crate) async fn deactivate_all(&self, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
+        // Each activation is asked once, and the catalog is scanned again only now and then (for
+        // an activation that a re-routed call created meanwhile): asking every entry at every
+        // change of the catalog made shutdown quadratic in the number of activations.
+        let mut asked = std::collections::HashSet::new();
+        let mut next_scan = Instant::now();
         loop {
             let notified = self.catalog_changed.notified();
-            let entries: Vec<_> = self.catalog.iter().map(|e| e.clone()).collect();
-            if entries.is_empty() {
+            if self.catalog.is_empty() {
                 return 0;
             }
-            for entry in entries {
-                entry.request_deactivation(DeactivationReason::Shutdown);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            let now = Instant::now();
+            if now >= deadline {
                 return self.catalog.len();
             }
+            if now >= next_scan {
+                let fresh: Vec<_> = self
+                    .catalog
+                    .iter()
+                    .filter(|e| !asked.contains(&e.activation_id()))
+                    .map(|e| e.clone())
+                    .collect();
+                for entry in fresh {
+                    asked.insert(entry.activation_id());
+                    entry.request_deactivation(DeactivationReason::Shutdown);
+                }
+                next_scan = now + Duration::from_millis(100);
+            }
+            let _ = tokio::time::timeout_at(next_scan.min(deadline), notified).await;
         }
     }
 }
