@@ -68,7 +68,9 @@ impl RedisStore {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ConnectError::Config(format!("invalid Redis URL {url}: {e}")))?;
         let manager = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.command_timeout))
+            // The deadline is ours (`bounded`): it also covers waiting for a reconnection, and one
+            // timer per command is enough.
+            .set_response_timeout(None)
             .set_connection_timeout(Some(config.connect_timeout))
             .set_number_of_retries(config.reconnect_attempts)
             .set_max_delay(Duration::from_millis(250));
