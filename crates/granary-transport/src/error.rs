@@ -1,0 +1,61 @@
+//! [`TransportError`]: why a message did not get through.
+
+use std::time::Duration;
+
+/// Why a request or message between silos failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No connection to the peer could be made; the peer may be down. Retried with backoff on
+    /// the next request.
+    #[error("cannot connect to silo at {addr}: {reason}")]
+    Unreachable {
+        /// The peer's address.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The peer refused the handshake or failed it: another cluster, another secret, another
+    /// protocol version. Check that both silos have the same cluster id and secret.
+    #[error("handshake with {addr} failed: {reason}")]
+    Handshake {
+        /// The peer's address.
+        addr: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The connection closed while the request was in flight: its outcome is unknown.
+    #[error("connection to {addr} closed with the request in flight (outcome unknown)")]
+    ConnectionLost {
+        /// The peer's address.
+        addr: String,
+    },
+    /// No response within the caller's timeout; the request was cancelled at the peer. Its
+    /// outcome is unknown.
+    #[error("no response from {addr} within {timeout:?} (outcome unknown)")]
+    Timeout {
+        /// The peer's address.
+        addr: String,
+        /// The caller's timeout.
+        timeout: Duration,
+    },
+    /// The message is larger than the frame limit; send less per message.
+    #[error("message of {size} bytes exceeds the frame limit of {limit} bytes")]
+    TooLarge {
+        /// The encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The peer could not send its answer (e.g. larger than the frame limit).
+    #[error("silo at {addr} could not answer: {reason}")]
+    Refused {
+        /// The peer's address.
+        addr: String,
+        /// What the peer reported.
+        reason: String,
+    },
+    /// The transport is shutting down.
+    #[error("the transport is shut down")]
+    Closed,
+}

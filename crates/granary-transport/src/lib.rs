@@ -1,0 +1,84 @@
+//! Granary's silo-to-silo transport: authenticated TCP links carrying size-capped frames.
+//!
+//! - **Handshake before anything is dispatched.** Both sides prove, with an HMAC over fresh
+//!   nonces, that they hold the cluster secret and belong to the same cluster (see
+//!   [`handshake`](crate#handshake)). A peer that fails is disconnected; none of its frames
+//!   reaches the [`Handler`].
+//! - **Frames**: a 4-byte length, then one frame encoded with the wire codec (bincode with a
+//!   size limit). The length is checked against the cap before anything is allocated: 1 KiB
+//!   until the handshake completed, [`TransportConfig::frame_limit`] after. A bad frame
+//!   (oversized, malformed, unknown) closes that link only.
+//! - **Requests** carry the time their caller still waits; the peer drops a request whose
+//!   caller gave up (a `Cancel` frame, or its deadline passing). Responses are matched by id.
+//! - **Coalesced writes**: each link's writer takes every frame waiting in its queue before one
+//!   flush, so that under load many frames share a syscall. The queue is bounded: senders wait
+//!   when a peer cannot keep up (backpressure).
+//! - **Reconnection**: one link per peer address, dialed on demand; after a failure, requests
+//!   fail fast until a backoff (doubling up to [`TransportConfig::backoff_max`]) has passed.
+//!
+//! # Handshake
+//!
+//! 1. dialer → `Hello { cluster, silo, nonce_d }`
+//! 2. listener checks the protocol version and cluster → `Hello { nonce_l }`
+//! 3. dialer → `Proof { HMAC(secret, "dialer", cluster, nonce_l, nonce_d, dialer, listener) }`
+//! 4. listener verifies → `Proof { HMAC(secret, "listener", cluster, nonce_d, nonce_l, listener,
+//!    dialer) }`
+//! 5. dialer verifies.
+
+mod error;
+mod frame;
+mod handshake;
+mod link;
+mod transport;
+
+pub use error::TransportError;
+pub use frame::{HANDSHAKE_FRAME_LIMIT, PROTOCOL_VERSION};
+pub use link::Handler;
+pub use transport::{Transport, TransportConfig};
+
+#[doc(hidden)]
+pub mod __private {
+    //! For tests of misbehaving peers: a connection that passed the handshake, handed over raw.
+
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+    use futures::SinkExt;
+    use tokio::net::TcpStream;
+    use tokio_util::codec::Framed;
+
+    use crate::frame::{HANDSHAKE_FRAME_LIMIT, codec};
+    use crate::handshake::{self, Identity};
+    use crate::transport::TransportConfig;
+
+    /// Dials `addr`, runs the handshake as `config`'s silo, and returns the raw connection.
+    ///
+    /// # Errors
+    /// What failed.
+    pub async fn handshaken(
+        config: &TransportConfig,
+        addr: SocketAddr,
+    ) -> Result<Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>, String> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
+        let identity = Identity {
+            cluster: config.cluster.clone(),
+            silo: config.silo.clone(),
+            secret: config.secret.clone().into(),
+        };
+        handshake::dial(&mut wire, &identity, config.handshake_timeout).await?;
+        wire.codec_mut().set_max_frame_length(usize::MAX);
+        Ok(wire)
+    }
+
+    /// Sends raw bytes as one frame.
+    ///
+    /// # Errors
+    /// The I/O error.
+    pub async fn send_raw(
+        wire: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+        bytes: Vec<u8>,
+    ) -> std::io::Result<()> {
+        wire.send(Bytes::from(bytes)).await
+    }
+}

@@ -1,0 +1,313 @@
+//! [`Transport`]: a silo's listener and its links to the other silos.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use granary_core::SiloId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::TransportError;
+use crate::frame::{HANDSHAKE_FRAME_LIMIT, codec};
+use crate::handshake::{self, Identity};
+use crate::link::{Handler, Link, LinkConfig};
+
+/// How a [`Transport`] identifies itself and sizes its links.
+#[derive(Clone)]
+pub struct TransportConfig {
+    /// The cluster id; a peer of another cluster is refused.
+    pub cluster: String,
+    /// The shared cluster secret; a peer that cannot prove it holds it is refused. Use at least
+    /// 32 random bytes.
+    pub secret: Vec<u8>,
+    /// This silo.
+    pub silo: SiloId,
+    /// The largest frame sent or accepted after the handshake (default: the wire codec's limit
+    /// plus room for the frame header).
+    pub frame_limit: usize,
+    /// Frames waiting to be written per link before senders wait (default 4,096).
+    pub send_queue: usize,
+    /// Deadline of the handshake (default 5 s).
+    pub handshake_timeout: Duration,
+    /// Deadline of one connection attempt (default 1 s).
+    pub connect_timeout: Duration,
+    /// First wait after a failed connection attempt; it doubles with each failure (default
+    /// 50 ms).
+    pub backoff_min: Duration,
+    /// Longest wait between connection attempts (default 2 s).
+    pub backoff_max: Duration,
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportConfig")
+            .field("cluster", &self.cluster)
+            .field("silo", &self.silo)
+            .field("frame_limit", &self.frame_limit)
+            .field("send_queue", &self.send_queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransportConfig {
+    /// The defaults for `cluster`, `secret` and `silo`.
+    #[must_use]
+    pub fn new(cluster: impl Into<String>, secret: impl Into<Vec<u8>>, silo: SiloId) -> Self {
+        Self {
+            cluster: cluster.into(),
+            secret: secret.into(),
+            silo,
+            frame_limit: granary_core::codec::MAX_MESSAGE_BYTES + 1024,
+            send_queue: 4_096,
+            handshake_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The state of the link to one peer address.
+#[derive(Debug, Default)]
+struct Peer {
+    link: Option<Arc<Link>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: Option<TransportError>,
+}
+
+struct Inner {
+    identity: Identity,
+    config: TransportConfig,
+    link_config: LinkConfig,
+    handler: Arc<dyn Handler>,
+    peers: parking_lot::Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Peer>>>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    local_addr: SocketAddr,
+}
+
+/// A silo's transport: accepts authenticated links from other silos and dials them, one link
+/// per peer address, reconnecting with backoff.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("silo", &self.inner.identity.silo)
+            .field("local_addr", &self.inner.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Listens on `addr` and serves the requests of authenticated peers with `handler`.
+    ///
+    /// # Errors
+    /// The I/O error if `addr` cannot be bound.
+    pub async fn bind(
+        config: TransportConfig,
+        addr: SocketAddr,
+        handler: Arc<dyn Handler>,
+    ) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let local_addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            identity: Identity {
+                cluster: config.cluster.clone(),
+                silo: config.silo.clone(),
+                secret: config.secret.clone().into(),
+            },
+            link_config: LinkConfig {
+                frame_limit: config.frame_limit,
+                send_queue: config.send_queue,
+            },
+            config,
+            handler,
+            peers: parking_lot::Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            local_addr,
+        });
+        inner.tracker.spawn(accept_loop(listener, inner.clone()));
+        Ok(Self { inner })
+    }
+
+    /// The address the transport listens on.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Sends `body` to the silo at `addr` and waits for its answer, at most `timeout`.
+    ///
+    /// # Errors
+    /// A [`TransportError`]: the peer unreachable or refusing the handshake, the link lost with
+    /// the request in flight, no answer in time, or `body` over the frame limit.
+    pub async fn request(
+        &self,
+        addr: SocketAddr,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let deadline = Instant::now() + timeout;
+        let link = tokio::time::timeout_at(deadline, self.link(addr))
+            .await
+            .map_err(|_| TransportError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            })??;
+        let left = deadline.saturating_duration_since(Instant::now());
+        link.request(body, left).await
+    }
+
+    /// Sends `body` to the silo at `addr`, expecting no answer.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request), but for the answer.
+    pub async fn send(&self, addr: SocketAddr, body: Vec<u8>) -> Result<(), TransportError> {
+        self.link(addr).await?.one_way(body).await
+    }
+
+    /// The silo at `addr`, as its handshake named it (connecting if needed).
+    ///
+    /// # Errors
+    /// As [`request`](Self::request).
+    pub async fn peer_id(&self, addr: SocketAddr) -> Result<SiloId, TransportError> {
+        Ok(self.link(addr).await?.peer().clone())
+    }
+
+    /// Closes the listener and every link, and waits for their tasks.
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    /// The open link to `addr`, dialing it if there is none (one dial at a time per address;
+    /// after a failure, calls fail fast until the backoff has passed).
+    async fn link(&self, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {
+        let inner = &self.inner;
+        if inner.shutdown.is_cancelled() {
+            return Err(TransportError::Closed);
+        }
+        let slot = inner.peers.lock().entry(addr).or_default().clone();
+        let mut peer = slot.lock().await;
+        if let Some(link) = peer.link.as_ref().filter(|l| l.is_open()) {
+            return Ok(link.clone());
+        }
+        if let (Some(retry_at), Some(error)) = (peer.retry_at, &peer.last_error)
+            && Instant::now() < retry_at
+        {
+            return Err(error.clone());
+        }
+        match dial(inner, addr).await {
+            Ok(link) => {
+                *peer = Peer {
+                    link: Some(link.clone()),
+                    ..Peer::default()
+                };
+                Ok(link)
+            }
+            Err(error) => {
+                peer.failures = peer.failures.saturating_add(1);
+                let backoff = inner
+                    .config
+                    .backoff_min
+                    .saturating_mul(1 << peer.failures.min(16).saturating_sub(1))
+                    .min(inner.config.backoff_max);
+                peer.retry_at = Some(Instant::now() + backoff);
+                peer.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+}
+
+async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {
+    let unreachable = |reason: String| TransportError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let stream = tokio::time::timeout(inner.config.connect_timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| {
+            unreachable(format!(
+                "no connection within {:?}",
+                inner.config.connect_timeout
+            ))
+        })?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = stream.set_nodelay(true);
+    let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
+    let peer = handshake::dial(&mut wire, &inner.identity, inner.config.handshake_timeout)
+        .await
+        .map_err(|reason| TransportError::Handshake {
+            addr: addr.to_string(),
+            reason,
+        })?;
+    tracing::debug!(silo = %inner.identity.silo, %peer, %addr, "link established");
+    Ok(Link::start(
+        wire,
+        peer,
+        addr.to_string(),
+        inner.handler.clone(),
+        &inner.link_config,
+        &inner.tracker,
+        &inner.shutdown,
+    ))
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = inner.shutdown.cancelled() => return,
+        };
+        let (stream, from) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!(%e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let inner2 = inner.clone();
+        inner.tracker.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
+            let handshake =
+                handshake::accept(&mut wire, &inner2.identity, inner2.config.handshake_timeout);
+            let peer = tokio::select! {
+                result = handshake => result,
+                () = inner2.shutdown.cancelled() => return,
+            };
+            match peer {
+                Ok(peer) => {
+                    tracing::debug!(silo = %inner2.identity.silo, %peer, %from, "link accepted");
+                    Link::start(
+                        wire,
+                        peer,
+                        from.to_string(),
+                        inner2.handler.clone(),
+                        &inner2.link_config,
+                        &inner2.tracker,
+                        &inner2.shutdown,
+                    );
+                }
+                Err(reason) => {
+                    tracing::warn!(%from, %reason, "refused a connection: handshake failed");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,308 @@
+//! Tests of the transport over real loopback TCP: requests both ways, the handshake refusing
+//! strangers, bad frames closing one link only, cancellation, reconnection and size limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use granary_core::SiloId;
+use granary_transport::{Handler, Transport, TransportConfig, TransportError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+/// Echoes requests (prefixed with its silo name), counts everything it was handed, and parks
+/// requests whose body is `b"park"` until they are cancelled.
+#[derive(Default)]
+struct Echo {
+    name: String,
+    seen: AtomicUsize,
+    dropped: Arc<Notify>,
+    one_way: Arc<Notify>,
+    huge_answer: bool,
+}
+
+struct DropSignal(Arc<Notify>);
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+impl Handler for Echo {
+    fn request(
+        &self,
+        _from: &SiloId,
+        body: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Vec<u8>> {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        let name = self.name.clone();
+        let dropped = DropSignal(self.dropped.clone());
+        let huge = self.huge_answer;
+        Box::pin(async move {
+            if body == b"park" {
+                std::future::pending::<()>().await;
+            }
+            drop(dropped);
+            if huge {
+                return vec![0; 10_000];
+            }
+            let mut answer = name.into_bytes();
+            answer.push(b':');
+            answer.extend_from_slice(&body);
+            answer
+        })
+    }
+
+    fn one_way(&self, _from: &SiloId, _body: Vec<u8>) {
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        self.one_way.notify_one();
+    }
+}
+
+fn config(name: &str, secret: &[u8]) -> TransportConfig {
+    TransportConfig::new("it", secret.to_vec(), SiloId::new(name, 1))
+}
+
+async fn start(name: &str, secret: &[u8]) -> (Transport, Arc<Echo>) {
+    start_with(config(name, secret), false).await
+}
+
+async fn start_with(config: TransportConfig, huge_answer: bool) -> (Transport, Arc<Echo>) {
+    let echo = Arc::new(Echo {
+        name: config.silo.name().to_owned(),
+        huge_answer,
+        ..Echo::default()
+    });
+    let transport = Transport::bind(config, "127.0.0.1:0".parse().expect("an address"), echo.clone())
+        .await
+        .expect("bind");
+    (transport, echo)
+}
+
+const T: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_travel_both_ways_and_many_share_a_link() {
+    let (a, _) = start("a", SECRET).await;
+    let (b, b_echo) = start("b", SECRET).await;
+    assert_eq!(
+        a.request(b.local_addr(), b"hi".to_vec(), T).await.unwrap(),
+        b"b:hi"
+    );
+    assert_eq!(
+        b.request(a.local_addr(), b"yo".to_vec(), T).await.unwrap(),
+        b"a:yo"
+    );
+    assert_eq!(
+        a.peer_id(b.local_addr()).await.unwrap(),
+        SiloId::new("b", 1)
+    );
+    let calls: Vec<_> = (0..2_000)
+        .map(|i| {
+            let a = a.clone();
+            let addr = b.local_addr();
+            tokio::spawn(async move { a.request(addr, format!("{i}").into_bytes(), T).await })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), format!("b:{i}").into_bytes());
+    }
+    assert_eq!(b_echo.seen.load(Ordering::SeqCst), 2_001);
+    a.send(b.local_addr(), b"note".to_vec()).await.unwrap();
+    b_echo.one_way.notified().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_the_secret_or_of_another_cluster_is_refused_before_any_dispatch() {
+    let (b, b_echo) = start("b", SECRET).await;
+    let (stranger, _) = start("stranger", b"not the secret, not at all, no").await;
+    let err = stranger
+        .request(b.local_addr(), b"let me in".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Handshake { .. }), "{err}");
+    let mut other = config("other", SECRET);
+    other.cluster = "another-cluster".into();
+    let (other, _) = start_with(other, false).await;
+    let err = other
+        .request(b.local_addr(), b"hi".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Handshake { .. }), "{err}");
+    assert_eq!(
+        b_echo.seen.load(Ordering::SeqCst),
+        0,
+        "nothing was dispatched"
+    );
+    // The listener itself is unharmed.
+    let (a, _) = start("a", SECRET).await;
+    assert_eq!(
+        a.request(b.local_addr(), b"ok".to_vec(), T).await.unwrap(),
+        b"b:ok"
+    );
+}
+
+/// Waits until the server closes `stream` (read returns 0 or an error).
+async fn closed_by_peer(stream: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(T, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the server kept the connection open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bytes_before_the_handshake_close_that_connection_only() {
+    let (b, b_echo) = start("b", SECRET).await;
+    let (a, _) = start("a", SECRET).await;
+    assert_eq!(
+        a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
+        b"b:1"
+    );
+    // A length prefix of 4 GiB: refused from the header, nothing allocated.
+    let mut huge = TcpStream::connect(b.local_addr()).await.unwrap();
+    huge.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
+        .await
+        .unwrap();
+    closed_by_peer(&mut huge).await;
+    // Garbage that is a well-formed frame of no known type.
+    let mut garbage = TcpStream::connect(b.local_addr()).await.unwrap();
+    garbage
+        .write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    closed_by_peer(&mut garbage).await;
+    // An HTTP client, say.
+    let mut http = TcpStream::connect(b.local_addr()).await.unwrap();
+    http.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    closed_by_peer(&mut http).await;
+    assert_eq!(b_echo.seen.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        a.request(b.local_addr(), b"2".to_vec(), T).await.unwrap(),
+        b"b:2",
+        "the good link lives on"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_after_the_handshake_close_that_link_only() {
+    let (b, b_echo) = start("b", SECRET).await;
+    let (a, _) = start("a", SECRET).await;
+    assert_eq!(
+        a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
+        b"b:1"
+    );
+    let rogue = config("rogue", SECRET);
+    for bad in [
+        vec![0xc1, 0xff, 0x00, 0x13, 0x37], // not a frame
+        vec![0u8; granary_core::codec::MAX_MESSAGE_BYTES + 64 * 1024], // over the frame limit
+    ] {
+        let mut wire = granary_transport::__private::handshaken(&rogue, b.local_addr())
+            .await
+            .expect("the rogue holds the secret");
+        let _ = granary_transport::__private::send_raw(&mut wire, bad).await;
+        let end =
+            tokio::time::timeout(T, async { while let Some(Ok(_)) = wire.next().await {} }).await;
+        assert!(end.is_ok(), "the link was closed");
+    }
+    assert_eq!(
+        b_echo.seen.load(Ordering::SeqCst),
+        1,
+        "no bad frame was dispatched"
+    );
+    assert_eq!(
+        a.request(b.local_addr(), b"2".to_vec(), T).await.unwrap(),
+        b"b:2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_caller_gave_up_is_cancelled_at_the_peer() {
+    let (b, b_echo) = start("b", SECRET).await;
+    let (a, _) = start("a", SECRET).await;
+    let err = a
+        .request(b.local_addr(), b"park".to_vec(), Duration::from_millis(100))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    // The handler's future is dropped: by the Cancel frame, or at the deadline it was given.
+    tokio::time::timeout(T, b_echo.dropped.notified())
+        .await
+        .expect("the parked request was dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_reached_again_after_the_backoff() {
+    let (a, _) = start("a", SECRET).await;
+    let (b, _) = start("b", SECRET).await;
+    let addr: SocketAddr = b.local_addr();
+    assert_eq!(a.request(addr, b"1".to_vec(), T).await.unwrap(), b"b:1");
+    b.shutdown().await;
+    let err = a.request(addr, b"2".to_vec(), T).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::ConnectionLost { .. } | TransportError::Unreachable { .. }
+        ),
+        "{err}"
+    );
+    // The restarted silo, on the old port.
+    let echo = Arc::new(Echo {
+        name: "b2".into(),
+        ..Echo::default()
+    });
+    let b2 = Transport::bind(config("b2", SECRET), addr, echo)
+        .await
+        .expect("rebind");
+    let answer = tokio::time::timeout(T, async {
+        loop {
+            match a.request(addr, b"3".to_vec(), T).await {
+                Ok(answer) => return answer,
+                // Failing fast during the backoff.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await
+    .expect("reconnected within the backoff");
+    assert_eq!(answer, b"b2:3");
+    b2.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_over_the_limit_fail_without_breaking_the_link() {
+    let mut small = config("b", SECRET);
+    small.frame_limit = 4_096;
+    let (b, _) = start_with(small, true).await;
+    let mut small_a = config("a", SECRET);
+    small_a.frame_limit = 4_096;
+    let (a, _) = start_with(small_a, false).await;
+    let err = a
+        .request(b.local_addr(), vec![1; 8_192], T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::TooLarge { .. }), "{err}");
+    // b's answer (10 kB) is over its limit: the caller learns at once.
+    let err = a
+        .request(b.local_addr(), b"x".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Refused { .. }), "{err}");
+}
