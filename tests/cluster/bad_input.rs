@@ -18,6 +18,7 @@ fn envelope(target: GrainId, method: &str, args: Vec<u8>) -> Envelope {
         timeout: Duration::from_secs(2),
         chain: CallChain::root(),
         one_way: false,
+        forwards: 0,
     }
 }
 

@@ -1,5 +1,6 @@
-//! Integration tests of a whole silo: activation, turns, reentrancy, deactivation, deadlines,
-//! panics, timers, shutdown and the wire path. One test binary; one module per concern.
+//! Integration tests of whole silos: activation, turns, reentrancy, deactivation, deadlines,
+//! panics, timers, shutdown, the wire path, and clusters of silos over loopback TCP and Redis.
+//! One test binary; one module per concern.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 #![allow(
     unreachable_pub,
@@ -11,6 +12,7 @@ mod probe;
 mod activation;
 mod bad_input;
 mod lifecycle;
+mod multi_silo;
 mod tidy;
 mod turns;
 mod wire;

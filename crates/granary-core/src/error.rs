@@ -118,6 +118,18 @@ pub enum CallError {
         /// The grain the reference points at.
         grain: GrainId,
     },
+    /// The silo hosting the grain could not be reached, or its connection broke. With
+    /// `outcome_unknown` false the call was never sent (retrying is safe); with it true the
+    /// connection broke while the call was in flight, so it may have run.
+    #[error("silo {silo} is unavailable: {reason}{}", if *outcome_unknown { " (outcome unknown)" } else { "" })]
+    SiloUnavailable {
+        /// The silo (or its address).
+        silo: String,
+        /// What failed.
+        reason: String,
+        /// Whether the call may have run.
+        outcome_unknown: bool,
+    },
     /// The call could not be delivered after being re-routed `attempts` times (the grain kept
     /// deactivating as calls arrived). Retrying is safe: the method did not run.
     #[error("could not deliver call to {grain} after {attempts} attempts")]
@@ -140,12 +152,20 @@ fn display_chain(chain: &[GrainId]) -> String {
 impl CallError {
     /// Whether retrying the same call is safe and may succeed: the call certainly did not run
     /// (`ShuttingDown`, `Unavailable`) or failed on a stale view that the retry reloads
-    /// (`StorageConflict`). A `Timeout` is not retryable: its outcome is unknown.
+    /// (`StorageConflict`), or its silo could not be reached before it was sent
+    /// (`SiloUnavailable` without `outcome_unknown`). A `Timeout` is not retryable: its outcome
+    /// is unknown.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::ShuttingDown | Self::Unavailable { .. } | Self::StorageConflict { .. }
+            Self::ShuttingDown
+                | Self::Unavailable { .. }
+                | Self::StorageConflict { .. }
+                | Self::SiloUnavailable {
+                    outcome_unknown: false,
+                    ..
+                }
         )
     }
 

@@ -240,6 +240,8 @@ pub struct Envelope {
     pub chain: CallChain,
     /// Whether the caller expects no reply.
     pub one_way: bool,
+    /// How many times silos have forwarded the call (to the grain's current owner); bounded.
+    pub forwards: u32,
 }
 
 impl Envelope {

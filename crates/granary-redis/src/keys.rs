@@ -43,6 +43,11 @@ impl Keys {
         format!("granary:{}:meta", self.cluster)
     }
 
+    /// The membership table (a hash: `#version` and one row per silo).
+    pub(crate) fn membership(&self) -> String {
+        format!("granary:{}:membership", self.cluster)
+    }
+
     /// The shard a grain belongs to: its stable hash modulo the shard count.
     pub(crate) fn shard_of(&self, grain: &GrainId) -> u32 {
         u32::try_from(grain.stable_hash() % u64::from(self.shards)).unwrap_or(0)

@@ -45,6 +45,7 @@
 //! | key | type | holds |
 //! |-----|------|-------|
 //! | `granary:<cluster>:meta` | hash | `epoch`, `shards`, `layout`, `ready` |
+//! | `granary:<cluster>:membership` | hash | `#version`, and one JSON row per silo (`<name>#<generation>`): see [`RedisMembership`] |
 //! | `granary:{<cluster>:<shard>}:epoch` | string | the shard's copy of the epoch |
 //! | `granary:{<cluster>:<shard>}:grain:<grain>` | hash | `v` version (kept after a clear), `d` state blob, `a` owner: `<activation>\|<silo generation>\|<silo name>` (the directory entry) |
 //! | `granary:{<cluster>:<shard>}:outbox` | stream | committed events: `g` grain, `v` version, `i` index, `t` type, `p` JSON payload |
@@ -78,11 +79,13 @@
 mod config;
 mod error;
 mod keys;
+mod membership;
 mod scripts;
 mod store;
 
 pub use config::{Bootstrap, RedisConfig};
 pub use error::ConnectError;
+pub use membership::RedisMembership;
 pub use store::RedisStore;
 
 #[doc(hidden)]

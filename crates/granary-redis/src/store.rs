@@ -30,12 +30,12 @@ const LAYOUT_VERSION: &str = "1";
 /// Cheap to share behind an `Arc`; every operation uses one auto-reconnecting multiplexed
 /// connection. See the crate docs for the key layout and what "committed" means.
 pub struct RedisStore {
-    conn: ConnectionManager,
-    keys: Keys,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) keys: Keys,
     epoch: Arc<str>,
     scripts: Scripts,
-    url: String,
-    timeout: Duration,
+    pub(crate) url: String,
+    pub(crate) timeout: Duration,
 }
 
 impl fmt::Debug for RedisStore {
@@ -149,7 +149,7 @@ impl RedisStore {
     }
 
     /// Runs one Redis operation under the command deadline.
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         op: impl Future<Output = Result<T, RedisError>>,
     ) -> Result<T, StorageError> {

@@ -17,14 +17,23 @@ use tokio_util::sync::CancellationToken;
 use granary_core::provider::{Claim, GrainAddress, Loaded};
 use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
 use granary_core::{
-    ActivationId, CallChain, CallError, Grain, GrainContext, GrainId, Payload, StorageError,
-    state_codec,
+    ActivationId, CallChain, CallError, Grain, GrainContext, GrainId, Payload, SiloId,
+    StorageError, state_codec,
 };
 
+use crate::cluster::OwnerState;
 use crate::events::{DeactivationReason, SiloEvent};
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
 use crate::scheduler::{Admission, Class, Phase, Scheduler};
+
+/// Why a claim did not make this activation the grain's owner.
+enum ClaimFailure {
+    /// The activation fails; its calls get this error.
+    Failed(CallError),
+    /// A live silo of the cluster owns the grain.
+    Elsewhere(SiloId),
+}
 
 /// The type-erased face of an activation, as the catalog holds it.
 pub(crate) trait ActivationEntry: Send + Sync + 'static {
@@ -305,7 +314,10 @@ impl<G: Grain> Activation<G> {
     async fn activate(self: Arc<Self>) {
         let loaded = match self.claim().await {
             Ok(loaded) => loaded,
-            Err(failure) => return self.fail_activation(failure, false).await,
+            Err(ClaimFailure::Failed(failure)) => {
+                return self.fail_activation(failure, false).await;
+            }
+            Err(ClaimFailure::Elsewhere(owner)) => return self.hand_over(&owner),
         };
         // Decoded inside a turn scope, so that references kept in the state bind to this silo.
         let scope = self.scope(CallChain::root(), true);
@@ -372,32 +384,60 @@ impl<G: Grain> Activation<G> {
         self.settle(outcome, what)
     }
 
-    /// Claims the grain for this activation and loads its state, in one store operation.
-    async fn claim(&self) -> Result<Loaded, CallError> {
+    /// Claims the grain for this activation and loads its state, in one store operation. A claim
+    /// held by a leftover of this silo, or by a silo that is dead, is replaced; one held by a
+    /// live silo of the cluster sends this activation's calls there.
+    async fn claim(&self) -> Result<Loaded, ClaimFailure> {
         let address = self.address();
-        let mut replace = None;
-        loop {
+        let mut replace: Option<GrainAddress> = None;
+        for _ in 0..3 {
             let owner = match self.runtime.store.claim(&address, replace.as_ref()).await {
                 Ok(Claim::Won(loaded)) => return Ok(loaded),
                 Ok(Claim::Owned(owner)) => owner,
                 Err(source) => {
-                    return Err(CallError::Storage {
+                    return Err(ClaimFailure::Failed(CallError::Storage {
                         grain: self.id().clone(),
                         source,
-                    });
+                    }));
                 }
             };
-            if owner.silo == self.runtime.silo && replace.is_none() {
+            if owner.silo == self.runtime.silo {
                 // An entry of this silo that the catalog no longer holds: a leftover of an
                 // activation that is gone. This silo creates one activation per grain at a
                 // time, so it may replace it.
                 replace = Some(owner);
                 continue;
             }
-            return Err(self.activation_failed(format!(
+            if let Some(cluster) = self.runtime.cluster.get() {
+                match cluster.owner_state(&owner.silo).await {
+                    OwnerState::Alive => return Err(ClaimFailure::Elsewhere(owner.silo)),
+                    OwnerState::Gone => {
+                        replace = Some(owner);
+                        continue;
+                    }
+                }
+            }
+            return Err(ClaimFailure::Failed(self.activation_failed(format!(
                 "grain is owned by activation {} on silo {}",
                 owner.activation, owner.silo
-            )));
+            ))));
+        }
+        Err(ClaimFailure::Failed(self.activation_failed(
+            "the grain's claim kept changing hands; try again".into(),
+        )))
+    }
+
+    /// Another live silo owns the grain: this activation closes without having claimed it, and
+    /// its calls go to that silo.
+    fn hand_over(self: Arc<Self>, owner: &SiloId) {
+        let queue = self.close();
+        let Some(cluster) = self.runtime.cluster.get() else {
+            return;
+        };
+        tracing::debug!(grain = %self.id(), %owner, "grain lives on another silo: forwarding");
+        cluster.learn(self.id(), owner.clone());
+        for (req, _) in queue {
+            cluster.forward(&self.runtime, req, owner.clone());
         }
     }
 
@@ -481,6 +521,7 @@ impl<G: Grain> Activation<G> {
                 chain: CallChain::root(),
                 deadline: None,
                 attempts: 0,
+                forwards: 0,
             };
             if self.clone().deliver(tick, false).is_err() {
                 return;

@@ -61,6 +61,8 @@ pub enum SiloEvent {
     Deactivated(GrainId, DeactivationReason),
     /// A turn of the grain panicked.
     TurnPanicked(GrainId),
+    /// The silo's view of the cluster changed: these silos are now active (sorted).
+    MembersChanged(Vec<granary_core::SiloId>),
 }
 
 /// A subscription to a silo's events, from [`Silo::events`](crate::Silo::events).

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
+use granary_core::{CallError, Envelope, GrainId, Invoker, OutgoingCall, Payload, codec};
 
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
@@ -37,6 +37,16 @@ impl Invoker for SiloInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
         let runtime = &self.runtime;
         let timeout = call.timeout.unwrap_or(runtime.config.call_timeout);
+        if let Some(cluster) = runtime.cluster.get()
+            && let Some(to) = cluster.remote_target(runtime, &call.target)
+        {
+            let cluster = cluster.clone();
+            return async move {
+                let envelope = envelope_of(call, timeout, false)?;
+                cluster.call(&to, envelope).await
+            }
+            .boxed();
+        }
         if runtime.config.wire_local_calls {
             let runtime = runtime.clone();
             return async move { call_over_wire(&runtime, call, timeout).await }.boxed();
@@ -61,6 +71,7 @@ impl Invoker for SiloInvoker {
             chain,
             deadline: Some(deadline),
             attempts: 0,
+            forwards: 0,
         };
         // Routed now, with the runtime borrowed: the call's future owns no handle on it. A turn
         // admitted at once comes back to run right here, in the caller's task: no spawn, no
@@ -104,6 +115,17 @@ impl Invoker for SiloInvoker {
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
         let runtime = &self.runtime;
+        if let Some(cluster) = runtime.cluster.get()
+            && let Some(to) = cluster.remote_target(runtime, &call.target)
+        {
+            let cluster = cluster.clone();
+            let timeout = runtime.config.call_timeout;
+            return async move {
+                let envelope = envelope_of(call, timeout, true)?;
+                cluster.send(&to, envelope).await
+            }
+            .boxed();
+        }
         let result = (|| {
             let args = if runtime.config.wire_local_calls {
                 Payload::Encoded(call.args.into_bytes(call.method.name)?)
@@ -121,11 +143,30 @@ impl Invoker for SiloInvoker {
                 chain: call.chain,
                 deadline: None,
                 attempts: 0,
+                forwards: 0,
             });
             Ok(())
         })();
         futures::future::ready(result).boxed()
     }
+}
+
+/// The envelope of an outgoing call: what crosses silos.
+fn envelope_of(
+    call: OutgoingCall,
+    timeout: std::time::Duration,
+    one_way: bool,
+) -> Result<Envelope, CallError> {
+    Ok(Envelope {
+        args: call.args.into_bytes(call.method.name)?,
+        target: call.target,
+        method: call.method.id,
+        method_name: call.method.name.to_owned(),
+        timeout,
+        chain: call.chain,
+        one_way,
+        forwards: 0,
+    })
 }
 
 /// Encodes the call into an envelope, dispatches the bytes, decodes the reply bytes.
@@ -134,16 +175,7 @@ async fn call_over_wire(
     call: OutgoingCall,
     timeout: std::time::Duration,
 ) -> Result<Payload, CallError> {
-    let envelope = Envelope {
-        target: call.target.clone(),
-        method: call.method.id,
-        method_name: call.method.name.to_owned(),
-        args: call.args.into_bytes(call.method.name)?,
-        timeout,
-        chain: call.chain,
-        one_way: false,
-    };
-    let bytes = envelope.encode()?;
+    let bytes = envelope_of(call, timeout, false)?.encode()?;
     let reply = dispatch_wire(runtime, &bytes).await;
     let reply: Result<Vec<u8>, CallError> =
         codec::decode(&reply).map_err(|e| CallError::Codec {
@@ -156,7 +188,7 @@ async fn call_over_wire(
 /// Dispatches an encoded envelope and answers with the encoded `Result<Vec<u8>, CallError>`:
 /// the entry point of calls that arrive over the wire.
 pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u8> {
-    let result = dispatch_envelope(runtime, bytes).await;
+    let (result, _) = dispatch_envelope(runtime, bytes).await;
     codec::encode(&result).unwrap_or_else(|err| {
         // The reply itself is too large or unencodable: say so instead.
         let fallback: Result<Vec<u8>, CallError> = Err(CallError::Codec {
@@ -167,9 +199,25 @@ pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u
     })
 }
 
-async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
-    let envelope = Envelope::decode(bytes)
-        .inspect_err(|err| tracing::warn!(cause = %err, "malformed call envelope"))?;
+/// Runs an encoded call: here, or forwarded when this silo knows its grain lives on another
+/// silo. Answers with the encoded reply (empty for a one-way call) and the grain called.
+pub(crate) async fn dispatch_envelope(
+    runtime: &Arc<Runtime>,
+    bytes: &[u8],
+) -> (Result<Vec<u8>, CallError>, Option<GrainId>) {
+    match Envelope::decode(bytes) {
+        Ok(envelope) => {
+            let target = envelope.target.clone();
+            (run_envelope(runtime, envelope).await, Some(target))
+        }
+        Err(err) => {
+            tracing::warn!(cause = %err, "malformed call envelope");
+            (Err(err), None)
+        }
+    }
+}
+
+async fn run_envelope(runtime: &Arc<Runtime>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
     let deadline = Instant::now() + envelope.timeout;
     let Envelope {
         target,
@@ -179,35 +227,30 @@ async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u
         timeout,
         chain,
         one_way,
+        forwards,
     } = envelope;
-    if one_way {
-        let kind = RequestKind::Call {
+    let (reply, rx) = if one_way {
+        (None, None)
+    } else {
+        let (tx, rx) = oneshot::channel();
+        (Some(tx), Some(rx))
+    };
+    let request = Request {
+        target: target.clone(),
+        kind: RequestKind::Call {
             method,
             args: Payload::Encoded(args),
-            reply: None,
-        };
-        runtime.route(Request {
-            target,
-            kind,
-            chain,
-            deadline: None,
-            attempts: 0,
-        });
-        return Ok(Vec::new());
-    }
-    let (reply, rx) = oneshot::channel();
-    let kind = RequestKind::Call {
-        method,
-        args: Payload::Encoded(args),
-        reply: Some(reply),
-    };
-    runtime.route(Request {
-        target: target.clone(),
-        kind,
+            reply,
+        },
         chain,
-        deadline: Some(deadline),
+        deadline: (!one_way).then_some(deadline),
         attempts: 0,
-    });
+        forwards,
+    };
+    runtime.route(request);
+    let Some(rx) = rx else {
+        return Ok(Vec::new());
+    };
     match tokio::time::timeout_at(deadline, rx).await {
         Ok(Ok(result)) => result?.into_bytes(&method_name),
         Ok(Err(_)) => Err(CallError::Unavailable {

@@ -17,6 +17,7 @@
 
 mod activation;
 mod client;
+mod cluster;
 mod collector;
 mod config;
 mod events;
@@ -29,6 +30,7 @@ mod scheduler;
 mod silo;
 
 pub use client::Client;
+pub use cluster::{ClusterConfig, Placement};
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
 pub use runtime::CallObserver;

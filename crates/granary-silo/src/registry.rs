@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use granary_core::{ActivationId, Grain, GrainId};
+use granary_core::{ActivationId, Grain, GrainId, MethodId};
 
 use crate::activation::{Activation, ActivationEntry};
 use crate::runtime::Runtime;
@@ -13,6 +13,9 @@ use crate::runtime::Runtime;
 pub(crate) trait GrainFactory: Send + Sync + 'static {
     /// A new activation in the `Activating` phase; the caller inserts it and starts it.
     fn create(&self, id: GrainId, runtime: &Arc<Runtime>) -> Arc<dyn ActivationEntry>;
+
+    /// The name of the type's method `id`.
+    fn method_name(&self, id: MethodId) -> Option<&'static str>;
 }
 
 struct TypedFactory<G, F> {
@@ -24,6 +27,10 @@ impl<G: Grain, F: Fn(&GrainId) -> G + Send + Sync + 'static> GrainFactory for Ty
     fn create(&self, id: GrainId, runtime: &Arc<Runtime>) -> Arc<dyn ActivationEntry> {
         let grain = (self.make)(&id);
         Activation::new(grain, id, ActivationId::new(), runtime)
+    }
+
+    fn method_name(&self, id: MethodId) -> Option<&'static str> {
+        G::method(id).map(|m| m.name)
     }
 }
 
@@ -55,6 +62,11 @@ impl Registry {
         };
         self.types.insert(G::TYPE_NAME, Arc::new(factory));
         true
+    }
+
+    /// The name of method `id` of grain type `type_name`.
+    pub(crate) fn method_name(&self, type_name: &str, id: MethodId) -> Option<&'static str> {
+        self.types.get(type_name)?.method_name(id)
     }
 
     pub(crate) fn get(&self, type_name: &str) -> Option<&Arc<dyn GrainFactory>> {

@@ -20,6 +20,8 @@ pub(crate) struct Request {
     pub(crate) deadline: Option<Instant>,
     /// How many times the request was handed back by a closing activation and routed again.
     pub(crate) attempts: u32,
+    /// How many times silos forwarded it towards the grain's owner.
+    pub(crate) forwards: u32,
 }
 
 #[derive(Debug)]

@@ -18,6 +18,7 @@ use granary_core::{
 };
 
 use crate::activation::{ActivationEntry, InlineTurn};
+use crate::cluster::Cluster;
 use crate::config::SiloConfig;
 use crate::events::{DeactivationReason, SiloEvent};
 use crate::registry::Registry;
@@ -42,6 +43,8 @@ pub(crate) struct Runtime {
     /// Weak: the invoker holds the runtime strongly, and the silo holds the invoker.
     pub(crate) invoker: OnceLock<std::sync::Weak<dyn Invoker>>,
     pub(crate) observer: Option<CallObserver>,
+    /// The silo's part of a cluster, if it runs in one (set once at start).
+    pub(crate) cluster: OnceLock<Arc<Cluster>>,
     /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
     /// its activation; no clock is read on the call path).
     pub(crate) epoch: AtomicU64,
@@ -79,6 +82,7 @@ impl Runtime {
             catalog_changed: Notify::new(),
             invoker: OnceLock::new(),
             observer,
+            cluster: OnceLock::new(),
             epoch: AtomicU64::new(0),
         }
     }
@@ -107,8 +111,9 @@ impl Runtime {
         self.accepting.store(false, Ordering::Release);
     }
 
-    /// Delivers `req` to its grain's activation, creating it if there is none; a request handed
-    /// back by a closing activation is routed again, a bounded number of times.
+    /// Delivers `req` to its grain's activation, creating it if there is none (or, in a cluster,
+    /// forwarding it to the silo known to host the grain); a request handed back by a closing
+    /// activation is routed again, a bounded number of times.
     pub(crate) fn route(self: &Arc<Self>, req: Request) {
         if let Some(turn) = self.route_with(req, false) {
             self.tracker.spawn(turn);
@@ -125,6 +130,13 @@ impl Runtime {
         loop {
             let (entry, created) = match self.catalog.get(&req.target) {
                 Some(entry) => (entry.clone(), false),
+                None if let Some(cluster) = self.cluster.get()
+                    && let Some(owner) = cluster.cached_elsewhere(&req.target) =>
+                {
+                    // Known to live on another silo: forward instead of activating here.
+                    cluster.forward(self, req, owner);
+                    return None;
+                }
                 None => match self.activation_for(&req.target) {
                     Ok(found) => found,
                     Err(err) => {

@@ -8,6 +8,7 @@ use granary_core::provider::{
 use granary_core::{Grain, GrainId, Invoker, MethodId, SiloId, StorageError};
 
 use crate::client::Client;
+use crate::cluster::{Cluster, ClusterConfig};
 use crate::collector;
 use crate::config::SiloConfig;
 use crate::events::SiloEvents;
@@ -24,8 +25,11 @@ pub enum StartError {
     #[error("grain type name {0:?} is registered twice")]
     DuplicateGrainType(&'static str),
     /// The membership table could not be updated; check the membership provider.
-    #[error("cannot join the membership table")]
+    #[error("cannot join the membership table: {0}")]
     Membership(#[source] StorageError),
+    /// The cluster transport could not listen on its address; choose a free one.
+    #[error("cannot listen for other silos: {0}")]
+    Listen(#[source] std::io::Error),
 }
 
 /// Why a shutdown was not clean. The silo is stopped either way.
@@ -49,6 +53,7 @@ pub struct SiloBuilder {
     store: Option<(Arc<dyn StateStore>, Arc<dyn GrainDirectory>)>,
     membership: Option<Arc<dyn MembershipTable>>,
     observer: Option<CallObserver>,
+    cluster: Option<ClusterConfig>,
 }
 
 impl std::fmt::Debug for SiloBuilder {
@@ -77,6 +82,7 @@ impl SiloBuilder {
             store: None,
             membership: None,
             observer: None,
+            cluster: None,
         }
     }
 
@@ -111,6 +117,16 @@ impl SiloBuilder {
     #[must_use]
     pub fn storage<S: StateStore + GrainDirectory>(mut self, storage: Arc<S>) -> Self {
         self.store = Some((storage.clone(), storage));
+        self
+    }
+
+    /// Runs the silo as a member of a cluster: it listens on `config.listen` for the other
+    /// silos, registers its address in the membership table, and calls grains hosted on other
+    /// silos over the transport. The silos of one cluster share the state store (the grain
+    /// directory) and the membership table: give all of them the same Redis providers.
+    #[must_use]
+    pub fn cluster(mut self, config: ClusterConfig) -> Self {
+        self.cluster = Some(config);
         self
     }
 
@@ -166,15 +182,35 @@ impl SiloBuilder {
             .invoker
             .set(Arc::downgrade(&invoker))
             .expect("the invoker is set once");
-        set_status(&*membership, &silo_id, SiloStatus::Active)
-            .await
-            .map_err(StartError::Membership)?;
+        let mut address = String::new();
+        if let Some(config) = self.cluster {
+            let cluster = Cluster::bind(config, silo_id.clone(), &runtime, membership.clone())
+                .await
+                .map_err(StartError::Listen)?;
+            address = cluster.address().to_string();
+            runtime
+                .cluster
+                .set(cluster.clone())
+                .expect("the cluster is set once");
+            set_status(&*membership, &silo_id, &address, SiloStatus::Active)
+                .await
+                .map_err(StartError::Membership)?;
+            cluster.refresh().await.map_err(StartError::Membership)?;
+            runtime
+                .tracker
+                .spawn(cluster.refresh_loop(runtime.shutdown.clone()));
+        } else {
+            set_status(&*membership, &silo_id, &address, SiloStatus::Active)
+                .await
+                .map_err(StartError::Membership)?;
+        }
         runtime.tracker.spawn(collector::run(runtime.clone()));
         tracing::info!(silo = %silo_id, "silo started");
         Ok(Silo {
             runtime,
             invoker,
             membership,
+            address,
         })
     }
 }
@@ -189,13 +225,14 @@ fn uuid_millis() -> u128 {
 async fn set_status(
     table: &dyn MembershipTable,
     silo: &SiloId,
+    address: &str,
     status: SiloStatus,
 ) -> Result<(), StorageError> {
     loop {
         let snapshot = table.read().await?;
         let entry = MembershipEntry {
             silo: silo.clone(),
-            address: String::new(),
+            address: address.to_owned(),
             status,
         };
         match table.upsert(entry, snapshot.version).await {
@@ -215,6 +252,8 @@ pub struct Silo {
     runtime: Arc<Runtime>,
     invoker: Arc<dyn Invoker>,
     membership: Arc<dyn MembershipTable>,
+    /// The transport address in a cluster; empty otherwise.
+    address: String,
 }
 
 impl std::fmt::Debug for Silo {
@@ -236,6 +275,22 @@ impl Silo {
     #[must_use]
     pub fn id(&self) -> &SiloId {
         &self.runtime.silo
+    }
+
+    /// The active silos of the cluster as this silo last read the membership table (itself
+    /// alone outside a cluster).
+    #[must_use]
+    pub fn members(&self) -> Vec<SiloId> {
+        match self.runtime.cluster.get() {
+            Some(cluster) => cluster.members(),
+            None => vec![self.runtime.silo.clone()],
+        }
+    }
+
+    /// Where other silos reach this one (in a cluster).
+    #[must_use]
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.runtime.cluster.get().map(|c| c.address())
     }
 
     /// A client whose references call grains through this silo.
@@ -280,7 +335,13 @@ impl Silo {
         let runtime = &self.runtime;
         let deadline = tokio::time::Instant::now() + runtime.config.shutdown_timeout;
         runtime.stop_accepting();
-        let _ = set_status(&*self.membership, &runtime.silo, SiloStatus::ShuttingDown).await;
+        let _ = set_status(
+            &*self.membership,
+            &runtime.silo,
+            &self.address,
+            SiloStatus::ShuttingDown,
+        )
+        .await;
         let left = runtime
             .deactivate_all(runtime.config.shutdown_timeout)
             .await;
@@ -289,7 +350,16 @@ impl Silo {
         let drained = tokio::time::timeout_at(deadline, runtime.tracker.wait())
             .await
             .is_ok();
-        let membership = set_status(&*self.membership, &runtime.silo, SiloStatus::Dead).await;
+        let membership = set_status(
+            &*self.membership,
+            &runtime.silo,
+            &self.address,
+            SiloStatus::Dead,
+        )
+        .await;
+        if let Some(cluster) = runtime.cluster.get() {
+            cluster.shutdown().await;
+        }
         tracing::info!(silo = %runtime.silo, left, drained, "silo stopped");
         if left > 0 {
             return Err(ShutdownError::Timeout(left));

@@ -9,8 +9,8 @@ pub use granary_core::{
 };
 pub use granary_macros::grain;
 pub use granary_silo::{
-    Client, DeactivationReason, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
-    SiloEvents, StartError, WaitTimeout,
+    Client, ClusterConfig, DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder,
+    SiloConfig, SiloEvent, SiloEvents, StartError, WaitTimeout,
 };
 
 pub mod provider {

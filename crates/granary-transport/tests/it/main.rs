@@ -80,9 +80,13 @@ async fn start_with(config: TransportConfig, huge_answer: bool) -> (Transport, A
         huge_answer,
         ..Echo::default()
     });
-    let transport = Transport::bind(config, "127.0.0.1:0".parse().expect("an address"), echo.clone())
-        .await
-        .expect("bind");
+    let transport = Transport::bind(
+        config,
+        "127.0.0.1:0".parse().expect("an address"),
+        echo.clone(),
+    )
+    .await
+    .expect("bind");
     (transport, echo)
 }
 

@@ -1,0 +1,112 @@
+//! [`RedisMembership`]: the cluster's membership table in one Redis hash.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use redis::{Script, Value};
+
+use granary_core::StorageError;
+use granary_core::provider::{MembershipEntry, MembershipSnapshot, MembershipTable};
+
+use crate::store::RedisStore;
+
+/// Replaces one row if the table is still at the expected version.
+///
+/// `KEYS`: the table. `ARGV`: expected version, row field, row. Replies `{"ok", version}` or
+/// `{"conflict", version}`.
+const UPSERT: &str = r"#!lua
+local version = redis.call('HGET', KEYS[1], '#version') or '0'
+if version ~= ARGV[1] then return {'conflict', version} end
+local next = string.format('%.0f', tonumber(version) + 1)
+redis.call('HSET', KEYS[1], '#version', next, ARGV[2], ARGV[3])
+return {'ok', next}
+";
+
+/// The membership table in Redis: the hash `granary:<cluster>:membership`, with the table's
+/// version in the field `#version` and each silo's row, as JSON, in the field
+/// `<silo name>#<generation>`. Rows change only by compare-and-set on the version.
+#[derive(Debug, Clone)]
+pub struct RedisMembership {
+    store: Arc<RedisStore>,
+    key: String,
+    upsert: Arc<Script>,
+}
+
+impl RedisMembership {
+    /// The membership table of `store`'s cluster, over its connection.
+    #[must_use]
+    pub fn new(store: Arc<RedisStore>) -> Self {
+        let key = store.keys.membership();
+        Self {
+            store,
+            key,
+            upsert: Arc::new(Script::new(UPSERT)),
+        }
+    }
+
+    async fn read_table(&self) -> Result<MembershipSnapshot, StorageError> {
+        let mut conn = self.store.conn.clone();
+        let key = self.key.clone();
+        let fields: HashMap<String, String> = self
+            .store
+            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
+            .await?;
+        let mut snapshot = MembershipSnapshot::default();
+        for (field, value) in fields {
+            if field == "#version" {
+                snapshot.version = value.parse().map_err(|_| {
+                    StorageError::Malformed(format!("membership version {value:?}"))
+                })?;
+                continue;
+            }
+            let entry: MembershipEntry = serde_json::from_str(&value)
+                .map_err(|e| StorageError::Malformed(format!("membership row {field}: {e}")))?;
+            snapshot.entries.push(entry);
+        }
+        snapshot.entries.sort_by(|a, b| {
+            (a.silo.name(), a.silo.generation()).cmp(&(b.silo.name(), b.silo.generation()))
+        });
+        Ok(snapshot)
+    }
+
+    async fn upsert_row(&self, entry: MembershipEntry, expected: u64) -> Result<u64, StorageError> {
+        let field = format!("{}#{}", entry.silo.name(), entry.silo.generation());
+        let row =
+            serde_json::to_string(&entry).map_err(|e| StorageError::Serialize(e.to_string()))?;
+        let mut invocation = self.upsert.prepare_invoke();
+        invocation.key(&self.key).arg(expected).arg(field).arg(row);
+        let mut conn = self.store.conn.clone();
+        let reply: Vec<Value> = self
+            .store
+            .bounded(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let number = |v: Option<&Value>| match v {
+            Some(Value::BulkString(b)) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()),
+            _ => None,
+        };
+        match reply.first() {
+            Some(Value::BulkString(tag)) if tag == b"ok" => number(reply.get(1))
+                .ok_or_else(|| StorageError::Malformed(format!("upsert replied {reply:?}"))),
+            Some(Value::BulkString(tag)) if tag == b"conflict" => Err(StorageError::Conflict {
+                expected,
+                actual: number(reply.get(1)).unwrap_or(expected),
+            }),
+            _ => Err(StorageError::Malformed(format!("upsert replied {reply:?}"))),
+        }
+    }
+}
+
+impl MembershipTable for RedisMembership {
+    fn read(&self) -> BoxFuture<'_, Result<MembershipSnapshot, StorageError>> {
+        Box::pin(self.read_table())
+    }
+
+    fn upsert(
+        &self,
+        entry: MembershipEntry,
+        expected_version: u64,
+    ) -> BoxFuture<'_, Result<u64, StorageError>> {
+        Box::pin(self.upsert_row(entry, expected_version))
+    }
+}

@@ -1,0 +1,506 @@
+//! Cluster mode: silos that find each other in the membership table and call each other's
+//! grains over the transport.
+//!
+//! A call for a grain that has no activation here goes where the directory cache says it
+//! lives, or, for a grain not known to be active anywhere, where its type's [`Placement`]
+//! puts it. The silo that receives it activates the grain; its claim (in the state store) is
+//! the directory: if another live silo already owns the grain, the call is forwarded there (a
+//! bounded number of times) and every silo on the way learns the location. Replies name the
+//! silo that served the call, so callers cache it.
+
+mod placement;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use granary_core::provider::{MembershipTable, SiloStatus};
+use granary_core::{
+    BuildGrainIdHasher, CallError, Envelope, GrainId, Payload, SiloId, StorageError, codec,
+};
+use granary_transport::{Handler, Transport, TransportConfig, TransportError};
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+pub use placement::Placement;
+
+use crate::events::SiloEvent;
+use crate::invoker::dispatch_envelope;
+use crate::request::{Request, RequestKind};
+use crate::runtime::Runtime;
+
+/// How a silo joins a cluster.
+#[derive(Clone)]
+pub struct ClusterConfig {
+    /// The cluster id: silos of other clusters are refused at the handshake.
+    pub cluster: String,
+    /// The shared cluster secret (at least 32 random bytes): silos without it are refused.
+    pub secret: Vec<u8>,
+    /// Where the silo's transport listens (`127.0.0.1:0`: a free loopback port).
+    pub listen: SocketAddr,
+    /// The address other silos dial, if not the one bound (behind NAT, in containers).
+    pub advertise: Option<SocketAddr>,
+    /// Placement of the grain types not in `placement_by_type`. Default `PreferLocal`.
+    pub placement: Placement,
+    /// Placement per grain type name.
+    pub placement_by_type: HashMap<String, Placement>,
+    /// How often the silo reads the membership table. Default 1 s.
+    pub membership_refresh: Duration,
+    /// How many times a call may be forwarded towards its grain's owner. Default 3.
+    pub max_forwards: u32,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("cluster", &self.cluster)
+            .field("listen", &self.listen)
+            .field("advertise", &self.advertise)
+            .field("placement", &self.placement)
+            .field("placement_by_type", &self.placement_by_type)
+            .field("membership_refresh", &self.membership_refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterConfig {
+    /// The defaults for `cluster`, `secret` and `listen`.
+    #[must_use]
+    pub fn new(cluster: impl Into<String>, secret: impl Into<Vec<u8>>, listen: SocketAddr) -> Self {
+        Self {
+            cluster: cluster.into(),
+            secret: secret.into(),
+            listen,
+            advertise: None,
+            placement: Placement::default(),
+            placement_by_type: HashMap::new(),
+            membership_refresh: Duration::from_secs(1),
+            max_forwards: 3,
+        }
+    }
+
+    /// Places grains of type `type_name` with `placement`.
+    #[must_use]
+    pub fn place(mut self, type_name: &str, placement: Placement) -> Self {
+        self.placement_by_type
+            .insert(type_name.to_owned(), placement);
+        self
+    }
+
+    fn placement_of(&self, type_name: &str) -> Placement {
+        self.placement_by_type
+            .get(type_name)
+            .copied()
+            .unwrap_or(self.placement)
+    }
+}
+
+/// What the silo knows of the membership table.
+#[derive(Debug, Default)]
+struct View {
+    /// Active silos, sorted: where new activations may go.
+    active: Vec<SiloId>,
+    /// Every row: status and transport address.
+    rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>)>,
+}
+
+/// The answer to a call that crossed silos: the result, and the silo that served it.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteReply {
+    result: Result<Vec<u8>, CallError>,
+    host: Option<SiloId>,
+}
+
+/// Where the owner of a grain is, as far as this silo can tell.
+pub(crate) enum OwnerState {
+    /// Serving: calls go there.
+    Alive,
+    /// Dead or unknown to the membership table: its claim may be replaced.
+    Gone,
+}
+
+/// A silo's part of the cluster: its transport, its view of membership and its directory cache.
+pub(crate) struct Cluster {
+    me: SiloId,
+    address: SocketAddr,
+    transport: Transport,
+    membership: Arc<dyn MembershipTable>,
+    view: RwLock<Arc<View>>,
+    cache: DashMap<GrainId, SiloId, BuildGrainIdHasher>,
+    config: ClusterConfig,
+    runtime: Weak<Runtime>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("me", &self.me)
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Binds the transport; calls that arrive are dispatched into `runtime`.
+    pub(crate) async fn bind(
+        config: ClusterConfig,
+        me: SiloId,
+        runtime: &Arc<Runtime>,
+        membership: Arc<dyn MembershipTable>,
+    ) -> std::io::Result<Arc<Self>> {
+        let transport_config =
+            TransportConfig::new(&config.cluster, config.secret.clone(), me.clone());
+        let handler = Arc::new(Incoming {
+            runtime: Arc::downgrade(runtime),
+        });
+        let transport = Transport::bind(transport_config, config.listen, handler).await?;
+        let address = config.advertise.unwrap_or_else(|| transport.local_addr());
+        Ok(Arc::new(Self {
+            me,
+            address,
+            transport,
+            membership,
+            view: RwLock::new(Arc::default()),
+            cache: DashMap::default(),
+            config,
+            runtime: Arc::downgrade(runtime),
+        }))
+    }
+
+    /// The address other silos reach this one at.
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Reads the membership table into the view.
+    pub(crate) async fn refresh(&self) -> Result<(), StorageError> {
+        let snapshot = self.membership.read().await?;
+        let mut view = View::default();
+        for entry in snapshot.entries {
+            if entry.status == SiloStatus::Active {
+                view.active.push(entry.silo.clone());
+            }
+            view.rows
+                .insert(entry.silo, (entry.status, entry.address.parse().ok()));
+        }
+        view.active
+            .sort_by(|a, b| (a.name(), a.generation()).cmp(&(b.name(), b.generation())));
+        let changed = {
+            let mut current = self.view.write();
+            let changed = current.active != view.active;
+            *current = Arc::new(view);
+            changed.then(|| current.active.clone())
+        };
+        if let (Some(active), Some(runtime)) = (changed, self.runtime.upgrade()) {
+            tracing::info!(silo = %self.me, members = active.len(), "cluster membership changed");
+            runtime.emit(SiloEvent::MembersChanged(active));
+        }
+        Ok(())
+    }
+
+    /// The active silos, as this silo last read them.
+    pub(crate) fn members(&self) -> Vec<SiloId> {
+        self.view.read().active.clone()
+    }
+
+    /// Runs [`refresh`](Self::refresh) every `membership_refresh` until the silo stops.
+    pub(crate) async fn refresh_loop(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.config.membership_refresh) => {}
+                () = stop.cancelled() => return,
+            }
+            if let Err(err) = self.refresh().await {
+                tracing::warn!(silo = %self.me, cause = %err, "cannot read the membership table; keeping the last view");
+            }
+        }
+    }
+
+    fn address_of(&self, silo: &SiloId) -> Option<SocketAddr> {
+        let view = self.view.read();
+        match view.rows.get(silo) {
+            Some((
+                SiloStatus::Active | SiloStatus::ShuttingDown | SiloStatus::Joining,
+                address,
+            )) => *address,
+            _ => None,
+        }
+    }
+
+    /// Where a call for `grain` that has no activation here should go, if not here.
+    pub(crate) fn remote_target(&self, runtime: &Runtime, grain: &GrainId) -> Option<SiloId> {
+        if runtime.catalog.contains_key(grain) {
+            return None;
+        }
+        if let Some(owner) = self.cached_elsewhere(grain) {
+            return Some(owner);
+        }
+        let view = self.view.read().clone();
+        let placement = self.config.placement_of(grain.type_name());
+        let target = placement.pick(grain, &view.active, &self.me);
+        (*target != self.me).then(|| target.clone())
+    }
+
+    /// The silo the cache says hosts `grain`, if it is another, live one.
+    pub(crate) fn cached_elsewhere(&self, grain: &GrainId) -> Option<SiloId> {
+        let owner = self.cache.get(grain)?.clone();
+        if owner == self.me {
+            return None;
+        }
+        if self.address_of(&owner).is_none() {
+            self.cache.remove(grain);
+            return None;
+        }
+        Some(owner)
+    }
+
+    /// Remembers that `silo` hosts `grain`.
+    pub(crate) fn learn(&self, grain: &GrainId, silo: SiloId) {
+        if silo == self.me {
+            self.cache.remove(grain);
+        } else {
+            self.cache.insert(grain.clone(), silo);
+        }
+    }
+
+    /// Whether the owner of a claim is serving: from the view, or the table itself when the
+    /// view does not know the silo yet.
+    pub(crate) async fn owner_state(&self, silo: &SiloId) -> OwnerState {
+        if self.address_of(silo).is_none()
+            && let Err(err) = self.refresh().await
+        {
+            tracing::warn!(%silo, cause = %err, "cannot read membership to check a grain's owner");
+            // Without the table, do not take a grain from a silo that may be alive.
+            return OwnerState::Alive;
+        }
+        let view = self.view.read();
+        match view.rows.get(silo) {
+            Some((SiloStatus::Dead, _)) | None => OwnerState::Gone,
+            Some(_) => OwnerState::Alive,
+        }
+    }
+
+    /// Sends a call to `to` and waits for its reply.
+    pub(crate) async fn call(&self, to: &SiloId, envelope: Envelope) -> Result<Payload, CallError> {
+        let Some(addr) = self.address_of(to) else {
+            self.cache.remove(&envelope.target);
+            return Err(CallError::SiloUnavailable {
+                silo: to.to_string(),
+                reason: "not an active member of the cluster".into(),
+                outcome_unknown: false,
+            });
+        };
+        let bytes = envelope.encode()?;
+        let (target, method, timeout) = (envelope.target, envelope.method_name, envelope.timeout);
+        match self.transport.request(addr, bytes, timeout).await {
+            Ok(reply) => {
+                let reply: RemoteReply = codec::decode(&reply).map_err(|e| CallError::Codec {
+                    what: "remote reply".into(),
+                    reason: e.to_string(),
+                })?;
+                if let Some(host) = reply.host {
+                    self.learn(&target, host);
+                }
+                reply.result.map(Payload::Encoded)
+            }
+            Err(err) => Err(self.transport_error(to, &target, method, timeout, &err)),
+        }
+    }
+
+    /// Sends a one-way call to `to`.
+    pub(crate) async fn send(&self, to: &SiloId, envelope: Envelope) -> Result<(), CallError> {
+        let Some(addr) = self.address_of(to) else {
+            return Err(CallError::SiloUnavailable {
+                silo: to.to_string(),
+                reason: "not an active member of the cluster".into(),
+                outcome_unknown: false,
+            });
+        };
+        let bytes = envelope.encode()?;
+        let (target, method, timeout) = (envelope.target, envelope.method_name, envelope.timeout);
+        self.transport
+            .send(addr, bytes)
+            .await
+            .map_err(|err| self.transport_error(to, &target, method, timeout, &err))
+    }
+
+    fn transport_error(
+        &self,
+        to: &SiloId,
+        grain: &GrainId,
+        method: String,
+        timeout: Duration,
+        err: &TransportError,
+    ) -> CallError {
+        match err {
+            TransportError::Timeout { .. } => CallError::Timeout {
+                grain: grain.clone(),
+                method,
+                timeout,
+            },
+            TransportError::TooLarge { .. } | TransportError::Refused { .. } => CallError::Codec {
+                what: format!("call {method} on {grain}"),
+                reason: err.to_string(),
+            },
+            TransportError::ConnectionLost { .. } => {
+                self.cache.remove(grain);
+                CallError::SiloUnavailable {
+                    silo: to.to_string(),
+                    reason: err.to_string(),
+                    outcome_unknown: true,
+                }
+            }
+            _ => {
+                self.cache.remove(grain);
+                CallError::SiloUnavailable {
+                    silo: to.to_string(),
+                    reason: err.to_string(),
+                    outcome_unknown: false,
+                }
+            }
+        }
+    }
+
+    /// Forwards a request that reached this silo to `to`, the grain's owner, answering it with
+    /// the owner's reply. Timer ticks are never forwarded: they belong to a local activation.
+    pub(crate) fn forward(self: &Arc<Self>, runtime: &Arc<Runtime>, req: Request, to: SiloId) {
+        if req.forwards >= self.config.max_forwards {
+            let err = CallError::SiloUnavailable {
+                silo: to.to_string(),
+                reason: format!(
+                    "the call was forwarded {} times without reaching {}",
+                    req.forwards, req.target
+                ),
+                outcome_unknown: false,
+            };
+            return req.fail(err);
+        }
+        let Request {
+            target,
+            kind,
+            chain,
+            deadline,
+            forwards,
+            ..
+        } = req;
+        let RequestKind::Call {
+            method,
+            args,
+            reply,
+        } = kind
+        else {
+            return;
+        };
+        let method_name = runtime
+            .registry
+            .method_name(target.type_name(), method)
+            .unwrap_or("(unknown method)")
+            .to_owned();
+        let timeout = deadline.map_or(runtime.config.call_timeout, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let args = match args.into_bytes(&method_name) {
+            Ok(args) => args,
+            Err(err) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(err));
+                }
+                return;
+            }
+        };
+        let envelope = Envelope {
+            target,
+            method,
+            method_name,
+            args,
+            timeout,
+            chain,
+            one_way: reply.is_none(),
+            forwards: forwards + 1,
+        };
+        let cluster = self.clone();
+        runtime.tracker.spawn(async move {
+            match reply {
+                Some(reply) => {
+                    let _ = reply.send(cluster.call(&to, envelope).await);
+                }
+                None => {
+                    if let Err(err) = cluster.send(&to, envelope).await {
+                        tracing::warn!(%to, cause = %err, "forwarding a one-way call failed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Closes the transport.
+    pub(crate) async fn shutdown(&self) {
+        self.transport.shutdown().await;
+    }
+}
+
+/// Calls that arrive from other silos.
+struct Incoming {
+    runtime: Weak<Runtime>,
+}
+
+impl Handler for Incoming {
+    fn request(
+        &self,
+        _from: &SiloId,
+        body: Vec<u8>,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Vec<u8>> {
+        let runtime = self.runtime.upgrade();
+        async move {
+            let reply = match runtime {
+                Some(runtime) => dispatch_remote(&runtime, &body).await,
+                None => RemoteReply {
+                    result: Err(CallError::ShuttingDown),
+                    host: None,
+                },
+            };
+            codec::encode(&reply).unwrap_or_else(|err| {
+                let fallback = RemoteReply {
+                    result: Err(CallError::Codec {
+                        what: "reply".into(),
+                        reason: err.to_string(),
+                    }),
+                    host: reply.host,
+                };
+                codec::encode(&fallback).expect("a short error always encodes")
+            })
+        }
+        .boxed()
+    }
+
+    fn one_way(&self, _from: &SiloId, body: Vec<u8>) {
+        if let Some(runtime) = self.runtime.upgrade() {
+            let tracker = runtime.tracker.clone();
+            tracker.spawn(async move {
+                let _ = dispatch_remote(&runtime, &body).await;
+            });
+        }
+    }
+}
+
+/// Runs a call that arrived from another silo, and names the silo that served it.
+async fn dispatch_remote(runtime: &Arc<Runtime>, bytes: &[u8]) -> RemoteReply {
+    let (result, target) = dispatch_envelope(runtime, bytes).await;
+    let host = match (runtime.cluster.get(), target) {
+        (Some(cluster), Some(target)) => {
+            if runtime.catalog.contains_key(&target) {
+                Some(cluster.me.clone())
+            } else {
+                cluster.cache.get(&target).map(|s| s.clone())
+            }
+        }
+        _ => None,
+    };
+    RemoteReply { result, host }
+}

@@ -1,0 +1,203 @@
+//! Clusters of silos in one process, over real loopback TCP and a real Redis: calls routed to
+//! grains on other silos, grains calling grains across silos, and racing cold starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use granary::{
+    ClusterConfig, GrainContext, GrainId, Placement, Result, Silo, SiloConfig, SiloEvent, grain,
+};
+use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary_testkit::redis_server::{shared_redis_url, unique_name};
+use serde::{Deserialize, Serialize};
+
+const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Tally {
+    count: u64,
+}
+
+/// A grain that counts (persisted), says which activation it is, and calls others.
+#[derive(Debug, Default)]
+pub struct CounterGrain;
+
+#[grain(name = "cluster.counter", state = Tally)]
+impl CounterGrain {
+    /// Adds one and commits; returns the count and this activation's id.
+    pub async fn bump(&self, ctx: &GrainContext<Self>) -> Result<(u64, String)> {
+        let count = {
+            let mut state = ctx.state();
+            state.count += 1;
+            state.count
+        };
+        ctx.write_state().await?;
+        Ok((count, ctx.activation_id().to_string()))
+    }
+
+    /// This activation's id.
+    #[read_only]
+    pub async fn whoami(&self, ctx: &GrainContext<Self>) -> Result<String> {
+        Ok(ctx.activation_id().to_string())
+    }
+
+    /// Bumps grain `other` (wherever it lives) and returns its answer.
+    pub async fn bump_other(&self, ctx: &GrainContext<Self>, other: i64) -> Result<(u64, String)> {
+        ctx.grain::<CounterGrain>(other).bump().await
+    }
+}
+
+/// Starts `n` silos of one new cluster, each with its own Redis connection (as separate
+/// processes would have), and waits until every one sees all of them.
+async fn cluster(n: usize, placement: Placement) -> Vec<Silo> {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("cl");
+    let mut silos = Vec::new();
+    for i in 0..n {
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
+                .await
+                .unwrap(),
+        );
+        let mut config = ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap());
+        config.placement = placement;
+        config.membership_refresh = Duration::from_millis(100);
+        let silo = Silo::builder()
+            .config(SiloConfig {
+                name: format!("s{i}"),
+                ..SiloConfig::test_profile()
+            })
+            .storage(store.clone())
+            .membership(Arc::new(RedisMembership::new(store)))
+            .cluster(config)
+            .register::<CounterGrain>()
+            .start()
+            .await
+            .unwrap();
+        silos.push(silo);
+    }
+    for silo in &silos {
+        let mut events = silo.events();
+        if silo.members().len() < n {
+            events
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == n))
+                .await
+                .unwrap();
+        }
+    }
+    silos
+}
+
+async fn shutdown(silos: Vec<Silo>) {
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}
+
+fn hosts(silos: &[Silo], grain: &GrainId) -> Vec<usize> {
+    (0..silos.len())
+        .filter(|&i| silos[i].is_active(grain))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_reach_grains_on_other_silos_and_grains_call_across_silos() {
+    let silos = cluster(3, Placement::Hash).await;
+    let grains: Vec<i64> = (0..30).collect();
+    // First calls from silo 0: hash placement spreads the grains over the three silos.
+    for &g in &grains {
+        let (count, _) = silos[0]
+            .client()
+            .grain::<CounterGrain>(g)
+            .bump()
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+    let mut per_silo = [0; 3];
+    for &g in &grains {
+        let hosts = hosts(&silos, &GrainId::new("cluster.counter", g));
+        assert_eq!(
+            hosts.len(),
+            1,
+            "grain {g} is active on exactly one silo: {hosts:?}"
+        );
+        per_silo[hosts[0]] += 1;
+    }
+    assert!(
+        per_silo.iter().all(|&n| n > 0),
+        "every silo hosts some grains: {per_silo:?}"
+    );
+    // Every silo reaches every grain, the same activation, its state intact.
+    for (i, silo) in silos.iter().enumerate() {
+        for &g in &grains {
+            let (count, _) = silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
+            assert_eq!(count, 2 + i as u64, "grain {g} from silo {i}");
+        }
+    }
+    // A grain calling a grain that lives on another silo.
+    let id = |g: i64| GrainId::new("cluster.counter", g);
+    let (a, b) = grains
+        .iter()
+        .flat_map(|&a| grains.iter().map(move |&b| (a, b)))
+        .find(|&(a, b)| hosts(&silos, &id(a)) != hosts(&silos, &id(b)))
+        .unwrap();
+    let before = silos[0]
+        .client()
+        .grain::<CounterGrain>(b)
+        .whoami()
+        .await
+        .unwrap();
+    let (count, activation) = silos[2]
+        .client()
+        .grain::<CounterGrain>(a)
+        .bump_other(b)
+        .await
+        .unwrap();
+    assert_eq!(
+        (count, activation),
+        (5, before),
+        "the call went to b's one activation"
+    );
+    shutdown(silos).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_cold_starts_make_one_activation_per_grain() {
+    // Prefer-local placement is the worst case: every silo tries to activate every grain.
+    let silos = Arc::new(cluster(3, Placement::PreferLocal).await);
+    for round in 0..20 {
+        let keys: Vec<String> = (0..10).map(|g| format!("r{round}-g{g}")).collect();
+        let calls = (0..100).map(|caller| {
+            let silos = silos.clone();
+            let key = keys[caller % 10].clone();
+            async move {
+                let grain = silos[caller % 3]
+                    .client()
+                    .grain::<CounterGrain>(key.clone());
+                (key, grain.whoami().await.unwrap())
+            }
+        });
+        let answers = join_all(calls).await;
+        for key in &keys {
+            let ids: std::collections::HashSet<&String> = answers
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, id)| id)
+                .collect();
+            assert_eq!(
+                ids.len(),
+                1,
+                "round {round}, grain {key}: activations {ids:?}"
+            );
+            let hosts = hosts(&silos, &GrainId::new("cluster.counter", key.as_str()));
+            assert_eq!(
+                hosts.len(),
+                1,
+                "round {round}, grain {key}: hosts {hosts:?}"
+            );
+        }
+    }
+    shutdown(Arc::into_inner(silos).unwrap()).await;
+}
