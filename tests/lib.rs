@@ -1,1 +1,45 @@
-//! Integration tests live in `cluster/`; this library is empty.
+//! What the cluster tests share with the `test-silo` process they start: the grain types.
+
+use granary::{GrainContext, Result, grain};
+use serde::{Deserialize, Serialize};
+
+/// The persisted count of a [`CounterGrain`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Tally {
+    count: u64,
+}
+
+/// A grain that counts (persisted), says which activation it is, and calls others.
+#[derive(Debug, Default)]
+pub struct CounterGrain;
+
+#[grain(name = "cluster.counter", state = Tally)]
+impl CounterGrain {
+    /// Adds one and commits; returns the count and this activation's id.
+    pub async fn bump(&self, ctx: &GrainContext<Self>) -> Result<(u64, String)> {
+        let count = {
+            let mut state = ctx.state();
+            state.count += 1;
+            state.count
+        };
+        ctx.write_state().await?;
+        Ok((count, ctx.activation_id().to_string()))
+    }
+
+    /// The count.
+    #[read_only]
+    pub async fn get(&self, ctx: &GrainContext<Self>) -> Result<u64> {
+        Ok(ctx.state().count)
+    }
+
+    /// This activation's id.
+    #[read_only]
+    pub async fn whoami(&self, ctx: &GrainContext<Self>) -> Result<String> {
+        Ok(ctx.activation_id().to_string())
+    }
+
+    /// Bumps grain `other` (wherever it lives) and returns its answer.
+    pub async fn bump_other(&self, ctx: &GrainContext<Self>, other: i64) -> Result<(u64, String)> {
+        ctx.grain::<CounterGrain>(other).bump().await
+    }
+}

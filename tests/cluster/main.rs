@@ -13,6 +13,7 @@ mod activation;
 mod bad_input;
 mod lifecycle;
 mod multi_silo;
+mod processes;
 mod tidy;
 mod turns;
 mod wire;

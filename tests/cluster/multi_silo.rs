@@ -5,48 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use granary::{
-    ClusterConfig, GrainContext, GrainId, Placement, Result, Silo, SiloConfig, SiloEvent, grain,
-};
+use granary::{ClusterConfig, GrainId, Placement, Silo, SiloConfig, SiloEvent};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
-use serde::{Deserialize, Serialize};
+use granary_tests::CounterGrain;
 
 const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Tally {
-    count: u64,
-}
-
-/// A grain that counts (persisted), says which activation it is, and calls others.
-#[derive(Debug, Default)]
-pub struct CounterGrain;
-
-#[grain(name = "cluster.counter", state = Tally)]
-impl CounterGrain {
-    /// Adds one and commits; returns the count and this activation's id.
-    pub async fn bump(&self, ctx: &GrainContext<Self>) -> Result<(u64, String)> {
-        let count = {
-            let mut state = ctx.state();
-            state.count += 1;
-            state.count
-        };
-        ctx.write_state().await?;
-        Ok((count, ctx.activation_id().to_string()))
-    }
-
-    /// This activation's id.
-    #[read_only]
-    pub async fn whoami(&self, ctx: &GrainContext<Self>) -> Result<String> {
-        Ok(ctx.activation_id().to_string())
-    }
-
-    /// Bumps grain `other` (wherever it lives) and returns its answer.
-    pub async fn bump_other(&self, ctx: &GrainContext<Self>, other: i64) -> Result<(u64, String)> {
-        ctx.grain::<CounterGrain>(other).bump().await
-    }
-}
 
 /// Starts `n` silos of one new cluster, each with its own Redis connection (as separate
 /// processes would have), and waits until every one sees all of them.

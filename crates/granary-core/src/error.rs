@@ -121,7 +121,7 @@ pub enum CallError {
     /// The silo hosting the grain could not be reached, or its connection broke. With
     /// `outcome_unknown` false the call was never sent (retrying is safe); with it true the
     /// connection broke while the call was in flight, so it may have run.
-    #[error("silo {silo} is unavailable: {reason}{}", if *outcome_unknown { " (outcome unknown)" } else { "" })]
+    #[error("silo {silo} is unavailable: {reason}")]
     SiloUnavailable {
         /// The silo (or its address).
         silo: String,
@@ -220,6 +220,10 @@ pub enum StorageError {
         "the store lost this cluster's data ({0}); refusing to activate or write grains. Restore the data and restart the silos, or start the cluster afresh if the loss was intended"
     )]
     DataLost(String),
+    /// The caller was fenced out: e.g. a silo declared dead, whose row can never become active
+    /// again. A restarted process joins under a new generation.
+    #[error("fenced out: {0}")]
+    Fenced(String),
     /// The store holds data this build cannot read (an outbox entry or directory entry of an
     /// unknown shape): written by another version, or damaged. It was left as it is.
     #[error("the store holds data this build cannot read: {0}")]

@@ -10,7 +10,7 @@ mod membership;
 mod state;
 
 pub use directory::{GrainAddress, GrainDirectory};
-pub use membership::{MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus};
+pub use membership::{MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus, Suspicion};
 pub use state::{
     Claim, Commit, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, StateChange, StateStore,
 };

@@ -8,6 +8,8 @@
 //! bounded number of times) and every silo on the way learns the location. Replies name the
 //! silo that served the call, so callers cache it.
 
+mod client;
+mod detector;
 mod placement;
 
 use std::collections::HashMap;
@@ -27,10 +29,11 @@ use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+pub use client::{ClientConfig, ClusterClient, ConnectError};
 pub use placement::Placement;
 
 use crate::events::SiloEvent;
-use crate::invoker::dispatch_envelope;
+use crate::invoker::run_envelope;
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
 
@@ -53,6 +56,17 @@ pub struct ClusterConfig {
     pub membership_refresh: Duration,
     /// How many times a call may be forwarded towards its grain's owner. Default 3.
     pub max_forwards: u32,
+    /// How often each silo probes every other active silo. Default 1 s.
+    pub probe_interval: Duration,
+    /// How long a probe may take. Default 1 s.
+    pub probe_timeout: Duration,
+    /// Probes a silo may miss in a row before this silo votes it dead. Default 3.
+    pub missed_probes: u32,
+    /// Votes that declare a silo dead (fewer when fewer silos can vote: one suffices in a
+    /// two-silo cluster). Default 2.
+    pub votes_for_death: u32,
+    /// How long a vote counts. Default 60 s.
+    pub vote_expiry: Duration,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -81,7 +95,25 @@ impl ClusterConfig {
             placement_by_type: HashMap::new(),
             membership_refresh: Duration::from_secs(1),
             max_forwards: 3,
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(1),
+            missed_probes: 3,
+            votes_for_death: 2,
+            vote_expiry: Duration::from_secs(60),
         }
+    }
+
+    /// The fast profile for tests and local demos: membership read every 100 ms, probes every
+    /// 200 ms with a 200 ms timeout, dead after 2 missed probes: a crashed silo is declared dead
+    /// within about a second. Production defaults ([`new`](Self::new)): 1 s, 1 s, 3 missed
+    /// probes, about 4–5 s.
+    #[must_use]
+    pub fn test_profile(mut self) -> Self {
+        self.membership_refresh = Duration::from_millis(100);
+        self.probe_interval = Duration::from_millis(200);
+        self.probe_timeout = Duration::from_millis(200);
+        self.missed_probes = 2;
+        self
     }
 
     /// Places grains of type `type_name` with `placement`.
@@ -107,6 +139,19 @@ struct View {
     active: Vec<SiloId>,
     /// Every row: status and transport address.
     rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>)>,
+}
+
+/// What one silo asks another.
+#[derive(Debug, Serialize, Deserialize)]
+enum ClusterMessage {
+    /// A grain call.
+    Call(Envelope),
+    /// A probe: answered at once.
+    Ping,
+    /// Probe the asker back at this address (a joining silo checks two-way connectivity).
+    ProbeBack(SocketAddr),
+    /// The active silos and their addresses (clients refresh their gateways with it).
+    Members,
 }
 
 /// The answer to a call that crossed silos: the result, and the silo that served it.
@@ -190,17 +235,60 @@ impl Cluster {
         }
         view.active
             .sort_by(|a, b| (a.name(), a.generation()).cmp(&(b.name(), b.generation())));
-        let changed = {
+        let (changed, newly_dead) = {
             let mut current = self.view.write();
             let changed = current.active != view.active;
+            let newly_dead: Vec<(SiloId, Option<SocketAddr>)> = view
+                .rows
+                .iter()
+                .filter(|(silo, (status, _))| {
+                    *status == SiloStatus::Dead
+                        && current
+                            .rows
+                            .get(*silo)
+                            .is_some_and(|(s, _)| *s != SiloStatus::Dead)
+                })
+                .map(|(silo, (_, addr))| (silo.clone(), *addr))
+                .collect();
             *current = Arc::new(view);
-            changed.then(|| current.active.clone())
+            (changed.then(|| current.active.clone()), newly_dead)
         };
+        for (silo, addr) in newly_dead {
+            if silo == self.me {
+                self.declared_dead();
+            } else if let Some(addr) = addr {
+                // Calls in flight to a dead silo fail now, not at their deadline.
+                self.transport.disconnect(addr);
+            }
+        }
         if let (Some(active), Some(runtime)) = (changed, self.runtime.upgrade()) {
             tracing::info!(silo = %self.me, members = active.len(), "cluster membership changed");
             runtime.emit(SiloEvent::MembersChanged(active));
         }
         Ok(())
+    }
+
+    /// This silo was declared dead: it stops serving (dead is final).
+    fn declared_dead(&self) {
+        tracing::error!(silo = %self.me, "this silo was declared dead by the cluster: it stops serving");
+        if let Some(runtime) = self.runtime.upgrade() {
+            runtime.stop_accepting();
+            runtime.emit(SiloEvent::DeclaredDead);
+            let stopping = runtime.clone();
+            runtime.tracker.spawn(async move {
+                let timeout = stopping.config.shutdown_timeout;
+                stopping.deactivate_all(timeout).await;
+            });
+        }
+    }
+
+    /// The active silos with their addresses.
+    fn member_addresses(&self) -> Vec<(SiloId, SocketAddr)> {
+        let view = self.view.read();
+        view.active
+            .iter()
+            .filter_map(|s| Some((s.clone(), view.rows.get(s)?.1?)))
+            .collect()
     }
 
     /// The active silos, as this silo last read them.
@@ -295,8 +383,12 @@ impl Cluster {
                 outcome_unknown: false,
             });
         };
-        let bytes = envelope.encode()?;
-        let (target, method, timeout) = (envelope.target, envelope.method_name, envelope.timeout);
+        let (target, method, timeout) = (
+            envelope.target.clone(),
+            envelope.method_name.clone(),
+            envelope.timeout,
+        );
+        let bytes = encode_message(&ClusterMessage::Call(envelope))?;
         match self.transport.request(addr, bytes, timeout).await {
             Ok(reply) => {
                 let reply: RemoteReply = codec::decode(&reply).map_err(|e| CallError::Codec {
@@ -321,8 +413,12 @@ impl Cluster {
                 outcome_unknown: false,
             });
         };
-        let bytes = envelope.encode()?;
-        let (target, method, timeout) = (envelope.target, envelope.method_name, envelope.timeout);
+        let (target, method, timeout) = (
+            envelope.target.clone(),
+            envelope.method_name.clone(),
+            envelope.timeout,
+        );
+        let bytes = encode_message(&ClusterMessage::Call(envelope))?;
         self.transport
             .send(addr, bytes)
             .await
@@ -444,6 +540,13 @@ impl Cluster {
     }
 }
 
+fn encode_message(message: &ClusterMessage) -> Result<Vec<u8>, CallError> {
+    codec::encode(message).map_err(|e| CallError::Codec {
+        what: "cluster message".into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Calls that arrive from other silos.
 struct Incoming {
     runtime: Weak<Runtime>,
@@ -458,9 +561,34 @@ impl Handler for Incoming {
     ) -> BoxFuture<'static, Vec<u8>> {
         let runtime = self.runtime.upgrade();
         async move {
-            let reply = match runtime {
-                Some(runtime) => dispatch_remote(&runtime, &body).await,
-                None => RemoteReply {
+            let message = codec::decode::<ClusterMessage>(&body);
+            let reply = match (runtime, message) {
+                (Some(runtime), Ok(ClusterMessage::Call(envelope))) => {
+                    dispatch_remote(&runtime, envelope).await
+                }
+                (Some(_), Ok(ClusterMessage::Ping)) => return Vec::new(),
+                (Some(runtime), Ok(ClusterMessage::Members)) => {
+                    let members = runtime.cluster.get().map(|c| c.member_addresses());
+                    return codec::encode(&members.unwrap_or_default()).unwrap_or_default();
+                }
+                (Some(runtime), Ok(ClusterMessage::ProbeBack(addr))) => {
+                    let reached = match runtime.cluster.get() {
+                        Some(cluster) => cluster.ping(addr).await,
+                        None => false,
+                    };
+                    return vec![u8::from(reached)];
+                }
+                (_, Err(err)) => {
+                    tracing::warn!(cause = %err, "malformed message from another silo");
+                    RemoteReply {
+                        result: Err(CallError::Codec {
+                            what: "cluster message".into(),
+                            reason: err.to_string(),
+                        }),
+                        host: None,
+                    }
+                }
+                (None, Ok(_)) => RemoteReply {
                     result: Err(CallError::ShuttingDown),
                     host: None,
                 },
@@ -480,20 +608,28 @@ impl Handler for Incoming {
     }
 
     fn one_way(&self, _from: &SiloId, body: Vec<u8>) {
-        if let Some(runtime) = self.runtime.upgrade() {
-            let tracker = runtime.tracker.clone();
-            tracker.spawn(async move {
-                let _ = dispatch_remote(&runtime, &body).await;
-            });
+        let Some(runtime) = self.runtime.upgrade() else {
+            return;
+        };
+        match codec::decode::<ClusterMessage>(&body) {
+            Ok(ClusterMessage::Call(envelope)) => {
+                let tracker = runtime.tracker.clone();
+                tracker.spawn(async move {
+                    let _ = dispatch_remote(&runtime, envelope).await;
+                });
+            }
+            Ok(other) => tracing::warn!(?other, "unexpected one-way cluster message"),
+            Err(err) => tracing::warn!(cause = %err, "malformed message from another silo"),
         }
     }
 }
 
 /// Runs a call that arrived from another silo, and names the silo that served it.
-async fn dispatch_remote(runtime: &Arc<Runtime>, bytes: &[u8]) -> RemoteReply {
-    let (result, target) = dispatch_envelope(runtime, bytes).await;
-    let host = match (runtime.cluster.get(), target) {
-        (Some(cluster), Some(target)) => {
+async fn dispatch_remote(runtime: &Arc<Runtime>, envelope: Envelope) -> RemoteReply {
+    let target = envelope.target.clone();
+    let result = run_envelope(runtime, envelope).await;
+    let host = match runtime.cluster.get() {
+        Some(cluster) => {
             if runtime.catalog.contains_key(&target) {
                 Some(cluster.me.clone())
             } else {

@@ -63,6 +63,9 @@ pub enum SiloEvent {
     TurnPanicked(GrainId),
     /// The silo's view of the cluster changed: these silos are now active (sorted).
     MembersChanged(Vec<granary_core::SiloId>),
+    /// The cluster declared this silo dead: it admits no more calls and deactivates its grains.
+    /// Dead is final; a restarted process joins under a new generation.
+    DeclaredDead,
 }
 
 /// A subscription to a silo's events, from [`Silo::events`](crate::Silo::events).
@@ -98,23 +101,29 @@ impl SiloEvents {
     /// [`WaitTimeout`] when none arrives before the deadline or the silo is gone.
     pub async fn wait_for(
         &mut self,
-        mut pred: impl FnMut(&SiloEvent) -> bool,
+        pred: impl FnMut(&SiloEvent) -> bool,
     ) -> Result<SiloEvent, WaitTimeout> {
-        let wait = async {
-            loop {
-                match self.rx.recv().await {
-                    Ok(event) if pred(&event) => return Some(event),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "silo event subscriber lagged");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        };
-        match tokio::time::timeout(self.deadline, wait).await {
+        let deadline = self.deadline;
+        match tokio::time::timeout(deadline, self.next_where(pred)).await {
             Ok(Some(event)) => Ok(event),
-            _ => Err(WaitTimeout(self.deadline)),
+            _ => Err(WaitTimeout(deadline)),
+        }
+    }
+
+    /// The next event matching `pred`, however long it takes; `None` once the silo is gone.
+    pub async fn next_where(
+        &mut self,
+        mut pred: impl FnMut(&SiloEvent) -> bool,
+    ) -> Option<SiloEvent> {
+        loop {
+            match self.rx.recv().await {
+                Ok(event) if pred(&event) => return Some(event),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "silo event subscriber lagged");
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use granary_core::{CallError, Envelope, GrainId, Invoker, OutgoingCall, Payload, codec};
+use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
 
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
@@ -152,7 +152,7 @@ impl Invoker for SiloInvoker {
 }
 
 /// The envelope of an outgoing call: what crosses silos.
-fn envelope_of(
+pub(crate) fn envelope_of(
     call: OutgoingCall,
     timeout: std::time::Duration,
     one_way: bool,
@@ -188,7 +188,7 @@ async fn call_over_wire(
 /// Dispatches an encoded envelope and answers with the encoded `Result<Vec<u8>, CallError>`:
 /// the entry point of calls that arrive over the wire.
 pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u8> {
-    let (result, _) = dispatch_envelope(runtime, bytes).await;
+    let result = dispatch_envelope(runtime, bytes).await;
     codec::encode(&result).unwrap_or_else(|err| {
         // The reply itself is too large or unencodable: say so instead.
         let fallback: Result<Vec<u8>, CallError> = Err(CallError::Codec {
@@ -200,24 +200,22 @@ pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u
 }
 
 /// Runs an encoded call: here, or forwarded when this silo knows its grain lives on another
-/// silo. Answers with the encoded reply (empty for a one-way call) and the grain called.
-pub(crate) async fn dispatch_envelope(
-    runtime: &Arc<Runtime>,
-    bytes: &[u8],
-) -> (Result<Vec<u8>, CallError>, Option<GrainId>) {
+/// silo. Answers with the encoded reply (empty for a one-way call).
+async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
     match Envelope::decode(bytes) {
-        Ok(envelope) => {
-            let target = envelope.target.clone();
-            (run_envelope(runtime, envelope).await, Some(target))
-        }
+        Ok(envelope) => run_envelope(runtime, envelope).await,
         Err(err) => {
             tracing::warn!(cause = %err, "malformed call envelope");
-            (Err(err), None)
+            Err(err)
         }
     }
 }
 
-async fn run_envelope(runtime: &Arc<Runtime>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+/// Runs a decoded call: see `dispatch_envelope`.
+pub(crate) async fn run_envelope(
+    runtime: &Arc<Runtime>,
+    envelope: Envelope,
+) -> Result<Vec<u8>, CallError> {
     let deadline = Instant::now() + envelope.timeout;
     let Envelope {
         target,

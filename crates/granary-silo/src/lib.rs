@@ -30,7 +30,7 @@ mod scheduler;
 mod silo;
 
 pub use client::Client;
-pub use cluster::{ClusterConfig, Placement};
+pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Placement};
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
 pub use runtime::CallObserver;

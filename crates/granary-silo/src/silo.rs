@@ -192,13 +192,21 @@ impl SiloBuilder {
                 .cluster
                 .set(cluster.clone())
                 .expect("the cluster is set once");
+            set_status(&*membership, &silo_id, &address, SiloStatus::Joining)
+                .await
+                .map_err(StartError::Membership)?;
+            cluster.refresh().await.map_err(StartError::Membership)?;
+            cluster.join().await;
             set_status(&*membership, &silo_id, &address, SiloStatus::Active)
                 .await
                 .map_err(StartError::Membership)?;
             cluster.refresh().await.map_err(StartError::Membership)?;
             runtime
                 .tracker
-                .spawn(cluster.refresh_loop(runtime.shutdown.clone()));
+                .spawn(cluster.clone().refresh_loop(runtime.shutdown.clone()));
+            runtime
+                .tracker
+                .spawn(cluster.probe_loop(runtime.shutdown.clone()));
         } else {
             set_status(&*membership, &silo_id, &address, SiloStatus::Active)
                 .await
@@ -230,10 +238,16 @@ async fn set_status(
 ) -> Result<(), StorageError> {
     loop {
         let snapshot = table.read().await?;
+        let current = snapshot.entries.iter().find(|e| e.silo == *silo);
+        if current.is_some_and(|e| e.status == SiloStatus::Dead) && status != SiloStatus::Dead {
+            // Dead is final: a silo declared dead never serves again under this generation.
+            return Err(StorageError::Fenced(format!(
+                "silo {silo} was declared dead; dead is final"
+            )));
+        }
         let entry = MembershipEntry {
-            silo: silo.clone(),
-            address: address.to_owned(),
-            status,
+            suspicions: current.map(|e| e.suspicions.clone()).unwrap_or_default(),
+            ..MembershipEntry::new(silo.clone(), address, status)
         };
         match table.upsert(entry, snapshot.version).await {
             Ok(_) => return Ok(()),

@@ -185,6 +185,18 @@ impl Transport {
         Ok(self.link(addr).await?.peer().clone())
     }
 
+    /// Closes the link to `addr`, if any: requests in flight on it fail at once as
+    /// `ConnectionLost` (used when the peer is declared dead). A later request dials again.
+    pub fn disconnect(&self, addr: SocketAddr) {
+        let slot = self.inner.peers.lock().remove(&addr);
+        if let Some(slot) = slot
+            && let Ok(peer) = slot.try_lock()
+            && let Some(link) = &peer.link
+        {
+            link.close("disconnected: the peer was declared dead");
+        }
+    }
+
     /// Closes the listener and every link, and waits for their tasks.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();

@@ -9,8 +9,9 @@ pub use granary_core::{
 };
 pub use granary_macros::grain;
 pub use granary_silo::{
-    Client, ClusterConfig, DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder,
-    SiloConfig, SiloEvent, SiloEvents, StartError, WaitTimeout,
+    Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
+    DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
+    SiloEvents, StartError, WaitTimeout,
 };
 
 pub mod provider {

@@ -29,6 +29,31 @@ pub struct MembershipEntry {
     pub address: String,
     /// Its status.
     pub status: SiloStatus,
+    /// Votes of other silos that could not reach it; enough recent ones declare it dead.
+    #[serde(default)]
+    pub suspicions: Vec<Suspicion>,
+}
+
+impl MembershipEntry {
+    /// A row without suspicions.
+    #[must_use]
+    pub fn new(silo: SiloId, address: impl Into<String>, status: SiloStatus) -> Self {
+        Self {
+            silo,
+            address: address.into(),
+            status,
+            suspicions: Vec::new(),
+        }
+    }
+}
+
+/// One silo's vote that another did not answer its probes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suspicion {
+    /// The silo that voted.
+    pub observer: SiloId,
+    /// When, in milliseconds since the Unix epoch (votes expire).
+    pub at_ms: u64,
 }
 
 /// The whole table at one version.

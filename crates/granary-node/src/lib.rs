@@ -1,0 +1,373 @@
+//! Run a Granary silo as its own process.
+//!
+//! A silo binary registers its grain types and hands the rest to [`run`]:
+//!
+//! ```no_run
+//! # use granary::{grain, GrainContext, Result};
+//! # #[derive(Default)] pub struct PlayerGrain;
+//! # #[grain(name = "player", state = ())] impl PlayerGrain {}
+//! #[tokio::main]
+//! async fn main() -> Result<(), granary_node::NodeError> {
+//!     let settings = granary_node::Settings::load(std::env::args().nth(1).as_deref())?;
+//!     granary_node::run(settings, |silo| silo.register::<PlayerGrain>()).await
+//! }
+//! ```
+//!
+//! # Settings
+//!
+//! From a TOML file (optional) whose keys are the names below without the `GRANARY_` prefix,
+//! in lower case, then from environment variables, which win:
+//!
+//! | variable | meaning | default |
+//! |----------|---------|---------|
+//! | `GRANARY_NAME` | the silo's name | `silo` |
+//! | `GRANARY_CLUSTER` | the cluster id | required |
+//! | `GRANARY_SECRET` | the cluster secret, at least 16 characters (use 32 random bytes, hex) | required |
+//! | `GRANARY_REDIS` | the Redis URL of state, directory and membership | required |
+//! | `GRANARY_LISTEN` | the transport's listen address | `0.0.0.0:11111` |
+//! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
+//! | `GRANARY_PLACEMENT` | `prefer-local`, `hash` or `random` | `prefer-local` |
+//! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
+//!
+//! The silo prints `granary silo <id> ready at <address>` once it is active, stops cleanly on
+//! SIGINT or SIGTERM, and exits with status 3 if the cluster declares it dead.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
+use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use serde::Deserialize;
+
+/// How a silo process runs: see the crate docs for each setting.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The silo's name.
+    pub name: Option<String>,
+    /// The cluster id.
+    pub cluster: Option<String>,
+    /// The cluster secret.
+    pub secret: Option<String>,
+    /// The Redis URL.
+    pub redis: Option<String>,
+    /// The listen address.
+    pub listen: Option<String>,
+    /// The advertised address.
+    pub advertise: Option<String>,
+    /// The placement of new activations.
+    pub placement: Option<String>,
+    /// `production` or `test`.
+    pub profile: Option<String>,
+}
+
+/// Why a silo process could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// A setting is missing or invalid; the message names it and says what it takes.
+    #[error("setting {name}: {problem}")]
+    Setting {
+        /// The setting (its environment variable).
+        name: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The settings file cannot be read or parsed.
+    #[error("settings file {path}: {problem}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Redis refused or could not be reached.
+    #[error(transparent)]
+    Redis(#[from] granary_redis::ConnectError),
+    /// The silo could not start.
+    #[error(transparent)]
+    Start(#[from] granary::StartError),
+    /// The silo did not stop cleanly.
+    #[error(transparent)]
+    Shutdown(#[from] granary::ShutdownError),
+    /// The cluster declared this silo dead; it stopped serving. Restart it: it joins anew.
+    #[error("the cluster declared this silo dead; it stopped serving")]
+    DeclaredDead,
+}
+
+impl NodeError {
+    /// The process exit status for this error: 3 when declared dead, 2 for settings, 1 else.
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::DeclaredDead => 3,
+            Self::Setting { .. } | Self::File { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `path` (if given), then applies the `GRANARY_*` environment variables.
+    ///
+    /// # Errors
+    /// [`NodeError::File`] if the file cannot be read or parsed.
+    pub fn load(path: Option<&str>) -> Result<Self, NodeError> {
+        let mut settings = match path {
+            Some(path) => Self::from_file(Path::new(path))?,
+            None => Self::default(),
+        };
+        settings.apply_env(|name| std::env::var(name).ok());
+        Ok(settings)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, NodeError> {
+        let file = |problem: String| NodeError::File {
+            path: path.display().to_string(),
+            problem,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| file(e.to_string()))
+    }
+
+    fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) {
+        for (name, slot) in [
+            ("GRANARY_NAME", &mut self.name),
+            ("GRANARY_CLUSTER", &mut self.cluster),
+            ("GRANARY_SECRET", &mut self.secret),
+            ("GRANARY_REDIS", &mut self.redis),
+            ("GRANARY_LISTEN", &mut self.listen),
+            ("GRANARY_ADVERTISE", &mut self.advertise),
+            ("GRANARY_PLACEMENT", &mut self.placement),
+            ("GRANARY_PROFILE", &mut self.profile),
+        ] {
+            if let Some(value) = var(name) {
+                *slot = Some(value);
+            }
+        }
+    }
+}
+
+fn required(value: Option<&String>, name: &'static str, what: &str) -> Result<String, NodeError> {
+    value.cloned().ok_or_else(|| NodeError::Setting {
+        name,
+        problem: format!("missing: {what}"),
+    })
+}
+
+fn address(value: Option<&String>, name: &'static str) -> Result<Option<SocketAddr>, NodeError> {
+    value
+        .map(|v| {
+            v.parse().map_err(|e| NodeError::Setting {
+                name,
+                problem: format!("{v:?} is not an address like 127.0.0.1:11111 ({e})"),
+            })
+        })
+        .transpose()
+}
+
+/// The validated form of [`Settings`].
+struct Resolved {
+    name: String,
+    cluster: String,
+    secret: String,
+    redis: String,
+    listen: SocketAddr,
+    advertise: Option<SocketAddr>,
+    placement: Placement,
+    test_profile: bool,
+}
+
+fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
+    let secret = required(
+        settings.secret.as_ref(),
+        "GRANARY_SECRET",
+        "the cluster secret",
+    )?;
+    if secret.len() < 16 {
+        return Err(NodeError::Setting {
+            name: "GRANARY_SECRET",
+            problem: "too short: use at least 16 characters (32 random bytes, hex, is good)".into(),
+        });
+    }
+    let placement = match settings.placement.as_deref().unwrap_or("prefer-local") {
+        "prefer-local" => Placement::PreferLocal,
+        "hash" => Placement::Hash,
+        "random" => Placement::Random,
+        other => {
+            return Err(NodeError::Setting {
+                name: "GRANARY_PLACEMENT",
+                problem: format!("{other:?}: use prefer-local, hash or random"),
+            });
+        }
+    };
+    let test_profile = match settings.profile.as_deref().unwrap_or("production") {
+        "production" => false,
+        "test" => true,
+        other => {
+            return Err(NodeError::Setting {
+                name: "GRANARY_PROFILE",
+                problem: format!("{other:?}: use production or test"),
+            });
+        }
+    };
+    Ok(Resolved {
+        name: settings.name.clone().unwrap_or_else(|| "silo".into()),
+        cluster: required(
+            settings.cluster.as_ref(),
+            "GRANARY_CLUSTER",
+            "the cluster id",
+        )?,
+        secret,
+        redis: required(settings.redis.as_ref(), "GRANARY_REDIS", "the Redis URL")?,
+        listen: address(settings.listen.as_ref(), "GRANARY_LISTEN")?
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 11111))),
+        advertise: address(settings.advertise.as_ref(), "GRANARY_ADVERTISE")?,
+        placement,
+        test_profile,
+    })
+}
+
+/// Runs a silo until SIGINT or SIGTERM (then stops it cleanly) or until the cluster declares it
+/// dead. `register` registers the grain types.
+///
+/// # Errors
+/// A [`NodeError`] saying what stopped the silo.
+pub async fn run(
+    settings: Settings,
+    register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+) -> Result<(), NodeError> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
+    let r = resolve(&settings)?;
+    let store = Arc::new(RedisStore::connect(RedisConfig::new(&r.redis, &r.cluster)).await?);
+    let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
+    cluster.advertise = r.advertise;
+    cluster.placement = r.placement;
+    let mut config = SiloConfig {
+        name: r.name,
+        ..SiloConfig::default()
+    };
+    if r.test_profile {
+        cluster = cluster.test_profile();
+        config = SiloConfig {
+            name: config.name,
+            ..SiloConfig::test_profile()
+        };
+    }
+    let builder = Silo::builder()
+        .config(config)
+        .storage(store.clone())
+        .membership(Arc::new(RedisMembership::new(store)))
+        .cluster(cluster);
+    let silo = register(builder).start().await?;
+    let mut events = silo.events();
+    #[allow(
+        clippy::print_stdout,
+        reason = "the ready line is the process's interface"
+    )]
+    {
+        println!(
+            "granary silo {} ready at {}",
+            silo.id(),
+            silo.address().map_or_else(String::new, |a| a.to_string())
+        );
+    }
+    let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
+    tokio::select! {
+        () = stop_signal() => {
+            silo.shutdown().await?;
+            Ok(())
+        }
+        Some(_) = dead => Err(NodeError::DeclaredDead),
+    }
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handlers can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Settings {
+        let mut settings = Settings::default();
+        settings.apply_env(|name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        });
+        settings
+    }
+
+    #[test]
+    fn environment_variables_configure_a_silo() {
+        let settings = env(&[
+            ("GRANARY_CLUSTER", "prod"),
+            ("GRANARY_SECRET", "0123456789abcdef0123"),
+            ("GRANARY_REDIS", "redis://r:6379"),
+            ("GRANARY_LISTEN", "10.0.0.5:7000"),
+            ("GRANARY_PLACEMENT", "hash"),
+            ("GRANARY_PROFILE", "test"),
+        ]);
+        let r = resolve(&settings).unwrap();
+        assert_eq!(r.cluster, "prod");
+        assert_eq!(r.listen, "10.0.0.5:7000".parse().unwrap());
+        assert_eq!(r.placement, Placement::Hash);
+        assert!(r.test_profile);
+    }
+
+    #[test]
+    fn a_file_is_read_and_the_environment_wins() {
+        let mut settings: Settings = toml::from_str(
+            "cluster = \"from-file\"\nsecret = \"0123456789abcdef0123\"\nredis = \"redis://f\"\nname = \"a\"",
+        )
+        .unwrap();
+        settings.apply_env(|n| (n == "GRANARY_NAME").then(|| "b".to_owned()));
+        let r = resolve(&settings).unwrap();
+        assert_eq!((r.cluster.as_str(), r.name.as_str()), ("from-file", "b"));
+        assert!(
+            toml::from_str::<Settings>("clustr = \"typo\"").is_err(),
+            "unknown keys are refused"
+        );
+    }
+
+    #[test]
+    fn missing_and_bad_settings_say_which_and_why() {
+        let err = resolve(&env(&[])).err().unwrap();
+        assert!(err.to_string().contains("GRANARY_SECRET"), "{err}");
+        let err = resolve(&env(&[("GRANARY_SECRET", "short")])).err().unwrap();
+        assert!(err.to_string().contains("too short"), "{err}");
+        let base = [
+            ("GRANARY_CLUSTER", "c"),
+            ("GRANARY_SECRET", "0123456789abcdef"),
+            ("GRANARY_REDIS", "redis://x"),
+        ];
+        let mut bad = base.to_vec();
+        bad.push(("GRANARY_LISTEN", "nowhere"));
+        let err = resolve(&env(&bad)).err().unwrap();
+        assert!(err.to_string().contains("GRANARY_LISTEN"), "{err}");
+        let mut bad = base.to_vec();
+        bad.push(("GRANARY_PLACEMENT", "closest"));
+        assert_eq!(resolve(&env(&bad)).err().unwrap().exit_code(), 2);
+    }
+}

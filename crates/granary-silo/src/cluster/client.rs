@@ -1,0 +1,334 @@
+//! [`ClusterClient`]: calls grains of a cluster from a process that hosts none (a game
+//! front-end server), through silos acting as gateways.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use granary_core::{
+    CallError, Envelope, Grain, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec, typed_ref,
+};
+use granary_transport::{Handler, Transport, TransportConfig, TransportError};
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use super::{ClusterMessage, RemoteReply};
+
+/// How a [`ClusterClient`] reaches the cluster.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// The cluster id.
+    pub cluster: String,
+    /// The cluster secret.
+    pub secret: Vec<u8>,
+    /// Silos to start from; the list is refreshed from the cluster's membership.
+    pub gateways: Vec<SocketAddr>,
+    /// Deadline of a call whose reference sets none. Default 30 s.
+    pub call_timeout: Duration,
+    /// How often the gateway list is refreshed. Default 5 s.
+    pub refresh: Duration,
+    /// Whether to learn gateways from the cluster's membership (default) or use only
+    /// `gateways` (e.g. to pin a client to the silos of its own region).
+    pub discover: bool,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("cluster", &self.cluster)
+            .field("gateways", &self.gateways)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientConfig {
+    /// The defaults for `cluster`, `secret` and the first `gateways`.
+    #[must_use]
+    pub fn new(
+        cluster: impl Into<String>,
+        secret: impl Into<Vec<u8>>,
+        gateways: Vec<SocketAddr>,
+    ) -> Self {
+        Self {
+            cluster: cluster.into(),
+            secret: secret.into(),
+            gateways,
+            call_timeout: Duration::from_secs(30),
+            refresh: Duration::from_secs(5),
+            discover: true,
+        }
+    }
+}
+
+/// Why a [`ClusterClient`] could not connect.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// No gateway answered; the message lists what each said. Check the addresses, the cluster
+    /// id and the secret.
+    #[error("no gateway of cluster {cluster:?} answered: {reasons}")]
+    NoGateway {
+        /// The cluster id.
+        cluster: String,
+        /// What each gateway said.
+        reasons: String,
+    },
+    /// The client's own socket could not be opened.
+    #[error("cannot open the client's socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Inner {
+    transport: Transport,
+    gateways: RwLock<Vec<SocketAddr>>,
+    next: AtomicUsize,
+    config: ClientConfig,
+    stop: CancellationToken,
+}
+
+/// A client of a cluster: calls grains through gateway silos, spreading calls over them,
+/// failing over to another gateway when one cannot be reached, and refreshing the gateway list
+/// from the cluster's membership.
+#[derive(Clone)]
+pub struct ClusterClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("gateways", &*self.inner.gateways.read())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A client answers no calls.
+struct NoCalls;
+
+impl Handler for NoCalls {
+    fn request(&self, _: &SiloId, _: Vec<u8>, _: Duration) -> BoxFuture<'static, Vec<u8>> {
+        let refusal = RemoteReply {
+            result: Err(CallError::Rejected {
+                grain: granary_core::GrainId::new("client", 0),
+                reason: "a client hosts no grains".into(),
+            }),
+            host: None,
+        };
+        futures::future::ready(codec::encode(&refusal).unwrap_or_default()).boxed()
+    }
+
+    fn one_way(&self, _: &SiloId, _: Vec<u8>) {}
+}
+
+impl ClusterClient {
+    /// Connects through the first gateway that answers and learns the others from it.
+    ///
+    /// # Errors
+    /// [`ConnectError::NoGateway`] if none answers.
+    pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
+        let id = SiloId::new(format!("client-{}", uuid_simple()), 0);
+        let transport = Transport::bind(
+            TransportConfig::new(&config.cluster, config.secret.clone(), id),
+            "127.0.0.1:0".parse().expect("a socket address"),
+            Arc::new(NoCalls),
+        )
+        .await?;
+        let inner = Arc::new(Inner {
+            transport,
+            gateways: RwLock::new(config.gateways.clone()),
+            next: AtomicUsize::new(0),
+            config,
+            stop: CancellationToken::new(),
+        });
+        let mut reasons = Vec::new();
+        for gateway in inner.config.gateways.clone() {
+            match members(&inner, gateway).await {
+                Ok(found) if !found.is_empty() => {
+                    if inner.config.discover {
+                        *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
+                        tokio::spawn(refresh_loop(inner.clone()));
+                    }
+                    return Ok(Self { inner });
+                }
+                Ok(_) => reasons.push(format!("{gateway}: no active silo")),
+                Err(err) => reasons.push(format!("{gateway}: {err}")),
+            }
+        }
+        inner.transport.shutdown().await;
+        Err(ConnectError::NoGateway {
+            cluster: inner.config.cluster.clone(),
+            reasons: reasons.join("; "),
+        })
+    }
+
+    /// A reference to the grain of type `G` with `key`.
+    pub fn grain<G: Grain>(&self, key: impl Into<GrainKey>) -> G::Ref {
+        typed_ref::<G>(key, Arc::new(ClientInvoker(self.inner.clone())))
+    }
+
+    /// The gateways the client currently uses.
+    #[must_use]
+    pub fn gateways(&self) -> Vec<SocketAddr> {
+        self.inner.gateways.read().clone()
+    }
+
+    /// Closes the client's connections.
+    pub async fn close(&self) {
+        self.inner.stop.cancel();
+        self.inner.transport.shutdown().await;
+    }
+}
+
+fn uuid_simple() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{now:x}-{}", std::process::id())
+}
+
+async fn members(inner: &Inner, gateway: SocketAddr) -> Result<Vec<SocketAddr>, TransportError> {
+    let ask = codec::encode(&ClusterMessage::Members).unwrap_or_default();
+    let reply = inner
+        .transport
+        .request(
+            gateway,
+            ask,
+            inner.config.call_timeout.min(Duration::from_secs(5)),
+        )
+        .await?;
+    let found: Vec<(SiloId, SocketAddr)> = codec::decode(&reply).unwrap_or_default();
+    Ok(found.into_iter().map(|(_, addr)| addr).collect())
+}
+
+/// The active silos a gateway named, then the configured seeds it did not name (a seed may be
+/// a silo that joined after that gateway last read the membership table).
+fn with_seeds(mut found: Vec<SocketAddr>, seeds: &[SocketAddr]) -> Vec<SocketAddr> {
+    for seed in seeds {
+        if !found.contains(seed) {
+            found.push(*seed);
+        }
+    }
+    found
+}
+
+async fn refresh_loop(inner: Arc<Inner>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(inner.config.refresh) => {}
+            () = inner.stop.cancelled() => return,
+        }
+        let known = inner.gateways.read().clone();
+        for gateway in known {
+            if let Ok(found) = members(&inner, gateway).await
+                && !found.is_empty()
+            {
+                *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
+                break;
+            }
+        }
+    }
+}
+
+struct ClientInvoker(Arc<Inner>);
+
+impl ClientInvoker {
+    /// Sends `envelope` through the gateways, starting with the next in turn; moves on to
+    /// another gateway only when the call was certainly not sent.
+    async fn route(
+        inner: Arc<Inner>,
+        envelope: Envelope,
+        one_way: bool,
+    ) -> Result<Payload, CallError> {
+        let (target, method, timeout) = (
+            envelope.target.clone(),
+            envelope.method_name.clone(),
+            envelope.timeout,
+        );
+        let bytes =
+            codec::encode(&ClusterMessage::Call(envelope)).map_err(|e| CallError::Codec {
+                what: format!("call {method} on {target}"),
+                reason: e.to_string(),
+            })?;
+        let gateways = inner.gateways.read().clone();
+        let start = inner.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = String::from("no gateway known");
+        for i in 0..gateways.len() {
+            let gateway = gateways[(start + i) % gateways.len()];
+            let sent = if one_way {
+                inner
+                    .transport
+                    .send(gateway, bytes.clone())
+                    .await
+                    .map(|()| None)
+            } else {
+                inner
+                    .transport
+                    .request(gateway, bytes.clone(), timeout)
+                    .await
+                    .map(Some)
+            };
+            match sent {
+                Ok(None) => return Ok(Payload::Encoded(Vec::new())),
+                Ok(Some(reply)) => {
+                    let reply: RemoteReply =
+                        codec::decode(&reply).map_err(|e| CallError::Codec {
+                            what: "reply".into(),
+                            reason: e.to_string(),
+                        })?;
+                    return reply.result.map(Payload::Encoded);
+                }
+                Err(TransportError::Timeout { .. }) => {
+                    return Err(CallError::Timeout {
+                        grain: target,
+                        method,
+                        timeout,
+                    });
+                }
+                Err(err @ TransportError::ConnectionLost { .. }) => {
+                    return Err(CallError::SiloUnavailable {
+                        silo: gateway.to_string(),
+                        reason: err.to_string(),
+                        outcome_unknown: true,
+                    });
+                }
+                Err(err @ (TransportError::TooLarge { .. } | TransportError::Refused { .. })) => {
+                    return Err(CallError::Codec {
+                        what: format!("call {method} on {target}"),
+                        reason: err.to_string(),
+                    });
+                }
+                Err(err) => last = err.to_string(),
+            }
+        }
+        Err(CallError::SiloUnavailable {
+            silo: "every gateway".into(),
+            reason: last,
+            outcome_unknown: false,
+        })
+    }
+}
+
+impl Invoker for ClientInvoker {
+    fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
+        let inner = self.0.clone();
+        let timeout = call.timeout.unwrap_or(inner.config.call_timeout);
+        async move {
+            let envelope = crate::invoker::envelope_of(call, timeout, false)?;
+            Self::route(inner, envelope, false).await
+        }
+        .boxed()
+    }
+
+    fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
+        let inner = self.0.clone();
+        let timeout = inner.config.call_timeout;
+        async move {
+            let envelope = crate::invoker::envelope_of(call, timeout, true)?;
+            Self::route(inner, envelope, true).await.map(drop)
+        }
+        .boxed()
+    }
+}

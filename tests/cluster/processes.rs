@@ -1,0 +1,280 @@
+//! Clusters of silo processes (`test-silo`) over loopback TCP and a real Redis: a silo SIGKILLed
+//! under load, and a zombie silo (SIGSTOPped past failure detection, then resumed).
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use granary::provider::{GrainDirectory, MembershipTable, SiloStatus};
+use granary::{CallError, ClientConfig, ClusterClient};
+use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary_testkit::redis_server::{shared_redis_url, unique_name};
+use granary_tests::CounterGrain;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const SECRET: &str = "a cluster secret of at least 32 bytes";
+
+/// One `test-silo` process.
+struct SiloProcess {
+    name: String,
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl SiloProcess {
+    /// Starts a silo of `cluster` and waits for its ready line.
+    async fn start(cluster: &str, name: &str, placement: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_test-silo"))
+            .env("GRANARY_CLUSTER", cluster)
+            .env("GRANARY_SECRET", SECRET)
+            .env("GRANARY_REDIS", shared_redis_url().await)
+            .env("GRANARY_NAME", name)
+            .env("GRANARY_LISTEN", "127.0.0.1:0")
+            .env("GRANARY_PLACEMENT", placement)
+            .env("GRANARY_PROFILE", "test")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("test-silo starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the silo gets ready within 20 s")
+            .unwrap()
+            .expect("a ready line");
+        let addr = line
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        // Keep draining stdout so that the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            name: name.to_owned(),
+            child,
+            addr,
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+}
+
+async fn client(cluster: &str, gateways: Vec<std::net::SocketAddr>) -> ClusterClient {
+    connect(ClientConfig::new(cluster, SECRET, gateways)).await
+}
+
+/// A client that uses only `gateway`.
+async fn pinned(cluster: &str, gateway: std::net::SocketAddr) -> ClusterClient {
+    let mut config = ClientConfig::new(cluster, SECRET, vec![gateway]);
+    config.discover = false;
+    connect(config).await
+}
+
+async fn connect(mut config: ClientConfig) -> ClusterClient {
+    config.call_timeout = Duration::from_secs(3);
+    config.refresh = Duration::from_millis(200);
+    ClusterClient::connect(config).await.unwrap()
+}
+
+/// Waits until the membership table in Redis marks `name` dead.
+async fn declared_dead(membership: &RedisMembership, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let table = membership.read().await.unwrap();
+        if table
+            .entries
+            .iter()
+            .any(|e| e.silo.name() == name && e.status == SiloStatus::Dead)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} was not declared dead: {table:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn membership(cluster: &str) -> RedisMembership {
+    let store = RedisStore::connect(RedisConfig::new(shared_redis_url().await, cluster))
+        .await
+        .unwrap();
+    RedisMembership::new(Arc::new(store))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_killed_under_load_loses_no_acknowledged_write() {
+    let cluster = unique_name("kill");
+    let mut silos = Vec::new();
+    for i in 0..3 {
+        silos.push(SiloProcess::start(&cluster, &format!("p{i}"), "hash").await);
+    }
+    let client = client(&cluster, silos.iter().map(|s| s.addr).collect()).await;
+    let grains: i64 = 24;
+    let (phase_tx, phase) = tokio::sync::watch::channel(0u8);
+    let writers: Vec<_> = (0..grains)
+        .map(|g| {
+            let counter = client.grain::<CounterGrain>(g);
+            let phase = phase.clone();
+            tokio::spawn(async move {
+                let (mut acked, mut failures, mut after_kill) = (Vec::new(), Vec::new(), 0);
+                while after_kill < 15 {
+                    match counter.bump().await {
+                        Ok((count, _)) => {
+                            acked.push(count);
+                            if *phase.borrow() == 1 {
+                                after_kill += 1;
+                            }
+                        }
+                        Err(err) => {
+                            failures.push(err);
+                            // The dead silo's grains come back once it is declared dead.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                (acked, failures)
+            })
+        })
+        .collect();
+    // Load is flowing on every grain: kill the second silo.
+    let store = RedisStore::connect(RedisConfig::new(shared_redis_url().await, &cluster))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all = true;
+        for g in 0..grains {
+            let (_, version) = store
+                .read_raw(&granary::GrainId::new("cluster.counter", g))
+                .await
+                .unwrap();
+            all &= version >= 3;
+        }
+        if all {
+            break;
+        }
+        assert!(Instant::now() < deadline, "load did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The victim: the silo hosting the most grains, as the directory (in Redis) says.
+    let mut hosted = std::collections::HashMap::<String, usize>::new();
+    for g in 0..grains {
+        let owner = store
+            .lookup(&granary::GrainId::new("cluster.counter", g))
+            .await
+            .unwrap()
+            .expect("an active grain has an owner");
+        *hosted.entry(owner.silo.name().to_owned()).or_default() += 1;
+    }
+    let (busiest, count) = hosted.iter().max_by_key(|(_, n)| **n).unwrap();
+    assert!(*count > 0);
+    let victim = silos.remove(silos.iter().position(|s| &s.name == busiest).unwrap());
+    victim.signal("-KILL");
+    phase_tx.send_replace(1);
+
+    for (g, writer) in writers.into_iter().enumerate() {
+        let (acked, failures) = tokio::time::timeout(Duration::from_secs(60), writer)
+            .await
+            .expect("every grain answers again after the kill")
+            .unwrap();
+        assert!(
+            acked.windows(2).all(|w| w[0] < w[1]),
+            "grain {g}: an acknowledged count came back, so a write was lost: {acked:?}"
+        );
+        let last = *acked.last().unwrap();
+        let stored = client.grain::<CounterGrain>(g as i64).get().await.unwrap();
+        assert_eq!(
+            stored, last,
+            "grain {g}: the last acknowledged write is the state"
+        );
+        for err in failures {
+            assert!(
+                matches!(
+                    err,
+                    CallError::SiloUnavailable { .. }
+                        | CallError::Timeout { .. }
+                        | CallError::StorageConflict { .. }
+                ),
+                "grain {g}: {err}"
+            );
+        }
+    }
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_silo_commits_nothing_and_stops() {
+    let cluster = unique_name("zombie");
+    let mut zombie = SiloProcess::start(&cluster, "zombie", "prefer-local").await;
+    let survivor = SiloProcess::start(&cluster, "survivor", "prefer-local").await;
+    // Through the zombie as its only gateway, the grain activates there (prefer-local).
+    let via_zombie = pinned(&cluster, zombie.addr).await;
+    let via_survivor = pinned(&cluster, survivor.addr).await;
+    let grain = via_zombie.grain::<CounterGrain>(7);
+    assert_eq!(grain.bump().await.unwrap().0, 1);
+
+    zombie.signal("-STOP");
+    declared_dead(&membership(&cluster).await, &zombie.name).await;
+    // The survivor takes the grain over, from its last committed state.
+    let taken = via_survivor.grain::<CounterGrain>(7);
+    assert_eq!(taken.bump().await.unwrap().0, 2);
+
+    zombie.signal("-CONT");
+    // The zombie still holds its old activation; whatever it is asked now, it commits nothing.
+    match grain.bump().await {
+        Ok(answer) => panic!("the zombie committed: {answer:?}"),
+        Err(err) => assert!(
+            matches!(
+                err,
+                CallError::StorageConflict { .. }
+                    | CallError::ShuttingDown
+                    | CallError::SiloUnavailable { .. }
+                    | CallError::Timeout { .. }
+            ),
+            "{err}"
+        ),
+    }
+    assert_eq!(
+        taken.get().await.unwrap(),
+        2,
+        "the survivor's state is intact"
+    );
+    // And it stops: dead is final.
+    let status = tokio::time::timeout(Duration::from_secs(20), zombie.child.wait())
+        .await
+        .expect("the zombie exits")
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit status of a silo declared dead"
+    );
+    // What Redis holds: the survivor's commit, nothing after it.
+    let store = RedisStore::connect(RedisConfig::new(shared_redis_url().await, &cluster))
+        .await
+        .unwrap();
+    let (data, version) = store
+        .read_raw(&granary::GrainId::new("cluster.counter", 7))
+        .await
+        .unwrap();
+    assert_eq!(
+        version, 2,
+        "two commits: the zombie's first, the survivor's second"
+    );
+    let state = granary::codec::state_codec::decode::<CounterGrain>(&data.unwrap()).unwrap();
+    assert_eq!(format!("{state:?}"), "Tally { count: 2 }");
+    via_zombie.close().await;
+    via_survivor.close().await;
+    drop(survivor);
+}
