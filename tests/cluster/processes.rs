@@ -1,71 +1,31 @@
 //! Clusters of silo processes (`test-silo`) over loopback TCP and a real Redis: a silo SIGKILLed
 //! under load, and a zombie silo (SIGSTOPped past failure detection, then resumed).
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use granary::provider::{GrainDirectory, MembershipTable, SiloStatus};
 use granary::{CallError, ClientConfig, ClusterClient};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary_testkit::process::SiloProcess;
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use granary_tests::CounterGrain;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const SECRET: &str = "a cluster secret of at least 32 bytes";
 
-/// One `test-silo` process.
-struct SiloProcess {
-    name: String,
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl SiloProcess {
-    /// Starts a silo of `cluster` and waits for its ready line.
-    async fn start(cluster: &str, name: &str, placement: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_test-silo"))
-            .env("GRANARY_CLUSTER", cluster)
-            .env("GRANARY_SECRET", SECRET)
-            .env("GRANARY_REDIS", shared_redis_url().await)
-            .env("GRANARY_NAME", name)
-            .env("GRANARY_LISTEN", "127.0.0.1:0")
-            .env("GRANARY_PLACEMENT", placement)
-            .env("GRANARY_PROFILE", "test")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("test-silo starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("the silo gets ready within 20 s")
-            .unwrap()
-            .expect("a ready line");
-        let addr = line
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        // Keep draining stdout so that the process never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            name: name.to_owned(),
-            child,
-            addr,
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
+async fn start(cluster: &str, name: &str, placement: &str) -> SiloProcess {
+    let redis = shared_redis_url().await;
+    SiloProcess::start(
+        env!("CARGO_BIN_EXE_test-silo"),
+        name,
+        &[
+            ("GRANARY_CLUSTER", cluster),
+            ("GRANARY_SECRET", SECRET),
+            ("GRANARY_REDIS", &redis),
+            ("GRANARY_PLACEMENT", placement),
+        ],
+    )
+    .await
 }
 
 async fn client(cluster: &str, gateways: Vec<std::net::SocketAddr>) -> ClusterClient {
@@ -117,7 +77,7 @@ async fn a_silo_killed_under_load_loses_no_acknowledged_write() {
     let cluster = unique_name("kill");
     let mut silos = Vec::new();
     for i in 0..3 {
-        silos.push(SiloProcess::start(&cluster, &format!("p{i}"), "hash").await);
+        silos.push(start(&cluster, &format!("p{i}"), "hash").await);
     }
     let client = client(&cluster, silos.iter().map(|s| s.addr).collect()).await;
     let grains: i64 = 24;
@@ -216,8 +176,8 @@ async fn a_silo_killed_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_silo_commits_nothing_and_stops() {
     let cluster = unique_name("zombie");
-    let mut zombie = SiloProcess::start(&cluster, "zombie", "prefer-local").await;
-    let survivor = SiloProcess::start(&cluster, "survivor", "prefer-local").await;
+    let mut zombie = start(&cluster, "zombie", "prefer-local").await;
+    let survivor = start(&cluster, "survivor", "prefer-local").await;
     // Through the zombie as its only gateway, the grain activates there (prefer-local).
     let via_zombie = pinned(&cluster, zombie.addr).await;
     let via_survivor = pinned(&cluster, survivor.addr).await;
@@ -251,12 +211,8 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
         "the survivor's state is intact"
     );
     // And it stops: dead is final.
-    let status = tokio::time::timeout(Duration::from_secs(20), zombie.child.wait())
-        .await
-        .expect("the zombie exits")
-        .unwrap();
     assert_eq!(
-        status.code(),
+        zombie.exit_code(Duration::from_secs(20)).await,
         Some(3),
         "exit status of a silo declared dead"
     );

@@ -6,6 +6,7 @@
 //! - [`TestSilo`] starts a whole in-process silo with the fast test profile, for integration
 //!   tests.
 //!
+//! - [`process::SiloProcess`] starts, signals and waits for silo processes.
 //! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
 //! - [`conformance`] is the suite every state store passes, in-memory and Redis alike.
 //!
@@ -14,6 +15,7 @@
 pub mod conformance;
 mod grain_test;
 mod host;
+pub mod process;
 pub mod redis_server;
 mod test_silo;
 

@@ -317,8 +317,12 @@ async fn read_loop(
             }
         }
     };
-    if why != "closed" {
-        tracing::warn!(peer = %link.peer, addr = %link.addr, %why, "closing the link");
+    match why.as_str() {
+        "closed" => {}
+        "the peer closed the connection" => {
+            tracing::debug!(peer = %link.peer, addr = %link.addr, "the peer closed the link");
+        }
+        _ => tracing::warn!(peer = %link.peer, addr = %link.addr, %why, "closing the link"),
     }
     link.close(&why);
 }

@@ -1,0 +1,61 @@
+//! The README's cluster by hand: three `silo` processes on Redis, and the `client` front end
+//! playing matches through one gateway while the cluster spreads the grains.
+
+use granary_testkit::process::SiloProcess;
+use granary_testkit::redis_server::{shared_redis_url, unique_name};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_plays_matches_on_three_silo_processes() {
+    let redis = shared_redis_url().await;
+    let cluster = unique_name("demo");
+    let env = [
+        ("GRANARY_CLUSTER", cluster.as_str()),
+        ("GRANARY_SECRET", SECRET),
+        ("GRANARY_REDIS", redis.as_str()),
+        ("GRANARY_PLACEMENT", "hash"),
+    ];
+    let mut silos = Vec::new();
+    for name in ["a", "b", "c"] {
+        silos.push(SiloProcess::start(env!("CARGO_BIN_EXE_silo"), name, &env).await);
+    }
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .env("GRANARY_CLUSTER", &cluster)
+        .env("GRANARY_SECRET", SECRET)
+        .args(["--gateway", &silos[0].addr.to_string(), "--matches", "6"])
+        .output()
+        .await
+        .expect("the client runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("played 6 matches through the cluster"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches(" won").count(), 6, "{stdout}");
+    // A wrong secret is refused at the handshake.
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_client"))
+        .env("GRANARY_CLUSTER", &cluster)
+        .env("GRANARY_SECRET", "not the cluster's secret at all")
+        .args(["--gateway", &silos[1].addr.to_string(), "--matches", "1"])
+        .output()
+        .await
+        .expect("the client runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("handshake"), "{stderr}");
+    for silo in &silos {
+        silo.signal("-TERM");
+    }
+    for silo in &mut silos {
+        assert_eq!(
+            silo.exit_code(std::time::Duration::from_secs(20)).await,
+            Some(0)
+        );
+    }
+}
