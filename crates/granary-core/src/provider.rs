@@ -10,7 +10,9 @@ mod membership;
 mod state;
 
 pub use directory::{GrainAddress, GrainDirectory};
-pub use membership::{MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus, Suspicion};
+pub use membership::{
+    Heartbeat, MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus, Suspicion,
+};
 pub use state::{
     Claim, Commit, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, StateChange, StateStore,
 };

@@ -26,7 +26,7 @@
 //! | `GRANARY_REDIS` | the Redis URL of state, directory and membership | required |
 //! | `GRANARY_LISTEN` | the transport's listen address | `0.0.0.0:11111` |
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
-//! | `GRANARY_PLACEMENT` | `prefer-local`, `hash` or `random` | `prefer-local` |
+//! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
 //!
 //! The silo prints `granary silo <id> ready at <address>` once it is active, stops cleanly on
@@ -195,10 +195,11 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         "prefer-local" => Placement::PreferLocal,
         "hash" => Placement::Hash,
         "random" => Placement::Random,
+        "least-loaded" => Placement::LeastLoaded,
         other => {
             return Err(NodeError::Setting {
                 name: "GRANARY_PLACEMENT",
-                problem: format!("{other:?}: use prefer-local, hash or random"),
+                problem: format!("{other:?}: use prefer-local, hash, random or least-loaded"),
             });
         }
     };

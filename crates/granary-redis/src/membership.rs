@@ -6,8 +6,8 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use redis::{Script, Value};
 
-use granary_core::StorageError;
-use granary_core::provider::{MembershipEntry, MembershipSnapshot, MembershipTable};
+use granary_core::provider::{Heartbeat, MembershipEntry, MembershipSnapshot, MembershipTable};
+use granary_core::{SiloId, StorageError};
 
 use crate::store::RedisStore;
 
@@ -25,11 +25,14 @@ return {'ok', next}
 
 /// The membership table in Redis: the hash `granary:<cluster>:membership`, with the table's
 /// version in the field `#version` and each silo's row, as JSON, in the field
-/// `<silo name>#<generation>`. Rows change only by compare-and-set on the version.
+/// `<silo name>#<generation>`. Rows change only by compare-and-set on the version. Heartbeats
+/// (`<at_ms>:<activations>`) go to the hash `granary:<cluster>:membership:alive`, under the
+/// same fields, and leave the version alone.
 #[derive(Debug, Clone)]
 pub struct RedisMembership {
     store: Arc<RedisStore>,
     key: String,
+    alive_key: String,
     upsert: Arc<Script>,
 }
 
@@ -38,9 +41,11 @@ impl RedisMembership {
     #[must_use]
     pub fn new(store: Arc<RedisStore>) -> Self {
         let key = store.keys.membership();
+        let alive_key = format!("{key}:alive");
         Self {
             store,
             key,
+            alive_key,
             upsert: Arc::new(Script::new(UPSERT)),
         }
     }
@@ -97,6 +102,55 @@ impl RedisMembership {
     }
 }
 
+fn silo_field(silo: &SiloId) -> String {
+    format!("{}#{}", silo.name(), silo.generation())
+}
+
+impl RedisMembership {
+    async fn write_beat(&self, silo: &SiloId, beat: Heartbeat) -> Result<(), StorageError> {
+        let (key, field) = (self.alive_key.clone(), silo_field(silo));
+        let value = format!("{}:{}", beat.at_ms, beat.activations);
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(field)
+                    .arg(value)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    async fn read_beats(&self) -> Result<Vec<(SiloId, Heartbeat)>, StorageError> {
+        let key = self.alive_key.clone();
+        let mut conn = self.store.conn.clone();
+        let fields: HashMap<String, String> = self
+            .store
+            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
+            .await?;
+        let mut beats = Vec::with_capacity(fields.len());
+        for (field, value) in fields {
+            let parsed = (|| {
+                let (name, generation) = field.rsplit_once('#')?;
+                let (at_ms, activations) = value.split_once(':')?;
+                Some((
+                    SiloId::new(name, generation.parse().ok()?),
+                    Heartbeat {
+                        at_ms: at_ms.parse().ok()?,
+                        activations: activations.parse().ok()?,
+                    },
+                ))
+            })();
+            beats.push(parsed.ok_or_else(|| {
+                StorageError::Malformed(format!("heartbeat {field} = {value:?}"))
+            })?);
+        }
+        Ok(beats)
+    }
+}
+
 impl MembershipTable for RedisMembership {
     fn read(&self) -> BoxFuture<'_, Result<MembershipSnapshot, StorageError>> {
         Box::pin(self.read_table())
@@ -108,5 +162,14 @@ impl MembershipTable for RedisMembership {
         expected_version: u64,
     ) -> BoxFuture<'_, Result<u64, StorageError>> {
         Box::pin(self.upsert_row(entry, expected_version))
+    }
+
+    fn heartbeat(&self, silo: &SiloId, beat: Heartbeat) -> BoxFuture<'_, Result<(), StorageError>> {
+        let silo = silo.clone();
+        Box::pin(async move { self.write_beat(&silo, beat).await })
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>> {
+        Box::pin(self.read_beats())
     }
 }

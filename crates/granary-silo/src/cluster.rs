@@ -52,6 +52,9 @@ pub struct ClusterConfig {
     pub placement: Placement,
     /// Placement per grain type name.
     pub placement_by_type: HashMap<String, Placement>,
+    /// Co-location per grain type name: a new activation of the type goes to the silo of the
+    /// grain the function names (e.g. a match's players to their game's silo).
+    pub colocate: HashMap<String, Colocate>,
     /// How often the silo reads the membership table. Default 1 s.
     pub membership_refresh: Duration,
     /// How many times a call may be forwarded towards its grain's owner. Default 3.
@@ -93,6 +96,7 @@ impl ClusterConfig {
             advertise: None,
             placement: Placement::default(),
             placement_by_type: HashMap::new(),
+            colocate: HashMap::new(),
             membership_refresh: Duration::from_secs(1),
             max_forwards: 3,
             probe_interval: Duration::from_secs(1),
@@ -124,6 +128,19 @@ impl ClusterConfig {
         self
     }
 
+    /// Activates grains of type `type_name` on the silo of the grain `partner` names for them,
+    /// when it is active somewhere (otherwise the type's placement applies).
+    #[must_use]
+    pub fn colocate(
+        mut self,
+        type_name: &str,
+        partner: impl Fn(&GrainId) -> Option<GrainId> + Send + Sync + 'static,
+    ) -> Self {
+        self.colocate
+            .insert(type_name.to_owned(), Arc::new(partner));
+        self
+    }
+
     fn placement_of(&self, type_name: &str) -> Placement {
         self.placement_by_type
             .get(type_name)
@@ -132,6 +149,9 @@ impl ClusterConfig {
     }
 }
 
+/// Names the grain a grain is co-located with.
+pub(crate) type Colocate = Arc<dyn Fn(&GrainId) -> Option<GrainId> + Send + Sync>;
+
 /// What the silo knows of the membership table.
 #[derive(Debug, Default)]
 struct View {
@@ -139,6 +159,18 @@ struct View {
     active: Vec<SiloId>,
     /// Every row: status and transport address.
     rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>)>,
+    /// Activations per silo, from their last heartbeats.
+    load: HashMap<SiloId, u64>,
+}
+
+/// Where a call for a grain without activation here goes.
+pub(crate) enum Route {
+    /// Here: the grain is active here, or is to be activated here.
+    Here,
+    /// To this silo.
+    There(SiloId),
+    /// To wherever this other grain (its co-location partner) is active; here if nowhere.
+    NextTo(GrainId),
 }
 
 /// What one silo asks another.
@@ -226,6 +258,15 @@ impl Cluster {
     pub(crate) async fn refresh(&self) -> Result<(), StorageError> {
         let snapshot = self.membership.read().await?;
         let mut view = View::default();
+        match self.membership.heartbeats().await {
+            Ok(beats) => {
+                view.load = beats
+                    .into_iter()
+                    .map(|(silo, beat)| (silo, beat.activations))
+                    .collect();
+            }
+            Err(err) => tracing::debug!(cause = %err, "no heartbeats"),
+        }
         for entry in snapshot.entries {
             if entry.status == SiloStatus::Active {
                 view.active.push(entry.silo.clone());
@@ -291,6 +332,14 @@ impl Cluster {
             .collect()
     }
 
+    /// The activation count of each silo, from the heartbeats this silo last read.
+    pub(crate) fn loads(&self) -> Vec<(SiloId, u64)> {
+        let view = self.view.read();
+        let mut loads: Vec<_> = view.load.iter().map(|(s, n)| (s.clone(), *n)).collect();
+        loads.sort_by(|a, b| (a.0.name(), a.0.generation()).cmp(&(b.0.name(), b.0.generation())));
+        loads
+    }
+
     /// The active silos, as this silo last read them.
     pub(crate) fn members(&self) -> Vec<SiloId> {
         self.view.read().active.clone()
@@ -320,18 +369,55 @@ impl Cluster {
         }
     }
 
-    /// Where a call for `grain` that has no activation here should go, if not here.
-    pub(crate) fn remote_target(&self, runtime: &Runtime, grain: &GrainId) -> Option<SiloId> {
+    /// Where a call for `grain` goes: here if it is active here, else where the cache says it
+    /// lives, else where its type's co-location or placement puts a new activation.
+    pub(crate) fn route(&self, runtime: &Runtime, grain: &GrainId) -> Route {
         if runtime.catalog.contains_key(grain) {
-            return None;
+            return Route::Here;
         }
         if let Some(owner) = self.cached_elsewhere(grain) {
-            return Some(owner);
+            return Route::There(owner);
+        }
+        if let Some(partner) = self
+            .config
+            .colocate
+            .get(grain.type_name())
+            .and_then(|f| f(grain))
+        {
+            if runtime.catalog.contains_key(&partner) {
+                return Route::Here;
+            }
+            return match self.cached_elsewhere(&partner) {
+                Some(owner) => Route::There(owner),
+                None => Route::NextTo(partner),
+            };
         }
         let view = self.view.read().clone();
         let placement = self.config.placement_of(grain.type_name());
-        let target = placement.pick(grain, &view.active, &self.me);
-        (*target != self.me).then(|| target.clone())
+        let local_load = runtime.catalog.len() as u64;
+        let load = |silo: &SiloId| {
+            if *silo == self.me {
+                local_load
+            } else {
+                view.load.get(silo).copied().unwrap_or(0)
+            }
+        };
+        let target = placement.pick(grain, &view.active, &self.me, load);
+        if *target == self.me {
+            Route::Here
+        } else {
+            Route::There(target.clone())
+        }
+    }
+
+    /// The live silo other than this one where `partner` is active, from the directory.
+    pub(crate) async fn locate(&self, runtime: &Runtime, partner: &GrainId) -> Option<SiloId> {
+        let owner = runtime.directory.lookup(partner).await.ok()??;
+        if owner.silo == self.me || self.address_of(&owner.silo).is_none() {
+            return None;
+        }
+        self.learn(partner, owner.silo.clone());
+        Some(owner.silo)
     }
 
     /// The silo the cache says hosts `grain`, if it is another, live one.

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
 
+use crate::cluster::Route;
 use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
 
@@ -37,118 +38,164 @@ impl Invoker for SiloInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
         let runtime = &self.runtime;
         let timeout = call.timeout.unwrap_or(runtime.config.call_timeout);
-        if let Some(cluster) = runtime.cluster.get()
-            && let Some(to) = cluster.remote_target(runtime, &call.target)
-        {
-            let cluster = cluster.clone();
-            return async move {
-                let envelope = envelope_of(call, timeout, false)?;
-                cluster.call(&to, envelope).await
-            }
-            .boxed();
-        }
-        if runtime.config.wire_local_calls {
-            let runtime = runtime.clone();
-            return async move { call_over_wire(&runtime, call, timeout).await }.boxed();
-        }
-        let deadline = Instant::now() + timeout;
-        let (reply, mut rx) = oneshot::channel();
-        let OutgoingCall {
-            target,
-            method,
-            args,
-            chain,
-            ..
-        } = call;
-        let kind = RequestKind::Call {
-            method: method.id,
-            args,
-            reply: Some(reply),
-        };
-        let request = Request {
-            target: target.clone(),
-            kind,
-            chain,
-            deadline: Some(deadline),
-            attempts: 0,
-            forwards: 0,
-        };
-        // Routed now, with the runtime borrowed: the call's future owns no handle on it. A turn
-        // admitted at once comes back to run right here, in the caller's task: no spawn, no
-        // thread hop, and (when it does not wait on anything) no timer either.
-        let mut inline = runtime.route_with(request, true);
-        async move {
-            if let Some(turn) = inline.as_mut()
-                && futures::poll!(turn).is_ready()
-            {
-                // The turn finished without waiting on anything: its reply is there, and no
-                // deadline timer was ever needed.
-                inline = None;
-                if let Ok(result) = rx.try_recv() {
-                    // A loop of such calls touches no tokio resource: spend cooperative budget
-                    // so that it still yields to the other tasks of its worker now and then.
-                    tokio::task::coop::consume_budget().await;
-                    return result;
+        if let Some(cluster) = runtime.cluster.get() {
+            match cluster.route(runtime, &call.target) {
+                Route::Here => {}
+                Route::There(to) => {
+                    let cluster = cluster.clone();
+                    return async move {
+                        let envelope = envelope_of(call, timeout, false)?;
+                        cluster.call(&to, envelope).await
+                    }
+                    .boxed();
+                }
+                Route::NextTo(partner) => {
+                    let (cluster, runtime) = (cluster.clone(), runtime.clone());
+                    return async move {
+                        match cluster.locate(&runtime, &partner).await {
+                            Some(to) => {
+                                let envelope = envelope_of(call, timeout, false)?;
+                                cluster.call(&to, envelope).await
+                            }
+                            None => invoke_here(&runtime, call, timeout).await,
+                        }
+                    }
+                    .boxed();
                 }
             }
-            let wait = async move {
-                if let Some(turn) = inline {
-                    turn.await;
-                }
-                rx.await
-            };
-            match tokio::time::timeout_at(deadline, wait).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(CallError::Unavailable {
-                    grain: target,
-                    attempts: 0,
-                }),
-                Err(_) => Err(CallError::Timeout {
-                    grain: target,
-                    method: method.name.to_owned(),
-                    timeout,
-                }),
-            }
         }
-        .boxed()
+        invoke_here(runtime, call, timeout)
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
         let runtime = &self.runtime;
-        if let Some(cluster) = runtime.cluster.get()
-            && let Some(to) = cluster.remote_target(runtime, &call.target)
-        {
-            let cluster = cluster.clone();
+        if let Some(cluster) = runtime.cluster.get() {
             let timeout = runtime.config.call_timeout;
-            return async move {
-                let envelope = envelope_of(call, timeout, true)?;
-                cluster.send(&to, envelope).await
+            match cluster.route(runtime, &call.target) {
+                Route::Here => {}
+                Route::There(to) => {
+                    let cluster = cluster.clone();
+                    return async move {
+                        let envelope = envelope_of(call, timeout, true)?;
+                        cluster.send(&to, envelope).await
+                    }
+                    .boxed();
+                }
+                Route::NextTo(partner) => {
+                    let (cluster, runtime) = (cluster.clone(), runtime.clone());
+                    return async move {
+                        match cluster.locate(&runtime, &partner).await {
+                            Some(to) => {
+                                let envelope = envelope_of(call, timeout, true)?;
+                                cluster.send(&to, envelope).await
+                            }
+                            None => send_here(&runtime, call),
+                        }
+                    }
+                    .boxed();
+                }
             }
-            .boxed();
         }
-        let result = (|| {
-            let args = if runtime.config.wire_local_calls {
-                Payload::Encoded(call.args.into_bytes(call.method.name)?)
-            } else {
-                call.args
-            };
-            let kind = RequestKind::Call {
-                method: call.method.id,
-                args,
-                reply: None,
-            };
-            runtime.route(Request {
-                target: call.target,
-                kind,
-                chain: call.chain,
-                deadline: None,
-                attempts: 0,
-                forwards: 0,
-            });
-            Ok(())
-        })();
-        futures::future::ready(result).boxed()
+        futures::future::ready(send_here(runtime, call)).boxed()
     }
+}
+
+/// A call to a grain active (or to be activated) on this silo.
+fn invoke_here(
+    runtime: &Arc<Runtime>,
+    call: OutgoingCall,
+    timeout: std::time::Duration,
+) -> BoxFuture<'static, Result<Payload, CallError>> {
+    if runtime.config.wire_local_calls {
+        let runtime = runtime.clone();
+        return async move { call_over_wire(&runtime, call, timeout).await }.boxed();
+    }
+    let deadline = Instant::now() + timeout;
+    let (reply, mut rx) = oneshot::channel();
+    let OutgoingCall {
+        target,
+        method,
+        args,
+        chain,
+        ..
+    } = call;
+    let kind = RequestKind::Call {
+        method: method.id,
+        args,
+        reply: Some(reply),
+    };
+    let request = Request {
+        target: target.clone(),
+        kind,
+        chain,
+        deadline: Some(deadline),
+        attempts: 0,
+        forwards: 0,
+    };
+    // Routed now, with the runtime borrowed: the call's future owns no handle on it. A turn
+    // admitted at once comes back to run right here, in the caller's task: no spawn, no
+    // thread hop, and (when it does not wait on anything) no timer either.
+    let mut inline = runtime.route_with(request, true);
+    async move {
+        if let Some(turn) = inline.as_mut()
+            && futures::poll!(turn).is_ready()
+        {
+            // The turn finished without waiting on anything: its reply is there, and no
+            // deadline timer was ever needed.
+            inline = None;
+            if let Ok(result) = rx.try_recv() {
+                // A loop of such calls touches no tokio resource: spend cooperative budget
+                // so that it still yields to the other tasks of its worker now and then.
+                tokio::task::coop::consume_budget().await;
+                return result;
+            }
+        }
+        let wait = async move {
+            if let Some(turn) = inline {
+                turn.await;
+            }
+            rx.await
+        };
+        match tokio::time::timeout_at(deadline, wait).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(CallError::Unavailable {
+                grain: target,
+                attempts: 0,
+            }),
+            Err(_) => Err(CallError::Timeout {
+                grain: target,
+                method: method.name.to_owned(),
+                timeout,
+            }),
+        }
+    }
+    .boxed()
+}
+
+/// A one-way call to a grain active (or to be activated) on this silo.
+fn send_here(runtime: &Arc<Runtime>, call: OutgoingCall) -> Result<(), CallError> {
+    let result = (|| {
+        let args = if runtime.config.wire_local_calls {
+            Payload::Encoded(call.args.into_bytes(call.method.name)?)
+        } else {
+            call.args
+        };
+        let kind = RequestKind::Call {
+            method: call.method.id,
+            args,
+            reply: None,
+        };
+        runtime.route(Request {
+            target: call.target,
+            kind,
+            chain: call.chain,
+            deadline: None,
+            attempts: 0,
+            forwards: 0,
+        });
+        Ok(())
+    })();
+    result
 }
 
 /// The envelope of an outgoing call: what crosses silos.

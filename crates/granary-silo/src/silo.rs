@@ -301,6 +301,16 @@ impl Silo {
         }
     }
 
+    /// Each silo's activation count as its last heartbeat said (empty outside a cluster).
+    #[must_use]
+    pub fn member_loads(&self) -> Vec<(SiloId, u64)> {
+        self.runtime
+            .cluster
+            .get()
+            .map(|c| c.loads())
+            .unwrap_or_default()
+    }
+
     /// Where other silos reach this one (in a cluster).
     #[must_use]
     pub fn address(&self) -> Option<std::net::SocketAddr> {

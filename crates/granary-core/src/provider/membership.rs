@@ -65,6 +65,15 @@ pub struct MembershipSnapshot {
     pub entries: Vec<MembershipEntry>,
 }
 
+/// A silo's periodic sign of life, written beside the table (it does not bump its version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// How many activations the silo hosts (least-loaded placement reads it).
+    pub activations: u64,
+}
+
 /// A versioned membership table changed by compare-and-set.
 pub trait MembershipTable: Send + Sync + 'static {
     /// The table as it is now.
@@ -84,4 +93,16 @@ pub trait MembershipTable: Send + Sync + 'static {
         entry: MembershipEntry,
         expected_version: u64,
     ) -> BoxFuture<'_, Result<u64, StorageError>>;
+
+    /// Records `silo`'s heartbeat, without changing the table's version.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if the table cannot be reached.
+    fn heartbeat(&self, silo: &SiloId, beat: Heartbeat) -> BoxFuture<'_, Result<(), StorageError>>;
+
+    /// The last heartbeat of every silo that sent one.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if the table cannot be reached.
+    fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>>;
 }

@@ -1,7 +1,8 @@
 //! Failure detection: silos probe each other over the transport and vote in the membership
 //! table; enough recent votes declare a silo dead, and dead is final.
 //!
-//! - Every `probe_interval`, a silo pings every other active silo. After `missed_probes`
+//! - Every `probe_interval`, a silo writes its heartbeat (time and activation count, read by
+//!   least-loaded placement) and pings every other active silo. After `missed_probes`
 //!   failures in a row it adds its vote (a [`Suspicion`]) to that silo's row, by
 //!   compare-and-set. The vote that reaches `votes_for_death` (or the number of silos able to
 //!   vote, if fewer: one in a two-silo cluster) marks the row `Dead` in the same write.
@@ -19,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::join_all;
-use granary_core::provider::{MembershipEntry, SiloStatus, Suspicion};
+use granary_core::provider::{Heartbeat, MembershipEntry, SiloStatus, Suspicion};
 use granary_core::{SiloId, StorageError, codec};
 use tokio_util::sync::CancellationToken;
 
@@ -104,6 +105,7 @@ impl Cluster {
                 () = tokio::time::sleep(self.config.probe_interval) => {}
                 () = stop.cancelled() => return,
             }
+            self.beat().await;
             let others = self.others();
             let this = &*self;
             let results = join_all(
@@ -133,6 +135,20 @@ impl Cluster {
                     }
                 }
             }
+        }
+    }
+
+    /// Writes this silo's heartbeat: the time and its activation count.
+    async fn beat(&self) {
+        let Some(activations) = self.runtime.upgrade().map(|r| r.catalog.len() as u64) else {
+            return;
+        };
+        let beat = Heartbeat {
+            at_ms: now_ms(),
+            activations,
+        };
+        if let Err(err) = self.membership.heartbeat(&self.me, beat).await {
+            tracing::debug!(cause = %err, "heartbeat not written");
         }
     }
 

@@ -18,26 +18,36 @@ pub enum Placement {
     /// The silo the grain id hashes to among the active ones: every silo picks the same one
     /// while membership does not change.
     Hash,
+    /// The less loaded (by activation count, from heartbeats) of two silos picked at random:
+    /// spreads load without every silo sending to the same least-loaded one between
+    /// heartbeats.
+    LeastLoaded,
 }
 
 impl Placement {
-    /// Picks a silo for `grain` among `silos` (the active silos, sorted, never empty), called
-    /// from `local`.
+    /// Picks a silo for `grain` among `silos` (the active silos, sorted), called from
+    /// `local`; `load` gives a silo's activation count.
     pub(crate) fn pick<'a>(
         self,
         grain: &GrainId,
         silos: &'a [SiloId],
         local: &'a SiloId,
+        load: impl Fn(&SiloId) -> u64,
     ) -> &'a SiloId {
         if silos.is_empty() {
             return local;
         }
-        let index = match self {
-            Self::PreferLocal => return local,
-            Self::Hash => grain.stable_hash() % silos.len() as u64,
-            Self::Random => random() % silos.len() as u64,
-        };
-        &silos[usize::try_from(index).unwrap_or(0)]
+        let n = silos.len() as u64;
+        let at = |i: u64| &silos[usize::try_from(i).unwrap_or(0)];
+        match self {
+            Self::PreferLocal => local,
+            Self::Hash => at(grain.stable_hash() % n),
+            Self::Random => at(random() % n),
+            Self::LeastLoaded => {
+                let (a, b) = (at(random() % n), at(random() % n));
+                if load(b) < load(a) { b } else { a }
+            }
+        }
     }
 }
 
@@ -74,7 +84,7 @@ mod tests {
         let silos = silos();
         let grain = GrainId::new("g", 1);
         assert_eq!(
-            Placement::PreferLocal.pick(&grain, &silos, &silos[2]),
+            Placement::PreferLocal.pick(&grain, &silos, &silos[2], |_| 0),
             &silos[2]
         );
     }
@@ -85,12 +95,27 @@ mod tests {
         let mut counts = [0; 3];
         for key in 0..300 {
             let grain = GrainId::new("g", key);
-            let from_0 = Placement::Hash.pick(&grain, &silos, &silos[0]);
-            let from_1 = Placement::Hash.pick(&grain, &silos, &silos[1]);
+            let from_0 = Placement::Hash.pick(&grain, &silos, &silos[0], |_| 0);
+            let from_1 = Placement::Hash.pick(&grain, &silos, &silos[1], |_| 0);
             assert_eq!(from_0, from_1);
             counts[silos.iter().position(|s| s == from_0).unwrap()] += 1;
         }
         assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+    }
+
+    #[test]
+    fn least_loaded_avoids_the_busy_silo_and_uses_the_others() {
+        let silos = silos();
+        let grain = GrainId::new("g", 1);
+        let load = |s: &SiloId| if s.name() == "s1" { 1_000 } else { 10 };
+        let mut counts = [0; 3];
+        for _ in 0..600 {
+            let pick = Placement::LeastLoaded.pick(&grain, &silos, &silos[0], load);
+            counts[silos.iter().position(|s| s == pick).unwrap()] += 1;
+        }
+        // s1 wins only when both random picks are s1 (1 in 9).
+        assert!(counts[1] < 120, "{counts:?}");
+        assert!(counts[0] > 150 && counts[2] > 150, "{counts:?}");
     }
 
     #[test]
@@ -99,7 +124,11 @@ mod tests {
         let grain = GrainId::new("g", 1);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            seen.insert(Placement::Random.pick(&grain, &silos, &silos[0]).clone());
+            seen.insert(
+                Placement::Random
+                    .pick(&grain, &silos, &silos[0], |_| 0)
+                    .clone(),
+            );
         }
         assert_eq!(seen.len(), 3);
     }

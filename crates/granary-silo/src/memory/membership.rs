@@ -3,13 +3,14 @@
 use futures::future::{BoxFuture, FutureExt, ready};
 use parking_lot::Mutex;
 
-use granary_core::StorageError;
-use granary_core::provider::{MembershipEntry, MembershipSnapshot, MembershipTable};
+use granary_core::provider::{Heartbeat, MembershipEntry, MembershipSnapshot, MembershipTable};
+use granary_core::{SiloId, StorageError};
 
 /// A membership table in process memory, changed by compare-and-set like the Redis one.
 #[derive(Debug, Default)]
 pub struct MemoryMembership {
     table: Mutex<MembershipSnapshot>,
+    beats: Mutex<Vec<(SiloId, Heartbeat)>>,
 }
 
 impl MemoryMembership {
@@ -45,5 +46,18 @@ impl MembershipTable for MemoryMembership {
             })
         };
         ready(result).boxed()
+    }
+
+    fn heartbeat(&self, silo: &SiloId, beat: Heartbeat) -> BoxFuture<'_, Result<(), StorageError>> {
+        let mut beats = self.beats.lock();
+        match beats.iter_mut().find(|(s, _)| s == silo) {
+            Some((_, last)) => *last = beat,
+            None => beats.push((silo.clone(), beat)),
+        }
+        ready(Ok(())).boxed()
+    }
+
+    fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>> {
+        ready(Ok(self.beats.lock().clone())).boxed()
     }
 }
