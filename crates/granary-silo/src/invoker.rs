@@ -174,28 +174,25 @@ fn invoke_here(
 
 /// A one-way call to a grain active (or to be activated) on this silo.
 fn send_here(runtime: &Arc<Runtime>, call: OutgoingCall) -> Result<(), CallError> {
-    let result = (|| {
-        let args = if runtime.config.wire_local_calls {
-            Payload::Encoded(call.args.into_bytes(call.method.name)?)
-        } else {
-            call.args
-        };
-        let kind = RequestKind::Call {
-            method: call.method.id,
-            args,
-            reply: None,
-        };
-        runtime.route(Request {
-            target: call.target,
-            kind,
-            chain: call.chain,
-            deadline: None,
-            attempts: 0,
-            forwards: 0,
-        });
-        Ok(())
-    })();
-    result
+    let args = if runtime.config.wire_local_calls {
+        Payload::Encoded(call.args.into_bytes(call.method.name)?)
+    } else {
+        call.args
+    };
+    let kind = RequestKind::Call {
+        method: call.method.id,
+        args,
+        reply: None,
+    };
+    runtime.route(Request {
+        target: call.target,
+        kind,
+        chain: call.chain,
+        deadline: None,
+        attempts: 0,
+        forwards: 0,
+    });
+    Ok(())
 }
 
 /// The envelope of an outgoing call: what crosses silos.
