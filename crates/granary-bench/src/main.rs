@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, reason = "benchmark output")]
 
 mod alloc;
+mod cluster;
 mod engines;
 mod metrics;
 mod report;
@@ -19,7 +20,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: P1, P2, P5, P6, P8 or all (P5 and P6 need a Redis:
+    /// Metrics to run: P1, P2, P3, P4, P5, P6, P8, P9 or all (P3–P6 and P9 need a Redis:
     /// `GRANARY_BENCH_REDIS`, default `redis://127.0.0.1:6379`).
     #[arg(default_value = "all")]
     ids: Vec<String>,
@@ -29,6 +30,9 @@ struct Args {
     /// Smaller workloads, for a smoke run.
     #[arg(long)]
     quick: bool,
+    /// Internal: serve as a process of the cluster benchmarks (`silo` or `echo`).
+    #[arg(long, hide = true)]
+    serve: Option<String>,
     /// Runs only the Granary side of one workload (p1a, p1b, p2, p5, p8), for a profiler.
     #[arg(long)]
     profile: Option<String>,
@@ -36,6 +40,14 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(role) = &args.serve {
+        let rt = engines::multi_thread(2);
+        return match role.as_str() {
+            "silo" => rt.block_on(cluster::serve_silo()),
+            "echo" => rt.block_on(cluster::serve_echo()),
+            other => anyhow::bail!("unknown role {other}"),
+        };
+    }
     let all = args.ids.iter().any(|id| id.eq_ignore_ascii_case("all"));
     let wants = |id: &str| all || args.ids.iter().any(|x| x.eq_ignore_ascii_case(id));
     let scale = if args.quick { 10 } else { 1 };
@@ -70,6 +82,12 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("P5") || wants("P6") {
         metrics::storage(args.reps, scale, wants("P5"), wants("P6"))?;
+    }
+    if wants("P3") || wants("P4") {
+        metrics::p3_p4(args.reps, scale);
+    }
+    if wants("P9") {
+        metrics::p9(args.reps, scale);
     }
     if wants("P8") {
         metrics::p8(args.reps, scale)?;

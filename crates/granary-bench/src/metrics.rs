@@ -5,6 +5,7 @@
 
 use crate::engines::{actix, floor, granary, kameo, ractor};
 use crate::report::{Line, median};
+use crate::cluster;
 use crate::storage::RedisBench;
 
 /// Runs `reps` repetitions of every workload in `runs`, rotating which one goes first, and
@@ -253,4 +254,79 @@ fn storage_metrics(
         .print();
     }
     Ok(())
+}
+
+/// P3: cross-silo call latency, one call in flight, p50 and p99, against a raw TCP
+/// request/response of 64-byte frames to another process. P4: calls per second with 256 in
+/// flight over 1,000 grains on another silo process, against the raw pipelined echo.
+pub(crate) fn p3_p4(reps: usize, scale: usize) {
+    let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
+    let [r, g] = interleave_values(
+        reps,
+        [
+            &|| cluster::raw_calls(sequential, total, 64),
+            &|| cluster::granary_calls(sequential, grains, total),
+        ],
+    );
+    let (raw, granary) = (cluster::medians(&r), cluster::medians(&g));
+    for (id, what, value, baseline, goal) in [
+        ("P3", "cross_silo_call_p50", granary.p50_ns, raw.p50_ns, "ratio<=1.3"),
+        ("P3-p99", "cross_silo_call_p99", granary.p99_ns, raw.p99_ns, "ratio<=2.0"),
+    ] {
+        Line {
+            id,
+            what,
+            value,
+            baseline,
+            baseline_name: "raw_tcp_request_response_64B",
+            unit: "ns",
+            goal,
+        }
+        .print();
+    }
+    Line {
+        id: "P4",
+        what: &format!("cross_silo_calls_per_sec_256_in_flight_{grains}grains"),
+        value: granary.calls_per_sec,
+        baseline: raw.calls_per_sec,
+        baseline_name: "raw_pipelined_echo_64B_256_in_flight",
+        unit: "calls/s",
+        goal: "ratio>=0.2",
+    }
+    .print();
+}
+
+/// P9: a silo hosting 1,000 grains is SIGKILLed: p99 time until each answers again from the
+/// survivors (test profile), against the same after a clean stop (SIGTERM), which needs no
+/// failure detection.
+pub(crate) fn p9(reps: usize, scale: usize) {
+    let grains = 1_000 / scale.min(10);
+    let [clean, crash] = interleave(
+        reps,
+        [&|| cluster::failover(grains, false), &|| {
+            cluster::failover(grains, true)
+        }],
+    );
+    Line {
+        id: "P9",
+        what: &format!("failover_p99_{grains}grains_test_profile"),
+        value: median(&crash),
+        baseline: median(&clean),
+        baseline_name: "same_after_clean_stop",
+        unit: "ms",
+        goal: "value<=2000",
+    }
+    .print();
+}
+
+/// As [`interleave`], for runs that return any value.
+fn interleave_values<T, const N: usize>(reps: usize, runs: [&dyn Fn() -> T; N]) -> [Vec<T>; N] {
+    let mut samples: [Vec<T>; N] = std::array::from_fn(|_| Vec::with_capacity(reps));
+    for rep in 0..reps {
+        for i in 0..N {
+            let k = (i + rep) % N;
+            samples[k].push(runs[k]());
+        }
+    }
+    samples
 }

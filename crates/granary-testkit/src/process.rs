@@ -26,7 +26,21 @@ impl SiloProcess {
     /// # Panics
     /// If the process does not start or print its ready line within 20 s.
     pub async fn start(binary: &str, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(binary, &[], name, env).await
+    }
+
+    /// As [`start`](Self::start), with command-line arguments.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_with_args(
+        binary: &str,
+        args: &[&str],
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(binary);
+        command.args(args);
         command
             .env("GRANARY_NAME", name)
             .env("GRANARY_LISTEN", "127.0.0.1:0")
