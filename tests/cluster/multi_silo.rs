@@ -289,3 +289,52 @@ async fn least_loaded_placement_sends_new_grains_away_from_a_busy_silo() {
     fresh.shutdown().await.unwrap();
     busy.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_left_by_a_crashed_cluster_do_not_block_a_restart() {
+    use granary::provider::{MembershipEntry, MembershipTable, SiloStatus};
+    let url = shared_redis_url().await;
+    let name = unique_name("restart");
+    let store = Arc::new(
+        RedisStore::connect(RedisConfig::new(&url, &name).shards(8))
+            .await
+            .unwrap(),
+    );
+    // Three silos of an earlier run that crashed: rows still Active, nobody answering there.
+    let table = RedisMembership::new(store.clone());
+    for (i, port) in [1_u16, 2, 3].into_iter().enumerate() {
+        let version = table.read().await.unwrap().version;
+        let ghost = MembershipEntry::new(
+            granary::SiloId::new(format!("ghost{i}"), 1),
+            format!("127.0.0.1:{port}"),
+            SiloStatus::Active,
+        );
+        table.upsert(ghost, version).await.unwrap();
+    }
+    let mut config =
+        ClusterConfig::new(&name, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+    config.placement = Placement::Hash;
+    let silo = Silo::builder()
+        .config(SiloConfig::test_profile())
+        .storage(store.clone())
+        .membership(Arc::new(RedisMembership::new(store)))
+        .cluster(config)
+        .register::<CounterGrain>()
+        .start()
+        .await
+        .unwrap();
+    // The ghosts were voted dead while the silo joined: every grain lands here.
+    assert_eq!(silo.members(), vec![silo.id().clone()]);
+    let rows = table.read().await.unwrap();
+    assert!(
+        rows.entries
+            .iter()
+            .filter(|e| e.silo.name().starts_with("ghost"))
+            .all(|e| e.status == SiloStatus::Dead),
+        "{rows:?}"
+    );
+    for g in 0..20 {
+        silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
+    }
+    silo.shutdown().await.unwrap();
+}

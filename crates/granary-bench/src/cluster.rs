@@ -36,7 +36,10 @@ pub(crate) async fn serve_silo() -> anyhow::Result<()> {
 /// one flush (as the transport does).
 pub(crate) async fn serve_echo() -> anyhow::Result<()> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    #[allow(clippy::print_stdout, reason = "the ready line is the process's interface")]
+    #[allow(
+        clippy::print_stdout,
+        reason = "the ready line is the process's interface"
+    )]
     {
         println!("echo ready at {}", listener.local_addr()?);
     }
@@ -275,9 +278,10 @@ pub(crate) fn failover(grains: usize, crash: bool) -> f64 {
         while on_victim.len() < grains {
             let grain = client.grain::<BenchGrain>(key);
             grain.ping(0).await.expect("activate");
-            let owner = granary::provider::GrainDirectory::lookup(&store, &GrainId::new("bench", key))
-                .await
-                .expect("lookup");
+            let owner =
+                granary::provider::GrainDirectory::lookup(&store, &GrainId::new("bench", key))
+                    .await
+                    .expect("lookup");
             if owner.is_some_and(|o| o.silo.name() == "victim") {
                 on_victim.push(grain);
             }

@@ -3,9 +3,9 @@
 //! Each repetition runs the baseline(s) and the candidate back to back, starting with a different
 //! engine each time (so no engine always runs first or last); medians are reported.
 
+use crate::cluster;
 use crate::engines::{actix, floor, granary, kameo, ractor};
 use crate::report::{Line, median};
-use crate::cluster;
 use crate::storage::RedisBench;
 
 /// Runs `reps` repetitions of every workload in `runs`, rotating which one goes first, and
@@ -263,15 +263,26 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
     let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
     let [r, g] = interleave_values(
         reps,
-        [
-            &|| cluster::raw_calls(sequential, total, 64),
-            &|| cluster::granary_calls(sequential, grains, total),
-        ],
+        [&|| cluster::raw_calls(sequential, total, 64), &|| {
+            cluster::granary_calls(sequential, grains, total)
+        }],
     );
     let (raw, granary) = (cluster::medians(&r), cluster::medians(&g));
     for (id, what, value, baseline, goal) in [
-        ("P3", "cross_silo_call_p50", granary.p50_ns, raw.p50_ns, "ratio<=1.3"),
-        ("P3-p99", "cross_silo_call_p99", granary.p99_ns, raw.p99_ns, "ratio<=2.0"),
+        (
+            "P3",
+            "cross_silo_call_p50",
+            granary.p50_ns,
+            raw.p50_ns,
+            "ratio<=1.3",
+        ),
+        (
+            "P3-p99",
+            "cross_silo_call_p99",
+            granary.p99_ns,
+            raw.p99_ns,
+            "ratio<=2.0",
+        ),
     ] {
         Line {
             id,

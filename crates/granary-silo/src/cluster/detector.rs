@@ -180,12 +180,24 @@ impl Cluster {
                 at_ms: now,
             });
             // Who can vote: active silos other than the suspect that are not suspected
-            // themselves.
+            // themselves and sent a heartbeat lately (rows left by a crashed cluster send
+            // none, so they do not count as voters that would never vote).
+            let beats = self.membership.heartbeats().await.unwrap_or_default();
+            let stale_after = u64::try_from(
+                (self.config.probe_interval * (self.config.missed_probes + 2) * 2).as_millis(),
+            )
+            .unwrap_or(u64::MAX);
+            let alive = |silo: &SiloId| {
+                *silo == self.me
+                    || beats
+                        .iter()
+                        .any(|(s, b)| s == silo && now.saturating_sub(b.at_ms) <= stale_after)
+            };
             let voters = snapshot
                 .entries
                 .iter()
                 .filter(|e| e.status == SiloStatus::Active && e.silo != *suspect)
-                .filter(|e| fresh(e).is_empty())
+                .filter(|e| fresh(e).is_empty() && alive(&e.silo))
                 .count();
             let needed = usize::try_from(self.config.votes_for_death)
                 .unwrap_or(usize::MAX)
