@@ -338,3 +338,92 @@ async fn rows_left_by_a_crashed_cluster_do_not_block_a_restart() {
     }
     silo.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_silos_keep_serving_and_declare_nobody_dead() {
+    use granary::provider::{MembershipTable, SiloStatus};
+    use granary_testkit::redis_server::{Persistence, PrivateRedis};
+    let mut redis = PrivateRedis::start(Persistence::AofAlways).await;
+    let name = unique_name("down");
+    let mut silos = Vec::new();
+    for i in 0..2 {
+        let store = Arc::new(
+            RedisStore::connect(
+                RedisConfig::new(redis.url(), &name)
+                    .shards(4)
+                    .command_timeout(Duration::from_millis(300)),
+            )
+            .await
+            .unwrap(),
+        );
+        let mut config =
+            ClusterConfig::new(&name, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+        config.placement = Placement::Hash;
+        silos.push(
+            Silo::builder()
+                .config(SiloConfig {
+                    name: format!("s{i}"),
+                    idle_timeout: Duration::from_secs(60),
+                    ..SiloConfig::test_profile()
+                })
+                .storage(store.clone())
+                .membership(Arc::new(RedisMembership::new(store)))
+                .cluster(config)
+                .register::<CounterGrain>()
+                .start()
+                .await
+                .unwrap(),
+        );
+    }
+    for silo in &silos {
+        let mut events = silo.events();
+        if silo.members().len() < 2 {
+            events
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+                .await
+                .unwrap();
+        }
+    }
+    let mut activations = Vec::new();
+    for g in 0..10 {
+        activations.push(
+            silos[0]
+                .client()
+                .grain::<CounterGrain>(g)
+                .whoami()
+                .await
+                .unwrap(),
+        );
+    }
+    redis.kill();
+    // Several probe rounds without Redis: the grains the silos host keep answering, from
+    // either silo (reads need no Redis).
+    for _ in 0..3 {
+        for (g, activation) in activations.iter().enumerate() {
+            let from = &silos[g % 2];
+            let answer = from.client().grain::<CounterGrain>(g as i64).whoami().await;
+            assert_eq!(
+                answer.as_ref(),
+                Ok(activation),
+                "grain {g} while Redis is down"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    redis.restart().await;
+    let table = RedisMembership::new(Arc::new(
+        RedisStore::connect(RedisConfig::new(redis.url(), &name))
+            .await
+            .unwrap(),
+    ))
+    .read()
+    .await
+    .unwrap();
+    assert!(
+        table.entries.iter().all(|e| e.status == SiloStatus::Active),
+        "nobody was declared dead: {table:?}"
+    );
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}
