@@ -435,6 +435,9 @@ impl Cluster {
 
     /// Remembers that `silo` hosts `grain`.
     pub(crate) fn learn(&self, grain: &GrainId, silo: SiloId) {
+        if self.cache.get(grain).is_some_and(|known| *known == silo) {
+            return;
+        }
         if silo == self.me {
             self.cache.remove(grain);
         } else {

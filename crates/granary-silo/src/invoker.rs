@@ -289,11 +289,21 @@ pub(crate) async fn run_envelope(
         attempts: 0,
         forwards,
     };
-    runtime.route(request);
+    // A turn admitted at once runs in this task (no second spawn).
+    let inline = runtime.route_with(request, true);
     let Some(rx) = rx else {
+        if let Some(turn) = inline {
+            runtime.tracker.spawn(turn);
+        }
         return Ok(Vec::new());
     };
-    match tokio::time::timeout_at(deadline, rx).await {
+    let wait = async move {
+        if let Some(turn) = inline {
+            turn.await;
+        }
+        rx.await
+    };
+    match tokio::time::timeout_at(deadline, wait).await {
         Ok(Ok(result)) => result?.into_bytes(&method_name),
         Ok(Err(_)) => Err(CallError::Unavailable {
             grain: target,

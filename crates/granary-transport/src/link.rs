@@ -226,10 +226,25 @@ async fn write_loop(
             };
             let Some(first) = first else { return Ok(()) };
             sink.feed(first).await?;
-            for _ in 1..COALESCE {
-                match rx.try_recv() {
-                    Ok(frame) => sink.feed(frame).await?,
-                    Err(_) => break,
+            let mut taken = 1;
+            // Take what is queued. Under load (other requests in flight on this link), let the
+            // tasks that are about to send run once (they are often already woken) and take
+            // what they queued too: one flush for all of it. A lone request goes out at once.
+            let busy = link.pending.lock().len() + link.inflight.lock().len() > 1;
+            for round in 0..2 {
+                while taken < COALESCE {
+                    match rx.try_recv() {
+                        Ok(frame) => {
+                            sink.feed(frame).await?;
+                            taken += 1;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if round == 0 && busy && taken < COALESCE {
+                    tokio::task::yield_now().await;
+                } else {
+                    break;
                 }
             }
             sink.flush().await?;

@@ -87,6 +87,9 @@ struct Inner {
     link_config: LinkConfig,
     handler: Arc<dyn Handler>,
     peers: parking_lot::Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<Peer>>>>,
+    /// The open links, for the common case: a request to a peer already connected takes a
+    /// read lock and no await.
+    open: parking_lot::RwLock<HashMap<SocketAddr, Arc<Link>>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
@@ -133,6 +136,7 @@ impl Transport {
             config,
             handler,
             peers: parking_lot::Mutex::new(HashMap::new()),
+            open: parking_lot::RwLock::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             local_addr,
@@ -188,6 +192,7 @@ impl Transport {
     /// Closes the link to `addr`, if any: requests in flight on it fail at once as
     /// `ConnectionLost` (used when the peer is declared dead). A later request dials again.
     pub fn disconnect(&self, addr: SocketAddr) {
+        self.inner.open.write().remove(&addr);
         let slot = self.inner.peers.lock().remove(&addr);
         if let Some(slot) = slot
             && let Ok(peer) = slot.try_lock()
@@ -211,6 +216,9 @@ impl Transport {
         if inner.shutdown.is_cancelled() {
             return Err(TransportError::Closed);
         }
+        if let Some(link) = inner.open.read().get(&addr).filter(|l| l.is_open()) {
+            return Ok(link.clone());
+        }
         let slot = inner.peers.lock().entry(addr).or_default().clone();
         let mut peer = slot.lock().await;
         if let Some(link) = peer.link.as_ref().filter(|l| l.is_open()) {
@@ -227,6 +235,7 @@ impl Transport {
                     link: Some(link.clone()),
                     ..Peer::default()
                 };
+                inner.open.write().insert(addr, link.clone());
                 Ok(link)
             }
             Err(error) => {
