@@ -202,6 +202,11 @@ impl Transport {
         }
     }
 
+    /// Closes the listener and every link without waiting for their tasks.
+    pub fn close(&self) {
+        self.inner.shutdown.cancel();
+    }
+
     /// Closes the listener and every link, and waits for their tasks.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();

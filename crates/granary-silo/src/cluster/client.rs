@@ -89,6 +89,14 @@ struct Inner {
     stop: CancellationToken,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: close the client's connections.
+        self.stop.cancel();
+        self.transport.close();
+    }
+}
+
 /// A client of a cluster: calls grains through gateway silos, spreading calls over them,
 /// failing over to another gateway when one cannot be reached, and refreshing the gateway list
 /// from the cluster's membership.
@@ -149,7 +157,7 @@ impl ClusterClient {
                 Ok(found) if !found.is_empty() => {
                     if inner.config.discover {
                         *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
-                        tokio::spawn(refresh_loop(inner.clone()));
+                        tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
                     }
                     return Ok(Self { inner });
                 }
@@ -214,12 +222,20 @@ fn with_seeds(mut found: Vec<SocketAddr>, seeds: &[SocketAddr]) -> Vec<SocketAdd
     found
 }
 
-async fn refresh_loop(inner: Arc<Inner>) {
+/// Refreshes the gateways until the client is closed or dropped.
+async fn refresh_loop(inner: std::sync::Weak<Inner>) {
     loop {
+        let Some((every, stop)) = inner.upgrade().map(|i| (i.config.refresh, i.stop.clone()))
+        else {
+            return;
+        };
         tokio::select! {
-            () = tokio::time::sleep(inner.config.refresh) => {}
-            () = inner.stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
         }
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
         let known = inner.gateways.read().clone();
         for gateway in known {
             if let Ok(found) = members(&inner, gateway).await
