@@ -77,16 +77,20 @@
 //! (`NOSCRIPT` fallback). Redis 7 or later is required.
 
 mod config;
+mod consumer;
 mod error;
 mod keys;
 mod membership;
 mod scripts;
 mod store;
+mod streams;
 
 pub use config::{Bootstrap, RedisConfig};
+pub use consumer::{ConsumeError, ConsumerConfig, Idempotency, StreamConsumer};
 pub use error::ConnectError;
 pub use membership::RedisMembership;
 pub use store::RedisStore;
+pub use streams::{RedisPubSubSink, RedisStreamsSink};
 
 #[doc(hidden)]
 pub mod __private {

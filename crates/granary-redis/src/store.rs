@@ -276,8 +276,17 @@ impl RedisStore {
     }
 
     async fn pending_entries(&self, max: usize) -> Result<Vec<OutboxEntry>, StorageError> {
+        self.pending_of(0..self.keys.shards(), max).await
+    }
+
+    async fn pending_of(
+        &self,
+        shards: std::ops::Range<u32>,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        let first = shards.start;
         let mut pipe = redis::pipe();
-        for shard in 0..self.keys.shards() {
+        for shard in shards {
             pipe.cmd("XRANGE")
                 .arg(self.keys.outbox(shard))
                 .arg("-")
@@ -290,7 +299,7 @@ impl RedisStore {
             .bounded(async move { pipe.query_async(&mut conn).await })
             .await?;
         let mut entries = Vec::new();
-        for (shard, reply) in (0..).zip(replies) {
+        for (shard, reply) in (first..).zip(replies) {
             for stream_id in reply.ids {
                 if entries.len() == max {
                     return Ok(entries);
@@ -366,6 +375,18 @@ impl StateStore for RedisStore {
 impl Outbox for RedisStore {
     fn pending(&self, max: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
         Box::pin(self.pending_entries(max))
+    }
+
+    fn shards(&self) -> u32 {
+        self.keys.shards()
+    }
+
+    fn pending_in(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
+        Box::pin(self.pending_of(shard..shard + 1, max))
     }
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
@@ -449,6 +470,11 @@ fn outbox_entry(
                 shard,
                 entry: entry.to_owned(),
             },
+            // A stream entry id starts with the milliseconds of its XADD: the commit time.
+            committed_ms: entry
+                .split_once('-')
+                .and_then(|(ms, _)| ms.parse().ok())
+                .unwrap_or(0),
         })
     })();
     parsed.ok_or_else(|| {

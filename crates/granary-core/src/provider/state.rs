@@ -59,6 +59,8 @@ pub struct OutboxEntry {
     pub event: PublishedEvent,
     /// Where the store keeps it: what [`Outbox::ack`] removes.
     pub position: OutboxPosition,
+    /// When it was committed, in milliseconds since the Unix epoch (the store's clock).
+    pub committed_ms: u64,
 }
 
 /// Where a store keeps an outbox entry: the outbox shard (a store may split its outbox so that
@@ -119,9 +121,22 @@ pub struct Loaded {
 }
 
 /// Read side of the outbox, for the relay that delivers events to queues.
+///
+/// The outbox is split into shards (one per hash tag in Redis); all events of one grain are in
+/// one shard, in commit order, so a relay that owns a shard delivers them in order.
 pub trait Outbox: Send + Sync + 'static {
     /// Up to `max` committed events not yet acknowledged, in commit order per grain.
     fn pending(&self, max: usize) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>>;
+
+    /// The number of shards.
+    fn shards(&self) -> u32;
+
+    /// Up to `max` events of `shard` not yet acknowledged, oldest first.
+    fn pending_in(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>>;
 
     /// Removes delivered entries from the outbox.
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>>;

@@ -1,7 +1,9 @@
 //! Tests of the Redis store against real Redis servers: the conformance suite on the shared
-//! server, and fencing, outages and data loss on private ones.
+//! server, fencing, outages and data loss on private ones, and events through Redis Streams.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 mod conformance;
 mod counter;
+mod events;
 mod fencing;
 mod outage;

@@ -108,6 +108,7 @@ impl MemoryStore {
                     shard: 0,
                     entry: seq.to_string(),
                 },
+                committed_ms: now_ms(),
             });
         }
         Ok(version)
@@ -145,6 +146,23 @@ impl Outbox for MemoryStore {
         ready(Ok(self.outbox.lock().iter().take(max).cloned().collect())).boxed()
     }
 
+    fn shards(&self) -> u32 {
+        1
+    }
+
+    fn pending_in(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
+        let entries = if shard == 0 {
+            self.outbox.lock().iter().take(max).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        ready(Ok(entries)).boxed()
+    }
+
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
         self.outbox
             .lock()
@@ -166,4 +184,10 @@ impl GrainDirectory for MemoryStore {
         }
         ready(Ok(())).boxed()
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

@@ -1,0 +1,162 @@
+//! [`EventEnvelope`]: an event as it travels to queues, readable by any language.
+
+use granary_core::provider::OutboxEntry;
+use granary_core::{Event, GrainId, GrainKey};
+use serde::{Deserialize, Serialize};
+
+/// A committed domain event as sinks publish it: JSON, so that a Python or Go service can read
+/// it.
+///
+/// ```json
+/// {"id":"6:player:s:alice:3:0","type":"player.died",
+///  "source":{"type":"player","key":"alice","key_kind":"string"},
+///  "version":3,"index":0,"timestamp_ms":1764590000000,"trace":null,
+///  "payload":{"player":"alice","killer":"bob"}}
+/// ```
+///
+/// `id` is unique per event and the same on every delivery: consumers drop an id they have
+/// processed (see the idempotency helpers of the sinks). `version` is the grain's state version
+/// of the commit that carried the event, `index` its position in that commit: for one grain,
+/// `(version, index)` orders its events. `timestamp_ms` is the commit time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// The stable id: `<type length>:<grain type>:<key kind>:<key>:<version>:<index>`.
+    pub id: String,
+    /// The event's type name (`Event::TYPE_NAME`).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The grain that published it.
+    pub source: Source,
+    /// The grain's state version of the commit that carried it.
+    pub version: u64,
+    /// Its position among that commit's events.
+    pub index: u32,
+    /// Commit time, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Trace context of the turn that published it (W3C `traceparent`), when traced.
+    pub trace: Option<String>,
+    /// The event itself.
+    pub payload: serde_json::Value,
+}
+
+/// The grain that published an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// The grain type name.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The key, as text.
+    pub key: String,
+    /// `string`, `int` or `uuid`.
+    pub key_kind: String,
+}
+
+/// Why an event could not be turned into an envelope or back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The published payload is not JSON (it always is when published with `ctx.publish`).
+    #[error("event {id} has a payload that is not JSON: {reason}")]
+    Payload {
+        /// The event id.
+        id: String,
+        /// The parser's message.
+        reason: String,
+    },
+    /// The bytes are not an envelope.
+    #[error("not an event envelope: {0}")]
+    Malformed(String),
+    /// The payload is not an event of the requested type.
+    #[error("event {id} of type {type_name} does not decode as {wanted}: {reason}")]
+    WrongType {
+        /// The event id.
+        id: String,
+        /// Its type name.
+        type_name: String,
+        /// The type asked for.
+        wanted: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// The stable id of the event at `(grain, version, index)`.
+#[must_use]
+pub fn event_id(grain: &GrainId, version: u64, index: u32) -> String {
+    let type_name = grain.type_name();
+    let (kind, key) = key_parts(grain.key());
+    format!(
+        "{}:{type_name}:{}:{key}:{version}:{index}",
+        type_name.len(),
+        &kind[..1]
+    )
+}
+
+fn key_parts(key: &GrainKey) -> (&'static str, String) {
+    match key {
+        GrainKey::Str(s) => ("string", s.to_string()),
+        GrainKey::Int(i) => ("int", i.to_string()),
+        GrainKey::Uuid(u) => ("uuid", u.to_string()),
+    }
+}
+
+impl EventEnvelope {
+    /// The envelope of a committed outbox entry.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::Payload`] if the payload is not JSON.
+    pub fn from_entry(entry: &OutboxEntry) -> Result<Self, EnvelopeError> {
+        let id = event_id(&entry.id.grain, entry.id.version, entry.id.index);
+        let payload =
+            serde_json::from_slice(&entry.event.payload).map_err(|e| EnvelopeError::Payload {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+        let (key_kind, key) = key_parts(entry.id.grain.key());
+        Ok(Self {
+            id,
+            type_name: entry.event.type_name.clone(),
+            source: Source {
+                type_name: entry.id.grain.type_name().to_owned(),
+                key,
+                key_kind: key_kind.to_owned(),
+            },
+            version: entry.id.version,
+            index: entry.id.index,
+            timestamp_ms: entry.committed_ms,
+            trace: None,
+            payload,
+        })
+    }
+
+    /// The envelope as JSON bytes.
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
+    }
+
+    /// Reads an envelope from JSON bytes.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::Malformed`] if the bytes are not one.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))
+    }
+
+    /// The payload as event `E`, if this is an `E`.
+    ///
+    /// # Errors
+    /// [`EnvelopeError::WrongType`] if the type name differs or the payload does not decode.
+    pub fn decode<E: Event>(&self) -> Result<E, EnvelopeError> {
+        let wrong = |reason: String| EnvelopeError::WrongType {
+            id: self.id.clone(),
+            type_name: self.type_name.clone(),
+            wanted: E::TYPE_NAME,
+            reason,
+        };
+        if self.type_name != E::TYPE_NAME {
+            return Err(wrong("another event type".into()));
+        }
+        serde_json::from_value(self.payload.clone()).map_err(|e| wrong(e.to_string()))
+    }
+}

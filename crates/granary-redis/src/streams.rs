@@ -1,0 +1,221 @@
+//! Redis Streams as an event sink ([`RedisStreamsSink`]) and Redis Pub/Sub for lossy real-time
+//! fan-out ([`RedisPubSubSink`]).
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use granary_events::{EventEnvelope, Sink, SinkError};
+use redis::Value;
+
+use crate::store::RedisStore;
+
+/// Publishes events to Redis Streams: one stream per topic, named `<prefix><topic>`, one entry
+/// per event with the fields `id` (the event id), `type` and `event` (the JSON envelope).
+///
+/// The sink never trims: a stream keeps every event until [`trim_consumed`](Self::trim_consumed)
+/// removes the entries that every consumer group has acknowledged. (`MAXLEN` trimming, by
+/// contrast, drops the oldest entries whether or not they were consumed; use it only on
+/// streams whose events may be lost.)
+#[derive(Debug, Clone)]
+pub struct RedisStreamsSink {
+    store: Arc<RedisStore>,
+    prefix: String,
+}
+
+impl RedisStreamsSink {
+    /// A sink writing through `store`'s connection to streams named `<prefix><topic>` (e.g.
+    /// prefix `events:` and topic `match.ended` give the stream `events:match.ended`).
+    #[must_use]
+    pub fn new(store: Arc<RedisStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The stream of `topic`.
+    #[must_use]
+    pub fn stream(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    /// Trims `topic`'s stream of the entries every consumer group has acknowledged; returns
+    /// how many were removed. A stream without groups is left alone: its events were never
+    /// consumed.
+    ///
+    /// # Errors
+    /// [`SinkError::Unavailable`] if Redis cannot be reached.
+    pub async fn trim_consumed(&self, topic: &str) -> Result<u64, SinkError> {
+        let stream = self.stream(topic);
+        let unavailable = |e: granary_core::StorageError| SinkError::Unavailable {
+            sink: "redis-streams".into(),
+            reason: e.to_string(),
+        };
+        let mut conn = self.store.conn.clone();
+        let key = stream.clone();
+        let groups: Vec<Vec<Value>> = self
+            .store
+            .bounded(async move {
+                redis::cmd("XINFO")
+                    .arg("GROUPS")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+            .map_err(unavailable)?;
+        let mut floor: Option<(u64, u64)> = None;
+        for group in &groups {
+            let field = |name: &str| {
+                group
+                    .chunks(2)
+                    .find(|kv| matches!(&kv[0], Value::BulkString(k) if k == name.as_bytes()))
+                    .and_then(|kv| match &kv[1] {
+                        Value::BulkString(v) => String::from_utf8(v.clone()).ok(),
+                        Value::Int(i) => Some(i.to_string()),
+                        _ => None,
+                    })
+            };
+            let (Some(name), Some(last)) = (field("name"), field("last-delivered-id")) else {
+                continue;
+            };
+            let pending: u64 = field("pending").and_then(|p| p.parse().ok()).unwrap_or(0);
+            let mut bound = parse_id(&last);
+            if pending > 0 {
+                let mut conn = self.store.conn.clone();
+                let key = stream.clone();
+                let summary: Vec<Value> = self
+                    .store
+                    .bounded(async move {
+                        redis::cmd("XPENDING")
+                            .arg(&key)
+                            .arg(&name)
+                            .query_async(&mut conn)
+                            .await
+                    })
+                    .await
+                    .map_err(unavailable)?;
+                if let Some(Value::BulkString(min)) = summary.get(1) {
+                    bound = parse_id(&String::from_utf8_lossy(min));
+                }
+            }
+            floor = Some(floor.map_or(bound, |f| f.min(bound)));
+        }
+        let Some((ms, seq)) = floor else {
+            return Ok(0);
+        };
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move {
+                redis::cmd("XTRIM")
+                    .arg(&stream)
+                    .arg("MINID")
+                    .arg(format!("{ms}-{seq}"))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+            .map_err(unavailable)
+    }
+}
+
+fn parse_id(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
+impl Sink for RedisStreamsSink {
+    fn name(&self) -> &str {
+        "redis-streams"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let stream = self.stream(topic);
+            let mut pipe = redis::pipe();
+            for event in events {
+                pipe.cmd("XADD")
+                    .arg(&stream)
+                    .arg("*")
+                    .arg("id")
+                    .arg(&event.id)
+                    .arg("type")
+                    .arg(&event.type_name)
+                    .arg("event")
+                    .arg(event.to_json());
+            }
+            let mut conn = self.store.conn.clone();
+            let ids: Vec<String> = self
+                .store
+                .bounded(async move { pipe.query_async(&mut conn).await })
+                .await
+                .map_err(|e| SinkError::Unavailable {
+                    sink: "redis-streams".into(),
+                    reason: e.to_string(),
+                })?;
+            if ids.len() != events.len() {
+                return Err(SinkError::Refused {
+                    sink: "redis-streams".into(),
+                    reason: format!("{} of {} events appended", ids.len(), events.len()),
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Publishes events to Redis Pub/Sub channels named `<prefix><topic>`, the JSON envelope as the
+/// message. **Lossy**: a subscriber that is not connected at that moment never sees the event,
+/// and Redis confirms only that it took the message. Use it for real-time fan-out (a game's
+/// state to its spectators), never for events that must arrive.
+#[derive(Debug, Clone)]
+pub struct RedisPubSubSink {
+    store: Arc<RedisStore>,
+    prefix: String,
+}
+
+impl RedisPubSubSink {
+    /// A sink publishing through `store`'s connection to channels `<prefix><topic>`.
+    #[must_use]
+    pub fn new(store: Arc<RedisStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: prefix.to_owned(),
+        }
+    }
+}
+
+impl Sink for RedisPubSubSink {
+    fn name(&self) -> &str {
+        "redis-pubsub"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let channel = format!("{}{topic}", self.prefix);
+            let mut pipe = redis::pipe();
+            for event in events {
+                pipe.cmd("PUBLISH")
+                    .arg(&channel)
+                    .arg(event.to_json())
+                    .ignore();
+            }
+            let mut conn = self.store.conn.clone();
+            self.store
+                .bounded(async move { pipe.query_async::<()>(&mut conn).await })
+                .await
+                .map_err(|e| SinkError::Unavailable {
+                    sink: "redis-pubsub".into(),
+                    reason: e.to_string(),
+                })
+        })
+    }
+}

@@ -1,0 +1,365 @@
+//! Events from grains to Redis Streams: the relay delivers every committed event exactly once
+//! after dedupe and in per-grain order, survives being stopped mid-stream and a broker outage,
+//! and the consumer dead-letters a poison event without blocking the rest.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use granary::provider::Outbox;
+use granary::{Silo, SiloConfig};
+use granary_events::{EventEnvelope, Relay, RelayConfig};
+use granary_redis::{
+    ConsumerConfig, Idempotency, RedisConfig, RedisStore, RedisStreamsSink, StreamConsumer,
+};
+use granary_testkit::redis_server::{Persistence, PrivateRedis, shared_redis_url, unique_name};
+use tokio_util::sync::CancellationToken;
+
+use crate::counter::{Bumped, CounterGrain};
+
+async fn store_on(url: &str) -> Arc<RedisStore> {
+    Arc::new(
+        RedisStore::connect(RedisConfig::new(url, unique_name("ev")).shards(8))
+            .await
+            .unwrap(),
+    )
+}
+
+async fn silo(store: Arc<RedisStore>) -> Silo {
+    Silo::builder()
+        .config(SiloConfig::test_profile())
+        .storage(store)
+        .register::<CounterGrain>()
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Bumps `grains` grains `times` times each, concurrently: `grains * times` committed events.
+async fn bump_all(silo: &Silo, grains: i64, times: u64) {
+    let tasks: Vec<_> = (0..grains)
+        .map(|g| {
+            let counter = silo.client().grain::<CounterGrain>(g);
+            tokio::spawn(async move {
+                for _ in 0..times {
+                    counter.bump().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn outbox_len(store: &RedisStore) -> usize {
+    store.pending(1_000_000).await.unwrap().len()
+}
+
+/// Every entry of `stream`, as envelopes, in stream order.
+async fn read_stream(url: &str, stream: &str) -> Vec<EventEnvelope> {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| match e.map.get("event") {
+            Some(redis::Value::BulkString(json)) => EventEnvelope::from_json(json).unwrap(),
+            other => panic!("entry without event: {other:?}"),
+        })
+        .collect()
+}
+
+/// Checks that `events` hold exactly `grains * times` distinct events, each grain's counts
+/// 1..=times in order (the first delivery of each id counts).
+fn check_exactly_once_in_order(events: &[EventEnvelope], grains: i64, times: u64) {
+    let mut seen = HashSet::new();
+    let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for event in events {
+        if seen.insert(event.id.clone()) {
+            let bumped: Bumped = event.decode().unwrap();
+            per_grain
+                .entry(event.source.key.clone())
+                .or_default()
+                .push(bumped.n);
+        }
+    }
+    assert_eq!(seen.len() as u64, grains as u64 * times, "distinct events");
+    for (grain, counts) in per_grain {
+        assert_eq!(
+            counts,
+            (1..=times).collect::<Vec<_>>(),
+            "grain {grain}: in commit order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_committed_event_arrives_once_after_dedupe_in_per_grain_order() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("events"));
+    let sink = Arc::new(RedisStreamsSink::new(store.clone(), &prefix));
+    let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
+    let silo = silo(store.clone()).await;
+    bump_all(&silo, 40, 50).await;
+
+    // A consumer group reads them; the idempotency helper drops redeliveries.
+    let stream = sink.stream("counter.bumped");
+    let consumer = StreamConsumer::new(&url, &stream, "analytics", "c1", ConsumerConfig::default())
+        .await
+        .unwrap()
+        .idempotent(
+            Idempotency::connect(&url, &format!("{prefix}seen:"), Duration::from_secs(600))
+                .await
+                .unwrap(),
+        );
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let run = {
+        let (received, stop) = (received.clone(), stop.clone());
+        tokio::spawn(async move {
+            consumer
+                .run(
+                    |event| {
+                        received.lock().unwrap().push(event);
+                        async { Ok(()) }
+                    },
+                    stop,
+                )
+                .await
+        })
+    };
+    wait_until("the consumer has every event", async || {
+        received.lock().unwrap().len() >= 2_000
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    check_exactly_once_in_order(&received.lock().unwrap(), 40, 50);
+    wait_until("the outbox is empty", async || {
+        outbox_len(&store).await == 0
+    })
+    .await;
+    assert_eq!(relay.failures(), 0);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stopped_mid_stream_loses_nothing() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let silo = silo(store.clone()).await;
+    bump_all(&silo, 20, 50).await;
+    assert_eq!(
+        outbox_len(&store).await,
+        1_000,
+        "committed, not yet relayed"
+    );
+    let prefix = format!("{}:", unique_name("events"));
+    let sink = Arc::new(RedisStreamsSink::new(store.clone(), &prefix));
+    let small = RelayConfig {
+        batch: 16,
+        ..RelayConfig::default()
+    };
+    let first = Relay::builder(store.clone())
+        .sink(sink.clone())
+        .config(small.clone())
+        .start();
+    wait_until("the first relay delivered some", async || {
+        first.delivered() >= 100
+    })
+    .await;
+    first.stop().await;
+    let delivered = read_stream(&url, &sink.stream("counter.bumped"))
+        .await
+        .len();
+    assert!(
+        delivered < 1_000,
+        "stopped mid-stream ({delivered} delivered)"
+    );
+    let second = Relay::builder(store.clone())
+        .sink(sink.clone())
+        .config(small)
+        .start();
+    wait_until("the outbox is empty", async || {
+        outbox_len(&store).await == 0
+    })
+    .await;
+    second.stop().await;
+    let events = read_stream(&url, &sink.stream("counter.bumped")).await;
+    check_exactly_once_in_order(&events, 20, 50);
+    silo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_in_the_outbox_while_the_broker_is_down() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let mut broker = PrivateRedis::start(Persistence::None).await;
+    let broker_store = Arc::new(
+        RedisStore::connect(
+            RedisConfig::new(broker.url(), "broker").command_timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap(),
+    );
+    let sink = Arc::new(RedisStreamsSink::new(broker_store, "events:"));
+    broker.kill();
+    let silo = silo(store.clone()).await;
+    bump_all(&silo, 10, 10).await;
+    let relay = Relay::builder(store.clone())
+        .sink(sink.clone())
+        .config(RelayConfig {
+            retry_max: Duration::from_millis(200),
+            ..RelayConfig::default()
+        })
+        .start();
+    wait_until("the relay failed a few times", async || {
+        relay.failures() >= 3
+    })
+    .await;
+    assert_eq!(outbox_len(&store).await, 100, "nothing left the outbox");
+    broker.restart().await;
+    wait_until("the outbox is empty", async || {
+        outbox_len(&store).await == 0
+    })
+    .await;
+    let events = read_stream(&broker.url(), &sink.stream("counter.bumped")).await;
+    check_exactly_once_in_order(&events, 10, 10);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_is_dead_lettered_after_its_attempts_and_does_not_block_the_rest() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("events"));
+    let sink = Arc::new(RedisStreamsSink::new(store.clone(), &prefix));
+    let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
+    let silo = silo(store.clone()).await;
+    bump_all(&silo, 4, 5).await;
+    let stream = sink.stream("counter.bumped");
+    let config = ConsumerConfig {
+        max_attempts: 3,
+        retry_after: Duration::from_millis(50),
+        block: Duration::from_millis(50),
+        ..ConsumerConfig::default()
+    };
+    let consumer = StreamConsumer::new(&url, &stream, "g", "c1", config)
+        .await
+        .unwrap();
+    let dead = consumer.dead_letter().to_owned();
+    let attempts: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let done = Arc::new(Mutex::new(HashSet::new()));
+    let stop = CancellationToken::new();
+    let run = {
+        let (attempts, done, stop) = (attempts.clone(), done.clone(), stop.clone());
+        tokio::spawn(async move {
+            consumer
+                .run(
+                    |event: EventEnvelope| {
+                        *attempts
+                            .lock()
+                            .unwrap()
+                            .entry(event.id.clone())
+                            .or_default() += 1;
+                        let bumped: Bumped = event.decode().unwrap();
+                        let poison = event.source.key == "2" && bumped.n == 3;
+                        if !poison {
+                            done.lock().unwrap().insert(event.id.clone());
+                        }
+                        async move {
+                            if poison {
+                                Err("cannot process this one".to_owned())
+                            } else {
+                                Ok(())
+                            }
+                        }
+                    },
+                    stop,
+                )
+                .await
+        })
+    };
+    wait_until(
+        "the poison event is in the dead-letter stream",
+        async || !read_stream_raw(&url, &dead).await.is_empty(),
+    )
+    .await;
+    wait_until("every other event is processed", async || {
+        done.lock().unwrap().len() == 19
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let buried = read_stream_raw(&url, &dead).await;
+    assert_eq!(buried.len(), 1);
+    let poison_id = granary_events::event_id(&granary::GrainId::new("redis.counter", 2), 3, 0);
+    assert_eq!(
+        buried[0].get("id").map(String::as_str),
+        Some(poison_id.as_str())
+    );
+    assert!(
+        buried[0]["reason"].contains("failed 3 deliveries"),
+        "{:?}",
+        buried[0]
+    );
+    assert_eq!(
+        attempts.lock().unwrap()[&poison_id],
+        3,
+        "delivered exactly max_attempts times"
+    );
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+}
+
+async fn read_stream_raw(url: &str, stream: &str) -> Vec<HashMap<String, String>> {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply
+        .ids
+        .iter()
+        .map(|e| {
+            e.map
+                .iter()
+                .filter_map(|(k, v)| match v {
+                    redis::Value::BulkString(b) => {
+                        Some((k.clone(), String::from_utf8_lossy(b).into_owned()))
+                    }
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect()
+}
