@@ -427,3 +427,41 @@ async fn with_redis_down_silos_keep_serving_and_declare_nobody_dead() {
         silo.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_silos_of_a_cluster_share_the_outbox_shards_between_them() {
+    let silos = cluster(3, Placement::Hash).await;
+    let owners: Vec<_> = silos.iter().map(Silo::shard_owner).collect();
+    let mut per_silo = [0; 3];
+    for shard in 0..64 {
+        let owning: Vec<usize> = (0..3).filter(|&i| owners[i](shard)).collect();
+        assert_eq!(
+            owning.len(),
+            1,
+            "shard {shard} has exactly one owner: {owning:?}"
+        );
+        per_silo[owning[0]] += 1;
+    }
+    assert!(per_silo.iter().all(|&n| n >= 8), "{per_silo:?}");
+    // A silo that leaves hands its shards to the others.
+    let mut silos = silos;
+    let gone = silos.pop().unwrap();
+    gone.shutdown().await.unwrap();
+    for silo in &silos {
+        let mut events = silo.events();
+        if silo.members().len() != 2 {
+            events
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+                .await
+                .unwrap();
+        }
+    }
+    for shard in 0..64 {
+        assert_eq!(
+            (0..2).filter(|&i| owners[i](shard)).count(),
+            1,
+            "shard {shard}"
+        );
+    }
+    shutdown(silos).await;
+}

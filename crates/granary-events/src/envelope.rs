@@ -35,8 +35,38 @@ pub struct EventEnvelope {
     pub timestamp_ms: u64,
     /// Trace context of the turn that published it (W3C `traceparent`), when traced.
     pub trace: Option<String>,
-    /// The event itself.
+    /// The event itself (in binary encodings, such as a grain call's arguments, as JSON text).
+    #[serde(with = "payload_text_when_binary")]
     pub payload: serde_json::Value,
+}
+
+/// JSON as itself in human-readable formats; as JSON text in binary ones (bincode cannot carry
+/// a self-describing value), so that an envelope can be a grain call's argument.
+mod payload_text_when_binary {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &serde_json::Value,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            value.serialize(serializer)
+        } else {
+            serializer.serialize_str(&value.to_string())
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<serde_json::Value, D::Error> {
+        if deserializer.is_human_readable() {
+            serde_json::Value::deserialize(deserializer)
+        } else {
+            let text = String::deserialize(deserializer)?;
+            serde_json::from_str(&text).map_err(D::Error::custom)
+        }
+    }
 }
 
 /// The grain that published an event.
@@ -158,5 +188,57 @@ impl EventEnvelope {
             return Err(wrong("another event type".into()));
         }
         serde_json::from_value(self.payload.clone()).map_err(|e| wrong(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> EventEnvelope {
+        EventEnvelope {
+            id: event_id(&GrainId::new("player", "alice"), 3, 0),
+            type_name: "player.died".into(),
+            source: Source {
+                type_name: "player".into(),
+                key: "alice".into(),
+                key_kind: "string".into(),
+            },
+            version: 3,
+            index: 0,
+            timestamp_ms: 1_764_590_000_000,
+            trace: None,
+            payload: serde_json::json!({"player": "alice", "killer": "bob"}),
+        }
+    }
+
+    #[test]
+    fn the_json_form_is_the_documented_one() {
+        let json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        assert_eq!(json["id"], "6:player:s:alice:3:0");
+        assert_eq!(json["type"], "player.died");
+        assert_eq!(json["source"]["key_kind"], "string");
+        assert_eq!(
+            json["payload"]["killer"], "bob",
+            "the payload is an object, not text"
+        );
+        assert_eq!(
+            EventEnvelope::from_json(&sample().to_json()).unwrap(),
+            sample()
+        );
+    }
+
+    #[test]
+    fn an_envelope_travels_as_a_grain_call_argument() {
+        let bytes = granary_core::codec::encode(&sample()).unwrap();
+        let back: EventEnvelope = granary_core::codec::decode(&bytes).unwrap();
+        assert_eq!(back, sample());
+    }
+
+    #[test]
+    fn ids_differ_by_key_kind_and_never_collide() {
+        let a = event_id(&GrainId::new("g", "1"), 1, 0);
+        let b = event_id(&GrainId::new("g", 1), 1, 0);
+        assert_ne!(a, b);
     }
 }

@@ -8,12 +8,15 @@
 //! event exactly once.
 //!
 //! The envelope is JSON, documented at [`EventEnvelope`], so that services in any language can
-//! consume the events.
+//! consume the events. A grain that receives events (a subscription: a consumer's handler calls
+//! the grain with each envelope) keeps [`RecentEvents`] in its state to apply each event once.
 
+mod dedupe;
 mod envelope;
 mod relay;
 mod sink;
 
+pub use dedupe::RecentEvents;
 pub use envelope::{EnvelopeError, EventEnvelope, Source, event_id};
 pub use relay::{Relay, RelayBuilder, RelayConfig, ShardOwner};
 pub use sink::{Sink, SinkError};

@@ -311,6 +311,29 @@ impl Silo {
             .unwrap_or_default()
     }
 
+    /// Whether this silo owns outbox shard `shard`, for the event relay: each shard is owned by
+    /// one active silo (rendezvous hashing over the members this silo last read), so that the
+    /// relays of a cluster share the shards. Ownership moves when membership changes; the new
+    /// owner may deliver an event the old one had not acknowledged yet (same id), never lose
+    /// one. Outside a cluster the silo owns every shard.
+    #[must_use]
+    pub fn shard_owner(&self) -> Arc<dyn Fn(u32) -> bool + Send + Sync> {
+        let runtime = Arc::downgrade(&self.runtime);
+        Arc::new(move |shard| {
+            let Some(runtime) = runtime.upgrade() else {
+                return false;
+            };
+            match runtime.cluster.get() {
+                None => true,
+                Some(cluster) => {
+                    let members = cluster.members();
+                    let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
+                    owner.is_none_or(|owner| *owner == runtime.silo)
+                }
+            }
+        })
+    }
+
     /// Where other silos reach this one (in a cluster).
     #[must_use]
     pub fn address(&self) -> Option<std::net::SocketAddr> {
@@ -397,4 +420,22 @@ impl Drop for Silo {
         self.runtime.stop_accepting();
         self.runtime.shutdown.cancel();
     }
+}
+
+/// The rendezvous weight of `silo` for `shard`: FNV-1a over the silo's name, generation and
+/// the shard, the same on every machine.
+fn rendezvous(silo: &SiloId, shard: u32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = silo
+        .name()
+        .as_bytes()
+        .iter()
+        .copied()
+        .chain(silo.generation().to_le_bytes())
+        .chain(shard.to_le_bytes());
+    for byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }

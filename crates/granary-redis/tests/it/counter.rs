@@ -40,3 +40,39 @@ impl CounterGrain {
         Ok(ctx.state().n)
     }
 }
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Totals {
+    pub(crate) applied: u64,
+    seen: granary_events::RecentEvents,
+}
+
+/// A grain that receives events (a subscription) and counts each one once.
+#[derive(Debug, Default)]
+pub(crate) struct TotalsGrain;
+
+#[grain(name = "redis.totals", state = Totals)]
+impl TotalsGrain {
+    /// Applies `event` unless it was applied already; returns whether it was.
+    pub async fn apply(
+        &self,
+        ctx: &GrainContext<Self>,
+        event: granary_events::EventEnvelope,
+    ) -> granary::Result<bool> {
+        {
+            let mut state = ctx.state();
+            if !state.seen.first_time_of(&event) {
+                return Ok(false);
+            }
+            state.applied += 1;
+        }
+        ctx.write_state().await?;
+        Ok(true)
+    }
+
+    /// Events applied.
+    #[read_only]
+    pub async fn applied(&self, ctx: &GrainContext<Self>) -> granary::Result<u64> {
+        Ok(ctx.state().applied)
+    }
+}

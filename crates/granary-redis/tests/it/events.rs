@@ -15,7 +15,7 @@ use granary_redis::{
 use granary_testkit::redis_server::{Persistence, PrivateRedis, shared_redis_url, unique_name};
 use tokio_util::sync::CancellationToken;
 
-use crate::counter::{Bumped, CounterGrain};
+use crate::counter::{Bumped, CounterGrain, TotalsGrain};
 
 async fn store_on(url: &str) -> Arc<RedisStore> {
     Arc::new(
@@ -30,6 +30,7 @@ async fn silo(store: Arc<RedisStore>) -> Silo {
         .config(SiloConfig::test_profile())
         .storage(store)
         .register::<CounterGrain>()
+        .register::<TotalsGrain>()
         .start()
         .await
         .unwrap()
@@ -362,4 +363,59 @@ async fn read_stream_raw(url: &str, stream: &str) -> Vec<HashMap<String, String>
                 .collect()
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grain_subscription_applies_each_event_once_even_when_redelivered() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("events"));
+    let sink = Arc::new(RedisStreamsSink::new(store.clone(), &prefix));
+    let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
+    let silo = silo(store.clone()).await;
+    bump_all(&silo, 4, 50).await;
+    let stream = sink.stream("counter.bumped");
+    // Two consumer groups read the whole stream: the second is a full redelivery.
+    for group in ["first", "again"] {
+        let consumer = StreamConsumer::new(&url, &stream, group, "c", ConsumerConfig::default())
+            .await
+            .unwrap();
+        let handled = Arc::new(Mutex::new(0_u32));
+        let stop = CancellationToken::new();
+        let client = silo.client();
+        let run = {
+            let (handled, stop) = (handled.clone(), stop.clone());
+            tokio::spawn(async move {
+                consumer
+                    .run(
+                        |event| {
+                            let totals = client.grain::<TotalsGrain>("season-1");
+                            let handled = handled.clone();
+                            async move {
+                                totals.apply(event).await.map_err(|e| e.to_string())?;
+                                *handled.lock().unwrap() += 1;
+                                Ok(())
+                            }
+                        },
+                        stop,
+                    )
+                    .await
+            })
+        };
+        wait_until("the group handled the stream", async || {
+            *handled.lock().unwrap() == 200
+        })
+        .await;
+        stop.cancel();
+        run.await.unwrap().unwrap();
+        let applied = silo
+            .client()
+            .grain::<TotalsGrain>("season-1")
+            .applied()
+            .await
+            .unwrap();
+        assert_eq!(applied, 200, "after group {group}: each event applied once");
+    }
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
 }
