@@ -1,0 +1,267 @@
+//! Granary events to NATS JetStream.
+//!
+//! - [`NatsSink`] publishes each event on `<prefix><topic>` with the header `Nats-Msg-Id` set
+//!   to the event id, so that the server drops a re-published event (within the stream's
+//!   duplicate window, 2 minutes by default), and waits for the server's acknowledgement of
+//!   every event before the relay removes them from the outbox. The stream is created (or its
+//!   existence checked) at start.
+//! - [`NatsConsumer`] is a durable pull consumer with explicit acks: an event is acknowledged
+//!   after its handler succeeded, redelivered (after a delay) when the handler failed, and after
+//!   `max_deliver` deliveries published to a dead-letter subject and terminated, so that it does
+//!   not block the others. Several processes using one durable name share the events.
+//!
+//! Messages carry the JSON [`EventEnvelope`] as payload, readable by any NATS client.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, context::PublishAckFuture};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use granary_events::{EventEnvelope, Sink, SinkError};
+use tokio_util::sync::CancellationToken;
+
+/// Why talking to NATS failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// The server cannot be reached.
+    #[error("cannot connect to NATS at {url}: {reason}. Is nats-server running with -js?")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// JetStream refused a request (stream or consumer creation, a read).
+    #[error("NATS JetStream: {0}")]
+    JetStream(String),
+}
+
+fn js_error(err: impl std::fmt::Display) -> NatsError {
+    NatsError::JetStream(err.to_string())
+}
+
+async fn connect(url: &str) -> Result<jetstream::Context, NatsError> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|e| NatsError::Connect {
+            url: url.to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(jetstream::new(client))
+}
+
+/// Publishes events to a JetStream stream, deduplicated by event id on the server.
+#[derive(Debug, Clone)]
+pub struct NatsSink {
+    js: jetstream::Context,
+    prefix: String,
+}
+
+impl NatsSink {
+    /// Connects to `url` and creates (or checks) the stream `stream` capturing the subjects
+    /// `<prefix>>` (e.g. prefix `events.` and topic `match.ended` give `events.match.ended`).
+    ///
+    /// # Errors
+    /// [`NatsError`] if the server cannot be reached or refuses the stream.
+    pub async fn connect(url: &str, stream: &str, prefix: &str) -> Result<Self, NatsError> {
+        let js = connect(url).await?;
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: stream.to_owned(),
+            subjects: vec![format!("{prefix}>")],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(js_error)?;
+        Ok(Self {
+            js,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The subject of `topic`.
+    #[must_use]
+    pub fn subject(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+}
+
+impl Sink for NatsSink {
+    fn name(&self) -> &str {
+        "nats"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let unavailable = |e: &dyn std::fmt::Display| SinkError::Unavailable {
+                sink: "nats".into(),
+                reason: e.to_string(),
+            };
+            let subject = self.subject(topic);
+            // Send them all, then wait for every acknowledgement: the server keeps their order.
+            let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
+            for event in events {
+                let message = jetstream::message::PublishMessage::build()
+                    .payload(event.to_json().into())
+                    .message_id(&event.id);
+                let ack = self
+                    .js
+                    .send_publish(subject.clone(), message)
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                acks.push(ack);
+            }
+            for ack in acks {
+                ack.await.map_err(|e| unavailable(&e))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How a [`NatsConsumer`] acknowledges and retries.
+#[derive(Debug, Clone)]
+pub struct NatsConsumerConfig {
+    /// Deliveries of one event before it goes to the dead-letter subject. Default 5.
+    pub max_deliver: i64,
+    /// How long the server waits for an ack before redelivering. Default 30 s.
+    pub ack_wait: Duration,
+    /// Delay before a failed event is delivered again. Default 1 s.
+    pub retry_delay: Duration,
+    /// Where dead events are published (a stream must capture it to keep them); default
+    /// `granary.dead.<durable name>`.
+    pub dead_letter_subject: Option<String>,
+}
+
+impl Default for NatsConsumerConfig {
+    fn default() -> Self {
+        Self {
+            max_deliver: 5,
+            ack_wait: Duration::from_secs(30),
+            retry_delay: Duration::from_secs(1),
+            dead_letter_subject: None,
+        }
+    }
+}
+
+/// A durable JetStream pull consumer of events.
+#[derive(Debug)]
+pub struct NatsConsumer {
+    js: jetstream::Context,
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    dead_letter: String,
+    config: NatsConsumerConfig,
+}
+
+impl NatsConsumer {
+    /// The durable consumer `durable` of `stream`, receiving the subjects matching
+    /// `filter_subject` (created if missing).
+    ///
+    /// # Errors
+    /// [`NatsError`] if the server cannot be reached or the stream does not exist.
+    pub async fn connect(
+        url: &str,
+        stream: &str,
+        durable: &str,
+        filter_subject: &str,
+        config: NatsConsumerConfig,
+    ) -> Result<Self, NatsError> {
+        let js = connect(url).await?;
+        let stream = js.get_stream(stream).await.map_err(js_error)?;
+        let consumer = stream
+            .get_or_create_consumer(
+                durable,
+                pull::Config {
+                    durable_name: Some(durable.to_owned()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    max_deliver: config.max_deliver,
+                    filter_subject: filter_subject.to_owned(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(js_error)?;
+        Ok(Self {
+            js,
+            consumer,
+            dead_letter: config
+                .dead_letter_subject
+                .clone()
+                .unwrap_or_else(|| format!("granary.dead.{durable}")),
+            config,
+        })
+    }
+
+    /// The dead-letter subject.
+    #[must_use]
+    pub fn dead_letter(&self) -> &str {
+        &self.dead_letter
+    }
+
+    /// Hands events to `handler` until `stop`.
+    ///
+    /// # Errors
+    /// [`NatsError`] if the message stream cannot be opened.
+    pub async fn run<F, Fut>(&self, handler: F, stop: CancellationToken) -> Result<(), NatsError>
+    where
+        F: Fn(EventEnvelope) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut messages = self.consumer.messages().await.map_err(js_error)?;
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                () = stop.cancelled() => return Ok(()),
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    tracing::warn!(cause = %err, "NATS consumer read failed; going on");
+                    continue;
+                }
+                None => return Ok(()),
+            };
+            let delivered = message.info().map_or(1, |i| i.delivered);
+            let outcome = match EventEnvelope::from_json(&message.payload) {
+                Ok(envelope) => handler(envelope).await,
+                Err(err) => Err(format!("not an event envelope: {err}")),
+            };
+            let acked = match outcome {
+                Ok(()) => message.ack().await,
+                Err(reason) if delivered >= self.config.max_deliver => {
+                    tracing::error!(subject = %message.subject, %reason, "event moved to the dead-letter subject");
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Granary-Dead-Reason", reason.as_str());
+                    headers.insert("Granary-Dead-Subject", message.subject.as_str());
+                    self.js
+                        .publish_with_headers(
+                            self.dead_letter.clone(),
+                            headers,
+                            message.payload.clone(),
+                        )
+                        .await
+                        .map_err(js_error)?
+                        .await
+                        .map_err(js_error)?;
+                    message.ack_with(AckKind::Term).await
+                }
+                Err(reason) => {
+                    tracing::warn!(subject = %message.subject, %reason, delivered, "handler failed; the event will be delivered again");
+                    message
+                        .ack_with(AckKind::Nak(Some(self.config.retry_delay)))
+                        .await
+                }
+            };
+            if let Err(err) = acked {
+                // The server redelivers it after ack_wait: at least once.
+                tracing::warn!(cause = %err, "ack not sent");
+            }
+        }
+    }
+}
