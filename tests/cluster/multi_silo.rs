@@ -442,7 +442,10 @@ async fn the_silos_of_a_cluster_share_the_outbox_shards_between_them() {
         );
         per_silo[owning[0]] += 1;
     }
-    assert!(per_silo.iter().all(|&n| n >= 8), "{per_silo:?}");
+    assert!(
+        per_silo.iter().all(|&n| n >= 4),
+        "every silo relays a share: {per_silo:?}"
+    );
     // A silo that leaves hands its shards to the others.
     let mut silos = silos;
     let gone = silos.pop().unwrap();

@@ -423,7 +423,7 @@ impl Drop for Silo {
 }
 
 /// The rendezvous weight of `silo` for `shard`: FNV-1a over the silo's name, generation and
-/// the shard, the same on every machine.
+/// the shard, then mixed; the same on every machine.
 fn rendezvous(silo: &SiloId, shard: u32) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let bytes = silo
@@ -437,5 +437,32 @@ fn rendezvous(silo: &SiloId, shard: u32) -> u64 {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-    hash
+    // FNV alone mixes its last bytes poorly, and silos of one cluster differ little (names,
+    // generations close in time): finish with the MurmurHash3 mixer.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_shards_evenly_over_similar_silos() {
+        // Names and generations as a cluster started in one go has them.
+        let silos: Vec<SiloId> = (0..3)
+            .map(|i| SiloId::new(format!("s{i}"), 1_796_128_000_000 + i))
+            .collect();
+        let mut owned = [0; 3];
+        for shard in 0..3_000 {
+            let owner = (0..3)
+                .max_by_key(|&i| rendezvous(&silos[i], shard))
+                .unwrap();
+            owned[owner] += 1;
+        }
+        assert!(owned.iter().all(|&n| (850..1150).contains(&n)), "{owned:?}");
+    }
 }
