@@ -87,6 +87,14 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Deletes the streams a test created (the server is shared).
+async fn clean_up(url: &str, streams: &[String]) {
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    for stream in streams {
+        let _ = js.delete_stream(stream).await;
+    }
+}
+
 async fn stream_messages(url: &str, stream: &str) -> u64 {
     let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
     let mut stream = js.get_stream(stream).await.unwrap();
@@ -244,4 +252,5 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     assert_eq!(envelope.id, poison_id);
     relay.stop().await;
     silo.shutdown().await.unwrap();
+    clean_up(&url, &[name.clone(), format!("{name}-dead")]).await;
 }

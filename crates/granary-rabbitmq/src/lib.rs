@@ -1,0 +1,348 @@
+//! Granary events to RabbitMQ.
+//!
+//! - [`RabbitSink`] publishes each event to a durable topic exchange with the routing key
+//!   `<prefix><topic>` (e.g. `match.ended`), persistent delivery mode, `message_id` = the event
+//!   id and content type `application/json`, on a channel in confirm mode. It waits for every
+//!   publisher confirm, and publishes with `mandatory`: RabbitMQ confirms an unroutable
+//!   mandatory message *and* returns it, so a returned message is a failure (the events stay in
+//!   the outbox until a queue is bound), as is a nack.
+//! - [`RabbitConsumer`] consumes a quorum queue bound to the exchange, acks an event after its
+//!   handler succeeded, returns it to the queue when the handler failed, and lets RabbitMQ move
+//!   it to a dead-letter exchange (and its `<queue>.dead` queue) once it was delivered
+//!   `max_attempts` times (`x-delivery-limit`), so that it does not block the others. Several
+//!   consumers of one queue share its events.
+//!
+//! Message bodies are the JSON [`EventEnvelope`], readable by any AMQP client.
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use granary_events::{EventEnvelope, Sink, SinkError};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Why talking to RabbitMQ failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RabbitError {
+    /// The broker cannot be reached or refused the login.
+    #[error("cannot connect to RabbitMQ at {uri}: {reason}. Is rabbitmq-server running?")]
+    Connect {
+        /// The URI, without password.
+        uri: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The broker refused a declaration or a command.
+    #[error("RabbitMQ: {0}")]
+    Broker(#[from] lapin::Error),
+}
+
+fn redacted(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &uri[..scheme], &uri[at + 1..])
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+async fn channel(uri: &str) -> Result<Channel, RabbitError> {
+    let connection = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .map_err(|e| RabbitError::Connect {
+            uri: redacted(uri),
+            reason: e.to_string(),
+        })?;
+    Ok(connection.create_channel().await?)
+}
+
+async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), RabbitError> {
+    channel
+        .exchange_declare(
+            exchange.into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Publishes events to a topic exchange with publisher confirms.
+#[derive(Debug, Clone)]
+pub struct RabbitSink {
+    channel: Channel,
+    exchange: String,
+    prefix: String,
+}
+
+impl RabbitSink {
+    /// Connects to `uri` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`), declares the durable
+    /// topic exchange `exchange` and puts the channel in confirm mode. Routing keys are
+    /// `<prefix><topic>`.
+    ///
+    /// # Errors
+    /// [`RabbitError`] if the broker cannot be reached or refuses the exchange.
+    pub async fn connect(uri: &str, exchange: &str, prefix: &str) -> Result<Self, RabbitError> {
+        let channel = channel(uri).await?;
+        declare_exchange(&channel, exchange).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            exchange: exchange.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The routing key of `topic`.
+    #[must_use]
+    pub fn routing_key(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+}
+
+impl Sink for RabbitSink {
+    fn name(&self) -> &str {
+        "rabbitmq"
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let unavailable = |e: &dyn std::fmt::Display| SinkError::Unavailable {
+                sink: "rabbitmq".into(),
+                reason: e.to_string(),
+            };
+            let key = self.routing_key(topic);
+            let mut confirms = Vec::with_capacity(events.len());
+            for event in events {
+                let properties = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(event.id.as_str().into())
+                    .with_content_type("application/json".into())
+                    .with_type(event.type_name.as_str().into());
+                let confirm = self
+                    .channel
+                    .basic_publish(
+                        self.exchange.as_str().into(),
+                        key.as_str().into(),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &event.to_json(),
+                        properties,
+                    )
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                confirms.push((event, confirm));
+            }
+            for (event, confirm) in confirms {
+                match confirm.await.map_err(|e| unavailable(&e))? {
+                    Confirmation::Ack(None) => {}
+                    Confirmation::Ack(Some(_)) => {
+                        return Err(SinkError::Refused {
+                            sink: "rabbitmq".into(),
+                            reason: format!(
+                                "event {} returned: no queue is bound to routing key {key} on exchange {}",
+                                event.id, self.exchange
+                            ),
+                        });
+                    }
+                    Confirmation::Nack(_) => {
+                        return Err(SinkError::Unavailable {
+                            sink: "rabbitmq".into(),
+                            reason: format!("the broker nacked event {}", event.id),
+                        });
+                    }
+                    Confirmation::NotRequested => {
+                        return Err(SinkError::Unavailable {
+                            sink: "rabbitmq".into(),
+                            reason: "the channel is not in confirm mode".into(),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// How a [`RabbitConsumer`] reads and retries.
+#[derive(Debug, Clone)]
+pub struct RabbitConsumerConfig {
+    /// Deliveries of one event before RabbitMQ dead-letters it. Default 5.
+    pub max_attempts: u32,
+    /// Unacknowledged events in flight to this consumer. Default 64.
+    pub prefetch: u16,
+}
+
+impl Default for RabbitConsumerConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            prefetch: 64,
+        }
+    }
+}
+
+/// A consumer of a durable quorum queue bound to the events exchange.
+#[derive(Debug)]
+pub struct RabbitConsumer {
+    channel: Channel,
+    queue: String,
+}
+
+impl RabbitConsumer {
+    /// Declares the quorum queue `queue` (bound to `exchange` with `binding_key`, e.g.
+    /// `match.*`), its dead-letter exchange `<queue>.dlx` and queue `<queue>.dead`.
+    ///
+    /// # Errors
+    /// [`RabbitError`] if the broker cannot be reached or refuses a declaration.
+    pub async fn connect(
+        uri: &str,
+        exchange: &str,
+        queue: &str,
+        binding_key: &str,
+        config: RabbitConsumerConfig,
+    ) -> Result<Self, RabbitError> {
+        let channel = channel(uri).await?;
+        declare_exchange(&channel, exchange).await?;
+        let dlx = format!("{queue}.dlx");
+        channel
+            .exchange_declare(
+                dlx.as_str().into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        let dead = format!("{queue}.dead");
+        channel
+            .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+            .await?;
+        channel
+            .queue_bind(
+                dead.as_str().into(),
+                dlx.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        arguments.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongInt(
+                i32::try_from(config.max_attempts.saturating_sub(1)).unwrap_or(i32::MAX),
+            ),
+        );
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(dlx.as_str().into()),
+        );
+        channel
+            .queue_declare(queue.into(), durable, arguments)
+            .await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                binding_key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await?;
+        Ok(Self {
+            channel,
+            queue: queue.to_owned(),
+        })
+    }
+
+    /// The dead-letter queue.
+    #[must_use]
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead", self.queue)
+    }
+
+    /// Hands events to `handler` until `stop`.
+    ///
+    /// # Errors
+    /// [`RabbitError`] if the consumer cannot be started.
+    pub async fn run<F, Fut>(&self, handler: F, stop: CancellationToken) -> Result<(), RabbitError>
+    where
+        F: Fn(EventEnvelope) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let mut deliveries = self
+            .channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        loop {
+            let next = tokio::select! {
+                next = deliveries.next() => next,
+                () = stop.cancelled() => return Ok(()),
+            };
+            let delivery = match next {
+                Some(Ok(delivery)) => delivery,
+                Some(Err(err)) => return Err(err.into()),
+                None => return Ok(()),
+            };
+            let outcome = match EventEnvelope::from_json(&delivery.data) {
+                Ok(envelope) => handler(envelope).await,
+                Err(err) => Err(format!("not an event envelope: {err}")),
+            };
+            let acked = match outcome {
+                Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                Err(reason) => {
+                    tracing::warn!(queue = %self.queue, %reason, "handler failed; the event goes back to the queue");
+                    delivery
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..Default::default()
+                        })
+                        .await
+                }
+            };
+            if let Err(err) = acked {
+                // Unacknowledged: RabbitMQ delivers it again when the channel closes.
+                tracing::warn!(cause = %err, "ack not sent");
+            }
+        }
+    }
+}
