@@ -20,3 +20,37 @@ pub use dedupe::RecentEvents;
 pub use envelope::{EnvelopeError, EventEnvelope, Source, event_id};
 pub use relay::{Relay, RelayBuilder, RelayConfig, ShardOwner};
 pub use sink::{Sink, SinkError};
+
+use std::future::Future;
+
+use granary_core::Event;
+
+/// Adapts a handler of event type `E` to the consumers' envelope handlers: the envelope's
+/// payload is decoded as `E` (an envelope of another type, or that does not decode, is a
+/// failure, retried and then dead-lettered like any other).
+///
+/// ```
+/// # #[derive(serde::Serialize, serde::Deserialize)] struct MatchEnded { winner: String }
+/// # impl granary_core::Event for MatchEnded { const TYPE_NAME: &'static str = "match.ended"; }
+/// let handler = granary_events::typed(|ended: MatchEnded, event: granary_events::EventEnvelope| async move {
+///     println!("{} won (event {})", ended.winner, event.id);
+///     Ok(())
+/// });
+/// # let _ = handler;
+/// ```
+pub fn typed<E, F, Fut>(
+    handler: F,
+) -> impl Fn(EventEnvelope) -> futures::future::BoxFuture<'static, Result<(), String>>
+where
+    E: Event,
+    F: Fn(E, EventEnvelope) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    move |envelope: EventEnvelope| {
+        let handler = handler.clone();
+        Box::pin(async move {
+            let event = envelope.decode::<E>().map_err(|e| e.to_string())?;
+            handler(event, envelope).await
+        })
+    }
+}

@@ -110,7 +110,7 @@ async fn events_arrive_once_in_order_and_republishing_is_deduplicated_by_the_ser
             .await
             .unwrap(),
     );
-    let (silo, relay, _store) = publish_through(sink.clone(), 20, 50).await;
+    let (silo, relay, _store) = publish_through(sink.clone(), 40, 50).await;
     let consumer = NatsConsumer::connect(
         &url,
         &name,
@@ -137,7 +137,7 @@ async fn events_arrive_once_in_order_and_republishing_is_deduplicated_by_the_ser
         })
     };
     wait_until("every event arrived", || {
-        received.lock().unwrap().len() >= 1_000
+        received.lock().unwrap().len() >= 2_000
     })
     .await;
     // The relay publishing the same events again (as after a crash before its outbox ack):
@@ -146,14 +146,14 @@ async fn events_arrive_once_in_order_and_republishing_is_deduplicated_by_the_ser
     sink.publish("bumped", &again).await.unwrap();
     assert_eq!(
         stream_messages(&url, &name).await,
-        1_000,
+        2_000,
         "no duplicate stored"
     );
     stop.cancel();
     run.await.unwrap().unwrap();
     let events = received.lock().unwrap().clone();
     let ids: HashSet<&String> = events.iter().map(|e| &e.id).collect();
-    assert_eq!((events.len(), ids.len()), (1_000, 1_000));
+    assert_eq!((events.len(), ids.len()), (2_000, 2_000));
     let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for event in &events {
         per_grain

@@ -139,10 +139,14 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
         })
         .start();
     let silo = silo(store.clone()).await;
-    bump(&silo, 10, 30).await;
+    bump(&silo, 40, 50).await;
     // No queue is bound yet: RabbitMQ returns the mandatory messages, the relay keeps them.
     wait_until("the relay saw returned messages", || relay.failures() >= 2).await;
-    assert_eq!(store.outbox_entries().len(), 300, "nothing left the outbox");
+    assert_eq!(
+        store.outbox_entries().len(),
+        2_000,
+        "nothing left the outbox"
+    );
 
     let consumer = RabbitConsumer::connect(
         &uri,
@@ -160,7 +164,7 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
         async { Ok(()) }
     });
     wait_until("every event arrived", || {
-        received.lock().unwrap().len() >= 300
+        received.lock().unwrap().len() >= 2_000
     })
     .await;
     wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
@@ -168,7 +172,7 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
     task.await.unwrap();
     let events = received.lock().unwrap().clone();
     let ids: HashSet<&String> = events.iter().map(|e| &e.id).collect();
-    assert_eq!(ids.len(), 300, "every event, once after dedupe");
+    assert_eq!(ids.len(), 2_000, "every event, once after dedupe");
     let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut seen = HashSet::new();
     for event in &events {
@@ -182,7 +186,7 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
     for (grain, counts) in per_grain {
         assert_eq!(
             counts,
-            (1..=30).collect::<Vec<_>>(),
+            (1..=50).collect::<Vec<_>>(),
             "grain {grain} in commit order"
         );
     }
