@@ -8,6 +8,7 @@
 mod alloc;
 mod cluster;
 mod engines;
+mod events;
 mod metrics;
 mod report;
 mod storage;
@@ -20,8 +21,9 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: P1, P2, P3, P4, P5, P6, P8, P9 or all (P3–P6 and P9 need a Redis:
-    /// `GRANARY_BENCH_REDIS`, default `redis://127.0.0.1:6379`).
+    /// Metrics to run: P1…P9 or all (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
+    /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`; all default to the local
+    /// servers).
     #[arg(default_value = "all")]
     ids: Vec<String>,
     /// Interleaved repetitions per metric (medians are reported).
@@ -85,6 +87,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("P3") || wants("P4") {
         metrics::p3_p4(args.reps, scale);
+    }
+    if wants("P7") {
+        metrics::p7(args.reps, scale);
     }
     if wants("P9") {
         metrics::p9(args.reps, scale);

@@ -5,6 +5,7 @@
 
 use crate::cluster;
 use crate::engines::{actix, floor, granary, kameo, ractor};
+use crate::events;
 use crate::report::{Line, median};
 use crate::storage::RedisBench;
 
@@ -340,4 +341,41 @@ fn interleave_values<T, const N: usize>(reps: usize, runs: [&dyn Fn() -> T; N]) 
         }
     }
     samples
+}
+
+/// P7: events per second the relay moves from a full outbox to each sink, against a raw client
+/// publishing the same entries with the same batching; and the commit-to-delivery p99 on Redis
+/// Streams.
+pub(crate) fn p7(reps: usize, scale: usize) {
+    let n = 20_000 / scale;
+    let runs: Vec<events::P7> = (0..reps).map(|_| events::p7(n)).collect();
+    for (i, (sink, _, _)) in runs[0].results.iter().enumerate() {
+        let relay: Vec<f64> = runs.iter().map(|r| r.results[i].1).collect();
+        let raw: Vec<f64> = runs.iter().map(|r| r.results[i].2).collect();
+        Line {
+            id: &format!("P7-{sink}"),
+            what: &format!("relay_events_per_sec_{n}"),
+            value: median(&relay),
+            baseline: median(&raw),
+            baseline_name: "raw_client_same_batches",
+            unit: "events/s",
+            goal: if *sink == "redis-streams" {
+                "ratio>=0.7"
+            } else {
+                "ratio>=0.6"
+            },
+        }
+        .print();
+    }
+    let p99: Vec<f64> = runs.iter().map(|r| r.delivery_p99_ms).collect();
+    Line {
+        id: "P7-delivery",
+        what: "commit_to_delivery_p99_redis_streams",
+        value: median(&p99),
+        baseline: median(&p99),
+        baseline_name: "itself",
+        unit: "ms",
+        goal: "info",
+    }
+    .print();
 }

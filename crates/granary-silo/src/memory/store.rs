@@ -164,9 +164,8 @@ impl Outbox for MemoryStore {
     }
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
-        self.outbox
-            .lock()
-            .retain(|e| !entries.contains(&e.position));
+        let acked: std::collections::HashSet<&OutboxPosition> = entries.iter().collect();
+        self.outbox.lock().retain(|e| !acked.contains(&e.position));
         ready(Ok(())).boxed()
     }
 }
