@@ -256,17 +256,26 @@ impl Worker {
                     continue;
                 }
             };
-            for target in self.targets(&envelope.type_name) {
-                let topic = target
-                    .topic
-                    .clone()
-                    .unwrap_or_else(|| envelope.type_name.clone());
+            let targets = self.targets(&envelope.type_name);
+            let mut envelope = Some(envelope);
+            for (i, target) in targets.iter().enumerate() {
+                // The last target takes the envelope itself; the others a copy.
+                let event = if i + 1 == targets.len() {
+                    envelope.take()
+                } else {
+                    envelope.clone()
+                };
+                let Some(event) = event else { break };
+                let topic = match &target.topic {
+                    Some(topic) => topic.as_str(),
+                    None => event.type_name.as_str(),
+                };
                 match batches
                     .iter_mut()
-                    .find(|(t, tp, _)| Arc::ptr_eq(&t.sink, &target.sink) && *tp == topic)
+                    .find(|(t, tp, _)| Arc::ptr_eq(&t.sink, &target.sink) && tp == topic)
                 {
-                    Some((_, _, events)) => events.push(envelope.clone()),
-                    None => batches.push((target.clone(), topic, vec![envelope.clone()])),
+                    Some((_, _, events)) => events.push(event),
+                    None => batches.push((target.clone(), topic.to_owned(), vec![event])),
                 }
             }
         }
