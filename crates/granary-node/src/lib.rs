@@ -28,6 +28,11 @@
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
+//! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
+//! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
+//! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
+//!
+//! Every silo runs the event relay for the outbox shards it owns.
 //!
 //! The silo prints `granary silo <id> ready at <address>` once it is active, stops cleanly on
 //! SIGINT or SIGTERM, and exits with status 3 if the cluster declares it dead.
@@ -37,7 +42,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
-use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary_events::Relay;
+use granary_redis::{RedisConfig, RedisMembership, RedisStore, RedisStreamsSink};
 use serde::Deserialize;
 
 /// How a silo process runs: see the crate docs for each setting.
@@ -60,6 +66,12 @@ pub struct Settings {
     pub placement: Option<String>,
     /// `production` or `test`.
     pub profile: Option<String>,
+    /// Prefix of the Redis streams events go to.
+    pub events_prefix: Option<String>,
+    /// NATS URL events also go to.
+    pub nats: Option<String>,
+    /// RabbitMQ URI events also go to.
+    pub amqp: Option<String>,
 }
 
 /// Why a silo process could not run.
@@ -91,6 +103,9 @@ pub enum NodeError {
     /// The silo did not stop cleanly.
     #[error(transparent)]
     Shutdown(#[from] granary::ShutdownError),
+    /// An event queue refused or could not be reached.
+    #[error("event queue: {0}")]
+    Events(String),
     /// The cluster declared this silo dead; it stopped serving. Restart it: it joins anew.
     #[error("the cluster declared this silo dead; it stopped serving")]
     DeclaredDead,
@@ -141,6 +156,9 @@ impl Settings {
             ("GRANARY_ADVERTISE", &mut self.advertise),
             ("GRANARY_PLACEMENT", &mut self.placement),
             ("GRANARY_PROFILE", &mut self.profile),
+            ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
+            ("GRANARY_NATS", &mut self.nats),
+            ("GRANARY_AMQP", &mut self.amqp),
         ] {
             if let Some(value) = var(name) {
                 *slot = Some(value);
@@ -264,9 +282,26 @@ pub async fn run(
     let builder = Silo::builder()
         .config(config)
         .storage(store.clone())
-        .membership(Arc::new(RedisMembership::new(store)))
+        .membership(Arc::new(RedisMembership::new(store.clone())))
         .cluster(cluster);
     let silo = register(builder).start().await?;
+    let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
+    let mut relay = Relay::builder(store.clone())
+        .sink(Arc::new(RedisStreamsSink::new(store, prefix)))
+        .owner(silo.shard_owner());
+    if let Some(url) = &settings.nats {
+        let sink = granary_nats::NatsSink::connect(url, "GRANARY_EVENTS", "events.")
+            .await
+            .map_err(|e| NodeError::Events(e.to_string()))?;
+        relay = relay.sink(Arc::new(sink));
+    }
+    if let Some(uri) = &settings.amqp {
+        let sink = granary_rabbitmq::RabbitSink::connect(uri, "granary.events", "")
+            .await
+            .map_err(|e| NodeError::Events(e.to_string()))?;
+        relay = relay.sink(Arc::new(sink));
+    }
+    let relay = relay.start();
     let mut events = silo.events();
     #[allow(
         clippy::print_stdout,
@@ -280,13 +315,15 @@ pub async fn run(
         );
     }
     let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
-    tokio::select! {
+    let result = tokio::select! {
         () = stop_signal() => {
             silo.shutdown().await?;
             Ok(())
         }
         Some(_) = dead => Err(NodeError::DeclaredDead),
-    }
+    };
+    relay.stop().await;
+    result
 }
 
 async fn stop_signal() {

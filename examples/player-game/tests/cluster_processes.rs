@@ -10,11 +10,13 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 async fn a_client_plays_matches_on_three_silo_processes() {
     let redis = shared_redis_url().await;
     let cluster = unique_name("demo");
+    let prefix = format!("{cluster}:");
     let env = [
         ("GRANARY_CLUSTER", cluster.as_str()),
         ("GRANARY_SECRET", SECRET),
         ("GRANARY_REDIS", redis.as_str()),
         ("GRANARY_PLACEMENT", "hash"),
+        ("GRANARY_EVENTS_PREFIX", prefix.as_str()),
     ];
     let mut silos = Vec::new();
     for name in ["a", "b", "c"] {
@@ -38,6 +40,24 @@ async fn a_client_plays_matches_on_three_silo_processes() {
         "{stdout}"
     );
     assert_eq!(stdout.matches(" won").count(), 6, "{stdout}");
+    // The silos' relays put the events in Redis Streams; the analytics service reads them.
+    let board = tokio::process::Command::new(env!("CARGO_BIN_EXE_leaderboard"))
+        .args(["--redis", &redis, "--count", "6", "--prefix", &prefix])
+        .output();
+    let board = tokio::time::timeout(std::time::Duration::from_secs(30), board)
+        .await
+        .expect("the leaderboard read six matches")
+        .expect("the leaderboard runs");
+    let board_out = String::from_utf8_lossy(&board.stdout);
+    assert!(board.status.success(), "{board_out}");
+    assert!(
+        board_out.contains("leaderboard after 6 matches"),
+        "{board_out}"
+    );
+    assert!(
+        board_out.contains("(6 wins recorded)"),
+        "each match counted once: {board_out}"
+    );
     // A wrong secret is refused at the handshake.
     let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_client"))
         .env("GRANARY_CLUSTER", &cluster)
