@@ -254,3 +254,122 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     silo.shutdown().await.unwrap();
     clean_up(&url, &[name.clone(), format!("{name}-dead")]).await;
 }
+
+/// A `nats-server -js` of one test, on a free port, with its own store directory.
+struct PrivateNats {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(unique_name("nats"));
+        let mut server = Self {
+            port,
+            dir,
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.kill();
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (Debian: apt-get install nats-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "private nats-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_returns() {
+    let mut server = PrivateNats::start().await;
+    let url = server.url();
+    let sink = Arc::new(NatsSink::connect(&url, "EVENTS", "events.").await.unwrap());
+    server.kill();
+    let store = Arc::new(MemoryStore::new());
+    let silo = Silo::builder()
+        .config(SiloConfig::test_profile())
+        .storage(store.clone())
+        .register::<CounterGrain>()
+        .start()
+        .await
+        .unwrap();
+    for g in 0..10 {
+        for _ in 0..10 {
+            silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
+        }
+    }
+    let relay = Relay::builder(store.clone())
+        .sink(sink)
+        .config(granary_events::RelayConfig {
+            retry_max: Duration::from_millis(200),
+            ..granary_events::RelayConfig::default()
+        })
+        .start();
+    wait_until("the relay failed while NATS was down", || {
+        relay.failures() >= 1
+    })
+    .await;
+    assert_eq!(store.outbox_entries().len(), 100, "nothing left the outbox");
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store.outbox_entries().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the events did not flow after NATS came back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        stream_messages(&url, "EVENTS").await,
+        100,
+        "each once (Nats-Msg-Id)"
+    );
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+}

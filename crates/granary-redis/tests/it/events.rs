@@ -419,3 +419,97 @@ async fn a_grain_subscription_applies_each_event_once_even_when_redelivered() {
     relay.stop().await;
     silo.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_removes_only_what_every_group_acknowledged() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("events"));
+    let sink = RedisStreamsSink::new(store.clone(), &prefix);
+    let envelopes: Vec<EventEnvelope> = (0..10_u32)
+        .map(|i| {
+            let id = granary_events::event_id(&granary::GrainId::new("t", 1), u64::from(i) + 1, 0);
+            EventEnvelope::from_json(
+                format!(
+                    r#"{{"id":"{id}","type":"t","source":{{"type":"t","key":"1","key_kind":"int"}},"version":{},"index":0,"timestamp_ms":0,"trace":null,"payload":{{}}}}"#,
+                    i + 1
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        })
+        .collect();
+    granary_events::Sink::publish(&sink, "t", &envelopes)
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.trim_consumed("t").await.unwrap(),
+        0,
+        "no group yet: nothing is trimmed"
+    );
+    // Two groups: a fast one that acknowledges everything, a slow one that handled 4.
+    let stream = sink.stream("t");
+    for (group, take) in [("fast", 10_usize), ("slow", 4)] {
+        let consumer = StreamConsumer::new(&url, &stream, group, "c", ConsumerConfig::default())
+            .await
+            .unwrap();
+        let handled = Arc::new(Mutex::new(0_usize));
+        let stop = CancellationToken::new();
+        let run = {
+            let (handled, stop) = (handled.clone(), stop.clone());
+            tokio::spawn(async move {
+                consumer
+                    .run(
+                        |_| {
+                            let mut n = handled.lock().unwrap();
+                            *n += 1;
+                            let ok = *n <= take;
+                            async move { if ok { Ok(()) } else { Err("later".into()) } }
+                        },
+                        stop,
+                    )
+                    .await
+            })
+        };
+        wait_until("the group read the stream", async || {
+            *handled.lock().unwrap() >= 10
+        })
+        .await;
+        stop.cancel();
+        run.await.unwrap().unwrap();
+    }
+    // The slow group still has 6 pending: only the 4 entries both acknowledged go.
+    assert_eq!(sink.trim_consumed("t").await.unwrap(), 4);
+    assert_eq!(read_stream(&url, &stream).await.len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_reaches_the_subscribers_connected_at_the_time() {
+    use futures::StreamExt;
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("live"));
+    let sink = granary_redis::RedisPubSubSink::new(store.clone(), &prefix);
+    let mut pubsub = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(format!("{prefix}game.state"))
+        .await
+        .unwrap();
+    let envelope = EventEnvelope::from_json(
+        br#"{"id":"x","type":"game.state","source":{"type":"game","key":"7","key_kind":"int"},"version":1,"index":0,"timestamp_ms":0,"trace":null,"payload":{"alive":3}}"#,
+    )
+    .unwrap();
+    granary_events::Sink::publish(&sink, "game.state", &[envelope])
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
+        .await
+        .unwrap()
+        .unwrap();
+    let got = EventEnvelope::from_json(message.get_payload_bytes()).unwrap();
+    assert_eq!(got.payload.get(), r#"{"alive":3}"#);
+}
