@@ -408,6 +408,15 @@ impl<G: Grain> Activation<G> {
                 replace = Some(owner);
                 continue;
             }
+            if self.runtime.cluster.get().is_none()
+                && owner.silo.name() == self.runtime.silo.name()
+                && owner.silo.generation() < self.runtime.silo.generation()
+            {
+                // Outside a cluster there is one silo per store: an entry of an earlier
+                // generation of this silo is a leftover of a process that crashed.
+                replace = Some(owner);
+                continue;
+            }
             if let Some(cluster) = self.runtime.cluster.get() {
                 match cluster.owner_state(&owner.silo).await {
                     OwnerState::Alive => return Err(ClaimFailure::Elsewhere(owner.silo)),

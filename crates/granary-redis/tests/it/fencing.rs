@@ -2,6 +2,7 @@
 //! real silo; script reloading after Redis forgot the scripts.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use granary::provider::{Claim, GrainAddress, GrainDirectory, Outbox, StateStore};
 use granary::{ActivationId, CallError, GrainId, Silo, SiloConfig, SiloId};
@@ -86,4 +87,36 @@ async fn scripts_are_loaded_again_when_redis_forgot_them() {
         .expect("flush scripts");
     assert_eq!(counter.bump().await.expect("bump after SCRIPT FLUSH"), 2);
     silo.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_silo_restarted_after_a_crash_takes_its_grains_back() {
+    let config = RedisConfig::new(shared_redis_url().await, unique_name("solo")).shards(4);
+    let store = Arc::new(RedisStore::connect(config).await.expect("connect"));
+    let crashed = silo(store.clone()).await;
+    assert_eq!(
+        crashed
+            .client()
+            .grain::<CounterGrain>("c")
+            .bump()
+            .await
+            .unwrap(),
+        1
+    );
+    // A crash: no deactivation, the grain's owner entry stays behind.
+    drop(crashed);
+    // The restarted process gets a later generation (it counts milliseconds).
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let restarted = silo(store).await;
+    assert_eq!(
+        restarted
+            .client()
+            .grain::<CounterGrain>("c")
+            .bump()
+            .await
+            .unwrap(),
+        2,
+        "the restart took the grain back, with its committed state"
+    );
+    restarted.shutdown().await.expect("shutdown");
 }
