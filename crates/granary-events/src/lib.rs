@@ -17,7 +17,7 @@ mod relay;
 mod sink;
 
 pub use dedupe::RecentEvents;
-pub use envelope::{EnvelopeError, EventEnvelope, Source, event_id};
+pub use envelope::{EnvelopeError, EventEnvelope, Format, Source, event_id};
 pub use relay::{Relay, RelayBuilder, RelayConfig, ShardOwner};
 pub use sink::{Sink, SinkError};
 

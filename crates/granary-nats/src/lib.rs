@@ -10,14 +10,17 @@
 //!   `max_deliver` deliveries published to a dead-letter subject and terminated, so that it does
 //!   not block the others. Several processes using one durable name share the events.
 //!
-//! Messages carry the JSON [`EventEnvelope`] as payload, readable by any NATS client.
+//! Messages carry the [`EventEnvelope`] as payload, JSON unless `with_format` chose MessagePack
+//! for the topic, readable by any NATS client.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, context::PublishAckFuture};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Sink, SinkError};
+use std::collections::HashMap;
+
+use granary_events::{EventEnvelope, Format, Sink, SinkError};
 use tokio_util::sync::CancellationToken;
 
 /// Why talking to NATS failed.
@@ -56,6 +59,7 @@ async fn connect(url: &str) -> Result<jetstream::Context, NatsError> {
 pub struct NatsSink {
     js: jetstream::Context,
     prefix: String,
+    formats: HashMap<String, Format>,
 }
 
 impl NatsSink {
@@ -77,7 +81,15 @@ impl NatsSink {
         Ok(Self {
             js,
             prefix: prefix.to_owned(),
+            formats: HashMap::new(),
         })
+    }
+
+    /// Publishes the envelopes of `topic` in `format` (JSON unless set).
+    #[must_use]
+    pub fn with_format(mut self, topic: &str, format: Format) -> Self {
+        self.formats.insert(topic.to_owned(), format);
+        self
     }
 
     /// The subject of `topic`.
@@ -103,11 +115,12 @@ impl Sink for NatsSink {
                 reason: e.to_string(),
             };
             let subject = self.subject(topic);
+            let format = self.formats.get(topic).copied().unwrap_or_default();
             // Send them all, then wait for every acknowledgement: the server keeps their order.
             let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
             for event in events {
                 let message = jetstream::message::PublishMessage::build()
-                    .payload(event.to_json().into())
+                    .payload(event.encode(format).into())
                     .message_id(&event.id);
                 let ack = self
                     .js
@@ -131,7 +144,8 @@ pub struct NatsConsumerConfig {
     pub max_deliver: i64,
     /// How long the server waits for an ack before redelivering. Default 30 s.
     pub ack_wait: Duration,
-    /// Delay before a failed event is delivered again. Default 1 s.
+    /// Delay before a failed event is delivered again; it doubles with each delivery (at most a
+    /// minute). Default 1 s.
     pub retry_delay: Duration,
     /// Where dead events are published (a stream must capture it to keep them); default
     /// `granary.dead.<durable name>`.
@@ -228,7 +242,7 @@ impl NatsConsumer {
                 None => return Ok(()),
             };
             let delivered = message.info().map_or(1, |i| i.delivered);
-            let outcome = match EventEnvelope::from_json(&message.payload) {
+            let outcome = match EventEnvelope::from_bytes(&message.payload) {
                 Ok(envelope) => handler(envelope).await,
                 Err(err) => Err(format!("not an event envelope: {err}")),
             };
@@ -253,9 +267,14 @@ impl NatsConsumer {
                 }
                 Err(reason) => {
                     tracing::warn!(subject = %message.subject, %reason, delivered, "handler failed; the event will be delivered again");
-                    message
-                        .ack_with(AckKind::Nak(Some(self.config.retry_delay)))
-                        .await
+                    // Backoff: the n-th retry waits `retry_delay * 2^(n-1)` (at most a minute).
+                    let exponent = u32::try_from(delivered.saturating_sub(1).min(16)).unwrap_or(16);
+                    let delay = self
+                        .config
+                        .retry_delay
+                        .saturating_mul(1 << exponent)
+                        .min(Duration::from_secs(60));
+                    message.ack_with(AckKind::Nak(Some(delay))).await
                 }
             };
             if let Err(err) = acked {

@@ -7,16 +7,19 @@
 //!   mandatory message *and* returns it, so a returned message is a failure (the events stay in
 //!   the outbox until a queue is bound), as is a nack.
 //! - [`RabbitConsumer`] consumes a quorum queue bound to the exchange, acks an event after its
-//!   handler succeeded, returns it to the queue when the handler failed, and lets RabbitMQ move
-//!   it to a dead-letter exchange (and its `<queue>.dead` queue) once it was delivered
-//!   `max_attempts` times (`x-delivery-limit`), so that it does not block the others. Several
-//!   consumers of one queue share its events.
+//!   handler succeeded, and sets a failed one aside so that it does not block the others. Several
+//!   consumers of one queue share its events. A failed event waits `retry_delay` in the
+//!   `<queue>.retry` queue (a TTL queue that dead-letters back to this queue only), counted by
+//!   the `x-granary-attempt` header; after `max_attempts` it goes to the dead-letter exchange.
 //!
-//! Message bodies are the JSON [`EventEnvelope`], readable by any AMQP client.
+//! Message bodies are the [`EventEnvelope`], JSON (`application/json`) unless `with_format` chose
+//! MessagePack (`application/msgpack`) for the topic, readable by any AMQP client.
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Sink, SinkError};
+use std::collections::HashMap;
+
+use granary_events::{EventEnvelope, Format, Sink, SinkError};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -40,6 +43,9 @@ pub enum RabbitError {
         /// What failed.
         reason: String,
     },
+    /// The broker did not confirm a message the consumer set aside.
+    #[error("RabbitMQ did not confirm a message set aside for retry")]
+    NotConfirmed,
     /// The broker refused a declaration or a command.
     #[error("RabbitMQ: {0}")]
     Broker(#[from] lapin::Error),
@@ -85,6 +91,7 @@ pub struct RabbitSink {
     channel: Channel,
     exchange: String,
     prefix: String,
+    formats: HashMap<String, Format>,
 }
 
 impl RabbitSink {
@@ -104,7 +111,16 @@ impl RabbitSink {
             channel,
             exchange: exchange.to_owned(),
             prefix: prefix.to_owned(),
+            formats: HashMap::new(),
         })
+    }
+
+    /// Publishes the envelopes of `topic` in `format` (JSON unless set); the content type says
+    /// which.
+    #[must_use]
+    pub fn with_format(mut self, topic: &str, format: Format) -> Self {
+        self.formats.insert(topic.to_owned(), format);
+        self
     }
 
     /// The routing key of `topic`.
@@ -130,12 +146,13 @@ impl Sink for RabbitSink {
                 reason: e.to_string(),
             };
             let key = self.routing_key(topic);
+            let format = self.formats.get(topic).copied().unwrap_or_default();
             let mut confirms = Vec::with_capacity(events.len());
             for event in events {
                 let properties = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(event.id.as_str().into())
-                    .with_content_type("application/json".into())
+                    .with_content_type(format.content_type().into())
                     .with_type(event.type_name.as_str().into());
                 let confirm = self
                     .channel
@@ -146,7 +163,7 @@ impl Sink for RabbitSink {
                             mandatory: true,
                             ..Default::default()
                         },
-                        &event.to_json(),
+                        &event.encode(format),
                         properties,
                     )
                     .await
@@ -187,8 +204,11 @@ impl Sink for RabbitSink {
 /// How a [`RabbitConsumer`] reads and retries.
 #[derive(Debug, Clone)]
 pub struct RabbitConsumerConfig {
-    /// Deliveries of one event before RabbitMQ dead-letters it. Default 5.
+    /// Attempts at one event before it is dead-lettered. Default 5.
     pub max_attempts: u32,
+    /// How long a failed event waits (in the `<queue>.retry` queue) before it is delivered
+    /// again. Default 1 s.
+    pub retry_delay: std::time::Duration,
     /// Unacknowledged events in flight to this consumer. Default 64.
     pub prefetch: u16,
 }
@@ -197,16 +217,21 @@ impl Default for RabbitConsumerConfig {
     fn default() -> Self {
         Self {
             max_attempts: 5,
+            retry_delay: std::time::Duration::from_secs(1),
             prefetch: 64,
         }
     }
 }
+
+/// The header counting a message's attempts.
+const ATTEMPT: &str = "x-granary-attempt";
 
 /// A consumer of a durable quorum queue bound to the events exchange.
 #[derive(Debug)]
 pub struct RabbitConsumer {
     channel: Channel,
     queue: String,
+    max_attempts: u32,
 }
 
 impl RabbitConsumer {
@@ -253,16 +278,35 @@ impl RabbitConsumer {
                 FieldTable::default(),
             )
             .await?;
+        // Failed events wait in `<queue>.retry` for `retry_delay`, then go back to this queue
+        // only (through the default exchange), not to the other queues of the routing key.
+        let mut retry = FieldTable::default();
+        retry.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(
+                i64::try_from(config.retry_delay.as_millis()).unwrap_or(i64::MAX),
+            ),
+        );
+        retry.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        retry.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(queue.into()),
+        );
+        channel
+            .queue_declare(format!("{queue}.retry").as_str().into(), durable, retry)
+            .await?;
         let mut arguments = FieldTable::default();
         arguments.insert(
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
+        // A safety net for events whose consumer keeps dying before it answers.
         arguments.insert(
             "x-delivery-limit".into(),
-            AMQPValue::LongInt(
-                i32::try_from(config.max_attempts.saturating_sub(1)).unwrap_or(i32::MAX),
-            ),
+            AMQPValue::LongInt(i32::try_from(config.max_attempts).unwrap_or(i32::MAX)),
         );
         arguments.insert(
             "x-dead-letter-exchange".into(),
@@ -283,10 +327,65 @@ impl RabbitConsumer {
         channel
             .basic_qos(config.prefetch, BasicQosOptions::default())
             .await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
         Ok(Self {
             channel,
             queue: queue.to_owned(),
+            max_attempts: config.max_attempts,
         })
+    }
+
+    /// Sends a failed event to the retry queue, or after `max_attempts` to the dead-letter
+    /// exchange, and waits for the broker's confirm.
+    async fn set_aside(
+        &self,
+        delivery: &lapin::message::Delivery,
+        reason: &str,
+    ) -> Result<(), RabbitError> {
+        let attempt = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(ATTEMPT).cloned())
+            .and_then(|v| match v {
+                AMQPValue::LongUInt(n) => Some(n),
+                AMQPValue::LongInt(n) => u32::try_from(n).ok(),
+                _ => None,
+            })
+            .unwrap_or(1);
+        let dead = attempt >= self.max_attempts;
+        let mut headers = FieldTable::default();
+        headers.insert(ATTEMPT.into(), AMQPValue::LongUInt(attempt + 1));
+        headers.insert(
+            "x-granary-reason".into(),
+            AMQPValue::LongString(reason.into()),
+        );
+        let properties = delivery.properties.clone().with_headers(headers);
+        let (exchange, key) = if dead {
+            tracing::error!(queue = %self.queue, reason, attempt, "event moved to the dead-letter queue");
+            (format!("{}.dlx", self.queue), String::new())
+        } else {
+            tracing::warn!(queue = %self.queue, reason, attempt, "handler failed; retrying later");
+            (String::new(), format!("{}.retry", self.queue))
+        };
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await?;
+        if matches!(confirm, Confirmation::Ack(_)) {
+            Ok(())
+        } else {
+            Err(RabbitError::NotConfirmed)
+        }
     }
 
     /// The dead-letter queue.
@@ -323,21 +422,25 @@ impl RabbitConsumer {
                 Some(Err(err)) => return Err(err.into()),
                 None => return Ok(()),
             };
-            let outcome = match EventEnvelope::from_json(&delivery.data) {
+            let outcome = match EventEnvelope::from_bytes(&delivery.data) {
                 Ok(envelope) => handler(envelope).await,
                 Err(err) => Err(format!("not an event envelope: {err}")),
             };
             let acked = match outcome {
                 Ok(()) => delivery.ack(BasicAckOptions::default()).await,
-                Err(reason) => {
-                    tracing::warn!(queue = %self.queue, %reason, "handler failed; the event goes back to the queue");
-                    delivery
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..Default::default()
-                        })
-                        .await
-                }
+                Err(reason) => match self.set_aside(&delivery, &reason).await {
+                    // Set aside (to retry later, or dead): this copy is done.
+                    Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                    Err(err) => {
+                        tracing::warn!(cause = %err, "cannot set the event aside; requeueing it");
+                        delivery
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                ..Default::default()
+                            })
+                            .await
+                    }
+                },
             };
             if let Err(err) = acked {
                 // Unacknowledged: RabbitMQ delivers it again when the channel closes.

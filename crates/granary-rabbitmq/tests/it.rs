@@ -64,7 +64,11 @@ async fn clean_up(uri: &str, exchange: &str, queue: &str) {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
-    for q in [queue.to_owned(), format!("{queue}.dead")] {
+    for q in [
+        queue.to_owned(),
+        format!("{queue}.dead"),
+        format!("{queue}.retry"),
+    ] {
         let _ = channel
             .queue_delete(
                 q.as_str().into(),
@@ -206,6 +210,7 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
         "game.#",
         RabbitConsumerConfig {
             max_attempts: 3,
+            retry_delay: Duration::from_millis(50),
             ..RabbitConsumerConfig::default()
         },
     )

@@ -21,7 +21,7 @@ pub struct ConsumerConfig {
     /// Deliveries of one entry before it goes to the dead-letter stream. Default 5.
     pub max_attempts: u32,
     /// How long a failed (or stuck: its consumer died) entry waits before it is delivered
-    /// again. Default 2 s.
+    /// again; the wait doubles with each delivery (at most a minute). Default 2 s.
     pub retry_after: Duration,
     /// The dead-letter stream; default `<stream>:dead`.
     pub dead_letter: Option<String>,
@@ -288,7 +288,18 @@ impl StreamConsumer {
             .arg(self.config.batch)
             .query_async(conn)
             .await?;
-        for (id, _, _, deliveries) in pending {
+        for (id, _, idle_ms, deliveries) in pending {
+            // Backoff: the n-th retry waits `retry_after * 2^(n-1)` (at most a minute).
+            let wait = self
+                .config
+                .retry_after
+                .saturating_mul(1 << deliveries.saturating_sub(1).min(16))
+                .min(Duration::from_secs(60));
+            if deliveries < u64::from(self.config.max_attempts)
+                && u128::from(idle_ms) < wait.as_millis()
+            {
+                continue;
+            }
             if deliveries >= u64::from(self.config.max_attempts) {
                 let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
                     .arg(&self.stream)
@@ -333,7 +344,7 @@ impl StreamConsumer {
         Fut: Future<Output = Result<(), String>>,
     {
         let envelope = match fields.get("event") {
-            Some(Value::BulkString(json)) => EventEnvelope::from_json(json),
+            Some(Value::BulkString(bytes)) => EventEnvelope::from_bytes(bytes),
             _ => {
                 return self
                     .bury(conn, id, fields, "entry without an `event` field")

@@ -4,13 +4,16 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Sink, SinkError};
+use std::collections::HashMap;
+
+use granary_events::{EventEnvelope, Format, Sink, SinkError};
 use redis::Value;
 
 use crate::store::RedisStore;
 
 /// Publishes events to Redis Streams: one stream per topic, named `<prefix><topic>`, one entry
-/// per event with the fields `id` (the event id), `type` and `event` (the JSON envelope).
+/// per event with the fields `id` (the event id), `type` and `event` (the envelope, JSON unless
+/// [`with_format`](Self::with_format) chose MessagePack for the topic).
 ///
 /// The sink never trims: a stream keeps every event until [`trim_consumed`](Self::trim_consumed)
 /// removes the entries that every consumer group has acknowledged. (`MAXLEN` trimming, by
@@ -20,6 +23,7 @@ use crate::store::RedisStore;
 pub struct RedisStreamsSink {
     store: Arc<RedisStore>,
     prefix: String,
+    formats: HashMap<String, Format>,
 }
 
 impl RedisStreamsSink {
@@ -30,7 +34,15 @@ impl RedisStreamsSink {
         Self {
             store,
             prefix: prefix.to_owned(),
+            formats: HashMap::new(),
         }
+    }
+
+    /// Writes the envelopes of `topic` in `format` (JSON unless set).
+    #[must_use]
+    pub fn with_format(mut self, topic: &str, format: Format) -> Self {
+        self.formats.insert(topic.to_owned(), format);
+        self
     }
 
     /// The stream of `topic`.
@@ -136,6 +148,7 @@ impl Sink for RedisStreamsSink {
     ) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let stream = self.stream(topic);
+            let format = self.formats.get(topic).copied().unwrap_or_default();
             let mut pipe = redis::pipe();
             for event in events {
                 pipe.cmd("XADD")
@@ -146,7 +159,7 @@ impl Sink for RedisStreamsSink {
                     .arg("type")
                     .arg(&event.type_name)
                     .arg("event")
-                    .arg(event.to_json());
+                    .arg(event.encode(format));
             }
             let mut conn = self.store.conn.clone();
             let ids: Vec<String> = self

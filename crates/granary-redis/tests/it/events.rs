@@ -513,3 +513,56 @@ async fn pub_sub_reaches_the_subscribers_connected_at_the_time() {
     let got = EventEnvelope::from_json(message.get_payload_bytes()).unwrap();
     assert_eq!(got.payload.get(), r#"{"alive":3}"#);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_can_carry_messagepack_and_consumers_read_either_format() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("events"));
+    let sink = Arc::new(
+        RedisStreamsSink::new(store.clone(), &prefix)
+            .with_format("counter.bumped", granary_events::Format::MessagePack),
+    );
+    let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
+    let silo = silo(store.clone()).await;
+    bump_all(&silo, 5, 20).await;
+    let stream = sink.stream("counter.bumped");
+    wait_until("the outbox is empty", async || {
+        outbox_len(&store).await == 0
+    })
+    .await;
+    let raw = read_stream_raw(&url, &stream).await;
+    assert_eq!(raw.len(), 100);
+    assert!(
+        !raw[0]["event"].starts_with('{'),
+        "the entries hold MessagePack, not JSON"
+    );
+    let consumer = StreamConsumer::new(&url, &stream, "g", "c", ConsumerConfig::default())
+        .await
+        .unwrap();
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let run = {
+        let (received, stop) = (received.clone(), stop.clone());
+        tokio::spawn(async move {
+            consumer
+                .run(
+                    |event: EventEnvelope| {
+                        received.lock().unwrap().push(event);
+                        async { Ok(()) }
+                    },
+                    stop,
+                )
+                .await
+        })
+    };
+    wait_until("every event was read", async || {
+        received.lock().unwrap().len() == 100
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    check_exactly_once_in_order(&received.lock().unwrap(), 5, 20);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+}
