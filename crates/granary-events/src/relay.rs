@@ -26,7 +26,8 @@ pub type ShardOwner = Arc<dyn Fn(u32) -> bool + Send + Sync>;
 pub struct RelayConfig {
     /// Entries read from a shard at a time. Default 512.
     pub batch: usize,
-    /// Wait when every owned shard was empty. Default 20 ms.
+    /// Longest wait when every owned shard was empty (the outbox wakes the relay earlier when
+    /// a commit arrives). Default 20 ms.
     pub idle_poll: Duration,
     /// First wait after a sink failed; doubles up to `retry_max`. Default 50 ms.
     pub retry_min: Duration,
@@ -202,6 +203,7 @@ impl Worker {
     async fn run(self) {
         while !self.stop.is_cancelled() {
             let mut moved = 0;
+            let mut owned = Vec::new();
             for shard in 0..self.outbox.shards() {
                 if self.stop.is_cancelled() {
                     return;
@@ -209,6 +211,7 @@ impl Worker {
                 if !(self.owner)(shard) {
                     continue;
                 }
+                owned.push(shard);
                 match self.outbox.pending_in(shard, self.config.batch).await {
                     Ok(entries) if entries.is_empty() => {}
                     Ok(entries) => {
@@ -224,7 +227,12 @@ impl Worker {
                 }
             }
             if moved == 0 {
-                self.pause(self.config.idle_poll).await;
+                // Nothing to do: wait for a commit to one of the owned shards (or the poll
+                // interval, which also picks up ownership changes).
+                tokio::select! {
+                    () = self.outbox.wait_for_entries(&owned, self.config.idle_poll) => {}
+                    () = self.stop.cancelled() => {}
+                }
             }
         }
     }

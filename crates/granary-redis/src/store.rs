@@ -36,6 +36,9 @@ pub struct RedisStore {
     scripts: Scripts,
     pub(crate) url: String,
     pub(crate) timeout: Duration,
+    client: redis::Client,
+    /// A connection of its own for blocking reads (`XREAD BLOCK`), made on first use.
+    blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -67,6 +70,7 @@ impl RedisStore {
         };
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| ConnectError::Config(format!("invalid Redis URL {url}: {e}")))?;
+        let blocking_client = client.clone();
         let manager = ConnectionManagerConfig::new()
             // The deadline is ours (`bounded`): it also covers waiting for a reconnection, and one
             // timer per command is enough.
@@ -98,6 +102,8 @@ impl RedisStore {
             scripts: Scripts::new(),
             url,
             timeout: config.command_timeout,
+            client: blocking_client,
+            blocking: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -330,6 +336,49 @@ impl RedisStore {
             .await
     }
 
+    /// Blocks (at most `timeout`) until an entry is appended to one of `shards`' outbox streams.
+    async fn block_until_appended(
+        &self,
+        shards: &[u32],
+        timeout: Duration,
+    ) -> Result<(), RedisError> {
+        if shards.is_empty() {
+            tokio::time::sleep(timeout).await;
+            return Ok(());
+        }
+        let mut slot = self.blocking.lock().await;
+        if slot.is_none() {
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+            *slot = Some(
+                self.client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?,
+            );
+        }
+        let conn = slot.as_mut().expect("just made");
+        let mut read = redis::cmd("XREAD");
+        read.arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(
+                u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1),
+            )
+            .arg("STREAMS");
+        for shard in shards {
+            read.arg(self.keys.outbox(*shard));
+        }
+        for _ in shards {
+            read.arg("$");
+        }
+        let result: Result<Value, RedisError> = read.query_async(conn).await;
+        if result.is_err() {
+            *slot = None;
+        }
+        result.map(drop)
+    }
+
     async fn lookup_owner(&self, grain: &GrainId) -> Result<Option<GrainAddress>, StorageError> {
         let key = self.keys.grain(grain).grain;
         let mut conn = self.conn.clone();
@@ -387,6 +436,15 @@ impl Outbox for RedisStore {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
         Box::pin(self.pending_of(shard..shard + 1, max))
+    }
+
+    fn wait_for_entries<'a>(&'a self, shards: &'a [u32], timeout: Duration) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if self.block_until_appended(shards, timeout).await.is_err() {
+                // No blocking read possible (Redis down): wait the timeout instead.
+                tokio::time::sleep(timeout).await;
+            }
+        })
     }
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {

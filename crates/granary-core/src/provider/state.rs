@@ -138,6 +138,18 @@ pub trait Outbox: Send + Sync + 'static {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>>;
 
+    /// Waits until one of `shards` may have new entries, or `timeout` passed. A relay with
+    /// nothing to do calls it instead of sleeping, so that a commit is delivered at once. The
+    /// default just waits `timeout`.
+    fn wait_for_entries<'a>(
+        &'a self,
+        shards: &'a [u32],
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, ()> {
+        let _ = shards;
+        Box::pin(tokio::time::sleep(timeout))
+    }
+
     /// Removes delivered entries from the outbox.
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>>;
 }

@@ -27,6 +27,8 @@ pub struct MemoryStore {
     grains: DashMap<GrainId, Record, BuildGrainIdHasher>,
     outbox: Mutex<VecDeque<OutboxEntry>>,
     outbox_seq: std::sync::atomic::AtomicU64,
+    /// Wakes a relay waiting for new entries.
+    appended: tokio::sync::Notify,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -111,6 +113,8 @@ impl MemoryStore {
                 committed_ms: now_ms(),
             });
         }
+        drop(outbox);
+        self.appended.notify_waiters();
         Ok(version)
     }
 }
@@ -148,6 +152,16 @@ impl Outbox for MemoryStore {
 
     fn shards(&self) -> u32 {
         1
+    }
+
+    fn wait_for_entries<'a>(
+        &'a self,
+        _shards: &'a [u32],
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = tokio::time::timeout(timeout, self.appended.notified()).await;
+        })
     }
 
     fn pending_in(
