@@ -185,7 +185,22 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
     assert_eq!(grain.bump().await.unwrap().0, 1);
 
     zombie.signal("-STOP");
+    // A call through the survivor while the zombie still counts as alive: the survivor
+    // forwards it to the grain's owner, the stopped zombie, and it hangs there...
+    let in_flight = {
+        let grain = via_survivor
+            .grain::<CounterGrain>(7)
+            .with_timeout(Duration::from_secs(30));
+        tokio::spawn(async move { grain.get().await })
+    };
     declared_dead(&membership(&cluster).await, &zombie.name).await;
+    // ...until the zombie is declared dead: then it fails at once, long before its deadline.
+    let err = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the call failed when the zombie was declared dead, not at its deadline")
+        .unwrap()
+        .expect_err("nobody answered it");
+    assert!(matches!(err, CallError::SiloUnavailable { .. }), "{err}");
     // The survivor takes the grain over, from its last committed state.
     let taken = via_survivor.grain::<CounterGrain>(7);
     assert_eq!(taken.bump().await.unwrap().0, 2);
