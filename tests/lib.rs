@@ -38,6 +38,18 @@ impl CounterGrain {
         Ok(ctx.activation_id().to_string())
     }
 
+    /// The trace of this call and of a call this turn makes to grain `other`.
+    pub async fn traces(&self, ctx: &GrainContext<Self>, other: i64) -> Result<(String, String)> {
+        let theirs = ctx.grain::<CounterGrain>(other).trace().await?;
+        Ok((ctx.trace_id().to_string(), theirs))
+    }
+
+    /// The trace of this call.
+    #[read_only]
+    pub async fn trace(&self, ctx: &GrainContext<Self>) -> Result<String> {
+        Ok(ctx.trace_id().to_string())
+    }
+
     /// Bumps grain `other` (wherever it lives) and returns its answer.
     pub async fn bump_other(&self, ctx: &GrainContext<Self>, other: i64) -> Result<(u64, String)> {
         ctx.grain::<CounterGrain>(other).bump().await

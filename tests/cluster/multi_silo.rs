@@ -131,6 +131,25 @@ async fn calls_reach_grains_on_other_silos_and_grains_call_across_silos() {
         (5, before),
         "the call went to b's one activation"
     );
+    // One logical call chain across two silos shares one trace id; separate calls do not.
+    let (mine, theirs) = silos[1]
+        .client()
+        .grain::<CounterGrain>(a)
+        .traces(b)
+        .await
+        .unwrap();
+    assert_eq!(
+        mine, theirs,
+        "the trace travelled with the call to the other silo"
+    );
+    assert_eq!(mine.len(), 32);
+    let (again, _) = silos[1]
+        .client()
+        .grain::<CounterGrain>(a)
+        .traces(b)
+        .await
+        .unwrap();
+    assert_ne!(mine, again, "a new call from outside is a new trace");
     shutdown(silos).await;
 }
 

@@ -42,6 +42,7 @@ async fn filled_outbox(n: usize) -> (Arc<MemoryStore>, Vec<EventEnvelope>) {
                     type_name: "match.ended".into(),
                     payload: format!("{{\"match\":{g},\"round\":{i},\"winner\":\"player-{i}\"}}")
                         .into_bytes(),
+                    trace: None,
                 })
                 .collect();
             version = store
@@ -352,6 +353,7 @@ async fn delivery_p99(store: Arc<RedisStore>, prefix: &str) -> f64 {
                 events: vec![PublishedEvent {
                     type_name: "delivery".into(),
                     payload: b"{}".to_vec(),
+                    trace: None,
                 }],
             })
             .await

@@ -460,6 +460,7 @@ impl RawWriter {
             .arg(1)
             .arg("bench.bumped")
             .arg(payload.as_bytes())
+            .arg("")
             .invoke_async(&mut conn)
             .await
             .expect("raw commit");

@@ -107,6 +107,16 @@ impl<G: Grain> GrainContext<G> {
         self.activation
     }
 
+    /// The trace of the running turn: the same for every call of one logical operation, across
+    /// silos, and recorded in the events the turn publishes.
+    ///
+    /// # Panics
+    /// Outside a turn of this grain.
+    #[must_use]
+    pub fn trace_id(&self) -> crate::message::TraceId {
+        crate::turn::current_trace().expect("trace_id is called inside a turn")
+    }
+
     /// The version of the state as last loaded or committed (0: never committed).
     #[must_use]
     pub fn version(&self) -> u64 {

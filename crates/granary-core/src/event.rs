@@ -1,5 +1,6 @@
 //! Domain events: what grains publish with [`GrainContext::publish`](crate::GrainContext::publish).
 
+use crate::message::TraceId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,9 @@ pub struct PublishedEvent {
     pub type_name: String,
     /// The event encoded as JSON.
     pub payload: Vec<u8>,
+    /// The trace of the turn that published it.
+    #[serde(default)]
+    pub trace: Option<TraceId>,
 }
 
 impl PublishedEvent {
@@ -31,6 +35,7 @@ impl PublishedEvent {
         Ok(Self {
             type_name: E::TYPE_NAME.to_owned(),
             payload: serde_json::to_vec(event)?,
+            trace: crate::turn::current_trace(),
         })
     }
 

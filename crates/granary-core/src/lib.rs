@@ -27,7 +27,7 @@ pub use error::{CallError, StorageError};
 pub use event::{Event, PublishedEvent};
 pub use grain::{Grain, GrainState, MethodInfo};
 pub use id::{ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, SiloId};
-pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload};
+pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
 
 /// The result of a grain call: the method's value, or what went wrong.

@@ -191,15 +191,57 @@ pub struct CallChain {
     pub id: ChainId,
     /// The grains whose turns wait on this call, outermost first.
     pub grains: Vec<GrainId>,
+    /// The trace the call belongs to: the same across every silo the chain crosses, and in
+    /// the events its turns publish.
+    pub trace: TraceId,
+}
+
+/// The id of one logical operation across calls, silos and events (a W3C trace id: 16 bytes,
+/// written as 32 hex digits).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TraceId(pub u128);
+
+impl TraceId {
+    /// A fresh trace id.
+    #[must_use]
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+}
+
+impl Default for TraceId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
 }
 
 impl CallChain {
-    /// A new chain for a call made from outside any grain.
+    /// A new chain, in a new trace, for a call made from outside any grain.
     #[must_use]
     pub fn root() -> Self {
+        Self::root_in(TraceId::new())
+    }
+
+    /// A new chain in an existing trace (a one-way call made by a turn: a chain of its own, so
+    /// that it can neither deadlock nor reenter, in the trace of the turn that made it).
+    #[must_use]
+    pub fn root_in(trace: TraceId) -> Self {
         Self {
             id: ChainId::new(),
             grains: Vec::new(),
+            trace,
         }
     }
 
@@ -212,6 +254,7 @@ impl CallChain {
         Self {
             id: self.id,
             grains,
+            trace: self.trace,
         }
     }
 

@@ -131,7 +131,7 @@ impl GrainRef {
             grain: self.id.clone(),
         })?;
         invoker
-            .send(self.outgoing(method, Payload::local(args), CallChain::root()))
+            .send(self.outgoing(method, Payload::local(args), turn::chain_for_one_way_call()))
             .await
     }
 

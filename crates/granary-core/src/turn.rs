@@ -53,6 +53,18 @@ pub fn chain_for_outgoing_call() -> CallChain {
         .unwrap_or_else(|_| CallChain::root())
 }
 
+/// The trace of the running turn, if any.
+#[must_use]
+pub fn current_trace() -> Option<crate::message::TraceId> {
+    TURN.try_with(|t| t.chain.trace).ok()
+}
+
+/// The chain of a one-way call made now: a new chain, in the running turn's trace if any.
+#[must_use]
+pub fn chain_for_one_way_call() -> CallChain {
+    current_trace().map_or_else(CallChain::root, CallChain::root_in)
+}
+
 /// The runtime of the running turn, if any (binds deserialized references).
 #[must_use]
 pub fn current_invoker() -> Option<Arc<dyn Invoker>> {

@@ -199,7 +199,11 @@ impl EventEnvelope {
             version: entry.id.version,
             index: entry.id.index,
             timestamp_ms: entry.committed_ms,
-            trace: None,
+            trace: entry.event.trace.map(|trace| {
+                // W3C traceparent: the turn's trace, a span id of this event (never zero).
+                let span = (entry.id.version << 16 | u64::from(entry.id.index)) | 1 << 63;
+                format!("00-{trace}-{span:016x}-01")
+            }),
             payload,
         })
     }

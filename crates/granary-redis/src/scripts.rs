@@ -34,8 +34,8 @@ return {'won', grain[2] or '0', grain[3]}
 /// matches.
 ///
 /// `KEYS`: epoch, grain, outbox. `ARGV`: epoch, activation, expected version, change (`w`
-/// write, `c` clear, `u` unchanged), data, grain field, event count, then type and payload of
-/// each event.
+/// write, `c` clear, `u` unchanged), data, grain field, event count, then type, payload and
+/// trace (hex or empty) of each event.
 ///
 /// Replies `{"ok", version}`, `{"owner"}`, `{"conflict", version}` or `{"epoch", found|nil}`.
 const COMMIT: &str = r"#!lua
@@ -56,7 +56,7 @@ else
 end
 for i = 0, tonumber(ARGV[7]) - 1 do
   redis.call('XADD', KEYS[3], '*', 'g', ARGV[6], 'v', next, 'i', i,
-    't', ARGV[8 + 2 * i], 'p', ARGV[9 + 2 * i])
+    't', ARGV[8 + 3 * i], 'p', ARGV[9 + 3 * i], 'tr', ARGV[10 + 3 * i])
 end
 return {'ok', next}
 ";

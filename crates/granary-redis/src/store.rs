@@ -260,7 +260,8 @@ impl RedisStore {
         for event in &commit.events {
             invocation
                 .arg(&event.type_name)
-                .arg(event.payload.as_slice());
+                .arg(event.payload.as_slice())
+                .arg(event.trace.map(|t| t.to_string()).unwrap_or_default());
         }
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = self
@@ -523,7 +524,14 @@ fn outbox_entry(
                 version,
                 index,
             },
-            event: PublishedEvent { type_name, payload },
+            event: PublishedEvent {
+                type_name,
+                payload,
+                trace: field("tr")
+                    .and_then(as_string)
+                    .and_then(|t| u128::from_str_radix(&t, 16).ok())
+                    .map(granary_core::TraceId),
+            },
             position: OutboxPosition {
                 shard,
                 entry: entry.to_owned(),

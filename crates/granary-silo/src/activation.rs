@@ -250,11 +250,23 @@ impl<G: Grain> Activation<G> {
                 if let Some(observe) = &self.runtime.observer {
                     observe(self.id(), method, encoded);
                 }
-                let outcome = turn::execute(
-                    &self.grain,
-                    &self.ctx,
-                    TurnKind::Call { method, args },
-                    self.scope(chain, encoded),
+                // One span per call: grain, method, silo and the trace it belongs to, which is
+                // the same on every silo the call chain crosses.
+                let span = tracing::debug_span!(
+                    "grain.call",
+                    grain = %self.id(),
+                    method = name,
+                    silo = %self.runtime.silo,
+                    trace = %chain.trace,
+                );
+                let outcome = tracing::Instrument::instrument(
+                    turn::execute(
+                        &self.grain,
+                        &self.ctx,
+                        TurnKind::Call { method, args },
+                        self.scope(chain, encoded),
+                    ),
+                    span,
                 )
                 .await;
                 let result = self.settle(outcome, name);

@@ -90,6 +90,7 @@ fn event(n: u64) -> PublishedEvent {
     PublishedEvent {
         type_name: "conformance.happened".into(),
         payload: format!("{{\"n\":{n}}}").into_bytes(),
+        trace: None,
     }
 }
 

@@ -5,7 +5,7 @@
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Event, Grain, GrainContext, GrainId, GrainKey,
     GrainRef, GrainState, MethodId, MethodInfo, PublishedEvent, Result, SiloId, StateGuard,
-    StorageError, TypedRef,
+    StorageError, TraceId, TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{

@@ -156,6 +156,11 @@ async fn every_committed_event_arrives_once_after_dedupe_in_per_grain_order() {
     stop.cancel();
     run.await.unwrap().unwrap();
     check_exactly_once_in_order(&received.lock().unwrap(), 40, 50);
+    let traced = received.lock().unwrap()[0].trace.clone().unwrap();
+    assert!(
+        traced.starts_with("00-") && traced.len() == 55,
+        "the event carries its turn's trace (W3C traceparent): {traced}"
+    );
     wait_until("the outbox is empty", async || {
         outbox_len(&store).await == 0
     })
