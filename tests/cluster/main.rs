@@ -12,6 +12,7 @@ mod probe;
 mod activation;
 mod bad_input;
 mod lifecycle;
+mod metrics;
 mod multi_silo;
 mod processes;
 mod tidy;

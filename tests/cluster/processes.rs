@@ -249,3 +249,59 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
     via_survivor.close().await;
     drop(survivor);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_process_serves_its_metrics() {
+    let cluster = unique_name("metrics");
+    let redis = shared_redis_url().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let silo = SiloProcess::start(
+        env!("CARGO_BIN_EXE_test-silo"),
+        "measured",
+        &[
+            ("GRANARY_CLUSTER", &cluster),
+            ("GRANARY_SECRET", SECRET),
+            ("GRANARY_REDIS", &redis),
+            ("GRANARY_METRICS", &metrics_addr),
+        ],
+    )
+    .await;
+    let client = pinned(&cluster, silo.addr).await;
+    for _ in 0..3 {
+        client.grain::<CounterGrain>(1).bump().await.unwrap();
+    }
+    // The endpoint starts right after the ready line: try until it answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(&metrics_addr).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics endpoint at {metrics_addr}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains(r#"granary_calls_total{grain_type="cluster.counter",method="bump"} 3"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"granary_activations{grain_type="cluster.counter"} 1"#),
+        "{body}"
+    );
+    client.close().await;
+}

@@ -28,6 +28,7 @@
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
+//! | `GRANARY_METRICS` | serve Prometheus metrics at `http://<address>/metrics` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
 //! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
@@ -66,6 +67,8 @@ pub struct Settings {
     pub placement: Option<String>,
     /// `production` or `test`.
     pub profile: Option<String>,
+    /// Where to serve `/metrics`.
+    pub metrics: Option<String>,
     /// Prefix of the Redis streams events go to.
     pub events_prefix: Option<String>,
     /// NATS URL events also go to.
@@ -156,6 +159,7 @@ impl Settings {
             ("GRANARY_ADVERTISE", &mut self.advertise),
             ("GRANARY_PLACEMENT", &mut self.placement),
             ("GRANARY_PROFILE", &mut self.profile),
+            ("GRANARY_METRICS", &mut self.metrics),
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
             ("GRANARY_NATS", &mut self.nats),
             ("GRANARY_AMQP", &mut self.amqp),
@@ -314,6 +318,10 @@ pub async fn run(
             silo.address().map_or_else(String::new, |a| a.to_string())
         );
     }
+    let metrics = match address(settings.metrics.as_ref(), "GRANARY_METRICS")? {
+        Some(addr) => Some(serve_metrics(silo.metrics(), addr)?),
+        None => None,
+    };
     let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
     let result = tokio::select! {
         () = stop_signal() => {
@@ -323,6 +331,9 @@ pub async fn run(
         Some(_) = dead => Err(NodeError::DeclaredDead),
     };
     relay.stop().await;
+    if let Some(server) = metrics {
+        server.stop(true).await;
+    }
     result
 }
 
@@ -340,6 +351,46 @@ async fn stop_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Serves `/metrics` (Prometheus text) on `addr`; returns the handle that stops the server.
+fn serve_metrics(
+    metrics: granary::SiloMetrics,
+    addr: SocketAddr,
+) -> Result<actix_web::dev::ServerHandle, NodeError> {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let server = HttpServer::new(move || {
+        let metrics = metrics.clone();
+        App::new().route(
+            "/metrics",
+            web::get().to(move || {
+                let text = metrics.render();
+                async move {
+                    match text {
+                        Some(text) => HttpResponse::Ok()
+                            .content_type("text/plain; version=0.0.4")
+                            .body(text),
+                        None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
+                    }
+                }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| NodeError::Setting {
+        name: "GRANARY_METRICS",
+        problem: format!("cannot listen on {addr}: {e}"),
+    })?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    #[allow(clippy::print_stdout, reason = "the process's interface")]
+    {
+        println!("metrics at http://{addr}/metrics");
+    }
+    Ok(handle)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ enum ClaimFailure {
 pub(crate) trait ActivationEntry: Send + Sync + 'static {
     /// This activation's id.
     fn activation_id(&self) -> ActivationId;
+    /// Requests waiting in its queue.
+    fn queued(&self) -> usize;
     /// Claims, loads and activates (spawned once, after insertion into the catalog).
     fn start(self: Arc<Self>);
     /// Admits, queues or answers `req`; hands it back if the activation is closed.
@@ -259,6 +261,7 @@ impl<G: Grain> Activation<G> {
                     silo = %self.runtime.silo,
                     trace = %chain.trace,
                 );
+                let started = Instant::now();
                 let outcome = tracing::Instrument::instrument(
                     turn::execute(
                         &self.grain,
@@ -269,6 +272,9 @@ impl<G: Grain> Activation<G> {
                     span,
                 )
                 .await;
+                self.runtime
+                    .metrics
+                    .call(G::TYPE_NAME, method, name, started.elapsed());
                 let result = self.settle(outcome, name);
                 match reply {
                     Some(reply) => {
@@ -561,6 +567,10 @@ impl<G: Grain> Activation<G> {
 }
 
 impl<G: Grain> ActivationEntry for Activation<G> {
+    fn queued(&self) -> usize {
+        self.admin.lock().sched.queue.len()
+    }
+
     fn activation_id(&self) -> ActivationId {
         self.ctx.activation_id()
     }

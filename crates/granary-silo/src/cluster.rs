@@ -303,6 +303,7 @@ impl Cluster {
             }
         }
         if let (Some(active), Some(runtime)) = (changed, self.runtime.upgrade()) {
+            runtime.metrics.membership_changes.inc();
             tracing::info!(silo = %self.me, members = active.len(), "cluster membership changed");
             runtime.emit(SiloEvent::MembersChanged(active));
         }
@@ -554,6 +555,7 @@ impl Cluster {
     /// Forwards a request that reached this silo to `to`, the grain's owner, answering it with
     /// the owner's reply. Timer ticks are never forwarded: they belong to a local activation.
     pub(crate) fn forward(self: &Arc<Self>, runtime: &Arc<Runtime>, req: Request, to: SiloId) {
+        runtime.metrics.forwards.inc();
         if req.forwards >= self.config.max_forwards {
             let err = CallError::SiloUnavailable {
                 silo: to.to_string(),

@@ -45,6 +45,8 @@ pub(crate) struct Runtime {
     pub(crate) observer: Option<CallObserver>,
     /// The silo's part of a cluster, if it runs in one (set once at start).
     pub(crate) cluster: OnceLock<Arc<Cluster>>,
+    /// What the silo counts.
+    pub(crate) metrics: crate::metrics::Metrics,
     /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
     /// its activation; no clock is read on the call path).
     pub(crate) epoch: AtomicU64,
@@ -83,6 +85,7 @@ impl Runtime {
             invoker: OnceLock::new(),
             observer,
             cluster: OnceLock::new(),
+            metrics: crate::metrics::Metrics::new(),
             epoch: AtomicU64::new(0),
         }
     }
@@ -279,6 +282,7 @@ impl ActivationHost for Runtime {
     }
 
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId) {
+        self.metrics.conflicts.inc();
         if let Some(entry) = self.entry_of(grain, activation) {
             entry.request_deactivation(DeactivationReason::StorageConflict);
         }

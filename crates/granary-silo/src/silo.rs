@@ -334,6 +334,14 @@ impl Silo {
         })
     }
 
+    /// A handle on this silo's metrics (Prometheus text), for an HTTP endpoint.
+    #[must_use]
+    pub fn metrics(&self) -> crate::SiloMetrics {
+        crate::SiloMetrics {
+            runtime: Arc::downgrade(&self.runtime),
+        }
+    }
+
     /// Where other silos reach this one (in a cluster).
     #[must_use]
     pub fn address(&self) -> Option<std::net::SocketAddr> {

@@ -11,7 +11,7 @@ pub use granary_macros::grain;
 pub use granary_silo::{
     Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
     DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
-    SiloEvents, StartError, WaitTimeout,
+    SiloEvents, SiloMetrics, StartError, WaitTimeout,
 };
 
 pub mod provider {
