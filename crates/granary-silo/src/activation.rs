@@ -106,6 +106,8 @@ pub(crate) struct Activation<G: Grain> {
     admin: Mutex<Admin>,
     last_call_epoch: AtomicU64,
     timers: Mutex<Vec<(Box<str>, CancellationToken)>>,
+    /// The metric handles of `G`'s methods, in `G::METHODS` order (shared by its activations).
+    method_metrics: Arc<[crate::metrics::MethodMetrics]>,
 }
 
 impl<G: Grain> Activation<G> {
@@ -126,6 +128,7 @@ impl<G: Grain> Activation<G> {
             }),
             last_call_epoch: AtomicU64::new(runtime.epoch()),
             timers: Mutex::new(Vec::new()),
+            method_metrics: runtime.metrics.methods_of(G::TYPE_NAME, G::METHODS),
         })
     }
 
@@ -261,7 +264,8 @@ impl<G: Grain> Activation<G> {
                     silo = %self.runtime.silo,
                     trace = %chain.trace,
                 );
-                let started = Instant::now();
+                // Two-way calls are timed; one-way calls (nobody waits for them) only counted.
+                let started = reply.is_some().then(Instant::now);
                 let outcome = tracing::Instrument::instrument(
                     turn::execute(
                         &self.grain,
@@ -272,9 +276,9 @@ impl<G: Grain> Activation<G> {
                     span,
                 )
                 .await;
-                self.runtime
-                    .metrics
-                    .call(G::TYPE_NAME, method, name, started.elapsed());
+                if let Some(i) = G::METHODS.iter().position(|m| m.id == method) {
+                    self.method_metrics[i].record(started.map(|t| t.elapsed()));
+                }
                 let result = self.settle(outcome, name);
                 match reply {
                     Some(reply) => {

@@ -3,7 +3,7 @@
 //! | metric | kind | labels |
 //! |--------|------|--------|
 //! | `granary_calls_total` | counter | `grain_type`, `method` |
-//! | `granary_call_duration_seconds` | histogram | `grain_type`, `method` |
+//! | `granary_call_duration_seconds` | histogram (two-way calls) | `grain_type`, `method` |
 //! | `granary_activations` | gauge | `grain_type` |
 //! | `granary_queued_requests` | gauge | |
 //! | `granary_storage_conflicts_total` | counter | |
@@ -14,7 +14,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
-use granary_core::MethodId;
+use granary_core::MethodInfo;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -46,8 +46,25 @@ pub(crate) struct Metrics {
     pub(crate) conflicts: Counter,
     pub(crate) forwards: Counter,
     pub(crate) membership_changes: Counter,
-    /// The per-method handles, found without building labels on every call.
-    handles: DashMap<(&'static str, MethodId), (Counter, Histogram)>,
+    /// The per-method handles of each grain type, made when its first activation is.
+    types: DashMap<&'static str, Arc<[MethodMetrics]>>,
+}
+
+/// The call counter and duration histogram of one method.
+#[derive(Debug, Clone)]
+pub(crate) struct MethodMetrics {
+    calls: Counter,
+    durations: Histogram,
+}
+
+impl MethodMetrics {
+    /// Records one call, and how long it took if it was timed.
+    pub(crate) fn record(&self, took: Option<Duration>) {
+        self.calls.inc();
+        if let Some(took) = took {
+            self.durations.observe(took.as_secs_f64());
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,30 +125,38 @@ impl Metrics {
             conflicts,
             forwards,
             membership_changes,
-            handles: DashMap::new(),
+            types: DashMap::new(),
         }
     }
 
-    /// Records one call of `method` of `grain_type` that took `took`.
-    pub(crate) fn call(
+    /// The handles of `grain_type`'s `methods`, in their order: the activations of a type
+    /// share them, and a call finds its own by index, with no lookup by label.
+    pub(crate) fn methods_of(
         &self,
         grain_type: &'static str,
-        method: MethodId,
-        name: &str,
-        took: Duration,
-    ) {
-        let handles = self.handles.entry((grain_type, method)).or_insert_with(|| {
-            let labels = CallLabels {
-                grain_type: grain_type.to_owned(),
-                method: name.to_owned(),
-            };
-            (
-                self.calls.get_or_create(&labels).clone(),
-                self.durations.get_or_create(&labels).clone(),
-            )
-        });
-        handles.0.inc();
-        handles.1.observe(took.as_secs_f64());
+        methods: &'static [MethodInfo],
+    ) -> Arc<[MethodMetrics]> {
+        if let Some(known) = self.types.get(grain_type) {
+            return known.clone();
+        }
+        self.types
+            .entry(grain_type)
+            .or_insert_with(|| {
+                methods
+                    .iter()
+                    .map(|m| {
+                        let labels = CallLabels {
+                            grain_type: grain_type.to_owned(),
+                            method: m.name.to_owned(),
+                        };
+                        MethodMetrics {
+                            calls: self.calls.get_or_create(&labels).clone(),
+                            durations: self.durations.get_or_create(&labels).clone(),
+                        }
+                    })
+                    .collect()
+            })
+            .clone()
     }
 }
 
