@@ -114,7 +114,9 @@ impl MemoryStore {
             });
         }
         drop(outbox);
-        self.appended.notify_waiters();
+        // `notify_one` keeps a permit when no relay waits yet: a commit that lands between a
+        // relay's last read and its wait wakes it at once.
+        self.appended.notify_one();
         Ok(version)
     }
 }
