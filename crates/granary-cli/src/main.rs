@@ -34,7 +34,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The membership table: each silo, its address, status, last heartbeat and activations.
+    /// The membership table: each silo, its address, status, last heartbeat and activations
+    /// (in all, then per grain type).
     Status,
     /// Where a grain is active, its state version and its state (decoded, as JSON).
     Grain {
@@ -172,6 +173,9 @@ async fn status(store: Arc<RedisStore>) -> anyhow::Result<()> {
             age,
             activations
         );
+        for (grain_type, n) in beat.map(|b| b.by_type.as_slice()).unwrap_or_default() {
+            println!("    {grain_type:<40} {n:>12}");
+        }
     }
     Ok(())
 }

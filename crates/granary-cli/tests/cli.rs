@@ -4,6 +4,7 @@
 use std::process::Output;
 use std::sync::Arc;
 
+use granary::provider::MembershipTable;
 use granary::{ClusterConfig, Event, GrainContext, Silo, SiloConfig, grain};
 use granary_events::Relay;
 use granary_redis::{RedisConfig, RedisMembership, RedisStore, RedisStreamsSink};
@@ -91,6 +92,22 @@ async fn status_grain_and_events_tail_show_a_running_cluster() {
         .await
         .unwrap();
     silo.client().grain::<CounterGrain>(7).bump().await.unwrap();
+    // The status command reads heartbeats: wait for the one that counts the activation.
+    let table = RedisMembership::new(store.clone());
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let beats = table.heartbeats().await.unwrap();
+            if beats
+                .iter()
+                .any(|(_, b)| b.by_type == [("cli.counter".to_owned(), 1)])
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a heartbeat counts the counter's activation");
 
     let base = ["--redis", url.as_str(), "--cluster", cluster.as_str()];
     let status = granary(&[&base[..], &["status"]].concat());
@@ -99,6 +116,11 @@ async fn status_grain_and_events_tail_show_a_running_cluster() {
     assert!(
         out.contains("inspected@") && out.contains("Active"),
         "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["cli.counter", "1"]),
+        "activations per type: {out}"
     );
 
     let shown = granary(&[&base[..], &["grain", "cli.counter", "7", "--int"]].concat());

@@ -26,7 +26,7 @@ return {'ok', next}
 /// The membership table in Redis: the hash `granary:<cluster>:membership`, with the table's
 /// version in the field `#version` and each silo's row, as JSON, in the field
 /// `<silo name>#<generation>`. Rows change only by compare-and-set on the version. Heartbeats
-/// (`<at_ms>:<activations>`) go to the hash `granary:<cluster>:membership:alive`, under the
+/// (a [`Heartbeat`] as JSON) go to the hash `granary:<cluster>:membership:alive`, under the
 /// same fields, and leave the version alone.
 #[derive(Debug, Clone)]
 pub struct RedisMembership {
@@ -109,7 +109,8 @@ fn silo_field(silo: &SiloId) -> String {
 impl RedisMembership {
     async fn write_beat(&self, silo: &SiloId, beat: Heartbeat) -> Result<(), StorageError> {
         let (key, field) = (self.alive_key.clone(), silo_field(silo));
-        let value = format!("{}:{}", beat.at_ms, beat.activations);
+        let value = serde_json::to_string(&beat)
+            .map_err(|e| StorageError::Malformed(format!("heartbeat not encoded: {e}")))?;
         let mut conn = self.store.conn.clone();
         self.store
             .bounded(async move {
@@ -134,14 +135,8 @@ impl RedisMembership {
         for (field, value) in fields {
             let parsed = (|| {
                 let (name, generation) = field.rsplit_once('#')?;
-                let (at_ms, activations) = value.split_once(':')?;
-                Some((
-                    SiloId::new(name, generation.parse().ok()?),
-                    Heartbeat {
-                        at_ms: at_ms.parse().ok()?,
-                        activations: activations.parse().ok()?,
-                    },
-                ))
+                let beat: Heartbeat = serde_json::from_str(&value).ok()?;
+                Some((SiloId::new(name, generation.parse().ok()?), beat))
             })();
             beats.push(parsed.ok_or_else(|| {
                 StorageError::Malformed(format!("heartbeat {field} = {value:?}"))

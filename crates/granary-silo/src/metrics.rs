@@ -10,6 +10,7 @@
 //! | `granary_forwards_total` | counter | |
 //! | `granary_membership_changes_total` | counter | |
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -129,6 +130,20 @@ impl Metrics {
         }
     }
 
+    /// Calls handled so far, of every type and method.
+    pub(crate) fn calls_total(&self) -> u64 {
+        self.types
+            .iter()
+            .flat_map(|methods| {
+                methods
+                    .value()
+                    .iter()
+                    .map(|m| m.calls.get())
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    }
+
     /// The handles of `grain_type`'s `methods`, in their order: the activations of a type
     /// share them, and a call finds its own by index, with no lookup by label.
     pub(crate) fn methods_of(
@@ -175,22 +190,33 @@ impl SiloMetrics {
     }
 }
 
+/// The silo's activations per grain type, sorted by type name.
+pub(crate) fn activations_by_type(runtime: &Runtime) -> Vec<(String, u64)> {
+    let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in &runtime.catalog {
+        let name = entry.key().type_name();
+        match per_type.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                per_type.insert(name.to_owned(), 1);
+            }
+        }
+    }
+    per_type.into_iter().collect()
+}
+
 fn render(runtime: &Arc<Runtime>) -> String {
     let metrics = &runtime.metrics;
-    let mut per_type: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut queued = 0_i64;
     for entry in &runtime.catalog {
-        *per_type
-            .entry(entry.key().type_name().to_owned())
-            .or_default() += 1;
         queued += i64::try_from(entry.value().queued()).unwrap_or(i64::MAX);
     }
     metrics.activations.clear();
-    for (grain_type, n) in per_type {
+    for (grain_type, n) in activations_by_type(runtime) {
         metrics
             .activations
             .get_or_create(&TypeLabels { grain_type })
-            .set(n);
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     metrics.queued.set(queued);
     let mut out = String::new();

@@ -66,12 +66,22 @@ pub struct MembershipSnapshot {
 }
 
 /// A silo's periodic sign of life, written beside the table (it does not bump its version).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Besides the time it carries what the silo is doing, so that a tool reading the table (the
+/// `granary status` command, the dashboard) sees the whole cluster without asking each silo.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// When, in milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// How many activations the silo hosts (least-loaded placement reads it).
     pub activations: u64,
+    /// Activations per grain type, sorted by type name.
+    #[serde(default)]
+    pub by_type: Vec<(String, u64)>,
+    /// Calls the silo has handled since it started: a counter, so a rate is the difference
+    /// between two heartbeats over the time between them.
+    #[serde(default)]
+    pub calls: u64,
 }
 
 /// A versioned membership table changed by compare-and-set.

@@ -138,15 +138,20 @@ impl Cluster {
         }
     }
 
-    /// Writes this silo's heartbeat: the time and its activation count.
+    /// Writes this silo's heartbeat: the time, its activations (in all and per type) and
+    /// how many calls it has handled.
     async fn beat(&self) {
-        let Some(activations) = self.runtime.upgrade().map(|r| r.catalog.len() as u64) else {
+        let Some(runtime) = self.runtime.upgrade() else {
             return;
         };
+        let by_type = crate::metrics::activations_by_type(&runtime);
         let beat = Heartbeat {
             at_ms: now_ms(),
-            activations,
+            activations: by_type.iter().map(|(_, n)| n).sum(),
+            calls: runtime.metrics.calls_total(),
+            by_type,
         };
+        drop(runtime);
         if let Err(err) = self.membership.heartbeat(&self.me, beat).await {
             tracing::debug!(cause = %err, "heartbeat not written");
         }
