@@ -139,6 +139,7 @@ async fn an_expired_deadline_is_a_timeout_with_unknown_outcome() {
     assert!(matches!(err, CallError::Timeout { .. }), "{err}");
     assert!(err.to_string().contains("outcome is unknown"), "{err}");
     assert!(!err.is_retryable());
+    assert!(err.outcome_unknown());
     // The turn was not cut short: it completes, as an unknown outcome may.
     assert_eq!(probe.count().await.unwrap(), 1);
     silo.shutdown().await.unwrap();

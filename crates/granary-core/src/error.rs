@@ -169,6 +169,21 @@ impl CallError {
         )
     }
 
+    /// Whether the call may have run although it failed: a `Timeout`, or a
+    /// `SiloUnavailable` with `outcome_unknown` (the silo died while the call was in flight).
+    /// Retrying such a call is safe only if the method is idempotent.
+    #[must_use]
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Timeout { .. }
+                | Self::SiloUnavailable {
+                    outcome_unknown: true,
+                    ..
+                }
+        )
+    }
+
     /// An application-level refusal, for grain code: `return Err(CallError::rejected(ctx.id(), "match is full"))`.
     #[must_use]
     pub fn rejected(grain: &GrainId, reason: impl Into<String>) -> Self {

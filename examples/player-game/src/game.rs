@@ -83,18 +83,30 @@ pub struct GameInfo {
 }
 
 /// One match.
+///
+/// `create`, `join`, `start` and `on_player_death` are idempotent, so that a caller may retry a
+/// call whose outcome is unknown (its silo died while it ran): the same create, a second join
+/// of the same player, a start of a running match and a repeated death report change nothing
+/// twice.
 #[derive(Debug, Default)]
 pub struct GameGrain;
 
 #[grain(name = "game", state = GameState)]
 impl GameGrain {
-    /// Opens the lobby for up to `max_players` players and publishes `MatchCreated`.
+    /// Opens the lobby for up to `max_players` players and publishes `MatchCreated`. Creating
+    /// an existing match with the same size again succeeds and changes nothing.
     pub async fn create(&self, ctx: &GrainContext<Self>, max_players: u32) -> Result<()> {
         let game = self.game_id(ctx)?;
         {
             let mut s = ctx.state();
             if s.phase != MatchPhase::Unknown {
-                return Err(CallError::rejected(ctx.id(), "match already exists"));
+                if s.max_players == max_players {
+                    return Ok(()); // a retried create
+                }
+                return Err(CallError::rejected(
+                    ctx.id(),
+                    format!("match already exists with {} players", s.max_players),
+                ));
             }
             if max_players < 2 {
                 return Err(CallError::rejected(
@@ -153,11 +165,15 @@ impl GameGrain {
         Ok(true)
     }
 
-    /// Starts the match (at least two players) and publishes `MatchStarted`.
+    /// Starts the match (at least two players) and publishes `MatchStarted`. Starting a
+    /// running match again succeeds and changes nothing.
     pub async fn start(&self, ctx: &GrainContext<Self>) -> Result<()> {
         let game = self.game_id(ctx)?;
         let players = {
             let mut s = ctx.state();
+            if s.phase == MatchPhase::Running {
+                return Ok(()); // a retried start
+            }
             if s.phase != MatchPhase::Lobby {
                 return Err(CallError::rejected(ctx.id(), "match is not in its lobby"));
             }
@@ -176,17 +192,30 @@ impl GameGrain {
     }
 
     /// Records that `victim` was killed by `killer` (called by the victim's player grain). The
-    /// killer is credited; when one player is left standing the match ends.
+    /// killer is credited; when one player is left standing the match ends. Returns whether the
+    /// match is over: the victim, waiting on this call, then leaves the match itself (every
+    /// other player is told). A repeated report changes nothing; one that arrives after the end
+    /// tells the other players again (they ignore an end they know), which finishes an end
+    /// whose notices were cut short.
     pub async fn on_player_death(
         &self,
         ctx: &GrainContext<Self>,
         victim: String,
         killer: String,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let game = self.game_id(ctx)?;
+        let ended = {
+            let s = ctx.state();
+            s.phase == MatchPhase::Ended && s.players.contains(&victim)
+        };
+        if ended {
+            self.tell_players(ctx, Some(&victim)).await?;
+            return Ok(true);
+        }
         let credit = {
             let mut s = ctx.state();
             if s.phase != MatchPhase::Running || !s.alive.contains(&victim) {
-                return Ok(()); // a late or duplicate report
+                return Ok(false); // a late or duplicate report
             }
             s.alive.retain(|p| *p != victim);
             s.deaths += 1;
@@ -198,15 +227,16 @@ impl GameGrain {
         };
         if credit {
             ctx.grain::<PlayerGrain>(killer.as_str())
-                .credit_kill()
+                .credit_kill(game, victim.clone())
                 .await?;
         }
         if ctx.state().alive.len() <= 1 {
-            self.finish(ctx).await?;
+            self.finish(ctx, Some(&victim)).await?;
+            Ok(true)
         } else {
             ctx.write_state().await?;
+            Ok(false)
         }
-        Ok(())
     }
 
     /// Ends a running match now and returns its results.
@@ -214,7 +244,7 @@ impl GameGrain {
         if ctx.state().phase != MatchPhase::Running {
             return Err(CallError::rejected(ctx.id(), "match is not running"));
         }
-        self.finish(ctx).await
+        self.finish(ctx, None).await
     }
 
     /// The match as it is now.
@@ -242,11 +272,12 @@ impl GameGrain {
         }
     }
 
-    /// Final results: publish `MatchEnded` with the state, then tell the players (one-way, so
-    /// that a victim waiting on this chain is not reentered).
-    async fn finish(&self, ctx: &GrainContext<Self>) -> Result<MatchResult> {
+    /// Final results: publish `MatchEnded` with the state, then tell every player but
+    /// `in_chain` (the victim whose death ended the match waits on this call chain: it leaves
+    /// the match itself).
+    async fn finish(&self, ctx: &GrainContext<Self>, in_chain: Option<&str>) -> Result<MatchResult> {
         let game = self.game_id(ctx)?;
-        let (result, players) = {
+        let result = {
             let mut s = ctx.state();
             let winner = (s.alive.len() == 1).then(|| s.alive[0].clone());
             let kills = s.kills.iter().map(|(p, k)| (p.clone(), *k)).collect();
@@ -257,7 +288,7 @@ impl GameGrain {
             };
             s.phase = MatchPhase::Ended;
             s.result = Some(result.clone());
-            (result, s.players.clone())
+            result
         };
         ctx.publish(&MatchEnded {
             game,
@@ -266,12 +297,26 @@ impl GameGrain {
             deaths: result.deaths,
         })?;
         ctx.write_state().await?;
-        for player in players {
-            let won = result.winner.as_deref() == Some(player.as_str());
+        self.tell_players(ctx, in_chain).await?;
+        Ok(result)
+    }
+
+    /// Tells each player but `skip` that the match ended, and whether they won; waits for
+    /// each, so that a notice that did not arrive fails this call (and is sent again by its
+    /// retry).
+    async fn tell_players(&self, ctx: &GrainContext<Self>, skip: Option<&str>) -> Result<()> {
+        let game = self.game_id(ctx)?;
+        let (players, winner) = {
+            let s = ctx.state();
+            let winner = s.result.as_ref().and_then(|r| r.winner.clone());
+            (s.players.clone(), winner)
+        };
+        for player in players.iter().filter(|p| Some(p.as_str()) != skip) {
+            let won = winner.as_deref() == Some(player.as_str());
             ctx.grain::<PlayerGrain>(player.as_str())
                 .match_ended(game, won)
                 .await?;
         }
-        Ok(result)
+        Ok(())
     }
 }

@@ -6,8 +6,10 @@
 //! `PlayerDied`), and the match ends when one player is left standing (`MatchEnded`).
 //!
 //! Calls between the two grains are arranged so that no call chain reenters a waiting grain:
-//! the player calls its game when it dies, and the game tells players about the end of the
-//! match with one-way calls.
+//! the player calls its game when it dies, and the game tells every other player about the end
+//! of the match (the dying player learns it from the reply). Every cross-grain step is
+//! idempotent, so a caller may retry a call whose outcome is unknown after a silo died, and
+//! nothing is counted twice: the demo kills a silo mid-run and reconciles.
 
 mod events;
 mod game;

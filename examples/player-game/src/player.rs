@@ -45,6 +45,10 @@ pub struct PlayerState {
     /// Matches won.
     #[serde(default)]
     pub wins: u32,
+    /// The victims whose kills were credited in the current match, so that a retried credit
+    /// counts once.
+    #[serde(default)]
+    pub credited: Vec<String>,
 }
 
 impl Default for PlayerState {
@@ -56,6 +60,7 @@ impl Default for PlayerState {
             deaths: 0,
             kills: 0,
             wins: 0,
+            credited: Vec::new(),
         }
     }
 }
@@ -97,6 +102,11 @@ pub struct PlayerStatus {
 
 /// One player. Its state is persisted on every change that matters (damage, death, buffs,
 /// joining and leaving matches).
+///
+/// The methods a game calls are idempotent (entering the same match, a kill credited for the
+/// same victim, the end of the same match), and a retried `take_damage` on a player who
+/// already died reports [`DamageOutcome::AlreadyDead`]: a caller may retry a call whose
+/// outcome is unknown (a silo died while it ran) without counting anything twice.
 #[derive(Debug, Default)]
 pub struct PlayerGrain;
 
@@ -161,9 +171,17 @@ impl PlayerGrain {
                 game,
             })?;
             if let Some(game) = game {
-                ctx.grain::<GameGrain>(game)
+                let over = ctx
+                    .grain::<GameGrain>(game)
                     .on_player_death(me, source)
                     .await?;
+                if over {
+                    // The game tells every other player; this one is in the call chain, so it
+                    // leaves the match itself.
+                    let mut s = ctx.state();
+                    s.game = None;
+                    s.credited.clear();
+                }
             }
         }
         ctx.write_state().await?;
@@ -230,6 +248,7 @@ impl PlayerGrain {
                     s.game = Some(game);
                     s.health = MAX_HEALTH;
                     s.buffs.clear();
+                    s.credited.clear();
                 }
             }
         }
@@ -246,15 +265,29 @@ impl PlayerGrain {
         ctx.write_state().await
     }
 
-    /// Credits a kill (called by the game grain).
-    pub async fn credit_kill(&self, ctx: &GrainContext<Self>) -> Result<()> {
-        ctx.state().kills += 1;
+    /// Credits the kill of `victim` in match `game` (called by the game grain). Idempotent: a
+    /// second credit for the same victim in the same match counts nothing; a credit for a
+    /// match the player is not in is ignored.
+    pub async fn credit_kill(
+        &self,
+        ctx: &GrainContext<Self>,
+        game: i64,
+        victim: String,
+    ) -> Result<()> {
+        {
+            let mut s = ctx.state();
+            if s.game != Some(game) || s.credited.contains(&victim) {
+                return Ok(());
+            }
+            s.kills += 1;
+            s.credited.push(victim);
+        }
         ctx.write_state().await
     }
 
-    /// The end of match `game`: the player leaves it, and counts a win if `won`. One-way: the
-    /// game does not wait, so a player whose death ended the match is not reentered.
-    #[one_way]
+    /// The end of match `game`: the player leaves it, and counts a win if `won`. Idempotent:
+    /// the end of a match the player is no longer in changes nothing. The game waits for the
+    /// reply, so a notice that did not arrive fails the game's call and is sent again.
     pub async fn match_ended(&self, ctx: &GrainContext<Self>, game: i64, won: bool) -> Result<()> {
         {
             let mut s = ctx.state();
@@ -262,6 +295,7 @@ impl PlayerGrain {
                 return Ok(());
             }
             s.game = None;
+            s.credited.clear();
             if won {
                 s.wins += 1;
             }

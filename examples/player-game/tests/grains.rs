@@ -72,7 +72,7 @@ async fn a_shield_absorbs_damage_first_and_breaks_when_spent() {
 #[tokio::test]
 async fn lethal_damage_kills_publishes_player_died_and_tells_the_game() {
     let kit = player_in_game("victim", 7).await;
-    kit.reply::<GameGrain, (String, String), ()>(7_i64, "on_player_death", |_| Ok(()));
+    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| Ok(false));
     let outcome = kit
         .reference()
         .take_damage(150, "killer".into())
@@ -103,7 +103,7 @@ async fn lethal_damage_kills_publishes_player_died_and_tells_the_game() {
 #[tokio::test]
 async fn a_death_the_game_refuses_commits_neither_state_nor_event() {
     let kit = player_in_game("victim", 7).await;
-    kit.reply::<GameGrain, (String, String), ()>(7_i64, "on_player_death", |_| {
+    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| {
         Err(CallError::Unavailable {
             grain: granary::GrainId::new("game", 7_i64),
             attempts: 3,
@@ -255,10 +255,40 @@ async fn respawn_restores_the_dead_only() {
 async fn player_state_survives_reactivation() {
     let mut kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
     kit.reference().take_damage(35, "x".into()).await.unwrap();
-    kit.reference().credit_kill().await.unwrap();
+    kit.reference().enter_game(3).await.unwrap();
+    kit.reference().credit_kill(3, "v".into()).await.unwrap();
     kit.reactivate().await.unwrap();
     let status = kit.reference().status().await.unwrap();
-    assert_eq!((status.health, status.kills), (65, 1));
+    assert_eq!((status.health, status.kills), (100, 1));
+}
+
+#[tokio::test]
+async fn a_retried_kill_credit_counts_once() {
+    let kit = player_in_game("ann", 3).await;
+    let player = kit.reference();
+    player.credit_kill(3, "bob".into()).await.unwrap();
+    player.credit_kill(3, "bob".into()).await.unwrap();
+    player.credit_kill(3, "cid".into()).await.unwrap();
+    player.credit_kill(4, "dan".into()).await.unwrap();
+    assert_eq!(
+        kit.stored_state().unwrap().kills,
+        2,
+        "bob once, cid once, nothing for a match ann is not in"
+    );
+}
+
+#[tokio::test]
+async fn a_death_that_ends_the_match_frees_the_victim() {
+    let kit = player_in_game("victim", 7).await;
+    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| Ok(true));
+    let outcome = kit
+        .reference()
+        .take_damage(150, "killer".into())
+        .await
+        .unwrap();
+    assert_eq!(outcome, DamageOutcome::Died);
+    let stored = kit.stored_state().unwrap();
+    assert_eq!((stored.deaths, stored.game, stored.wins), (1, None, 0));
 }
 
 // ---- Game ----
@@ -279,7 +309,8 @@ async fn lobby(game: i64, max: u32, players: &[&str]) -> GrainTest<GameGrain> {
 async fn running(game: i64, players: &[&str]) -> GrainTest<GameGrain> {
     let kit = lobby(game, 8, players).await;
     for p in players {
-        kit.reply::<PlayerGrain, (), ()>(*p, "credit_kill", |_| Ok(()));
+        kit.reply::<PlayerGrain, (i64, String), ()>(*p, "credit_kill", |_| Ok(()));
+        kit.reply::<PlayerGrain, (i64, bool), ()>(*p, "match_ended", |_| Ok(()));
     }
     kit.reference().start().await.unwrap();
     kit.take_calls();
@@ -297,10 +328,15 @@ async fn creating_a_match_publishes_match_created_once() {
             max_players: 4
         }]
     );
+    kit.reference()
+        .create(4)
+        .await
+        .expect("a retried create succeeds");
     assert!(matches!(
-        kit.reference().create(4).await,
+        kit.reference().create(5).await,
         Err(CallError::Rejected { .. })
     ));
+    assert_eq!(kit.events::<MatchCreated>().len(), 1, "created once");
     assert!(matches!(
         GrainTest::<GameGrain>::new(4_i64)
             .await
@@ -370,6 +406,10 @@ async fn a_match_needs_two_players_to_start_and_then_closes_the_lobby() {
     kit.reply::<PlayerGrain, (i64,), bool>("bob", "enter_game", |_| Ok(true));
     kit.reference().join("bob".into()).await.unwrap();
     kit.reference().start().await.unwrap();
+    kit.reference()
+        .start()
+        .await
+        .expect("a retried start succeeds");
     assert_eq!(
         kit.events::<MatchStarted>(),
         vec![MatchStarted {
@@ -387,13 +427,19 @@ async fn a_match_needs_two_players_to_start_and_then_closes_the_lobby() {
 async fn deaths_credit_killers_and_the_last_player_standing_wins() {
     let kit = running(9, &["ann", "bob", "cid"]).await;
     let game = kit.reference();
-    game.on_player_death("bob".into(), "ann".into())
-        .await
-        .unwrap();
+    assert!(
+        !game
+            .on_player_death("bob".into(), "ann".into())
+            .await
+            .unwrap()
+    );
     assert_eq!(kit.state().phase, MatchPhase::Running);
-    game.on_player_death("cid".into(), "ann".into())
-        .await
-        .unwrap();
+    assert!(
+        game.on_player_death("cid".into(), "ann".into())
+            .await
+            .unwrap(),
+        "the last death ends the match"
+    );
     let state: GameState = kit.stored_state().unwrap();
     assert_eq!(state.phase, MatchPhase::Ended);
     let ended = kit.events::<MatchEnded>();
@@ -418,8 +464,8 @@ async fn deaths_credit_killers_and_the_last_player_standing_wins() {
             ("ann".into(), "credit_kill"),
             ("ann".into(), "match_ended"),
             ("bob".into(), "match_ended"),
-            ("cid".into(), "match_ended"),
-        ]
+        ],
+        "cid, whose death ended the match, waits on the chain and is not called"
     );
     let won: Vec<bool> = kit
         .calls()
@@ -427,7 +473,34 @@ async fn deaths_credit_killers_and_the_last_player_standing_wins() {
         .filter(|c| c.method == "match_ended")
         .map(|c| c.args::<(i64, bool)>().1)
         .collect();
-    assert_eq!(won, vec![true, false, false]);
+    assert_eq!(won, vec![true, false]);
+    let credited: Vec<(i64, String)> = kit
+        .calls()
+        .iter()
+        .filter(|c| c.method == "credit_kill")
+        .map(|c| c.args::<(i64, String)>())
+        .collect();
+    assert_eq!(credited, vec![(9, "bob".into()), (9, "cid".into())]);
+}
+
+#[tokio::test]
+async fn a_death_reported_again_after_the_end_tells_the_players_again() {
+    let kit = running(6, &["ann", "bob"]).await;
+    let game = kit.reference();
+    assert!(game.on_player_death("bob".into(), "ann".into()).await.unwrap());
+    kit.take_calls();
+    assert!(
+        game.on_player_death("bob".into(), "ann".into()).await.unwrap(),
+        "a retried report still says the match is over"
+    );
+    let calls: Vec<(String, &str)> = kit
+        .calls()
+        .iter()
+        .map(|c| (c.target.key().to_string(), c.method))
+        .collect();
+    assert_eq!(calls, vec![("ann".into(), "match_ended")]);
+    assert_eq!(kit.events::<MatchEnded>().len(), 1, "ended once");
+    assert_eq!(kit.stored_state().unwrap().kills.get("ann"), Some(&1));
 }
 
 #[tokio::test]
