@@ -1,12 +1,23 @@
 //! What the cluster tests share with the `test-silo` process they start: the grain types.
 
-use granary::{GrainContext, Result, grain};
+use granary::{Event, GrainContext, Result, grain};
 use serde::{Deserialize, Serialize};
 
 /// The persisted count of a [`CounterGrain`].
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Tally {
     count: u64,
+}
+
+/// A count announced by [`CounterGrain::bump_and_announce`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Bumped {
+    /// The count after the bump.
+    pub count: u64,
+}
+
+impl Event for Bumped {
+    const TYPE_NAME: &'static str = "cluster.bumped";
 }
 
 /// A grain that counts (persisted), says which activation it is, and calls others.
@@ -48,6 +59,18 @@ impl CounterGrain {
     #[read_only]
     pub async fn trace(&self, ctx: &GrainContext<Self>) -> Result<String> {
         Ok(ctx.trace_id().to_string())
+    }
+
+    /// Adds one and commits it with a [`Bumped`] event; returns the count.
+    pub async fn bump_and_announce(&self, ctx: &GrainContext<Self>) -> Result<u64> {
+        let count = {
+            let mut state = ctx.state();
+            state.count += 1;
+            state.count
+        };
+        ctx.publish(&Bumped { count })?;
+        ctx.write_state().await?;
+        Ok(count)
     }
 
     /// Bumps grain `other` (wherever it lives) and returns its answer.

@@ -250,6 +250,25 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
     drop(survivor);
 }
 
+/// The body of `GET /metrics` at `addr`, once the endpoint answers.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await {
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            return response;
+        }
+        assert!(Instant::now() < deadline, "no metrics endpoint at {addr}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silo_process_serves_its_metrics() {
     let cluster = unique_name("metrics");
@@ -260,6 +279,7 @@ async fn a_silo_process_serves_its_metrics() {
         .unwrap()
         .port();
     let metrics_addr = format!("127.0.0.1:{port}");
+    let prefix = format!("{cluster}:");
     let silo = SiloProcess::start(
         env!("CARGO_BIN_EXE_test-silo"),
         "measured",
@@ -268,6 +288,7 @@ async fn a_silo_process_serves_its_metrics() {
             ("GRANARY_SECRET", SECRET),
             ("GRANARY_REDIS", &redis),
             ("GRANARY_METRICS", &metrics_addr),
+            ("GRANARY_EVENTS_PREFIX", &prefix),
         ],
     )
     .await;
@@ -275,33 +296,42 @@ async fn a_silo_process_serves_its_metrics() {
     for _ in 0..3 {
         client.grain::<CounterGrain>(1).bump().await.unwrap();
     }
-    // The endpoint starts right after the ready line: try until it answers.
+    for _ in 0..2 {
+        client
+            .grain::<CounterGrain>(2)
+            .bump_and_announce()
+            .await
+            .unwrap();
+    }
+    // The relay delivers the two events to the Redis stream soon after their commit.
+    let delivered = r#"granary_relay_delivered_total{sink="redis-streams"} 2"#;
     let deadline = Instant::now() + Duration::from_secs(10);
     let body = loop {
-        if let Ok(mut stream) = tokio::net::TcpStream::connect(&metrics_addr).await {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            let mut response = String::new();
-            stream.read_to_string(&mut response).await.unwrap();
-            break response;
+        let body = scrape(&metrics_addr).await;
+        if body.lines().any(|l| l == delivered) {
+            break body;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics endpoint at {metrics_addr}"
-        );
+        assert!(Instant::now() < deadline, "never {delivered:?}: {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
-    assert!(
-        body.contains(r#"granary_calls_total{grain_type="cluster.counter",method="bump"} 3"#),
-        "{body}"
+    for line in [
+        r#"granary_calls_total{grain_type="cluster.counter",method="bump"} 3"#,
+        r#"granary_activations{grain_type="cluster.counter"} 2"#,
+        // Caught up: every event read was confirmed.
+        r#"granary_relay_lag_seconds{sink="redis-streams"} 0.0"#,
+        r#"granary_relay_failures_total{sink="redis-streams"} 0"#,
+    ] {
+        assert!(
+            body.lines().any(|l| l == line),
+            "missing {line:?} in {body}"
+        );
+    }
+    assert_eq!(
+        body.matches("# EOF").count(),
+        1,
+        "one text, the silo's metrics and the relay's: {body}"
     );
-    assert!(
-        body.contains(r#"granary_activations{grain_type="cluster.counter"} 1"#),
-        "{body}"
-    );
+    assert!(body.trim_end().ends_with("# EOF"), "{body}");
     client.close().await;
 }

@@ -1,15 +1,26 @@
-//! The `granary` command against a running silo on the shared Redis.
+//! The `granary` command against a running silo on the shared Redis, and host binaries (the
+//! command with grain types compiled in: the `host` example) running silos.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::process::Output;
 use std::sync::Arc;
 
-use granary::provider::MembershipTable;
-use granary::{ClusterConfig, Event, GrainContext, Silo, SiloConfig, grain};
+use granary::provider::{MembershipTable, SiloStatus};
+use granary::{
+    ClientConfig, ClusterClient, ClusterConfig, Event, GrainContext, Silo, SiloConfig, grain,
+};
 use granary_events::Relay;
 use granary_redis::{RedisConfig, RedisMembership, RedisStore, RedisStreamsSink};
+use granary_testkit::process::SiloProcess;
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use serde::{Deserialize, Serialize};
+
+#[allow(
+    dead_code,
+    reason = "the host's grain, for the client; its main is the example's"
+)]
+#[path = "../examples/host.rs"]
+mod host;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Bumped {
@@ -189,5 +200,184 @@ async fn a_wrong_url_or_a_missing_setting_says_what_to_do() {
         stderr(&no_cluster).contains("holds no cluster"),
         "{}",
         stderr(&no_cluster)
+    );
+}
+
+const SECRET: &str = "a cli host test secret of 32 bytes";
+
+/// The `host` example: `granary` with the `host.greeter` grain type compiled in. Cargo builds
+/// examples with the tests, next to the binaries.
+fn host_binary() -> String {
+    let granary = std::path::Path::new(env!("CARGO_BIN_EXE_granary"));
+    let host = granary.parent().unwrap().join("examples").join("host");
+    assert!(host.exists(), "{} is built with the tests", host.display());
+    host.to_string_lossy().into_owned()
+}
+
+/// Runs `binary` with `args` and only the `GRANARY_*` variables in `env`.
+fn command(binary: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = std::process::Command::new(binary);
+    command.args(args);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("GRANARY_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied()).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_binary_runs_a_silo_that_serves_calls_and_stops_on_sigterm() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("cli-host");
+    // The settings file holds the cluster; the environment (GRANARY_NAME) wins over its name.
+    let file = std::env::temp_dir().join(format!("{cluster}.toml"));
+    std::fs::write(
+        &file,
+        format!(
+            "cluster = \"{cluster}\"\nsecret = \"{SECRET}\"\nredis = \"{url}\"\nname = \"from-file\"\n"
+        ),
+    )
+    .unwrap();
+    let mut silo = SiloProcess::start_with_args(
+        &host_binary(),
+        &["silo", "--config", file.to_str().unwrap()],
+        "hosted",
+        &[],
+    )
+    .await;
+    std::fs::remove_file(&file).unwrap();
+
+    let mut config = ClientConfig::new(&cluster, SECRET, vec![silo.addr]);
+    config.discover = false;
+    let client = ClusterClient::connect(config).await.unwrap();
+    let greeter = client.grain::<host::GreeterGrain>("ann");
+    assert_eq!(greeter.greet("ann".into()).await.unwrap(), "hello ann (1)");
+    assert_eq!(greeter.greet("ann".into()).await.unwrap(), "hello ann (2)");
+    client.close().await;
+
+    // The host's inspection commands see the silo and the grain it serves.
+    let base = ["--redis", url.as_str(), "--cluster", cluster.as_str()];
+    let host = host_binary();
+    let status = command(&host, &[&base[..], &["status"]].concat(), &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert!(stdout(&status).contains("hosted@"), "{}", stdout(&status));
+    let shown = command(
+        &host,
+        &[&base[..], &["grain", "host.greeter", "ann"]].concat(),
+        &[],
+    );
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let out = stdout(&shown);
+    assert!(
+        out.contains("active on hosted@") && out.contains("\"count\": 2"),
+        "{out}"
+    );
+
+    silo.signal("-TERM");
+    assert_eq!(
+        silo.exit_code(std::time::Duration::from_secs(20)).await,
+        Some(0),
+        "a clean stop"
+    );
+    let store = Arc::new(
+        RedisStore::connect(RedisConfig::new(&url, &cluster))
+            .await
+            .unwrap(),
+    );
+    let table = RedisMembership::new(store).read().await.unwrap();
+    let row = table
+        .entries
+        .iter()
+        .find(|e| e.silo.name() == "hosted")
+        .unwrap();
+    assert_eq!(row.status, SiloStatus::Dead, "it left the membership table");
+}
+
+#[tokio::test]
+async fn a_silo_with_no_grain_types_a_missing_secret_or_a_wrong_url_says_what_to_do() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("cli-refused");
+    let host = host_binary();
+    let stock = env!("CARGO_BIN_EXE_granary");
+    let complete = [
+        ("GRANARY_CLUSTER", cluster.as_str()),
+        ("GRANARY_SECRET", SECRET),
+        ("GRANARY_REDIS", url.as_str()),
+        ("GRANARY_LISTEN", "127.0.0.1:0"),
+    ];
+
+    // The stock binary knows no grain type: it refuses, and says how to build a host.
+    let refused = command(stock, &["silo"], &complete);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("no grain types") && stderr(&refused).contains("main_with"),
+        "{}",
+        stderr(&refused)
+    );
+    // With no command at all, it shows its usage instead of trying to run a silo.
+    let bare = command(stock, &[], &complete);
+    assert_eq!(bare.status.code(), Some(2));
+    assert!(stderr(&bare).contains("Usage"), "{}", stderr(&bare));
+
+    let no_secret = command(&host, &["silo"], &[complete[0], complete[2], complete[3]]);
+    assert_eq!(no_secret.status.code(), Some(2), "{}", stderr(&no_secret));
+    assert!(
+        stderr(&no_secret).contains("GRANARY_SECRET")
+            && stderr(&no_secret).contains("`secret` in the settings file"),
+        "{}",
+        stderr(&no_secret)
+    );
+
+    // A Redis nobody listens on: named, with the flag that overrides the variable.
+    let unreachable = command(
+        &host,
+        &["--redis", "redis://127.0.0.1:1", "silo"],
+        &complete,
+    );
+    assert_eq!(
+        unreachable.status.code(),
+        Some(1),
+        "{}",
+        stderr(&unreachable)
+    );
+    let err = stderr(&unreachable);
+    assert!(
+        err.contains("GRANARY_REDIS")
+            && err.contains("cannot reach Redis")
+            && err.contains("--redis"),
+        "{err}"
+    );
+    let malformed = command(
+        &host,
+        &["silo"],
+        &[
+            complete[0],
+            complete[1],
+            ("GRANARY_REDIS", "htp://nowhere"),
+            complete[3],
+        ],
+    );
+    assert_eq!(malformed.status.code(), Some(2), "{}", stderr(&malformed));
+    assert!(
+        stderr(&malformed).contains("GRANARY_REDIS")
+            && stderr(&malformed).contains("invalid Redis URL"),
+        "{}",
+        stderr(&malformed)
+    );
+    // None of them joined the cluster.
+    let store = RedisStore::connect(RedisConfig::new(&url, &cluster))
+        .await
+        .unwrap();
+    let table = RedisMembership::new(Arc::new(store)).read().await.unwrap();
+    assert!(table.entries.is_empty(), "{table:?}");
+
+    // A host knows its grain types.
+    let unknown = command(&host, &["grain", "player", "alice"], &complete);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("unknown grain type player; known: host.greeter"),
+        "{}",
+        stderr(&unknown)
     );
 }

@@ -3,7 +3,8 @@
 //! Grains publish events with `ctx.publish`; the events commit with the turn's state change
 //! into the outbox (see the state stores). A [`Relay`] delivers committed events to the
 //! [`Sink`]s their type is routed to — Redis Streams by default — and removes them from the
-//! outbox only once every sink confirmed them. Delivery is at least once, in commit order per
+//! outbox only once every sink confirmed them, and counts per sink what it delivered, what
+//! failed and how far behind the sink is ([`RelayMetrics`]). Delivery is at least once, in commit order per
 //! grain, with a stable id per event ([`EventEnvelope::id`]) that consumers use to process each
 //! event exactly once.
 //!
@@ -13,11 +14,13 @@
 
 mod dedupe;
 mod envelope;
+mod metrics;
 mod relay;
 mod sink;
 
 pub use dedupe::RecentEvents;
 pub use envelope::{EnvelopeError, EventEnvelope, Format, Source, event_id};
+pub use metrics::RelayMetrics;
 pub use relay::{Relay, RelayBuilder, RelayConfig, ShardOwner};
 pub use sink::{Sink, SinkError};
 

@@ -6,6 +6,8 @@
 //! is routed to, waits for every sink's confirmation, and only then removes them from the
 //! outbox. A sink that fails is retried with backoff while the entries stay in the outbox: a
 //! slow or absent broker slows the relay down (backpressure) and loses nothing.
+//!
+//! Each sink has its [`RelayMetrics`]: delivered events, failed publishes, and its lag.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use granary_core::provider::{Outbox, OutboxEntry};
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::EventEnvelope;
+use crate::metrics::{RelayMetrics, SinkStats};
 use crate::sink::Sink;
 
 /// Which outbox shards this relay serves (in a cluster: the ones its silo owns).
@@ -46,18 +49,28 @@ impl Default for RelayConfig {
     }
 }
 
+/// A sink and topic as configured.
 #[derive(Clone)]
-struct Target {
+struct Route {
     sink: Arc<dyn Sink>,
     /// `None`: the event's type name is the topic.
     topic: Option<String>,
 }
 
+/// A route with its sink's metrics, as the running relay uses it.
+#[derive(Clone)]
+struct Target {
+    sink: Arc<dyn Sink>,
+    /// `None`: the event's type name is the topic.
+    topic: Option<String>,
+    stats: Arc<SinkStats>,
+}
+
 /// Configures a [`Relay`]: the default sinks and routes per event type.
 pub struct RelayBuilder {
     outbox: Arc<dyn Outbox>,
-    defaults: Vec<Target>,
-    routes: HashMap<String, Vec<Target>>,
+    defaults: Vec<Route>,
+    routes: HashMap<String, Vec<Route>>,
     owner: ShardOwner,
     config: RelayConfig,
 }
@@ -77,7 +90,7 @@ impl RelayBuilder {
     /// event type (`player.died`). Several default sinks each get every event.
     #[must_use]
     pub fn sink(mut self, sink: Arc<dyn Sink>) -> Self {
-        self.defaults.push(Target { sink, topic: None });
+        self.defaults.push(Route { sink, topic: None });
         self
     }
 
@@ -88,7 +101,7 @@ impl RelayBuilder {
         self.routes
             .entry(type_name.to_owned())
             .or_default()
-            .push(Target {
+            .push(Route {
                 sink,
                 topic: Some(topic.to_owned()),
             });
@@ -111,6 +124,9 @@ impl RelayBuilder {
 
     /// Starts the relay on the current tokio runtime.
     ///
+    /// Each distinct sink gets its metrics under the label [`Sink::name`]; a second sink of
+    /// the same name is labelled `<name>-2` (then `-3`, …), in the order the sinks were added.
+    ///
     /// # Panics
     /// If no sink is configured: events would stay in the outbox forever.
     #[must_use]
@@ -119,20 +135,72 @@ impl RelayBuilder {
             !self.defaults.is_empty() || !self.routes.is_empty(),
             "a relay needs at least one sink"
         );
+        // The distinct sinks (one `Arc` added several times is one sink), in the order added;
+        // routes in the order of their type names, so that labels do not depend on hashing.
+        let mut route_types: Vec<&String> = self.routes.keys().collect();
+        route_types.sort();
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let all = self
+            .defaults
+            .iter()
+            .chain(route_types.iter().flat_map(|t| &self.routes[*t]));
+        for route in all {
+            if sinks.iter().any(|s| same_sink(s, &route.sink)) {
+                continue;
+            }
+            let base = route.sink.name();
+            let mut name = base.to_owned();
+            let mut n = 1;
+            while names.contains(&name) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            sinks.push(route.sink.clone());
+            names.push(name);
+        }
+        let (metrics, stats) = crate::metrics::build(&names);
+        let target = |route: &Route| {
+            let i = sinks
+                .iter()
+                .position(|s| same_sink(s, &route.sink))
+                .expect("every sink was listed above");
+            Target {
+                sink: route.sink.clone(),
+                topic: route.topic.clone(),
+                stats: stats[i].clone(),
+            }
+        };
+        let defaults = self.defaults.iter().map(target).collect();
+        let routes = self
+            .routes
+            .iter()
+            .map(|(t, routes)| (t.clone(), routes.iter().map(target).collect()))
+            .collect();
         let stop = CancellationToken::new();
-        let stats = Arc::new(Stats::default());
+        let totals = Arc::new(Stats::default());
         let worker = Worker {
             outbox: self.outbox,
-            defaults: self.defaults,
-            routes: self.routes,
+            defaults,
+            routes,
             owner: self.owner,
             config: self.config,
             stop: stop.clone(),
-            stats: stats.clone(),
+            stats: totals.clone(),
         };
         let task = tokio::spawn(worker.run());
-        Relay { stop, task, stats }
+        Relay {
+            stop,
+            task,
+            stats: totals,
+            metrics,
+        }
     }
+}
+
+/// Whether two handles are the same sink (the same allocation, whatever the vtable).
+fn same_sink(a: &Arc<dyn Sink>, b: &Arc<dyn Sink>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +216,7 @@ pub struct Relay {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     stats: Arc<Stats>,
+    metrics: RelayMetrics,
 }
 
 impl Relay {
@@ -173,6 +242,13 @@ impl Relay {
     #[must_use]
     pub fn failures(&self) -> u64 {
         self.stats.failures.load(Ordering::Relaxed)
+    }
+
+    /// The relay's per-sink metrics (lag, delivered, failures): a handle that stays valid after
+    /// the relay stopped. A silo process serves them at `/metrics` with the silo's.
+    #[must_use]
+    pub fn metrics(&self) -> RelayMetrics {
+        self.metrics.clone()
     }
 
     /// Stops the relay and waits for it. A batch in flight is abandoned unacknowledged: the next
@@ -253,8 +329,9 @@ impl Worker {
     /// Delivers `entries` (one shard's, in commit order) to their sinks, then acknowledges them.
     /// Returns false if stopped before every sink confirmed.
     async fn deliver(&self, entries: &[OutboxEntry]) -> bool {
-        // Per (sink, topic), the events routed there, in commit order.
-        let mut batches: Vec<(Target, String, Vec<EventEnvelope>)> = Vec::new();
+        // Per (sink, topic), the events routed there, in commit order, and the commit time of
+        // the oldest of them.
+        let mut batches: Vec<(&Target, String, Vec<EventEnvelope>, u64)> = Vec::new();
         for entry in entries {
             let envelope = match EventEnvelope::from_entry(entry) {
                 Ok(envelope) => envelope,
@@ -280,20 +357,38 @@ impl Worker {
                 };
                 match batches
                     .iter_mut()
-                    .find(|(t, tp, _)| Arc::ptr_eq(&t.sink, &target.sink) && tp == topic)
+                    .find(|(t, tp, _, _)| Arc::ptr_eq(&t.stats, &target.stats) && tp == topic)
                 {
-                    Some((_, _, events)) => events.push(event),
-                    None => batches.push((target.clone(), topic.to_owned(), vec![event])),
+                    Some((_, _, events, oldest)) => {
+                        *oldest = (*oldest).min(entry.committed_ms);
+                        events.push(event);
+                    }
+                    None => {
+                        batches.push((target, topic.to_owned(), vec![event], entry.committed_ms))
+                    }
                 }
             }
         }
-        for (target, topic, events) in &batches {
+        for (target, _, _, oldest) in &batches {
+            target.stats.pending_since(*oldest);
+        }
+        for (i, (target, topic, events, _)) in batches.iter().enumerate() {
             let mut wait = self.config.retry_min;
             loop {
                 match target.sink.publish(topic, events).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        target.stats.confirmed(events.len());
+                        if !batches[i + 1..]
+                            .iter()
+                            .any(|(t, ..)| Arc::ptr_eq(&t.stats, &target.stats))
+                        {
+                            target.stats.caught_up();
+                        }
+                        break;
+                    }
                     Err(err) => {
                         self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        target.stats.failed();
                         tracing::warn!(sink = target.sink.name(), topic, cause = %err, retry_in = ?wait, "publish failed; the events stay in the outbox");
                         self.pause(wait).await;
                         if self.stop.is_cancelled() {
@@ -322,3 +417,6 @@ impl Worker {
         true
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,8 @@ use crate::envelope::EventEnvelope;
 /// A destination of events. Implemented per queue kind (Redis Streams, NATS JetStream,
 /// RabbitMQ, …).
 pub trait Sink: Send + Sync + 'static {
-    /// A short name for logs ("redis-streams", "nats", …).
+    /// A short name for logs and the `sink` label of the relay's metrics ("redis-streams",
+    /// "nats", …). Keep it stable: dashboards and alerts select on it.
     fn name(&self) -> &str;
 
     /// Publishes `events` to `topic`, in this order, and returns once the broker has confirmed

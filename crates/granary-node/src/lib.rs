@@ -33,7 +33,8 @@
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
 //! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
 //!
-//! Every silo runs the event relay for the outbox shards it owns.
+//! Every silo runs the event relay for the outbox shards it owns; `/metrics` serves the relay's
+//! per-sink metrics (`granary_relay_*{sink}`) after the silo's.
 //!
 //! The silo prints `granary silo <id> ready at <address>` once it is active, stops cleanly on
 //! SIGINT or SIGTERM, and exits with status 3 if the cluster declares it dead.
@@ -43,7 +44,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
-use granary_events::Relay;
+use granary_events::{Relay, RelayMetrics};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore, RedisStreamsSink};
 use serde::Deserialize;
 
@@ -97,8 +98,9 @@ pub enum NodeError {
         /// What is wrong.
         problem: String,
     },
-    /// Redis refused or could not be reached.
-    #[error(transparent)]
+    /// Redis refused or could not be reached (a wrong URL in `GRANARY_REDIS` is one cause: the
+    /// message then names the setting).
+    #[error("{prefix}{0}", prefix = redis_setting(.0))]
     Redis(#[from] granary_redis::ConnectError),
     /// The silo could not start.
     #[error(transparent)]
@@ -115,14 +117,26 @@ pub enum NodeError {
 }
 
 impl NodeError {
-    /// The process exit status for this error: 3 when declared dead, 2 for settings, 1 else.
+    /// The process exit status for this error: 3 when declared dead, 2 for settings (an
+    /// invalid Redis URL included), 1 else.
     #[must_use]
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::DeclaredDead => 3,
-            Self::Setting { .. } | Self::File { .. } => 2,
+            Self::Setting { .. }
+            | Self::File { .. }
+            | Self::Redis(granary_redis::ConnectError::Config(_)) => 2,
             _ => 1,
         }
+    }
+}
+
+/// Names the setting when Redis could not be reached or the URL is invalid.
+fn redis_setting(err: &granary_redis::ConnectError) -> &'static str {
+    match err {
+        granary_redis::ConnectError::Config(_)
+        | granary_redis::ConnectError::Unreachable { .. } => "setting GRANARY_REDIS: ",
+        _ => "",
     }
 }
 
@@ -174,8 +188,16 @@ impl Settings {
 fn required(value: Option<&String>, name: &'static str, what: &str) -> Result<String, NodeError> {
     value.cloned().ok_or_else(|| NodeError::Setting {
         name,
-        problem: format!("missing: {what}"),
+        problem: format!(
+            "missing {what}: set {name}, or `{}` in the settings file",
+            file_key(name)
+        ),
     })
+}
+
+/// The settings file's key of the variable `name`.
+fn file_key(name: &str) -> String {
+    name.trim_start_matches("GRANARY_").to_lowercase()
 }
 
 fn address(value: Option<&String>, name: &'static str) -> Result<Option<SocketAddr>, NodeError> {
@@ -199,6 +221,7 @@ struct Resolved {
     advertise: Option<SocketAddr>,
     placement: Placement,
     test_profile: bool,
+    metrics: Option<SocketAddr>,
 }
 
 fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
@@ -249,11 +272,16 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         advertise: address(settings.advertise.as_ref(), "GRANARY_ADVERTISE")?,
         placement,
         test_profile,
+        metrics: address(settings.metrics.as_ref(), "GRANARY_METRICS")?,
     })
 }
 
 /// Runs a silo until SIGINT or SIGTERM (then stops it cleanly) or until the cluster declares it
 /// dead. `register` registers the grain types.
+///
+/// Everything that can be checked before the silo joins is checked first, in this order: the
+/// settings, the metrics address (bound), Redis, the event queues. A silo that fails one of
+/// them never joins the cluster.
 ///
 /// # Errors
 /// A [`NodeError`] saying what stopped the silo.
@@ -268,7 +296,31 @@ pub async fn run(
         )
         .try_init();
     let r = resolve(&settings)?;
+    let metrics_listener = r
+        .metrics
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|e| NodeError::Setting {
+                name: "GRANARY_METRICS",
+                problem: format!("cannot listen on {addr}: {e}"),
+            })
+        })
+        .transpose()?;
     let store = Arc::new(RedisStore::connect(RedisConfig::new(&r.redis, &r.cluster)).await?);
+    let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
+    let mut relay =
+        Relay::builder(store.clone()).sink(Arc::new(RedisStreamsSink::new(store.clone(), prefix)));
+    if let Some(url) = &settings.nats {
+        let sink = granary_nats::NatsSink::connect(url, "GRANARY_EVENTS", "events.")
+            .await
+            .map_err(|e| NodeError::Events(e.to_string()))?;
+        relay = relay.sink(Arc::new(sink));
+    }
+    if let Some(uri) = &settings.amqp {
+        let sink = granary_rabbitmq::RabbitSink::connect(uri, "granary.events", "")
+            .await
+            .map_err(|e| NodeError::Events(e.to_string()))?;
+        relay = relay.sink(Arc::new(sink));
+    }
     let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
     cluster.advertise = r.advertise;
     cluster.placement = r.placement;
@@ -289,23 +341,11 @@ pub async fn run(
         .membership(Arc::new(RedisMembership::new(store.clone())))
         .cluster(cluster);
     let silo = register(builder).start().await?;
-    let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
-    let mut relay = Relay::builder(store.clone())
-        .sink(Arc::new(RedisStreamsSink::new(store, prefix)))
-        .owner(silo.shard_owner());
-    if let Some(url) = &settings.nats {
-        let sink = granary_nats::NatsSink::connect(url, "GRANARY_EVENTS", "events.")
-            .await
-            .map_err(|e| NodeError::Events(e.to_string()))?;
-        relay = relay.sink(Arc::new(sink));
-    }
-    if let Some(uri) = &settings.amqp {
-        let sink = granary_rabbitmq::RabbitSink::connect(uri, "granary.events", "")
-            .await
-            .map_err(|e| NodeError::Events(e.to_string()))?;
-        relay = relay.sink(Arc::new(sink));
-    }
-    let relay = relay.start();
+    let relay = relay.owner(silo.shard_owner()).start();
+    let metrics = match metrics_listener {
+        Some(listener) => Some(serve_metrics(silo.metrics(), relay.metrics(), listener)?),
+        None => None,
+    };
     let mut events = silo.events();
     #[allow(
         clippy::print_stdout,
@@ -317,11 +357,10 @@ pub async fn run(
             silo.id(),
             silo.address().map_or_else(String::new, |a| a.to_string())
         );
+        if let Some(addr) = r.metrics {
+            println!("metrics at http://{addr}/metrics");
+        }
     }
-    let metrics = match address(settings.metrics.as_ref(), "GRANARY_METRICS")? {
-        Some(addr) => Some(serve_metrics(silo.metrics(), addr)?),
-        None => None,
-    };
     let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
     let result = tokio::select! {
         () = stop_signal() => {
@@ -353,18 +392,33 @@ async fn stop_signal() {
     }
 }
 
-/// Serves `/metrics` (Prometheus text) on `addr`; returns the handle that stops the server.
+/// The text `/metrics` serves: the silo's metrics, then its relay's; `None` once the silo is
+/// gone.
+fn render_metrics(silo: &granary::SiloMetrics, relay: &RelayMetrics) -> Option<String> {
+    let mut text = String::new();
+    if !silo.encode(&mut text) {
+        return None;
+    }
+    relay.encode(&mut text);
+    text.push_str("# EOF\n");
+    Some(text)
+}
+
+/// Serves `/metrics` (Prometheus text: the silo's and its relay's) on `listener`; returns the
+/// handle that stops the server.
 fn serve_metrics(
-    metrics: granary::SiloMetrics,
-    addr: SocketAddr,
+    silo: granary::SiloMetrics,
+    relay: RelayMetrics,
+    listener: std::net::TcpListener,
 ) -> Result<actix_web::dev::ServerHandle, NodeError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
+    let addr = listener.local_addr().ok();
     let server = HttpServer::new(move || {
-        let metrics = metrics.clone();
+        let (silo, relay) = (silo.clone(), relay.clone());
         App::new().route(
             "/metrics",
             web::get().to(move || {
-                let text = metrics.render();
+                let text = render_metrics(&silo, &relay);
                 async move {
                     match text {
                         Some(text) => HttpResponse::Ok()
@@ -378,18 +432,14 @@ fn serve_metrics(
     })
     .workers(1)
     .disable_signals()
-    .bind(addr)
+    .listen(listener)
     .map_err(|e| NodeError::Setting {
         name: "GRANARY_METRICS",
-        problem: format!("cannot listen on {addr}: {e}"),
+        problem: format!("cannot serve on {addr:?}: {e}"),
     })?
     .run();
     let handle = server.handle();
     tokio::spawn(server);
-    #[allow(clippy::print_stdout, reason = "the process's interface")]
-    {
-        println!("metrics at http://{addr}/metrics");
-    }
     Ok(handle)
 }
 
@@ -444,6 +494,10 @@ mod tests {
     fn missing_and_bad_settings_say_which_and_why() {
         let err = resolve(&env(&[])).err().unwrap();
         assert!(err.to_string().contains("GRANARY_SECRET"), "{err}");
+        assert!(
+            err.to_string().contains("`secret` in the settings file"),
+            "{err}"
+        );
         let err = resolve(&env(&[("GRANARY_SECRET", "short")])).err().unwrap();
         assert!(err.to_string().contains("too short"), "{err}");
         let base = [

@@ -182,11 +182,28 @@ pub struct SiloMetrics {
 }
 
 impl SiloMetrics {
-    /// The metrics in the Prometheus text format; `None` once the silo is gone.
+    /// The metrics in the Prometheus (OpenMetrics) text format, `# EOF` included; `None` once
+    /// the silo is gone.
     #[must_use]
     pub fn render(&self) -> Option<String> {
-        let runtime = self.runtime.upgrade()?;
-        Some(render(&runtime))
+        let mut out = String::new();
+        self.encode(&mut out).then(|| {
+            out.push_str("# EOF\n");
+            out
+        })
+    }
+
+    /// Appends the metric families, without the closing `# EOF` line, to `out`: an endpoint
+    /// that serves several sources (the silo's metrics and its relay's) encodes each, then
+    /// ends the text with `# EOF`. Returns false (and appends nothing) once the silo is gone.
+    pub fn encode(&self, out: &mut String) -> bool {
+        match self.runtime.upgrade() {
+            Some(runtime) => {
+                encode(&runtime, out);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -205,7 +222,7 @@ pub(crate) fn activations_by_type(runtime: &Runtime) -> Vec<(String, u64)> {
     per_type.into_iter().collect()
 }
 
-fn render(runtime: &Arc<Runtime>) -> String {
+fn encode(runtime: &Arc<Runtime>, out: &mut String) {
     let metrics = &runtime.metrics;
     let mut queued = 0_i64;
     for entry in &runtime.catalog {
@@ -219,7 +236,6 @@ fn render(runtime: &Arc<Runtime>) -> String {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     metrics.queued.set(queued);
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &metrics.registry.lock());
-    out
+    // Writing to a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode_registry(out, &metrics.registry.lock());
 }

@@ -72,4 +72,11 @@ impl Registry {
     pub(crate) fn get(&self, type_name: &str) -> Option<&Arc<dyn GrainFactory>> {
         self.types.get(type_name)
     }
+
+    /// The registered type names, sorted.
+    pub(crate) fn type_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.types.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
 }

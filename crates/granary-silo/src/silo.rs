@@ -112,6 +112,13 @@ impl SiloBuilder {
         self
     }
 
+    /// The names of the grain types registered so far, sorted (tools that host a silo use it
+    /// to tell an unknown type from a known one).
+    #[must_use]
+    pub fn grain_types(&self) -> Vec<&'static str> {
+        self.registry.type_names()
+    }
+
     /// Uses `storage` as state store and grain directory (they are one provider: the directory
     /// entry is the fence every commit checks). Default: a fresh [`MemoryStore`].
     #[must_use]

@@ -1,5 +1,7 @@
-//! A silo process hosting the Player and Game grains, configured by `GRANARY_*` environment
-//! variables or a TOML file (see `granary-node`):
+//! A silo process hosting the Player and Game grains: a host binary of the `granary` command
+//! (`granary_cli::main_with`), so it runs a silo when given no command (or `silo`), configured by
+//! `GRANARY_*` environment variables and `--config FILE` (see `granary-node`), and inspects the
+//! cluster with its other commands (`status`, `grain player alice`, `events tail <stream>`):
 //!
 //! ```sh
 //! GRANARY_CLUSTER=demo GRANARY_SECRET=0123456789abcdef0123456789abcdef \
@@ -9,18 +11,6 @@
 
 use example_player_game::{GameGrain, PlayerGrain};
 
-#[tokio::main]
-async fn main() {
-    let result = async {
-        let settings = granary_node::Settings::load(std::env::args().nth(1).as_deref())?;
-        granary_node::run(settings, |silo| {
-            silo.register::<PlayerGrain>().register::<GameGrain>()
-        })
-        .await
-    }
-    .await;
-    if let Err(err) = result {
-        eprintln!("silo: {err}");
-        std::process::exit(err.exit_code());
-    }
+fn main() {
+    granary_cli::main_with(|silo| silo.register::<PlayerGrain>().register::<GameGrain>())
 }

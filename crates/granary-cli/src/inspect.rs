@@ -1,0 +1,150 @@
+//! The inspection commands: `status`, `grain`, `events tail`, read from the cluster's Redis.
+#![allow(clippy::print_stdout, reason = "the commands print their answers")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use granary::GrainId;
+use granary::codec::state_codec;
+use granary::provider::{GrainDirectory, MembershipTable};
+use granary_events::EventEnvelope;
+use granary_redis::{Bootstrap, RedisConfig, RedisMembership, RedisStore};
+
+pub(crate) fn required<'a>(
+    value: Option<&'a String>,
+    what: &str,
+    flag: &str,
+    env: &str,
+) -> anyhow::Result<&'a str> {
+    value
+        .map(String::as_str)
+        .with_context(|| format!("no {what}: pass {flag} or set {env}"))
+}
+
+pub(crate) async fn store(
+    redis: Option<&String>,
+    cluster: Option<&String>,
+) -> anyhow::Result<Arc<RedisStore>> {
+    let url = required(redis, "Redis URL", "--redis", "GRANARY_REDIS")?;
+    let cluster = required(cluster, "cluster id", "--cluster", "GRANARY_CLUSTER")?;
+    let config = RedisConfig::new(url, cluster).bootstrap(Bootstrap::RequireExisting);
+    Ok(Arc::new(RedisStore::connect(config).await?))
+}
+
+pub(crate) async fn status(store: Arc<RedisStore>) -> anyhow::Result<()> {
+    let table = RedisMembership::new(store);
+    let snapshot = table.read().await?;
+    let beats = table.heartbeats().await?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    println!("membership version {}", snapshot.version);
+    println!(
+        "{:<32} {:<22} {:<13} {:>10} {:>12}",
+        "silo", "address", "status", "heartbeat", "activations"
+    );
+    for entry in &snapshot.entries {
+        let beat = beats.iter().find(|(s, _)| *s == entry.silo).map(|(_, b)| b);
+        let age = beat.map_or_else(
+            || "-".to_owned(),
+            |b| format!("{} ms ago", now.saturating_sub(b.at_ms)),
+        );
+        let activations = beat.map_or_else(|| "-".to_owned(), |b| b.activations.to_string());
+        println!(
+            "{:<32} {:<22} {:<13} {:>10} {:>12}",
+            entry.silo.to_string(),
+            if entry.address.is_empty() {
+                "-"
+            } else {
+                &entry.address
+            },
+            format!("{:?}", entry.status),
+            age,
+            activations
+        );
+        for (grain_type, n) in beat.map(|b| b.by_type.as_slice()).unwrap_or_default() {
+            println!("    {grain_type:<40} {n:>12}");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn grain(store: Arc<RedisStore>, id: &GrainId) -> anyhow::Result<()> {
+    let owner = store.lookup(id).await?;
+    let (data, version) = store.read_raw(id).await?;
+    if owner.is_none() && data.is_none() && version == 0 {
+        bail!(
+            "grain {id} has no stored state and is not active: check the type name and key (and --int / --uuid)"
+        );
+    }
+    println!("grain {id}");
+    match owner {
+        Some(owner) => println!(
+            "  active on {} (activation {})",
+            owner.silo, owner.activation
+        ),
+        None => println!("  not active"),
+    }
+    println!("  version {version}");
+    match data {
+        None => println!("  state: none stored"),
+        Some(blob) => match state_codec::open(&blob) {
+            Ok((schema, payload)) => {
+                let value: serde_json::Value = rmp_serde::from_slice(payload)
+                    .context("the state payload is not MessagePack")?;
+                println!("  schema version {schema}");
+                println!("  state {}", serde_json::to_string_pretty(&value)?);
+            }
+            Err(err) => println!("  state unreadable: {err}"),
+        },
+    }
+    Ok(())
+}
+
+pub(crate) async fn tail(
+    url: &str,
+    stream: &str,
+    from_start: bool,
+    count: Option<usize>,
+) -> anyhow::Result<()> {
+    let client = redis::Client::open(url).with_context(|| format!("invalid Redis URL {url}"))?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .with_context(|| format!("cannot reach Redis at {url}"))?;
+    let mut last = if from_start {
+        "0".to_owned()
+    } else {
+        "$".to_owned()
+    };
+    let mut seen = 0;
+    loop {
+        let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREAD")
+            .arg("BLOCK")
+            .arg(u64::try_from(Duration::from_secs(5).as_millis()).unwrap_or(5_000))
+            .arg("STREAMS")
+            .arg(stream)
+            .arg(&last)
+            .query_async(&mut conn)
+            .await?;
+        for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+            match entry.map.get("event") {
+                Some(redis::Value::BulkString(bytes)) => match EventEnvelope::from_bytes(bytes) {
+                    Ok(envelope) => println!("{}", String::from_utf8_lossy(&envelope.to_json())),
+                    Err(err) => println!("{{\"entry\":\"{}\",\"error\":\"{err}\"}}", entry.id),
+                },
+                _ => println!(
+                    "{{\"entry\":\"{}\",\"error\":\"no event field\"}}",
+                    entry.id
+                ),
+            }
+            last = entry.id;
+            seen += 1;
+            if count.is_some_and(|c| seen >= c) {
+                return Ok(());
+            }
+        }
+    }
+}
