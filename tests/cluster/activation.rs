@@ -197,6 +197,37 @@ async fn references_kept_in_state_come_back_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_that_fails_with_unsaved_changes_leaves_nothing_behind() {
+    let counters = Arc::new(Counters::default());
+    let silo = silo(&counters).await;
+    let mut events = silo.events();
+    let probe = silo.client().grain::<ProbeGrain>("fickle");
+    probe.set(7).await.unwrap();
+    // A failure that changed nothing keeps the activation.
+    assert!(probe.refuse().await.is_err());
+    assert_eq!(Counters::get(&counters.activations), 1);
+    let err = probe.set_then_fail(99).await.unwrap_err();
+    assert!(err.to_string().contains("changed my mind"), "{err}");
+    let id = GrainId::new("probe", "fickle");
+    events
+        .wait_for(|e| matches!(e, SiloEvent::Deactivated(g, DeactivationReason::FailedWithUnsavedState) if *g == id))
+        .await
+        .unwrap();
+    assert_eq!(
+        probe.count().await.unwrap(),
+        7,
+        "the next call sees the committed state, not the failed turn's change"
+    );
+    assert_eq!(Counters::get(&counters.activations), 2);
+    assert_eq!(
+        Counters::get(&counters.deactivations),
+        0,
+        "on_deactivate did not run on the unsaved state"
+    );
+    silo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_write_is_a_conflict_and_the_next_call_reloads() {
     let counters = Arc::new(Counters::default());
     let silo = silo(&counters).await;

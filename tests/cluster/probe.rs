@@ -141,6 +141,12 @@ impl ProbeGrain {
         }
     }
 
+    /// Changes `count` in memory, then fails without saving it.
+    pub async fn set_then_fail(&self, ctx: &GrainContext<Self>, value: u32) -> Result<()> {
+        ctx.state().count = value;
+        Err(CallError::rejected(ctx.id(), "changed my mind"))
+    }
+
     /// Rejects, to check application errors travel.
     pub async fn refuse(&self, ctx: &GrainContext<Self>) -> Result<()> {
         Err(CallError::rejected(ctx.id(), "not today"))

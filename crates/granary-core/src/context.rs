@@ -1,8 +1,9 @@
 //! [`GrainContext`]: what a grain's methods see of the runtime.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{CallError, StorageError};
@@ -18,7 +19,36 @@ use crate::state_codec;
 /// The guard is not `Send`, and grain futures must be: holding it across an `.await` is a
 /// compile error ("future cannot be sent between threads safely"). Take what you need, drop the
 /// guard, then await.
-pub type StateGuard<'a, S> = parking_lot::MutexGuard<'a, S>;
+///
+/// Changing the state through the guard marks it unsaved until the next
+/// [`write_state`](GrainContext::write_state): a turn that fails with unsaved changes ends its
+/// activation, so that the next call reloads the committed state instead of building on
+/// changes that were never saved.
+pub struct StateGuard<'a, S> {
+    guard: parking_lot::MutexGuard<'a, S>,
+    unsaved: &'a AtomicBool,
+}
+
+impl<S> Deref for StateGuard<'_, S> {
+    type Target = S;
+
+    fn deref(&self) -> &S {
+        &self.guard
+    }
+}
+
+impl<S> DerefMut for StateGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.unsaved.store(true, Ordering::Relaxed);
+        &mut self.guard
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for StateGuard<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.guard, f)
+    }
+}
 
 /// What hosts an activation: the silo, or the test kit. Grain code never calls it directly.
 pub trait ActivationHost: Send + Sync + 'static {
@@ -55,6 +85,8 @@ pub struct GrainContext<G: Grain> {
     id: GrainId,
     activation: ActivationId,
     state: parking_lot::Mutex<G::State>,
+    /// Whether the state changed since it was loaded or last saved.
+    unsaved: AtomicBool,
     version: AtomicU64,
     events: parking_lot::Mutex<Vec<PublishedEvent>>,
     commit_lock: tokio::sync::Mutex<()>,
@@ -75,6 +107,7 @@ impl<G: Grain> GrainContext<G> {
             id,
             activation,
             state: parking_lot::Mutex::new(state),
+            unsaved: AtomicBool::new(false),
             version: AtomicU64::new(version),
             events: parking_lot::Mutex::new(Vec::new()),
             commit_lock: tokio::sync::Mutex::const_new(()),
@@ -86,7 +119,16 @@ impl<G: Grain> GrainContext<G> {
     #[doc(hidden)]
     pub fn restore(&self, state: G::State, version: u64) {
         *self.state.lock() = state;
+        self.unsaved.store(false, Ordering::Relaxed);
         self.version.store(version, Ordering::Release);
+    }
+
+    /// Whether the state was changed since it was loaded or last saved. For runtimes: a turn
+    /// that fails with unsaved changes ends the activation.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn has_unsaved_changes(&self) -> bool {
+        self.unsaved.load(Ordering::Relaxed)
     }
 
     /// This grain's id.
@@ -126,7 +168,10 @@ impl<G: Grain> GrainContext<G> {
     /// The grain's state, locked for reading and writing. Changes are in memory until
     /// [`write_state`](Self::write_state).
     pub fn state(&self) -> StateGuard<'_, G::State> {
-        self.state.lock()
+        StateGuard {
+            guard: self.state.lock(),
+            unsaved: &self.unsaved,
+        }
     }
 
     /// Buffers a domain event. It is committed atomically with the turn's next
@@ -158,9 +203,22 @@ impl<G: Grain> GrainContext<G> {
     /// activation's version behind, and its next commit fails with a conflict.
     pub async fn write_state(&self) -> Result<(), CallError> {
         let _serial = self.commit_lock.lock().await;
-        let data = state_codec::encode::<G>(&self.state.lock())
-            .map_err(|e| self.storage_error(StorageError::Serialize(e.to_string())))?;
-        self.commit(StateChange::Write(data)).await
+        let data = {
+            let state = self.state.lock();
+            // Cleared before the commit: a change made while it is in flight (a reentrant
+            // turn) marks the state unsaved again.
+            self.unsaved.store(false, Ordering::Relaxed);
+            state_codec::encode::<G>(&state)
+        }
+        .map_err(|e| self.storage_error(StorageError::Serialize(e.to_string())));
+        let result = match data {
+            Ok(data) => self.commit(StateChange::Write(data)).await,
+            Err(err) => Err(err),
+        };
+        if result.is_err() {
+            self.unsaved.store(true, Ordering::Relaxed);
+        }
+        result
     }
 
     /// Deletes the stored state (with the events published so far, atomically) and resets the
@@ -172,6 +230,7 @@ impl<G: Grain> GrainContext<G> {
         let _serial = self.commit_lock.lock().await;
         self.commit(StateChange::Clear).await?;
         *self.state.lock() = G::State::default();
+        self.unsaved.store(false, Ordering::Relaxed);
         Ok(())
     }
 

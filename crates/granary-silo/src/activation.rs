@@ -311,7 +311,14 @@ impl<G: Grain> Activation<G> {
     fn settle(&self, outcome: TurnOutcome, what: &str) -> Result<Payload, CallError> {
         match outcome {
             TurnOutcome::Done(reply) => Ok(reply),
-            TurnOutcome::Failed(err) => Err(err),
+            TurnOutcome::Failed(err) => {
+                if self.ctx.has_unsaved_changes() {
+                    // Its changes were never saved: the next call must not build on them.
+                    tracing::debug!(grain = %self.id(), method = what, cause = %err, "turn failed with unsaved state: deactivating");
+                    self.mark_for_deactivation(DeactivationReason::FailedWithUnsavedState);
+                }
+                Err(err)
+            }
             TurnOutcome::Panicked(message) => {
                 tracing::error!(grain = %self.id(), method = what, %message, "turn panicked: tearing the activation down");
                 self.runtime

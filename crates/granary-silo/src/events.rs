@@ -18,6 +18,9 @@ pub enum DeactivationReason {
     StorageConflict,
     /// A turn panicked; `on_deactivate` did not run.
     Panicked,
+    /// A turn failed after changing the state without saving it; `on_deactivate` did not run,
+    /// and the next call reloads the committed state.
+    FailedWithUnsavedState,
     /// The silo is shutting down.
     Shutdown,
 }
@@ -26,7 +29,10 @@ impl DeactivationReason {
     /// Whether `on_deactivate` runs: not after a panic or a conflict, where the in-memory state
     /// cannot be trusted.
     pub(crate) fn runs_hook(self) -> bool {
-        !matches!(self, Self::Panicked | Self::StorageConflict)
+        !matches!(
+            self,
+            Self::Panicked | Self::StorageConflict | Self::FailedWithUnsavedState
+        )
     }
 
     /// The stronger of two reasons (a panic outranks a request).
@@ -43,8 +49,9 @@ impl DeactivationReason {
             Self::Idle => 0,
             Self::Requested => 1,
             Self::Shutdown => 2,
-            Self::StorageConflict => 3,
-            Self::Panicked => 4,
+            Self::FailedWithUnsavedState => 3,
+            Self::StorageConflict => 4,
+            Self::Panicked => 5,
         }
     }
 }

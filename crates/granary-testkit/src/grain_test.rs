@@ -482,7 +482,8 @@ async fn run_turn<G: Grain>(
     if !reentering {
         *cell.running.lock() = None;
     }
-    if matches!(outcome, TurnOutcome::Panicked(_)) {
+    let unsaved = matches!(outcome, TurnOutcome::Failed(_)) && cell.ctx.has_unsaved_changes();
+    if matches!(outcome, TurnOutcome::Panicked(_)) || unsaved {
         host.state.lock().deactivation_requested = true;
     }
     outcome

@@ -275,7 +275,11 @@ impl GameGrain {
     /// Final results: publish `MatchEnded` with the state, then tell every player but
     /// `in_chain` (the victim whose death ended the match waits on this call chain: it leaves
     /// the match itself).
-    async fn finish(&self, ctx: &GrainContext<Self>, in_chain: Option<&str>) -> Result<MatchResult> {
+    async fn finish(
+        &self,
+        ctx: &GrainContext<Self>,
+        in_chain: Option<&str>,
+    ) -> Result<MatchResult> {
         let game = self.game_id(ctx)?;
         let result = {
             let mut s = ctx.state();

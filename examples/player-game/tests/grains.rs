@@ -124,6 +124,37 @@ async fn a_death_the_game_refuses_commits_neither_state_nor_event() {
         0,
         "the death was not committed"
     );
+    assert!(
+        kit.deactivation_requested(),
+        "the unsaved death ends the activation"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_death_after_a_refusal_dies_once() {
+    let mut kit = player_in_game("victim", 7).await;
+    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| {
+        Err(CallError::SiloUnavailable {
+            silo: "b".into(),
+            reason: "killed".into(),
+            outcome_unknown: true,
+        })
+    });
+    let player = kit.reference();
+    assert!(player.take_damage(150, "killer".into()).await.is_err());
+    kit.reactivate().await.unwrap();
+    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| Ok(true));
+    assert_eq!(
+        kit.reference()
+            .take_damage(150, "killer".into())
+            .await
+            .unwrap(),
+        DamageOutcome::Died,
+        "the retry finds the player alive as committed, not dead from the failed turn"
+    );
+    let stored = kit.stored_state().unwrap();
+    assert_eq!((stored.deaths, stored.game), (1, None));
+    assert_eq!(kit.events::<PlayerDied>().len(), 1);
 }
 
 #[tokio::test]
@@ -487,10 +518,16 @@ async fn deaths_credit_killers_and_the_last_player_standing_wins() {
 async fn a_death_reported_again_after_the_end_tells_the_players_again() {
     let kit = running(6, &["ann", "bob"]).await;
     let game = kit.reference();
-    assert!(game.on_player_death("bob".into(), "ann".into()).await.unwrap());
+    assert!(
+        game.on_player_death("bob".into(), "ann".into())
+            .await
+            .unwrap()
+    );
     kit.take_calls();
     assert!(
-        game.on_player_death("bob".into(), "ann".into()).await.unwrap(),
+        game.on_player_death("bob".into(), "ann".into())
+            .await
+            .unwrap(),
         "a retried report still says the match is over"
     );
     let calls: Vec<(String, &str)> = kit

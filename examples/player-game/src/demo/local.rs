@@ -56,8 +56,12 @@ impl LocalCluster {
                 .storage(store.clone())
                 .membership(membership.clone() as Arc<dyn MembershipTable>)
                 .cluster(
-                    ClusterConfig::new(cluster, secret.to_vec(), SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .test_profile(),
+                    ClusterConfig::new(
+                        cluster,
+                        secret.to_vec(),
+                        SocketAddr::from(([127, 0, 0, 1], 0)),
+                    )
+                    .test_profile(),
                 )
                 .register::<PlayerGrain>()
                 .register::<GameGrain>();

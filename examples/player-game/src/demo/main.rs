@@ -180,8 +180,12 @@ async fn main() -> anyhow::Result<()> {
                 "granary demo: {} silo processes, cluster {cluster_id:?} in Redis at {redis}; \
                  events relayed to Redis Streams{}{}",
                 args.silos,
-                args.nats.as_ref().map_or(String::new(), |u| format!(", NATS at {u}")),
-                args.amqp.as_ref().map_or(String::new(), |u| format!(", RabbitMQ at {u}")),
+                args.nats
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(", NATS at {u}")),
+                args.amqp
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(", RabbitMQ at {u}")),
             );
             Cluster::Processes(
                 ProcessCluster::start(args.silos, &cluster_id, SECRET, &backends).await?,
@@ -224,7 +228,8 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let events = cluster.committed_events().await?;
-    let outcome = reconcile::reconcile(&client, &counters, &events, args.matches, args.players).await;
+    let outcome =
+        reconcile::reconcile(&client, &counters, &events, args.matches, args.players).await;
     client.close().await;
     cluster.stop().await?;
     outcome
@@ -341,10 +346,10 @@ async fn progress(
     }
 }
 
-/// `--serve-silo`: one silo process hosting the game's grains, configured by `GRANARY_*`.
+/// `--serve-silo`: one silo process hosting the game's grains, configured by `GRANARY_*`
+/// (the `silo` command of the game's host binary).
 async fn serve_silo() -> anyhow::Result<()> {
-    let settings = granary_node::Settings::load(None)?;
-    granary_node::run(settings, |silo| {
+    granary_cli::run(["granary", "silo"], |silo| {
         silo.register::<PlayerGrain>().register::<GameGrain>()
     })
     .await?;

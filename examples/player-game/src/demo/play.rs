@@ -49,13 +49,15 @@ pub(crate) fn player_name(game: u64, index: u32) -> String {
 /// Whether a failed call is worth retrying: its silo died or was being replaced. The outcome
 /// may be unknown, which the game's idempotent methods make safe.
 fn transient(err: &CallError) -> bool {
-    err.is_retryable()
-        || err.outcome_unknown()
-        || matches!(err, CallError::ActivationFailed { .. })
+    err.is_retryable() || err.outcome_unknown() || matches!(err, CallError::ActivationFailed { .. })
 }
 
 /// Runs `call` until it succeeds, retrying transient failures with backoff for up to 30 s.
-pub(crate) async fn retry<T, F, Fut>(counters: &Counters, what: &str, mut call: F) -> anyhow::Result<T>
+pub(crate) async fn retry<T, F, Fut>(
+    counters: &Counters,
+    what: &str,
+    mut call: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,

@@ -22,7 +22,10 @@ pub(crate) async fn reconcile(
     // A relay that took over a dead silo's outbox shards may deliver an event again: the same
     // id, dropped here as any consumer drops it.
     let mut ids = HashSet::new();
-    let unique: Vec<&EventEnvelope> = events.iter().filter(|e| ids.insert(e.id.as_str())).collect();
+    let unique: Vec<&EventEnvelope> = events
+        .iter()
+        .filter(|e| ids.insert(e.id.as_str()))
+        .collect();
     let redelivered = events.len() - unique.len();
     let mut died = Vec::new();
     let mut ended = Vec::new();
@@ -43,7 +46,11 @@ pub(crate) async fn reconcile(
     for m in &ended {
         *per_match.entry(m.game).or_default() += 1;
     }
-    let duplicates = per_player.values().chain(per_match.values()).map(|n| n - 1).sum::<u32>();
+    let duplicates = per_player
+        .values()
+        .chain(per_match.values())
+        .map(|n| n - 1)
+        .sum::<u32>();
     let event_kills: u64 = ended
         .iter()
         .flat_map(|m| m.kills.iter())
@@ -59,12 +66,16 @@ pub(crate) async fn reconcile(
             let player = client.grain::<PlayerGrain>(name.as_str());
             async move { retry(counters, "status", || player.status()).await }
         })
-        .buffer_unordered(64)
+        .buffered(64)
         .collect()
         .await;
     let (mut deaths, mut kills, mut wins, mut in_match) = (0_u64, 0_u64, 0_u64, 0_u64);
-    for status in statuses {
+    let mut stuck = Vec::new();
+    for (name, status) in names.iter().zip(statuses) {
         let status = status?;
+        if status.game.is_some() && stuck.len() < 8 {
+            stuck.push(format!("{name}: {status:?}"));
+        }
         deaths += u64::from(status.deaths);
         kills += u64::from(status.kills);
         wins += u64::from(status.wins);
@@ -72,13 +83,21 @@ pub(crate) async fn reconcile(
     }
 
     println!("reconciliation (events as committed, state as the grains hold it):");
-    println!("  MatchEnded events   {:>8}   matches played      {matches:>8}", ended.len());
-    println!("  PlayerDied events   {:>8}   deaths in state     {deaths:>8}", died.len());
+    println!(
+        "  MatchEnded events   {:>8}   matches played      {matches:>8}",
+        ended.len()
+    );
+    println!(
+        "  PlayerDied events   {:>8}   deaths in state     {deaths:>8}",
+        died.len()
+    );
     println!("  kills in events     {event_kills:>8}   kills in state      {kills:>8}");
     println!("  winners in events   {winners:>8}   wins in state       {wins:>8}");
     println!("  players still in a match {in_match:>3}   duplicates          {duplicates:>8}");
     if redelivered > 0 {
-        println!("  ({redelivered} events delivered twice by a relay taking over; same id, dropped)");
+        println!(
+            "  ({redelivered} events delivered twice by a relay taking over; same id, dropped)"
+        );
     }
     let ok = ended.len() as u64 == u64::from(matches)
         && died.len() as u64 == deaths
@@ -87,6 +106,9 @@ pub(crate) async fn reconcile(
         && in_match == 0
         && duplicates == 0;
     if !ok {
+        for line in &stuck {
+            println!("  still in a match: {line}");
+        }
         bail!("reconciliation failed: events and state disagree");
     }
     println!("  OK: nothing lost, nothing duplicated");
