@@ -1,12 +1,23 @@
 //! What the cluster tests share with the `test-silo` process they start: the grain types.
 
-use granary::{GrainContext, Result, grain};
+use granary::{Event, GrainContext, Result, grain};
 use serde::{Deserialize, Serialize};
 
 /// The persisted count of a [`CounterGrain`].
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Tally {
     count: u64,
+}
+
+/// What [`CounterGrain::bump_loud`] publishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Bumped {
+    /// The count after the bump.
+    pub count: u64,
+}
+
+impl Event for Bumped {
+    const TYPE_NAME: &'static str = "cluster.counter.bumped";
 }
 
 /// A grain that counts (persisted), says which activation it is, and calls others.
@@ -24,6 +35,18 @@ impl CounterGrain {
         };
         ctx.write_state().await?;
         Ok((count, ctx.activation_id().to_string()))
+    }
+
+    /// Adds one, publishes [`Bumped`] and commits both; returns the count.
+    pub async fn bump_loud(&self, ctx: &GrainContext<Self>) -> Result<u64> {
+        let count = {
+            let mut state = ctx.state();
+            state.count += 1;
+            state.count
+        };
+        ctx.publish(&Bumped { count })?;
+        ctx.write_state().await?;
+        Ok(count)
     }
 
     /// The count.

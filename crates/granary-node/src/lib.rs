@@ -28,12 +28,25 @@
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
-//! | `GRANARY_METRICS` | serve Prometheus metrics at `http://<address>/metrics` | off |
+//! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, and the dashboard when a token is set | off |
+//! | `GRANARY_DASHBOARD_TOKEN` | serve the dashboard at `http://<GRANARY_METRICS>/dashboard?token=<token>`; at least 16 characters; needs `GRANARY_METRICS` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
 //! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
 //!
 //! Every silo runs the event relay for the outbox shards it owns.
+//!
+//! # Dashboard
+//!
+//! With `GRANARY_METRICS` and `GRANARY_DASHBOARD_TOKEN` set, the silo serves a web page of the
+//! live cluster at `/dashboard`: every silo of the membership table with its status, heartbeat
+//! age, activations (per grain type) and calls per second, and the newest events of the event
+//! streams (`GRANARY_EVENTS_PREFIX`). It reads everything from Redis, so any silo shows the
+//! whole cluster, and it refreshes every second. Open it as `/dashboard?token=<token>`; the
+//! page sends the token to its JSON API, `/dashboard/api/cluster`, as
+//! `Authorization: Bearer <token>` (either form works on both routes). A request without the
+//! right token gets 401 and a message saying how to pass it. Without a token the routes are not
+//! served, and the silo says so when it starts. The token is never logged.
 //!
 //! The silo prints `granary silo <id> ready at <address>` once it is active, stops cleanly on
 //! SIGINT or SIGTERM, and exits with status 3 if the cluster declares it dead.
@@ -41,6 +54,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+
+mod dashboard;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
 use granary_events::Relay;
@@ -67,8 +82,10 @@ pub struct Settings {
     pub placement: Option<String>,
     /// `production` or `test`.
     pub profile: Option<String>,
-    /// Where to serve `/metrics`.
+    /// The HTTP address: `/metrics`, and `/dashboard` when `dashboard_token` is set.
     pub metrics: Option<String>,
+    /// The token the dashboard requires; without one the dashboard is not served.
+    pub dashboard_token: Option<String>,
     /// Prefix of the Redis streams events go to.
     pub events_prefix: Option<String>,
     /// NATS URL events also go to.
@@ -160,6 +177,7 @@ impl Settings {
             ("GRANARY_PLACEMENT", &mut self.placement),
             ("GRANARY_PROFILE", &mut self.profile),
             ("GRANARY_METRICS", &mut self.metrics),
+            ("GRANARY_DASHBOARD_TOKEN", &mut self.dashboard_token),
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
             ("GRANARY_NATS", &mut self.nats),
             ("GRANARY_AMQP", &mut self.amqp),
@@ -199,6 +217,8 @@ struct Resolved {
     advertise: Option<SocketAddr>,
     placement: Placement,
     test_profile: bool,
+    http: Option<SocketAddr>,
+    dashboard_token: Option<String>,
 }
 
 fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
@@ -235,6 +255,26 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
             });
         }
     };
+    let http = address(settings.metrics.as_ref(), "GRANARY_METRICS")?;
+    let dashboard_token = settings.dashboard_token.clone();
+    if let Some(token) = &dashboard_token {
+        // The problems name the setting, never the token's value.
+        if token.len() < 16 {
+            return Err(NodeError::Setting {
+                name: "GRANARY_DASHBOARD_TOKEN",
+                problem: "too short: use at least 16 characters (32 random bytes, hex, is good)"
+                    .into(),
+            });
+        }
+        if http.is_none() {
+            return Err(NodeError::Setting {
+                name: "GRANARY_DASHBOARD_TOKEN",
+                problem: "set, but GRANARY_METRICS (the HTTP address that serves the dashboard) \
+                          is not"
+                    .into(),
+            });
+        }
+    }
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -249,6 +289,8 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         advertise: address(settings.advertise.as_ref(), "GRANARY_ADVERTISE")?,
         placement,
         test_profile,
+        http,
+        dashboard_token,
     })
 }
 
@@ -290,8 +332,17 @@ pub async fn run(
         .cluster(cluster);
     let silo = register(builder).start().await?;
     let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
+    let streams = RedisStreamsSink::new(store.clone(), prefix);
+    let dashboard = r.dashboard_token.clone().map(|token| {
+        Arc::new(dashboard::Dashboard::new(
+            &r.cluster,
+            token,
+            RedisMembership::new(store.clone()),
+            streams.clone(),
+        ))
+    });
     let mut relay = Relay::builder(store.clone())
-        .sink(Arc::new(RedisStreamsSink::new(store, prefix)))
+        .sink(Arc::new(streams))
         .owner(silo.shard_owner());
     if let Some(url) = &settings.nats {
         let sink = granary_nats::NatsSink::connect(url, "GRANARY_EVENTS", "events.")
@@ -318,8 +369,8 @@ pub async fn run(
             silo.address().map_or_else(String::new, |a| a.to_string())
         );
     }
-    let metrics = match address(settings.metrics.as_ref(), "GRANARY_METRICS")? {
-        Some(addr) => Some(serve_metrics(silo.metrics(), addr)?),
+    let http = match r.http {
+        Some(addr) => Some(serve_http(silo.metrics(), dashboard, addr)?),
         None => None,
     };
     let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
@@ -331,7 +382,7 @@ pub async fn run(
         Some(_) = dead => Err(NodeError::DeclaredDead),
     };
     relay.stop().await;
-    if let Some(server) = metrics {
+    if let Some(server) = http {
         server.stop(true).await;
     }
     result
@@ -353,28 +404,38 @@ async fn stop_signal() {
     }
 }
 
-/// Serves `/metrics` (Prometheus text) on `addr`; returns the handle that stops the server.
-fn serve_metrics(
+/// Serves `/metrics` (Prometheus text), and the dashboard if there is one, on `addr`; returns
+/// the handle that stops the server.
+fn serve_http(
     metrics: granary::SiloMetrics,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
     addr: SocketAddr,
 ) -> Result<actix_web::dev::ServerHandle, NodeError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
+    let with_dashboard = dashboard.is_some();
     let server = HttpServer::new(move || {
         let metrics = metrics.clone();
-        App::new().route(
-            "/metrics",
-            web::get().to(move || {
-                let text = metrics.render();
-                async move {
-                    match text {
-                        Some(text) => HttpResponse::Ok()
-                            .content_type("text/plain; version=0.0.4")
-                            .body(text),
-                        None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
+        let dashboard = dashboard.clone();
+        App::new()
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let text = metrics.render();
+                    async move {
+                        match text {
+                            Some(text) => HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4")
+                                .body(text),
+                            None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
+                        }
                     }
+                }),
+            )
+            .configure(|config| {
+                if let Some(dashboard) = &dashboard {
+                    dashboard.routes(config);
                 }
-            }),
-        )
+            })
     })
     .workers(1)
     .disable_signals()
@@ -389,6 +450,11 @@ fn serve_metrics(
     #[allow(clippy::print_stdout, reason = "the process's interface")]
     {
         println!("metrics at http://{addr}/metrics");
+        if with_dashboard {
+            println!("dashboard at http://{addr}/dashboard?token=<GRANARY_DASHBOARD_TOKEN>");
+        } else {
+            println!("dashboard off: set GRANARY_DASHBOARD_TOKEN to serve it");
+        }
     }
     Ok(handle)
 }
@@ -458,5 +524,46 @@ mod tests {
         let mut bad = base.to_vec();
         bad.push(("GRANARY_PLACEMENT", "closest"));
         assert_eq!(resolve(&env(&bad)).err().unwrap().exit_code(), 2);
+    }
+
+    #[test]
+    fn a_dashboard_token_needs_the_http_address_and_enough_characters() {
+        let base = [
+            ("GRANARY_CLUSTER", "c"),
+            ("GRANARY_SECRET", "0123456789abcdef"),
+            ("GRANARY_REDIS", "redis://x"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            resolve(&env(&pairs))
+        };
+        let r = with(&[
+            ("GRANARY_METRICS", "127.0.0.1:9100"),
+            ("GRANARY_DASHBOARD_TOKEN", "a-dashboard-token-0123"),
+        ])
+        .unwrap();
+        assert_eq!(r.dashboard_token.as_deref(), Some("a-dashboard-token-0123"));
+        assert_eq!(r.http, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            with(&[("GRANARY_METRICS", "127.0.0.1:9100")])
+                .unwrap()
+                .dashboard_token,
+            None,
+            "no token: no dashboard"
+        );
+        let err = with(&[("GRANARY_DASHBOARD_TOKEN", "a-dashboard-token-0123")])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("GRANARY_METRICS"), "{err}");
+        assert!(!err.to_string().contains("a-dashboard-token"), "{err}");
+        let err = with(&[
+            ("GRANARY_METRICS", "127.0.0.1:9100"),
+            ("GRANARY_DASHBOARD_TOKEN", "short-secret"),
+        ])
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("too short"), "{err}");
+        assert!(!err.to_string().contains("short-secret"), "{err}");
     }
 }
