@@ -10,14 +10,14 @@ pub struct Tally {
 }
 
 /// A count announced by [`CounterGrain::bump_and_announce`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Bumped {
     /// The count after the bump.
     pub count: u64,
 }
 
 impl Event for Bumped {
-    const TYPE_NAME: &'static str = "cluster.bumped";
+    const TYPE_NAME: &'static str = "cluster.counter.bumped";
 }
 
 /// A grain that counts (persisted), says which activation it is, and calls others.

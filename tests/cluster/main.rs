@@ -11,10 +11,12 @@ mod probe;
 
 mod activation;
 mod bad_input;
+mod dashboard;
 mod lifecycle;
 mod metrics;
 mod multi_silo;
 mod processes;
 mod tidy;
 mod turns;
+mod webdriver;
 mod wire;

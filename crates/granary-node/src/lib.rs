@@ -28,7 +28,8 @@
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
-//! | `GRANARY_METRICS` | serve Prometheus metrics at `http://<address>/metrics` | off |
+//! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, and the dashboard when a token is set | off |
+//! | `GRANARY_DASHBOARD_TOKEN` | serve the dashboard at `http://<GRANARY_METRICS>/dashboard?token=<token>`; at least 16 characters; needs `GRANARY_METRICS` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
 //! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
@@ -36,12 +37,26 @@
 //! Every silo runs the event relay for the outbox shards it owns; `/metrics` serves the relay's
 //! per-sink metrics (`granary_relay_*{sink}`) after the silo's.
 //!
+//! # Dashboard
+//!
+//! With `GRANARY_METRICS` and `GRANARY_DASHBOARD_TOKEN` set, the silo serves a web page of the
+//! live cluster at `/dashboard`: every silo of the membership table with its status, heartbeat
+//! age, activations (per grain type) and calls per second, and the newest events of the event
+//! streams (`GRANARY_EVENTS_PREFIX`). It reads everything from Redis, so any silo shows the
+//! whole cluster, and it refreshes every second. Open it as `/dashboard?token=<token>`; the
+//! page sends the token to its JSON API, `/dashboard/api/cluster`, as
+//! `Authorization: Bearer <token>` (either form works on both routes). A request without the
+//! right token gets 401 and a message saying how to pass it. Without a token the routes are not
+//! served, and the silo says so when it starts. The token is never logged.
+//!
 //! The silo prints `granary silo <id> ready at <address>` once it is active, stops cleanly on
 //! SIGINT or SIGTERM, and exits with status 3 if the cluster declares it dead.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+
+mod dashboard;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
 use granary_events::{Relay, RelayMetrics};
@@ -68,8 +83,10 @@ pub struct Settings {
     pub placement: Option<String>,
     /// `production` or `test`.
     pub profile: Option<String>,
-    /// Where to serve `/metrics`.
+    /// The HTTP address: `/metrics`, and `/dashboard` when `dashboard_token` is set.
     pub metrics: Option<String>,
+    /// The token the dashboard requires; without one the dashboard is not served.
+    pub dashboard_token: Option<String>,
     /// Prefix of the Redis streams events go to.
     pub events_prefix: Option<String>,
     /// NATS URL events also go to.
@@ -174,6 +191,7 @@ impl Settings {
             ("GRANARY_PLACEMENT", &mut self.placement),
             ("GRANARY_PROFILE", &mut self.profile),
             ("GRANARY_METRICS", &mut self.metrics),
+            ("GRANARY_DASHBOARD_TOKEN", &mut self.dashboard_token),
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
             ("GRANARY_NATS", &mut self.nats),
             ("GRANARY_AMQP", &mut self.amqp),
@@ -221,7 +239,8 @@ struct Resolved {
     advertise: Option<SocketAddr>,
     placement: Placement,
     test_profile: bool,
-    metrics: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    dashboard_token: Option<String>,
 }
 
 fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
@@ -258,6 +277,26 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
             });
         }
     };
+    let http = address(settings.metrics.as_ref(), "GRANARY_METRICS")?;
+    let dashboard_token = settings.dashboard_token.clone();
+    if let Some(token) = &dashboard_token {
+        // The problems name the setting, never the token's value.
+        if token.len() < 16 {
+            return Err(NodeError::Setting {
+                name: "GRANARY_DASHBOARD_TOKEN",
+                problem: "too short: use at least 16 characters (32 random bytes, hex, is good)"
+                    .into(),
+            });
+        }
+        if http.is_none() {
+            return Err(NodeError::Setting {
+                name: "GRANARY_DASHBOARD_TOKEN",
+                problem: "set, but GRANARY_METRICS (the HTTP address that serves the dashboard) \
+                          is not"
+                    .into(),
+            });
+        }
+    }
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -272,7 +311,8 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         advertise: address(settings.advertise.as_ref(), "GRANARY_ADVERTISE")?,
         placement,
         test_profile,
-        metrics: address(settings.metrics.as_ref(), "GRANARY_METRICS")?,
+        http,
+        dashboard_token,
     })
 }
 
@@ -296,8 +336,8 @@ pub async fn run(
         )
         .try_init();
     let r = resolve(&settings)?;
-    let metrics_listener = r
-        .metrics
+    let http_listener = r
+        .http
         .map(|addr| {
             std::net::TcpListener::bind(addr).map_err(|e| NodeError::Setting {
                 name: "GRANARY_METRICS",
@@ -342,10 +382,14 @@ pub async fn run(
         .cluster(cluster);
     let silo = register(builder).start().await?;
     let relay = relay.owner(silo.shard_owner()).start();
-    let metrics = match metrics_listener {
-        Some(listener) => Some(serve_metrics(silo.metrics(), relay.metrics(), listener)?),
-        None => None,
-    };
+    let dashboard = r.dashboard_token.clone().map(|token| {
+        Arc::new(dashboard::Dashboard::new(
+            &r.cluster,
+            token,
+            RedisMembership::new(store.clone()),
+            RedisStreamsSink::new(store.clone(), prefix),
+        ))
+    });
     let mut events = silo.events();
     #[allow(
         clippy::print_stdout,
@@ -357,10 +401,19 @@ pub async fn run(
             silo.id(),
             silo.address().map_or_else(String::new, |a| a.to_string())
         );
-        if let Some(addr) = r.metrics {
+        if let Some(addr) = r.http {
             println!("metrics at http://{addr}/metrics");
         }
     }
+    let http = match http_listener {
+        Some(listener) => Some(serve_http(
+            silo.metrics(),
+            relay.metrics(),
+            dashboard,
+            listener,
+        )?),
+        None => None,
+    };
     let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
     let result = tokio::select! {
         () = stop_signal() => {
@@ -370,7 +423,7 @@ pub async fn run(
         Some(_) = dead => Err(NodeError::DeclaredDead),
     };
     relay.stop().await;
-    if let Some(server) = metrics {
+    if let Some(server) = http {
         server.stop(true).await;
     }
     result
@@ -404,31 +457,42 @@ fn render_metrics(silo: &granary::SiloMetrics, relay: &RelayMetrics) -> Option<S
     Some(text)
 }
 
-/// Serves `/metrics` (Prometheus text: the silo's and its relay's) on `listener`; returns the
-/// handle that stops the server.
-fn serve_metrics(
+/// Serves `/metrics` (Prometheus text: the silo's and its relay's), and the dashboard if there
+/// is one, on `listener`; returns the handle that stops the server.
+fn serve_http(
     silo: granary::SiloMetrics,
     relay: RelayMetrics,
+    dashboard: Option<Arc<dashboard::Dashboard>>,
     listener: std::net::TcpListener,
 ) -> Result<actix_web::dev::ServerHandle, NodeError> {
     use actix_web::{App, HttpResponse, HttpServer, web};
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+    let with_dashboard = dashboard.is_some();
     let server = HttpServer::new(move || {
         let (silo, relay) = (silo.clone(), relay.clone());
-        App::new().route(
-            "/metrics",
-            web::get().to(move || {
-                let text = render_metrics(&silo, &relay);
-                async move {
-                    match text {
-                        Some(text) => HttpResponse::Ok()
-                            .content_type("text/plain; version=0.0.4")
-                            .body(text),
-                        None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
+        let dashboard = dashboard.clone();
+        App::new()
+            .route(
+                "/metrics",
+                web::get().to(move || {
+                    let text = render_metrics(&silo, &relay);
+                    async move {
+                        match text {
+                            Some(text) => HttpResponse::Ok()
+                                .content_type("text/plain; version=0.0.4")
+                                .body(text),
+                            None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
+                        }
                     }
+                }),
+            )
+            .configure(|config| {
+                if let Some(dashboard) = &dashboard {
+                    dashboard.routes(config);
                 }
-            }),
-        )
+            })
     })
     .workers(1)
     .disable_signals()
@@ -440,6 +504,14 @@ fn serve_metrics(
     .run();
     let handle = server.handle();
     tokio::spawn(server);
+    #[allow(clippy::print_stdout, reason = "the process's interface")]
+    {
+        if with_dashboard {
+            println!("dashboard at http://{addr}/dashboard?token=<GRANARY_DASHBOARD_TOKEN>");
+        } else {
+            println!("dashboard off: set GRANARY_DASHBOARD_TOKEN to serve it");
+        }
+    }
     Ok(handle)
 }
 
@@ -512,5 +584,46 @@ mod tests {
         let mut bad = base.to_vec();
         bad.push(("GRANARY_PLACEMENT", "closest"));
         assert_eq!(resolve(&env(&bad)).err().unwrap().exit_code(), 2);
+    }
+
+    #[test]
+    fn a_dashboard_token_needs_the_http_address_and_enough_characters() {
+        let base = [
+            ("GRANARY_CLUSTER", "c"),
+            ("GRANARY_SECRET", "0123456789abcdef"),
+            ("GRANARY_REDIS", "redis://x"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            resolve(&env(&pairs))
+        };
+        let r = with(&[
+            ("GRANARY_METRICS", "127.0.0.1:9100"),
+            ("GRANARY_DASHBOARD_TOKEN", "a-dashboard-token-0123"),
+        ])
+        .unwrap();
+        assert_eq!(r.dashboard_token.as_deref(), Some("a-dashboard-token-0123"));
+        assert_eq!(r.http, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(
+            with(&[("GRANARY_METRICS", "127.0.0.1:9100")])
+                .unwrap()
+                .dashboard_token,
+            None,
+            "no token: no dashboard"
+        );
+        let err = with(&[("GRANARY_DASHBOARD_TOKEN", "a-dashboard-token-0123")])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("GRANARY_METRICS"), "{err}");
+        assert!(!err.to_string().contains("a-dashboard-token"), "{err}");
+        let err = with(&[
+            ("GRANARY_METRICS", "127.0.0.1:9100"),
+            ("GRANARY_DASHBOARD_TOKEN", "short-secret"),
+        ])
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("too short"), "{err}");
+        assert!(!err.to_string().contains("short-secret"), "{err}");
     }
 }

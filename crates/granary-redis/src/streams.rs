@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 
+use granary_core::StorageError;
 use granary_events::{EventEnvelope, Format, Sink, SinkError};
 use redis::Value;
 
@@ -129,6 +130,116 @@ impl RedisStreamsSink {
             .await
             .map_err(unavailable)
     }
+}
+
+/// Reading back what the sink wrote, for tools that show a cluster's recent events (the
+/// dashboard of `granary-node`).
+impl RedisStreamsSink {
+    /// The topics that have a stream under this sink's prefix, sorted, at most `limit`.
+    ///
+    /// They are found with `SCAN MATCH <prefix>* TYPE stream`, which visits every key of the
+    /// database in batches (each batch under the store's command deadline): its cost grows with
+    /// the number of keys, so cache the answer rather than calling this for every read.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached.
+    pub async fn topics(&self, limit: usize) -> Result<Vec<String>, StorageError> {
+        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let mut cursor = 0u64;
+        let mut topics = Vec::new();
+        loop {
+            let mut conn = self.store.conn.clone();
+            let pattern = pattern.clone();
+            let (next, keys): (u64, Vec<String>) = self
+                .store
+                .bounded(async move {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .arg("TYPE")
+                        .arg("stream")
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            topics.extend(
+                keys.into_iter()
+                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)),
+            );
+            cursor = next;
+            if cursor == 0 || topics.len() >= limit {
+                break;
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        topics.truncate(limit);
+        Ok(topics)
+    }
+
+    /// The newest `count` events of the streams of `topics`, newest first by commit time
+    /// (`timestamp_ms`, then stream entry id): the last `count` entries of each stream
+    /// (`XREVRANGE`, one pipelined round trip), merged. A relay appends in commit order per
+    /// grain, not across grains, so an event committed just before the last ones delivered may
+    /// be missing. Entries that hold no readable envelope are skipped.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached.
+    pub async fn recent(
+        &self,
+        topics: &[String],
+        count: usize,
+    ) -> Result<Vec<EventEnvelope>, StorageError> {
+        if topics.is_empty() || count == 0 {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for topic in topics {
+            pipe.cmd("XREVRANGE")
+                .arg(self.stream(topic))
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(count);
+        }
+        let mut conn = self.store.conn.clone();
+        let replies: Vec<redis::streams::StreamRangeReply> = self
+            .store
+            .bounded(async move { pipe.query_async(&mut conn).await })
+            .await?;
+        // Sorted by (commit time, stream entry id).
+        let mut entries: Vec<(u64, (u64, u64), EventEnvelope)> = replies
+            .into_iter()
+            .flat_map(|reply| reply.ids)
+            .filter_map(|entry| match entry.map.get("event") {
+                Some(Value::BulkString(bytes)) => EventEnvelope::from_bytes(bytes)
+                    .ok()
+                    .map(|envelope| (envelope.timestamp_ms, parse_id(&entry.id), envelope)),
+                _ => None,
+            })
+            .collect();
+        entries.sort_by_key(|(time, id, _)| std::cmp::Reverse((*time, *id)));
+        entries.truncate(count);
+        Ok(entries
+            .into_iter()
+            .map(|(_, _, envelope)| envelope)
+            .collect())
+    }
+}
+
+/// `text` with the glob characters of `SCAN MATCH` escaped.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 fn parse_id(id: &str) -> (u64, u64) {

@@ -571,3 +571,63 @@ async fn a_topic_can_carry_messagepack_and_consumers_read_either_format() {
     relay.stop().await;
     silo.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_events_are_read_back_across_topics() {
+    use granary_events::Sink as _;
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    // Glob characters in the prefix match themselves only.
+    let prefix = format!("{}[x]:", unique_name("recent"));
+    let sink = RedisStreamsSink::new(store.clone(), &prefix);
+    let envelope = |topic: &str, n: u64| {
+        EventEnvelope::from_json(
+            format!(
+                r#"{{"id":"g:{n}","type":"{topic}","source":{{"type":"g","key":"k","key_kind":"string"}},"version":{n},"index":0,"timestamp_ms":{n},"trace":null,"payload":{{}}}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap()
+    };
+    for (topic, n) in [("a.one", 1), ("b.two", 2), ("a.one", 4), ("b.two", 3)] {
+        sink.publish(topic, &[envelope(topic, n)]).await.unwrap();
+    }
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let not_a_stream = format!("{prefix}c.three");
+    redis::cmd("SET")
+        .arg(&not_a_stream)
+        .arg("x")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    // A stream that `[x]`, read as a glob, would match: not a topic of this prefix.
+    let lookalike = format!("{}x:a.one", prefix.trim_end_matches("[x]:"));
+    RedisStreamsSink::new(store.clone(), prefix.trim_end_matches("[x]:"))
+        .publish("x:a.one", &[envelope("a.one", 9)])
+        .await
+        .unwrap();
+
+    let topics = sink.topics(10).await.unwrap();
+    assert_eq!(topics, ["a.one", "b.two"]);
+    assert_eq!(sink.topics(1).await.unwrap().len(), 1, "at most the limit");
+    let ids = |events: Vec<EventEnvelope>| events.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(sink.recent(&topics, 10).await.unwrap()),
+        ["g:4", "g:3", "g:2", "g:1"],
+        "newest first by commit time, across topics"
+    );
+    assert_eq!(ids(sink.recent(&topics, 2).await.unwrap()), ["g:4", "g:3"]);
+    assert!(sink.recent(&[], 2).await.unwrap().is_empty());
+    redis::cmd("DEL")
+        .arg(sink.stream("a.one"))
+        .arg(sink.stream("b.two"))
+        .arg(&not_a_stream)
+        .arg(&lookalike)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+}
