@@ -251,6 +251,9 @@ async fn least_loaded_placement_sends_new_grains_away_from_a_busy_silo() {
             Silo::builder()
                 .config(SiloConfig {
                     name: format!("s{i}"),
+                    // The load must stay put while the test runs: no idle collection (the test
+                    // profile's 200 ms would empty the busy silo on a loaded machine).
+                    idle_timeout: Duration::from_secs(600),
                     ..SiloConfig::test_profile()
                 })
                 .storage(store.clone())
