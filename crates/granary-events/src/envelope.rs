@@ -150,13 +150,14 @@ pub enum EnvelopeError {
     },
 }
 
-/// The stable id of the event at `(grain, version, index)`.
+/// The stable id of the event that store `origin` committed at `(grain, version, index)`:
+/// `<origin>/<type name length>:<type name>:<key kind s|i|u>:<key>:<version>:<index>`.
 #[must_use]
-pub fn event_id(grain: &GrainId, version: u64, index: u32) -> String {
+pub fn event_id(origin: &str, grain: &GrainId, version: u64, index: u32) -> String {
     let type_name = grain.type_name();
     let (kind, key) = key_parts(grain.key());
     format!(
-        "{}:{type_name}:{}:{key}:{version}:{index}",
+        "{origin}/{}:{type_name}:{}:{key}:{version}:{index}",
         type_name.len(),
         &kind[..1]
     )
@@ -176,7 +177,12 @@ impl EventEnvelope {
     /// # Errors
     /// [`EnvelopeError::Payload`] if the payload is not JSON.
     pub fn from_entry(entry: &OutboxEntry) -> Result<Self, EnvelopeError> {
-        let id = event_id(&entry.id.grain, entry.id.version, entry.id.index);
+        let id = event_id(
+            &entry.id.origin,
+            &entry.id.grain,
+            entry.id.version,
+            entry.id.index,
+        );
         // Checked once here, then carried as is: no parse into a value and back.
         let text =
             String::from_utf8(entry.event.payload.clone()).map_err(|e| EnvelopeError::Payload {
@@ -296,7 +302,7 @@ mod tests {
 
     fn sample() -> EventEnvelope {
         EventEnvelope {
-            id: event_id(&GrainId::new("player", "alice"), 3, 0),
+            id: event_id("league.7f3a", &GrainId::new("player", "alice"), 3, 0),
             type_name: "player.died".into(),
             source: Source {
                 type_name: "player".into(),
@@ -314,7 +320,7 @@ mod tests {
     #[test]
     fn the_json_form_is_the_documented_one() {
         let json: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
-        assert_eq!(json["id"], "6:player:s:alice:3:0");
+        assert_eq!(json["id"], "league.7f3a/6:player:s:alice:3:0");
         assert_eq!(json["type"], "player.died");
         assert_eq!(json["source"]["key_kind"], "string");
         assert_eq!(
@@ -357,8 +363,15 @@ mod tests {
 
     #[test]
     fn ids_differ_by_key_kind_and_never_collide() {
-        let a = event_id(&GrainId::new("g", "1"), 1, 0);
-        let b = event_id(&GrainId::new("g", 1), 1, 0);
+        let a = event_id("c.1", &GrainId::new("g", "1"), 1, 0);
+        let b = event_id("c.1", &GrainId::new("g", 1), 1, 0);
         assert_ne!(a, b);
+        let other_cluster = event_id("d.1", &GrainId::new("g", "1"), 1, 0);
+        let reset_cluster = event_id("c.2", &GrainId::new("g", "1"), 1, 0);
+        assert_ne!(a, other_cluster, "two clusters sharing a queue");
+        assert_ne!(
+            a, reset_cluster,
+            "a cluster started afresh on an empty store"
+        );
     }
 }

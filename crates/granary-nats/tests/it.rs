@@ -191,7 +191,7 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     })
     .await
     .unwrap();
-    let (silo, relay, _store) = publish_through(sink.clone(), 4, 5).await;
+    let (silo, relay, store) = publish_through(sink.clone(), 4, 5).await;
     let config = NatsConsumerConfig {
         max_deliver: 3,
         retry_delay: Duration::from_millis(50),
@@ -201,7 +201,12 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     let consumer = NatsConsumer::connect(&url, &name, "picky", &sink.subject(">"), config)
         .await
         .unwrap();
-    let poison_id = granary_events::event_id(&granary::GrainId::new("nats.counter", 2), 3, 0);
+    let poison_id = granary_events::event_id(
+        store.origin(),
+        &granary::GrainId::new("nats.counter", 2),
+        3,
+        0,
+    );
     let done = Arc::new(Mutex::new(HashSet::new()));
     let tries = Arc::new(Mutex::new(0));
     let stop = CancellationToken::new();

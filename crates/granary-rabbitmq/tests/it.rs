@@ -220,9 +220,14 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
     let sink = Arc::new(RabbitSink::connect(&uri, &name, "game.").await.unwrap());
     let store = Arc::new(MemoryStore::new());
     let relay = Relay::builder(store.clone()).sink(sink).start();
-    let silo = silo(store).await;
+    let silo = silo(store.clone()).await;
     bump(&silo, 4, 5).await;
-    let poison_id = granary_events::event_id(&granary::GrainId::new("amqp.counter", 2), 3, 0);
+    let poison_id = granary_events::event_id(
+        store.origin(),
+        &granary::GrainId::new("amqp.counter", 2),
+        3,
+        0,
+    );
     let done = Arc::new(Mutex::new(HashSet::new()));
     let tries = Arc::new(Mutex::new(0));
     let (handler_done, handler_tries, handler_poison) =

@@ -33,6 +33,8 @@ pub struct RedisStore {
     pub(crate) conn: ConnectionManager,
     pub(crate) keys: Keys,
     epoch: Arc<str>,
+    /// `<cluster>.<epoch>`: the origin of this store's event ids.
+    origin: Arc<str>,
     scripts: Scripts,
     pub(crate) url: String,
     pub(crate) timeout: Duration,
@@ -98,6 +100,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             keys: Keys::new(&config.cluster, shards),
+            origin: format!("{}.{epoch}", config.cluster).into(),
             epoch: epoch.into(),
             scripts: Scripts::new(),
             url,
@@ -105,6 +108,13 @@ impl RedisStore {
             client: blocking_client,
             blocking: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// The origin of this store's event ids, `<cluster>.<epoch>`: see
+    /// [`EventId::origin`](granary_core::provider::EventId::origin).
+    #[must_use]
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The cluster epoch this store joined.
@@ -311,7 +321,12 @@ impl RedisStore {
                 if entries.len() == max {
                     return Ok(entries);
                 }
-                entries.push(outbox_entry(shard, &stream_id.id, &stream_id.map)?);
+                entries.push(outbox_entry(
+                    &self.origin,
+                    shard,
+                    &stream_id.id,
+                    &stream_id.map,
+                )?);
             }
         }
         Ok(entries)
@@ -504,6 +519,7 @@ fn parse_owner(grain: &GrainId, entry: &str) -> Option<GrainAddress> {
 }
 
 fn outbox_entry(
+    origin: &Arc<str>,
     shard: u32,
     entry: &str,
     fields: &HashMap<String, Value>,
@@ -520,6 +536,7 @@ fn outbox_entry(
         };
         Some(OutboxEntry {
             id: EventId {
+                origin: origin.clone(),
                 grain,
                 version,
                 index,

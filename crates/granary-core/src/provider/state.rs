@@ -38,10 +38,14 @@ pub struct Commit {
     pub events: Vec<PublishedEvent>,
 }
 
-/// The stable id of a committed event: `(grain, version, index)`. A consumer that has seen an
-/// id has seen the event.
+/// The stable id of a committed event: `(origin, grain, version, index)`. A consumer that has
+/// seen an id has seen the event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EventId {
+    /// The store the event was committed to: the cluster and the epoch of its stored data
+    /// (for Redis `<cluster>.<epoch>`). Two clusters sharing a queue, or one cluster started
+    /// afresh on an empty store, never reuse an id.
+    pub origin: std::sync::Arc<str>,
     /// The grain that published the event.
     pub grain: GrainId,
     /// The version of the commit that carried it.

@@ -96,6 +96,7 @@ fn outbox(n: u32, age: Duration) -> Arc<Entries> {
     let entries = (0..n)
         .map(|i| OutboxEntry {
             id: EventId {
+                origin: "relay.test".into(),
                 grain: GrainId::new("relay.test", "k"),
                 version: u64::from(i) + 1,
                 index: 0,

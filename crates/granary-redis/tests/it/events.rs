@@ -321,7 +321,12 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_and_does_not_block_t
     run.await.unwrap().unwrap();
     let buried = read_stream_raw(&url, &dead).await;
     assert_eq!(buried.len(), 1);
-    let poison_id = granary_events::event_id(&granary::GrainId::new("redis.counter", 2), 3, 0);
+    let poison_id = granary_events::event_id(
+        store.origin(),
+        &granary::GrainId::new("redis.counter", 2),
+        3,
+        0,
+    );
     assert_eq!(
         buried[0].get("id").map(String::as_str),
         Some(poison_id.as_str())
@@ -433,7 +438,12 @@ async fn trimming_removes_only_what_every_group_acknowledged() {
     let sink = RedisStreamsSink::new(store.clone(), &prefix);
     let envelopes: Vec<EventEnvelope> = (0..10_u32)
         .map(|i| {
-            let id = granary_events::event_id(&granary::GrainId::new("t", 1), u64::from(i) + 1, 0);
+            let id = granary_events::event_id(
+                "test.origin",
+                &granary::GrainId::new("t", 1),
+                u64::from(i) + 1,
+                0,
+            );
             EventEnvelope::from_json(
                 format!(
                     r#"{{"id":"{id}","type":"t","source":{{"type":"t","key":"1","key_kind":"int"}},"version":{},"index":0,"timestamp_ms":0,"trace":null,"payload":{{}}}}"#,

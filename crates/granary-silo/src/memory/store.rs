@@ -22,8 +22,9 @@ struct Record {
 
 /// Grain state with versioned, fenced commits, a transactional outbox and the grain directory,
 /// all in memory.
-#[derive(Default)]
 pub struct MemoryStore {
+    /// `memory.<random>`: the origin of this store's event ids.
+    origin: std::sync::Arc<str>,
     grains: DashMap<GrainId, Record, BuildGrainIdHasher>,
     outbox: Mutex<VecDeque<OutboxEntry>>,
     outbox_seq: std::sync::atomic::AtomicU64,
@@ -39,11 +40,30 @@ impl fmt::Debug for MemoryStore {
     }
 }
 
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self {
+            origin: format!("memory.{}", granary_core::ActivationId::new().0.simple()).into(),
+            grains: DashMap::default(),
+            outbox: Mutex::default(),
+            outbox_seq: std::sync::atomic::AtomicU64::default(),
+            appended: tokio::sync::Notify::default(),
+        }
+    }
+}
+
 impl MemoryStore {
     /// An empty store.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The origin of this store's event ids (`memory.<random>`): see
+    /// [`EventId::origin`](granary_core::provider::EventId::origin).
+    #[must_use]
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The stored state bytes and version of `grain` (for tests and tools).
@@ -101,6 +121,7 @@ impl MemoryStore {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             outbox.push_back(OutboxEntry {
                 id: EventId {
+                    origin: self.origin.clone(),
                     grain: commit.grain.clone(),
                     version,
                     index,
