@@ -212,6 +212,22 @@ impl NatsConsumer {
         })
     }
 
+    /// Deletes this durable consumer from its stream (the stream and its events stay). For a
+    /// consumer that is done for good, such as a demo's.
+    ///
+    /// # Errors
+    /// [`NatsError`] if the server refuses.
+    pub async fn delete(self) -> Result<(), NatsError> {
+        let info = self.consumer.cached_info();
+        let stream = self
+            .js
+            .get_stream(&info.stream_name)
+            .await
+            .map_err(js_error)?;
+        stream.delete_consumer(&info.name).await.map_err(js_error)?;
+        Ok(())
+    }
+
     /// The dead-letter subject.
     #[must_use]
     pub fn dead_letter(&self) -> &str {

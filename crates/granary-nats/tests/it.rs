@@ -378,3 +378,31 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_returns()
     relay.stop().await;
     silo.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_is_gone_and_its_stream_stays() {
+    let url = nats_url();
+    let name = unique_name("del");
+    let sink = NatsSink::connect(&url, &name, &format!("{name}."))
+        .await
+        .unwrap();
+    let consumer = NatsConsumer::connect(
+        &url,
+        &name,
+        "short-lived",
+        &sink.subject(">"),
+        NatsConsumerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stream = js.get_stream(&name).await.unwrap();
+    assert!(stream.consumer_info("short-lived").await.is_ok());
+    consumer.delete().await.unwrap();
+    assert!(
+        stream.consumer_info("short-lived").await.is_err(),
+        "the consumer is deleted"
+    );
+    assert!(js.get_stream(&name).await.is_ok(), "the stream stays");
+    clean_up(&url, &[name]).await;
+}

@@ -21,8 +21,9 @@ use std::collections::HashMap;
 
 use granary_events::{EventEnvelope, Format, Sink, SinkError};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+    ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 
 use lapin::types::{AMQPValue, FieldTable};
@@ -388,6 +389,31 @@ impl RabbitConsumer {
         }
     }
 
+    /// Deletes what [`connect`](Self::connect) declared for this consumer: its queue, retry
+    /// and dead-letter queues and dead-letter exchange (not the shared events exchange), with
+    /// any events still in them. For a consumer that is done for good, such as a demo's.
+    ///
+    /// # Errors
+    /// [`RabbitError`] if the broker refuses.
+    pub async fn delete(self) -> Result<(), RabbitError> {
+        for queue in [
+            self.queue.clone(),
+            format!("{}.retry", self.queue),
+            self.dead_letter_queue(),
+        ] {
+            self.channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        self.channel
+            .exchange_delete(
+                format!("{}.dlx", self.queue).as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The dead-letter queue.
     #[must_use]
     pub fn dead_letter_queue(&self) -> String {
@@ -415,7 +441,13 @@ impl RabbitConsumer {
         loop {
             let next = tokio::select! {
                 next = deliveries.next() => next,
-                () = stop.cancelled() => return Ok(()),
+                () = stop.cancelled() => {
+                    // Unsubscribe: the broker stops sending here and requeues what is unacked.
+                    self.channel
+                        .basic_cancel(deliveries.tag(), BasicCancelOptions::default())
+                        .await?;
+                    return Ok(());
+                }
             };
             let delivery = match next {
                 Some(Ok(delivery)) => delivery,

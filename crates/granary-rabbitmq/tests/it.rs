@@ -283,3 +283,49 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
     silo.shutdown().await.unwrap();
     clean_up(&uri, &name, &queue).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_consumer_takes_its_queues_along() {
+    let uri = amqp_uri();
+    let name = unique_name("del");
+    let consumer = RabbitConsumer::connect(
+        &uri,
+        &name,
+        &format!("{name}.q"),
+        "#",
+        RabbitConsumerConfig::default(),
+    )
+    .await
+    .unwrap();
+    consumer.delete().await.unwrap();
+    let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    for queue in [
+        format!("{name}.q"),
+        format!("{name}.q.retry"),
+        format!("{name}.q.dead"),
+    ] {
+        // A passive declare fails (and closes its channel) when the queue does not exist.
+        let channel = connection.create_channel().await.unwrap();
+        let found = channel
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await;
+        assert!(found.is_err(), "queue {queue} was deleted");
+    }
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            name.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+}

@@ -13,6 +13,7 @@
 mod local;
 mod play;
 mod processes;
+mod queues;
 mod reconcile;
 
 use std::net::SocketAddr;
@@ -161,6 +162,10 @@ async fn main() -> anyhow::Result<()> {
         format!("player-game-{millis}")
     });
 
+    let mut taps = queues::Taps::default();
+    if let Some(uri) = args.amqp.as_deref().filter(|_| !args.verify) {
+        taps.add_rabbit(&cluster_id, uri).await?;
+    }
     let mut cluster = match &args.redis {
         None => {
             println!(
@@ -194,6 +199,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let names = cluster.names();
     println!("  started {}", names.join(", "));
+    if let Some(url) = args.nats.as_deref().filter(|_| !args.verify) {
+        taps.add_nats(&cluster_id, url).await?;
+    }
     let client = ClusterClient::connect(ClientConfig {
         call_timeout: Duration::from_secs(5),
         refresh: Duration::from_millis(500),
@@ -228,8 +236,13 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let events = cluster.committed_events().await?;
-    let outcome =
+    let mut outcome =
         reconcile::reconcile(&client, &counters, &events, args.matches, args.players).await;
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let queues = taps.settle(&ids).await;
+    if outcome.is_ok() {
+        outcome = queues;
+    }
     client.close().await;
     cluster.stop().await?;
     outcome

@@ -128,7 +128,12 @@ impl ProcessCluster {
         let client = redis::Client::open(self.redis.as_str())?;
         let mut conn = client.get_multiplexed_async_connection().await?;
         let mut events = Vec::new();
-        for topic in ["player.died", "match.ended"] {
+        for topic in [
+            "match.created",
+            "match.started",
+            "player.died",
+            "match.ended",
+        ] {
             let stream = format!("{}{topic}", self.prefix);
             let mut from = "-".to_owned();
             loop {
