@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use fantoccini::Locator;
 use granary::{ClientConfig, ClusterClient};
 use granary_testkit::process::SiloProcess;
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
@@ -299,6 +300,14 @@ return {
 };
 "##;
 
+/// What the page shows now (see [`READ_PAGE`]).
+async fn read_page(browser: &Browser) -> Result<Value, String> {
+    browser
+        .execute(READ_PAGE, vec![])
+        .await
+        .map_err(|e| format!("reading the page: {e}"))
+}
+
 /// The activations of `grain_type` the page shows over every silo.
 fn page_activations(page: &Value, grain_type: &str) -> u64 {
     page["activations"]
@@ -319,13 +328,21 @@ async fn the_dashboard_page_shows_the_live_cluster_in_a_headless_chromium() {
     assert_eq!(get(&cluster.http, "/dashboard", Some(TOKEN)).await.0, 200);
     let browser = Browser::start().await;
     browser
-        .open(&format!("http://{}/dashboard?token={TOKEN}", cluster.http))
-        .await;
+        .goto(&format!("http://{}/dashboard?token={TOKEN}", cluster.http))
+        .await
+        .unwrap();
+    // The page's first poll has filled the silos' table.
+    browser
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#silos tr[data-silo]"))
+        .await
+        .unwrap();
 
     let page = wait_for(
         "the page shows both silos active, 4 counters, a call rate and the events",
         async || {
-            let page = browser.run(READ_PAGE).await;
+            let page = read_page(&browser).await?;
             let silos = page["silos"].as_array().unwrap();
             let active = |name: &str| {
                 silos
@@ -363,14 +380,15 @@ async fn the_dashboard_page_shows_the_live_cluster_in_a_headless_chromium() {
 
     // Live: more grains, and their events, appear without reloading the page.
     browser
-        .run("window.__test_marker = 'same page'; return null;")
-        .await;
+        .execute("window.__test_marker = 'same page';", vec![])
+        .await
+        .unwrap();
     let updates = page["updates"].as_u64().unwrap();
     let more = load(&cluster.client, 100..105, &stop);
     let page = wait_for(
         "the page shows the 5 new counters and their events",
         async || {
-            let page = browser.run(READ_PAGE).await;
+            let page = read_page(&browser).await?;
             let sources: Vec<&str> = page["events"]
                 .as_array()
                 .unwrap()
@@ -391,8 +409,8 @@ async fn the_dashboard_page_shows_the_live_cluster_in_a_headless_chromium() {
     assert!(page["updates"].as_u64().unwrap() > updates, "{page}");
 
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
-    browser.screenshot(&shot).await;
-    let png = std::fs::read(&shot).unwrap();
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(&shot, &png).unwrap();
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "{} bytes",

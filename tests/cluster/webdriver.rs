@@ -1,15 +1,20 @@
-//! A headless Chromium driven through chromedriver: the few W3C WebDriver commands the
-//! dashboard's browser test needs (open a page, run a script in it, take a screenshot), sent as
-//! JSON over HTTP with `ureq`. A WebDriver client crate (fantoccini) would bring hyper and the
-//! `webdriver` crate's tree for these five requests.
+//! A headless Chromium for the dashboard's browser test: a `fantoccini` WebDriver session in a
+//! chromedriver of its own. WebDriver (the session, pages, scripts, elements, waits,
+//! screenshots) is fantoccini's; this module only finds Chromium and chromedriver, starts
+//! chromedriver on a free loopback port with the Chromium flags that work here, and stops it.
 
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use serde_json::{Value, json};
+use fantoccini::error::NewSessionError;
+use fantoccini::wd::Capabilities;
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
 use tokio::process::{Child, Command};
+use tokio::runtime::{Handle, RuntimeFlavor};
 
 /// Chromium's flags that work headless, as root, on a machine without a display or network.
 const FLAGS: &[&str] = &[
@@ -25,13 +30,20 @@ const FLAGS: &[&str] = &[
     "--window-size=1280,1000",
 ];
 
-/// A browser session: chromedriver (in a process group of its own, with the Chromium it starts)
-/// and one session in it. Dropping it kills the process group.
+/// How long chromedriver has to answer, and to end the session.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A WebDriver session in a headless Chromium, and the chromedriver serving it. It derefs to
+/// the session's [`Client`].
+///
+/// [`close`](Self::close) ends the session (chromedriver then quits Chromium) and stops
+/// chromedriver. Dropping it without closing (a failed assertion) does the same: killing
+/// chromedriver alone would leave its Chromium running.
 pub struct Browser {
+    /// `None` once closed.
+    client: Option<Client>,
     driver: Child,
-    base: String,
-    session: String,
-    agent: ureq::Agent,
+    /// Chromium's profile: empty at the start, removed at the end.
     profile: PathBuf,
 }
 
@@ -43,11 +55,11 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 impl Browser {
-    /// Starts chromedriver and a headless Chromium session with a fresh profile.
+    /// Starts chromedriver and a session in a headless Chromium with a fresh profile.
     ///
     /// # Panics
-    /// If Chromium or chromedriver is not installed (the message says how to install them), or
-    /// if the session does not start within 30 s.
+    /// If Chromium or chromedriver is not installed (the message says how to install them), if
+    /// chromedriver does not answer within 30 s, or if it cannot start Chromium.
     pub async fn start() -> Self {
         let install = "apt-get install -y chromium chromium-driver (.ci/run installs them)";
         let chromium = which("chromium").unwrap_or_else(|| {
@@ -67,155 +79,97 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        let base = format!("http://127.0.0.1:{port}");
         let profile = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "chromium-profile-{}",
             granary_testkit::redis_server::unique_name("dash")
         ));
         std::fs::create_dir_all(&profile).unwrap();
+        // From here on, a panic drops `browser`, which stops chromedriver.
         let mut browser = Self {
+            client: None,
             driver,
-            base,
-            session: String::new(),
-            agent,
             profile,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let status = browser.try_send("GET", "/status", None).await;
-            if matches!(&status, Ok(v) if v["ready"] == json!(true)) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver on port {port} is not ready: {status:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+
         let mut args: Vec<String> = FLAGS.iter().map(|f| (*f).to_owned()).collect();
         args.push(format!("--user-data-dir={}", browser.profile.display()));
-        let session = browser
-            .send(
-                "POST",
-                "/session",
-                Some(json!({"capabilities": {"alwaysMatch": {
-                    "browserName": "chrome",
-                    "goog:chromeOptions": {"binary": chromium, "args": args},
-                }}})),
-            )
-            .await;
-        browser.session = session["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session id in {session}"))
-            .to_owned();
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        });
+        let capabilities: Capabilities = serde_json::from_value(capabilities).unwrap();
+        let mut builder = ClientBuilder::new(HttpConnector::new());
+        builder.capabilities(capabilities);
+        let url = format!("http://127.0.0.1:{port}");
+
+        // chromedriver answers once it listens: until then, connecting is refused (and nothing
+        // was sent, so trying again starts no second Chromium).
+        let deadline = Instant::now() + PATIENCE;
+        let client = loop {
+            match builder.connect(&url).await {
+                Ok(client) => break client,
+                Err(NewSessionError::FailedC(refused)) if refused.is_connect() => {
+                    if let Some(status) = browser.driver.try_wait().unwrap() {
+                        panic!("chromedriver on port {port} exited: {status}");
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "chromedriver on port {port} does not answer after {PATIENCE:?}: {refused}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => {
+                    panic!("chromedriver on port {port} started no Chromium session: {err}")
+                }
+            }
+        };
+        browser.client = Some(client);
         browser
     }
 
-    /// Opens `url` and waits for the page to load.
-    pub async fn open(&self, url: &str) {
-        self.send(
-            "POST",
-            &format!("/session/{}/url", self.session),
-            Some(json!({ "url": url })),
-        )
-        .await;
-    }
-
-    /// Runs `script` (a function body; `return` gives the result) in the page.
-    pub async fn run(&self, script: &str) -> Value {
-        self.send(
-            "POST",
-            &format!("/session/{}/execute/sync", self.session),
-            Some(json!({ "script": script, "args": [] })),
-        )
-        .await
-    }
-
-    /// Saves a PNG screenshot of the window to `path`.
-    pub async fn screenshot(&self, path: &Path) {
-        let png = self
-            .send(
-                "GET",
-                &format!("/session/{}/screenshot", self.session),
-                None,
-            )
-            .await;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(png.as_str().expect("a screenshot is base64 text"))
-            .expect("a screenshot is base64");
-        std::fs::write(path, bytes).unwrap();
-    }
-
-    /// Ends the session (chromedriver stops Chromium), then chromedriver (dropped).
-    pub async fn close(self) {
-        let _ = self
-            .try_send("DELETE", &format!("/session/{}", self.session), None)
-            .await;
-    }
-
-    /// Sends a WebDriver command; returns its `value`.
+    /// Ends the session (chromedriver quits Chromium), then stops chromedriver.
     ///
     /// # Panics
-    /// If the request fails or WebDriver answers an error.
-    async fn send(&self, method: &'static str, path: &str, body: Option<Value>) -> Value {
-        self.try_send(method, path, body)
-            .await
-            .unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
+    /// If chromedriver does not end the session.
+    pub async fn close(mut self) {
+        if let Some(client) = self.client.take() {
+            tokio::time::timeout(PATIENCE, client.close())
+                .await
+                .expect("chromedriver ends the session in time")
+                .expect("chromedriver ends the session");
+        }
+        self.driver.kill().await.expect("chromedriver stops");
     }
+}
 
-    async fn try_send(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let (agent, url) = (self.agent.clone(), format!("{}{path}", self.base));
-        tokio::task::spawn_blocking(move || {
-            let response = match (method, body) {
-                ("POST", Some(body)) => agent.post(&url).send_json(body),
-                ("DELETE", _) => agent.delete(&url).call(),
-                _ => agent.get(&url).call(),
-            };
-            let mut response = response.map_err(|e| e.to_string())?;
-            let ok = response.status().is_success();
-            let reply: Value = response
-                .body_mut()
-                .with_config()
-                .limit(64 << 20)
-                .read_json()
-                .map_err(|e| e.to_string())?;
-            if ok {
-                Ok(reply["value"].clone())
-            } else {
-                Err(reply["value"].to_string())
-            }
-        })
-        .await
-        .unwrap()
+impl Deref for Browser {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("the session is open until `close`")
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // chromedriver and the Chromium it started share its process group: end them all,
-        // also when a failed assertion skipped `close`.
-        // Beware: procps' `kill -KILL -<pgid>` reads `-<pgid>` as `-1` (every process): the
-        // group goes after `--`, the signal in `-s`.
-        if let Some(pid) = self.driver.id().filter(|pid| *pid > 1) {
-            let _ = std::process::Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
+        // Not closed (a test failed): end the session first, for chromedriver to quit Chromium,
+        // which outlives a killed chromedriver. The session's connection is a task of the test's
+        // runtime: this waits for it on a runtime with worker threads of its own, the tests'.
+        if let Some(client) = self.client.take()
+            && let Ok(runtime) = Handle::try_current()
+            && runtime.runtime_flavor() == RuntimeFlavor::MultiThread
+        {
+            tokio::task::block_in_place(|| {
+                let _ = runtime.block_on(tokio::time::timeout(PATIENCE, client.close()));
+            });
         }
+        // chromedriver alone, by its own pid (also done by `kill_on_drop`).
+        let _ = self.driver.start_kill();
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
