@@ -1,5 +1,6 @@
-//! The demo on Redis: a second process reloads every player the first one played with and
-//! reconciles their state against the committed events.
+//! The demo on Redis: three silo processes play (one is SIGKILLed part-way), events go through
+//! the relays to Redis Streams, and a second run starts new silo processes that reload every
+//! player and reconcile their state against the events again.
 
 use std::process::Command;
 
@@ -26,6 +27,8 @@ async fn a_restarted_process_finds_every_player_as_the_last_one_left_it() {
     let url = shared_redis_url().await;
     let cluster = unique_name("demo");
     let played = demo(&url, &cluster, &[]);
+    assert!(played.contains("3 silo processes"), "{played}");
+    assert!(played.contains("*** killing silo-c"), "{played}");
     assert!(played.contains("OK: nothing lost"), "{played}");
     let verified = demo(&url, &cluster, &["--verify"]);
     assert!(verified.contains("reloading the 60 matches"), "{verified}");

@@ -37,7 +37,7 @@ use crate::processes::{Backends, ProcessCluster};
 #[command(name = "example-player-game")]
 struct Args {
     /// Matches to play.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 20_000)]
     matches: u32,
     /// Players per match.
     #[arg(long, default_value_t = 8)]
@@ -322,7 +322,7 @@ async fn progress(
             println!("  (membership table out of reach)");
             continue;
         };
-        let mut rate = 0.0;
+        let mut rate = None;
         let mut silos = Vec::new();
         for name in &names {
             let Some(entry) = table
@@ -339,7 +339,8 @@ async fn progress(
                     if let Some((at, calls)) = last_calls.get(name)
                         && beat.at_ms > *at
                     {
-                        rate += (beat.calls.saturating_sub(*calls)) as f64 * 1000.0
+                        *rate.get_or_insert(0.0) += (beat.calls.saturating_sub(*calls)) as f64
+                            * 1000.0
                             / (beat.at_ms - at) as f64;
                     }
                     last_calls.insert(name.clone(), (beat.at_ms, beat.calls));
@@ -350,10 +351,10 @@ async fn progress(
             silos.push(shown);
         }
         println!(
-            "  [{:>5.1}s] matches {:>6}/{total}  {:>8.0} calls/s   {}",
+            "  [{:>5.1}s] matches {:>6}/{total}  {:>8} calls/s   {}",
             started.elapsed().as_secs_f64(),
             counters.finished.load(Ordering::Relaxed),
-            rate,
+            rate.map_or_else(|| "-".to_owned(), |r: f64| format!("{r:.0}")),
             silos.join("  ")
         );
     }
