@@ -61,6 +61,10 @@ struct Args {
     /// Also relay events to RabbitMQ at this URI (with `--redis`).
     #[arg(long, requires = "redis")]
     amqp: Option<String>,
+    /// Serve the live dashboard and `/metrics` of the first silo on this address, e.g.
+    /// `127.0.0.1:9100` (with `--redis`); the URL with its token is printed at start.
+    #[arg(long, requires = "redis")]
+    dashboard: Option<SocketAddr>,
     /// The cluster id (with `--redis`, runs with the same id share their grains and events).
     /// Default: `player-game-<time>`, a new cluster each run.
     #[arg(long)]
@@ -180,6 +184,7 @@ async fn main() -> anyhow::Result<()> {
                 redis,
                 nats: args.nats.as_deref(),
                 amqp: args.amqp.as_deref(),
+                dashboard: args.dashboard,
             };
             println!(
                 "granary demo: {} silo processes, cluster {cluster_id:?} in Redis at {redis}; \

@@ -20,6 +20,8 @@ pub(crate) struct Backends<'a> {
     pub(crate) redis: &'a str,
     pub(crate) nats: Option<&'a str>,
     pub(crate) amqp: Option<&'a str>,
+    /// Where the first silo serves its dashboard and metrics.
+    pub(crate) dashboard: Option<SocketAddr>,
 }
 
 struct SiloProcess {
@@ -72,6 +74,13 @@ impl ProcessCluster {
             }
             if let Some(uri) = backends.amqp {
                 command.env("GRANARY_AMQP", uri);
+            }
+            if let Some(address) = backends.dashboard.filter(|_| index == 0) {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                command
+                    .env("GRANARY_METRICS", address.to_string())
+                    .env("GRANARY_DASHBOARD_TOKEN", &token);
+                println!("  dashboard: http://{address}/dashboard?token={token}");
             }
             let mut child = command
                 .spawn()
