@@ -142,6 +142,27 @@ async fn main() -> anyhow::Result<()> {
     if args.serve_silo {
         return serve_silo().await;
     }
+    // Ctrl-C or SIGTERM drops the demo, and with it the silos (processes are killed on drop).
+    tokio::select! {
+        result = demo(args) => result,
+        signal = interrupted() => {
+            signal?;
+            anyhow::bail!("interrupted: the silos were stopped")
+        }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn interrupted() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn demo(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
