@@ -39,6 +39,10 @@ pub struct RedisStore {
     pub(crate) url: String,
     pub(crate) timeout: Duration,
     client: redis::Client,
+    /// Per outbox shard, the id after which [`Outbox::wait_for_entries`] waits for new entries:
+    /// the last entry the latest read returned, or `0-0` when it found none, so that an entry
+    /// appended between that read and the wait wakes the wait at once.
+    read_up_to: std::sync::Mutex<HashMap<u32, String>>,
     /// A connection of its own for blocking reads (`XREAD BLOCK`), made on first use.
     blocking: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
 }
@@ -106,6 +110,7 @@ impl RedisStore {
             url,
             timeout: config.command_timeout,
             client: blocking_client,
+            read_up_to: std::sync::Mutex::default(),
             blocking: tokio::sync::Mutex::new(None),
         })
     }
@@ -317,6 +322,15 @@ impl RedisStore {
             .await?;
         let mut entries = Vec::new();
         for (shard, reply) in (first..).zip(replies) {
+            let last = reply
+                .ids
+                .iter()
+                .take(max - entries.len().min(max))
+                .last()
+                .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+            if let Ok(mut read_up_to) = self.read_up_to.lock() {
+                read_up_to.insert(shard, last);
+            }
             for stream_id in reply.ids {
                 if entries.len() == max {
                     return Ok(entries);
@@ -385,8 +399,14 @@ impl RedisStore {
         for shard in shards {
             read.arg(self.keys.outbox(*shard));
         }
-        for _ in shards {
-            read.arg("$");
+        {
+            let read_up_to = self.read_up_to.lock().map_err(|_| {
+                RedisError::from((redis::ErrorKind::Client, "outbox read positions poisoned"))
+            })?;
+            for shard in shards {
+                // A shard not read yet: only what is appended from now on.
+                read.arg(read_up_to.get(shard).map_or("$", String::as_str));
+            }
         }
         let result: Result<Value, RedisError> = read.query_async(conn).await;
         if result.is_err() {

@@ -641,3 +641,42 @@ async fn the_newest_events_are_read_back_across_topics() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_appended_between_a_read_and_the_wait_wakes_the_wait_at_once() {
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let shards: Vec<u32> = (0..store.shards()).collect();
+    for shard in &shards {
+        assert!(store.pending_in(*shard, 100).await.unwrap().is_empty());
+    }
+    // The relay has read every shard empty; a commit lands before it starts waiting.
+    let silo = silo(store.clone()).await;
+    silo.client().grain::<CounterGrain>(1).bump().await.unwrap();
+    let waited = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        store.wait_for_entries(&shards, Duration::from_secs(30)),
+    )
+    .await
+    .expect("the wait saw the entry appended before it started");
+    assert!(waited.elapsed() < Duration::from_secs(5));
+    // Once that entry is read, the wait blocks again until something new arrives.
+    let mut shard = None;
+    for s in &shards {
+        if !store.pending_in(*s, 100).await.unwrap().is_empty() {
+            shard = Some(*s);
+        }
+    }
+    let shard = shard.expect("the commit's shard");
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            store.wait_for_entries(&[shard], Duration::from_secs(30)),
+        )
+        .await
+        .is_err(),
+        "nothing new: the wait blocks"
+    );
+    silo.shutdown().await.unwrap();
+}
