@@ -33,9 +33,20 @@
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
 //! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
+//! | `GRANARY_OTLP` | export the `grain.call` spans over OTLP/HTTP (JSON) to this collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added unless given); plain HTTP; needs the cargo feature `opentelemetry` | off |
 //!
 //! Every silo runs the event relay for the outbox shards it owns; `/metrics` serves the relay's
 //! per-sink metrics (`granary_relay_*{sink}`) after the silo's.
+//!
+//! # Tracing
+//!
+//! Log lines go to stderr, filtered by `RUST_LOG` (`warn` by default). Built with the cargo
+//! feature `opentelemetry` and run with `GRANARY_OTLP` set, the silo also exports its spans to
+//! that OpenTelemetry collector, as service `GRANARY_NAME`: each call's `grain.call` span (with
+//! the grain, method and silo) and the info spans of the grains' code. A span's OTel trace id
+//! is its call chain's trace id (`ctx.trace_id()`), so the calls of one logical operation, on
+//! any silo, are one OTel trace. The spans are sent in batches; the last ones when the silo
+//! stops on SIGINT or SIGTERM. Set without the feature, `GRANARY_OTLP` is a settings error.
 //!
 //! # Dashboard
 //!
@@ -57,6 +68,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod dashboard;
+mod telemetry;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
 use granary_events::{Relay, RelayMetrics};
@@ -93,6 +105,8 @@ pub struct Settings {
     pub nats: Option<String>,
     /// RabbitMQ URI events also go to.
     pub amqp: Option<String>,
+    /// The OpenTelemetry collector (OTLP/HTTP) the spans are exported to.
+    pub otlp: Option<String>,
 }
 
 /// Why a silo process could not run.
@@ -195,6 +209,7 @@ impl Settings {
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
             ("GRANARY_NATS", &mut self.nats),
             ("GRANARY_AMQP", &mut self.amqp),
+            ("GRANARY_OTLP", &mut self.otlp),
         ] {
             if let Some(value) = var(name) {
                 *slot = Some(value);
@@ -241,6 +256,37 @@ struct Resolved {
     test_profile: bool,
     http: Option<SocketAddr>,
     dashboard_token: Option<String>,
+    /// The URL the spans are posted to.
+    otlp: Option<String>,
+}
+
+/// The URL OTLP/HTTP traces are posted to, from `GRANARY_OTLP`; an error in a build without the
+/// `opentelemetry` feature.
+fn otlp_traces_url(value: &str) -> Result<String, NodeError> {
+    let problem = |problem: String| NodeError::Setting {
+        name: "GRANARY_OTLP",
+        problem,
+    };
+    if !cfg!(feature = "opentelemetry") {
+        return Err(problem(format!(
+            "built without the opentelemetry feature: build granary-node with \
+             `--features opentelemetry` to export spans to {value:?}, or unset it"
+        )));
+    }
+    let base = value.trim_end_matches('/');
+    match base.strip_prefix("http://") {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {
+            Ok(if base.ends_with("/v1/traces") {
+                base.to_owned()
+            } else {
+                format!("{base}/v1/traces")
+            })
+        }
+        _ => Err(problem(format!(
+            "{value:?} is not an OTLP/HTTP endpoint like http://127.0.0.1:4318 (plain HTTP \
+             only: for TLS, export through a local collector)"
+        ))),
+    }
 }
 
 fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
@@ -297,6 +343,7 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
             });
         }
     }
+    let otlp = settings.otlp.as_deref().map(otlp_traces_url).transpose()?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -313,6 +360,7 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         test_profile,
         http,
         dashboard_token,
+        otlp,
     })
 }
 
@@ -323,19 +371,31 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
 /// settings, the metrics address (bound), Redis, the event queues. A silo that fails one of
 /// them never joins the cluster.
 ///
+/// It installs the process's tracing subscriber (unless one is installed already): log lines
+/// by `RUST_LOG`, and the OpenTelemetry export when `GRANARY_OTLP` is set, flushed when the
+/// silo stops.
+///
 /// # Errors
 /// A [`NodeError`] saying what stopped the silo.
 pub async fn run(
     settings: Settings,
     register: impl FnOnce(SiloBuilder) -> SiloBuilder,
 ) -> Result<(), NodeError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
-    let r = resolve(&settings)?;
+    let resolved = resolve(&settings);
+    let silo_name = resolved.as_ref().map_or("silo", |r| r.name.as_str());
+    let otlp = resolved.as_ref().ok().and_then(|r| r.otlp.as_deref());
+    let telemetry = telemetry::install(silo_name, otlp)?;
+    let result = serve(&settings, resolved?, register).await;
+    telemetry.shutdown().await;
+    result
+}
+
+/// [`run`] once the settings are resolved and the subscriber installed.
+async fn serve(
+    settings: &Settings,
+    r: Resolved,
+    register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+) -> Result<(), NodeError> {
     let http_listener = r
         .http
         .map(|addr| {
@@ -584,6 +644,48 @@ mod tests {
         let mut bad = base.to_vec();
         bad.push(("GRANARY_PLACEMENT", "closest"));
         assert_eq!(resolve(&env(&bad)).err().unwrap().exit_code(), 2);
+    }
+
+    #[test]
+    fn an_otlp_endpoint_needs_the_feature_and_plain_http() {
+        let with = |otlp: &'static str| {
+            resolve(&env(&[
+                ("GRANARY_CLUSTER", "c"),
+                ("GRANARY_SECRET", "0123456789abcdef"),
+                ("GRANARY_REDIS", "redis://x"),
+                ("GRANARY_OTLP", otlp),
+            ]))
+        };
+        if cfg!(feature = "opentelemetry") {
+            let url = |otlp| with(otlp).unwrap().otlp.unwrap();
+            assert_eq!(url("http://c:4318"), "http://c:4318/v1/traces");
+            assert_eq!(url("http://c:4318/"), "http://c:4318/v1/traces");
+            assert_eq!(url("http://c:4318/v1/traces"), "http://c:4318/v1/traces");
+            for bad in ["https://c:4318", "c:4318", "http://"] {
+                let err = with(bad).err().unwrap();
+                assert!(err.to_string().contains("GRANARY_OTLP"), "{err}");
+                assert!(err.to_string().contains("plain HTTP"), "{err}");
+                assert_eq!(err.exit_code(), 2);
+            }
+        } else {
+            let err = with("http://c:4318").err().unwrap();
+            assert!(
+                err.to_string()
+                    .contains("GRANARY_OTLP: built without the opentelemetry feature"),
+                "{err}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
+        assert!(
+            resolve(&env(&[
+                ("GRANARY_CLUSTER", "c"),
+                ("GRANARY_SECRET", "0123456789abcdef"),
+                ("GRANARY_REDIS", "redis://x"),
+            ]))
+            .unwrap()
+            .otlp
+            .is_none()
+        );
     }
 
     #[test]

@@ -264,6 +264,8 @@ impl<G: Grain> Activation<G> {
                     silo = %self.runtime.silo,
                     trace = %chain.trace,
                 );
+                #[cfg(feature = "opentelemetry")]
+                crate::otel::join_trace(&span, chain.trace);
                 // Two-way calls are timed; one-way calls (nobody waits for them) only counted.
                 let started = reply.is_some().then(Instant::now);
                 let outcome = tracing::Instrument::instrument(

@@ -14,6 +14,17 @@
 //!
 //! Grain types are registered with [`SiloBuilder::register`]; references come from
 //! [`Silo::client`]. See the `granary` facade for a whole example.
+//!
+//! # Tracing
+//!
+//! Each call runs in a `grain.call` span (level debug) with the fields `grain`, `method`,
+//! `silo` and `trace`, the call chain's trace id, which is the same on every silo the chain
+//! crosses. With the feature `opentelemetry`, each such span also joins an OpenTelemetry trace
+//! (through [`tracing-opentelemetry`](https://docs.rs/tracing-opentelemetry), when the process
+//! installs its layer): the OTel trace id is the chain's trace id, so every call of one logical
+//! operation, on any silo, lands in one OTel trace. Span ids do not travel with calls: the spans
+//! of one trace are siblings, children of one remote parent span id derived from the trace id,
+//! a span that no silo exports.
 
 mod activation;
 mod client;
@@ -24,6 +35,8 @@ mod events;
 mod invoker;
 pub mod memory;
 mod metrics;
+#[cfg(feature = "opentelemetry")]
+mod otel;
 mod registry;
 mod request;
 mod runtime;
