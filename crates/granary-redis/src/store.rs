@@ -322,12 +322,10 @@ impl RedisStore {
             .await?;
         let mut entries = Vec::new();
         for (shard, reply) in (first..).zip(replies) {
-            let last = reply
-                .ids
-                .iter()
-                .take(max - entries.len().min(max))
-                .last()
-                .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+            let taken = reply.ids.len().min(max - entries.len().min(max));
+            let last = taken
+                .checked_sub(1)
+                .map_or_else(|| "0-0".to_owned(), |i| reply.ids[i].id.clone());
             if let Ok(mut read_up_to) = self.read_up_to.lock() {
                 read_up_to.insert(shard, last);
             }
