@@ -37,6 +37,9 @@ async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConf
         let silo = Silo::builder()
             .config(SiloConfig {
                 name: format!("s{i}"),
+                // Where a grain is active is what these tests check: no idle collection under
+                // them (the test profile's 200 ms would race a loaded machine).
+                idle_timeout: Duration::from_secs(600),
                 ..SiloConfig::test_profile()
             })
             .storage(store.clone())
