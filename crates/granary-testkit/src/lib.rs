@@ -8,6 +8,7 @@
 //!
 //! - [`process::SiloProcess`] starts, signals and waits for silo processes.
 //! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
+//! - [`moto_server`] gives tests a private SQS-compatible server they may stop and restart.
 //! - [`conformance`] is the suite every state store passes, in-memory and Redis alike.
 //!
 //! See the `example-player-game` package for a suite written with both.
@@ -15,6 +16,7 @@
 pub mod conformance;
 mod grain_test;
 mod host;
+pub mod moto_server;
 pub mod process;
 pub mod redis_server;
 mod test_silo;
