@@ -67,19 +67,8 @@ async fn outbox_len(store: &RedisStore) -> usize {
 
 /// Every entry of `stream`, as envelopes, in stream order.
 async fn read_stream(url: &str, stream: &str) -> Vec<EventEnvelope> {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
+    xrange_all(url, stream)
         .await
-        .unwrap();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply
         .ids
         .iter()
         .map(|e| match e.map.get("event") {
@@ -87,6 +76,22 @@ async fn read_stream(url: &str, stream: &str) -> Vec<EventEnvelope> {
             other => panic!("entry without event: {other:?}"),
         })
         .collect()
+}
+
+/// The whole of `stream`.
+async fn xrange_all(url: &str, stream: &str) -> redis::streams::StreamRangeReply {
+    let mut conn = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
 }
 
 /// Checks that `events` hold exactly `grains * times` distinct events, each grain's counts
@@ -346,18 +351,7 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_and_does_not_block_t
 }
 
 async fn read_stream_raw(url: &str, stream: &str) -> Vec<HashMap<String, String>> {
-    let mut conn = redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let reply = xrange_all(url, stream).await;
     reply
         .ids
         .iter()
