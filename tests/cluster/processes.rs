@@ -14,18 +14,35 @@ use granary_tests::CounterGrain;
 const SECRET: &str = "a cluster secret of at least 32 bytes";
 
 async fn start(cluster: &str, name: &str, placement: &str) -> SiloProcess {
+    start_with(cluster, name, placement, &[]).await
+}
+
+/// As [`start`], with more `GRANARY_*` variables.
+async fn start_with(
+    cluster: &str,
+    name: &str,
+    placement: &str,
+    more: &[(&str, &str)],
+) -> SiloProcess {
     let redis = shared_redis_url().await;
-    SiloProcess::start(
-        env!("CARGO_BIN_EXE_test-silo"),
-        name,
-        &[
-            ("GRANARY_CLUSTER", cluster),
-            ("GRANARY_SECRET", SECRET),
-            ("GRANARY_REDIS", &redis),
-            ("GRANARY_PLACEMENT", placement),
-        ],
-    )
-    .await
+    let mut env = vec![
+        ("GRANARY_CLUSTER", cluster),
+        ("GRANARY_SECRET", SECRET),
+        ("GRANARY_REDIS", redis.as_str()),
+        ("GRANARY_PLACEMENT", placement),
+    ];
+    env.extend_from_slice(more);
+    SiloProcess::start(env!("CARGO_BIN_EXE_test-silo"), name, &env).await
+}
+
+/// A free loopback address for a silo's metrics endpoint.
+fn metrics_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
 }
 
 async fn client(cluster: &str, gateways: Vec<std::net::SocketAddr>) -> ClusterClient {
@@ -176,8 +193,19 @@ async fn a_silo_killed_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_silo_commits_nothing_and_stops() {
     let cluster = unique_name("zombie");
-    let mut zombie = start(&cluster, "zombie", "prefer-local").await;
-    let survivor = start(&cluster, "survivor", "prefer-local").await;
+    // Production timings (death after about 4 s, no idle collection for 15 min): the test-profile
+    // ones (under a second, 200 ms) let a loaded machine collect the grain before the SIGSTOP, or
+    // declare the zombie dead before the call below reached the survivor.
+    let production = [("GRANARY_PROFILE", "production")];
+    let mut zombie = start_with(&cluster, "zombie", "prefer-local", &production).await;
+    let metrics = metrics_address();
+    let survivor = start_with(
+        &cluster,
+        "survivor",
+        "prefer-local",
+        &[("GRANARY_PROFILE", "production"), ("GRANARY_METRICS", &metrics)],
+    )
+    .await;
     // Through the zombie as its only gateway, the grain activates there (prefer-local).
     let via_zombie = pinned(&cluster, zombie.addr).await;
     let via_survivor = pinned(&cluster, survivor.addr).await;
@@ -193,6 +221,18 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
             .with_timeout(Duration::from_secs(30));
         tokio::spawn(async move { grain.get().await })
     };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !scrape(&metrics)
+        .await
+        .lines()
+        .any(|l| l == "granary_forwards_total 1")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the survivor never forwarded the call to the zombie"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     declared_dead(&membership(&cluster).await, &zombie.name).await;
     // ...until the zombie is declared dead: then it fails at once, long before its deadline.
     let err = tokio::time::timeout(Duration::from_secs(10), in_flight)
@@ -273,12 +313,7 @@ async fn scrape(addr: &str) -> String {
 async fn a_silo_process_serves_its_metrics() {
     let cluster = unique_name("metrics");
     let redis = shared_redis_url().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let metrics_addr = format!("127.0.0.1:{port}");
+    let metrics_addr = metrics_address();
     let prefix = format!("{cluster}:");
     let silo = SiloProcess::start(
         env!("CARGO_BIN_EXE_test-silo"),
