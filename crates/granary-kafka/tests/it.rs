@@ -3,8 +3,6 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +13,7 @@ use granary_kafka::{
     EVENT_ID_HEADER, KafkaConsumer, KafkaConsumerConfig, KafkaSink, KafkaSinkConfig,
 };
 use granary_testkit::redis_server::unique_name;
+use granary_testkit::tansu_server::PrivateTansu;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
@@ -49,121 +48,6 @@ impl CounterGrain {
         ctx.publish(&Bumped { n })?;
         ctx.write_state().await?;
         Ok(n)
-    }
-}
-
-const INSTALL: &str = "cargo install tansu --locked --features dynostore,postgres";
-
-/// The `tansu` binary: on the `PATH` or in `~/.cargo/bin`.
-fn tansu_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    });
-    let in_cargo = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(".cargo/bin/tansu"))
-        .filter(|candidate| candidate.is_file());
-    on_path.or(in_cargo).unwrap_or_else(|| {
-        panic!(
-            "these tests need `tansu`, a Kafka-protocol broker: install it with `{INSTALL}` \
-             (about 10 minutes; without --locked the postgres feature fails to build, without \
-             dynostore the memory:// storage is refused); `bash .ci/run` does it for you"
-        )
-    })
-}
-
-/// A `tansu broker` of one test, on a free loopback port, with memory storage (a restart comes
-/// back empty: no topics, no offsets). Stopped through its `Child` (kill, then wait).
-struct PrivateTansu {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl PrivateTansu {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut broker = Self { port, child: None };
-        broker.restart().await;
-        broker
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the broker (again, on the same port) and waits until it answers a metadata
-    /// request.
-    async fn restart(&mut self) {
-        self.kill();
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu_binary())
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env_remove("CLUSTER_ID")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start tansu ({e}); install it with `{INSTALL}`"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            self.check_running();
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on port {} within 30 s",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Listening is not answering: wait for a metadata reply.
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
-            rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", self.brokers())
-                .create()
-                .unwrap();
-        let answered = tokio::task::spawn_blocking(move || {
-            while admin
-                .inner()
-                .fetch_metadata(None, Duration::from_secs(1))
-                .is_err()
-            {
-                if Instant::now() > deadline {
-                    return false;
-                }
-            }
-            true
-        })
-        .await
-        .unwrap();
-        assert!(
-            answered,
-            "tansu did not answer a metadata request within 30 s"
-        );
-    }
-
-    fn check_running(&mut self) {
-        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-            panic!("tansu exited at start ({status}); is `{INSTALL}` the installed build?");
-        }
-    }
-}
-
-impl Drop for PrivateTansu {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`process::SiloProcess`] starts, signals and waits for silo processes.
 //! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
 //! - [`moto_server`] gives tests a private SQS-compatible server they may stop and restart.
+//! - [`tansu_server`] gives tests a private Kafka-protocol broker they may kill and restart.
 //! - [`conformance`] is the suite every state store passes, in-memory and Redis alike.
 //!
 //! See the `example-player-game` package for a suite written with both.
@@ -19,6 +20,7 @@ mod host;
 pub mod moto_server;
 pub mod process;
 pub mod redis_server;
+pub mod tansu_server;
 mod test_silo;
 
 pub use grain_test::{GrainTest, RecordedCall};

@@ -1,0 +1,145 @@
+//! A private `tansu broker` (a Kafka-protocol broker, `cargo install tansu`) of one test or
+//! benchmark, on a free loopback port, with memory storage, that the test may kill and start
+//! again.
+//!
+//! Memory storage keeps nothing: a restarted broker has no topics, records or offsets.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::redis_server::free_port;
+
+/// How `tansu` is installed (`.ci/run` does it once per machine).
+pub const INSTALL: &str = "cargo install tansu --locked --features dynostore,postgres";
+
+/// The `tansu` binary: `GRANARY_TANSU`, else `tansu` on the `PATH`, else `~/.cargo/bin/tansu`.
+///
+/// # Panics
+/// If there is none; the message says how to install it.
+#[must_use]
+pub fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("GRANARY_TANSU") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("tansu"))
+            .find(|candidate| candidate.is_file())
+    });
+    let in_cargo = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cargo/bin/tansu"))
+        .filter(|candidate| candidate.is_file());
+    on_path.or(in_cargo).unwrap_or_else(|| {
+        panic!(
+            "this needs `tansu`, a Kafka-protocol broker: install it with `{INSTALL}` (about 10 \
+             minutes; without --locked the postgres feature fails to build, without dynostore \
+             the memory:// storage is refused); `bash .ci/run` does it for you"
+        )
+    })
+}
+
+/// A `tansu broker` process, stopped (SIGKILL, by its `Child`) when dropped.
+#[derive(Debug)]
+pub struct PrivateTansu {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl PrivateTansu {
+    /// Starts a broker on a free loopback port and waits until it answers a Kafka request.
+    ///
+    /// # Panics
+    /// If `tansu` is not installed, exits at start, or does not answer within 30 s.
+    pub async fn start() -> Self {
+        let mut broker = Self {
+            port: free_port(),
+            child: None,
+        };
+        broker.restart().await;
+        broker
+    }
+
+    /// The bootstrap servers, `127.0.0.1:<port>`.
+    #[must_use]
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the broker (SIGKILL) and waits for it to exit; everything it held is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the broker (again, on the same port, empty) and waits until it answers an
+    /// `ApiVersions` request.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn restart(&mut self) {
+        self.kill();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(tansu_binary())
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("CLUSTER_ID")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start tansu ({e}); install it with `{INSTALL}`"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.answers().await {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("tansu exited at start ({status}); is `{INSTALL}` the installed build?");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu on port {} did not answer within 30 s",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the broker answers an `ApiVersions` (v0) request with its correlation id: a
+    /// listening socket is not yet a broker that serves.
+    async fn answers(&self) -> bool {
+        const CORRELATION: i32 = 0x6772_616e;
+        let attempt = async {
+            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
+            let client = b"granary-testkit";
+            let mut body = Vec::new();
+            body.extend_from_slice(&18_i16.to_be_bytes()); // ApiVersions
+            body.extend_from_slice(&0_i16.to_be_bytes()); // version 0
+            body.extend_from_slice(&CORRELATION.to_be_bytes());
+            body.extend_from_slice(&(client.len() as i16).to_be_bytes());
+            body.extend_from_slice(client);
+            stream
+                .write_all(&(body.len() as i32).to_be_bytes())
+                .await?;
+            stream.write_all(&body).await?;
+            let size = stream.read_i32().await?;
+            let correlation = stream.read_i32().await?;
+            Ok::<_, std::io::Error>(size >= 4 && correlation == CORRELATION)
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), attempt).await,
+            Ok(Ok(true))
+        )
+    }
+}
+
+impl Drop for PrivateTansu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
