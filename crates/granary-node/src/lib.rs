@@ -33,7 +33,17 @@
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
 //! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
+//! | `GRANARY_KAFKA` | also to Kafka at these bootstrap servers (`host:port[,…]`; topic `<queue prefix><type>`, key = source grain); needs the cargo feature `kafka` | off |
+//! | `GRANARY_SQS` | also to SQS: `aws` (the environment's credentials and region) or the URL of an SQS-compatible server (FIFO queue `<queue prefix><type>.fifo`, `.` → `-`); needs the cargo feature `sqs` | off |
+//! | `GRANARY_QUEUE_PREFIX` | prefix of the Kafka topics and SQS queues | empty |
+//! | `GRANARY_ROUTES` | the event types a sink gets, when not all: `<type>=<sink>[,<sink>…]` separated by `;`, sinks `nats`, `amqp`, `kafka`, `sqs` (see below) | none |
 //! | `GRANARY_OTLP` | export the `grain.call` spans over OTLP/HTTP (JSON) to this collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added unless given); plain HTTP; needs the cargo feature `opentelemetry` | off |
+//!
+//! Redis Streams gets every event, and so does every other configured sink that no route
+//! names; a sink that routes name gets only the event types routed to it. With
+//! `GRANARY_ROUTES="match.ended=kafka; player.died=sqs"`, match results go to Kafka, deaths to
+//! SQS, nothing else to either, and every event to Redis Streams (which `granary events tail`
+//! and the dashboard read).
 //!
 //! Every silo runs the event relay for the outbox shards it owns; `/metrics` serves the relay's
 //! per-sink metrics (`granary_relay_*{sink}`) after the silo's.
@@ -68,6 +78,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 mod dashboard;
+mod sinks;
 mod telemetry;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
@@ -105,6 +116,15 @@ pub struct Settings {
     pub nats: Option<String>,
     /// RabbitMQ URI events also go to.
     pub amqp: Option<String>,
+    /// Kafka bootstrap servers events also go to (cargo feature `kafka`).
+    pub kafka: Option<String>,
+    /// SQS events also go to: `aws`, or the URL of an SQS-compatible server (cargo feature
+    /// `sqs`).
+    pub sqs: Option<String>,
+    /// Prefix of the Kafka topics and SQS queues events go to.
+    pub queue_prefix: Option<String>,
+    /// The event types some sinks get: `match.ended=kafka; player.died=sqs,nats`.
+    pub routes: Option<String>,
     /// The OpenTelemetry collector (OTLP/HTTP) the spans are exported to.
     pub otlp: Option<String>,
 }
@@ -209,6 +229,10 @@ impl Settings {
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
             ("GRANARY_NATS", &mut self.nats),
             ("GRANARY_AMQP", &mut self.amqp),
+            ("GRANARY_KAFKA", &mut self.kafka),
+            ("GRANARY_SQS", &mut self.sqs),
+            ("GRANARY_QUEUE_PREFIX", &mut self.queue_prefix),
+            ("GRANARY_ROUTES", &mut self.routes),
             ("GRANARY_OTLP", &mut self.otlp),
         ] {
             if let Some(value) = var(name) {
@@ -258,6 +282,8 @@ struct Resolved {
     dashboard_token: Option<String>,
     /// The URL the spans are posted to.
     otlp: Option<String>,
+    /// The event sinks and routes.
+    routing: sinks::Routing,
 }
 
 /// The URL OTLP/HTTP traces are posted to, from `GRANARY_OTLP`; an error in a build without the
@@ -344,6 +370,7 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         }
     }
     let otlp = settings.otlp.as_deref().map(otlp_traces_url).transpose()?;
+    let routing = sinks::Routing::resolve(settings)?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -361,6 +388,7 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         http,
         dashboard_token,
         otlp,
+        routing,
     })
 }
 
@@ -407,20 +435,15 @@ async fn serve(
         .transpose()?;
     let store = Arc::new(RedisStore::connect(RedisConfig::new(&r.redis, &r.cluster)).await?);
     let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
-    let mut relay =
-        Relay::builder(store.clone()).sink(Arc::new(RedisStreamsSink::new(store.clone(), prefix)));
-    if let Some(url) = &settings.nats {
-        let sink = granary_nats::NatsSink::connect(url, "GRANARY_EVENTS", "events.")
-            .await
-            .map_err(|e| NodeError::Events(e.to_string()))?;
-        relay = relay.sink(Arc::new(sink));
-    }
-    if let Some(uri) = &settings.amqp {
-        let sink = granary_rabbitmq::RabbitSink::connect(uri, "granary.events", "")
-            .await
-            .map_err(|e| NodeError::Events(e.to_string()))?;
-        relay = relay.sink(Arc::new(sink));
-    }
+    let relay = r
+        .routing
+        .apply(
+            settings,
+            store.clone(),
+            prefix,
+            Relay::builder(store.clone()),
+        )
+        .await?;
     let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
     cluster.advertise = r.advertise;
     cluster.placement = r.placement;

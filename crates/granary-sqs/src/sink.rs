@@ -108,6 +108,21 @@ impl SqsSink {
         }
     }
 
+    /// Checks that SQS answers and accepts the credentials (one `ListQueues` call), so that a
+    /// wrong endpoint or key fails at start rather than at the first publish.
+    ///
+    /// # Errors
+    /// [`SqsError::Request`] saying why SQS did not answer or refused.
+    pub async fn check(&self) -> Result<(), SqsError> {
+        self.client
+            .list_queues()
+            .max_results(1)
+            .send()
+            .await
+            .map_err(SqsError::request("ListQueues"))?;
+        Ok(())
+    }
+
     /// Creates `topic`'s queue, or verifies that the existing one has the attributes the sink
     /// needs, and returns its URL.
     ///

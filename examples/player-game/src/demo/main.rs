@@ -4,9 +4,10 @@
 //!
 //! `cargo run --release -p example-player-game` runs three silos in this process, on loopback
 //! TCP, over in-memory providers. With `--redis redis://127.0.0.1:6379` (and optionally
-//! `--nats nats://127.0.0.1:4222`, `--amqp amqp://guest:guest@127.0.0.1:5672`) each silo is its
-//! own process sharing the real Redis, events flow to the real queues, and the kill is a real
-//! SIGKILL; `--verify --cluster <id>` in a later run reconciles that cluster again from Redis
+//! `--nats nats://127.0.0.1:4222`, `--amqp amqp://guest:guest@127.0.0.1:5672`, and, built with
+//! `--features kafka,sqs`, `--kafka 127.0.0.1:9092` for `match.ended` and `--sqs <URL>` for
+//! `player.died`) each silo is its own process sharing the real Redis, events flow to the real
+//! queues, and the kill is a real SIGKILL; `--verify --cluster <id>` in a later run reconciles that cluster again from Redis
 //! without playing.
 #![allow(clippy::print_stdout, reason = "demo output")]
 
@@ -61,6 +62,15 @@ struct Args {
     /// Also relay events to RabbitMQ at this URI (with `--redis`).
     #[arg(long, requires = "redis")]
     amqp: Option<String>,
+    /// Also relay `match.ended` to Kafka at these bootstrap servers, e.g. `127.0.0.1:9092`
+    /// (with `--redis`; build with `--features kafka`).
+    #[arg(long, requires = "redis")]
+    kafka: Option<String>,
+    /// Also relay `player.died` to SQS: `aws`, or an SQS-compatible server's URL such as
+    /// `http://127.0.0.1:5000`, signed with `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (any
+    /// value for a local server) (with `--redis`; build with `--features sqs`).
+    #[arg(long, requires = "redis")]
+    sqs: Option<String>,
     /// Serve the live dashboard and `/metrics` of the first silo on this address, e.g.
     /// `127.0.0.1:9100` (with `--redis`); the URL with its token is printed at start.
     #[arg(long, requires = "redis")]
@@ -191,6 +201,24 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     if let Some(uri) = args.amqp.as_deref().filter(|_| !args.verify) {
         taps.add_rabbit(&cluster_id, uri).await?;
     }
+    if let Some(brokers) = args.kafka.as_deref().filter(|_| !args.verify) {
+        #[cfg(feature = "kafka")]
+        taps.add_kafka(&cluster_id, brokers).await?;
+        #[cfg(not(feature = "kafka"))]
+        anyhow::bail!(
+            "--kafka {brokers}: this build has no Kafka support; run it with \
+             `cargo run --release -p example-player-game --features kafka -- …`"
+        );
+    }
+    if let Some(endpoint) = args.sqs.as_deref().filter(|_| !args.verify) {
+        #[cfg(feature = "sqs")]
+        taps.add_sqs(&cluster_id, endpoint).await?;
+        #[cfg(not(feature = "sqs"))]
+        anyhow::bail!(
+            "--sqs {endpoint}: this build has no SQS support; run it with \
+             `cargo run --release -p example-player-game --features sqs -- …`"
+        );
+    }
     let mut cluster = match &args.redis {
         None => {
             println!(
@@ -205,18 +233,21 @@ async fn demo(args: Args) -> anyhow::Result<()> {
                 redis,
                 nats: args.nats.as_deref(),
                 amqp: args.amqp.as_deref(),
+                kafka: args.kafka.as_deref(),
+                sqs: args.sqs.as_deref(),
                 dashboard: args.dashboard,
+            };
+            let also = |name: &str, at: Option<&String>| {
+                at.map_or(String::new(), |at| format!(", {name} at {at}"))
             };
             println!(
                 "granary demo: {} silo processes, cluster {cluster_id:?} in Redis at {redis}; \
-                 events relayed to Redis Streams{}{}",
+                 events relayed to Redis Streams{}{}{}{}",
                 args.silos,
-                args.nats
-                    .as_ref()
-                    .map_or(String::new(), |u| format!(", NATS at {u}")),
-                args.amqp
-                    .as_ref()
-                    .map_or(String::new(), |u| format!(", RabbitMQ at {u}")),
+                also("NATS", args.nats.as_ref()),
+                also("RabbitMQ", args.amqp.as_ref()),
+                also("Kafka (match.ended)", args.kafka.as_ref()),
+                also("SQS (player.died)", args.sqs.as_ref()),
             );
             Cluster::Processes(
                 ProcessCluster::start(args.silos, &cluster_id, SECRET, &backends).await?,
@@ -264,8 +295,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let events = cluster.committed_events().await?;
     let mut outcome =
         reconcile::reconcile(&client, &counters, &events, args.matches, args.players).await;
-    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
-    let queues = taps.settle(&ids).await;
+    let queues = taps.settle(&events).await;
     if outcome.is_ok() {
         outcome = queues;
     }

@@ -1,6 +1,7 @@
 //! `--redis` mode: each silo is its own OS process (this binary, started again with
 //! `--serve-silo`), state, directory and membership live in the real Redis, each silo relays
-//! the events of its outbox shards to Redis Streams (and to NATS and RabbitMQ when given), and
+//! the events of its outbox shards to Redis Streams (and to NATS, RabbitMQ, Kafka and SQS when
+//! given: `match.ended` to Kafka and `player.died` to SQS, by `GRANARY_ROUTES`), and
 //! a kill is a real SIGKILL.
 
 use std::net::SocketAddr;
@@ -20,8 +21,28 @@ pub(crate) struct Backends<'a> {
     pub(crate) redis: &'a str,
     pub(crate) nats: Option<&'a str>,
     pub(crate) amqp: Option<&'a str>,
+    /// Kafka bootstrap servers `match.ended` also goes to.
+    pub(crate) kafka: Option<&'a str>,
+    /// SQS (`aws` or a URL) `player.died` also goes to.
+    pub(crate) sqs: Option<&'a str>,
     /// Where the first silo serves its dashboard and metrics.
     pub(crate) dashboard: Option<SocketAddr>,
+}
+
+impl Backends<'_> {
+    /// `GRANARY_ROUTES`: `match.ended` to Kafka, `player.died` to SQS (and every event to
+    /// Redis Streams, NATS and RabbitMQ, which no route names).
+    fn routes(&self) -> Option<String> {
+        let routes: Vec<String> = [
+            self.kafka
+                .map(|_| format!("{}=kafka", crate::queues::TO_KAFKA)),
+            self.sqs.map(|_| format!("{}=sqs", crate::queues::TO_SQS)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        (!routes.is_empty()).then(|| routes.join(";"))
+    }
 }
 
 struct SiloProcess {
@@ -74,6 +95,17 @@ impl ProcessCluster {
             }
             if let Some(uri) = backends.amqp {
                 command.env("GRANARY_AMQP", uri);
+            }
+            if let Some(brokers) = backends.kafka {
+                command.env("GRANARY_KAFKA", brokers);
+            }
+            if let Some(endpoint) = backends.sqs {
+                command.env("GRANARY_SQS", endpoint);
+            }
+            if let Some(routes) = backends.routes() {
+                command
+                    .env("GRANARY_ROUTES", routes)
+                    .env("GRANARY_QUEUE_PREFIX", crate::queues::queue_prefix(cluster));
             }
             if let Some(address) = backends.dashboard.filter(|_| index == 0) {
                 let token = uuid::Uuid::new_v4().simple().to_string();

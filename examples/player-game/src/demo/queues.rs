@@ -1,5 +1,7 @@
-//! `--nats` / `--amqp`: a consumer on each queue the silos relay to, counting the events of
-//! this run, so that the summary shows every committed event arrived there too.
+//! `--nats` / `--amqp` / `--kafka` / `--sqs`: a consumer on each queue the silos relay to,
+//! counting the events of this run, so that the summary shows that every committed event
+//! routed there arrived there too: all of them on NATS and RabbitMQ, `match.ended` on Kafka,
+//! `player.died` on SQS.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -22,10 +24,21 @@ struct Seen {
 enum Consumer {
     Nats(Arc<NatsConsumer>),
     Rabbit(Arc<RabbitConsumer>),
+    #[cfg(feature = "kafka")]
+    Kafka(Arc<granary_kafka::KafkaConsumer>),
+    #[cfg(feature = "sqs")]
+    Sqs(Arc<tokio::sync::Mutex<granary_sqs::SqsConsumer>>),
 }
+
+/// The event type the demo routes to Kafka (with `--kafka`).
+pub(crate) const TO_KAFKA: &str = "match.ended";
+/// The event type the demo routes to SQS (with `--sqs`).
+pub(crate) const TO_SQS: &str = "player.died";
 
 struct Tap {
     name: &'static str,
+    /// The only event type routed to this queue; `None`: every type.
+    only: Option<&'static str>,
     seen: Arc<Mutex<Seen>>,
     consumer: Consumer,
     stop: CancellationToken,
@@ -36,6 +49,11 @@ struct Tap {
 #[derive(Default)]
 pub(crate) struct Taps {
     taps: Vec<Tap>,
+}
+
+/// The prefix of this run's Kafka topics and SQS queues (`GRANARY_QUEUE_PREFIX`).
+pub(crate) fn queue_prefix(cluster: &str) -> String {
+    format!("{cluster}.")
 }
 
 /// Counts the events of `origin` (this run's cluster) that `event` brings.
@@ -61,7 +79,12 @@ impl Taps {
         )
         .await
         .with_context(|| format!("cannot use RabbitMQ at {uri}"))?;
-        self.add("RabbitMQ", cluster, Consumer::Rabbit(Arc::new(consumer)));
+        self.add(
+            "RabbitMQ",
+            None,
+            cluster,
+            Consumer::Rabbit(Arc::new(consumer)),
+        );
         Ok(())
     }
 
@@ -78,13 +101,67 @@ impl Taps {
         .with_context(|| format!("cannot use NATS at {url}"))?;
         self.add(
             "NATS JetStream",
+            None,
             cluster,
             Consumer::Nats(Arc::new(consumer)),
         );
         Ok(())
     }
 
-    fn add(&mut self, name: &'static str, cluster: &str, consumer: Consumer) {
+    /// A Kafka consumer (a group of its own) of the `match.ended` topic of this run.
+    #[cfg(feature = "kafka")]
+    pub(crate) async fn add_kafka(&mut self, cluster: &str, brokers: &str) -> anyhow::Result<()> {
+        let topic = format!("{}{TO_KAFKA}", queue_prefix(cluster));
+        let consumer = granary_kafka::KafkaConsumer::connect(
+            brokers,
+            &format!("{cluster}.demo"),
+            &[&topic],
+            granary_kafka::KafkaConsumerConfig::default(),
+        )
+        .await
+        .with_context(|| format!("cannot use Kafka at {brokers}"))?;
+        self.add(
+            "Kafka",
+            Some(TO_KAFKA),
+            cluster,
+            Consumer::Kafka(Arc::new(consumer)),
+        );
+        Ok(())
+    }
+
+    /// An SQS consumer of the `player.died` queue of this run.
+    #[cfg(feature = "sqs")]
+    pub(crate) async fn add_sqs(&mut self, cluster: &str, endpoint: &str) -> anyhow::Result<()> {
+        let endpoint = if endpoint == "aws" {
+            granary_sqs::SqsEndpoint::aws()
+        } else {
+            granary_sqs::SqsEndpoint::url(endpoint)
+        };
+        let queue = granary_sqs::queue_name(&queue_prefix(cluster), TO_SQS, true)?;
+        let config = granary_sqs::SqsConsumerConfig {
+            // Short polls, so that the demo's end does not wait for a long one.
+            wait_time: Duration::from_secs(1),
+            ..granary_sqs::SqsConsumerConfig::default()
+        };
+        let consumer = granary_sqs::SqsConsumer::connect(endpoint.client().await, &queue, config)
+            .await
+            .with_context(|| format!("cannot use SQS queue {queue}"))?;
+        self.add(
+            "SQS",
+            Some(TO_SQS),
+            cluster,
+            Consumer::Sqs(Arc::new(tokio::sync::Mutex::new(consumer))),
+        );
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        name: &'static str,
+        only: Option<&'static str>,
+        cluster: &str,
+        consumer: Consumer,
+    ) {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = CancellationToken::new();
         let origin = format!("{cluster}.");
@@ -115,10 +192,35 @@ impl Taps {
                         }
                     })
                 }
+                #[cfg(feature = "kafka")]
+                Consumer::Kafka(c) => {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        let handler = |event: EventEnvelope| {
+                            let result = count(&seen, &origin, &event);
+                            async move { result }
+                        };
+                        if let Err(err) = c.run(handler, stop).await {
+                            tracing::error!(cause = %err, "Kafka consumer stopped");
+                        }
+                    })
+                }
+                #[cfg(feature = "sqs")]
+                Consumer::Sqs(c) => {
+                    let c = c.clone();
+                    tokio::spawn(async move {
+                        let handler = |event: EventEnvelope| {
+                            let result = count(&seen, &origin, &event);
+                            async move { result }
+                        };
+                        c.lock().await.run(handler, stop).await;
+                    })
+                }
             }
         };
         self.taps.push(Tap {
             name,
+            only,
             seen,
             consumer,
             stop,
@@ -126,12 +228,18 @@ impl Taps {
         });
     }
 
-    /// Waits until every consumer has received each of `expected`, prints what each got, and
-    /// deletes the consumers (a demo's queues are not left to fill).
-    pub(crate) async fn settle(self, expected: &HashSet<&str>) -> anyhow::Result<()> {
+    /// Waits until every consumer has received each of the `committed` events routed to its
+    /// queue, prints what each got, and deletes the consumers (a demo's queues are not left to
+    /// fill).
+    pub(crate) async fn settle(self, committed: &[EventEnvelope]) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut missing_anywhere = false;
         for tap in &self.taps {
+            let expected: HashSet<&str> = committed
+                .iter()
+                .filter(|e| tap.only.is_none_or(|only| e.type_name == only))
+                .map(|e| e.id.as_str())
+                .collect();
             let missing = loop {
                 let missing = {
                     let seen = tap.seen.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -148,10 +256,11 @@ impl Taps {
             let seen = tap.seen.lock().map_err(|e| anyhow::anyhow!("{e}"))?;
             let again = seen.deliveries - seen.ids.len() as u64;
             println!(
-                "  {} consumer: {} of {} events ({again} delivered again, dropped by id){}",
+                "  {} consumer: {} of {} {} events ({again} delivered again, dropped by id){}",
                 tap.name,
                 expected.len() - missing,
                 expected.len(),
+                tap.only.unwrap_or("committed"),
                 if missing > 0 { "  MISSING" } else { "" }
             );
             missing_anywhere |= missing > 0;
@@ -168,6 +277,18 @@ impl Taps {
                 Consumer::Rabbit(c) => {
                     if let Some(c) = Arc::into_inner(c) {
                         c.delete().await?;
+                    }
+                }
+                #[cfg(feature = "kafka")]
+                Consumer::Kafka(c) => {
+                    if let Some(c) = Arc::into_inner(c) {
+                        c.delete().await?;
+                    }
+                }
+                #[cfg(feature = "sqs")]
+                Consumer::Sqs(c) => {
+                    if let Some(c) = Arc::into_inner(c) {
+                        c.into_inner().delete().await?;
                     }
                 }
             }

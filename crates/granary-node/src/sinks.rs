@@ -1,0 +1,430 @@
+//! Where a silo process relays its events: the sinks its settings configure (Redis Streams
+//! always; NATS JetStream, RabbitMQ, Kafka and SQS when their address is set) and the routes
+//! that send an event type to some of them (`GRANARY_ROUTES`).
+//!
+//! Redis Streams gets every event, and so does every other configured sink that no route names;
+//! a sink that routes name gets only the event types routed to it. So with Kafka and SQS
+//! configured, `match.ended=kafka; player.died=sqs` sends match results to Kafka and deaths to
+//! SQS, nothing else to either, and everything to Redis Streams (and to NATS and RabbitMQ, if
+//! configured and not routed).
+
+use std::sync::Arc;
+
+use granary_events::{RelayBuilder, Sink};
+use granary_redis::{RedisStore, RedisStreamsSink};
+
+use crate::{NodeError, Settings};
+
+/// A kind of sink, as `GRANARY_ROUTES` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SinkKind {
+    Redis,
+    Nats,
+    Amqp,
+    Kafka,
+    Sqs,
+}
+
+impl SinkKind {
+    const ALL: [Self; 5] = [Self::Redis, Self::Nats, Self::Amqp, Self::Kafka, Self::Sqs];
+
+    /// Its name in `GRANARY_ROUTES`.
+    fn name(self) -> &'static str {
+        match self {
+            Self::Redis => "redis",
+            Self::Nats => "nats",
+            Self::Amqp => "amqp",
+            Self::Kafka => "kafka",
+            Self::Sqs => "sqs",
+        }
+    }
+
+    /// The setting that configures it (`redis` is always configured).
+    fn setting(self) -> &'static str {
+        match self {
+            Self::Redis => "GRANARY_REDIS",
+            Self::Nats => "GRANARY_NATS",
+            Self::Amqp => "GRANARY_AMQP",
+            Self::Kafka => "GRANARY_KAFKA",
+            Self::Sqs => "GRANARY_SQS",
+        }
+    }
+
+    /// The cargo feature of `granary-node` it needs, if any.
+    fn feature(self) -> Option<&'static str> {
+        match self {
+            Self::Kafka => Some("kafka"),
+            Self::Sqs => Some("sqs"),
+            _ => None,
+        }
+    }
+
+    /// Whether this build can relay to it (Kafka and SQS need their features).
+    fn built_in(self) -> bool {
+        let (kafka, sqs) = (cfg!(feature = "kafka"), cfg!(feature = "sqs"));
+        (self != Self::Kafka || kafka) && (self != Self::Sqs || sqs)
+    }
+
+    fn address(self, settings: &Settings) -> Option<&str> {
+        match self {
+            Self::Redis => settings.redis.as_deref(),
+            Self::Nats => settings.nats.as_deref(),
+            Self::Amqp => settings.amqp.as_deref(),
+            Self::Kafka => settings.kafka.as_deref(),
+            Self::Sqs => settings.sqs.as_deref(),
+        }
+    }
+}
+
+/// The validated sinks and routes of a silo process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Routing {
+    /// The configured sinks, in [`SinkKind::ALL`] order; `redis` first.
+    configured: Vec<SinkKind>,
+    /// `(event type, sinks)`, in the order given.
+    routes: Vec<(String, Vec<SinkKind>)>,
+}
+
+impl Routing {
+    /// Checks the sink addresses and `GRANARY_ROUTES` of `settings`.
+    pub(crate) fn resolve(settings: &Settings) -> Result<Self, NodeError> {
+        let configured: Vec<SinkKind> = SinkKind::ALL
+            .into_iter()
+            .filter(|k| *k == SinkKind::Redis || k.address(settings).is_some())
+            .collect();
+        for kind in &configured {
+            if let Some(feature) = kind.feature().filter(|_| !kind.built_in()) {
+                return Err(NodeError::Setting {
+                    name: kind.setting(),
+                    problem: format!(
+                        "built without the {feature} feature: build granary-node with \
+                         `--features {feature}` (a game's host binary: enable it on its \
+                         granary-cli or granary-node dependency), or unset it"
+                    ),
+                });
+            }
+        }
+        if let Some(url) = &settings.sqs
+            && url != "aws"
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(NodeError::Setting {
+                name: "GRANARY_SQS",
+                problem: format!(
+                    "{url:?}: use `aws` (AWS itself, with the credentials and region of the \
+                     environment) or the URL of an SQS-compatible server, e.g. \
+                     http://127.0.0.1:5000"
+                ),
+            });
+        }
+        let routes = match settings.routes.as_deref() {
+            Some(text) => parse_routes(text, &configured)?,
+            None => Vec::new(),
+        };
+        Ok(Self { configured, routes })
+    }
+
+    /// The sinks every event type goes to.
+    fn defaults(&self) -> Vec<SinkKind> {
+        self.configured
+            .iter()
+            .copied()
+            .filter(|k| {
+                *k == SinkKind::Redis || !self.routes.iter().any(|(_, sinks)| sinks.contains(k))
+            })
+            .collect()
+    }
+
+    /// Connects the configured sinks and sets up `relay` with them: Redis Streams under
+    /// `prefix`; Kafka topics and SQS queues under `GRANARY_QUEUE_PREFIX`.
+    pub(crate) async fn apply(
+        &self,
+        settings: &Settings,
+        store: Arc<RedisStore>,
+        prefix: &str,
+        mut relay: RelayBuilder,
+    ) -> Result<RelayBuilder, NodeError> {
+        let mut sinks: Vec<(SinkKind, Arc<dyn Sink>)> = Vec::new();
+        for kind in &self.configured {
+            let address = kind.address(settings).unwrap_or_default();
+            // Names the setting, never the address: a URL may carry a password.
+            let failed =
+                |e: String| NodeError::Events(format!("{} ({}): {e}", kind.name(), kind.setting()));
+            let sink: Arc<dyn Sink> = match kind {
+                SinkKind::Redis => Arc::new(RedisStreamsSink::new(store.clone(), prefix)),
+                SinkKind::Nats => Arc::new(
+                    granary_nats::NatsSink::connect(address, "GRANARY_EVENTS", "events.")
+                        .await
+                        .map_err(|e| failed(e.to_string()))?,
+                ),
+                SinkKind::Amqp => Arc::new(
+                    granary_rabbitmq::RabbitSink::connect(address, "granary.events", "")
+                        .await
+                        .map_err(|e| failed(e.to_string()))?,
+                ),
+                #[cfg(feature = "kafka")]
+                SinkKind::Kafka => kafka(address, queue_prefix(settings))
+                    .await
+                    .map_err(failed)?,
+                #[cfg(feature = "sqs")]
+                SinkKind::Sqs => {
+                    let routed: Vec<&str> = self
+                        .routes
+                        .iter()
+                        .filter(|(_, sinks)| sinks.contains(&SinkKind::Sqs))
+                        .map(|(event, _)| event.as_str())
+                        .collect();
+                    sqs(address, queue_prefix(settings), &routed)
+                        .await
+                        .map_err(failed)?
+                }
+                // `resolve` refuses a sink this build lacks.
+                #[cfg(not(feature = "kafka"))]
+                SinkKind::Kafka => return Err(failed("built without the kafka feature".into())),
+                #[cfg(not(feature = "sqs"))]
+                SinkKind::Sqs => return Err(failed("built without the sqs feature".into())),
+            };
+            sinks.push((*kind, sink));
+        }
+        let sink_of = |kind: SinkKind| {
+            sinks
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .map(|(_, sink)| sink.clone())
+        };
+        for kind in self.defaults() {
+            if let Some(sink) = sink_of(kind) {
+                relay = relay.sink(sink);
+            }
+        }
+        for (event, kinds) in &self.routes {
+            for kind in self.targets(kinds) {
+                if let Some(sink) = sink_of(kind) {
+                    relay = relay.route(event, sink, event);
+                }
+            }
+        }
+        Ok(relay)
+    }
+
+    /// The sinks of a routed type: the defaults and its route's (a relay route replaces the
+    /// defaults of its type, so they are listed again).
+    fn targets(&self, kinds: &[SinkKind]) -> Vec<SinkKind> {
+        let mut all = self.defaults();
+        for kind in kinds {
+            if !all.contains(kind) {
+                all.push(*kind);
+            }
+        }
+        all
+    }
+}
+
+/// `GRANARY_QUEUE_PREFIX`: the prefix of Kafka topics and SQS queues.
+#[cfg(any(feature = "kafka", feature = "sqs"))]
+fn queue_prefix(settings: &Settings) -> &str {
+    settings.queue_prefix.as_deref().unwrap_or("")
+}
+
+/// Parses `match.ended=kafka; player.died=sqs,nats`.
+fn parse_routes(
+    text: &str,
+    configured: &[SinkKind],
+) -> Result<Vec<(String, Vec<SinkKind>)>, NodeError> {
+    let problem = |problem: String| NodeError::Setting {
+        name: "GRANARY_ROUTES",
+        problem,
+    };
+    let mut routes: Vec<(String, Vec<SinkKind>)> = Vec::new();
+    for route in text.split(';').map(str::trim).filter(|r| !r.is_empty()) {
+        let Some((event, list)) = route.split_once('=') else {
+            return Err(problem(format!(
+                "{route:?}: write `<event type>=<sink>[,<sink>…]`, routes separated by `;`, \
+                 e.g. `match.ended=kafka; player.died=sqs,nats`"
+            )));
+        };
+        let event = event.trim();
+        if event.is_empty() {
+            return Err(problem(format!("{route:?}: the event type is missing")));
+        }
+        if routes.iter().any(|(e, _)| e == event) {
+            return Err(problem(format!(
+                "{event:?} is routed twice: list all its sinks in one route"
+            )));
+        }
+        let mut kinds = Vec::new();
+        for name in list.split(',').map(str::trim) {
+            let Some(kind) = SinkKind::ALL.into_iter().find(|k| k.name() == name) else {
+                return Err(problem(format!(
+                    "{event}: unknown sink {name:?}: use redis, nats, amqp, kafka or sqs"
+                )));
+            };
+            if kind == SinkKind::Redis {
+                return Err(problem(format!(
+                    "{event}: redis gets every event already; route to nats, amqp, kafka or sqs"
+                )));
+            }
+            if !configured.contains(&kind) {
+                return Err(problem(format!(
+                    "{event}: sink {name} is not configured: set {}",
+                    kind.setting()
+                )));
+            }
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        routes.push((event.to_owned(), kinds));
+    }
+    Ok(routes)
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka(brokers: &str, prefix: &str) -> Result<Arc<dyn Sink>, String> {
+    let sink = granary_kafka::KafkaSink::connect(
+        brokers,
+        prefix,
+        granary_kafka::KafkaSinkConfig::default(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(Arc::new(sink))
+}
+
+/// An SQS sink, checked (SQS answers, accepts the credentials) and with the queues of the
+/// event types routed to it created.
+#[cfg(feature = "sqs")]
+async fn sqs(endpoint: &str, prefix: &str, routed: &[&str]) -> Result<Arc<dyn Sink>, String> {
+    let endpoint = if endpoint == "aws" {
+        granary_sqs::SqsEndpoint::aws()
+    } else {
+        granary_sqs::SqsEndpoint::url(endpoint)
+    };
+    let sink = granary_sqs::SqsSink::new(endpoint.client().await, prefix);
+    sink.check().await.map_err(|e| e.to_string())?;
+    for event in routed {
+        sink.ensure_queue(event).await.map_err(|e| e.to_string())?;
+    }
+    Ok(Arc::new(sink))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Settings {
+        let mut settings = Settings::default();
+        settings.apply_env(|name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        });
+        settings
+    }
+
+    fn problem(pairs: &[(&str, &str)]) -> String {
+        match Routing::resolve(&settings(pairs)) {
+            Err(NodeError::Setting { name, problem }) => format!("{name}: {problem}"),
+            other => panic!("expected a settings error, got {other:?}"),
+        }
+    }
+
+    const NATS: (&str, &str) = ("GRANARY_NATS", "nats://n:4222");
+    const AMQP: (&str, &str) = ("GRANARY_AMQP", "amqp://a:5672");
+
+    #[test]
+    fn without_routes_every_configured_sink_is_a_default() {
+        let routing = Routing::resolve(&settings(&[("GRANARY_REDIS", "redis://r"), NATS])).unwrap();
+        assert_eq!(routing.defaults(), vec![SinkKind::Redis, SinkKind::Nats]);
+        assert!(routing.routes.is_empty());
+    }
+
+    #[test]
+    fn a_routed_sink_gets_only_its_types_and_the_others_get_everything() {
+        let routing = Routing::resolve(&settings(&[
+            NATS,
+            AMQP,
+            (
+                "GRANARY_ROUTES",
+                " match.ended = amqp ;player.died=amqp,amqp,nats; ",
+            ),
+        ]))
+        .unwrap();
+        // NATS is routed: it gets only player.died; RabbitMQ only the two routed types.
+        assert_eq!(routing.defaults(), vec![SinkKind::Redis]);
+        assert_eq!(
+            routing.routes,
+            vec![
+                ("match.ended".to_owned(), vec![SinkKind::Amqp]),
+                (
+                    "player.died".to_owned(),
+                    vec![SinkKind::Amqp, SinkKind::Nats]
+                ),
+            ]
+        );
+        assert_eq!(
+            routing.targets(&routing.routes[1].1),
+            vec![SinkKind::Redis, SinkKind::Amqp, SinkKind::Nats]
+        );
+        let routing = Routing::resolve(&settings(&[
+            NATS,
+            AMQP,
+            ("GRANARY_ROUTES", "match.ended=amqp"),
+        ]))
+        .unwrap();
+        // NATS is named by no route: it gets every event, the routed ones too.
+        assert_eq!(routing.defaults(), vec![SinkKind::Redis, SinkKind::Nats]);
+        assert_eq!(
+            routing.targets(&routing.routes[0].1),
+            vec![SinkKind::Redis, SinkKind::Nats, SinkKind::Amqp]
+        );
+    }
+
+    #[test]
+    fn bad_routes_say_what_is_wrong() {
+        let routes = |r: &'static str| [NATS, ("GRANARY_ROUTES", r)];
+        for (given, expected) in [
+            ("match.ended", "write `<event type>=<sink>"),
+            ("=nats", "the event type is missing"),
+            ("a=nats;a=nats", "\"a\" is routed twice"),
+            ("a=redis", "redis gets every event already"),
+            (
+                "a=kafak",
+                "unknown sink \"kafak\": use redis, nats, amqp, kafka or sqs",
+            ),
+            ("a=amqp", "sink amqp is not configured: set GRANARY_AMQP"),
+            ("a=", "unknown sink \"\""),
+        ] {
+            let message = problem(&routes(given));
+            assert!(message.starts_with("GRANARY_ROUTES: "), "{message}");
+            assert!(message.contains(expected), "{given}: {message}");
+        }
+    }
+
+    #[test]
+    fn kafka_and_sqs_need_their_features_and_sqs_a_url() {
+        for (kind, setting, value) in [
+            (SinkKind::Kafka, "GRANARY_KAFKA", "127.0.0.1:9092"),
+            (SinkKind::Sqs, "GRANARY_SQS", "http://127.0.0.1:5000"),
+        ] {
+            let resolved = Routing::resolve(&settings(&[(setting, value)]));
+            if kind.built_in() {
+                assert!(resolved.unwrap().defaults().contains(&kind));
+            } else {
+                let message = problem(&[(setting, value)]);
+                assert!(
+                    message.contains("built without the") && message.starts_with(setting),
+                    "{message}"
+                );
+            }
+        }
+        if SinkKind::Sqs.built_in() {
+            let message = problem(&[("GRANARY_SQS", "sqs.eu-west-1.amazonaws.com")]);
+            assert!(message.contains("use `aws`"), "{message}");
+            assert!(Routing::resolve(&settings(&[("GRANARY_SQS", "aws")])).is_ok());
+        }
+    }
+}
