@@ -353,6 +353,11 @@ async fn a_silo_process_serves_its_metrics() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "OpenMetrics text is served as such: {body}"
+    );
     for line in [
         r#"granary_calls_total{grain_type="cluster.counter",method="bump"} 3"#,
         r#"granary_activations{grain_type="cluster.counter"} 2"#,

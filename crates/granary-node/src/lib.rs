@@ -564,7 +564,11 @@ fn serve_http(
                     async move {
                         match text {
                             Some(text) => HttpResponse::Ok()
-                                .content_type("text/plain; version=0.0.4")
+                                // prometheus-client writes OpenMetrics text (`# EOF`
+                                // ends it): Prometheus parses it by this content type.
+                                .content_type(
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
                                 .body(text),
                             None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
                         }
