@@ -203,7 +203,10 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
         &cluster,
         "survivor",
         "prefer-local",
-        &[("GRANARY_PROFILE", "production"), ("GRANARY_METRICS", &metrics)],
+        &[
+            ("GRANARY_PROFILE", "production"),
+            ("GRANARY_METRICS", &metrics),
+        ],
     )
     .await;
     // Through the zombie as its only gateway, the grain activates there (prefer-local).

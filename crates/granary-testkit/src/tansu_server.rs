@@ -98,7 +98,11 @@ impl PrivateTansu {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.answers().await {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("tansu exited at start ({status}); is `{INSTALL}` the installed build?");
             }
             assert!(
@@ -123,9 +127,7 @@ impl PrivateTansu {
             body.extend_from_slice(&CORRELATION.to_be_bytes());
             body.extend_from_slice(&(client.len() as i16).to_be_bytes());
             body.extend_from_slice(client);
-            stream
-                .write_all(&(body.len() as i32).to_be_bytes())
-                .await?;
+            stream.write_all(&(body.len() as i32).to_be_bytes()).await?;
             stream.write_all(&body).await?;
             let size = stream.read_i32().await?;
             let correlation = stream.read_i32().await?;
