@@ -1,19 +1,54 @@
 //! P7: the relay's throughput to each sink against a raw client publishing the same payloads
 //! with the same batching (one batch of 512 in flight, as the relay does), and the relay's
 //! commit-to-delivery p99 on Redis Streams.
+//!
+//! The sinks: Redis Streams (`GRANARY_BENCH_REDIS`), NATS JetStream (`GRANARY_BENCH_NATS`) and
+//! RabbitMQ (`GRANARY_BENCH_AMQP`) on the local servers by default; Kafka
+//! (`GRANARY_BENCH_KAFKA`, bootstrap servers) and SQS (`GRANARY_BENCH_SQS`, the endpoint URL of
+//! an SQS-compatible server, signed as `granary`/`granary`) on a private `tansu` broker and a
+//! private `moto_server` by default, started once per run ([`Servers`]). The raw baselines:
+//!
+//! - Kafka: a producer with the sink's configuration (`acks=all`, idempotent unless the sink
+//!   fell back, the same `linger.ms` and partitioner) producing the records the sink writes
+//!   (key = source grain, the three headers, the JSON envelope, the commit timestamp) to a
+//!   topic of the same layout, every delivery report awaited.
+//! - SQS: `SendMessageBatch` of 10 entries (the sink's entries: FIFO group = source grain,
+//!   deduplication id = event id, the three attributes, the JSON body) to a FIFO queue, 4
+//!   batches in flight (the sink's default lanes). The sink gives each grain one lane, so its
+//!   lanes carry unequal shares of a batch; the baseline keeps 4 requests in flight to the end.
+//!
+//! Topics and queues exist before the clock starts on both sides (and both Kafka producers
+//! have started), and are deleted afterwards. SQS runs 500 events, not 20,000 (100 and 2,000
+//! with `--quick`): moto (a Python server) checks each FIFO message against every message of
+//! the queue, so a batch takes longer the fuller the queue, and moto's time dominates both
+//! sides.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
+use futures::StreamExt as _;
 use granary::provider::{Claim, Commit, GrainAddress, MemoryStore, StateChange, StateStore};
 use granary::{ActivationId, GrainId, PublishedEvent, SiloId};
 use granary_events::{EventEnvelope, Relay, Sink};
+use granary_kafka::{KafkaSink, KafkaSinkConfig, TopicLayout};
 use granary_redis::{RedisConfig, RedisStore, RedisStreamsSink};
+use granary_sqs::{SqsEndpoint, SqsSink};
+use granary_testkit::moto_server::PrivateMoto;
+use granary_testkit::tansu_server::PrivateTansu;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use tokio::runtime::Runtime;
 
 use crate::engines::multi_thread;
 
 const BATCH: usize = 512;
+/// Entries per `SendMessageBatch`: SQS's limit, as the sink sends.
+const SQS_BATCH: usize = 10;
+/// Batches in flight: [`SqsSink`]'s default lanes.
+const SQS_LANES: usize = 4;
 
 fn name() -> String {
     format!("bench{}", uuid::Uuid::now_v7().simple())
@@ -102,18 +137,57 @@ fn direct_rate(
     })
 }
 
-/// The three sinks' runs: (name, relay, raw).
+/// The sinks' runs: (name, events, relay, raw).
 pub(crate) struct P7 {
-    pub(crate) results: Vec<(&'static str, f64, f64)>,
+    pub(crate) results: Vec<(&'static str, usize, f64, f64)>,
     pub(crate) delivery_p99_ms: f64,
+}
+
+/// The Kafka broker and SQS server of a P7 run: the ones `GRANARY_BENCH_KAFKA` and
+/// `GRANARY_BENCH_SQS` name, else a private `tansu` broker and `moto_server`, stopped on drop.
+pub(crate) struct Servers {
+    kafka: String,
+    sqs: String,
+    _tansu: Option<PrivateTansu>,
+    _moto: Option<PrivateMoto>,
+}
+
+impl Servers {
+    /// Connects to the external servers, or starts the private ones.
+    ///
+    /// # Panics
+    /// If a private server cannot start (`tansu` or `moto_server` not installed).
+    pub(crate) fn start() -> Self {
+        let rt = multi_thread(1);
+        let (kafka, tansu) = match std::env::var("GRANARY_BENCH_KAFKA") {
+            Ok(brokers) => (brokers, None),
+            Err(_) => {
+                let tansu = rt.block_on(PrivateTansu::start());
+                (tansu.brokers(), Some(tansu))
+            }
+        };
+        let (sqs, moto) = match std::env::var("GRANARY_BENCH_SQS") {
+            Ok(url) => (url, None),
+            Err(_) => {
+                let moto = rt.block_on(PrivateMoto::start());
+                (moto.url(), Some(moto))
+            }
+        };
+        Self {
+            kafka,
+            sqs,
+            _tansu: tansu,
+            _moto: moto,
+        }
+    }
 }
 
 fn redis_url() -> String {
     std::env::var("GRANARY_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// One repetition of every P7 measurement with `n` events.
-pub(crate) fn p7(n: usize) -> P7 {
+/// One repetition of every P7 measurement: `n` events, `sqs_events` to SQS.
+pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
     let rt = multi_thread(2);
     let mut results = Vec::new();
 
@@ -154,7 +228,7 @@ pub(crate) fn p7(n: usize) -> P7 {
             let _: Vec<String> = pipe.query_async(&mut conn).await.expect("xadd");
         })
     });
-    results.push(("redis-streams", relay, raw));
+    results.push(("redis-streams", n, relay, raw));
     let delivery_p99_ms = rt.block_on(delivery_p99(store.clone(), &prefix));
     rt.block_on(async {
         let mut conn = conn.clone();
@@ -202,7 +276,7 @@ pub(crate) fn p7(n: usize) -> P7 {
             }
         })
     });
-    results.push(("nats", relay, raw));
+    results.push(("nats", n, relay, raw));
     rt.block_on(async {
         let _ = js.delete_stream(&stream_name).await;
     });
@@ -275,7 +349,7 @@ pub(crate) fn p7(n: usize) -> P7 {
             }
         })
     });
-    results.push(("rabbitmq", relay, raw));
+    results.push(("rabbitmq", n, relay, raw));
     rt.block_on(async {
         let _ = channel
             .queue_delete(
@@ -290,10 +364,243 @@ pub(crate) fn p7(n: usize) -> P7 {
             )
             .await;
     });
+
+    let (relay, raw) = kafka(&rt, n, &servers.kafka);
+    results.push(("kafka", n, relay, raw));
+    let (relay, raw) = sqs(&rt, sqs_events, &servers.sqs);
+    results.push(("sqs", sqs_events, relay, raw));
     P7 {
         results,
         delivery_p99_ms,
     }
+}
+
+/// Kafka: the sink vs a producer of the same configuration producing the same records to a
+/// topic of the same layout, every delivery report awaited; (relay, raw) events per second.
+///
+/// Both producers start together and check that the broker answers (as the sink's `connect`
+/// does), and both topics are created next, so that neither side's clock includes a producer's
+/// start (its connection, its idempotent producer id) or a topic's creation.
+fn kafka(rt: &Runtime, n: usize, brokers: &str) -> (f64, f64) {
+    let prefix = format!("{}.", name());
+    let config = KafkaSinkConfig::default();
+    let sink = rt.block_on(async {
+        KafkaSink::connect(brokers, &prefix, config.clone())
+            .await
+            .expect("P7 needs a Kafka broker (GRANARY_BENCH_KAFKA, or tansu installed)")
+    });
+    // What `granary_kafka`'s producer sets. A sink that falls back to a non-idempotent producer
+    // fails a publish first, which `relay_rate` reports.
+    let mut client = rdkafka::ClientConfig::new();
+    client
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("linger.ms", config.linger.as_millis().max(1).to_string())
+        .set(
+            "message.timeout.ms",
+            config.delivery_timeout.as_millis().max(1).to_string(),
+        )
+        .set("partitioner", "murmur2_random");
+    if sink.is_idempotent() {
+        client.set("enable.idempotence", "true");
+    } else {
+        client
+            .set("enable.idempotence", "false")
+            .set("max.in.flight.requests.per.connection", "1");
+    }
+    let producer: FutureProducer = client.create().expect("producer");
+    // Blocks, on the main thread (no runtime thread).
+    producer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("the broker answers");
+
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let topic = format!("{prefix}raw");
+    let layout = TopicLayout::default();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    rt.block_on(async {
+        sink.publish("match.ended", &[])
+            .await
+            .expect("the sink creates its topic");
+        let created = admin
+            .create_topics(
+                [&NewTopic::new(
+                    &topic,
+                    layout.partitions,
+                    TopicReplication::Fixed(layout.replication),
+                )],
+                &options,
+            )
+            .await
+            .expect("create topic");
+        for result in created {
+            result.expect("topic created");
+        }
+    });
+
+    let sink = Arc::new(sink);
+    let relay = relay_rate(rt, n, sink.clone());
+    let raw = direct_rate(rt, n, &|events| {
+        let (producer, topic) = (producer.clone(), topic.clone());
+        Box::pin(async move {
+            let mut deliveries = Vec::with_capacity(events.len());
+            for e in &events {
+                let key = granary_kafka::record_key(&e.source);
+                let value = e.to_json();
+                let headers = OwnedHeaders::new_with_capacity(3)
+                    .insert(Header {
+                        key: granary_kafka::EVENT_ID_HEADER,
+                        value: Some(e.id.as_str()),
+                    })
+                    .insert(Header {
+                        key: granary_kafka::EVENT_TYPE_HEADER,
+                        value: Some(e.type_name.as_str()),
+                    })
+                    .insert(Header {
+                        key: "content-type",
+                        value: Some("application/json"),
+                    });
+                let record = FutureRecord::to(&topic)
+                    .key(&key)
+                    .payload(&value)
+                    .headers(headers)
+                    .timestamp(i64::try_from(e.timestamp_ms).unwrap_or(i64::MAX));
+                // 512 records never fill librdkafka's queue (100,000 by default).
+                let delivery = producer
+                    .send_result(record)
+                    .map_err(|(err, _)| err)
+                    .expect("enqueue");
+                deliveries.push(delivery);
+            }
+            for delivery in deliveries {
+                delivery
+                    .await
+                    .expect("delivery report")
+                    .map_err(|(err, _)| err)
+                    .expect("delivered");
+            }
+        })
+    });
+
+    rt.block_on(async {
+        sink.delete_topics().await.expect("delete the sink's topic");
+        for result in admin
+            .delete_topics(&[topic.as_str()], &options)
+            .await
+            .expect("delete topic")
+        {
+            result.expect("topic deleted");
+        }
+    });
+    (relay, raw)
+}
+
+/// SQS: the sink vs `SendMessageBatch` of the sink's entries to a FIFO queue, 10 per batch and
+/// as many batches in flight as the sink has lanes; (relay, raw) events per second.
+fn sqs(rt: &Runtime, n: usize, url: &str) -> (f64, f64) {
+    let prefix = format!("{}.", name());
+    let (client, sink, sink_queue) = rt.block_on(async {
+        let client = SqsEndpoint::url(url)
+            .static_credentials("granary", "granary")
+            .client()
+            .await;
+        let sink = SqsSink::new(client.clone(), &prefix);
+        // Creates the queue before the clock starts, as the raw side's is.
+        let queue = sink
+            .ensure_queue("match.ended")
+            .await
+            .expect("P7 needs an SQS server (GRANARY_BENCH_SQS, or moto_server installed)");
+        (client, Arc::new(sink), queue)
+    });
+    let relay = relay_rate(rt, n, sink);
+
+    let raw_queue = rt.block_on(async {
+        client
+            .create_queue()
+            .queue_name(granary_sqs::queue_name(&prefix, "raw", true).expect("queue name"))
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+            .send()
+            .await
+            .expect("CreateQueue")
+            .queue_url()
+            .expect("queue URL")
+            .to_owned()
+    });
+    let raw = direct_rate(rt, n, &|events| {
+        let (client, queue) = (client.clone(), raw_queue.clone());
+        Box::pin(async move {
+            let batches: Vec<Vec<SendMessageBatchRequestEntry>> = events
+                .chunks(SQS_BATCH)
+                .map(|batch| batch.iter().enumerate().map(sqs_entry).collect())
+                .collect();
+            futures::stream::iter(batches)
+                .map(|entries| {
+                    let (client, queue) = (client.clone(), queue.clone());
+                    async move {
+                        let sent = entries.len();
+                        let output = client
+                            .send_message_batch()
+                            .queue_url(queue)
+                            .set_entries(Some(entries))
+                            .send()
+                            .await
+                            .expect("SendMessageBatch");
+                        assert!(output.failed().is_empty(), "SQS refused entries");
+                        assert_eq!(output.successful().len(), sent);
+                    }
+                })
+                .buffer_unordered(SQS_LANES)
+                .collect::<Vec<()>>()
+                .await;
+        })
+    });
+
+    rt.block_on(async {
+        for queue in [sink_queue, raw_queue] {
+            client
+                .delete_queue()
+                .queue_url(queue)
+                .send()
+                .await
+                .expect("DeleteQueue");
+        }
+    });
+    (relay, raw)
+}
+
+/// The `SendMessageBatch` entry [`SqsSink`] writes for `event` at `position` of its batch.
+fn sqs_entry((position, event): (usize, &EventEnvelope)) -> SendMessageBatchRequestEntry {
+    let attribute = |value: &str| {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .expect("data type is set")
+    };
+    let source = &event.source;
+    // The message group: the source grain, as the sink writes it.
+    let group = format!(
+        "{}:{}:{}:{}",
+        source.type_name.len(),
+        source.type_name,
+        source.key_kind.chars().next().unwrap_or('s'),
+        source.key
+    );
+    SendMessageBatchRequestEntry::builder()
+        .id(position.to_string())
+        .message_body(String::from_utf8(event.to_json()).expect("JSON is UTF-8"))
+        .message_attributes("granary-event-id", attribute(&event.id))
+        .message_attributes("granary-event-type", attribute(&event.type_name))
+        .message_attributes("content-type", attribute("application/json"))
+        .message_group_id(granary_sqs::sqs_id(&group))
+        .message_deduplication_id(granary_sqs::sqs_id(&event.id))
+        .build()
+        .expect("id and body are set")
 }
 
 /// Commit-to-delivery p99 (ms) of 1,000 events committed one by one (every 2 ms) while the

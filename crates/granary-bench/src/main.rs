@@ -22,8 +22,9 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 #[derive(Debug, Parser)]
 struct Args {
     /// Metrics to run: P1…P9 or all (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
-    /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`; all default to the local
-    /// servers).
+    /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
+    /// the local servers; and Kafka, `GRANARY_BENCH_KAFKA`, and SQS, `GRANARY_BENCH_SQS`, which
+    /// default to a private `tansu` broker and `moto_server` that P7 starts).
     #[arg(default_value = "all")]
     ids: Vec<String>,
     /// Interleaved repetitions per metric (medians are reported).
