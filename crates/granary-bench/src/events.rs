@@ -68,7 +68,8 @@ async fn filled_outbox(n: usize) -> (Arc<MemoryStore>, Vec<EventEnvelope>) {
         let Ok(Claim::Won(_)) = store.claim(&address, None).await else {
             unreachable!("a fresh store has no owners");
         };
-        let per_grain = n / grains;
+        // Exactly `n` in all: the first `n % grains` grains take one more.
+        let per_grain = n / grains + usize::from(g < n % grains);
         let mut version = 0;
         for chunk in (0..per_grain).collect::<Vec<_>>().chunks(10) {
             let events = chunk
