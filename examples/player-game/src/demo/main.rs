@@ -152,14 +152,18 @@ async fn main() -> anyhow::Result<()> {
     if args.serve_silo {
         return serve_silo().await;
     }
-    // Ctrl-C or SIGTERM drops the demo, and with it the silos (processes are killed on drop).
-    tokio::select! {
-        result = demo(args) => result,
-        signal = interrupted() => {
-            signal?;
-            anyhow::bail!("interrupted: the silos were stopped")
-        }
-    }
+    // Ctrl-C or SIGTERM drops the demo, and with it the silos (processes are killed on drop);
+    // the queue consumers are deleted either way.
+    let mut taps = queues::Taps::default();
+    let outcome = tokio::select! {
+        result = demo(args, &mut taps) => result,
+        signal = interrupted() => match signal {
+            Ok(()) => Err(anyhow::anyhow!("interrupted: the silos were stopped")),
+            Err(err) => Err(err),
+        },
+    };
+    let closed = taps.close().await;
+    outcome.and(closed)
 }
 
 /// Waits for Ctrl-C or SIGTERM.
@@ -172,7 +176,7 @@ async fn interrupted() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn demo(args: Args) -> anyhow::Result<()> {
+async fn demo(args: Args, taps: &mut queues::Taps) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -197,7 +201,6 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         format!("player-game-{millis}")
     });
 
-    let mut taps = queues::Taps::default();
     if let Some(uri) = args.amqp.as_deref().filter(|_| !args.verify) {
         taps.add_rabbit(&cluster_id, uri).await?;
     }

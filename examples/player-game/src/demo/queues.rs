@@ -229,9 +229,8 @@ impl Taps {
     }
 
     /// Waits until every consumer has received each of the `committed` events routed to its
-    /// queue, prints what each got, and deletes the consumers (a demo's queues are not left to
-    /// fill).
-    pub(crate) async fn settle(self, committed: &[EventEnvelope]) -> anyhow::Result<()> {
+    /// queue, and prints what each got.
+    pub(crate) async fn settle(&self, committed: &[EventEnvelope]) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let mut missing_anywhere = false;
         for tap in &self.taps {
@@ -265,7 +264,17 @@ impl Taps {
             );
             missing_anywhere |= missing > 0;
         }
-        for tap in self.taps {
+        if missing_anywhere {
+            bail!("a queue did not receive every committed event within a minute");
+        }
+        Ok(())
+    }
+
+    /// Stops the consumers and deletes them with what is theirs (queues, consumer groups,
+    /// dead-letter destinations): a demo's queues are not left to fill, whether it ended or was
+    /// interrupted.
+    pub(crate) async fn close(&mut self) -> anyhow::Result<()> {
+        for tap in std::mem::take(&mut self.taps) {
             tap.stop.cancel();
             let _ = tap.task.await;
             match tap.consumer {
@@ -292,9 +301,6 @@ impl Taps {
                     }
                 }
             }
-        }
-        if missing_anywhere {
-            bail!("a queue did not receive every committed event within a minute");
         }
         Ok(())
     }
