@@ -43,6 +43,10 @@
 //!
 //! # Known limits
 //!
+//! - Plaintext connections only: librdkafka is built without its `ssl` and `sasl` features
+//!   (they need OpenSSL and Cyrus SASL to build), so a broker that requires TLS or SASL
+//!   authentication (most managed Kafka services) cannot be reached yet; run the silos next to
+//!   a plaintext listener, or turn those `rdkafka` features on.
 //! - A broker that loses its data (tansu with `memory://` storage, restarted) comes back without
 //!   the topics: the sink creates them again at its next attempt, with a fresh producer. A
 //!   consumer reading during such a loss is not covered: see below.
