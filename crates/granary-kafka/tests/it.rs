@@ -3,79 +3,27 @@
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use granary::provider::MemoryStore;
-use granary::{Event, GrainContext, Silo, SiloConfig, grain};
-use granary_events::{EventEnvelope, Relay, RelayConfig};
+use granary_events::{EventEnvelope, Relay, RelayConfig, Sink, SinkError};
 use granary_kafka::{
     EVENT_ID_HEADER, KafkaConsumer, KafkaConsumerConfig, KafkaSink, KafkaSinkConfig,
+};
+use granary_testkit::events::{
+    Deliveries, assert_once_in_order, assert_once_in_order_with, bump, bumped_id, silo,
+    spawn_consumer, wait_until,
 };
 use granary_testkit::redis_server::unique_name;
 use granary_testkit::tansu_server::PrivateTansu;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
-use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Bumped {
-    n: u64,
-}
-
-impl Event for Bumped {
-    const TYPE_NAME: &'static str = "bumped";
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-#[derive(Debug, Default)]
-struct CounterGrain;
-
-#[grain(name = "kafka.counter", state = Count)]
-impl CounterGrain {
-    pub async fn bump(&self, ctx: &GrainContext<Self>) -> granary::Result<u64> {
-        let n = {
-            let mut state = ctx.state();
-            state.n += 1;
-            state.n
-        };
-        ctx.publish(&Bumped { n })?;
-        ctx.write_state().await?;
-        Ok(n)
-    }
-}
-
-async fn silo(store: Arc<MemoryStore>) -> Silo {
-    Silo::builder()
-        .config(SiloConfig::test_profile())
-        .storage(store)
-        .register::<CounterGrain>()
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn bump(silo: &Silo, grains: std::ops::Range<i64>, times: u64) {
-    for g in grains {
-        for _ in 0..times {
-            silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
-        }
-    }
-}
-
-async fn wait_until(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 fn relay_config() -> RelayConfig {
     RelayConfig {
@@ -84,66 +32,68 @@ fn relay_config() -> RelayConfig {
     }
 }
 
-/// Runs `consumer` with `handler` in a task; returns its stop token and handle.
-fn spawn_consumer<F, Fut>(
-    consumer: KafkaConsumer,
-    handler: F,
-) -> (CancellationToken, tokio::task::JoinHandle<KafkaConsumer>)
-where
-    F: Fn(EventEnvelope) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
-{
-    let stop = CancellationToken::new();
-    let task = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            consumer.run(handler, stop).await.unwrap();
-            consumer
-        })
-    };
-    (stop, task)
-}
-
-/// A consumer that records every envelope it is handed.
+/// A consumer run in a task that records every envelope it is handed; returns the deliveries,
+/// the stop token and the task (which hands the consumer back).
 fn collecting(
     consumer: KafkaConsumer,
-) -> (
-    Arc<Mutex<Vec<EventEnvelope>>>,
-    CancellationToken,
-    tokio::task::JoinHandle<KafkaConsumer>,
-) {
-    let received = Arc::new(Mutex::new(Vec::<EventEnvelope>::new()));
-    let into = received.clone();
-    let (stop, task) = spawn_consumer(consumer, move |event| {
-        into.lock().unwrap().push(event);
-        async { Ok(()) }
+) -> (Deliveries, CancellationToken, JoinHandle<KafkaConsumer>) {
+    let received = Deliveries::new();
+    let handler = received.recorder();
+    let (stop, task) = spawn_consumer(|stop| async move {
+        consumer.run(handler, stop).await.unwrap();
+        consumer
     });
     (received, stop, task)
 }
 
-fn distinct(events: &[EventEnvelope]) -> usize {
-    events.iter().map(|e| &e.id).collect::<HashSet<_>>().len()
+/// A sink that hands batches on to `inner` until `after` events were confirmed, then fails
+/// every publish (the relay keeps the batch in the outbox and retries it): when the test stops
+/// the relay, it is mid-stream, with a batch unacknowledged, however fast the load, the relay
+/// and the broker are.
+struct HoldAfter {
+    inner: Arc<KafkaSink>,
+    after: usize,
+    confirmed: AtomicUsize,
+    holding: AtomicBool,
 }
 
-/// After dedupe by id: every grain's counts are exactly 1..=times, in that order.
-fn assert_once_in_order(events: &[EventEnvelope], grains: usize, times: u64) {
-    let mut seen = HashSet::new();
-    let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for event in events {
-        if seen.insert(event.id.clone()) {
-            per_grain
-                .entry(event.source.key.clone())
-                .or_default()
-                .push(event.decode::<Bumped>().unwrap().n);
+impl HoldAfter {
+    fn new(inner: Arc<KafkaSink>, after: usize) -> Self {
+        Self {
+            inner,
+            after,
+            confirmed: AtomicUsize::new(0),
+            holding: AtomicBool::new(false),
         }
     }
-    assert_eq!(per_grain.len(), grains, "events of every grain");
-    for (grain, counts) in per_grain {
-        assert_eq!(
-            counts,
-            (1..=times).collect::<Vec<_>>(),
-            "grain {grain}: each event once, in commit order"
-        );
+
+    fn holding(&self) -> bool {
+        self.holding.load(Ordering::SeqCst)
+    }
+}
+
+impl Sink for HoldAfter {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if self.confirmed.load(Ordering::SeqCst) >= self.after {
+                self.holding.store(true, Ordering::SeqCst);
+                return Err(SinkError::Unavailable {
+                    sink: self.name().to_owned(),
+                    reason: "held back by the test".to_owned(),
+                });
+            }
+            self.inner.publish(topic, events).await?;
+            self.confirmed.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(())
+        })
     }
 }
 
@@ -178,19 +128,18 @@ async fn every_committed_event_arrives_once_in_grain_order() {
         .await,
     );
     bump(&silo, 0..30, 100).await;
-    wait_until("every event arrived", 120, || {
-        distinct(&received.lock().unwrap()) >= 3_000
+    wait_until("every event arrived", Duration::from_secs(120), || {
+        received.distinct() >= 3_000
     })
     .await;
-    wait_until("the outbox is empty", 30, || {
+    wait_until("the outbox is empty", Duration::from_secs(30), || {
         store.outbox_entries().is_empty()
     })
     .await;
     stop.cancel();
     task.await.unwrap();
-    let events = received.lock().unwrap().clone();
-    assert_eq!(distinct(&events), 3_000);
-    assert_once_in_order(&events, 30, 100);
+    assert_eq!(received.distinct(), 3_000);
+    assert_once_in_order(&received.events(), 30, 100);
     assert!(
         relay.delivered() >= 3_000,
         "the relay counted its deliveries"
@@ -212,7 +161,7 @@ async fn records_carry_the_grain_as_key_and_the_event_id_in_a_header() {
     let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
     let silo = silo(store.clone()).await;
     bump(&silo, 0..4, 5).await;
-    wait_until("the outbox is empty", 60, || {
+    wait_until("the outbox is empty", Duration::from_secs(60), || {
         store.outbox_entries().is_empty()
     })
     .await;
@@ -238,7 +187,10 @@ async fn records_carry_the_grain_as_key_and_the_event_id_in_a_header() {
             .unwrap()
             .to_owned();
         let envelope = EventEnvelope::from_json(record.payload().unwrap()).unwrap();
-        assert_eq!(key, format!("13:kafka.counter:i:{}", envelope.source.key));
+        assert_eq!(
+            key,
+            format!("21:testkit.event-counter:i:{}", envelope.source.key)
+        );
         let headers = record.headers().unwrap();
         let id = headers
             .iter()
@@ -289,18 +241,22 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
         )
         .await,
     );
+    let holding = Arc::new(HoldAfter::new(sink.clone(), 300));
     let relay = Relay::builder(store.clone())
-        .sink(sink.clone())
+        .sink(holding.clone())
         .config(relay_config())
         .start();
     let load = {
         let silo = silo.clone();
         tokio::spawn(async move { bump(&silo, 0..20, 100).await })
     };
-    wait_until("the relay delivered some events", 60, || {
-        relay.delivered() >= 300
-    })
+    wait_until(
+        "the relay delivered some events and holds a batch",
+        Duration::from_secs(60),
+        || holding.holding(),
+    )
     .await;
+    assert!(relay.delivered() >= 300);
     relay.stop().await;
     load.await.unwrap();
     assert!(
@@ -311,17 +267,17 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
         .sink(sink.clone())
         .config(relay_config())
         .start();
-    wait_until("every event arrived", 120, || {
-        distinct(&received.lock().unwrap()) >= 2_000
+    wait_until("every event arrived", Duration::from_secs(120), || {
+        received.distinct() >= 2_000
     })
     .await;
-    wait_until("the outbox is empty", 30, || {
+    wait_until("the outbox is empty", Duration::from_secs(30), || {
         store.outbox_entries().is_empty()
     })
     .await;
     stop.cancel();
     task.await.unwrap();
-    assert_once_in_order(&received.lock().unwrap(), 20, 100);
+    assert_once_in_order(&received.events(), 20, 100);
     relay.stop().await;
     Arc::into_inner(silo).unwrap().shutdown().await.unwrap();
 }
@@ -350,24 +306,30 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_flow_when_it_ret
         .config(relay_config())
         .start();
     bump(&silo, 0..1, 1).await;
-    wait_until("the first event was delivered", 60, || {
-        store.outbox_entries().is_empty()
-    })
+    wait_until(
+        "the first event was delivered",
+        Duration::from_secs(60),
+        || store.outbox_entries().is_empty(),
+    )
     .await;
     broker.kill();
     bump(&silo, 0..10, 10).await;
     let failures = relay.failures();
-    wait_until("the relay failed while the broker was down", 60, || {
-        relay.failures() >= failures + 2
-    })
+    wait_until(
+        "the relay failed while the broker was down",
+        Duration::from_secs(60),
+        || relay.failures() >= failures + 2,
+    )
     .await;
     assert_eq!(store.outbox_entries().len(), 100, "nothing left the outbox");
     // Memory storage: the broker comes back empty, without the topic; the sink creates it
     // again.
     broker.restart().await;
-    wait_until("the events flowed after the broker came back", 120, || {
-        store.outbox_entries().is_empty()
-    })
+    wait_until(
+        "the events flowed after the broker came back",
+        Duration::from_secs(120),
+        || store.outbox_entries().is_empty(),
+    )
     .await;
     let (received, stop, task) = collecting(
         consumer(
@@ -377,36 +339,23 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_flow_when_it_ret
         )
         .await,
     );
-    wait_until("the consumer read the 100 events", 60, || {
-        distinct(&received.lock().unwrap()) >= 100
-    })
+    wait_until(
+        "the consumer read the 100 events",
+        Duration::from_secs(60),
+        || received.distinct() >= 100,
+    )
     .await;
     stop.cancel();
     task.await.unwrap();
-    let events = received.lock().unwrap().clone();
     assert_eq!(
-        distinct(&events),
+        received.distinct(),
         100,
         "the events of the outage, none lost"
     );
-    let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for event in &events {
-        if seen.insert(event.id.clone()) {
-            per_grain
-                .entry(event.source.key.clone())
-                .or_default()
-                .push(event.decode::<Bumped>().unwrap().n);
-        }
-    }
-    for (grain, counts) in per_grain {
-        let first = if grain == "0" { 2 } else { 1 };
-        assert_eq!(
-            counts,
-            (first..first + 10).collect::<Vec<_>>(),
-            "grain {grain} in commit order"
-        );
-    }
+    // Grain 0's first event went with the broker's memory: its outage events are counts 2 to 11.
+    assert_once_in_order_with(&received.events(), 10, |grain| {
+        if grain == "0" { 2..=11 } else { 1..=10 }
+    });
     relay.stop().await;
     silo.shutdown().await.unwrap();
 }
@@ -436,44 +385,19 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
     let relay = Relay::builder(store.clone()).sink(sink).start();
     let silo = silo(store.clone()).await;
     bump(&silo, 0..4, 5).await;
-    let poison_id = granary_events::event_id(
-        store.origin(),
-        &granary::GrainId::new("kafka.counter", 2),
-        3,
-        0,
-    );
-    let done = Arc::new(Mutex::new(Vec::new()));
-    let tries = Arc::new(Mutex::new(0));
-    let (handler_done, handler_tries, handler_poison) =
-        (done.clone(), tries.clone(), poison_id.clone());
-    let (stop, task) = spawn_consumer(consumer, move |event| {
-        let poison = event.id == handler_poison;
-        if poison {
-            *handler_tries.lock().unwrap() += 1;
-        } else {
-            handler_done.lock().unwrap().push(event);
-        }
-        async move {
-            if poison {
-                Err("cannot process this one".into())
-            } else {
-                Ok(())
-            }
-        }
+    let poison_id = bumped_id(store.origin(), 2, 3);
+    let done = Deliveries::new();
+    let handler = done.failing_on(&poison_id);
+    let (stop, task) = spawn_consumer(|stop| async move {
+        consumer.run(handler, stop).await.unwrap();
+        consumer
     });
-    wait_until("the others are processed", 60, || {
-        distinct(&done.lock().unwrap()) == 19
+    wait_until("the others are processed", Duration::from_secs(60), || {
+        done.distinct() == 19
     })
     .await;
     // Grain 2's events after the poison one (counts 4 and 5) were processed: not blocked.
-    let grain_2: Vec<u64> = done
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| e.source.key == "2")
-        .map(|e| e.decode::<Bumped>().unwrap().n)
-        .collect();
-    assert_eq!(grain_2, [1, 2, 4, 5]);
+    assert_eq!(done.counts_of("2"), [1, 2, 4, 5]);
     // The dead-letter topic holds the poison record, with why and how many attempts.
     let dead: StreamConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)
@@ -503,7 +427,7 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
     );
     assert_eq!(header("granary-attempts").unwrap(), "3");
     assert_eq!(header(EVENT_ID_HEADER).unwrap(), poison_id);
-    assert_eq!(*tries.lock().unwrap(), 3, "handled max_attempts times");
+    assert_eq!(done.failures(), 3, "handled max_attempts times");
     stop.cancel();
     task.await.unwrap();
     relay.stop().await;

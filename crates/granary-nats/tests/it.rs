@@ -2,48 +2,21 @@
 //! `GRANARY_TEST_NATS`).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use granary::Silo;
 use granary::provider::MemoryStore;
-use granary::{Event, GrainContext, Silo, SiloConfig, grain};
 use granary_events::{EventEnvelope, Relay, Sink};
 use granary_nats::{NatsConsumer, NatsConsumerConfig, NatsSink};
+use granary_testkit::events::{
+    Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
+};
+use granary_testkit::nats_server::PrivateNats;
 use granary_testkit::redis_server::unique_name;
-use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Bumped {
-    n: u64,
-}
-
-impl Event for Bumped {
-    const TYPE_NAME: &'static str = "bumped";
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-#[derive(Debug, Default)]
-struct CounterGrain;
-
-#[grain(name = "nats.counter", state = Count)]
-impl CounterGrain {
-    pub async fn bump(&self, ctx: &GrainContext<Self>) -> granary::Result<u64> {
-        let n = {
-            let mut state = ctx.state();
-            state.n += 1;
-            state.n
-        };
-        ctx.publish(&Bumped { n })?;
-        ctx.write_state().await?;
-        Ok(n)
-    }
-}
+/// How long a test waits for the events to arrive.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn nats_url() -> String {
     let url = std::env::var("GRANARY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
@@ -56,7 +29,7 @@ fn nats_url() -> String {
     url
 }
 
-/// A silo whose grains each commit `times` events, relayed to `sink`.
+/// A silo whose grains `0..grains` each commit `times` events, relayed to `sink`.
 async fn publish_through(
     sink: Arc<dyn Sink>,
     grains: i64,
@@ -64,27 +37,9 @@ async fn publish_through(
 ) -> (Silo, Relay, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
     let relay = Relay::builder(store.clone()).sink(sink).start();
-    let silo = Silo::builder()
-        .config(SiloConfig::test_profile())
-        .storage(store.clone())
-        .register::<CounterGrain>()
-        .start()
-        .await
-        .unwrap();
-    for g in 0..grains {
-        for _ in 0..times {
-            silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
-        }
-    }
+    let silo = silo(store.clone()).await;
+    bump(&silo, 0..grains, times).await;
     (silo, relay, store)
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Deletes the streams a test created (the server is shared).
@@ -120,29 +75,13 @@ async fn events_arrive_once_in_order_and_republishing_is_deduplicated_by_the_ser
     )
     .await
     .unwrap();
-    let received = Arc::new(Mutex::new(Vec::<EventEnvelope>::new()));
-    let stop = CancellationToken::new();
-    let run = {
-        let (received, stop) = (received.clone(), stop.clone());
-        tokio::spawn(async move {
-            consumer
-                .run(
-                    |event| {
-                        received.lock().unwrap().push(event);
-                        async { Ok(()) }
-                    },
-                    stop,
-                )
-                .await
-        })
-    };
-    wait_until("every event arrived", || {
-        received.lock().unwrap().len() >= 2_000
-    })
-    .await;
+    let received = Deliveries::new();
+    let handler = received.recorder();
+    let (stop, run) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
+    wait_until("every event arrived", WAIT, || received.len() >= 2_000).await;
     // The relay publishing the same events again (as after a crash before its outbox ack):
     // the server drops them by Nats-Msg-Id.
-    let again: Vec<EventEnvelope> = received.lock().unwrap().iter().take(100).cloned().collect();
+    let again: Vec<EventEnvelope> = received.events().into_iter().take(100).collect();
     sink.publish("bumped", &again).await.unwrap();
     assert_eq!(
         stream_messages(&url, &name).await,
@@ -151,23 +90,9 @@ async fn events_arrive_once_in_order_and_republishing_is_deduplicated_by_the_ser
     );
     stop.cancel();
     run.await.unwrap().unwrap();
-    let events = received.lock().unwrap().clone();
-    let ids: HashSet<&String> = events.iter().map(|e| &e.id).collect();
-    assert_eq!((events.len(), ids.len()), (2_000, 2_000));
-    let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for event in &events {
-        per_grain
-            .entry(event.source.key.clone())
-            .or_default()
-            .push(event.decode::<Bumped>().unwrap().n);
-    }
-    for (grain, counts) in per_grain {
-        assert_eq!(
-            counts,
-            (1..=50).collect::<Vec<_>>(),
-            "grain {grain} in commit order"
-        );
-    }
+    let events = received.events();
+    assert_eq!((events.len(), received.distinct()), (2_000, 2_000));
+    assert_once_in_order(&events, 40, 50);
     relay.stop().await;
     silo.shutdown().await.unwrap();
 }
@@ -201,45 +126,11 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     let consumer = NatsConsumer::connect(&url, &name, "picky", &sink.subject(">"), config)
         .await
         .unwrap();
-    let poison_id = granary_events::event_id(
-        store.origin(),
-        &granary::GrainId::new("nats.counter", 2),
-        3,
-        0,
-    );
-    let done = Arc::new(Mutex::new(HashSet::new()));
-    let tries = Arc::new(Mutex::new(0));
-    let stop = CancellationToken::new();
-    let run = {
-        let (done, tries, stop, poison_id) =
-            (done.clone(), tries.clone(), stop.clone(), poison_id.clone());
-        tokio::spawn(async move {
-            consumer
-                .run(
-                    |event| {
-                        let poison = event.id == poison_id;
-                        if poison {
-                            *tries.lock().unwrap() += 1;
-                        } else {
-                            done.lock().unwrap().insert(event.id);
-                        }
-                        async move {
-                            if poison {
-                                Err("cannot process this one".into())
-                            } else {
-                                Ok(())
-                            }
-                        }
-                    },
-                    stop,
-                )
-                .await
-        })
-    };
-    wait_until("the others are processed", || {
-        done.lock().unwrap().len() == 19
-    })
-    .await;
+    let poison_id = bumped_id(store.origin(), 2, 3);
+    let done = Deliveries::new();
+    let handler = done.failing_on(&poison_id);
+    let (stop, run) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
+    wait_until("the others are processed", WAIT, || done.distinct() == 19).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while stream_messages(&url, &format!("{name}-dead")).await == 0 {
         assert!(
@@ -250,7 +141,7 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     }
     stop.cancel();
     run.await.unwrap().unwrap();
-    assert_eq!(*tries.lock().unwrap(), 3, "delivered max_deliver times");
+    assert_eq!(done.failures(), 3, "delivered max_deliver times");
     let dead = js.get_stream(format!("{name}-dead")).await.unwrap();
     let message = dead.get_raw_message(1).await.unwrap();
     let envelope = EventEnvelope::from_json(&message.payload).unwrap();
@@ -260,76 +151,6 @@ async fn a_poison_event_is_dead_lettered_after_max_deliveries_without_blocking_t
     clean_up(&url, &[name.clone(), format!("{name}-dead")]).await;
 }
 
-/// A `nats-server -js` of one test, on a free port, with its own store directory.
-struct PrivateNats {
-    port: u16,
-    dir: std::path::PathBuf,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateNats {
-    async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(unique_name("nats"));
-        let mut server = Self {
-            port,
-            dir,
-            child: None,
-        };
-        server.restart().await;
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    async fn restart(&mut self) {
-        self.kill();
-        let child = std::process::Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (Debian: apt-get install nats-server)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "private nats-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for PrivateNats {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_returns() {
     let mut server = PrivateNats::start().await;
@@ -337,18 +158,8 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_returns()
     let sink = Arc::new(NatsSink::connect(&url, "EVENTS", "events.").await.unwrap());
     server.kill();
     let store = Arc::new(MemoryStore::new());
-    let silo = Silo::builder()
-        .config(SiloConfig::test_profile())
-        .storage(store.clone())
-        .register::<CounterGrain>()
-        .start()
-        .await
-        .unwrap();
-    for g in 0..10 {
-        for _ in 0..10 {
-            silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
-        }
-    }
+    let silo = silo(store.clone()).await;
+    bump(&silo, 0..10, 10).await;
     let relay = Relay::builder(store.clone())
         .sink(sink)
         .config(granary_events::RelayConfig {
@@ -356,20 +167,18 @@ async fn events_wait_in_the_outbox_while_nats_is_down_and_flow_when_it_returns()
             ..granary_events::RelayConfig::default()
         })
         .start();
-    wait_until("the relay failed while NATS was down", || {
+    wait_until("the relay failed while NATS was down", WAIT, || {
         relay.failures() >= 1
     })
     .await;
     assert_eq!(store.outbox_entries().len(), 100, "nothing left the outbox");
     server.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !store.outbox_entries().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the events did not flow after NATS came back"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the events flowed after NATS came back",
+        Duration::from_secs(60),
+        || store.outbox_entries().is_empty(),
+    )
+    .await;
     assert_eq!(
         stream_messages(&url, "EVENTS").await,
         100,

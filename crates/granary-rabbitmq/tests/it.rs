@@ -2,48 +2,19 @@
 //! `GRANARY_TEST_AMQP`).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use granary::provider::MemoryStore;
-use granary::{Event, GrainContext, Silo, SiloConfig, grain};
 use granary_events::{EventEnvelope, Relay, RelayConfig};
 use granary_rabbitmq::{RabbitConsumer, RabbitConsumerConfig, RabbitSink};
+use granary_testkit::events::{
+    Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
+};
 use granary_testkit::redis_server::unique_name;
-use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Bumped {
-    n: u64,
-}
-
-impl Event for Bumped {
-    const TYPE_NAME: &'static str = "bumped";
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-#[derive(Debug, Default)]
-struct CounterGrain;
-
-#[grain(name = "amqp.counter", state = Count)]
-impl CounterGrain {
-    pub async fn bump(&self, ctx: &GrainContext<Self>) -> granary::Result<u64> {
-        let n = {
-            let mut state = ctx.state();
-            state.n += 1;
-            state.n
-        };
-        ctx.publish(&Bumped { n })?;
-        ctx.write_state().await?;
-        Ok(n)
-    }
-}
+/// How long a test waits for the events to arrive.
+const WAIT: Duration = Duration::from_secs(30);
 
 fn amqp_uri() -> String {
     if let Ok(uri) = std::env::var("GRANARY_TEST_AMQP") {
@@ -86,49 +57,6 @@ async fn clean_up(uri: &str, exchange: &str, queue: &str) {
     }
 }
 
-async fn silo(store: Arc<MemoryStore>) -> Silo {
-    Silo::builder()
-        .config(SiloConfig::test_profile())
-        .storage(store)
-        .register::<CounterGrain>()
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn bump(silo: &Silo, grains: i64, times: u64) {
-    for g in 0..grains {
-        for _ in 0..times {
-            silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
-        }
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Runs `consumer` with `handler` in a task; returns its stop token and handle.
-fn spawn_consumer<F, Fut>(
-    consumer: RabbitConsumer,
-    handler: F,
-) -> (CancellationToken, tokio::task::JoinHandle<()>)
-where
-    F: Fn(EventEnvelope) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
-{
-    let stop = CancellationToken::new();
-    let task = {
-        let stop = stop.clone();
-        tokio::spawn(async move { consumer.run(handler, stop).await.unwrap() })
-    };
-    (stop, task)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
     let uri = amqp_uri();
@@ -143,9 +71,12 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
         })
         .start();
     let silo = silo(store.clone()).await;
-    bump(&silo, 40, 50).await;
+    bump(&silo, 0..40, 50).await;
     // No queue is bound yet: RabbitMQ returns the mandatory messages, the relay keeps them.
-    wait_until("the relay saw returned messages", || relay.failures() >= 2).await;
+    wait_until("the relay saw returned messages", WAIT, || {
+        relay.failures() >= 2
+    })
+    .await;
     assert_eq!(
         store.outbox_entries().len(),
         2_000,
@@ -161,39 +92,18 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
     )
     .await
     .unwrap();
-    let received = Arc::new(Mutex::new(Vec::<EventEnvelope>::new()));
-    let sink_of = received.clone();
-    let (stop, task) = spawn_consumer(consumer, move |event| {
-        sink_of.lock().unwrap().push(event);
-        async { Ok(()) }
-    });
-    wait_until("every event arrived", || {
-        received.lock().unwrap().len() >= 2_000
+    let received = Deliveries::new();
+    let handler = received.recorder();
+    let (stop, task) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
+    wait_until("every event arrived", WAIT, || received.len() >= 2_000).await;
+    wait_until("the outbox is empty", WAIT, || {
+        store.outbox_entries().is_empty()
     })
     .await;
-    wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
     stop.cancel();
-    task.await.unwrap();
-    let events = received.lock().unwrap().clone();
-    let ids: HashSet<&String> = events.iter().map(|e| &e.id).collect();
-    assert_eq!(ids.len(), 2_000, "every event, once after dedupe");
-    let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    let mut seen = HashSet::new();
-    for event in &events {
-        if seen.insert(event.id.clone()) {
-            per_grain
-                .entry(event.source.key.clone())
-                .or_default()
-                .push(event.decode::<Bumped>().unwrap().n);
-        }
-    }
-    for (grain, counts) in per_grain {
-        assert_eq!(
-            counts,
-            (1..=50).collect::<Vec<_>>(),
-            "grain {grain} in commit order"
-        );
-    }
+    task.await.unwrap().unwrap();
+    assert_eq!(received.distinct(), 2_000, "every event, once after dedupe");
+    assert_once_in_order(&received.events(), 40, 50);
     relay.stop().await;
     silo.shutdown().await.unwrap();
 }
@@ -221,36 +131,12 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
     let store = Arc::new(MemoryStore::new());
     let relay = Relay::builder(store.clone()).sink(sink).start();
     let silo = silo(store.clone()).await;
-    bump(&silo, 4, 5).await;
-    let poison_id = granary_events::event_id(
-        store.origin(),
-        &granary::GrainId::new("amqp.counter", 2),
-        3,
-        0,
-    );
-    let done = Arc::new(Mutex::new(HashSet::new()));
-    let tries = Arc::new(Mutex::new(0));
-    let (handler_done, handler_tries, handler_poison) =
-        (done.clone(), tries.clone(), poison_id.clone());
-    let (stop, task) = spawn_consumer(consumer, move |event| {
-        let poison = event.id == handler_poison;
-        if poison {
-            *handler_tries.lock().unwrap() += 1;
-        } else {
-            handler_done.lock().unwrap().insert(event.id);
-        }
-        async move {
-            if poison {
-                Err("cannot process this one".into())
-            } else {
-                Ok(())
-            }
-        }
-    });
-    wait_until("the others are processed", || {
-        done.lock().unwrap().len() == 19
-    })
-    .await;
+    bump(&silo, 0..4, 5).await;
+    let poison_id = bumped_id(store.origin(), 2, 3);
+    let done = Deliveries::new();
+    let handler = done.failing_on(&poison_id);
+    let (stop, task) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
+    wait_until("the others are processed", WAIT, || done.distinct() == 19).await;
     // The dead-letter queue receives the poison event.
     let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
         .await
@@ -276,9 +162,9 @@ async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the
     };
     let envelope = EventEnvelope::from_json(&dead.delivery.data).unwrap();
     assert_eq!(envelope.id, poison_id);
-    assert_eq!(*tries.lock().unwrap(), 3, "delivered max_attempts times");
+    assert_eq!(done.failures(), 3, "delivered max_attempts times");
     stop.cancel();
-    task.await.unwrap();
+    task.await.unwrap().unwrap();
     relay.stop().await;
     silo.shutdown().await.unwrap();
     clean_up(&uri, &name, &queue).await;

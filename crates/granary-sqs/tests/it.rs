@@ -2,50 +2,24 @@
 //! per test (PyPI `moto[server]`), on a free loopback port, stopped at the end.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use granary::provider::MemoryStore;
-use granary::{Event, GrainContext, Silo, SiloConfig, grain};
-use granary_events::{EventEnvelope, Format, RecentEvents, Relay, RelayConfig, Sink};
+use granary_events::{EventEnvelope, Format, Relay, RelayConfig, Sink};
 use granary_sqs::{SqsConsumer, SqsConsumerConfig, SqsEndpoint, SqsSink};
+use granary_testkit::events::{
+    Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
+};
 use granary_testkit::moto_server::PrivateMoto;
 use granary_testkit::redis_server::unique_name;
-use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Bumped {
-    n: u64,
-}
-
-impl Event for Bumped {
-    const TYPE_NAME: &'static str = "bumped";
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Count {
-    n: u64,
-}
-
-#[derive(Debug, Default)]
-struct CounterGrain;
-
-#[grain(name = "sqs.counter", state = Count)]
-impl CounterGrain {
-    pub async fn bump(&self, ctx: &GrainContext<Self>) -> granary::Result<u64> {
-        let n = {
-            let mut state = ctx.state();
-            state.n += 1;
-            state.n
-        };
-        ctx.publish(&Bumped { n })?;
-        ctx.write_state().await?;
-        Ok(n)
-    }
-}
+/// How long a test waits for the events to arrive: moto is slow.
+const WAIT: Duration = Duration::from_secs(90);
 
 async fn client(moto: &PrivateMoto) -> aws_sdk_sqs::Client {
     // Logs shown when a test fails (RUST_LOG=granary_sqs=debug for more).
@@ -80,103 +54,18 @@ fn fast_relay() -> RelayConfig {
     }
 }
 
-async fn silo(store: Arc<MemoryStore>) -> Silo {
-    Silo::builder()
-        .config(SiloConfig::test_profile())
-        .storage(store)
-        .register::<CounterGrain>()
-        .start()
-        .await
-        .unwrap()
-}
-
-async fn bump(silo: &Silo, grains: std::ops::Range<i64>, times: u64) {
-    for g in grains {
-        for _ in 0..times {
-            silo.client().grain::<CounterGrain>(g).bump().await.unwrap();
-        }
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-type Received = Arc<Mutex<Vec<EventEnvelope>>>;
-
 /// Runs `consumer` in a task, recording every delivery; returns the deliveries, the stop token
 /// and the task (which hands the consumer back).
 fn spawn_recording(
     mut consumer: SqsConsumer,
-) -> (
-    Received,
-    CancellationToken,
-    tokio::task::JoinHandle<SqsConsumer>,
-) {
-    let received = Received::default();
-    let stop = CancellationToken::new();
-    let task = {
-        let (received, stop) = (received.clone(), stop.clone());
-        tokio::spawn(async move {
-            consumer
-                .run(
-                    move |event| {
-                        received.lock().unwrap().push(event);
-                        async { Ok(()) }
-                    },
-                    stop,
-                )
-                .await;
-            consumer
-        })
-    };
+) -> (Deliveries, CancellationToken, JoinHandle<SqsConsumer>) {
+    let received = Deliveries::new();
+    let handler = received.recorder();
+    let (stop, task) = spawn_consumer(|stop| async move {
+        consumer.run(handler, stop).await;
+        consumer
+    });
     (received, stop, task)
-}
-
-/// The first delivery of each event (dropping repeats by id, as a consumer does), per grain
-/// key, as the grain's counts.
-fn deduped_per_grain(events: &[EventEnvelope]) -> BTreeMap<String, Vec<u64>> {
-    let mut seen = RecentEvents::with_capacity(100_000);
-    let mut per_grain: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for event in events {
-        if seen.first_time_of(event) {
-            per_grain
-                .entry(event.source.key.clone())
-                .or_default()
-                .push(event.decode::<Bumped>().unwrap().n);
-        }
-    }
-    per_grain
-}
-
-fn distinct(received: &Received) -> usize {
-    received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e.id.clone())
-        .collect::<HashSet<_>>()
-        .len()
-}
-
-fn assert_in_commit_order(events: &[EventEnvelope], grains: i64, times: u64) {
-    let per_grain = deduped_per_grain(events);
-    assert_eq!(
-        per_grain.len(),
-        usize::try_from(grains).unwrap(),
-        "every grain"
-    );
-    for (grain, counts) in per_grain {
-        assert_eq!(
-            counts,
-            (1..=times).collect::<Vec<_>>(),
-            "grain {grain}: every event once after dedupe, in commit order"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,15 +87,18 @@ async fn every_event_arrives_once_after_dedupe_in_per_grain_order() {
     // backlog makes it quadratic (minutes for 2,000 queued messages); real SQS does not care.
     for round in 1..=10 {
         bump(&silo, 0..20, 10).await;
-        wait_until("the round's events arrived", || {
-            distinct(&received) == round * 200
+        wait_until("the round's events arrived", WAIT, || {
+            received.distinct() == round * 200
         })
         .await;
     }
-    wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
+    wait_until("the outbox is empty", WAIT, || {
+        store.outbox_entries().is_empty()
+    })
+    .await;
     stop.cancel();
     let consumer = task.await.unwrap();
-    assert_in_commit_order(&received.lock().unwrap(), 20, 100);
+    assert_once_in_order(&received.events(), 20, 100);
     assert_eq!(relay.delivered(), 2_000);
     relay.stop().await;
     silo.shutdown().await.unwrap();
@@ -236,7 +128,7 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
             ..fast_relay()
         })
         .start();
-    wait_until("the relay delivered some events", || {
+    wait_until("the relay delivered some events", WAIT, || {
         relay.delivered() >= 100
     })
     .await;
@@ -250,11 +142,14 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
         .sink(sink)
         .config(fast_relay())
         .start();
-    wait_until("every event arrived", || distinct(&received) == 600).await;
-    wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
+    wait_until("every event arrived", WAIT, || received.distinct() == 600).await;
+    wait_until("the outbox is empty", WAIT, || {
+        store.outbox_entries().is_empty()
+    })
+    .await;
     stop.cancel();
     let consumer = task.await.unwrap();
-    assert_in_commit_order(&received.lock().unwrap(), 12, 50);
+    assert_once_in_order(&received.events(), 12, 50);
     relay.stop().await;
     consumer.delete().await.unwrap();
 }
@@ -276,13 +171,19 @@ async fn events_wait_in_the_outbox_while_sqs_is_down_then_flow() {
         .start();
     let silo = silo(store.clone()).await;
     bump(&silo, 0..10, 20).await;
-    wait_until("the first events arrived", || distinct(&received) == 200).await;
-    wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
+    wait_until("the first events arrived", WAIT, || {
+        received.distinct() == 200
+    })
+    .await;
+    wait_until("the outbox is empty", WAIT, || {
+        store.outbox_entries().is_empty()
+    })
+    .await;
 
     moto.stop();
     let failures = relay.failures();
     bump(&silo, 0..10, 20).await;
-    wait_until("the relay failed to publish", || {
+    wait_until("the relay failed to publish", WAIT, || {
         relay.failures() >= failures + 2
     })
     .await;
@@ -291,18 +192,21 @@ async fn events_wait_in_the_outbox_while_sqs_is_down_then_flow() {
         200,
         "the events wait in the outbox"
     );
-    assert_eq!(distinct(&received), 200);
+    assert_eq!(received.distinct(), 200);
 
     // moto comes back empty: the sink and the consumer create their queues again.
     moto.restart().await;
-    wait_until("the events arrived after the outage", || {
-        distinct(&received) == 400
+    wait_until("the events arrived after the outage", WAIT, || {
+        received.distinct() == 400
     })
     .await;
-    wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
+    wait_until("the outbox is empty", WAIT, || {
+        store.outbox_entries().is_empty()
+    })
+    .await;
     stop.cancel();
     let consumer = task.await.unwrap();
-    assert_in_commit_order(&received.lock().unwrap(), 10, 40);
+    assert_once_in_order(&received.events(), 10, 40);
     // The consumer set its queue up again: dead-letter queue and redrive policy.
     let attributes = client
         .get_queue_attributes()
@@ -345,46 +249,14 @@ async fn a_poison_event_is_dead_lettered_without_blocking_the_rest() {
     let relay = Relay::builder(store.clone()).sink(sink).start();
     let silo = silo(store.clone()).await;
     bump(&silo, 0..4, 5).await;
-    let poison_id = granary_events::event_id(
-        store.origin(),
-        &granary::GrainId::new("sqs.counter", 2),
-        3,
-        0,
-    );
-    let done = Arc::new(Mutex::new(Vec::<EventEnvelope>::new()));
-    let tries = Arc::new(Mutex::new(0));
-    let stop = CancellationToken::new();
-    let task = {
-        let (done, tries, poison, stop) =
-            (done.clone(), tries.clone(), poison_id.clone(), stop.clone());
-        tokio::spawn(async move {
-            consumer
-                .run(
-                    move |event| {
-                        let poison = event.id == poison;
-                        if poison {
-                            *tries.lock().unwrap() += 1;
-                        } else {
-                            done.lock().unwrap().push(event);
-                        }
-                        async move {
-                            if poison {
-                                Err("cannot process this one".into())
-                            } else {
-                                Ok(())
-                            }
-                        }
-                    },
-                    stop,
-                )
-                .await;
-            consumer
-        })
-    };
-    wait_until("the others are processed", || {
-        done.lock().unwrap().len() >= 19
-    })
-    .await;
+    let poison_id = bumped_id(store.origin(), 2, 3);
+    let done = Deliveries::new();
+    let handler = done.failing_on(&poison_id);
+    let (stop, task) = spawn_consumer(|stop| async move {
+        consumer.run(handler, stop).await;
+        consumer
+    });
+    wait_until("the others are processed", WAIT, || done.len() >= 19).await;
 
     stop.cancel();
     let consumer = task.await.unwrap();
@@ -417,16 +289,10 @@ async fn a_poison_event_is_dead_lettered_without_blocking_the_rest() {
         dead.message_attributes().unwrap()["granary-failure"].string_value(),
         Some("after 3 attempts: cannot process this one")
     );
-    assert_eq!(*tries.lock().unwrap(), 3, "delivered max_attempts times");
-    let done = done.lock().unwrap().clone();
+    assert_eq!(done.failures(), 3, "delivered max_attempts times");
     assert_eq!(done.len(), 19, "every other event, once");
-    let grain_2: Vec<u64> = done
-        .iter()
-        .filter(|e| e.source.key == "2")
-        .map(|e| e.decode::<Bumped>().unwrap().n)
-        .collect();
     assert_eq!(
-        grain_2,
+        done.counts_of("2"),
         [1, 2, 4, 5],
         "the poison's grain goes on after it, in order"
     );
@@ -454,15 +320,7 @@ async fn fifo_deduplication_drops_a_repeated_publish_and_long_ids_are_hashed() {
     let silo = silo(store.clone()).await;
     let long_key = "k".repeat(200);
     let keys = ["alice", long_key.as_str(), "jökull", "two words"];
-    for key in keys {
-        for _ in 0..3 {
-            silo.client()
-                .grain::<CounterGrain>(key)
-                .bump()
-                .await
-                .unwrap();
-        }
-    }
+    bump(&silo, keys, 3).await;
     let mut events: Vec<EventEnvelope> = store
         .outbox_entries()
         .iter()
@@ -531,7 +389,7 @@ async fn fifo_deduplication_drops_a_repeated_publish_and_long_ids_are_hashed() {
         );
         if envelope.source.key == "alice" {
             assert_eq!(dedupe, &envelope.id, "a short ASCII id is itself");
-            assert_eq!(group, "11:sqs.counter:s:alice");
+            assert_eq!(group, "21:testkit.event-counter:s:alice");
         } else {
             assert!(
                 dedupe.starts_with("sha256:") && dedupe.len() == 71,
@@ -600,11 +458,14 @@ async fn a_slow_handler_keeps_its_message_invisible_and_messagepack_travels() {
     let silo = silo(store.clone()).await;
     bump(&silo, 0..2, 3).await;
     let started = Instant::now();
-    wait_until("every event was handled", || {
+    wait_until("every event was handled", WAIT, || {
         deliveries.lock().unwrap().len() == 6
     })
     .await;
-    wait_until("the outbox is empty", || store.outbox_entries().is_empty()).await;
+    wait_until("the outbox is empty", WAIT, || {
+        store.outbox_entries().is_empty()
+    })
+    .await;
     // The slow handlers finish (their messages deleted) after 5 s; then nothing can come back.
     let queue_url = {
         let mut consumers = Vec::new();
@@ -661,7 +522,7 @@ async fn standard_queues_deliver_every_event_at_least_once() {
     let relay = Relay::builder(store.clone()).sink(sink).start();
     let silo = silo(store.clone()).await;
     bump(&silo, 0..5, 20).await;
-    wait_until("every event arrived", || distinct(&received) == 100).await;
+    wait_until("every event arrived", WAIT, || received.distinct() == 100).await;
     stop.cancel();
     task.await.unwrap().delete().await.unwrap();
     relay.stop().await;

@@ -10,14 +10,21 @@
 //! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
 //! - [`moto_server`] gives tests a private SQS-compatible server they may stop and restart.
 //! - [`tansu_server`] gives tests a private Kafka-protocol broker they may kill and restart.
+//! - [`nats_server`] gives tests a private NATS server with JetStream they may kill and restart.
+//! - [`events`] is the scaffolding of the event adapters' tests: a grain that publishes an event
+//!   per call, handlers that record what a consumer delivered, and the check that every event
+//!   arrived once, in commit order.
 //! - [`conformance`] is the suite every state store passes, in-memory and Redis alike.
 //!
 //! See the `example-player-game` package for a suite written with both.
 
 pub mod conformance;
+pub mod events;
 mod grain_test;
 mod host;
 pub mod moto_server;
+pub mod nats_server;
+mod private_server;
 pub mod process;
 pub mod redis_server;
 pub mod tansu_server;

@@ -5,11 +5,11 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::redis_server::free_port;
+use crate::private_server::{free_port, kill, wait_until_serving};
 
 /// A `moto_server` process, stopped (SIGKILL, by its `Child`) when dropped.
 #[derive(Debug)]
@@ -42,10 +42,7 @@ impl PrivateMoto {
 
     /// Stops the server (SIGKILL) and waits for it to exit; everything it held is gone.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the server again on the same port (empty: moto keeps nothing), after
@@ -69,25 +66,13 @@ impl PrivateMoto {
                      SQS-compatible server: `pip install 'moto[server]'` (`bash .ci/run` does it)"
                 )
             });
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("`{program}` on port {} exited with {status}", self.port);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "`{program}` on port {} did not accept connections within 30 s",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let server = format!("`{program}` on port {}", self.port);
+        wait_until_serving(child, &server, Duration::from_secs(30), "", async || {
+            TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
     }
 }
 

@@ -6,13 +6,15 @@
 //! Redis, or needs AOF `always`, starts a [`PrivateRedis`] on a free loopback port and stops it
 //! by its pid.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::private_server::{free_port, kill, wait_until_serving};
 
 /// The URL of the shared test Redis: `GRANARY_TEST_REDIS`, or `redis://127.0.0.1:6379`.
 ///
@@ -116,17 +118,14 @@ impl PrivateRedis {
 
     /// Kills the server with SIGKILL (no shutdown, no final fsync) and waits for it to exit.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the server again on the same port and directory (after [`kill`](Self::kill)),
     /// and waits until it answers.
     ///
     /// # Panics
-    /// If it does not answer within 10 s.
+    /// If it exits at start or does not answer within 10 s.
     pub async fn restart(&mut self) {
         self.kill();
         let aof = match self.persistence {
@@ -144,17 +143,13 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("`redis-server` is installed (Debian: apt-get install redis-server)");
-        self.child = Some(child);
+        let child = self.child.insert(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !ping(addr, Duration::from_millis(200)).await {
-            assert!(
-                Instant::now() < deadline,
-                "private redis-server on port {} did not answer within 10 s",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let server = format!("private redis-server on port {}", self.port);
+        wait_until_serving(child, &server, Duration::from_secs(10), "", async || {
+            ping(addr, Duration::from_millis(200)).await
+        })
+        .await;
     }
 }
 
@@ -163,11 +158,4 @@ impl Drop for PrivateRedis {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }

@@ -6,12 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::redis_server::free_port;
+use crate::private_server::{free_port, kill, wait_until_serving};
 
 /// How `tansu` is installed (`.ci/run` does it once per machine).
 pub const INSTALL: &str = "cargo install tansu --locked --features dynostore,postgres";
@@ -71,10 +71,7 @@ impl PrivateTansu {
 
     /// Kills the broker (SIGKILL) and waits for it to exit; everything it held is gone.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        kill(&mut self.child);
     }
 
     /// Starts the broker (again, on the same port, empty) and waits until it answers an
@@ -95,49 +92,39 @@ impl PrivateTansu {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start tansu ({e}); install it with `{INSTALL}`"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.answers().await {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("tansu exited at start ({status}); is `{INSTALL}` the installed build?");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu on port {} did not answer within 30 s",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = self.child.insert(child);
+        let (port, server) = (self.port, format!("tansu on port {}", self.port));
+        let hint = format!("; is `{INSTALL}` the installed build?");
+        wait_until_serving(child, &server, Duration::from_secs(30), &hint, async || {
+            answers(port).await
+        })
+        .await;
     }
+}
 
-    /// Whether the broker answers an `ApiVersions` (v0) request with its correlation id: a
-    /// listening socket is not yet a broker that serves.
-    async fn answers(&self) -> bool {
-        const CORRELATION: i32 = 0x6772_616e;
-        let attempt = async {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).await?;
-            let client = b"granary-testkit";
-            let mut body = Vec::new();
-            body.extend_from_slice(&18_i16.to_be_bytes()); // ApiVersions
-            body.extend_from_slice(&0_i16.to_be_bytes()); // version 0
-            body.extend_from_slice(&CORRELATION.to_be_bytes());
-            body.extend_from_slice(&(client.len() as i16).to_be_bytes());
-            body.extend_from_slice(client);
-            stream.write_all(&(body.len() as i32).to_be_bytes()).await?;
-            stream.write_all(&body).await?;
-            let size = stream.read_i32().await?;
-            let correlation = stream.read_i32().await?;
-            Ok::<_, std::io::Error>(size >= 4 && correlation == CORRELATION)
-        };
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), attempt).await,
-            Ok(Ok(true))
-        )
-    }
+/// Whether the broker answers an `ApiVersions` (v0) request with its correlation id: a
+/// listening socket is not yet a broker that serves.
+async fn answers(port: u16) -> bool {
+    const CORRELATION: i32 = 0x6772_616e;
+    let attempt = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let client = b"granary-testkit";
+        let mut body = Vec::new();
+        body.extend_from_slice(&18_i16.to_be_bytes()); // ApiVersions
+        body.extend_from_slice(&0_i16.to_be_bytes()); // version 0
+        body.extend_from_slice(&CORRELATION.to_be_bytes());
+        body.extend_from_slice(&(client.len() as i16).to_be_bytes());
+        body.extend_from_slice(client);
+        stream.write_all(&(body.len() as i32).to_be_bytes()).await?;
+        stream.write_all(&body).await?;
+        let size = stream.read_i32().await?;
+        let correlation = stream.read_i32().await?;
+        Ok::<_, std::io::Error>(size >= 4 && correlation == CORRELATION)
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Ok(true))
+    )
 }
 
 impl Drop for PrivateTansu {
