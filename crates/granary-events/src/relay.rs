@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::EventEnvelope;
 use crate::metrics::{RelayMetrics, SinkStats};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
 
 /// Which outbox shards this relay serves (in a cluster: the ones its silo owns).
 pub type ShardOwner = Arc<dyn Fn(u32) -> bool + Send + Sync>;
@@ -36,6 +36,10 @@ pub struct RelayConfig {
     pub retry_min: Duration,
     /// Longest wait between retries. Default 5 s.
     pub retry_max: Duration,
+    /// How long [`Relay::stop`] lets a publish in flight finish (so that a clean stop does not
+    /// make its batch be delivered twice) before it abandons it, unacknowledged: a sink that
+    /// hangs never holds a silo's shutdown for longer. Default 5 s.
+    pub stop_grace: Duration,
 }
 
 impl Default for RelayConfig {
@@ -45,6 +49,7 @@ impl Default for RelayConfig {
             idle_poll: Duration::from_millis(20),
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
+            stop_grace: Duration::from_secs(5),
         }
     }
 }
@@ -251,8 +256,10 @@ impl Relay {
         self.metrics.clone()
     }
 
-    /// Stops the relay and waits for it. A batch in flight is abandoned unacknowledged: the next
-    /// relay delivers it again.
+    /// Stops the relay and waits for it. A publish in flight gets
+    /// [`stop_grace`](RelayConfig::stop_grace) to finish; then it is abandoned, and its batch,
+    /// unacknowledged, is delivered again by the next relay (same event ids). No new publish
+    /// starts once stopping.
     pub async fn stop(mut self) {
         self.stop.cancel();
         let _ = (&mut self.task).await;
@@ -320,6 +327,36 @@ impl Worker {
         }
     }
 
+    /// Publishes `events` to `target`; `None` if the relay was stopped and the publish did not
+    /// finish within the grace period (it is dropped: the events stay in the outbox).
+    async fn publish(
+        &self,
+        target: &Target,
+        topic: &str,
+        events: &[EventEnvelope],
+    ) -> Option<Result<(), SinkError>> {
+        let publish = target.sink.publish(topic, events);
+        tokio::pin!(publish);
+        tokio::select! {
+            result = &mut publish => Some(result),
+            () = self.stop.cancelled() => {
+                match tokio::time::timeout(self.config.stop_grace, publish).await {
+                    Ok(result) => Some(result),
+                    Err(_) => {
+                        tracing::warn!(
+                            sink = target.sink.name(),
+                            topic,
+                            grace = ?self.config.stop_grace,
+                            "the relay stopped and a publish did not finish in time: abandoned; \
+                             its events stay in the outbox"
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
     fn targets(&self, type_name: &str) -> &[Target] {
         self.routes
             .get(type_name)
@@ -375,7 +412,13 @@ impl Worker {
         for (i, (target, topic, events, _)) in batches.iter().enumerate() {
             let mut wait = self.config.retry_min;
             loop {
-                match target.sink.publish(topic, events).await {
+                if self.stop.is_cancelled() {
+                    return false;
+                }
+                let Some(published) = self.publish(target, topic, events).await else {
+                    return false;
+                };
+                match published {
                     Ok(()) => {
                         target.stats.confirmed(events.len());
                         if !batches[i + 1..]
