@@ -4,17 +4,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use granary::provider::MemoryStore;
-use granary_events::{EventEnvelope, Relay, RelayConfig, Sink, SinkError};
+use granary_events::{EventEnvelope, Relay, RelayConfig};
 use granary_kafka::{
     EVENT_ID_HEADER, KafkaConsumer, KafkaConsumerConfig, KafkaSink, KafkaSinkConfig,
 };
 use granary_testkit::events::{
-    Deliveries, assert_once_in_order, assert_once_in_order_with, bump, bumped_id, silo,
+    Deliveries, HoldAfter, assert_once_in_order, assert_once_in_order_with, bump, bumped_id, silo,
     spawn_consumer, wait_until,
 };
 use granary_testkit::redis_server::unique_name;
@@ -44,57 +42,6 @@ fn collecting(
         consumer
     });
     (received, stop, task)
-}
-
-/// A sink that hands batches on to `inner` until `after` events were confirmed, then fails
-/// every publish (the relay keeps the batch in the outbox and retries it): when the test stops
-/// the relay, it is mid-stream, with a batch unacknowledged, however fast the load, the relay
-/// and the broker are.
-struct HoldAfter {
-    inner: Arc<KafkaSink>,
-    after: usize,
-    confirmed: AtomicUsize,
-    holding: AtomicBool,
-}
-
-impl HoldAfter {
-    fn new(inner: Arc<KafkaSink>, after: usize) -> Self {
-        Self {
-            inner,
-            after,
-            confirmed: AtomicUsize::new(0),
-            holding: AtomicBool::new(false),
-        }
-    }
-
-    fn holding(&self) -> bool {
-        self.holding.load(Ordering::SeqCst)
-    }
-}
-
-impl Sink for HoldAfter {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            if self.confirmed.load(Ordering::SeqCst) >= self.after {
-                self.holding.store(true, Ordering::SeqCst);
-                return Err(SinkError::Unavailable {
-                    sink: self.name().to_owned(),
-                    reason: "held back by the test".to_owned(),
-                });
-            }
-            self.inner.publish(topic, events).await?;
-            self.confirmed.fetch_add(events.len(), Ordering::SeqCst);
-            Ok(())
-        })
-    }
 }
 
 async fn consumer(brokers: &str, topic: &str, config: KafkaConsumerConfig) -> KafkaConsumer {

@@ -11,7 +11,7 @@ use granary::provider::MemoryStore;
 use granary_events::{EventEnvelope, Format, Relay, RelayConfig, Sink};
 use granary_sqs::{SqsConsumer, SqsConsumerConfig, SqsEndpoint, SqsSink};
 use granary_testkit::events::{
-    Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
+    Deliveries, HoldAfter, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
 };
 use granary_testkit::moto_server::PrivateMoto;
 use granary_testkit::redis_server::unique_name;
@@ -120,18 +120,23 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
     let silo = silo(store.clone()).await;
     bump(&silo, 0..12, 50).await;
     silo.shutdown().await.unwrap();
-    // Small batches, so that the relay is stopped with a batch in flight or more to read.
+    // Small batches; after 100 confirmed events the sink refuses, so that the relay is stopped
+    // mid-stream whatever the speeds.
+    let holding = Arc::new(HoldAfter::new(sink, 100));
     let relay = Relay::builder(store.clone())
-        .sink(sink)
+        .sink(holding.clone())
         .config(RelayConfig {
             batch: 50,
             ..fast_relay()
         })
         .start();
-    wait_until("the relay delivered some events", WAIT, || {
-        relay.delivered() >= 100
-    })
+    wait_until(
+        "the relay delivered some events and holds a batch",
+        WAIT,
+        || holding.holding(),
+    )
     .await;
+    assert!(relay.delivered() >= 100);
     relay.stop().await;
     let left = store.outbox_entries().len();
     assert!(left > 0 && left < 600, "stopped mid-stream: {left} left");

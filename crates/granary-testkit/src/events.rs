@@ -35,11 +35,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::{Future, Ready};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use granary::provider::MemoryStore;
 use granary::{Event, Grain, GrainContext, GrainId, GrainKey, Silo, SiloConfig, grain};
-use granary_events::EventEnvelope;
+use granary_events::{EventEnvelope, Sink, SinkError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -374,3 +376,75 @@ fn count(event: &EventEnvelope) -> u64 {
 
 #[cfg(test)]
 mod tests;
+
+/// A sink that hands batches on to `inner` until `after` events were confirmed, then fails every
+/// publish (the relay keeps the batch in the outbox and retries it), so that a test that stops
+/// the relay once [`holding`](Self::holding) stops it mid-stream, with a batch unacknowledged,
+/// however fast the load, the relay and the broker are.
+pub struct HoldAfter {
+    inner: Arc<dyn Sink>,
+    after: usize,
+    confirmed: AtomicUsize,
+    holding: AtomicBool,
+}
+
+impl std::fmt::Debug for HoldAfter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HoldAfter")
+            .field("inner", &self.inner.name())
+            .field("after", &self.after)
+            .field("confirmed", &self.confirmed())
+            .field("holding", &self.holding())
+            .finish()
+    }
+}
+
+impl HoldAfter {
+    /// Passes batches to `inner` until `after` events were confirmed.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Sink>, after: usize) -> Self {
+        Self {
+            inner,
+            after,
+            confirmed: AtomicUsize::new(0),
+            holding: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether it has refused a batch: the relay has events it could not deliver.
+    #[must_use]
+    pub fn holding(&self) -> bool {
+        self.holding.load(Ordering::SeqCst)
+    }
+
+    /// The events `inner` confirmed.
+    #[must_use]
+    pub fn confirmed(&self) -> usize {
+        self.confirmed.load(Ordering::SeqCst)
+    }
+}
+
+impl Sink for HoldAfter {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn publish<'a>(
+        &'a self,
+        topic: &'a str,
+        events: &'a [EventEnvelope],
+    ) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            if self.confirmed() >= self.after {
+                self.holding.store(true, Ordering::SeqCst);
+                return Err(SinkError::Unavailable {
+                    sink: self.name().to_owned(),
+                    reason: "held back by the test".to_owned(),
+                });
+            }
+            self.inner.publish(topic, events).await?;
+            self.confirmed.fetch_add(events.len(), Ordering::SeqCst);
+            Ok(())
+        })
+    }
+}
