@@ -378,3 +378,124 @@ async fn a_silo_process_serves_its_metrics() {
     assert!(body.trim_end().ends_with("# EOF"), "{body}");
     client.close().await;
 }
+
+/// Records the `<type> <id>` of each event a consumer is handed.
+fn recorder(
+    seen: &Arc<std::sync::Mutex<Vec<String>>>,
+) -> impl Fn(granary_events::EventEnvelope) -> std::future::Ready<Result<(), String>> + use<> {
+    let seen = seen.clone();
+    move |event| {
+        seen.lock()
+            .unwrap()
+            .push(format!("{} {}", event.type_name, event.id));
+        std::future::ready(Ok(()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_process_relays_to_the_nats_stream_and_rabbitmq_exchange_its_settings_name() {
+    use granary_nats::{NatsConsumer, NatsConsumerConfig};
+    use granary_rabbitmq::{RabbitConsumer, RabbitConsumerConfig};
+    let nats =
+        std::env::var("GRANARY_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let amqp = std::env::var("GRANARY_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let cluster = unique_name("names");
+    let stream = cluster.replace('-', "_").to_uppercase();
+    let subjects = format!("{cluster}.events.");
+    let exchange = format!("{cluster}.events");
+    // Bound before the silo relays: RabbitMQ drops what no queue is bound to.
+    let rabbit = RabbitConsumer::connect(
+        &amqp,
+        &exchange,
+        &format!("{cluster}.q"),
+        "#",
+        RabbitConsumerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let silo = start_with(
+        &cluster,
+        "named",
+        "prefer-local",
+        &[
+            ("GRANARY_NATS", &nats),
+            ("GRANARY_NATS_STREAM", &stream),
+            ("GRANARY_NATS_SUBJECTS", &subjects),
+            ("GRANARY_AMQP", &amqp),
+            ("GRANARY_AMQP_EXCHANGE", &exchange),
+        ],
+    )
+    .await;
+    // The silo created the stream, capturing `<subjects>>`.
+    let jetstream = NatsConsumer::connect(
+        &nats,
+        &stream,
+        "names",
+        &format!("{subjects}>"),
+        NatsConsumerConfig::default(),
+    )
+    .await
+    .unwrap();
+    let client = pinned(&cluster, silo.addr).await;
+    let count = client
+        .grain::<CounterGrain>(1)
+        .bump_and_announce()
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+
+    let (from_nats, from_rabbit) = (Arc::default(), Arc::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::join!(
+        async {
+            tokio::select! {
+                result = jetstream.run(recorder(&from_nats), stop.clone()) => result.unwrap(),
+                () = wait_for_one(&from_nats) => {}
+            }
+        },
+        async {
+            tokio::select! {
+                result = rabbit.run(recorder(&from_rabbit), stop.clone()) => result.unwrap(),
+                () = wait_for_one(&from_rabbit) => {}
+            }
+        },
+    );
+    stop.cancel();
+    for seen in [&from_nats, &from_rabbit] {
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(
+            seen[0].starts_with(&format!("cluster.counter.bumped {cluster}.")),
+            "{seen:?}"
+        );
+    }
+    client.close().await;
+    drop(silo);
+    jetstream.delete().await.unwrap();
+    rabbit.delete().await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+    js.delete_stream(&stream).await.unwrap();
+    let connection = lapin::Connection::connect(&amqp, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    connection
+        .create_channel()
+        .await
+        .unwrap()
+        .exchange_delete(
+            exchange.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits (at most 20 s) until `seen` holds an event.
+async fn wait_for_one(seen: &Arc<std::sync::Mutex<Vec<String>>>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "no event within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -31,8 +31,10 @@
 //! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, and the dashboard when a token is set | off |
 //! | `GRANARY_DASHBOARD_TOKEN` | serve the dashboard at `http://<GRANARY_METRICS>/dashboard?token=<token>`; at least 16 characters; needs `GRANARY_METRICS` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
-//! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_EVENTS`, subjects `events.<type>`) | off |
-//! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `granary.events`, routing key = type) | off |
+//! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_NATS_STREAM`, subjects `<GRANARY_NATS_SUBJECTS><type>`) | off |
+//! | `GRANARY_NATS_STREAM`, `GRANARY_NATS_SUBJECTS` | the JetStream stream and subject prefix: clusters sharing a NATS server set their own (subjects of two streams must not overlap) | `GRANARY_EVENTS`, `events.` |
+//! | `GRANARY_AMQP` | also to RabbitMQ at this URI (topic exchange `GRANARY_AMQP_EXCHANGE`, routing key = type) | off |
+//! | `GRANARY_AMQP_EXCHANGE` | the RabbitMQ exchange | `granary.events` |
 //! | `GRANARY_KAFKA` | also to Kafka at these bootstrap servers (`host:port[,…]`; topic `<queue prefix><type>`, key = source grain); needs the cargo feature `kafka` | off |
 //! | `GRANARY_SQS` | also to SQS: `aws` (the environment's credentials and region) or the URL of an SQS-compatible server (FIFO queue `<queue prefix><type>.fifo`, `.` → `-`); needs the cargo feature `sqs` | off |
 //! | `GRANARY_QUEUE_PREFIX` | prefix of the Kafka topics and SQS queues | empty |
@@ -114,8 +116,14 @@ pub struct Settings {
     pub events_prefix: Option<String>,
     /// NATS URL events also go to.
     pub nats: Option<String>,
+    /// NATS JetStream stream of the events.
+    pub nats_stream: Option<String>,
+    /// Prefix of the NATS subjects of the events.
+    pub nats_subjects: Option<String>,
     /// RabbitMQ URI events also go to.
     pub amqp: Option<String>,
+    /// RabbitMQ exchange of the events.
+    pub amqp_exchange: Option<String>,
     /// Kafka bootstrap servers events also go to (cargo feature `kafka`).
     pub kafka: Option<String>,
     /// SQS events also go to: `aws`, or the URL of an SQS-compatible server (cargo feature
@@ -228,7 +236,10 @@ impl Settings {
             ("GRANARY_DASHBOARD_TOKEN", &mut self.dashboard_token),
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
             ("GRANARY_NATS", &mut self.nats),
+            ("GRANARY_NATS_STREAM", &mut self.nats_stream),
+            ("GRANARY_NATS_SUBJECTS", &mut self.nats_subjects),
             ("GRANARY_AMQP", &mut self.amqp),
+            ("GRANARY_AMQP_EXCHANGE", &mut self.amqp_exchange),
             ("GRANARY_KAFKA", &mut self.kafka),
             ("GRANARY_SQS", &mut self.sqs),
             ("GRANARY_QUEUE_PREFIX", &mut self.queue_prefix),

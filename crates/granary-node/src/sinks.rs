@@ -83,6 +83,34 @@ pub(crate) struct Routing {
     configured: Vec<SinkKind>,
     /// `(event type, sinks)`, in the order given.
     routes: Vec<(String, Vec<SinkKind>)>,
+    /// The NATS JetStream stream and the prefix of its subjects.
+    nats_stream: String,
+    nats_subjects: String,
+    /// The RabbitMQ exchange.
+    amqp_exchange: String,
+}
+
+/// The default NATS stream (`GRANARY_NATS_STREAM`).
+const NATS_STREAM: &str = "GRANARY_EVENTS";
+/// The default prefix of the NATS subjects (`GRANARY_NATS_SUBJECTS`).
+const NATS_SUBJECTS: &str = "events.";
+/// The default RabbitMQ exchange (`GRANARY_AMQP_EXCHANGE`).
+const AMQP_EXCHANGE: &str = "granary.events";
+
+/// Checks a name against what its server accepts.
+fn check_name(
+    value: &str,
+    setting: &'static str,
+    what: &str,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), NodeError> {
+    if value.is_empty() || value.len() > 255 || !value.chars().all(allowed) {
+        return Err(NodeError::Setting {
+            name: setting,
+            problem: format!("{value:?} is not a valid {what}"),
+        });
+    }
+    Ok(())
 }
 
 impl Routing {
@@ -121,7 +149,47 @@ impl Routing {
             Some(text) => parse_routes(text, &configured)?,
             None => Vec::new(),
         };
-        Ok(Self { configured, routes })
+        let nats_stream = settings.nats_stream.as_deref().unwrap_or(NATS_STREAM);
+        // JetStream stream names: no whitespace, `.`, `*`, `>`, path separators.
+        check_name(
+            nats_stream,
+            "GRANARY_NATS_STREAM",
+            "JetStream stream name (letters, digits, `-` and `_`)",
+            |c| c.is_ascii_alphanumeric() || c == '-' || c == '_',
+        )?;
+        let nats_subjects = settings.nats_subjects.as_deref().unwrap_or(NATS_SUBJECTS);
+        check_name(
+            nats_subjects,
+            "GRANARY_NATS_SUBJECTS",
+            "subject prefix (tokens of letters, digits, `-` and `_`, each followed by `.`, \
+             e.g. `staging.events.`)",
+            |c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.',
+        )?;
+        if !nats_subjects.ends_with('.')
+            || nats_subjects.starts_with('.')
+            || nats_subjects.contains("..")
+        {
+            return Err(NodeError::Setting {
+                name: "GRANARY_NATS_SUBJECTS",
+                problem: format!(
+                    "{nats_subjects:?}: write tokens each followed by `.`, e.g. `staging.events.`"
+                ),
+            });
+        }
+        let amqp_exchange = settings.amqp_exchange.as_deref().unwrap_or(AMQP_EXCHANGE);
+        check_name(
+            amqp_exchange,
+            "GRANARY_AMQP_EXCHANGE",
+            "RabbitMQ exchange name (letters, digits, `-`, `_`, `.` and `:`)",
+            |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'),
+        )?;
+        Ok(Self {
+            configured,
+            routes,
+            nats_stream: nats_stream.to_owned(),
+            nats_subjects: nats_subjects.to_owned(),
+            amqp_exchange: amqp_exchange.to_owned(),
+        })
     }
 
     /// The sinks every event type goes to.
@@ -153,12 +221,16 @@ impl Routing {
             let sink: Arc<dyn Sink> = match kind {
                 SinkKind::Redis => Arc::new(RedisStreamsSink::new(store.clone(), prefix)),
                 SinkKind::Nats => Arc::new(
-                    granary_nats::NatsSink::connect(address, "GRANARY_EVENTS", "events.")
-                        .await
-                        .map_err(|e| failed(e.to_string()))?,
+                    granary_nats::NatsSink::connect(
+                        address,
+                        &self.nats_stream,
+                        &self.nats_subjects,
+                    )
+                    .await
+                    .map_err(|e| failed(e.to_string()))?,
                 ),
                 SinkKind::Amqp => Arc::new(
-                    granary_rabbitmq::RabbitSink::connect(address, "granary.events", "")
+                    granary_rabbitmq::RabbitSink::connect(address, &self.amqp_exchange, "")
                         .await
                         .map_err(|e| failed(e.to_string()))?,
                 ),
@@ -401,6 +473,44 @@ mod tests {
             let message = problem(&routes(given));
             assert!(message.starts_with("GRANARY_ROUTES: "), "{message}");
             assert!(message.contains(expected), "{given}: {message}");
+        }
+    }
+
+    #[test]
+    fn nats_and_rabbitmq_names_are_settings_checked_before_use() {
+        let routing = Routing::resolve(&settings(&[NATS, AMQP])).unwrap();
+        assert_eq!(
+            (
+                routing.nats_stream.as_str(),
+                routing.nats_subjects.as_str(),
+                routing.amqp_exchange.as_str()
+            ),
+            ("GRANARY_EVENTS", "events.", "granary.events")
+        );
+        let routing = Routing::resolve(&settings(&[
+            ("GRANARY_NATS_STREAM", "STAGING_EVENTS"),
+            ("GRANARY_NATS_SUBJECTS", "staging.events."),
+            ("GRANARY_AMQP_EXCHANGE", "staging.events"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                routing.nats_stream.as_str(),
+                routing.nats_subjects.as_str(),
+                routing.amqp_exchange.as_str()
+            ),
+            ("STAGING_EVENTS", "staging.events.", "staging.events")
+        );
+        for (setting, value) in [
+            ("GRANARY_NATS_STREAM", "staging.events"),
+            ("GRANARY_NATS_STREAM", ""),
+            ("GRANARY_NATS_SUBJECTS", "staging.events"),
+            ("GRANARY_NATS_SUBJECTS", "staging..events."),
+            ("GRANARY_NATS_SUBJECTS", "events.>"),
+            ("GRANARY_AMQP_EXCHANGE", "staging events"),
+        ] {
+            let message = problem(&[(setting, value)]);
+            assert!(message.starts_with(setting), "{value}: {message}");
         }
     }
 
