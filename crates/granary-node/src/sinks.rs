@@ -83,8 +83,9 @@ pub(crate) struct Routing {
     configured: Vec<SinkKind>,
     /// `(event type, sinks)`, in the order given.
     routes: Vec<(String, Vec<SinkKind>)>,
-    /// The NATS JetStream stream and the prefix of its subjects.
+    /// The NATS JetStream stream.
     nats_stream: String,
+    /// The prefix of its subjects (`events.`).
     nats_subjects: String,
     /// The RabbitMQ exchange.
     amqp_exchange: String,
@@ -114,7 +115,7 @@ fn check_name(
 }
 
 impl Routing {
-    /// Checks the sink addresses and `GRANARY_ROUTES` of `settings`.
+    /// Checks the sink settings of `settings`: addresses, names and `GRANARY_ROUTES`.
     pub(crate) fn resolve(settings: &Settings) -> Result<Self, NodeError> {
         let configured: Vec<SinkKind> = SinkKind::ALL
             .into_iter()
