@@ -374,9 +374,6 @@ fn count(event: &EventEnvelope) -> u64 {
     }
 }
 
-#[cfg(test)]
-mod tests;
-
 /// A sink that hands batches on to `inner` until `after` events were confirmed, then fails every
 /// publish (the relay keeps the batch in the outbox and retries it), so that a test that stops
 /// the relay once [`holding`](Self::holding) stops it mid-stream, with a batch unacknowledged,
@@ -448,3 +445,6 @@ impl Sink for HoldAfter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
