@@ -56,6 +56,52 @@ pub(crate) fn queue_prefix(cluster: &str) -> String {
     format!("{cluster}.")
 }
 
+/// A handler counting the events of `origin` (this run's cluster) into `seen`.
+fn counter(
+    seen: Arc<Mutex<Seen>>,
+    origin: String,
+) -> impl Fn(EventEnvelope) -> std::future::Ready<Result<(), String>> + Send + 'static {
+    move |event| std::future::ready(count(&seen, &origin, &event))
+}
+
+/// Logs why the consumer `name` stopped before it was told to.
+fn report<E: std::fmt::Display>(name: &str, result: Result<(), E>) {
+    if let Err(err) = result {
+        tracing::error!(cause = %err, "{name} consumer stopped");
+    }
+}
+
+impl Consumer {
+    /// Deletes the consumer with what is its own, once its task let go of it.
+    async fn delete(self) -> anyhow::Result<()> {
+        match self {
+            Self::Nats(c) => {
+                if let Some(c) = Arc::into_inner(c) {
+                    c.delete().await?;
+                }
+            }
+            Self::Rabbit(c) => {
+                if let Some(c) = Arc::into_inner(c) {
+                    c.delete().await?;
+                }
+            }
+            #[cfg(feature = "kafka")]
+            Self::Kafka(c) => {
+                if let Some(c) = Arc::into_inner(c) {
+                    c.delete().await?;
+                }
+            }
+            #[cfg(feature = "sqs")]
+            Self::Sqs(c) => {
+                if let Some(c) = Arc::into_inner(c) {
+                    c.into_inner().delete().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Counts the events of `origin` (this run's cluster) that `event` brings.
 fn count(seen: &Mutex<Seen>, origin: &str, event: &EventEnvelope) -> Result<(), String> {
     if event.id.starts_with(origin) {
@@ -164,58 +210,26 @@ impl Taps {
     ) {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let stop = CancellationToken::new();
-        let origin = format!("{cluster}.");
-        let task = {
-            let (seen, stop) = (seen.clone(), stop.clone());
-            match &consumer {
-                Consumer::Nats(c) => {
-                    let c = c.clone();
-                    tokio::spawn(async move {
-                        let handler = |event: EventEnvelope| {
-                            let result = count(&seen, &origin, &event);
-                            async move { result }
-                        };
-                        if let Err(err) = c.run(handler, stop).await {
-                            tracing::error!(cause = %err, "NATS consumer stopped");
-                        }
-                    })
-                }
-                Consumer::Rabbit(c) => {
-                    let c = c.clone();
-                    tokio::spawn(async move {
-                        let handler = |event: EventEnvelope| {
-                            let result = count(&seen, &origin, &event);
-                            async move { result }
-                        };
-                        if let Err(err) = c.run(handler, stop).await {
-                            tracing::error!(cause = %err, "RabbitMQ consumer stopped");
-                        }
-                    })
-                }
-                #[cfg(feature = "kafka")]
-                Consumer::Kafka(c) => {
-                    let c = c.clone();
-                    tokio::spawn(async move {
-                        let handler = |event: EventEnvelope| {
-                            let result = count(&seen, &origin, &event);
-                            async move { result }
-                        };
-                        if let Err(err) = c.run(handler, stop).await {
-                            tracing::error!(cause = %err, "Kafka consumer stopped");
-                        }
-                    })
-                }
-                #[cfg(feature = "sqs")]
-                Consumer::Sqs(c) => {
-                    let c = c.clone();
-                    tokio::spawn(async move {
-                        let handler = |event: EventEnvelope| {
-                            let result = count(&seen, &origin, &event);
-                            async move { result }
-                        };
-                        c.lock().await.run(handler, stop).await;
-                    })
-                }
+        let handler = counter(seen.clone(), format!("{cluster}."));
+        let token = stop.clone();
+        let task = match &consumer {
+            Consumer::Nats(c) => {
+                let c = c.clone();
+                tokio::spawn(async move { report(name, c.run(handler, token).await) })
+            }
+            Consumer::Rabbit(c) => {
+                let c = c.clone();
+                tokio::spawn(async move { report(name, c.run(handler, token).await) })
+            }
+            #[cfg(feature = "kafka")]
+            Consumer::Kafka(c) => {
+                let c = c.clone();
+                tokio::spawn(async move { report(name, c.run(handler, token).await) })
+            }
+            #[cfg(feature = "sqs")]
+            Consumer::Sqs(c) => {
+                let c = c.clone();
+                tokio::spawn(async move { c.lock().await.run(handler, token).await })
             }
         };
         self.taps.push(Tap {
@@ -277,30 +291,7 @@ impl Taps {
         for tap in std::mem::take(&mut self.taps) {
             tap.stop.cancel();
             let _ = tap.task.await;
-            match tap.consumer {
-                Consumer::Nats(c) => {
-                    if let Some(c) = Arc::into_inner(c) {
-                        c.delete().await?;
-                    }
-                }
-                Consumer::Rabbit(c) => {
-                    if let Some(c) = Arc::into_inner(c) {
-                        c.delete().await?;
-                    }
-                }
-                #[cfg(feature = "kafka")]
-                Consumer::Kafka(c) => {
-                    if let Some(c) = Arc::into_inner(c) {
-                        c.delete().await?;
-                    }
-                }
-                #[cfg(feature = "sqs")]
-                Consumer::Sqs(c) => {
-                    if let Some(c) = Arc::into_inner(c) {
-                        c.into_inner().delete().await?;
-                    }
-                }
-            }
+            tap.consumer.delete().await?;
         }
         Ok(())
     }
