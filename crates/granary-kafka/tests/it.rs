@@ -12,8 +12,8 @@ use granary_kafka::{
     EVENT_ID_HEADER, KafkaConsumer, KafkaConsumerConfig, KafkaSink, KafkaSinkConfig,
 };
 use granary_testkit::events::{
-    Deliveries, HoldAfter, assert_once_in_order, assert_once_in_order_with, bump, bumped_id, silo,
-    spawn_consumer, wait_until,
+    Deliveries, HoldAfter, assert_once_in_order, assert_once_in_order_with, bump, bumped_id,
+    outbox_drained, silo, spawn_consumer, wait_until,
 };
 use granary_testkit::redis_server::unique_name;
 use granary_testkit::tansu_server::PrivateTansu;
@@ -44,6 +44,15 @@ fn collecting(
     (received, stop, task)
 }
 
+/// A sink with the default configuration, topics `<prefix><topic>`.
+async fn sink(brokers: &str, prefix: &str) -> Arc<KafkaSink> {
+    Arc::new(
+        KafkaSink::connect(brokers, prefix, KafkaSinkConfig::default())
+            .await
+            .unwrap(),
+    )
+}
+
 async fn consumer(brokers: &str, topic: &str, config: KafkaConsumerConfig) -> KafkaConsumer {
     KafkaConsumer::connect(brokers, &unique_name("group"), &[topic], config)
         .await
@@ -55,11 +64,7 @@ async fn every_committed_event_arrives_once_in_grain_order() {
     let broker = PrivateTansu::start().await;
     let brokers = broker.brokers();
     let prefix = format!("{}.", unique_name("game"));
-    let sink = Arc::new(
-        KafkaSink::connect(&brokers, &prefix, KafkaSinkConfig::default())
-            .await
-            .unwrap(),
-    );
+    let sink = sink(&brokers, &prefix).await;
     let store = Arc::new(MemoryStore::new());
     let relay = Relay::builder(store.clone())
         .sink(sink.clone())
@@ -79,10 +84,7 @@ async fn every_committed_event_arrives_once_in_grain_order() {
         received.distinct() >= 3_000
     })
     .await;
-    wait_until("the outbox is empty", Duration::from_secs(30), || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, Duration::from_secs(30)).await;
     stop.cancel();
     task.await.unwrap();
     assert_eq!(received.distinct(), 3_000);
@@ -99,19 +101,12 @@ async fn every_committed_event_arrives_once_in_grain_order() {
 async fn records_carry_the_grain_as_key_and_the_event_id_in_a_header() {
     let broker = PrivateTansu::start().await;
     let brokers = broker.brokers();
-    let sink = Arc::new(
-        KafkaSink::connect(&brokers, "fmt.", KafkaSinkConfig::default())
-            .await
-            .unwrap(),
-    );
+    let sink = sink(&brokers, "fmt.").await;
     let store = Arc::new(MemoryStore::new());
     let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
     let silo = silo(store.clone()).await;
     bump(&silo, 0..4, 5).await;
-    wait_until("the outbox is empty", Duration::from_secs(60), || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, Duration::from_secs(60)).await;
     assert!(
         sink.is_idempotent(),
         "tansu accepts the idempotent producer"
@@ -173,11 +168,7 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
     let broker = PrivateTansu::start().await;
     let brokers = broker.brokers();
     let prefix = format!("{}.", unique_name("mid"));
-    let sink = Arc::new(
-        KafkaSink::connect(&brokers, &prefix, KafkaSinkConfig::default())
-            .await
-            .unwrap(),
-    );
+    let sink = sink(&brokers, &prefix).await;
     let store = Arc::new(MemoryStore::new());
     let silo = Arc::new(silo(store.clone()).await);
     let (received, stop, task) = collecting(
@@ -218,10 +209,7 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
         received.distinct() >= 2_000
     })
     .await;
-    wait_until("the outbox is empty", Duration::from_secs(30), || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, Duration::from_secs(30)).await;
     stop.cancel();
     task.await.unwrap();
     assert_once_in_order(&received.events(), 20, 100);
@@ -311,11 +299,7 @@ async fn events_wait_in_the_outbox_while_the_broker_is_down_and_flow_when_it_ret
 async fn a_poison_event_is_dead_lettered_after_its_attempts_without_blocking_the_rest() {
     let broker = PrivateTansu::start().await;
     let brokers = broker.brokers();
-    let sink = Arc::new(
-        KafkaSink::connect(&brokers, "poison.", KafkaSinkConfig::default())
-            .await
-            .unwrap(),
-    );
+    let sink = sink(&brokers, "poison.").await;
     let consumer = consumer(
         &brokers,
         &sink.topic("bumped"),

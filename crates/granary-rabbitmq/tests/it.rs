@@ -9,7 +9,8 @@ use granary::provider::MemoryStore;
 use granary_events::{EventEnvelope, Relay, RelayConfig};
 use granary_rabbitmq::{RabbitConsumer, RabbitConsumerConfig, RabbitSink};
 use granary_testkit::events::{
-    Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
+    Deliveries, assert_once_in_order, bump, bumped_id, outbox_drained, silo, spawn_consumer,
+    wait_until,
 };
 use granary_testkit::redis_server::unique_name;
 
@@ -96,10 +97,7 @@ async fn unroutable_events_wait_in_the_outbox_then_arrive_once_in_order() {
     let handler = received.recorder();
     let (stop, task) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
     wait_until("every event arrived", WAIT, || received.len() >= 2_000).await;
-    wait_until("the outbox is empty", WAIT, || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, WAIT).await;
     stop.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(received.distinct(), 2_000, "every event, once after dedupe");

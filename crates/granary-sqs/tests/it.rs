@@ -11,7 +11,8 @@ use granary::provider::MemoryStore;
 use granary_events::{EventEnvelope, Format, Relay, RelayConfig, Sink};
 use granary_sqs::{SqsConsumer, SqsConsumerConfig, SqsEndpoint, SqsSink};
 use granary_testkit::events::{
-    Deliveries, HoldAfter, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
+    Deliveries, HoldAfter, assert_once_in_order, bump, bumped_id, outbox_drained, silo,
+    spawn_consumer, wait_until,
 };
 use granary_testkit::moto_server::PrivateMoto;
 use granary_testkit::redis_server::unique_name;
@@ -92,10 +93,7 @@ async fn every_event_arrives_once_after_dedupe_in_per_grain_order() {
         })
         .await;
     }
-    wait_until("the outbox is empty", WAIT, || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, WAIT).await;
     stop.cancel();
     let consumer = task.await.unwrap();
     assert_once_in_order(&received.events(), 20, 100);
@@ -148,10 +146,7 @@ async fn a_relay_stopped_mid_stream_loses_nothing() {
         .config(fast_relay())
         .start();
     wait_until("every event arrived", WAIT, || received.distinct() == 600).await;
-    wait_until("the outbox is empty", WAIT, || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, WAIT).await;
     stop.cancel();
     let consumer = task.await.unwrap();
     assert_once_in_order(&received.events(), 12, 50);
@@ -180,10 +175,7 @@ async fn events_wait_in_the_outbox_while_sqs_is_down_then_flow() {
         received.distinct() == 200
     })
     .await;
-    wait_until("the outbox is empty", WAIT, || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, WAIT).await;
 
     moto.stop();
     let failures = relay.failures();
@@ -205,10 +197,7 @@ async fn events_wait_in_the_outbox_while_sqs_is_down_then_flow() {
         received.distinct() == 400
     })
     .await;
-    wait_until("the outbox is empty", WAIT, || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, WAIT).await;
     stop.cancel();
     let consumer = task.await.unwrap();
     assert_once_in_order(&received.events(), 10, 40);
@@ -467,10 +456,7 @@ async fn a_slow_handler_keeps_its_message_invisible_and_messagepack_travels() {
         deliveries.lock().unwrap().len() == 6
     })
     .await;
-    wait_until("the outbox is empty", WAIT, || {
-        store.outbox_entries().is_empty()
-    })
-    .await;
+    outbox_drained(&store, WAIT).await;
     // The slow handlers finish (their messages deleted) after 5 s; then nothing can come back.
     let queue_url = {
         let mut consumers = Vec::new();

@@ -374,6 +374,18 @@ fn count(event: &EventEnvelope) -> u64 {
     }
 }
 
+/// Waits at most `timeout` until `store`'s outbox is empty: the relay delivered and
+/// acknowledged every committed event.
+///
+/// # Panics
+/// If it is not empty in time.
+pub async fn outbox_drained(store: &MemoryStore, timeout: Duration) {
+    wait_until("the outbox is empty", timeout, || {
+        store.outbox_entries().is_empty()
+    })
+    .await;
+}
+
 /// A sink that hands batches on to `inner` until `after` events were confirmed, then fails every
 /// publish (the relay keeps the batch in the outbox and retries it), so that a test that stops
 /// the relay once [`holding`](Self::holding) stops it mid-stream, with a batch unacknowledged,
