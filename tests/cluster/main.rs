@@ -12,6 +12,7 @@ mod probe;
 mod activation;
 mod bad_input;
 mod dashboard;
+mod failures;
 mod lifecycle;
 mod metrics;
 mod multi_silo;

@@ -73,6 +73,11 @@ pub enum SiloEvent {
     /// The cluster declared this silo dead: it admits no more calls and deactivates its grains.
     /// Dead is final; a restarted process joins under a new generation.
     DeclaredDead,
+    /// This silo could not renew its lease (write its heartbeat and read the membership table)
+    /// within the lease window: it refuses calls with a retryable error until it renews.
+    LeaseExpired,
+    /// This silo renewed its lease after it had run out: it serves again.
+    LeaseRenewed,
 }
 
 /// A subscription to a silo's events, from [`Silo::events`](crate::Silo::events).

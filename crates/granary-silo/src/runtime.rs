@@ -130,6 +130,13 @@ impl Runtime {
         mut req: Request,
         inline: bool,
     ) -> Option<InlineTurn> {
+        if let Some(cluster) = self.cluster.get()
+            && let Err(err) = cluster.serving()
+        {
+            // Its lease ran out: no reads from memory that may be stale.
+            req.fail(err);
+            return None;
+        }
         loop {
             let (entry, created) = match self.catalog.get(&req.target) {
                 Some(entry) => (entry.clone(), false),

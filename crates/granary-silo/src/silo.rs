@@ -202,6 +202,10 @@ impl SiloBuilder {
             set_status(&*membership, &silo_id, &address, SiloStatus::Joining)
                 .await
                 .map_err(StartError::Membership)?;
+            // The lease runs from here: heartbeats while joining too.
+            runtime
+                .tracker
+                .spawn(cluster.clone().lease_loop(runtime.shutdown.clone()));
             cluster.refresh().await.map_err(StartError::Membership)?;
             cluster.join().await;
             set_status(&*membership, &silo_id, &address, SiloStatus::Active)
@@ -347,6 +351,15 @@ impl Silo {
         crate::SiloMetrics {
             runtime: Arc::downgrade(&self.runtime),
         }
+    }
+
+    /// The switch that simulates network partitions in tests: frames to and from the silos
+    /// it cuts are dropped on this silo's links (see `granary_transport::Faults`). `None`
+    /// outside a cluster. Not for production use.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn transport_faults(&self) -> Option<granary_transport::Faults> {
+        self.runtime.cluster.get().map(|c| c.faults())
     }
 
     /// Where other silos reach this one (in a cluster).

@@ -71,8 +71,14 @@ pub struct MembershipSnapshot {
 /// `granary status` command, the dashboard) sees the whole cluster without asking each silo.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    /// When, in milliseconds since the Unix epoch.
+    /// When, in milliseconds since the Unix epoch (for display: failure detection compares
+    /// no clocks of other machines, see `seq`).
     pub at_ms: u64,
+    /// Counts the silo's heartbeats, from 1: each new heartbeat has a higher one. Other silos
+    /// judge a heartbeat fresh by seeing this change within a window of their own monotonic
+    /// clock. Zero in heartbeats of silos that predate it.
+    #[serde(default)]
+    pub seq: u64,
     /// How many activations the silo hosts (least-loaded placement reads it).
     pub activations: u64,
     /// Activations per grain type, sorted by type name.

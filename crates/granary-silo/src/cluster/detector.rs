@@ -1,16 +1,23 @@
 //! Failure detection: silos probe each other over the transport and vote in the membership
 //! table; enough recent votes declare a silo dead, and dead is final.
 //!
-//! - Every `probe_interval`, a silo writes its heartbeat (time and activation count, read by
-//!   least-loaded placement) and pings every other active silo. After `missed_probes`
-//!   failures in a row it adds its vote (a [`Suspicion`]) to that silo's row, by
-//!   compare-and-set. The vote that reaches `votes_for_death` (or the number of silos able to
-//!   vote, if fewer: one in a two-silo cluster) marks the row `Dead` in the same write.
-//! - A silo that reads its own row as `Dead` stops serving: it admits no call and deactivates
-//!   its grains. Its claims are taken over by the next activations elsewhere, and its commits
-//!   are fenced. A restarted process joins under a new generation.
-//! - When the table cannot be read or written (Redis down), nobody is declared dead: silos keep
-//!   serving what they host.
+//! - Every `probe_interval`, a silo pings every other active silo. After `missed_probes`
+//!   failures in a row it adds its vote (a [`Suspicion`](granary_core::provider::Suspicion))
+//!   to that silo's row, by compare-and-set. The vote that reaches the votes needed marks the
+//!   row `Dead` in the same write. Who may vote and how many votes are needed is decided in
+//!   [`super::verdict`]: the voters are the `Active` silos with fresh heartbeats (a suspected
+//!   silo still votes; freshness is judged on the local monotonic clock), the votes needed are
+//!   `votes_for_death`, fewer only when fewer silos can vote, and votes of dead or stale silos
+//!   do not count. So one silo cut off from the others cannot vote them out.
+//! - Separately, the silo renews its lease (see [`super::lease`]): it writes its heartbeat
+//!   (a sequence number, and the activation counts least-loaded placement reads) and reads the
+//!   table. A silo whose lease ran out serves no call and casts no vote until it renews.
+//! - A silo that reads its own row as `Dead` stops serving: it admits no call, stops probing,
+//!   voting and renewing, closes its links and deactivates its grains. Its claims are taken
+//!   over by the next activations elsewhere, and its commits are fenced. The others refuse its
+//!   links. A restarted process joins under a new generation.
+//! - When the table cannot be read or written (Redis down), nobody is declared dead, and every
+//!   silo that cannot renew its lease stops serving until it can.
 //! - A joining silo becomes `Active` only after it reached every active silo and each of them
 //!   reached it back; members that do not answer within a few probe intervals get its vote
 //!   instead (rows left by a crashed cluster do not block a restart).
@@ -18,12 +25,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures::future::join_all;
-use granary_core::provider::{Heartbeat, MembershipEntry, SiloStatus, Suspicion};
+use granary_core::provider::{Heartbeat, MembershipEntry, SiloStatus};
 use granary_core::{SiloId, StorageError, codec};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::verdict::{self, Rules};
 use super::{Cluster, ClusterMessage};
 
 fn now_ms() -> u64 {
@@ -97,15 +107,16 @@ impl Cluster {
         }
     }
 
-    /// Probes the other active silos every `probe_interval` until `stop`.
+    /// Probes the other active silos every `probe_interval` until `stop`, or until this silo
+    /// learns it was declared dead.
     pub(crate) async fn probe_loop(self: Arc<Self>, stop: CancellationToken) {
         let mut missed: HashMap<SiloId, u32> = HashMap::new();
         loop {
             tokio::select! {
                 () = tokio::time::sleep(self.config.probe_interval) => {}
                 () = stop.cancelled() => return,
+                () = self.dead.cancelled() => return,
             }
-            self.beat().await;
             let others = self.others();
             let this = &*self;
             let results = join_all(
@@ -138,79 +149,139 @@ impl Cluster {
         }
     }
 
-    /// Writes this silo's heartbeat: the time, its activations (in all and per type) and
-    /// how many calls it has handled.
-    async fn beat(&self) {
+    /// Renews this silo's lease every `renew_every` until `stop`, or until it learns it was
+    /// declared dead: writes its heartbeat and reads the table at once (see [`super::lease`]).
+    pub(crate) async fn lease_loop(self: Arc<Self>, stop: CancellationToken) {
+        let every = super::lease::renew_every(self.lease.window(), self.config.probe_interval);
+        let mut lapsed = false;
+        loop {
+            if self.runtime.strong_count() == 0 {
+                return;
+            }
+            let started = Instant::now();
+            let renewal = self.renew(started);
+            tokio::pin!(renewal);
+            // The renewal may hang (Redis unreachable): the lease runs out meanwhile.
+            let renewed = loop {
+                tokio::select! {
+                    renewed = &mut renewal => break renewed,
+                    () = tokio::time::sleep_until(self.lease.expires_at()), if !lapsed => {
+                        if !self.lease.holds(Instant::now()) {
+                            lapsed = true;
+                            self.lease_lapsed();
+                        }
+                    }
+                    () = stop.cancelled() => return,
+                    () = self.dead.cancelled() => return,
+                }
+            };
+            if renewed && lapsed {
+                lapsed = false;
+                self.lease_renewed();
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(started + every) => {}
+                () = tokio::time::sleep_until(self.lease.expires_at()), if !lapsed => {
+                    if !self.lease.holds(Instant::now()) {
+                        lapsed = true;
+                        self.lease_lapsed();
+                    }
+                }
+                () = stop.cancelled() => return,
+                () = self.dead.cancelled() => return,
+            }
+        }
+    }
+
+    /// One renewal attempt begun at `started`: the heartbeat written and the table read, this
+    /// silo's row not `Dead`. Returns whether the lease was renewed.
+    async fn renew(&self, started: Instant) -> bool {
+        let (written, read) = futures::join!(self.beat(), self.membership.read());
+        match (written, read) {
+            (Ok(()), Ok(snapshot)) => {
+                let row = snapshot.entries.iter().find(|e| e.silo == self.me);
+                if row.is_some_and(|e| e.status == SiloStatus::Dead) {
+                    // Learnt here first: the refresh makes it final.
+                    let _ = self.refresh().await;
+                    return false;
+                }
+                self.lease.renew(started);
+                true
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::debug!(silo = %self.me, cause = %err, "lease not renewed");
+                false
+            }
+        }
+    }
+
+    /// Writes this silo's heartbeat: its sequence number, the time, its activations (in all
+    /// and per type) and how many calls it has handled.
+    async fn beat(&self) -> Result<(), StorageError> {
         let Some(runtime) = self.runtime.upgrade() else {
-            return;
+            return Ok(());
         };
         let by_type = crate::metrics::activations_by_type(&runtime);
         let beat = Heartbeat {
             at_ms: now_ms(),
+            seq: self.beats.fetch_add(1, Ordering::Relaxed) + 1,
             activations: by_type.iter().map(|(_, n)| n).sum(),
             calls: runtime.metrics.calls_total(),
             by_type,
         };
         drop(runtime);
-        if let Err(err) = self.membership.heartbeat(&self.me, beat).await {
-            tracing::debug!(cause = %err, "heartbeat not written");
-        }
+        self.membership.heartbeat(&self.me, beat).await
     }
 
-    /// Adds this silo's vote against `suspect`; declares it dead if that makes enough votes.
+    /// Adds this silo's vote against `suspect`; declares it dead if that makes enough votes
+    /// (see [`super::verdict`]). A silo whose lease ran out, or that is dead, does not vote.
     async fn suspect(&self, suspect: &SiloId) -> Result<(), StorageError> {
-        let expiry = u64::try_from(self.config.vote_expiry.as_millis()).unwrap_or(u64::MAX);
+        let rules = Rules {
+            votes_for_death: self.config.votes_for_death,
+            vote_expiry_ms: u64::try_from(self.config.vote_expiry.as_millis()).unwrap_or(u64::MAX),
+        };
         for _ in 0..8 {
+            if self.dead.is_cancelled() || !self.lease.holds(Instant::now()) {
+                tracing::debug!(me = %self.me, %suspect, "not voting: lease out or dead");
+                return Ok(());
+            }
             let snapshot = self.membership.read().await?;
-            let now = now_ms();
-            let fresh = |e: &MembershipEntry| -> Vec<Suspicion> {
-                e.suspicions
-                    .iter()
-                    .filter(|v| now.saturating_sub(v.at_ms) <= expiry)
-                    .cloned()
-                    .collect()
-            };
+            if snapshot
+                .entries
+                .iter()
+                .any(|e| e.silo == self.me && e.status == SiloStatus::Dead)
+            {
+                let _ = self.refresh().await;
+                return Ok(());
+            }
             let Some(row) = snapshot.entries.iter().find(|e| e.silo == *suspect) else {
                 return Ok(());
             };
             if row.status == SiloStatus::Dead {
                 return Ok(());
             }
-            let mut votes: Vec<Suspicion> = fresh(row)
-                .into_iter()
-                .filter(|v| v.observer != self.me)
-                .collect();
-            votes.push(Suspicion {
-                observer: self.me.clone(),
-                at_ms: now,
-            });
-            // Who can vote: active silos other than the suspect that are not suspected
-            // themselves and sent a heartbeat lately (rows left by a crashed cluster send
-            // none, so they do not count as voters that would never vote).
-            let beats = self.membership.heartbeats().await.unwrap_or_default();
-            let stale_after = u64::try_from(
-                (self.config.probe_interval * (self.config.missed_probes + 2) * 2).as_millis(),
-            )
-            .unwrap_or(u64::MAX);
-            let alive = |silo: &SiloId| {
-                *silo == self.me
-                    || beats
-                        .iter()
-                        .any(|(s, b)| s == silo && now.saturating_sub(b.at_ms) <= stale_after)
+            let beats = self.membership.heartbeats().await?;
+            let now = Instant::now();
+            let tally = {
+                let mut liveness = self.liveness.lock();
+                liveness.observe(beats.iter().map(|(s, b)| (s, b)), now);
+                verdict::tally(
+                    &snapshot.entries,
+                    row,
+                    &self.me,
+                    |silo| liveness.is_fresh(silo, now),
+                    rules,
+                    now_ms(),
+                )
             };
-            let voters = snapshot
-                .entries
-                .iter()
-                .filter(|e| e.status == SiloStatus::Active && e.silo != *suspect)
-                .filter(|e| fresh(e).is_empty() && alive(&e.silo))
-                .count();
-            let needed = usize::try_from(self.config.votes_for_death)
-                .unwrap_or(usize::MAX)
-                .min(voters.max(1));
-            let dead = votes.len() >= needed;
+            tracing::debug!(
+                me = %self.me, %suspect, votes = tally.counted, needed = tally.needed,
+                voters = tally.voters, "voting"
+            );
+            let dead = tally.dead;
             let entry = MembershipEntry {
                 status: if dead { SiloStatus::Dead } else { row.status },
-                suspicions: votes,
+                suspicions: tally.votes,
                 ..row.clone()
             };
             match self.membership.upsert(entry, snapshot.version).await {
