@@ -293,6 +293,69 @@ async fn a_zombie_silo_commits_nothing_and_stops() {
     drop(survivor);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_through_a_stopped_gateway_fail_once_it_is_declared_dead() {
+    let cluster = unique_name("gateway");
+    let mut silos = Vec::new();
+    for i in 0..3 {
+        silos.push(start(&cluster, &format!("g{i}"), "hash").await);
+    }
+    // A deadline of a minute: waiting it out is what this test catches.
+    let mut config = ClientConfig::new(&cluster, SECRET, silos.iter().map(|s| s.addr).collect());
+    config.call_timeout = Duration::from_secs(60);
+    config.refresh = Duration::from_millis(200);
+    let client = ClusterClient::connect(config).await.unwrap();
+    assert_eq!(client.gateways().len(), 3);
+    for g in 0..6 {
+        client.grain::<CounterGrain>(g).bump().await.unwrap();
+    }
+    let stopped = &silos[0];
+    stopped.signal("-STOP");
+    // Three calls at once go through the three gateways in turn: one is in flight through the
+    // stopped gateway, and hangs there until the others declare it dead.
+    let calls: Vec<_> = (0..3)
+        .map(|g| {
+            let grain = client.grain::<CounterGrain>(100 + g);
+            tokio::spawn(async move { grain.bump().await })
+        })
+        .collect();
+    let results = tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(calls))
+        .await
+        .expect("every call ended long before its 60 s deadline");
+    let mut through_stopped = 0;
+    for result in results {
+        match result.unwrap() {
+            Ok(_) => {}
+            Err(CallError::SiloUnavailable {
+                silo,
+                outcome_unknown: true,
+                ..
+            }) if silo == stopped.addr.to_string() => through_stopped += 1,
+            // Forwarded by another gateway to a grain of the stopped silo: failed there, at
+            // once too, when it was declared dead.
+            Err(err @ CallError::SiloUnavailable { .. }) => {
+                assert!(err.outcome_unknown() || err.is_retryable(), "{err}");
+            }
+            Err(err) => panic!("unexpected failure: {err}"),
+        }
+    }
+    assert_eq!(
+        through_stopped, 1,
+        "the call in flight through the stopped gateway failed when it was declared dead"
+    );
+    declared_dead(&membership(&cluster).await, &stopped.name).await;
+    // New calls avoid it: the other gateways serve every grain.
+    assert!(
+        !client.gateways().contains(&stopped.addr),
+        "{:?}",
+        client.gateways()
+    );
+    for g in 0..6 {
+        client.grain::<CounterGrain>(g).bump().await.unwrap();
+    }
+    client.close().await;
+}
+
 /// The body of `GET /metrics` at `addr`, once the endpoint answers.
 async fn scrape(addr: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

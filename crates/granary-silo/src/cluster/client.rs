@@ -1,13 +1,21 @@
 //! [`ClusterClient`]: calls grains of a cluster from a process that hosts none (a game
 //! front-end server), through silos acting as gateways.
+//!
+//! Every `refresh` the client asks each gateway it knows for its view of the membership table
+//! (all at once, each answer awaited at most `refresh`). From the freshest view it takes the
+//! active silos as its gateways; from every view, the silos declared dead. A dead gateway is
+//! dropped from the list, and its links are closed and refused: the calls in flight through it
+//! fail at once with [`CallError::SiloUnavailable`] (`outcome_unknown`: the call may have run
+//! there), as calls between silos do, instead of waiting out their deadline.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
+use futures::future::{BoxFuture, join_all};
 use granary_core::{
     CallError, Envelope, Grain, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec, typed_ref,
 };
@@ -15,7 +23,7 @@ use granary_transport::{Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use super::{ClusterMessage, RemoteReply};
+use super::{ClusterMessage, MembersView, RemoteReply};
 
 /// How a [`ClusterClient`] reaches the cluster.
 #[derive(Clone)]
@@ -28,10 +36,13 @@ pub struct ClientConfig {
     pub gateways: Vec<SocketAddr>,
     /// Deadline of a call whose reference sets none. Default 30 s.
     pub call_timeout: Duration,
-    /// How often the gateway list is refreshed. Default 5 s.
+    /// How often the client asks its gateways for the membership (and how long it waits for
+    /// each answer). A gateway declared dead is dropped, and the calls in flight through it
+    /// fail, within about this after the cluster declared it dead. Default 1 s.
     pub refresh: Duration,
     /// Whether to learn gateways from the cluster's membership (default) or use only
-    /// `gateways` (e.g. to pin a client to the silos of its own region).
+    /// `gateways` (e.g. to pin a client to the silos of its own region). Either way the client
+    /// learns which gateways were declared dead.
     pub discover: bool,
 }
 
@@ -57,7 +68,7 @@ impl ClientConfig {
             secret: secret.into(),
             gateways,
             call_timeout: Duration::from_secs(30),
-            refresh: Duration::from_secs(5),
+            refresh: Duration::from_secs(1),
             discover: true,
         }
     }
@@ -157,8 +168,10 @@ impl ClusterClient {
                 Ok(found) if !found.is_empty() => {
                     if inner.config.discover {
                         *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
-                        tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
                     }
+                    // The client's one task, outside any silo: it ends when the client is
+                    // closed or dropped.
+                    tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
                     return Ok(Self { inner });
                 }
                 Ok(_) => reasons.push(format!("{gateway}: no active silo")),
@@ -236,16 +249,69 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let known = inner.gateways.read().clone();
-        for gateway in known {
-            if let Ok(found) = members(&inner, gateway).await
-                && !found.is_empty()
-            {
-                *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
-                break;
-            }
+        tokio::select! {
+            () = refresh(&inner) => {}
+            () = stop.cancelled() => return,
         }
     }
+}
+
+/// Asks every known gateway for its view at once; drops and refuses the dead gateways, and
+/// (when discovering) takes the freshest view's active silos as the gateways.
+async fn refresh(inner: &Inner) {
+    let mut known = inner.gateways.read().clone();
+    for seed in &inner.config.gateways {
+        if !known.contains(seed) {
+            known.push(*seed);
+        }
+    }
+    let wait = inner.config.refresh.min(Duration::from_secs(5));
+    let views: Vec<MembersView> =
+        join_all(known.iter().map(|gateway| view_of(inner, *gateway, wait)))
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    let Some(freshest) = views.iter().max_by_key(|v| v.version) else {
+        return;
+    };
+    let active: Vec<SocketAddr> = freshest.active.iter().map(|(_, addr)| *addr).collect();
+    // Dead is final, so every view's dead silos are dead (a view may just be older).
+    let mut dead: HashMap<SiloId, Option<SocketAddr>> = HashMap::new();
+    for view in &views {
+        dead.extend(view.dead.iter().cloned());
+    }
+    for silo in dead.keys() {
+        inner.transport.refuse(silo);
+    }
+    // An address is dead when a dead silo had it and no active silo has it now (a restarted
+    // silo may listen on its predecessor's address).
+    let dead_addrs: Vec<SocketAddr> = dead
+        .values()
+        .flatten()
+        .filter(|addr| !active.contains(addr))
+        .copied()
+        .collect();
+    let mut gateways = inner.gateways.write();
+    if inner.config.discover && !active.is_empty() {
+        let seeds: Vec<SocketAddr> = inner
+            .config
+            .gateways
+            .iter()
+            .filter(|seed| !dead_addrs.contains(seed))
+            .copied()
+            .collect();
+        *gateways = with_seeds(active, &seeds);
+    } else if inner.config.discover {
+        gateways.retain(|g| !dead_addrs.contains(g));
+    }
+}
+
+/// A gateway's view of the membership, if it answers within `wait`.
+async fn view_of(inner: &Inner, gateway: SocketAddr, wait: Duration) -> Option<MembersView> {
+    let ask = codec::encode(&ClusterMessage::View).ok()?;
+    let reply = inner.transport.request(gateway, ask, wait).await.ok()?;
+    codec::decode(&reply).ok()
 }
 
 struct ClientInvoker(Arc<Inner>);
