@@ -175,7 +175,7 @@ impl Cluster {
                     () = self.dead.cancelled() => return,
                 }
             };
-            if renewed && lapsed {
+            if renewed && lapsed && self.lease.holds(Instant::now()) {
                 lapsed = false;
                 self.lease_renewed();
             }
