@@ -6,7 +6,9 @@
 //! active silos as its gateways; from every view, the silos declared dead. A dead gateway is
 //! dropped from the list, and its links are closed and refused: the calls in flight through it
 //! fail at once with [`CallError::SiloUnavailable`] (`outcome_unknown`: the call may have run
-//! there), as calls between silos do, instead of waiting out their deadline.
+//! there), as calls between silos do, instead of waiting out their deadline. A gateway that
+//! did not answer the last round (stopped, cut off, overloaded) is tried last by new calls
+//! until it answers again.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -95,6 +97,8 @@ pub enum ConnectError {
 struct Inner {
     transport: Transport,
     gateways: RwLock<Vec<SocketAddr>>,
+    /// The gateways that did not answer the last refresh: new calls try them last.
+    silent: RwLock<Vec<SocketAddr>>,
     next: AtomicUsize,
     config: ClientConfig,
     stop: CancellationToken,
@@ -158,6 +162,7 @@ impl ClusterClient {
         let inner = Arc::new(Inner {
             transport,
             gateways: RwLock::new(config.gateways.clone()),
+            silent: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
             config,
             stop: CancellationToken::new(),
@@ -314,6 +319,24 @@ async fn view_of(inner: &Inner, gateway: SocketAddr, wait: Duration) -> Option<M
     codec::decode(&reply).ok()
 }
 
+/// The gateways a call tries, in order: those that answered the last refresh first, starting
+/// at `start` in turn; the silent ones after them, as a last resort.
+fn call_order(all: &[SocketAddr], silent: &[SocketAddr], start: usize) -> Vec<SocketAddr> {
+    if silent.is_empty() {
+        let n = all.len();
+        return (0..n).map(|i| all[(start + i) % n]).collect();
+    }
+    let (answering, quiet): (Vec<SocketAddr>, Vec<SocketAddr>) =
+        all.iter().partition(|g| !silent.contains(g));
+    let (turn, rest) = if answering.is_empty() {
+        (quiet, Vec::new())
+    } else {
+        (answering, quiet)
+    };
+    let n = turn.len();
+    (0..n).map(|i| turn[(start + i) % n]).chain(rest).collect()
+}
+
 struct ClientInvoker(Arc<Inner>);
 
 impl ClientInvoker {
@@ -334,11 +357,12 @@ impl ClientInvoker {
                 what: format!("call {method} on {target}"),
                 reason: e.to_string(),
             })?;
-        let gateways = inner.gateways.read().clone();
-        let start = inner.next.fetch_add(1, Ordering::Relaxed);
+        let gateways = {
+            let start = inner.next.fetch_add(1, Ordering::Relaxed);
+            call_order(&inner.gateways.read(), &inner.silent.read(), start)
+        };
         let mut last = String::from("no gateway known");
-        for i in 0..gateways.len() {
-            let gateway = gateways[(start + i) % gateways.len()];
+        for gateway in gateways {
             let sent = if one_way {
                 inner
                     .transport
@@ -412,5 +436,23 @@ impl Invoker for ClientInvoker {
             Self::route(inner, envelope, true).await.map(drop)
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_take_the_answering_gateways_in_turn_and_the_silent_ones_last() {
+        let g: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        assert_eq!(call_order(&g, &[], 4), vec![g[1], g[2], g[0]]);
+        assert_eq!(call_order(&g, &[g[1]], 0), vec![g[0], g[2], g[1]]);
+        assert_eq!(call_order(&g, &[g[1]], 1), vec![g[2], g[0], g[1]]);
+        // All silent: in turn anyway.
+        assert_eq!(call_order(&g, &g, 2), vec![g[2], g[0], g[1]]);
+        assert!(call_order(&[], &[], 7).is_empty());
     }
 }
