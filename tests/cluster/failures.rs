@@ -93,6 +93,22 @@ async fn a_silo_cut_off_from_the_others_cannot_declare_them_dead() {
     ];
     all_see_each_other(&silos).await;
     let (a, b, c) = (&silos[0], &silos[1], &silos[2]);
+    // A link to B under A's identity (as A's own links are), answered while A is alive.
+    let as_a = Transport::bind(
+        TransportConfig::new(&cluster, SECRET.to_vec(), a.id().clone()),
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(Mute),
+    )
+    .await
+    .unwrap();
+    let answered = as_a
+        .request(
+            b.address().unwrap(),
+            b"ping".to_vec(),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(answered.is_ok(), "{answered:?}");
     let mut a_events = a.events().with_deadline(Duration::from_secs(30));
     let mut b_events = b.events().with_deadline(Duration::from_secs(30));
     // A loses its links to B and C; all three still reach Redis.
@@ -122,14 +138,8 @@ async fn a_silo_cut_off_from_the_others_cannot_declare_them_dead() {
     for g in 0..12 {
         b.client().grain::<CounterGrain>(g).bump().await.unwrap();
     }
-    // A silo declared dead cannot open a link again: B refuses its handshake.
-    let as_a = Transport::bind(
-        TransportConfig::new(&cluster, SECRET.to_vec(), a.id().clone()),
-        "127.0.0.1:0".parse().unwrap(),
-        Arc::new(Mute),
-    )
-    .await
-    .unwrap();
+    // A link with A's identity, opened while A was alive, is closed once B learns A is dead,
+    // and A cannot open another: B refuses its handshake.
     let refused = as_a
         .request(
             b.address().unwrap(),
