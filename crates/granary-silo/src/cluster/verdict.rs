@@ -15,7 +15,9 @@
 //!   suspicion still counts as a voter: suspicions must not shrink the electorate, or one
 //!   silo cut off from the others could vote them out one by one.
 //! - **Votes** count only if they are recent (`vote_expiry`) and cast by a voter: votes of
-//!   dead, stale or unknown silos are ignored.
+//!   dead, stale or unknown silos are ignored. A vote's age is the one comparison of wall
+//!   clocks left (its stamp against this silo's clock): the expiry is a minute, so skews of
+//!   seconds do not matter, and a vote that wrongly counts still needs the others.
 //! - **Votes needed**: `votes_for_death`, or the number of voters if fewer (one in a two-silo
 //!   cluster), and at least one.
 
