@@ -1,0 +1,72 @@
+//! The chaos suite, short: `granary-chaos` against three `chaos-silo` processes on the shared
+//! Redis, under SIGKILL and SIGSTOP for a minute, and under a partition. Each run's summary
+//! line is printed (nextest shows it on failure) and must hold no lost, divergent or phantom
+//! value.
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// Runs the driver with `args` and returns its summary.
+fn chaos(args: &[&str]) -> Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_granary-chaos"))
+        .args(["--silo-bin", env!("CARGO_BIN_EXE_chaos-silo")])
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("granary-chaos runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("granary-chaos {args:?}: {}\n{stdout}", output.status);
+    let line = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no summary line ({})", output.status));
+    let summary: Value = serde_json::from_str(line).expect("the summary is JSON");
+    assert_eq!(
+        output.status.code(),
+        Some(if summary["ok"] == Value::Bool(true) {
+            0
+        } else {
+            1
+        }),
+        "the exit status says whether there were violations"
+    );
+    summary
+}
+
+fn count(summary: &Value, field: &str) -> u64 {
+    summary[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} in {summary}"))
+}
+
+/// What every run must show, whatever its faults.
+fn nothing_lost(summary: &Value) {
+    for field in ["lost", "divergent", "phantom", "duplicates"] {
+        assert_eq!(count(summary, field), 0, "{field}: {summary}");
+    }
+    assert!(count(summary, "acks") > 0, "the workload ran: {summary}");
+}
+
+#[test]
+fn a_minute_of_kills_and_stops_loses_nothing() {
+    let summary = chaos(&[
+        "--fault",
+        "kill,stop",
+        "--duration",
+        "60",
+        "--interval",
+        "8",
+    ]);
+    nothing_lost(&summary);
+    let injected = &summary["injected"];
+    assert!(
+        injected["kill"].as_u64() >= Some(1) && injected["stop"].as_u64() >= Some(1),
+        "both faults were injected: {summary}"
+    );
+    assert_eq!(
+        count(&summary, "zombies_not_dead"),
+        0,
+        "every SIGCONTed silo exited with status 3: {summary}"
+    );
+}
