@@ -77,18 +77,30 @@ impl SiloProcess {
             .map_err(|e| failed(format!("cannot run {}: {e}", spec.binary.display())))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
-        let line = match tokio::time::timeout(READY_WITHIN, lines.next_line()).await {
-            Err(_) => return Err(failed(format!("no ready line within {READY_WITHIN:?}"))),
-            Ok(Err(e)) => return Err(failed(format!("reading its stdout: {e}"))),
-            Ok(Ok(None)) => {
-                return Err(failed(format!(
-                    "it exited before its ready line; see {}",
-                    log.display()
-                )));
+        // The ready line, `granary silo <id> ready at <address>` (skipping anything else).
+        let ready = async {
+            loop {
+                match lines.next_line().await {
+                    Err(e) => break Err(format!("reading its stdout: {e}")),
+                    Ok(None) => {
+                        break Err(format!(
+                            "it exited before its ready line; see {}",
+                            log.display()
+                        ));
+                    }
+                    Ok(Some(line))
+                        if line.starts_with("granary silo ") && line.contains(" ready at ") =>
+                    {
+                        break Ok(line);
+                    }
+                    Ok(Some(_)) => {}
+                }
             }
-            Ok(Ok(Some(line))) => line,
         };
-        // `granary silo <id> ready at <address>`
+        let line = match tokio::time::timeout(READY_WITHIN, ready).await {
+            Err(_) => return Err(failed(format!("no ready line within {READY_WITHIN:?}"))),
+            Ok(result) => result.map_err(failed)?,
+        };
         let words: Vec<&str> = line.split_whitespace().collect();
         let (Some(id), Some(addr)) = (
             words.get(2),
