@@ -91,7 +91,6 @@ impl Cluster {
         redis: &str,
         cluster: &str,
         timing: Timing,
-        t0: Instant,
     ) -> Result<Self, ChaosError> {
         let mut incarnations = BTreeMap::new();
         incarnations.insert("s0".to_owned(), 1);
@@ -108,7 +107,7 @@ impl Cluster {
             membership: RedisMembership::new(store.clone()),
             store,
             timing,
-            t0,
+            t0: Instant::now(),
             report: FaultReport::default(),
             injections: Vec::new(),
         };
@@ -118,6 +117,11 @@ impl Cluster {
         }
         cluster.report.restarts = 0;
         Ok(cluster)
+    }
+
+    /// Measures the times of injections from `t0` (the workload's start).
+    pub fn begin(&mut self, t0: Instant) {
+        self.t0 = t0;
     }
 
     /// The transport addresses of the running silos.
@@ -248,7 +252,9 @@ impl Cluster {
                 self.silos[victim].send(&PartitionCommand::Heal).await?;
                 healed = true;
             }
-            for entry in self.membership.read().await?.entries {
+            // A read that fails (Redis restarting) is retried at the next turn.
+            let entries = self.membership.read().await.map(|t| t.entries);
+            for entry in entries.unwrap_or_default() {
                 if entry.status == SiloStatus::Dead {
                     declared.insert(entry.silo.to_string());
                 }
@@ -281,12 +287,13 @@ impl Cluster {
     async fn wait_dead(&self, id: &str, within: Duration) -> Result<bool, ChaosError> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let table = self.membership.read().await?;
-            if table
-                .entries
-                .iter()
-                .any(|e| e.silo.to_string() == id && e.status == SiloStatus::Dead)
-            {
+            let dead = self.membership.read().await.is_ok_and(|table| {
+                table
+                    .entries
+                    .iter()
+                    .any(|e| e.silo.to_string() == id && e.status == SiloStatus::Dead)
+            });
+            if dead {
                 return Ok(true);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

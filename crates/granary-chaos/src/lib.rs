@@ -45,4 +45,4 @@ pub use history::{
 };
 pub use partition::{CommandError, NoSwitch, PartitionCommand, PartitionSwitch};
 pub use run::{Options, Summary, run};
-pub use unavailability::{Percentiles, unavailability, windows};
+pub use unavailability::{Percentiles, Window, unavailability, windows};

@@ -216,8 +216,7 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         redis_down: Duration::from_millis(options.redis_down_ms),
     };
 
-    let t0 = Instant::now();
-    let mut silos = Cluster::start(spec, options.silos, &redis, &cluster, timing, t0).await?;
+    let mut silos = Cluster::start(spec, options.silos, &redis, &cluster, timing).await?;
     let store = silos.store.clone();
 
     let mut config = ClientConfig::new(&cluster, SECRET, silos.addresses());
@@ -230,6 +229,7 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         retry_pause: Duration::from_millis(20),
     };
     let t0 = Instant::now();
+    silos.begin(t0);
     let workload = Workload::start(&client, load, t0);
     let duration = Duration::from_secs(options.duration);
     let interval = Duration::from_secs(options.interval.max(1));
@@ -311,8 +311,21 @@ async fn read_back(
     let sink = RedisStreamsSink::new(store.clone(), prefix);
     let mut previous = None;
     loop {
-        let lists = final_lists(store, options.keys).await?;
-        let events = events(&sink).await?;
+        // The connection may be broken by a Redis restart: it reconnects on the next command.
+        let read = async {
+            Ok::<_, ChaosError>((
+                final_lists(store, options.keys).await?,
+                events(&sink).await?,
+            ))
+        };
+        let (lists, events) = match read.await {
+            Ok(read) => read,
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
         let named: HashSet<(i64, u64)> = events.iter().map(|e| (e.key, e.value)).collect();
         let delivered = lists
             .iter()

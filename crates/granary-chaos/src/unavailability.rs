@@ -3,8 +3,9 @@
 //! A window opens at the start of a failed call on a key and closes at the end of the first
 //! successful call on that key that started at or after it; failed calls that start inside an
 //! open window belong to it. A window still open when the workload stopped closes there. Each
-//! window is attributed to the latest fault injected at or before it opened (`none` before the
-//! first).
+//! window is attributed to the latest fault injected before its first failed call ended (a
+//! call that fails because of a fault may have started before it; `none` before the first
+//! fault).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,9 +55,20 @@ impl Percentiles {
     }
 }
 
-/// The unavailability windows of one key's attempts, as `(opened, closed)`.
+/// One unavailability window of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The start of the failed call that opened it.
+    pub opened: Duration,
+    /// The end of that call: when the failure was seen.
+    pub noticed: Duration,
+    /// The end of the first successful call that started at or after `opened`.
+    pub closed: Duration,
+}
+
+/// The unavailability windows of one key's attempts.
 #[must_use]
-pub fn windows(attempts: &[&Attempt], end: Duration) -> Vec<(Duration, Duration)> {
+pub fn windows(attempts: &[&Attempt], end: Duration) -> Vec<Window> {
     let mut successes: Vec<(Duration, Duration)> = attempts
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Acked(_)))
@@ -68,19 +80,23 @@ pub fn windows(attempts: &[&Attempt], end: Duration) -> Vec<(Duration, Duration)
     for i in (0..successes.len()).rev() {
         earliest_end[i] = earliest_end[i + 1].min(successes[i].1);
     }
-    let mut failures: Vec<Duration> = attempts
+    let mut failures: Vec<(Duration, Duration)> = attempts
         .iter()
         .filter(|a| matches!(a.outcome, Outcome::Failed(_)))
-        .map(|a| a.start)
+        .map(|a| (a.start, a.end))
         .collect();
     failures.sort_unstable();
-    let mut out: Vec<(Duration, Duration)> = Vec::new();
-    for start in failures {
-        if out.last().is_some_and(|(_, closed)| start <= *closed) {
+    let mut out: Vec<Window> = Vec::new();
+    for (start, failed_at) in failures {
+        if out.last().is_some_and(|w| start <= w.closed) {
             continue;
         }
         let first_after = successes.partition_point(|(s, _)| *s < start);
-        out.push((start, earliest_end[first_after].max(start)));
+        out.push(Window {
+            opened: start,
+            noticed: failed_at,
+            closed: earliest_end[first_after].max(start),
+        });
     }
     out
 }
@@ -98,13 +114,14 @@ pub fn unavailability(
     }
     let mut by_fault: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for key_attempts in by_key.values() {
-        for (opened, closed) in windows(key_attempts, end) {
+        for window in windows(key_attempts, end) {
             let fault = injections
                 .iter()
                 .rev()
-                .find(|i| i.at <= opened)
+                .find(|i| i.at <= window.noticed)
                 .map_or("none", |i| i.fault.name());
-            let millis = u64::try_from((closed - opened).as_millis()).unwrap_or(u64::MAX);
+            let open = window.closed - window.opened;
+            let millis = u64::try_from(open.as_millis()).unwrap_or(u64::MAX);
             by_fault.entry(fault.to_owned()).or_default().push(millis);
         }
     }

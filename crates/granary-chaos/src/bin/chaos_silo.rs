@@ -2,7 +2,7 @@
 //! `GRANARY_*` variables; exit status 3 when declared dead) that applies the partition
 //! commands the driver writes to its stdin (see `granary_chaos::PartitionCommand`).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use granary_chaos::{ListGrain, NoSwitch, PartitionCommand, PartitionSwitch};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -16,9 +16,18 @@ async fn main() {
             std::process::exit(err.exit_code());
         }
     };
-    let switch: Arc<dyn PartitionSwitch> = Arc::new(NoSwitch);
+    // Set once the silo runs: the driver sends commands only after the ready line.
+    let switch: Arc<OnceLock<Box<dyn PartitionSwitch>>> = Arc::default();
+    let slot = switch.clone();
+    let run = granary_node::run_with(
+        settings,
+        |silo| silo.register::<ListGrain>(),
+        move |silo| {
+            let _ = slot.set(partition_switch(silo));
+        },
+    );
     let result = tokio::select! {
-        result = granary_node::run(settings, |silo| silo.register::<ListGrain>()) => result,
+        result = run => result,
         () = commands(switch) => Ok(()),
     };
     if let Err(err) = result {
@@ -27,14 +36,22 @@ async fn main() {
     }
 }
 
+/// The switch that reaches `silo`'s transport.
+fn partition_switch(_silo: &granary::Silo) -> Box<dyn PartitionSwitch> {
+    Box::new(NoSwitch)
+}
+
 /// Applies the commands read from stdin to `switch`; never returns (after stdin closed, it
 /// waits forever).
-async fn commands(switch: Arc<dyn PartitionSwitch>) {
+async fn commands(switch: Arc<OnceLock<Box<dyn PartitionSwitch>>>) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let applied = PartitionCommand::parse(&line)
             .map_err(|e| e.to_string())
-            .and_then(|command| switch.apply(&command));
+            .and_then(|command| match switch.get() {
+                Some(switch) => switch.apply(&command),
+                None => Err("the silo is not running yet".to_owned()),
+            });
         match applied {
             Ok(()) => eprintln!("chaos-silo: applied {line:?}"),
             Err(err) => eprintln!("chaos-silo: {line:?}: {err}"),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::history::{Attempt, EventRecord, FaultKind, Injection, ListDigest, Outcome};
-use crate::unavailability::{Percentiles, windows};
+use crate::unavailability::{Percentiles, Window, windows};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -179,9 +179,9 @@ fn windows_run_from_a_failure_to_the_next_success_that_started_after_it() {
     let history = clean();
     let key1: Vec<_> = history.attempts.iter().filter(|a| a.key == 1).collect();
     // 12 failed at 10 and no success followed: open until the end of the run.
-    assert_eq!(windows(&key1, ms(50)), vec![(ms(10), ms(50))]);
+    assert_eq!(windows(&key1, ms(50)), vec![window(10, 30, 50)]);
     let key2: Vec<_> = history.attempts.iter().filter(|a| a.key == 2).collect();
-    assert_eq!(windows(&key2, ms(50)), vec![(ms(12), ms(45))]);
+    assert_eq!(windows(&key2, ms(50)), vec![window(12, 40, 45)]);
     // Failures inside an open window belong to it; a success that started before the
     // failure does not close it.
     let attempts = [
@@ -195,12 +195,20 @@ fn windows_run_from_a_failure_to_the_next_success_that_started_after_it() {
     let refs: Vec<_> = attempts.iter().collect();
     assert_eq!(
         windows(&refs, ms(50)),
-        vec![(ms(10), ms(35)), (ms(40), ms(43))]
+        vec![window(10, 20, 35), window(40, 41, 43)]
     );
 }
 
+fn window(opened: u64, noticed: u64, closed: u64) -> Window {
+    Window {
+        opened: ms(opened),
+        noticed: ms(noticed),
+        closed: ms(closed),
+    }
+}
+
 #[test]
-fn windows_are_attributed_to_the_latest_fault_before_them() {
+fn windows_are_attributed_to_the_latest_fault_before_their_first_failure_ended() {
     let verdict = check(&clean());
     // Both windows opened after the kill at 8 ms: 40 ms (key 1) and 33 ms (key 2).
     assert_eq!(
@@ -216,8 +224,12 @@ fn windows_are_attributed_to_the_latest_fault_before_them() {
         )]
         .into()
     );
+    // A call that started before the fault and failed because of it: the kill's window.
     let mut history = clean();
-    history.injections[0].at = ms(11);
+    history.injections[0].at = ms(29);
+    assert_eq!(check(&history).unavailability_ms["kill"].windows, 2);
+    // A failure seen before any fault is nobody's.
+    history.injections[0].at = ms(35);
     let verdict = check(&history);
     assert_eq!(verdict.unavailability_ms["none"].windows, 1);
     assert_eq!(verdict.unavailability_ms["kill"].windows, 1);
