@@ -191,11 +191,13 @@ pub(crate) async fn dial(
 }
 
 /// Runs the listener's side; returns the dialer's silo id. On failure the caller closes the
-/// connection: nothing of the peer has been dispatched.
+/// connection: nothing of the peer has been dispatched. A dialer that proved who it is but is
+/// `refused` (a silo declared dead) gets no proof back: its side fails the handshake.
 pub(crate) async fn accept(
     wire: &mut Wire,
     identity: &Identity,
     timeout: Duration,
+    refused: impl Fn(&SiloId) -> bool,
 ) -> Result<SiloId, String> {
     let steps = async {
         let (peer, challenge) = check_hello(identity, receive(wire).await?)?;
@@ -212,6 +214,9 @@ pub(crate) async fn accept(
         .await?;
         let expected = mac(identity, "dialer", &own, &challenge, &peer, &identity.silo);
         check_proof(expected, receive(wire).await?)?;
+        if refused(&peer) {
+            return Err(format!("silo {peer} was declared dead"));
+        }
         send(
             wire,
             &proof(mac(

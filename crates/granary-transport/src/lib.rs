@@ -15,6 +15,8 @@
 //!   when a peer cannot keep up (backpressure).
 //! - **Reconnection**: one link per peer address, dialed on demand; after a failure, requests
 //!   fail fast until a backoff (doubling up to [`TransportConfig::backoff_max`]) has passed.
+//! - **Refusal**: [`Transport::refuse`] closes every link with a silo the cluster declared dead
+//!   and refuses its handshakes from then on (dead is final).
 //!
 //! # Handshake
 //!
@@ -26,12 +28,15 @@
 //! 5. dialer verifies.
 
 mod error;
+mod faults;
 mod frame;
 mod handshake;
 mod link;
 mod transport;
 
 pub use error::TransportError;
+#[doc(hidden)]
+pub use faults::Faults;
 pub use frame::{HANDSHAKE_FRAME_LIMIT, PROTOCOL_VERSION};
 pub use link::Handler;
 pub use transport::{Transport, TransportConfig};

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::TransportError;
+use crate::faults::Faults;
 use crate::frame::Frame;
 use crate::handshake::frame_name;
 
@@ -61,6 +62,7 @@ pub(crate) struct Link {
     open: AtomicBool,
     closed: CancellationToken,
     frame_limit: usize,
+    faults: Faults,
 }
 
 impl std::fmt::Debug for Link {
@@ -97,6 +99,7 @@ impl Link {
             open: AtomicBool::new(true),
             closed: shutdown.child_token(),
             frame_limit: config.frame_limit,
+            faults: config.faults.clone(),
         });
         tracker.spawn(write_loop(sink, rx, link.clone()));
         tracker.spawn(read_loop(stream, link.clone(), handler, tracker.clone()));
@@ -141,6 +144,10 @@ impl Link {
     }
 
     async fn enqueue(&self, frame: Bytes) -> Result<(), TransportError> {
+        if self.faults.is_cut(&self.peer, &self.addr) {
+            // A simulated partition: the frame is lost on the way.
+            return Ok(());
+        }
         self.queue
             .send(frame)
             .await
@@ -211,6 +218,8 @@ impl Link {
 pub(crate) struct LinkConfig {
     pub(crate) frame_limit: usize,
     pub(crate) send_queue: usize,
+    /// The transport's test fault switch.
+    pub(crate) faults: Faults,
 }
 
 async fn write_loop(
@@ -275,6 +284,10 @@ async fn read_loop(
             Some(Err(e)) => break format!("bad frame: {e}"),
             None => break "the peer closed the connection".to_owned(),
         };
+        if link.faults.is_cut(&link.peer, &link.addr) {
+            // A simulated partition: the frame never arrived.
+            continue;
+        }
         let frame: Frame = match codec::decode(&bytes) {
             Ok(frame) => frame,
             Err(e) => break format!("malformed frame: {e}"),

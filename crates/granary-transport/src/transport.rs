@@ -1,8 +1,8 @@
 //! [`Transport`]: a silo's listener and its links to the other silos.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use granary_core::SiloId;
@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::TransportError;
+use crate::faults::Faults;
 use crate::frame::{HANDSHAKE_FRAME_LIMIT, codec};
 use crate::handshake::{self, Identity};
 use crate::link::{Handler, Link, LinkConfig};
@@ -93,6 +94,43 @@ struct Inner {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
+    /// Silos refused at the handshake (declared dead): links with them are closed.
+    refused: parking_lot::RwLock<HashSet<SiloId>>,
+    /// Every link started, dialed or accepted (closed ones are pruned as links start).
+    links: parking_lot::Mutex<Vec<Weak<Link>>>,
+}
+
+impl Inner {
+    fn is_refused(&self, silo: &SiloId) -> bool {
+        self.refused.read().contains(silo)
+    }
+
+    /// Starts the link of an authenticated connection and registers it.
+    fn start_link(
+        &self,
+        wire: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+        peer: SiloId,
+        addr: String,
+    ) -> Arc<Link> {
+        let link = Link::start(
+            wire,
+            peer,
+            addr,
+            self.handler.clone(),
+            &self.link_config,
+            &self.tracker,
+            &self.shutdown,
+        );
+        let mut links = self.links.lock();
+        links.retain(|l| l.upgrade().is_some_and(|l| l.is_open()));
+        links.push(Arc::downgrade(&link));
+        drop(links);
+        // A refusal that raced this handshake: the link does not survive it.
+        if self.is_refused(link.peer()) {
+            link.close("refused: the peer silo was declared dead");
+        }
+        link
+    }
 }
 
 /// A silo's transport: accepts authenticated links from other silos and dials them, one link
@@ -132,6 +170,7 @@ impl Transport {
             link_config: LinkConfig {
                 frame_limit: config.frame_limit,
                 send_queue: config.send_queue,
+                faults: Faults::default(),
             },
             config,
             handler,
@@ -140,6 +179,8 @@ impl Transport {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             local_addr,
+            refused: parking_lot::RwLock::new(HashSet::new()),
+            links: parking_lot::Mutex::new(Vec::new()),
         });
         inner.tracker.spawn(accept_loop(listener, inner.clone()));
         Ok(Self { inner })
@@ -200,6 +241,34 @@ impl Transport {
         {
             link.close("disconnected: the peer was declared dead");
         }
+    }
+
+    /// Refuses `silo` from now on (it was declared dead, which is final): every link with it,
+    /// dialed or accepted, closes at once (requests in flight on them fail as
+    /// `ConnectionLost`), and its handshakes, either way, are refused.
+    pub fn refuse(&self, silo: &SiloId) {
+        if !self.inner.refused.write().insert(silo.clone()) {
+            return;
+        }
+        let links: Vec<Arc<Link>> = self
+            .inner
+            .links
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|l| l.peer() == silo)
+            .collect();
+        for link in links {
+            link.close("refused: the peer silo was declared dead");
+        }
+        tracing::debug!(silo = %self.inner.identity.silo, refused = %silo, "peer refused");
+    }
+
+    /// The switch that simulates partitions in tests (see [`Faults`]); not for production.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn faults(&self) -> Faults {
+        self.inner.link_config.faults.clone()
     }
 
     /// Closes the listener and every link without waiting for their tasks.
@@ -263,6 +332,9 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, Transpo
         addr: addr.to_string(),
         reason,
     };
+    if inner.link_config.faults.is_cut_address(&addr.to_string()) {
+        return Err(unreachable("cut off by a test fault".into()));
+    }
     let stream = tokio::time::timeout(inner.config.connect_timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| {
@@ -280,16 +352,14 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, Transpo
             addr: addr.to_string(),
             reason,
         })?;
+    if inner.is_refused(&peer) {
+        return Err(TransportError::Handshake {
+            addr: addr.to_string(),
+            reason: format!("silo {peer} was declared dead"),
+        });
+    }
     tracing::debug!(silo = %inner.identity.silo, %peer, %addr, "link established");
-    Ok(Link::start(
-        wire,
-        peer,
-        addr.to_string(),
-        inner.handler.clone(),
-        &inner.link_config,
-        &inner.tracker,
-        &inner.shutdown,
-    ))
+    Ok(inner.start_link(wire, peer, addr.to_string()))
 }
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
@@ -311,8 +381,12 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         inner.tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
             let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
-            let handshake =
-                handshake::accept(&mut wire, &inner2.identity, inner2.config.handshake_timeout);
+            let handshake = handshake::accept(
+                &mut wire,
+                &inner2.identity,
+                inner2.config.handshake_timeout,
+                |peer| inner2.is_refused(peer),
+            );
             let peer = tokio::select! {
                 result = handshake => result,
                 () = inner2.shutdown.cancelled() => return,
@@ -320,15 +394,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
             match peer {
                 Ok(peer) => {
                     tracing::debug!(silo = %inner2.identity.silo, %peer, %from, "link accepted");
-                    Link::start(
-                        wire,
-                        peer,
-                        from.to_string(),
-                        inner2.handler.clone(),
-                        &inner2.link_config,
-                        &inner2.tracker,
-                        &inner2.shutdown,
-                    );
+                    inner2.start_link(wire, peer, from.to_string());
                 }
                 Err(reason) => {
                     tracing::warn!(%from, %reason, "refused a connection: handshake failed");

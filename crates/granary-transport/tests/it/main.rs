@@ -310,3 +310,115 @@ async fn messages_over_the_limit_fail_without_breaking_the_link() {
         .unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_silo_loses_its_links_both_ways_and_cannot_handshake_again() {
+    let (a, _) = start("a", SECRET).await;
+    let (b, _) = start("b", SECRET).await;
+    // Links both ways: a dialed b, b dialed a.
+    assert_eq!(
+        a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
+        b"b:1"
+    );
+    assert_eq!(
+        b.request(a.local_addr(), b"2".to_vec(), T).await.unwrap(),
+        b"a:2"
+    );
+    // A request of b's in flight on the link b dialed to a (a's accepted link).
+    let parked = {
+        let b = b.clone();
+        let addr = a.local_addr();
+        tokio::spawn(async move { b.request(addr, b"park".to_vec(), T * 12).await })
+    };
+    a.refuse(&SiloId::new("b", 1));
+    // In flight on the closed link, or not yet sent and refused at the new handshake: it
+    // fails long before its deadline either way.
+    let lost = tokio::time::timeout(T, parked)
+        .await
+        .expect("the parked request failed before its deadline")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            lost,
+            TransportError::ConnectionLost { .. } | TransportError::Handshake { .. }
+        ),
+        "{lost}"
+    );
+    // a dials b no more, and b's new links to a are refused at the handshake.
+    let err = a
+        .request(b.local_addr(), b"3".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Handshake { .. } | TransportError::ConnectionLost { .. }
+        ),
+        "{err}"
+    );
+    let err = tokio::time::timeout(T, async {
+        loop {
+            match b.request(a.local_addr(), b"4".to_vec(), T).await {
+                Err(
+                    err @ (TransportError::Handshake { .. } | TransportError::Unreachable { .. }),
+                ) => return err,
+                // The link's close reaching b, then its backoff: b tries again.
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Ok(answer) => panic!("a refused silo was answered: {answer:?}"),
+            }
+        }
+    })
+    .await
+    .expect("b's handshake was refused");
+    assert!(matches!(err, TransportError::Handshake { .. }), "{err}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_drops_frames_both_ways_until_healed() {
+    let (a, _) = start("a", SECRET).await;
+    let (b, _) = start("b", SECRET).await;
+    assert_eq!(
+        a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
+        b"b:1"
+    );
+    assert_eq!(
+        b.request(a.local_addr(), b"2".to_vec(), T).await.unwrap(),
+        b"a:2"
+    );
+    // Cut on a's side only: both directions go silent.
+    a.faults().cut_silo(&SiloId::new("b", 1));
+    let short = Duration::from_millis(100);
+    let err = a
+        .request(b.local_addr(), b"3".to_vec(), short)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    let err = b
+        .request(a.local_addr(), b"4".to_vec(), short)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Timeout { .. }), "{err}");
+    a.faults().heal();
+    assert_eq!(
+        a.request(b.local_addr(), b"5".to_vec(), T).await.unwrap(),
+        b"b:5"
+    );
+    assert_eq!(
+        b.request(a.local_addr(), b"6".to_vec(), T).await.unwrap(),
+        b"a:6"
+    );
+    // A cut address fails new dials at once.
+    let (c, _) = start("c", SECRET).await;
+    a.faults().cut_address(c.local_addr());
+    let err = a
+        .request(c.local_addr(), b"7".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}
