@@ -43,6 +43,6 @@ pub use history::{
     Attempt, DIGEST_SEED, EventRecord, FaultKind, History, Injection, ListDigest, Outcome,
     digest_step, prefix_digests,
 };
-pub use partition::{CommandError, NoSwitch, PartitionCommand, PartitionSwitch};
+pub use partition::{CommandError, NoSwitch, PartitionCommand, PartitionSwitch, TransportSwitch};
 pub use run::{Options, Summary, run};
 pub use unavailability::{Percentiles, Window, unavailability, windows};

@@ -74,6 +74,40 @@ pub trait PartitionSwitch: Send + Sync {
     fn apply(&self, command: &PartitionCommand) -> Result<(), String>;
 }
 
+/// The switch of a running silo: its transport's test fault switch
+/// (`granary_transport::Faults`). A cut drops every frame to and from the peer silo on this
+/// silo's links, dialed or accepted, now and later; new dials still connect (a silent
+/// partition, not a refusal).
+#[derive(Debug, Clone)]
+pub struct TransportSwitch(granary_transport::Faults);
+
+impl TransportSwitch {
+    /// The switch of `silo`; [`NoSwitch`] outside a cluster.
+    #[must_use]
+    pub fn of(silo: &granary::Silo) -> Box<dyn PartitionSwitch> {
+        match silo.transport_faults() {
+            Some(faults) => Box::new(Self(faults)),
+            None => Box::new(NoSwitch),
+        }
+    }
+}
+
+impl PartitionSwitch for TransportSwitch {
+    fn apply(&self, command: &PartitionCommand) -> Result<(), String> {
+        match command {
+            PartitionCommand::Heal => self.0.heal(),
+            PartitionCommand::Cut { silo, .. } => {
+                let (name, generation) = silo
+                    .rsplit_once('@')
+                    .and_then(|(name, generation)| Some((name, generation.parse().ok()?)))
+                    .ok_or_else(|| format!("{silo:?} is not a silo id (name@generation)"))?;
+                self.0.cut_silo(&granary::SiloId::new(name, generation));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The switch of a build without a transport fault hook: it refuses every cut.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoSwitch;

@@ -254,6 +254,11 @@ impl Cluster {
         self.address
     }
 
+    /// The transport's test fault switch.
+    pub(crate) fn faults(&self) -> granary_transport::Faults {
+        self.transport.faults()
+    }
+
     /// Reads the membership table into the view.
     pub(crate) async fn refresh(&self) -> Result<(), StorageError> {
         let snapshot = self.membership.read().await?;

@@ -349,6 +349,15 @@ impl Silo {
         }
     }
 
+    /// The switch that simulates network partitions in tests: frames to and from the silos
+    /// it cuts are dropped on this silo's links (see `granary_transport::Faults`). `None`
+    /// outside a cluster. Not for production use.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn transport_faults(&self) -> Option<granary_transport::Faults> {
+        self.runtime.cluster.get().map(|c| c.faults())
+    }
+
     /// Where other silos reach this one (in a cluster).
     #[must_use]
     pub fn address(&self) -> Option<std::net::SocketAddr> {

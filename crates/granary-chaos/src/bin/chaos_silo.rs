@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use granary_chaos::{ListGrain, NoSwitch, PartitionCommand, PartitionSwitch};
+use granary_chaos::{ListGrain, PartitionCommand, PartitionSwitch, TransportSwitch};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::main]
@@ -23,7 +23,7 @@ async fn main() {
         settings,
         |silo| silo.register::<ListGrain>(),
         move |silo| {
-            let _ = slot.set(partition_switch(silo));
+            let _ = slot.set(TransportSwitch::of(silo));
         },
     );
     let result = tokio::select! {
@@ -34,11 +34,6 @@ async fn main() {
         eprintln!("chaos-silo: {err}");
         std::process::exit(err.exit_code());
     }
-}
-
-/// The switch that reaches `silo`'s transport.
-fn partition_switch(_silo: &granary::Silo) -> Box<dyn PartitionSwitch> {
-    Box::new(NoSwitch)
 }
 
 /// Applies the commands read from stdin to `switch`; never returns (after stdin closed, it
