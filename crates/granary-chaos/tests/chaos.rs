@@ -70,3 +70,26 @@ fn a_minute_of_kills_and_stops_loses_nothing() {
         "every SIGCONTed silo exited with status 3: {summary}"
     );
 }
+
+#[test]
+fn a_partitioned_silo_loses_nothing_and_no_healthy_silo_is_declared_dead() {
+    let summary = chaos(&[
+        "--fault",
+        "partition",
+        "--duration",
+        "30",
+        "--interval",
+        "8",
+    ]);
+    nothing_lost(&summary);
+    assert!(
+        summary["injected"]["partition"].as_u64() >= Some(1),
+        "a partition was injected: {summary}"
+    );
+    // The cut-off silo may be declared dead (the others are a majority); they may not.
+    assert_eq!(
+        summary["healthy_declared_dead"],
+        Value::Array(Vec::new()),
+        "{summary}"
+    );
+}
