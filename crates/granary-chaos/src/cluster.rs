@@ -18,7 +18,8 @@ use crate::partition::PartitionCommand;
 pub struct SiloSpec {
     /// The `chaos-silo` binary.
     pub binary: PathBuf,
-    /// The `GRANARY_*` variables every silo gets (`GRANARY_NAME` is added per silo).
+    /// The `GRANARY_*` variables every silo gets (`GRANARY_NAME` and `GRANARY_LISTEN` are
+    /// added per silo).
     pub env: Vec<(String, String)>,
     /// Where each process's stderr goes: `<name>-<incarnation>.log`.
     pub log_dir: PathBuf,
@@ -48,7 +49,8 @@ impl Drop for SiloProcess {
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 impl SiloProcess {
-    /// Starts silo `name` (its `incarnation`-th process) and waits for its ready line.
+    /// Starts silo `name` (its `incarnation`-th process) listening on `listen` (a free port
+    /// when `None`) and waits for its ready line.
     ///
     /// # Errors
     /// [`ChaosError::SiloStart`] if it cannot be spawned, exits, or is not ready within 30 s.
@@ -56,6 +58,7 @@ impl SiloProcess {
         spec: &SiloSpec,
         name: &str,
         incarnation: usize,
+        listen: Option<SocketAddr>,
     ) -> Result<Self, ChaosError> {
         let failed = |reason: String| ChaosError::SiloStart {
             name: name.to_owned(),
@@ -68,6 +71,10 @@ impl SiloProcess {
         command
             .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("GRANARY_NAME", name)
+            .env(
+                "GRANARY_LISTEN",
+                listen.map_or_else(|| "127.0.0.1:0".to_owned(), |a| a.to_string()),
+            )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -94,7 +94,7 @@ impl Cluster {
     ) -> Result<Self, ChaosError> {
         let mut incarnations = BTreeMap::new();
         incarnations.insert("s0".to_owned(), 1);
-        let first = SiloProcess::start(&spec, "s0", 1).await?;
+        let first = SiloProcess::start(&spec, "s0", 1, None).await?;
         let config = RedisConfig::new(redis, cluster)
             .bootstrap(Bootstrap::RequireExisting)
             // Reading back a long run's event stream is one large reply.
@@ -112,7 +112,7 @@ impl Cluster {
             injections: Vec::new(),
         };
         for i in 1..count {
-            let silo = cluster.launch(&format!("s{i}")).await?;
+            let silo = cluster.launch(&format!("s{i}"), None).await?;
             cluster.silos.push(silo);
         }
         cluster.report.restarts = 0;
@@ -130,19 +130,27 @@ impl Cluster {
         self.silos.iter().map(|s| s.addr).collect()
     }
 
-    async fn launch(&mut self, name: &str) -> Result<SiloProcess, ChaosError> {
+    async fn launch(
+        &mut self,
+        name: &str,
+        listen: Option<std::net::SocketAddr>,
+    ) -> Result<SiloProcess, ChaosError> {
         let incarnation = self.incarnations.entry(name.to_owned()).or_default();
         *incarnation += 1;
         let incarnation = *incarnation;
         self.report.restarts += 1;
-        SiloProcess::start(&self.spec, name, incarnation).await
+        SiloProcess::start(&self.spec, name, incarnation, listen).await
     }
 
-    /// Replaces the silo at `index` by a new process of the same name.
+    /// Replaces the silo at `index` by a new process of the same name on the same address, as
+    /// a restarted server would be (on a free port if that one cannot be bound again).
     async fn replace(&mut self, index: usize) -> Result<(), ChaosError> {
-        let name = self.silos[index].name.clone();
+        let (name, addr) = (self.silos[index].name.clone(), self.silos[index].addr);
         self.silos[index].kill().await;
-        self.silos[index] = self.launch(&name).await?;
+        self.silos[index] = match self.launch(&name, Some(addr)).await {
+            Ok(silo) => silo,
+            Err(_) => self.launch(&name, None).await?,
+        };
         Ok(())
     }
 
@@ -242,13 +250,16 @@ impl Cluster {
             self.silos[victim].send(cut).await?;
         }
         // Watch the membership while the partition holds, and as long again after it healed:
-        // votes cast during the partition may land late.
+        // votes cast during the partition may land late. A silo declared dead exits (dead is
+        // final) and is restarted at once, as a supervisor would.
         let mut declared = std::collections::BTreeSet::new();
         let healed_at = Instant::now() + self.timing.partition_hold;
         let until = healed_at + self.timing.partition_hold;
         let mut healed = false;
-        while Instant::now() < until {
-            if !healed && Instant::now() >= healed_at {
+        let mut victim_id = Some(self.silos[victim].id.clone());
+        loop {
+            let now = Instant::now();
+            if !healed && now >= healed_at {
                 // A cut-off silo declared dead has exited: nothing to heal.
                 let _ = self.silos[victim].send(&PartitionCommand::Heal).await;
                 healed = true;
@@ -260,25 +271,28 @@ impl Cluster {
                     declared.insert(entry.silo.to_string());
                 }
             }
+            let last = now >= until;
+            for index in 0..self.silos.len() {
+                let id = self.silos[index].id.clone();
+                if !declared.contains(&id) {
+                    continue;
+                }
+                if !last && self.silos[index].exited().is_none() {
+                    continue;
+                }
+                if victim_id.as_ref() == Some(&id) {
+                    self.report.partitioned_declared_dead += 1;
+                    victim_id = None;
+                } else {
+                    self.report.healthy_declared_dead.push(id);
+                }
+                self.silos[index].wait_exit(self.timing.detection).await;
+                self.replace(index).await?;
+            }
+            if last {
+                break;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if !healed {
-            let _ = self.silos[victim].send(&PartitionCommand::Heal).await;
-        }
-        for index in 0..self.silos.len() {
-            if !declared.contains(&self.silos[index].id) {
-                continue;
-            }
-            if index == victim {
-                self.report.partitioned_declared_dead += 1;
-            } else {
-                self.report
-                    .healthy_declared_dead
-                    .push(self.silos[index].id.clone());
-            }
-            // Dead is final: it exits (status 3) and joins again as a new generation.
-            self.silos[index].wait_exit(self.timing.detection).await;
-            self.replace(index).await?;
         }
         Ok(())
     }

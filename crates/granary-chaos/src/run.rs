@@ -194,7 +194,6 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
             ("GRANARY_CLUSTER", cluster.as_str()),
             ("GRANARY_SECRET", SECRET),
             ("GRANARY_REDIS", redis.as_str()),
-            ("GRANARY_LISTEN", "127.0.0.1:0"),
             ("GRANARY_PROFILE", options.profile.as_str()),
             ("GRANARY_PLACEMENT", options.placement.as_str()),
             ("GRANARY_EVENTS_PREFIX", prefix.as_str()),
