@@ -247,7 +247,7 @@ impl Transport {
     /// dialed or accepted, closes at once (requests in flight on them fail as
     /// `ConnectionLost`), and its handshakes, either way, are refused.
     pub fn refuse(&self, silo: &SiloId) {
-        if !self.inner.refused.write().insert(silo.clone()) {
+        if self.inner.is_refused(silo) || !self.inner.refused.write().insert(silo.clone()) {
             return;
         }
         let links: Vec<Arc<Link>> = self
