@@ -28,6 +28,9 @@ pub struct Timing {
     pub partition_hold: Duration,
     /// How long Redis stays down.
     pub redis_down: Duration,
+    /// Whether a restarted silo listens on a new free port instead of its predecessor's
+    /// address.
+    pub new_address: bool,
 }
 
 /// What the faults did and what the cluster did about them.
@@ -143,11 +146,13 @@ impl Cluster {
     }
 
     /// Replaces the silo at `index` by a new process of the same name on the same address, as
-    /// a restarted server would be (on a free port if that one cannot be bound again).
+    /// a restarted server would be (on a free port if that one cannot be bound again, or with
+    /// `--restart-address new`).
     async fn replace(&mut self, index: usize) -> Result<(), ChaosError> {
         let (name, addr) = (self.silos[index].name.clone(), self.silos[index].addr);
         self.silos[index].kill().await;
-        self.silos[index] = match self.launch(&name, Some(addr)).await {
+        let listen = (!self.timing.new_address).then_some(addr);
+        self.silos[index] = match self.launch(&name, listen).await {
             Ok(silo) => silo,
             Err(_) => self.launch(&name, None).await?,
         };

@@ -44,5 +44,5 @@ pub use history::{
     digest_step, prefix_digests,
 };
 pub use partition::{CommandError, NoSwitch, PartitionCommand, PartitionSwitch, TransportSwitch};
-pub use run::{Options, Summary, run};
+pub use run::{Options, RestartAddress, Summary, run};
 pub use unavailability::{Percentiles, Window, unavailability, windows};

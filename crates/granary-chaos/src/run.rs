@@ -76,12 +76,25 @@ pub struct Options {
     /// seconds (default: 15 in the test profile, 40 in production).
     #[arg(long)]
     pub detection: Option<u64>,
+    /// Where a restarted silo listens: `same` (its predecessor's address, as a restarted
+    /// server would) or `new` (a free port).
+    #[arg(long, value_enum, default_value = "same")]
+    pub restart_address: RestartAddress,
     /// How long to wait, after the workload, for the relays to deliver the last events.
     #[arg(long, default_value_t = 30)]
     pub settle: u64,
     /// Where each silo process's log goes (default: a new directory under the temp dir).
     #[arg(long)]
     pub log_dir: Option<PathBuf>,
+}
+
+/// Where a restarted silo listens (`--restart-address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartAddress {
+    /// Its predecessor's address, as a restarted server would.
+    Same,
+    /// A new free port.
+    New,
 }
 
 /// The one line a run prints.
@@ -213,6 +226,7 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         })),
         partition_hold: Duration::from_millis(options.partition_hold_ms),
         redis_down: Duration::from_millis(options.redis_down_ms),
+        new_address: options.restart_address == RestartAddress::New,
     };
 
     let mut silos = Cluster::start(spec, options.silos, &redis, &cluster, timing).await?;
