@@ -49,7 +49,7 @@ impl fmt::Display for FaultKind {
 pub struct ListDigest {
     /// How many values.
     pub len: usize,
-    /// [`digest`] of the values in order.
+    /// The digest of the values in order ([`digest_step`] from [`DIGEST_SEED`]).
     pub hash: u64,
     /// The last value, if any.
     pub last: Option<u64>,
