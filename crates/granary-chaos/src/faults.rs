@@ -24,6 +24,9 @@ pub struct Timing {
     /// The longest a stopped or partitioned silo may take to be declared dead, and a silo
     /// declared dead to exit.
     pub detection: Duration,
+    /// How long a stopped silo stays stopped at least (longer if it is not declared dead by
+    /// then).
+    pub stop_hold: Duration,
     /// How long a partition lasts.
     pub partition_hold: Duration,
     /// How long Redis stays down.
@@ -224,10 +227,14 @@ impl Cluster {
     async fn stop(&mut self, victim: usize) -> Result<(), ChaosError> {
         self.record(FaultKind::Stop);
         self.silos[victim].signal("STOP")?;
+        let resume = Instant::now() + self.timing.stop_hold;
         let id = self.silos[victim].id.clone();
         if !self.wait_dead(&id, self.timing.detection).await? {
             self.report.stopped_not_declared_dead += 1;
         }
+        // Stopped past its detection: calls in flight through it, as a gateway, wait on it
+        // until then.
+        tokio::time::sleep_until(resume.into()).await;
         self.silos[victim].signal("CONT")?;
         let status = self.silos[victim].wait_exit(self.timing.detection).await;
         if status.and_then(|s| s.code()) != Some(DEAD_STATUS) {

@@ -13,8 +13,8 @@ use serde::Serialize;
 pub enum FaultKind {
     /// SIGKILL a random silo, then start it again.
     Kill,
-    /// SIGSTOP a random silo until the cluster declares it dead, then SIGCONT it: it must exit
-    /// with status 3; then start it again.
+    /// SIGSTOP a random silo until the cluster declares it dead (and at least
+    /// `--stop-hold-ms`), then SIGCONT it: it must exit with status 3; then start it again.
     Stop,
     /// Kill the (private, AOF `always`) Redis and start it again on the same port and data.
     RedisRestart,

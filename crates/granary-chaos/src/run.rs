@@ -66,6 +66,10 @@ pub struct Options {
     /// The client's call deadline, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub call_timeout_ms: u64,
+    /// How long a stopped silo stays stopped, in milliseconds, at least: until it is declared
+    /// dead, and no less than this.
+    #[arg(long, default_value_t = 6000)]
+    pub stop_hold_ms: u64,
     /// How long a partition lasts, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub partition_hold_ms: u64,
@@ -224,6 +228,7 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         } else {
             40
         })),
+        stop_hold: Duration::from_millis(options.stop_hold_ms),
         partition_hold: Duration::from_millis(options.partition_hold_ms),
         redis_down: Duration::from_millis(options.redis_down_ms),
         new_address: options.restart_address == RestartAddress::New,
