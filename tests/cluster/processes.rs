@@ -562,3 +562,14 @@ async fn wait_for_one(seen: &Arc<std::sync::Mutex<Vec<String>>>) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_process_logs_to_stderr_and_its_stdout_starts_with_the_ready_line() {
+    let cluster = unique_name("logs");
+    // At `info` the silo logs "silo started" before its ready line: on stdout, that log line
+    // would come first and `SiloProcess::start` would find no ready line.
+    let silo = start_with(&cluster, "chatty", "prefer-local", &[("RUST_LOG", "info")]).await;
+    let client = pinned(&cluster, silo.addr).await;
+    assert_eq!(client.grain::<CounterGrain>(1).bump().await.unwrap().0, 1);
+    client.close().await;
+}

@@ -420,11 +420,25 @@ pub async fn run(
     settings: Settings,
     register: impl FnOnce(SiloBuilder) -> SiloBuilder,
 ) -> Result<(), NodeError> {
+    run_with(settings, register, |_| {}).await
+}
+
+/// As [`run`], and hands the silo to `started` once it is active, before the ready line: a
+/// test harness reaches the running silo through it (the chaos suite's `chaos-silo` injects
+/// partitions into its transport).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    settings: Settings,
+    register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+    started: impl FnOnce(&Silo),
+) -> Result<(), NodeError> {
     let resolved = resolve(&settings);
     let silo_name = resolved.as_ref().map_or("silo", |r| r.name.as_str());
     let otlp = resolved.as_ref().ok().and_then(|r| r.otlp.as_deref());
     let telemetry = telemetry::install(silo_name, otlp)?;
-    let result = serve(&settings, resolved?, register).await;
+    let result = serve(&settings, resolved?, register, started).await;
     telemetry.shutdown().await;
     result
 }
@@ -434,6 +448,7 @@ async fn serve(
     settings: &Settings,
     r: Resolved,
     register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+    started: impl FnOnce(&Silo),
 ) -> Result<(), NodeError> {
     let http_listener = r
         .http
@@ -475,6 +490,7 @@ async fn serve(
         .membership(Arc::new(RedisMembership::new(store.clone())))
         .cluster(cluster);
     let silo = register(builder).start().await?;
+    started(&silo);
     let relay = relay.owner(silo.shard_owner()).start();
     let dashboard = r.dashboard_token.clone().map(|token| {
         Arc::new(dashboard::Dashboard::new(

@@ -13,7 +13,9 @@ fn fmt_layer<S>() -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
+    // stderr: stdout is the process's interface (the ready line comes first on it).
     tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
         .with_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
 }
 
