@@ -13,6 +13,7 @@ mod activation;
 mod bad_input;
 mod dashboard;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod multi_silo;
 mod processes;
