@@ -420,3 +420,6 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
