@@ -52,6 +52,9 @@ async fn cluster(prefix: &str) -> Cluster {
         ("GRANARY_REDIS", &redis),
         ("GRANARY_PLACEMENT", "hash"),
         ("GRANARY_EVENTS_PREFIX", &events),
+        // The activations shown are checked: no idle collection under the tests (the test
+        // profile's 200 ms would make the counts flicker on a loaded machine).
+        ("GRANARY_IDLE_AFTER", "10m"),
     ];
     let bin = env!("CARGO_BIN_EXE_test-silo");
     let mut env_a = common.to_vec();

@@ -14,6 +14,7 @@ mod bad_input;
 mod dashboard;
 mod failures;
 mod lifecycle;
+mod limits;
 mod metrics;
 mod multi_silo;
 mod processes;

@@ -229,10 +229,10 @@ impl BrokenGrain {
 }
 
 /// A silo with the probe grains, sharing `counters`.
-/// Idle collection is pushed out of the way (60 s) so that counts of activations are exact.
+/// Idle collection is pushed out of the way (10 min) so that counts of activations are exact.
 pub async fn silo(counters: &Arc<Counters>) -> TestSilo {
     silo_with(counters, Duration::ZERO, |c| granary::SiloConfig {
-        idle_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(600),
         ..c
     })
     .await

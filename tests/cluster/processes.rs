@@ -30,6 +30,10 @@ async fn start_with(
         ("GRANARY_SECRET", SECRET),
         ("GRANARY_REDIS", redis.as_str()),
         ("GRANARY_PLACEMENT", placement),
+        // Where grains are active is what these tests look at (the directory, the activation
+        // gauge): no idle collection under them (the test profile's 200 ms races a loaded
+        // machine).
+        ("GRANARY_IDLE_AFTER", "10m"),
     ];
     env.extend_from_slice(more);
     SiloProcess::start(env!("CARGO_BIN_EXE_test-silo"), name, &env).await
@@ -390,6 +394,8 @@ async fn a_silo_process_serves_its_metrics() {
             ("GRANARY_REDIS", &redis),
             ("GRANARY_METRICS", &metrics_addr),
             ("GRANARY_EVENTS_PREFIX", &prefix),
+            // The activation gauge is checked: no idle collection under the test.
+            ("GRANARY_IDLE_AFTER", "10m"),
         ],
     )
     .await;

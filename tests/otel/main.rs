@@ -81,6 +81,8 @@ async fn two_silos() -> Vec<Silo> {
         let silo = Silo::builder()
             .config(SiloConfig {
                 name: format!("{cluster}-s{i}"),
+                // Which silo hosts a grain is looked up: no idle collection under the test.
+                idle_timeout: Duration::from_secs(600),
                 ..SiloConfig::test_profile()
             })
             .storage(store.clone())

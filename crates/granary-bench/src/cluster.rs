@@ -73,6 +73,19 @@ fn exe() -> String {
 }
 
 async fn start_silo(cluster: &str, name: &str) -> SiloProcess {
+    start_silo_with(cluster, name, Profile::Test).await
+}
+
+/// The timings a benchmark's silos run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Profile {
+    /// `ClusterConfig::test_profile()`: a crash declared in about a second.
+    Test,
+    /// `ClusterConfig::new()`'s defaults: a crash declared in about 4 s.
+    Production,
+}
+
+async fn start_silo_with(cluster: &str, name: &str, profile: Profile) -> SiloProcess {
     let redis = redis_url();
     let mut process = SiloProcess::start_with_args(
         &exe(),
@@ -83,6 +96,13 @@ async fn start_silo(cluster: &str, name: &str) -> SiloProcess {
             ("GRANARY_SECRET", SECRET),
             ("GRANARY_REDIS", &redis),
             ("GRANARY_PLACEMENT", "prefer-local"),
+            (
+                "GRANARY_PROFILE",
+                match profile {
+                    Profile::Test => "test",
+                    Profile::Production => "production",
+                },
+            ),
         ],
     )
     .await;
@@ -98,13 +118,20 @@ async fn start_echo() -> (SiloProcess, SocketAddr) {
 
 /// An in-process silo joining `cluster`, placing new grains by hash.
 async fn local_silo(cluster: &str) -> Silo {
+    local_silo_with(cluster, Profile::Test).await
+}
+
+/// As [`local_silo`], with the cluster timings of `profile`.
+async fn local_silo_with(cluster: &str, profile: Profile) -> Silo {
     let store = Arc::new(
         RedisStore::connect(RedisConfig::new(redis_url(), cluster))
             .await
             .expect("P3/P4/P9 need a Redis (GRANARY_BENCH_REDIS)"),
     );
-    let mut config =
-        ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().expect("addr")).test_profile();
+    let mut config = ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().expect("addr"));
+    if profile == Profile::Test {
+        config = config.test_profile();
+    }
     config.placement = Placement::Hash;
     Silo::builder()
         .config(SiloConfig {
@@ -260,13 +287,14 @@ pub(crate) fn raw_calls(sequential: usize, total: usize, size: usize) -> Calls {
 
 /// P9: a silo hosting `grains` grains goes away; the time until each of them answers again from
 /// the survivors, p99, in ms. `crash`: SIGKILL (failure detection needed); otherwise SIGTERM (a
-/// clean shutdown that hands over at once): the baseline.
-pub(crate) fn failover(grains: usize, crash: bool) -> f64 {
+/// clean shutdown that hands over at once): the baseline. Every silo runs the cluster timings
+/// of `profile`.
+pub(crate) fn failover(grains: usize, crash: bool, profile: Profile) -> f64 {
     multi_thread(2).block_on(async {
         let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let victim = start_silo(&cluster, "victim").await;
-        let survivor = start_silo(&cluster, "survivor").await;
-        let silo = local_silo(&cluster).await;
+        let victim = start_silo_with(&cluster, "victim", profile).await;
+        let survivor = start_silo_with(&cluster, "survivor", profile).await;
+        let silo = local_silo_with(&cluster, profile).await;
         wait_members(&silo, 3).await;
         // Grains placed on the victim: its address answers for them in the directory.
         let store = RedisStore::connect(RedisConfig::new(redis_url(), &cluster))

@@ -21,7 +21,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: P1…P9 or all (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
+    /// Metrics to run: P1…P9 or all; P9 also prints P9-prod (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
     /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
     /// the local servers; and Kafka, `GRANARY_BENCH_KAFKA`, and SQS, `GRANARY_BENCH_SQS`, which
     /// default to a private `tansu` broker and `moto_server` that P7 starts).
@@ -92,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     if wants("P7") {
         metrics::p7(args.reps, scale);
     }
-    if wants("P9") {
+    if wants("P9") || wants("P9-prod") {
         metrics::p9(args.reps, scale);
     }
     if wants("P8") {

@@ -309,26 +309,38 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
 }
 
 /// P9: a silo hosting 1,000 grains is SIGKILLed: p99 time until each answers again from the
-/// survivors (test profile), against the same after a clean stop (SIGTERM), which needs no
-/// failure detection.
+/// survivors, against the same after a clean stop (SIGTERM), which needs no failure detection.
+/// `P9` runs the test profile (goal ≤ 0.5 s), `P9-prod` the production one (goal ≤ 5 s; Orleans'
+/// defaults take 15–30 s to declare a silo dead). Both baselines are measured, not assumed:
+/// the ratio says how much failure detection adds to a clean hand-over.
 pub(crate) fn p9(reps: usize, scale: usize) {
     let grains = 1_000 / scale.min(10);
-    let [clean, crash] = interleave(
-        reps,
-        [&|| cluster::failover(grains, false), &|| {
-            cluster::failover(grains, true)
-        }],
-    );
-    Line {
-        id: "P9",
-        what: &format!("failover_p99_{grains}grains_test_profile"),
-        value: median(&crash),
-        baseline: median(&clean),
-        baseline_name: "same_after_clean_stop",
-        unit: "ms",
-        goal: "value<=2000",
+    for (id, profile, name, goal) in [
+        ("P9", cluster::Profile::Test, "test_profile", "value<=500"),
+        (
+            "P9-prod",
+            cluster::Profile::Production,
+            "production_profile",
+            "value<=5000",
+        ),
+    ] {
+        let [clean, crash] = interleave(
+            reps,
+            [&|| cluster::failover(grains, false, profile), &|| {
+                cluster::failover(grains, true, profile)
+            }],
+        );
+        Line {
+            id,
+            what: &format!("failover_p99_{grains}grains_{name}"),
+            value: median(&crash),
+            baseline: median(&clean),
+            baseline_name: "same_after_clean_stop",
+            unit: "ms",
+            goal,
+        }
+        .print();
     }
-    .print();
 }
 
 /// As [`interleave`], for runs that return any value.

@@ -86,6 +86,9 @@ async fn status_grain_and_events_tail_show_a_running_cluster() {
     let silo = Silo::builder()
         .config(SiloConfig {
             name: "inspected".into(),
+            // `granary grain` must find the grain active: no idle collection under the test
+            // (the test profile's 200 ms deactivated it before the command looked).
+            idle_timeout: std::time::Duration::from_secs(600),
             ..SiloConfig::test_profile()
         })
         .storage(store.clone())
@@ -235,7 +238,7 @@ async fn a_host_binary_runs_a_silo_that_serves_calls_and_stops_on_sigterm() {
     std::fs::write(
         &file,
         format!(
-            "cluster = \"{cluster}\"\nsecret = \"{SECRET}\"\nredis = \"{url}\"\nname = \"from-file\"\n"
+            "cluster = \"{cluster}\"\nsecret = \"{SECRET}\"\nredis = \"{url}\"\nname = \"from-file\"\nbootstrap = \"create\"\n"
         ),
     )
     .unwrap();
@@ -365,6 +368,21 @@ async fn a_silo_with_no_grain_types_a_missing_secret_or_a_wrong_url_says_what_to
         "{}",
         stderr(&malformed)
     );
+    // A cluster that does not exist is not created unless asked for: a Redis that lost its
+    // data is not taken for a new, empty cluster.
+    let never_created = command(&host, &["silo"], &complete);
+    assert_eq!(
+        never_created.status.code(),
+        Some(2),
+        "{}",
+        stderr(&never_created)
+    );
+    let err = stderr(&never_created);
+    assert!(
+        err.contains("holds no cluster") && err.contains("GRANARY_BOOTSTRAP=create"),
+        "{err}"
+    );
+
     // None of them joined the cluster.
     let store = RedisStore::connect(RedisConfig::new(&url, &cluster))
         .await

@@ -139,6 +139,42 @@ pub enum CallError {
         /// How many deliveries were tried.
         attempts: u32,
     },
+    /// The silo holds as many activations as it may (`SiloConfig::max_activations`), so it
+    /// refused to activate another grain; the grains already active keep working. The call did
+    /// not run: retry after a backoff (idle grains are deactivated meanwhile), spread the load
+    /// over more silos, or raise the limit if the machine has the memory.
+    #[error("silo {silo} refused to activate {grain}: it holds its maximum of {limit} activations")]
+    TooManyActivations {
+        /// The grain that was not activated.
+        grain: GrainId,
+        /// The silo that refused.
+        silo: String,
+        /// The silo's limit.
+        limit: usize,
+    },
+    /// The grain's queue of requests waiting for their turn is full
+    /// (`SiloConfig::max_queued_requests`): the grain cannot keep up with its callers. The call
+    /// did not run: retry after a backoff, or spread the work over more grains.
+    #[error("{grain} refused the call: {limit} requests are already waiting for their turn")]
+    QueueFull {
+        /// The grain whose queue is full.
+        grain: GrainId,
+        /// The queue's bound.
+        limit: usize,
+    },
+    /// The grain key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes: refused where it
+    /// entered (a reference's first call, or a call envelope arriving over the wire), before
+    /// anything was stored or activated. Retrying does not help: use a shorter key (a hash of
+    /// a long natural key, say).
+    #[error("grain key of type {grain_type} is {len} bytes long; keys may have at most {limit}")]
+    InvalidKey {
+        /// The grain type the key was meant for.
+        grain_type: String,
+        /// The key's length in bytes.
+        len: usize,
+        /// The longest key allowed.
+        limit: usize,
+    },
 }
 
 fn display_chain(chain: &[GrainId]) -> String {
@@ -151,16 +187,19 @@ fn display_chain(chain: &[GrainId]) -> String {
 
 impl CallError {
     /// Whether retrying the same call is safe and may succeed: the call certainly did not run
-    /// (`ShuttingDown`, `Unavailable`) or failed on a stale view that the retry reloads
+    /// (`ShuttingDown`, `Unavailable`, and the limits `TooManyActivations` and `QueueFull`,
+    /// best retried after a backoff) or failed on a stale view that the retry reloads
     /// (`StorageConflict`), or its silo could not be reached before it was sent
     /// (`SiloUnavailable` without `outcome_unknown`). A `Timeout` is not retryable: its outcome
-    /// is unknown.
+    /// is unknown. Nor is `InvalidKey`: the same key is refused again.
     #[must_use]
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Self::ShuttingDown
                 | Self::Unavailable { .. }
+                | Self::TooManyActivations { .. }
+                | Self::QueueFull { .. }
                 | Self::StorageConflict { .. }
                 | Self::SiloUnavailable {
                     outcome_unknown: false,

@@ -3,8 +3,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -23,7 +24,31 @@ pub enum GrainKey {
     Uuid(Uuid),
 }
 
+/// The longest grain key, in bytes (of a string key; integer and UUID keys are always
+/// shorter). A longer key is refused where it enters: the first call through a reference made
+/// with it fails with [`CallError::InvalidKey`](crate::CallError::InvalidKey), and so does a
+/// call envelope that arrives over the wire with it. Keys end up in storage keys, directory
+/// entries and every envelope, so a caller must not be able to make a silo hold megabytes per
+/// grain.
+pub const MAX_KEY_LEN: usize = 1024;
+
 impl GrainKey {
+    /// The length of the key in bytes: of the string, 8 for an integer, 16 for a UUID.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Str(s) => s.len(),
+            Self::Int(_) => 8,
+            Self::Uuid(_) => 16,
+        }
+    }
+
+    /// Whether the key is the empty string.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Self::Str(s) if s.is_empty())
+    }
+
     /// The canonical text of the key, with its kind as prefix (`s:`, `i:` or `u:`), so that
     /// keys of different kinds never collide where they are stored as text (Redis keys).
     #[must_use]
@@ -103,8 +128,16 @@ pub struct GrainId(Arc<IdInner>);
 struct IdInner {
     type_name: Cow<'static, str>,
     key: GrainKey,
+    /// The stable hash (placement, shards): the same everywhere, so predictable.
     hash: u64,
+    /// The hash the in-memory maps use: keyed with a secret of this process, so that nobody
+    /// can choose keys that all land in one bucket (HashDoS).
+    map_hash: u64,
 }
+
+/// The process's secret key of [`GrainId`] map hashes: std's `RandomState` is SipHash-1-3
+/// with random keys.
+static MAP_HASH_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
 
 impl GrainId {
     /// A grain id from a type name and a key.
@@ -132,11 +165,29 @@ impl GrainId {
                 h.write(u.as_bytes());
             }
         }
+        let map_hash = MAP_HASH_KEY.hash_one((&*type_name, &key));
         Self(Arc::new(IdInner {
             type_name,
             key,
             hash: h.finish(),
+            map_hash,
         }))
+    }
+
+    /// Checks the key against [`MAX_KEY_LEN`].
+    ///
+    /// # Errors
+    /// [`CallError::InvalidKey`](crate::CallError::InvalidKey) when the key is too long.
+    pub fn check_key(&self) -> Result<(), crate::CallError> {
+        let len = self.0.key.len();
+        if len > MAX_KEY_LEN {
+            return Err(crate::CallError::InvalidKey {
+                grain_type: self.0.type_name.to_string(),
+                len,
+                limit: MAX_KEY_LEN,
+            });
+        }
+        Ok(())
     }
 
     /// The grain's type name, as declared with `#[grain(name = "...")]`.
@@ -153,7 +204,8 @@ impl GrainId {
 
     /// A stable 64-bit hash of the id: FNV-1a over the type name, a key-kind tag and the key
     /// bytes (little-endian integers), the same on every machine and Rust version (used for
-    /// placement and map lookups).
+    /// placement and sharding). In-memory maps do not use it: `Hash` writes a hash keyed with
+    /// a secret of the process, so that crafted keys cannot collide on purpose.
     #[must_use]
     pub fn stable_hash(&self) -> u64 {
         self.0.hash
@@ -172,7 +224,9 @@ impl Eq for GrainId {}
 
 impl Hash for GrainId {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.0.hash);
+        // The keyed hash, computed once when the id was made: not the stable FNV hash, whose
+        // collisions anyone can compute.
+        state.write_u64(self.0.map_hash);
     }
 }
 
@@ -201,8 +255,10 @@ impl<'de> Deserialize<'de> for GrainId {
     }
 }
 
-/// A hasher for maps keyed by [`GrainId`]: the id carries its hash already, so hashing it again
-/// (SipHash by default) would be wasted work on every lookup.
+/// A hasher for maps keyed by [`GrainId`]: the id carries its hash already (SipHash-1-3 keyed
+/// with a random secret of the process, computed once when the id is made), so hashing it
+/// again on every lookup would be wasted work. Maps built with it are as resistant to chosen
+/// colliding keys (HashDoS) as std's `RandomState`.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct GrainIdHasher(u64);
 
@@ -278,6 +334,12 @@ impl fmt::Debug for ActivationId {
 
 /// The identity of a silo process: a name plus a generation, so that a restarted process is a
 /// new silo (a silo declared dead never comes back under the same id).
+///
+/// It reads `<name>@<generation>`. A generation made by [`SiloId::generate`] is the start time
+/// in Unix milliseconds times 2^20, plus 20 random bits: generations of one name order by start
+/// time, and two processes of the same name starting in the same millisecond still differ
+/// (two processes collide with odds of one in a million; within one process generations only
+/// grow).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SiloId {
     name: Arc<str>,
@@ -292,6 +354,23 @@ impl SiloId {
             name: name.into(),
             generation,
         }
+    }
+
+    /// A silo id for a process starting now: see the type's docs for the generation's layout.
+    #[must_use]
+    pub fn generate(name: impl Into<Arc<str>>) -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let fresh = generation_of(millis, random_bits());
+        // Strictly increasing within the process, so that two silos of one process never share
+        // a generation either (across processes, the random bits keep them apart).
+        let previous = LAST_GENERATION
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(fresh.max(last.saturating_add(1)))
+            })
+            .unwrap_or_else(|last| last);
+        Self::new(name, fresh.max(previous.saturating_add(1)))
     }
 
     /// The silo's configured name (often its address).
@@ -316,6 +395,26 @@ impl fmt::Debug for SiloId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SiloId({self})")
     }
+}
+
+/// Random bits of a generation: `GENERATION_RANDOM_BITS` of a v4 UUID.
+fn random_bits() -> u64 {
+    let bytes = Uuid::new_v4().into_bytes();
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
+}
+
+/// The last generation [`SiloId::generate`] made in this process.
+static LAST_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// How many low bits of a generation are random.
+const GENERATION_RANDOM_BITS: u32 = 20;
+
+/// A generation from the start time and random bits (only the low
+/// `GENERATION_RANDOM_BITS` of `random` are used).
+fn generation_of(millis: u64, random: u64) -> u64 {
+    (millis << GENERATION_RANDOM_BITS) | (random & ((1 << GENERATION_RANDOM_BITS) - 1))
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ pub use context::{ActivationHost, GrainContext, StateGuard};
 pub use error::{CallError, StorageError};
 pub use event::{Event, PublishedEvent};
 pub use grain::{Grain, GrainState, MethodInfo};
-pub use id::{ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, SiloId};
+pub use id::{
+    ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
+};
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
 

@@ -299,8 +299,12 @@ impl Envelope {
     /// Decodes an envelope with the wire codec's size limit.
     ///
     /// # Errors
-    /// [`CallError::Codec`] when the bytes are not an envelope.
+    /// [`CallError::Codec`] when the bytes are not an envelope; [`CallError::InvalidKey`] when
+    /// its target's key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
     pub fn decode(bytes: &[u8]) -> Result<Self, CallError> {
-        codec::decode(bytes).map_err(|e| CallError::codec("call envelope", &e))
+        let envelope: Self =
+            codec::decode(bytes).map_err(|e| CallError::codec("call envelope", &e))?;
+        envelope.target.check_key()?;
+        Ok(envelope)
     }
 }

@@ -50,6 +50,10 @@ pub struct CallOptions {
 ///
 /// Cheap to clone, `Send + Sync`. It serializes as its grain id only; deserialized inside a
 /// silo (as an argument, say) it binds to that silo. Typed references (`PlayerRef`) wrap it.
+///
+/// Making a reference never fails. A reference whose key is longer than
+/// [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) carries that fact: every call through it fails at once
+/// with [`CallError::InvalidKey`], before anything is sent or activated.
 #[derive(Clone)]
 pub struct GrainRef {
     id: GrainId,
@@ -94,7 +98,8 @@ impl GrainRef {
     /// Calls `method` with `args` and decodes the reply. Used by generated references.
     ///
     /// # Errors
-    /// Whatever the call produced; see [`CallError`].
+    /// Whatever the call produced; see [`CallError`]. [`CallError::InvalidKey`] at once when
+    /// the reference's key is too long.
     ///
     /// # Cancel safety
     /// Dropping the future abandons the wait, not the call: the grain may still run it.
@@ -103,9 +108,7 @@ impl GrainRef {
         method: &'static MethodInfo,
         args: impl Serialize + Send + 'static,
     ) -> Result<R, CallError> {
-        let invoker = self.invoker.as_ref().ok_or_else(|| CallError::Unbound {
-            grain: self.id.clone(),
-        })?;
+        let invoker = self.invoker()?;
         let call = self.outgoing(
             method,
             Payload::local(args),
@@ -122,17 +125,24 @@ impl GrainRef {
     ///
     /// # Errors
     /// Only delivery failures: the method's own outcome is not reported.
+    /// [`CallError::InvalidKey`] at once when the reference's key is too long.
     pub async fn send(
         &self,
         method: &'static MethodInfo,
         args: impl Serialize + Send + 'static,
     ) -> Result<(), CallError> {
-        let invoker = self.invoker.as_ref().ok_or_else(|| CallError::Unbound {
-            grain: self.id.clone(),
-        })?;
+        let invoker = self.invoker()?;
         invoker
             .send(self.outgoing(method, Payload::local(args), turn::chain_for_one_way_call()))
             .await
+    }
+
+    /// The invoker to call through, once the key is known to be acceptable.
+    fn invoker(&self) -> Result<&Arc<dyn Invoker>, CallError> {
+        self.id.check_key()?;
+        self.invoker.as_ref().ok_or_else(|| CallError::Unbound {
+            grain: self.id.clone(),
+        })
     }
 
     fn outgoing(

@@ -101,7 +101,7 @@ impl Dashboard {
                 silos.push(SiloView {
                     id: entry.silo.to_string(),
                     name: entry.silo.name().to_owned(),
-                    generation: entry.silo.generation(),
+                    generation: entry.silo.generation().to_string(),
                     address: entry.address.clone(),
                     status: format!("{:?}", entry.status),
                     heartbeat_age_ms: beat.map(|b| now.saturating_sub(b.at_ms)),
@@ -265,7 +265,8 @@ struct SiloView {
     /// `<name>@<generation>`.
     id: String,
     name: String,
-    generation: u64,
+    /// A string: generations exceed what a JavaScript number holds exactly (2^53).
+    generation: String,
     address: String,
     /// `Joining`, `Active`, `ShuttingDown` or `Dead`.
     status: String,

@@ -28,6 +28,8 @@
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
+//! | `GRANARY_BOOTSTRAP` | `join`: start only if the cluster exists in Redis (a Redis that lost its data is not taken for a new, empty cluster); `create`: create the cluster if it does not exist, else join it (the first silo of a new cluster) | `join` |
+//! | `GRANARY_IDLE_AFTER` | deactivate a grain after this long without calls: a number with `ms`, `s`, `m` or `h` (`90s`, `15m`) | the profile's: `15m` in production, `200ms` in test |
 //! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, and the dashboard when a token is set | off |
 //! | `GRANARY_DASHBOARD_TOKEN` | serve the dashboard at `http://<GRANARY_METRICS>/dashboard?token=<token>`; at least 16 characters; needs `GRANARY_METRICS` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
@@ -108,6 +110,10 @@ pub struct Settings {
     pub placement: Option<String>,
     /// `production` or `test`.
     pub profile: Option<String>,
+    /// `join` (the default: the cluster must exist) or `create` (create it if missing).
+    pub bootstrap: Option<String>,
+    /// How long a grain stays active without calls, e.g. `90s`.
+    pub idle_after: Option<String>,
     /// The HTTP address: `/metrics`, and `/dashboard` when `dashboard_token` is set.
     pub metrics: Option<String>,
     /// The token the dashboard requires; without one the dashboard is not served.
@@ -232,6 +238,8 @@ impl Settings {
             ("GRANARY_ADVERTISE", &mut self.advertise),
             ("GRANARY_PLACEMENT", &mut self.placement),
             ("GRANARY_PROFILE", &mut self.profile),
+            ("GRANARY_BOOTSTRAP", &mut self.bootstrap),
+            ("GRANARY_IDLE_AFTER", &mut self.idle_after),
             ("GRANARY_METRICS", &mut self.metrics),
             ("GRANARY_DASHBOARD_TOKEN", &mut self.dashboard_token),
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
@@ -289,6 +297,10 @@ struct Resolved {
     advertise: Option<SocketAddr>,
     placement: Placement,
     test_profile: bool,
+    /// Create the cluster in Redis if it does not exist.
+    create: bool,
+    /// `GRANARY_IDLE_AFTER`, if set.
+    idle_after: Option<std::time::Duration>,
     http: Option<SocketAddr>,
     dashboard_token: Option<String>,
     /// The URL the spans are posted to.
@@ -326,6 +338,22 @@ fn otlp_traces_url(value: &str) -> Result<String, NodeError> {
     }
 }
 
+/// A duration such as `200ms`, `90s`, `15m` or `1h`; `None` if it is not one (or is zero).
+fn duration(value: &str) -> Option<std::time::Duration> {
+    let value = value.trim();
+    let digits = value.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = value.split_at(digits);
+    let n: u64 = number.parse().ok().filter(|n| *n > 0)?;
+    let secs = |factor: u64| n.checked_mul(factor).map(std::time::Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(std::time::Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => None,
+    }
+}
+
 fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
     let secret = required(
         settings.secret.as_ref(),
@@ -360,6 +388,30 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
             });
         }
     };
+    let create = match settings.bootstrap.as_deref().unwrap_or("join") {
+        "join" => false,
+        "create" => true,
+        other => {
+            return Err(NodeError::Setting {
+                name: "GRANARY_BOOTSTRAP",
+                problem: format!(
+                    "{other:?}: use join (the cluster must exist) or create (create it if missing)"
+                ),
+            });
+        }
+    };
+    let idle_after = settings
+        .idle_after
+        .as_deref()
+        .map(|value| {
+            duration(value).ok_or_else(|| NodeError::Setting {
+                name: "GRANARY_IDLE_AFTER",
+                problem: format!(
+                    "{value:?} is not a duration like 200ms, 90s, 15m or 1h (a positive whole number and a unit)"
+                ),
+            })
+        })
+        .transpose()?;
     let http = address(settings.metrics.as_ref(), "GRANARY_METRICS")?;
     let dashboard_token = settings.dashboard_token.clone();
     if let Some(token) = &dashboard_token {
@@ -396,6 +448,8 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         advertise: address(settings.advertise.as_ref(), "GRANARY_ADVERTISE")?,
         placement,
         test_profile,
+        create,
+        idle_after,
         http,
         dashboard_token,
         otlp,
@@ -459,7 +513,31 @@ async fn serve(
             })
         })
         .transpose()?;
-    let store = Arc::new(RedisStore::connect(RedisConfig::new(&r.redis, &r.cluster)).await?);
+    let bootstrap = if r.create {
+        granary_redis::Bootstrap::CreateIfMissing
+    } else {
+        granary_redis::Bootstrap::RequireExisting
+    };
+    let store = match RedisStore::connect(
+        RedisConfig::new(&r.redis, &r.cluster).bootstrap(bootstrap),
+    )
+    .await
+    {
+        Ok(store) => Arc::new(store),
+        Err(granary_redis::ConnectError::NoCluster { cluster, url }) => {
+            return Err(NodeError::Setting {
+                name: "GRANARY_BOOTSTRAP",
+                problem: format!(
+                    "Redis at {url} holds no cluster {cluster:?}, and a silo only joins an \
+                     existing cluster by default. To start a new cluster, start its first silo \
+                     with GRANARY_BOOTSTRAP=create (or `bootstrap = \"create\"` in the settings \
+                     file). If the cluster existed, Redis lost its data: restore it rather than \
+                     starting an empty cluster"
+                ),
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
     let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
     let relay = r
         .routing
@@ -483,6 +561,10 @@ async fn serve(
             name: config.name,
             ..SiloConfig::test_profile()
         };
+    }
+    if let Some(idle) = r.idle_after {
+        config.idle_timeout = idle;
+        config.collection_quantum = config.collection_quantum.min(idle);
     }
     let builder = Silo::builder()
         .config(config)
@@ -659,6 +741,54 @@ mod tests {
         assert_eq!(r.listen, "10.0.0.5:7000".parse().unwrap());
         assert_eq!(r.placement, Placement::Hash);
         assert!(r.test_profile);
+    }
+
+    #[test]
+    fn a_silo_joins_by_default_and_idle_collection_can_be_set() {
+        let base = [
+            ("GRANARY_CLUSTER", "c"),
+            ("GRANARY_SECRET", "0123456789abcdef"),
+            ("GRANARY_REDIS", "redis://x"),
+        ];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            resolve(&env(&pairs))
+        };
+        let r = with(&[]).unwrap();
+        assert!(!r.create, "join is the default");
+        assert_eq!(r.idle_after, None);
+        assert!(with(&[("GRANARY_BOOTSTRAP", "create")]).unwrap().create);
+        assert!(!with(&[("GRANARY_BOOTSTRAP", "join")]).unwrap().create);
+        let err = with(&[("GRANARY_BOOTSTRAP", "new")]).err().unwrap();
+        assert!(err.to_string().contains("GRANARY_BOOTSTRAP"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+
+        let idle = |value: &'static str| with(&[("GRANARY_IDLE_AFTER", value)]);
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(idle("90s").unwrap().idle_after, Some(secs(90)));
+        assert_eq!(idle("15m").unwrap().idle_after, Some(secs(900)));
+        assert_eq!(idle("1h").unwrap().idle_after, Some(secs(3600)));
+        assert_eq!(
+            idle("200ms").unwrap().idle_after,
+            Some(std::time::Duration::from_millis(200))
+        );
+        for bad in [
+            "",
+            "15",
+            "0s",
+            "-1s",
+            "1.5s",
+            "1d",
+            "s",
+            "99999999999999999999h",
+        ] {
+            let err = idle(bad).err().unwrap();
+            assert!(
+                err.to_string().contains("GRANARY_IDLE_AFTER"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

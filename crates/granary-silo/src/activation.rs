@@ -632,7 +632,24 @@ impl<G: Grain> ActivationEntry for Activation<G> {
                 }
                 self.spawn_run(req, exclusive, false);
             }
-            Admission::Queue => admin.sched.queue.push_back((req, read_only)),
+            Admission::Queue => {
+                let limit = self.runtime.config.max_queued_requests;
+                if admin.sched.queue.len() >= limit
+                    && !matches!(req.kind, RequestKind::Timer { .. })
+                {
+                    // Refused at once: waiting behind a queue this long would most likely end
+                    // in a timeout, with the grain still working through calls nobody awaits.
+                    drop(admin);
+                    self.runtime.metrics.refused(crate::metrics::Refusal::Queue);
+                    tracing::debug!(grain = %self.id(), limit, "call refused: the queue is full");
+                    req.fail(CallError::QueueFull {
+                        grain: self.id().clone(),
+                        limit,
+                    });
+                } else {
+                    admin.sched.queue.push_back((req, read_only));
+                }
+            }
             Admission::Cycle => {
                 drop(admin);
                 let mut chain = req.chain.grains.clone();

@@ -19,6 +19,14 @@ pub struct SiloConfig {
     /// How many times a call is routed again when it meets closing activations before it fails
     /// with `CallError::Unavailable`. Default 8.
     pub max_reroutes: u32,
+    /// The most activations the silo holds at once. A call that would activate one more grain
+    /// fails with `CallError::TooManyActivations` (retryable); grains already active keep
+    /// working. Default 1,000,000 (an idle activation costs about 600 bytes plus its state).
+    pub max_activations: usize,
+    /// The most requests one activation keeps waiting for their turn. Beyond it a call fails at
+    /// once with `CallError::QueueFull` (retryable) instead of waiting behind a queue the grain
+    /// cannot work off before its deadline. Timer ticks are not counted. Default 10,000.
+    pub max_queued_requests: usize,
     /// Send every call through the wire codec (envelope encoded to bytes and decoded again,
     /// reply likewise), exactly as the cluster transport will. Slower; for tests. Default false.
     pub wire_local_calls: bool,
@@ -33,6 +41,8 @@ impl Default for SiloConfig {
             collection_quantum: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_reroutes: 8,
+            max_activations: 1_000_000,
+            max_queued_requests: 10_000,
             wire_local_calls: false,
         }
     }

@@ -7,12 +7,11 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
 
 use crate::cluster::Route;
-use crate::request::{Request, RequestKind};
+use crate::request::{Request, RequestKind, deadline_in};
 use crate::runtime::Runtime;
 
 /// Calls into one silo. Holds the runtime strongly, so that a call takes no reference count on
@@ -110,7 +109,7 @@ fn invoke_here(
         let runtime = runtime.clone();
         return async move { call_over_wire(&runtime, call, timeout).await }.boxed();
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = deadline_in(timeout);
     let (reply, mut rx) = oneshot::channel();
     let OutgoingCall {
         target,
@@ -248,6 +247,11 @@ pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u
 async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
     match Envelope::decode(bytes) {
         Ok(envelope) => run_envelope(runtime, envelope).await,
+        Err(err @ CallError::InvalidKey { .. }) => {
+            runtime.metrics.refused(crate::metrics::Refusal::Key);
+            tracing::debug!(cause = %err, "call envelope refused");
+            Err(err)
+        }
         Err(err) => {
             tracing::warn!(cause = %err, "malformed call envelope");
             Err(err)
@@ -260,7 +264,14 @@ pub(crate) async fn run_envelope(
     runtime: &Arc<Runtime>,
     envelope: Envelope,
 ) -> Result<Vec<u8>, CallError> {
-    let deadline = Instant::now() + envelope.timeout;
+    // Decoded from another silo's or a client's bytes: the key has not been checked yet.
+    if let Err(err) = envelope.target.check_key() {
+        runtime.metrics.refused(crate::metrics::Refusal::Key);
+        tracing::debug!(cause = %err, "call envelope refused");
+        return Err(err);
+    }
+    // The timeout came from the wire: `deadline_in` never overflows, whatever it says.
+    let deadline = deadline_in(envelope.timeout);
     let Envelope {
         target,
         method,

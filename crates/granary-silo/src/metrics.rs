@@ -9,6 +9,7 @@
 //! | `granary_storage_conflicts_total` | counter | |
 //! | `granary_forwards_total` | counter | |
 //! | `granary_membership_changes_total` | counter | |
+//! | `granary_refused_total` | counter | `limit`: `activations`, `queue`, `key` |
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -37,6 +38,34 @@ struct TypeLabels {
     grain_type: String,
 }
 
+/// A limit that refused a call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `SiloConfig::max_activations`: a new activation was refused.
+    Activations,
+    /// `SiloConfig::max_queued_requests`: a call was refused by a full queue.
+    Queue,
+    /// `MAX_KEY_LEN`: an envelope with a too long key arrived.
+    Key,
+}
+
+impl Refusal {
+    const ALL: [Self; 3] = [Self::Activations, Self::Queue, Self::Key];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Activations => "activations",
+            Self::Queue => "queue",
+            Self::Key => "key",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    limit: String,
+}
+
 /// The counters of one silo.
 pub(crate) struct Metrics {
     registry: Mutex<Registry>,
@@ -47,6 +76,8 @@ pub(crate) struct Metrics {
     pub(crate) conflicts: Counter,
     pub(crate) forwards: Counter,
     pub(crate) membership_changes: Counter,
+    /// The refusal counters, in `Refusal::ALL` order.
+    refusals: [Counter; 3],
     /// The per-method handles of each grain type, made when its first activation is.
     types: DashMap<&'static str, Arc<[MethodMetrics]>>,
 }
@@ -85,6 +116,7 @@ impl Metrics {
         let conflicts = Counter::default();
         let forwards = Counter::default();
         let membership_changes = Counter::default();
+        let refusals = Family::<RefusalLabels, Counter>::default();
         let mut registry = Registry::with_prefix("granary");
         registry.register(
             "calls",
@@ -117,6 +149,18 @@ impl Metrics {
             "Changes of the active silos seen by this silo",
             membership_changes.clone(),
         );
+        registry.register(
+            "refused",
+            "Calls refused by a limit of the silo, by limit",
+            refusals.clone(),
+        );
+        let refusals = Refusal::ALL.map(|limit| {
+            refusals
+                .get_or_create(&RefusalLabels {
+                    limit: limit.label().to_owned(),
+                })
+                .clone()
+        });
         Self {
             registry: Mutex::new(registry),
             calls,
@@ -126,8 +170,18 @@ impl Metrics {
             conflicts,
             forwards,
             membership_changes,
+            refusals,
             types: DashMap::new(),
         }
+    }
+
+    /// Counts a call refused by `limit`.
+    pub(crate) fn refused(&self, limit: Refusal) {
+        let i = Refusal::ALL
+            .iter()
+            .position(|l| *l == limit)
+            .expect("ALL lists every limit");
+        self.refusals[i].inc();
     }
 
     /// Calls handled so far, of every type and method.

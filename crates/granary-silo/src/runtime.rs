@@ -1,7 +1,7 @@
 //! [`Runtime`]: the state one silo shares between its activations, its router and its
 //! background tasks, and the routing of a request to its activation.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -33,6 +33,9 @@ pub(crate) struct Runtime {
     pub(crate) config: SiloConfig,
     pub(crate) registry: Registry,
     pub(crate) catalog: DashMap<GrainId, Arc<dyn ActivationEntry>, BuildGrainIdHasher>,
+    /// Entries in the catalog, counted apart: `DashMap::len` locks every shard, and the
+    /// activation limit is checked while one is locked.
+    activations: AtomicUsize,
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) directory: Arc<dyn GrainDirectory>,
     pub(crate) tracker: TaskTracker,
@@ -75,6 +78,7 @@ impl Runtime {
             config,
             registry,
             catalog: DashMap::default(),
+            activations: AtomicUsize::new(0),
             store,
             directory,
             tracker: TaskTracker::new(),
@@ -197,6 +201,17 @@ impl Runtime {
         Ok(match self.catalog.entry(id.clone()) {
             Entry::Occupied(existing) => (existing.get().clone(), false),
             Entry::Vacant(slot) => {
+                let limit = self.config.max_activations;
+                if self.activations.fetch_add(1, Ordering::Relaxed) >= limit {
+                    self.activations.fetch_sub(1, Ordering::Relaxed);
+                    self.metrics.refused(crate::metrics::Refusal::Activations);
+                    tracing::debug!(grain = %id, limit, "activation refused: the silo is full");
+                    return Err(CallError::TooManyActivations {
+                        grain: id.clone(),
+                        silo: self.silo.to_string(),
+                        limit,
+                    });
+                }
                 let activation = factory.create(id.clone(), self);
                 slot.insert(activation.clone());
                 (activation, true)
@@ -206,8 +221,13 @@ impl Runtime {
 
     /// Removes `activation` of `id` from the catalog (if it is still the one there).
     pub(crate) fn remove(&self, id: &GrainId, activation: ActivationId) {
-        self.catalog
-            .remove_if(id, |_, entry| entry.activation_id() == activation);
+        if self
+            .catalog
+            .remove_if(id, |_, entry| entry.activation_id() == activation)
+            .is_some()
+        {
+            self.activations.fetch_sub(1, Ordering::Relaxed);
+        }
         self.catalog_changed.notify_waiters();
     }
 

@@ -172,8 +172,7 @@ impl SiloBuilder {
         let membership = self
             .membership
             .unwrap_or_else(|| Arc::new(MemoryMembership::new()));
-        let generation = u64::try_from(uuid_millis()).unwrap_or(0);
-        let silo_id = SiloId::new(self.config.name.clone(), generation);
+        let silo_id = SiloId::generate(self.config.name.clone());
         let runtime = Arc::new(Runtime::new(
             silo_id.clone(),
             self.config,
@@ -232,12 +231,6 @@ impl SiloBuilder {
             address,
         })
     }
-}
-
-fn uuid_millis() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis())
 }
 
 /// Writes `status` into the silo's membership row, retrying compare-and-set conflicts.

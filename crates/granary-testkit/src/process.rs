@@ -20,8 +20,10 @@ pub struct SiloProcess {
 
 impl SiloProcess {
     /// Starts `binary` with the `GRANARY_*` variables in `env` (plus `GRANARY_NAME = name`,
-    /// `GRANARY_LISTEN = 127.0.0.1:0` and `GRANARY_PROFILE = test` unless given) and waits for
-    /// its ready line.
+    /// `GRANARY_LISTEN = 127.0.0.1:0`, `GRANARY_PROFILE = test` and `GRANARY_BOOTSTRAP = create`
+    /// unless given: a test's cluster is new, and every silo of it may be the first) and waits
+    /// for its ready line. A test of what a silo does without a cluster passes
+    /// `GRANARY_BOOTSTRAP = join`.
     ///
     /// # Panics
     /// If the process does not start or print its ready line within 20 s.
@@ -44,7 +46,8 @@ impl SiloProcess {
         command
             .env("GRANARY_NAME", name)
             .env("GRANARY_LISTEN", "127.0.0.1:0")
-            .env("GRANARY_PROFILE", "test");
+            .env("GRANARY_PROFILE", "test")
+            .env("GRANARY_BOOTSTRAP", "create");
         for (key, value) in env {
             command.env(key, value);
         }

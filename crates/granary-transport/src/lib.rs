@@ -8,8 +8,14 @@
 //!   size limit). The length is checked against the cap before anything is allocated: 1 KiB
 //!   until the handshake completed, [`TransportConfig::frame_limit`] after. A bad frame
 //!   (oversized, malformed, unknown) closes that link only.
+//! - **Few strangers at a time.** At most [`TransportConfig::max_pending_handshakes`]
+//!   accepted connections may be in their handshake; one more is closed at once, so a flood of
+//!   connections that never authenticate costs no task and no socket beyond the cap. Refusals
+//!   are logged at most once per [`TransportConfig::refusal_log_interval`], with the count of
+//!   those not logged. Authenticated links do not count.
 //! - **Requests** carry the time their caller still waits; the peer drops a request whose
 //!   caller gave up (a `Cancel` frame, or its deadline passing). Responses are matched by id.
+//!   A timeout too long for `Instant` arithmetic (`Duration::MAX`) means no deadline.
 //! - **Coalesced writes**: each link's writer takes every frame waiting in its queue before one
 //!   flush, so that under load many frames share a syscall. The queue is bounded: senders wait
 //!   when a peer cannot keep up (backpressure).

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use granary_core::SiloId;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,15 @@ pub struct TransportConfig {
     pub backoff_min: Duration,
     /// Longest wait between connection attempts (default 2 s).
     pub backoff_max: Duration,
+    /// Accepted connections that may be in their handshake at once (default 64). A connection
+    /// accepted beyond it is closed at once, so that peers which connect and never prove
+    /// anything (a port scan, a flood) cannot hold a socket and a task each until their
+    /// `handshake_timeout`. Authenticated links do not count.
+    pub max_pending_handshakes: usize,
+    /// At most one warning per this interval about refused connections (over
+    /// `max_pending_handshakes`, or a failed handshake); the next one says how many were not
+    /// logged (default 10 s).
+    pub refusal_log_interval: Duration,
 }
 
 impl std::fmt::Debug for TransportConfig {
@@ -69,6 +79,8 @@ impl TransportConfig {
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            max_pending_handshakes: 64,
+            refusal_log_interval: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +110,10 @@ struct Inner {
     refused: parking_lot::RwLock<HashSet<SiloId>>,
     /// Every link started, dialed or accepted (closed ones are pruned as links start).
     links: parking_lot::Mutex<Vec<Weak<Link>>>,
+    /// Permits of the connections in their handshake.
+    pending: Arc<Semaphore>,
+    /// Rate limit of the refusal warnings.
+    refusals: RefusalLog,
 }
 
 impl Inner {
@@ -133,6 +149,41 @@ impl Inner {
     }
 }
 
+/// Logs refused connections at most once per interval, counting those it did not log.
+#[derive(Debug)]
+struct RefusalLog {
+    interval: Duration,
+    state: parking_lot::Mutex<RefusalState>,
+}
+
+#[derive(Debug, Default)]
+struct RefusalState {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// Whether to log a refusal now; if so, how many were not logged since the last one.
+    fn admit(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock();
+        if let Some(last) = state.last
+            && now.saturating_duration_since(last) < self.interval
+        {
+            state.suppressed += 1;
+            return None;
+        }
+        state.last = Some(now);
+        Some(std::mem::take(&mut state.suppressed))
+    }
+}
+
 /// A silo's transport: accepts authenticated links from other silos and dials them, one link
 /// per peer address, reconnecting with backoff.
 #[derive(Clone)]
@@ -161,6 +212,8 @@ impl Transport {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let local_addr = listener.local_addr()?;
+        let (config_pending, config_interval) =
+            (config.max_pending_handshakes, config.refusal_log_interval);
         let inner = Arc::new(Inner {
             identity: Identity {
                 cluster: config.cluster.clone(),
@@ -181,6 +234,8 @@ impl Transport {
             local_addr,
             refused: parking_lot::RwLock::new(HashSet::new()),
             links: parking_lot::Mutex::new(Vec::new()),
+            pending: Arc::new(Semaphore::new(config_pending.min(Semaphore::MAX_PERMITS))),
+            refusals: RefusalLog::new(config_interval),
         });
         inner.tracker.spawn(accept_loop(listener, inner.clone()));
         Ok(Self { inner })
@@ -203,7 +258,9 @@ impl Transport {
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, TransportError> {
-        let deadline = Instant::now() + timeout;
+        // `timeout` may be anything a caller or the wire said (`Duration::MAX`): too long for
+        // `Instant` arithmetic means no deadline in practice.
+        let deadline = deadline_in(timeout);
         let link = tokio::time::timeout_at(deadline, self.link(addr))
             .await
             .map_err(|_| TransportError::Timeout {
@@ -327,6 +384,16 @@ impl Transport {
     }
 }
 
+/// The instant `timeout` from now; a timeout too long for `Instant` arithmetic is cut to about
+/// 30 years (tokio's own far future), never a panic.
+fn deadline_in(timeout: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = Instant::now();
+    now.checked_add(timeout.min(FAR_FUTURE))
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {
     let unreachable = |reason: String| TransportError::Unreachable {
         addr: addr.to_string(),
@@ -377,6 +444,19 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 continue;
             }
         };
+        let Ok(permit) = inner.pending.clone().try_acquire_owned() else {
+            // Too many connections in their handshake: close this one at once.
+            drop(stream);
+            if let Some(suppressed) = inner.refusals.admit(Instant::now()) {
+                tracing::warn!(
+                    %from,
+                    limit = inner.config.max_pending_handshakes,
+                    suppressed,
+                    "refused a connection: too many connections in their handshake"
+                );
+            }
+            continue;
+        };
         let inner2 = inner.clone();
         inner.tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -391,15 +471,21 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                 result = handshake => result,
                 () = inner2.shutdown.cancelled() => return,
             };
+            drop(permit);
             match peer {
                 Ok(peer) => {
                     tracing::debug!(silo = %inner2.identity.silo, %peer, %from, "link accepted");
                     inner2.start_link(wire, peer, from.to_string());
                 }
                 Err(reason) => {
-                    tracing::warn!(%from, %reason, "refused a connection: handshake failed");
+                    if let Some(suppressed) = inner2.refusals.admit(Instant::now()) {
+                        tracing::warn!(%from, %reason, suppressed, "refused a connection: handshake failed");
+                    }
                 }
             }
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,7 +20,12 @@ fn config(server: &PrivateRedis) -> RedisConfig {
 
 async fn silo(store: Arc<RedisStore>) -> Silo {
     Silo::builder()
-        .config(SiloConfig::test_profile())
+        .config(SiloConfig {
+            // "The active grain" must stay active while Redis is emptied: no idle collection
+            // under the tests.
+            idle_timeout: Duration::from_secs(600),
+            ..SiloConfig::test_profile()
+        })
         .storage(store)
         .register::<CounterGrain>()
         .start()

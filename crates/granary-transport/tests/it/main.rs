@@ -422,3 +422,73 @@ async fn a_cut_drops_frames_both_ways_until_healed() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stuck_in_their_handshake_are_capped_and_the_cluster_still_connects() {
+    let mut capped = config("b", SECRET);
+    capped.max_pending_handshakes = 2;
+    // Long enough that only the cap, not the handshake deadline, can close a connection here.
+    capped.handshake_timeout = Duration::from_secs(600);
+    let (b, _) = start_with(capped, false).await;
+    let (a, _) = start("a", SECRET).await;
+    let (c, _) = start("c", SECRET).await;
+    assert_eq!(
+        a.request(b.local_addr(), b"before".to_vec(), T)
+            .await
+            .unwrap(),
+        b"b:before"
+    );
+
+    // Two connections that never say a word hold both places; the third is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(TcpStream::connect(b.local_addr()).await.unwrap());
+    }
+    let mut third = TcpStream::connect(b.local_addr()).await.unwrap();
+    closed_by_peer(&mut third).await;
+
+    // Authenticated links keep working, and b still connects to other silos.
+    assert_eq!(
+        a.request(b.local_addr(), b"during".to_vec(), T)
+            .await
+            .unwrap(),
+        b"b:during"
+    );
+    assert_eq!(
+        b.request(c.local_addr(), b"out".to_vec(), T).await.unwrap(),
+        b"c:out"
+    );
+
+    // Once the stuck connections go, a new silo's handshake gets a place again.
+    drop(held);
+    let answer = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match c.request(b.local_addr(), b"in".to_vec(), T).await {
+                Ok(answer) => return answer,
+                // Refused while b had not yet noticed the stuck connections closing.
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("c connects once the places are free");
+    assert_eq!(answer, b"b:in");
+    for t in [a, b, c] {
+        t.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_timeout_of_duration_max_is_answered() {
+    let (a, _) = start("a", SECRET).await;
+    let (b, _) = start("b", SECRET).await;
+    // `Instant::now() + Duration::MAX` panicked the caller's task.
+    assert_eq!(
+        a.request(b.local_addr(), b"forever".to_vec(), Duration::MAX)
+            .await
+            .unwrap(),
+        b"b:forever"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -6,8 +6,11 @@
 //! ```sh
 //! GRANARY_CLUSTER=demo GRANARY_SECRET=0123456789abcdef0123456789abcdef \
 //! GRANARY_REDIS=redis://127.0.0.1:6379 GRANARY_NAME=a GRANARY_LISTEN=127.0.0.1:11111 \
-//!   cargo run -p example-player-game --bin silo
+//! GRANARY_BOOTSTRAP=create cargo run -p example-player-game --bin silo
 //! ```
+//!
+//! (`GRANARY_BOOTSTRAP=create` for the first silo of a new cluster; without it a silo only
+//! joins a cluster that exists.)
 
 use example_player_game::{GameGrain, PlayerGrain};
 

@@ -86,6 +86,8 @@ impl ProcessCluster {
                 .env("GRANARY_REDIS", backends.redis)
                 .env("GRANARY_LISTEN", "127.0.0.1:0")
                 .env("GRANARY_PROFILE", "test")
+                // The demo's cluster is new: whichever silo comes first creates it.
+                .env("GRANARY_BOOTSTRAP", "create")
                 .env("GRANARY_EVENTS_PREFIX", &prefix)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
