@@ -492,7 +492,8 @@ pub async fn run_with(
     let silo_name = resolved.as_ref().map_or("silo", |r| r.name.as_str());
     let otlp = resolved.as_ref().ok().and_then(|r| r.otlp.as_deref());
     let telemetry = telemetry::install(silo_name, otlp)?;
-    let result = serve(&settings, resolved?, register, started).await;
+    // Boxed: the running silo's future is large (16 KiB), and callers' futures hold it.
+    let result = Box::pin(serve(&settings, resolved?, register, started)).await;
     telemetry.shutdown().await;
     result
 }
