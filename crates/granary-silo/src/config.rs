@@ -22,6 +22,10 @@ pub struct SiloConfig {
     /// Send every call through the wire codec (envelope encoded to bytes and decoded again,
     /// reply likewise), exactly as the cluster transport will. Slower; for tests. Default false.
     pub wire_local_calls: bool,
+    /// The largest event (bytes of JSON) `ctx.publish` accepts; a larger one fails with
+    /// `CallError::EventTooLarge`. Default 1 MiB
+    /// ([`DEFAULT_MAX_EVENT_SIZE`](granary_core::DEFAULT_MAX_EVENT_SIZE)).
+    pub max_event_size: usize,
 }
 
 impl Default for SiloConfig {
@@ -34,6 +38,7 @@ impl Default for SiloConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_reroutes: 8,
             wire_local_calls: false,
+            max_event_size: granary_core::DEFAULT_MAX_EVENT_SIZE,
         }
     }
 }
