@@ -211,7 +211,17 @@ impl Outbox for MemoryStore {
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
         let acked: std::collections::HashSet<&OutboxPosition> = entries.iter().collect();
-        self.outbox.lock().retain(|e| !acked.contains(&e.position));
+        let mut outbox = self.outbox.lock();
+        // A relay acknowledges the oldest entries: take them off the front, and look through
+        // the rest of the outbox only for what is not there.
+        let mut left = acked.len();
+        while left > 0 && outbox.front().is_some_and(|e| acked.contains(&e.position)) {
+            outbox.pop_front();
+            left -= 1;
+        }
+        if left > 0 {
+            outbox.retain(|e| !acked.contains(&e.position));
+        }
         ready(Ok(())).boxed()
     }
 
