@@ -7,6 +7,14 @@
 //! outbox. A sink that fails is retried with backoff while the entries stay in the outbox: a
 //! slow or absent broker slows the relay down (backpressure) and loses nothing.
 //!
+//! Each sink gets one batch per outbox read with all the events routed to it, each with its
+//! topic, in commit order per grain across event types; a sink publishes it in that order. A
+//! broker that refuses an event for good ([`SinkError::Refused`]) gets the batch again event by
+//! event, so that only that event is held back; after
+//! [`max_refusals`](RelayConfig::max_refusals) refusals it moves to its shard's dead-letter
+//! stream ([`Outbox::dead_letter`]), as does an entry that holds no readable event, and the
+//! shard goes on.
+//!
 //! Each sink has its [`RelayMetrics`]: delivered events, failed publishes, and its lag.
 
 use std::collections::HashMap;

@@ -4,7 +4,9 @@
 //!   to the event id, so that the server drops a re-published event (within the stream's
 //!   duplicate window, 2 minutes by default), and waits for the server's acknowledgement of
 //!   every event before the relay removes them from the outbox. The stream is created (or its
-//!   existence checked) at start.
+//!   existence checked) at start. A batch is published in the relay's order, commit order per
+//!   grain across topics, and one stream keeps that order for all its subjects: a consumer of
+//!   `<prefix>>` sees each grain's events in commit order, whatever their types.
 //! - [`NatsConsumer`] is a durable pull consumer with explicit acks: an event is acknowledged
 //!   after its handler succeeded, redelivered (after a delay) when the handler failed, and after
 //!   `max_deliver` deliveries published to a dead-letter subject and terminated, so that it does

@@ -5,7 +5,9 @@
 //!   id and content type `application/json`, on a channel in confirm mode. It waits for every
 //!   publisher confirm, and publishes with `mandatory`: RabbitMQ confirms an unroutable
 //!   mandatory message *and* returns it, so a returned message is a failure (the events stay in
-//!   the outbox until a queue is bound), as is a nack.
+//!   the outbox until a queue is bound), as is a nack. A batch is published on one channel in
+//!   the relay's order, commit order per grain across topics: a queue bound to several routing
+//!   keys (`#`) holds each grain's events in commit order, whatever their types.
 //! - [`RabbitConsumer`] consumes a quorum queue bound to the exchange, acks an event after its
 //!   handler succeeded, and sets a failed one aside so that it does not block the others. Several
 //!   consumers of one queue share its events. A failed event waits `retry_delay` in the
