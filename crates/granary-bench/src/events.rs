@@ -424,7 +424,7 @@ fn kafka(rt: &Runtime, n: usize, brokers: &str) -> (f64, f64) {
     let layout = TopicLayout::default();
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     rt.block_on(async {
-        sink.publish("match.ended", &[])
+        sink.prepare("match.ended")
             .await
             .expect("the sink creates its topic");
         let created = admin

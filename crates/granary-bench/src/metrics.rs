@@ -379,11 +379,8 @@ pub(crate) fn p7(reps: usize, scale: usize) {
             baseline: median(&raw),
             baseline_name: "raw_client_same_batches",
             unit: "events/s",
-            goal: if *sink == "redis-streams" {
-                "ratio>=0.7"
-            } else {
-                "ratio>=0.6"
-            },
+            // Raised by issue 12: every sink within 10% of its raw client.
+            goal: "ratio>=0.9",
         }
         .print();
     }

@@ -1,4 +1,5 @@
-//! The inspection commands: `status`, `grain`, `events tail`, read from the cluster's Redis.
+//! The inspection commands: `status`, `grain`, `events tail`, `events dead`, read from (and for
+//! `events dead redrive`, written to) the cluster's Redis.
 #![allow(clippy::print_stdout, reason = "the commands print their answers")]
 
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use granary::GrainId;
 use granary::codec::state_codec;
-use granary::provider::{GrainDirectory, MembershipTable};
+use granary::provider::{GrainDirectory, MembershipTable, Outbox, OutboxPosition};
 use granary_events::EventEnvelope;
 use granary_redis::{Bootstrap, RedisConfig, RedisMembership, RedisStore};
 
@@ -147,4 +148,92 @@ pub(crate) async fn tail(
             }
         }
     }
+}
+
+/// The dead letters of `shard` (or every shard), at most `limit` per shard, one per line.
+pub(crate) async fn dead_list(
+    store: &RedisStore,
+    shard: Option<u32>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let shards = match shard {
+        Some(shard) if shard >= store.shards() => {
+            bail!(
+                "no shard {shard}: the cluster has {} shards",
+                store.shards()
+            )
+        }
+        Some(shard) => shard..shard + 1,
+        None => 0..store.shards(),
+    };
+    println!(
+        "{:<28} {:<24} {:<24} {:<40} reason",
+        "dead letter", "set aside (UTC ms)", "type", "event"
+    );
+    let mut total = 0;
+    for shard in shards {
+        for letter in store.dead_letters(shard, limit).await? {
+            total += 1;
+            let event = letter.id.as_ref().map_or_else(
+                || "(undecodable)".to_owned(),
+                |id| format!("{}@{}.{}", id.grain, id.version, id.index),
+            );
+            println!(
+                "{:<28} {:<24} {:<24} {:<40} {}",
+                format!("{}/{}", letter.position.shard, letter.position.entry),
+                letter.dead_ms,
+                letter.type_name.as_deref().unwrap_or("-"),
+                event,
+                letter.reason
+            );
+        }
+    }
+    println!("{total} dead letters");
+    Ok(())
+}
+
+/// Moves the dead letters `letters` (`<shard>/<entry>`), or all of them, back to the outbox.
+pub(crate) async fn dead_redrive(
+    store: &RedisStore,
+    letters: &[String],
+    all: bool,
+) -> anyhow::Result<()> {
+    let positions: Vec<OutboxPosition> = if all {
+        let mut positions = Vec::new();
+        for shard in 0..store.shards() {
+            positions.extend(
+                store
+                    .dead_letters(shard, 1_000_000)
+                    .await?
+                    .into_iter()
+                    .map(|l| l.position),
+            );
+        }
+        positions
+    } else {
+        letters
+            .iter()
+            .map(|letter| {
+                let (shard, entry) = letter.split_once('/').with_context(|| {
+                    format!("{letter:?} is not <shard>/<entry> as `events dead list` prints")
+                })?;
+                let shard: u32 = shard
+                    .parse()
+                    .with_context(|| format!("{letter:?}: the shard is not a number"))?;
+                if shard >= store.shards() {
+                    bail!(
+                        "{letter:?}: no shard {shard}; the cluster has {} shards",
+                        store.shards()
+                    );
+                }
+                Ok(OutboxPosition {
+                    shard,
+                    entry: entry.to_owned(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let moved = store.redrive(&positions).await?;
+    println!("re-drove {moved} of {} dead letters", positions.len());
+    Ok(())
 }

@@ -20,6 +20,9 @@
 //! my-game --cluster demo status             # the membership table, activations per type
 //! my-game --cluster demo grain player alice # a grain's owner, version and state
 //! my-game events tail events:match.ended    # follow a Redis stream of events
+//! my-game --cluster demo events dead list    # events the relay set aside (dead letters)
+//! my-game --cluster demo events dead redrive 3/1733450000000-0   # back to the outbox
+//! my-game --cluster demo events dead redrive --all
 //! ```
 //!
 //! The stock `granary` binary is `main_with(|silo| silo)`: it inspects any cluster, and its
@@ -225,6 +228,23 @@ where
                 .await
                 .map_err(inspect)
         }
+        Command::Events {
+            command: EventsCommand::Dead { command },
+        } => {
+            let store = inspect::store(cli.redis.as_ref(), cli.cluster.as_ref())
+                .await
+                .map_err(inspect)?;
+            match command {
+                DeadCommand::List { shard, limit } => inspect::dead_list(&store, shard, limit)
+                    .await
+                    .map_err(inspect),
+                DeadCommand::Redrive { letters, all } => {
+                    inspect::dead_redrive(&store, &letters, all)
+                        .await
+                        .map_err(inspect)
+                }
+            }
+        }
     }
 }
 
@@ -312,6 +332,37 @@ enum EventsCommand {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<usize>,
+    },
+    /// The dead-letter streams: outbox entries the relay set aside (refused too often by a
+    /// sink, or undecodable), per outbox shard.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadCommand {
+    /// Lists dead letters, oldest first per shard: `<shard>/<entry>` (what `redrive` takes),
+    /// when, the event's type, grain and id, and why.
+    List {
+        /// Only this outbox shard.
+        #[arg(long)]
+        shard: Option<u32>,
+        /// At most this many per shard.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Moves dead letters back to the end of their shard's outbox: the relay delivers them
+    /// again, with their event ids, after the events committed since (a consumer sees them
+    /// after later events of the same grain).
+    Redrive {
+        /// Dead letters as `list` prints them: `<shard>/<entry>`.
+        #[arg(value_name = "SHARD/ENTRY", required_unless_present = "all")]
+        letters: Vec<String>,
+        /// Every dead letter of every shard.
+        #[arg(long, conflicts_with = "letters")]
+        all: bool,
     },
 }
 

@@ -183,6 +183,93 @@ async fn status_grain_and_events_tail_show_a_running_cluster() {
     silo.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_dead_lists_dead_letters_and_redrives_them_to_the_outbox() {
+    use granary::provider::Outbox;
+
+    let url = shared_redis_url().await;
+    let cluster = unique_name("cli-dead");
+    let store = Arc::new(
+        RedisStore::connect(RedisConfig::new(&url, &cluster).shards(2))
+            .await
+            .unwrap(),
+    );
+    let silo = Silo::builder()
+        .config(SiloConfig::test_profile())
+        .storage(store.clone())
+        .register::<CounterGrain>()
+        .start()
+        .await
+        .unwrap();
+    silo.client()
+        .grain::<CounterGrain>("poison")
+        .bump()
+        .await
+        .unwrap();
+    silo.client()
+        .grain::<CounterGrain>("good")
+        .bump()
+        .await
+        .unwrap();
+    silo.shutdown().await.unwrap();
+    let pending = store.pending(100).await.unwrap();
+    let poison = pending
+        .iter()
+        .find(|e| e.id.grain.key().to_string() == "poison")
+        .unwrap()
+        .clone();
+    store
+        .dead_letter(&[(
+            poison.position.clone(),
+            "kafka refused it 5 times: too large".into(),
+        )])
+        .await
+        .unwrap();
+
+    let base = ["--redis", url.as_str(), "--cluster", cluster.as_str()];
+    let listed = granary(&[&base[..], &["events", "dead", "list"]].concat());
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let out = stdout(&listed);
+    let line = out
+        .lines()
+        .find(|l| l.contains("kafka refused it 5 times: too large"))
+        .unwrap_or_else(|| panic!("the dead letter is listed: {out}"));
+    assert!(line.contains("bumped") && line.contains("poison"), "{line}");
+    assert!(out.contains("1 dead letters"), "{out}");
+    let letter = line.split_whitespace().next().unwrap().to_owned();
+    assert!(
+        letter.starts_with(&format!("{}/", poison.position.shard)),
+        "{letter}"
+    );
+
+    let bad = granary(&[&base[..], &["events", "dead", "redrive", "nonsense"]].concat());
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr(&bad).contains("<shard>/<entry>"), "{}", stderr(&bad));
+
+    let redriven = granary(&[&base[..], &["events", "dead", "redrive", &letter]].concat());
+    assert!(redriven.status.success(), "{}", stderr(&redriven));
+    assert!(
+        stdout(&redriven).contains("re-drove 1 of 1"),
+        "{}",
+        stdout(&redriven)
+    );
+    let back = store.pending(100).await.unwrap();
+    assert!(
+        back.iter()
+            .any(|e| e.id == poison.id && e.event == poison.event),
+        "back in the outbox with its id: {back:?}"
+    );
+    let listed = granary(&[&base[..], &["events", "dead", "list"]].concat());
+    assert!(
+        stdout(&listed).contains("0 dead letters"),
+        "{}",
+        stdout(&listed)
+    );
+    let all = granary(&[&base[..], &["events", "dead", "redrive", "--all"]].concat());
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert!(stdout(&all).contains("re-drove 0 of 0"), "{}", stdout(&all));
+}
+
 #[tokio::test]
 async fn a_wrong_url_or_a_missing_setting_says_what_to_do() {
     let url = shared_redis_url().await;

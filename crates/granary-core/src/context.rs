@@ -73,7 +73,18 @@ pub trait ActivationHost: Send + Sync + 'static {
     /// deactivate it without running `on_deactivate` (its state cannot be trusted), so that the
     /// next call reloads.
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId);
+    /// The largest event, in bytes of its JSON payload, that
+    /// [`GrainContext::publish`] accepts. Default [`DEFAULT_MAX_EVENT_SIZE`].
+    fn max_event_size(&self) -> usize {
+        DEFAULT_MAX_EVENT_SIZE
+    }
 }
+
+/// The default cap on one event's size at [`GrainContext::publish`]: 1 MiB of JSON. Queues
+/// refuse larger messages (SQS takes 256 KiB, Kafka 1 MB by default, NATS 1 MiB), and a relay
+/// then sets such an event aside in the dead-letter stream; refusing it at publish tells the
+/// grain at once.
+pub const DEFAULT_MAX_EVENT_SIZE: usize = 1024 * 1024;
 
 /// The runtime as one activation of grain `G` sees it: its identity, its persisted state, event
 /// publishing, references to other grains, timers and deactivation.
@@ -180,12 +191,23 @@ impl<G: Grain> GrainContext<G> {
     /// turn that fails discards them.
     ///
     /// # Errors
-    /// [`CallError::Codec`] if the event cannot be encoded as JSON.
+    /// [`CallError::Codec`] if the event cannot be encoded as JSON;
+    /// [`CallError::EventTooLarge`] if its JSON is larger than the silo's `max_event_size`
+    /// (default [`DEFAULT_MAX_EVENT_SIZE`]). Nothing is buffered then.
     pub fn publish<E: Event>(&self, event: &E) -> Result<(), CallError> {
         let event = PublishedEvent::encode(event).map_err(|e| CallError::Codec {
             what: format!("event {}", E::TYPE_NAME),
             reason: e.to_string(),
         })?;
+        let limit = self.host.max_event_size();
+        if event.payload.len() > limit {
+            return Err(CallError::EventTooLarge {
+                grain: self.id.clone(),
+                type_name: E::TYPE_NAME.to_owned(),
+                size: event.payload.len(),
+                limit,
+            });
+        }
         self.events.lock().push(event);
         Ok(())
     }

@@ -100,6 +100,21 @@ pub enum CallError {
         /// What went wrong.
         reason: String,
     },
+    /// `ctx.publish` refused an event larger than the silo's `max_event_size` (JSON bytes;
+    /// default 1 MiB): queues refuse such messages. Publish a reference to the data instead
+    /// (a key or URL of where it is stored), or split it into smaller events; raise
+    /// `SiloConfig::max_event_size` only if every queue the event is routed to takes it.
+    #[error("event {type_name} of {grain} is {size} bytes; events may be at most {limit}")]
+    EventTooLarge {
+        /// The publishing grain.
+        grain: GrainId,
+        /// The event's type name.
+        type_name: String,
+        /// Its size as JSON, in bytes.
+        size: usize,
+        /// The cap.
+        limit: usize,
+    },
     /// The method refused the call (an application-level error returned by grain code).
     #[error("{grain} rejected the call: {reason}")]
     Rejected {

@@ -22,7 +22,7 @@ mod reference;
 pub mod state_codec;
 pub mod turn;
 
-pub use context::{ActivationHost, GrainContext, StateGuard};
+pub use context::{ActivationHost, DEFAULT_MAX_EVENT_SIZE, GrainContext, StateGuard};
 pub use error::{CallError, StorageError};
 pub use event::{Event, PublishedEvent};
 pub use grain::{Grain, GrainState, MethodInfo};

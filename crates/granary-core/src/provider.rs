@@ -14,5 +14,6 @@ pub use membership::{
     Heartbeat, MembershipEntry, MembershipSnapshot, MembershipTable, SiloStatus, Suspicion,
 };
 pub use state::{
-    Claim, Commit, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, StateChange, StateStore,
+    Claim, Commit, DeadLetter, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, StateChange,
+    StateStore,
 };

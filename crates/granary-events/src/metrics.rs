@@ -5,6 +5,13 @@
 //! | `granary_relay_lag_seconds` | gauge | `sink` |
 //! | `granary_relay_delivered_total` | counter | `sink` |
 //! | `granary_relay_failures_total` | counter | `sink` |
+//! | `granary_relay_dead_lettered_total` | counter | `sink` |
+//! | `granary_relay_undecodable_total` | counter | |
+//!
+//! `dead_lettered` counts the events a sink refused
+//! [`max_refusals`](crate::RelayConfig::max_refusals) times, moved to their shard's
+//! dead-letter stream; `undecodable` the outbox entries moved there because they hold no
+//! readable event. Alert on either: each is an event that did not reach its queue.
 //!
 //! The lag of a sink is the age of the oldest committed event this relay has read from the
 //! outbox and that sink has not confirmed yet, 0 when it has confirmed everything read. It is
@@ -66,6 +73,23 @@ impl RelayMetrics {
         self.stats(sink).map(|s| s.failures.get())
     }
 
+    /// Events `sink` refused too often, moved to the dead-letter stream; `None` if the relay
+    /// has no sink of that label.
+    #[must_use]
+    pub fn dead_lettered(&self, sink: &str) -> Option<u64> {
+        self.stats(sink).map(|s| s.dead_lettered.get())
+    }
+
+    /// Outbox entries moved to the dead-letter stream because they hold no readable event.
+    #[must_use]
+    pub fn undecodable(&self) -> u64 {
+        self.inner.undecodable.get()
+    }
+
+    pub(crate) fn undecodable_counter(&self) -> Counter {
+        self.inner.undecodable.clone()
+    }
+
     /// Appends the metric families, without the closing `# EOF` line, to `out`: an endpoint
     /// that serves several sources (a silo's metrics and its relay's) encodes each, then ends
     /// the text with `# EOF`.
@@ -99,6 +123,7 @@ impl RelayMetrics {
 struct Inner {
     registry: Registry,
     sinks: Vec<Arc<SinkStats>>,
+    undecodable: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +136,7 @@ pub(crate) struct SinkStats {
     name: String,
     delivered: Counter,
     failures: Counter,
+    dead_lettered: Counter,
     lag: Gauge<f64, AtomicU64>,
     /// Commit time (ms since the epoch) of the oldest event read and not yet confirmed by the
     /// sink; 0 when there is none.
@@ -139,6 +165,11 @@ impl SinkStats {
         self.delivered.inc_by(events as u64);
     }
 
+    /// The sink refused an event too often: it goes to the dead-letter stream.
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.inc();
+    }
+
     /// A publish to the sink failed.
     pub(crate) fn failed(&self) {
         self.failures.inc();
@@ -158,6 +189,8 @@ pub(crate) fn build(names: &[String]) -> (RelayMetrics, Vec<Arc<SinkStats>>) {
     let lag = Family::<SinkLabels, Gauge<f64, AtomicU64>>::default();
     let delivered = Family::<SinkLabels, Counter>::default();
     let failures = Family::<SinkLabels, Counter>::default();
+    let dead_lettered = Family::<SinkLabels, Counter>::default();
+    let undecodable = Counter::default();
     let mut registry = Registry::with_prefix("granary_relay");
     registry.register(
         "lag_seconds",
@@ -170,6 +203,16 @@ pub(crate) fn build(names: &[String]) -> (RelayMetrics, Vec<Arc<SinkStats>>) {
         "Publish attempts to the sink that failed (each is retried)",
         failures.clone(),
     );
+    registry.register(
+        "dead_lettered",
+        "Events the sink refused max_refusals times, moved to their shard's dead-letter stream",
+        dead_lettered.clone(),
+    );
+    registry.register(
+        "undecodable",
+        "Outbox entries holding no readable event, moved to their shard's dead-letter stream",
+        undecodable.clone(),
+    );
     let sinks: Vec<Arc<SinkStats>> = names
         .iter()
         .map(|name| {
@@ -178,6 +221,7 @@ pub(crate) fn build(names: &[String]) -> (RelayMetrics, Vec<Arc<SinkStats>>) {
                 name: name.clone(),
                 delivered: delivered.get_or_create(&labels).clone(),
                 failures: failures.get_or_create(&labels).clone(),
+                dead_lettered: dead_lettered.get_or_create(&labels).clone(),
                 lag: lag.get_or_create(&labels).clone(),
                 oldest_unconfirmed_ms: AtomicU64::new(0),
             })
@@ -187,6 +231,7 @@ pub(crate) fn build(names: &[String]) -> (RelayMetrics, Vec<Arc<SinkStats>>) {
         inner: Arc::new(Inner {
             registry,
             sinks: sinks.clone(),
+            undecodable,
         }),
     };
     (metrics, sinks)

@@ -7,6 +7,14 @@
 //! outbox. A sink that fails is retried with backoff while the entries stay in the outbox: a
 //! slow or absent broker slows the relay down (backpressure) and loses nothing.
 //!
+//! Each sink gets one batch per outbox read with all the events routed to it, each with its
+//! topic, in commit order per grain across event types; a sink publishes it in that order. A
+//! broker that refuses an event for good ([`SinkError::Refused`]) gets the batch again event by
+//! event, so that only that event is held back; after
+//! [`max_refusals`](RelayConfig::max_refusals) refusals it moves to its shard's dead-letter
+//! stream ([`Outbox::dead_letter`]), as does an entry that holds no readable event, and the
+//! shard goes on.
+//!
 //! Each sink has its [`RelayMetrics`]: delivered events, failed publishes, and its lag.
 
 use std::collections::HashMap;
@@ -19,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::envelope::EventEnvelope;
 use crate::metrics::{RelayMetrics, SinkStats};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Outgoing, Sink, SinkError};
 
 /// Which outbox shards this relay serves (in a cluster: the ones its silo owns).
 pub type ShardOwner = Arc<dyn Fn(u32) -> bool + Send + Sync>;
@@ -40,6 +48,10 @@ pub struct RelayConfig {
     /// make its batch be delivered twice) before it abandons it, unacknowledged: a sink that
     /// hangs never holds a silo's shutdown for longer. Default 5 s.
     pub stop_grace: Duration,
+    /// Refusals ([`SinkError::Refused`]) of one event by a sink after which the relay moves
+    /// the event to its shard's dead-letter stream, so that the events after it go out. At
+    /// least 1. Default 5.
+    pub max_refusals: u32,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +62,7 @@ impl Default for RelayConfig {
             retry_min: Duration::from_millis(50),
             retry_max: Duration::from_secs(5),
             stop_grace: Duration::from_secs(5),
+            max_refusals: 5,
         }
     }
 }
@@ -67,7 +80,7 @@ struct Route {
 struct Target {
     sink: Arc<dyn Sink>,
     /// `None`: the event's type name is the topic.
-    topic: Option<String>,
+    topic: Option<Arc<str>>,
     stats: Arc<SinkStats>,
 }
 
@@ -165,6 +178,9 @@ impl RelayBuilder {
             names.push(name);
         }
         let (metrics, stats) = crate::metrics::build(&names);
+        let undecodable = metrics.undecodable_counter();
+        let mut config = self.config;
+        config.max_refusals = config.max_refusals.max(1);
         let target = |route: &Route| {
             let i = sinks
                 .iter()
@@ -172,7 +188,7 @@ impl RelayBuilder {
                 .expect("every sink was listed above");
             Target {
                 sink: route.sink.clone(),
-                topic: route.topic.clone(),
+                topic: route.topic.as_deref().map(Arc::from),
                 stats: stats[i].clone(),
             }
         };
@@ -189,9 +205,10 @@ impl RelayBuilder {
             defaults,
             routes,
             owner: self.owner,
-            config: self.config,
+            config,
             stop: stop.clone(),
             stats: totals.clone(),
+            undecodable,
         };
         let task = tokio::spawn(worker.run());
         Relay {
@@ -212,6 +229,7 @@ fn same_sink(a: &Arc<dyn Sink>, b: &Arc<dyn Sink>) -> bool {
 struct Stats {
     delivered: AtomicU64,
     failures: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 /// A running relay. Stop it with [`stop`](Self::stop); dropping it stops it too (events not yet
@@ -249,6 +267,13 @@ impl Relay {
         self.stats.failures.load(Ordering::Relaxed)
     }
 
+    /// Outbox entries this relay moved to the dead-letter stream: refused too often by a sink,
+    /// or undecodable.
+    #[must_use]
+    pub fn dead_lettered(&self) -> u64 {
+        self.stats.dead_lettered.load(Ordering::Relaxed)
+    }
+
     /// The relay's per-sink metrics (lag, delivered, failures): a handle that stays valid after
     /// the relay stopped. A silo process serves them at `/metrics` with the silo's.
     #[must_use]
@@ -280,6 +305,7 @@ struct Worker {
     config: RelayConfig,
     stop: CancellationToken,
     stats: Arc<Stats>,
+    undecodable: prometheus_client::metrics::counter::Counter,
 }
 
 impl Worker {
@@ -329,13 +355,8 @@ impl Worker {
 
     /// Publishes `events` to `target`; `None` if the relay was stopped and the publish did not
     /// finish within the grace period (it is dropped: the events stay in the outbox).
-    async fn publish(
-        &self,
-        target: &Target,
-        topic: &str,
-        events: &[EventEnvelope],
-    ) -> Option<Result<(), SinkError>> {
-        let publish = target.sink.publish(topic, events);
+    async fn publish(&self, target: &Target, events: &[Outgoing]) -> Option<Result<(), SinkError>> {
+        let publish = target.sink.publish(events);
         tokio::pin!(publish);
         tokio::select! {
             result = &mut publish => Some(result),
@@ -345,7 +366,6 @@ impl Worker {
                     Err(_) => {
                         tracing::warn!(
                             sink = target.sink.name(),
-                            topic,
                             grace = ?self.config.stop_grace,
                             "the relay stopped and a publish did not finish in time: abandoned; \
                              its events stay in the outbox"
@@ -363,102 +383,251 @@ impl Worker {
             .map_or(self.defaults.as_slice(), Vec::as_slice)
     }
 
-    /// Delivers `entries` (one shard's, in commit order) to their sinks, then acknowledges them.
-    /// Returns false if stopped before every sink confirmed.
+    /// Delivers `entries` (one shard's, in commit order) to their sinks, then acknowledges them
+    /// (and moves what cannot be delivered to the shard's dead-letter stream). Each sink gets
+    /// one batch of its events in commit order, whatever their topics. Returns false if
+    /// stopped before every sink confirmed.
     async fn deliver(&self, entries: &[OutboxEntry]) -> bool {
-        // Per (sink, topic), the events routed there, in commit order, and the commit time of
-        // the oldest of them.
-        let mut batches: Vec<(&Target, String, Vec<EventEnvelope>, u64)> = Vec::new();
-        for entry in entries {
+        // Per entry: why it goes to the dead-letter stream instead of being acknowledged.
+        let mut dead: Vec<Option<String>> = vec![None; entries.len()];
+        let mut batches: Vec<Batch<'_>> = Vec::new();
+        // The topics of default routes (the type names) seen in this delivery, shared.
+        let mut type_topics: Vec<Arc<str>> = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
             let envelope = match EventEnvelope::from_entry(entry) {
                 Ok(envelope) => envelope,
                 Err(err) => {
                     // Cannot happen for events published with `ctx.publish` (always JSON).
-                    tracing::error!(cause = %err, "undeliverable outbox entry: dropped");
+                    tracing::error!(
+                        shard = entry.position.shard,
+                        entry = %entry.position.entry,
+                        cause = %err,
+                        "undecodable outbox entry: moved to the shard's dead-letter stream"
+                    );
+                    self.undecodable.inc();
+                    dead[i] = Some(format!("undecodable event: {err}"));
                     continue;
                 }
             };
             let targets = self.targets(&envelope.type_name);
             let mut envelope = Some(envelope);
-            for (i, target) in targets.iter().enumerate() {
+            for (k, target) in targets.iter().enumerate() {
                 // The last target takes the envelope itself; the others a copy.
-                let event = if i + 1 == targets.len() {
+                let event = if k + 1 == targets.len() {
                     envelope.take()
                 } else {
                     envelope.clone()
                 };
                 let Some(event) = event else { break };
                 let topic = match &target.topic {
-                    Some(topic) => topic.as_str(),
-                    None => event.type_name.as_str(),
+                    Some(topic) => topic.clone(),
+                    None => match type_topics.iter().find(|t| ***t == *event.type_name) {
+                        Some(topic) => topic.clone(),
+                        None => {
+                            let topic: Arc<str> = event.type_name.as_str().into();
+                            type_topics.push(topic.clone());
+                            topic
+                        }
+                    },
                 };
-                match batches
-                    .iter_mut()
-                    .find(|(t, tp, _, _)| Arc::ptr_eq(&t.stats, &target.stats) && tp == topic)
+                let batch = match batches
+                    .iter()
+                    .position(|b| Arc::ptr_eq(&b.target.stats, &target.stats))
                 {
-                    Some((_, _, events, oldest)) => {
-                        *oldest = (*oldest).min(entry.committed_ms);
-                        events.push(event);
-                    }
+                    Some(b) => &mut batches[b],
                     None => {
-                        batches.push((target, topic.to_owned(), vec![event], entry.committed_ms))
+                        batches.push(Batch {
+                            target,
+                            events: Vec::new(),
+                            entries: Vec::new(),
+                            oldest: entry.committed_ms,
+                        });
+                        batches.last_mut().expect("just pushed")
                     }
-                }
-            }
-        }
-        for (target, _, _, oldest) in &batches {
-            target.stats.pending_since(*oldest);
-        }
-        for (i, (target, topic, events, _)) in batches.iter().enumerate() {
-            let mut wait = self.config.retry_min;
-            loop {
-                if self.stop.is_cancelled() {
-                    return false;
-                }
-                let Some(published) = self.publish(target, topic, events).await else {
-                    return false;
                 };
-                match published {
-                    Ok(()) => {
-                        target.stats.confirmed(events.len());
-                        if !batches[i + 1..]
-                            .iter()
-                            .any(|(t, ..)| Arc::ptr_eq(&t.stats, &target.stats))
-                        {
-                            target.stats.caught_up();
-                        }
-                        break;
-                    }
-                    Err(err) => {
-                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
-                        target.stats.failed();
-                        tracing::warn!(sink = target.sink.name(), topic, cause = %err, retry_in = ?wait, "publish failed; the events stay in the outbox");
-                        self.pause(wait).await;
-                        if self.stop.is_cancelled() {
-                            return false;
-                        }
-                        wait = (wait * 2).min(self.config.retry_max);
-                    }
-                }
+                batch.oldest = batch.oldest.min(entry.committed_ms);
+                batch.events.push(Outgoing { topic, event });
+                batch.entries.push(i);
             }
         }
-        let positions: Vec<_> = entries.iter().map(|e| e.position.clone()).collect();
+        for batch in &batches {
+            batch.target.stats.pending_since(batch.oldest);
+        }
+        for batch in &batches {
+            if !self.publish_batch(batch, entries, &mut dead).await {
+                return false;
+            }
+            batch.target.stats.caught_up();
+        }
+        let mut dead_letters = Vec::new();
+        let mut positions = Vec::with_capacity(entries.len());
+        for (entry, reason) in entries.iter().zip(dead) {
+            match reason {
+                Some(reason) => dead_letters.push((entry.position.clone(), reason)),
+                None => positions.push(entry.position.clone()),
+            }
+        }
+        if !dead_letters.is_empty() {
+            let moved = self
+                .store_retrying(
+                    "cannot move events to the dead-letter stream; retrying",
+                    || self.outbox.dead_letter(&dead_letters),
+                )
+                .await;
+            if !moved {
+                return false;
+            }
+            self.stats
+                .dead_lettered
+                .fetch_add(dead_letters.len() as u64, Ordering::Relaxed);
+        }
+        // Delivered but not removed: they will be delivered again (same ids) unless the removal
+        // succeeds.
+        let removed = self
+            .store_retrying(
+                "cannot remove delivered events from the outbox; retrying",
+                || self.outbox.ack(&positions),
+            )
+            .await;
+        if !removed {
+            return false;
+        }
+        self.stats
+            .delivered
+            .fetch_add(positions.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Runs the store operation `op` until it succeeds, with backoff, logging `failed` with the
+    /// cause each time; false if the relay was stopped first.
+    async fn store_retrying<'s, F>(&'s self, failed: &'static str, op: F) -> bool
+    where
+        F: Fn() -> futures::future::BoxFuture<'s, Result<(), granary_core::StorageError>>,
+    {
         let mut wait = self.config.retry_min;
-        while let Err(err) = self.outbox.ack(&positions).await {
-            // Delivered but not removed: they will be delivered again (same ids) unless the
-            // removal succeeds.
-            tracing::warn!(cause = %err, "cannot remove delivered events from the outbox; retrying");
+        while let Err(err) = op().await {
+            tracing::warn!(cause = %err, "{failed}");
             self.pause(wait).await;
             if self.stop.is_cancelled() {
                 return false;
             }
             wait = (wait * 2).min(self.config.retry_max);
         }
-        self.stats
-            .delivered
-            .fetch_add(entries.len() as u64, Ordering::Relaxed);
         true
     }
+
+    /// Publishes `batch` until its sink confirmed it; after a refusal, event by event (see
+    /// [`publish_each`](Self::publish_each)). Returns false if stopped first.
+    async fn publish_batch(
+        &self,
+        batch: &Batch<'_>,
+        entries: &[OutboxEntry],
+        dead: &mut [Option<String>],
+    ) -> bool {
+        let target = batch.target;
+        let mut wait = self.config.retry_min;
+        loop {
+            if self.stop.is_cancelled() {
+                return false;
+            }
+            let Some(published) = self.publish(target, &batch.events).await else {
+                return false;
+            };
+            match published {
+                Ok(()) => {
+                    target.stats.confirmed(batch.events.len());
+                    return true;
+                }
+                Err(err) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    target.stats.failed();
+                    if matches!(err, SinkError::Refused { .. }) {
+                        tracing::warn!(sink = target.sink.name(), events = batch.events.len(), cause = %err, "the sink refused a batch; publishing it event by event");
+                        return self.publish_each(batch, entries, dead).await;
+                    }
+                    tracing::warn!(sink = target.sink.name(), cause = %err, retry_in = ?wait, "publish failed; the events stay in the outbox");
+                    self.pause(wait).await;
+                    wait = (wait * 2).min(self.config.retry_max);
+                }
+            }
+        }
+    }
+
+    /// Publishes `batch` one event at a time, in order, so that only the event the sink
+    /// refuses is held back: after [`max_refusals`](RelayConfig::max_refusals) refusals it is
+    /// marked for the dead-letter stream and the next event goes. Returns false if stopped
+    /// first.
+    async fn publish_each(
+        &self,
+        batch: &Batch<'_>,
+        entries: &[OutboxEntry],
+        dead: &mut [Option<String>],
+    ) -> bool {
+        let target = batch.target;
+        let sink = target.sink.name();
+        for (event, &i) in batch.events.iter().zip(&batch.entries) {
+            if dead[i].is_some() {
+                // Already set aside (another sink refused it, or it was routed here twice).
+                continue;
+            }
+            let mut wait = self.config.retry_min;
+            let mut refusals = 0;
+            loop {
+                if self.stop.is_cancelled() {
+                    return false;
+                }
+                let Some(published) = self.publish(target, std::slice::from_ref(event)).await
+                else {
+                    return false;
+                };
+                match published {
+                    Ok(()) => {
+                        target.stats.confirmed(1);
+                        break;
+                    }
+                    Err(err) => {
+                        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        target.stats.failed();
+                        if matches!(err, SinkError::Refused { .. }) {
+                            refusals += 1;
+                            if refusals >= self.config.max_refusals {
+                                let entry = &entries[i];
+                                tracing::error!(
+                                    sink,
+                                    topic = %event.topic,
+                                    event = %event.event.id,
+                                    shard = entry.position.shard,
+                                    refusals,
+                                    cause = %err,
+                                    "the sink refused an event too often: moved to the shard's dead-letter stream; `granary events dead` lists and re-drives it"
+                                );
+                                target.stats.dead_lettered();
+                                dead[i] = Some(format!(
+                                    "{sink} refused it {refusals} times (topic {}): {err}",
+                                    event.topic
+                                ));
+                                break;
+                            }
+                        }
+                        tracing::warn!(sink, event = %event.event.id, cause = %err, retry_in = ?wait, "publish failed; the event stays in the outbox");
+                        self.pause(wait).await;
+                        wait = (wait * 2).min(self.config.retry_max);
+                    }
+                }
+            }
+        }
+        true
+    }
+}
+
+/// One sink's share of a delivery: its events in commit order, and the entry each came from.
+struct Batch<'t> {
+    target: &'t Target,
+    events: Vec<Outgoing>,
+    /// Per event, its index in the delivered entries.
+    entries: Vec<usize>,
+    /// The commit time of the oldest event.
+    oldest: u64,
 }
 
 #[cfg(test)]

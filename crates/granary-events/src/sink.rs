@@ -1,8 +1,13 @@
-//! [`Sink`]: where the relay delivers events (a queue, a stream, a topic).
+//! [`Sink`]: where the relay delivers events (a queue, a stream, a topic), one ordered batch of
+//! [`Outgoing`] events at a time, and [`Topics`], the per-topic names and formats every sink
+//! keeps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-use crate::envelope::EventEnvelope;
+use crate::envelope::{EventEnvelope, Format};
 
 /// A destination of events. Implemented per queue kind (Redis Streams, NATS JetStream,
 /// RabbitMQ, …).
@@ -11,21 +16,47 @@ pub trait Sink: Send + Sync + 'static {
     /// "nats", …). Keep it stable: dashboards and alerts select on it.
     fn name(&self) -> &str;
 
-    /// Publishes `events` to `topic`, in this order, and returns once the broker has confirmed
-    /// every one of them. On error none may be taken as delivered: the relay publishes the
-    /// batch again (consumers drop the repeats by event id).
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>>;
+    /// Publishes `events`, each to its own topic, **in this order** (the relay hands them over
+    /// in commit order per grain, across topics and event types), and returns once the broker
+    /// has confirmed every one of them. A sink pipelines the batch (sends it all, then awaits
+    /// the confirmations) but never reorders it: where the broker keeps one order for several
+    /// topics (one NATS stream, one RabbitMQ queue bound to several keys), a consumer sees a
+    /// grain's events in commit order.
+    ///
+    /// On error none may be taken as delivered: the relay publishes the batch again (consumers
+    /// drop the repeats by event id). [`SinkError::Refused`] says the broker will not take an
+    /// event as it is: the relay then publishes the batch event by event to find which, and
+    /// dead-letters an event refused [`max_refusals`](crate::RelayConfig::max_refusals) times.
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// One event of a batch and the topic it goes to.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The topic: the event's type name unless a route names another.
+    pub topic: Arc<str>,
+    /// The event.
+    pub event: EventEnvelope,
+}
+
+impl Outgoing {
+    /// `event` on `topic`.
+    #[must_use]
+    pub fn new(topic: impl Into<Arc<str>>, event: EventEnvelope) -> Self {
+        Self {
+            topic: topic.into(),
+            event,
+        }
+    }
 }
 
 /// Why a sink did not confirm a batch.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SinkError {
-    /// The broker cannot be reached or did not confirm in time; the relay retries with backoff.
+    /// The broker cannot take the events now (it cannot be reached, did not confirm in time,
+    /// or has no queue bound to the routing key yet); the relay retries with backoff, without
+    /// end (the events stay in the outbox).
     #[error("{sink} unavailable: {reason}")]
     Unavailable {
         /// The sink's name.
@@ -33,8 +64,12 @@ pub enum SinkError {
         /// What failed.
         reason: String,
     },
-    /// The broker refused the events (e.g. no queue bound to the routing key); the relay
-    /// retries, and the configuration must be fixed.
+    /// The broker refused an event as it is (too large, an invalid record, a topic or queue it
+    /// will not create): retrying the same event will not help. The relay isolates the refused event,
+    /// retries it up to [`max_refusals`](crate::RelayConfig::max_refusals) times and then moves
+    /// it to its shard's dead-letter stream (`granary events dead` lists and re-drives them), so
+    /// that the events after it go out. Fix the cause (the event, or the broker's
+    /// configuration), then re-drive.
     #[error("{sink} refused the events: {reason}")]
     Refused {
         /// The sink's name.
@@ -42,4 +77,101 @@ pub enum SinkError {
         /// What the broker said.
         reason: String,
     },
+}
+
+/// What a sink needs to know of each topic: its name on the broker (`<prefix><topic>`: a
+/// stream, subject, routing key, Kafka topic or queue) and the format its envelopes are
+/// written in. Names are computed once per topic and kept.
+#[derive(Debug, Default)]
+pub struct Topics {
+    prefix: String,
+    formats: HashMap<String, Format>,
+    names: std::sync::RwLock<HashMap<Arc<str>, Arc<str>>>,
+}
+
+impl Clone for Topics {
+    fn clone(&self) -> Self {
+        Self {
+            prefix: self.prefix.clone(),
+            formats: self.formats.clone(),
+            names: std::sync::RwLock::new(self.names.read().map(|n| n.clone()).unwrap_or_default()),
+        }
+    }
+}
+
+/// How many topic names a [`Topics`] keeps (a relay sees a handful of event types; this only
+/// bounds the memory of a misuse with endless topics).
+const KEPT_NAMES: usize = 4096;
+
+impl Topics {
+    /// Topics named `<prefix><topic>`, JSON unless [`with_format`](Self::with_format) says
+    /// otherwise.
+    #[must_use]
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Writes the envelopes of `topic` in `format`.
+    #[must_use]
+    pub fn with_format(mut self, topic: &str, format: Format) -> Self {
+        self.formats.insert(topic.to_owned(), format);
+        self
+    }
+
+    /// The prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The broker's name of `topic`: `<prefix><topic>`.
+    #[must_use]
+    pub fn name(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    /// The format of `topic`'s envelopes.
+    #[must_use]
+    pub fn format(&self, topic: &str) -> Format {
+        self.formats.get(topic).copied().unwrap_or_default()
+    }
+
+    /// The name of `topic`, shared (computed once and kept).
+    #[must_use]
+    pub fn shared_name(&self, topic: &Arc<str>) -> Arc<str> {
+        if let Some(name) = self.names.read().ok().and_then(|n| n.get(topic).cloned()) {
+            return name;
+        }
+        let name: Arc<str> = self.name(topic).into();
+        if let Ok(mut names) = self.names.write()
+            && names.len() < KEPT_NAMES
+        {
+            names.insert(topic.clone(), name.clone());
+        }
+        name
+    }
+
+    /// Each event of `events` with its topic's name and its envelope encoded in the topic's
+    /// format, in order.
+    pub fn encode<'a>(
+        &'a self,
+        events: &'a [Outgoing],
+    ) -> impl Iterator<Item = (Arc<str>, &'a EventEnvelope, Vec<u8>)> + 'a {
+        let mut last: Option<(&Arc<str>, Arc<str>, Format)> = None;
+        events.iter().map(move |out| {
+            let (name, format) = match &last {
+                Some((topic, name, format)) if **topic == out.topic => (name.clone(), *format),
+                _ => {
+                    let name = self.shared_name(&out.topic);
+                    let format = self.format(&out.topic);
+                    last = Some((&out.topic, name.clone(), format));
+                    (name, format)
+                }
+            };
+            (name, &out.event, out.event.encode(format))
+        })
+    }
 }

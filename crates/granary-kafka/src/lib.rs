@@ -76,11 +76,11 @@
 //! ```
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Format, Sink, SinkError, Source};
+use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Source, Topics};
 use rdkafka::Message;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -326,7 +326,7 @@ struct Current {
 /// Produces events to Kafka with `acks=all`, idempotence and per-grain keys.
 pub struct KafkaSink {
     brokers: String,
-    prefix: String,
+    topics: Topics,
     config: KafkaSinkConfig,
     current: Mutex<Current>,
     admin: AdminClient<DefaultClientContext>,
@@ -334,14 +334,13 @@ pub struct KafkaSink {
     verified: Mutex<HashSet<String>>,
     /// Topics this sink created, for [`KafkaSink::delete_topics`].
     created: Mutex<HashSet<String>>,
-    formats: std::collections::HashMap<String, Format>,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
             .field("brokers", &self.brokers)
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.topics.prefix())
             .field("config", &self.config)
             .field("idempotent", &self.is_idempotent())
             .finish_non_exhaustive()
@@ -370,7 +369,7 @@ impl KafkaSink {
             })??;
         Ok(Self {
             brokers: brokers.to_owned(),
-            prefix: prefix.to_owned(),
+            topics: Topics::new(prefix),
             current: Mutex::new(Current {
                 producer,
                 idempotent: config.idempotence,
@@ -379,7 +378,6 @@ impl KafkaSink {
             admin: admin(brokers)?,
             verified: Mutex::new(HashSet::new()),
             created: Mutex::new(HashSet::new()),
-            formats: std::collections::HashMap::new(),
         })
     }
 
@@ -387,14 +385,23 @@ impl KafkaSink {
     /// header says which.
     #[must_use]
     pub fn with_format(mut self, topic: &str, format: Format) -> Self {
-        self.formats.insert(topic.to_owned(), format);
+        self.topics = self.topics.with_format(topic, format);
         self
     }
 
     /// The Kafka topic of event topic `topic`: `<prefix><topic>`.
     #[must_use]
     pub fn topic(&self, topic: &str) -> String {
-        format!("{}{topic}", self.prefix)
+        self.topics.name(topic)
+    }
+
+    /// Creates (or verifies) the Kafka topic of event topic `topic` now, instead of at its first
+    /// publish.
+    ///
+    /// # Errors
+    /// [`SinkError::Unavailable`] if the brokers do not answer or refuse the topic.
+    pub async fn prepare(&self, topic: &str) -> Result<(), SinkError> {
+        self.ensure_topic(&self.topic(topic)).await
     }
 
     /// Whether the producer in use is idempotent (false after a fall back from a broker that
@@ -478,11 +485,13 @@ impl KafkaSink {
     /// broker which lost its data or was replaced no longer matches, and then times out every
     /// record; a new producer starts clean. A producer that hit a fatal error because the broker
     /// refused idempotence is replaced by a plain one.
-    fn recover(&self, topic: &str) {
-        self.verified
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(topic);
+    fn recover(&self, topics: &[Arc<str>]) {
+        {
+            let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
+            for topic in topics {
+                verified.remove(&**topic);
+            }
+        }
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let mut idempotent = current.idempotent;
         if let Some((code, reason)) = current.producer.client().fatal_error() {
@@ -508,19 +517,16 @@ impl KafkaSink {
         }
     }
 
-    async fn produce(
-        &self,
-        topic: &str,
-        events: &[EventEnvelope],
-        format: Format,
-    ) -> Result<(), SinkError> {
+    /// Produces `events` in their order (each to its topic, keyed by its grain: a grain's
+    /// records keep that order within each topic's partition) and awaits every delivery
+    /// report.
+    async fn produce(&self, events: &[Outgoing]) -> Result<(), SinkError> {
         let producer = self.producer();
-        let content_type = format.content_type();
         let mut pending: Vec<(&EventEnvelope, DeliveryFuture)> = Vec::with_capacity(events.len());
         let mut failure: Option<SinkError> = None;
-        for event in events {
+        for ((topic, event, value), out) in self.topics.encode(events).zip(events) {
+            let content_type = self.topics.format(&out.topic).content_type();
             let key = record_key(&event.source);
-            let value = event.encode(format);
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {
                     key: EVENT_ID_HEADER,
@@ -534,7 +540,7 @@ impl KafkaSink {
                     key: "content-type",
                     value: Some(content_type),
                 });
-            let mut record = FutureRecord::to(topic)
+            let mut record = FutureRecord::to(&topic)
                 .key(&key)
                 .payload(&value)
                 .headers(headers)
@@ -609,20 +615,28 @@ impl Sink for KafkaSink {
         NAME
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let name = self.topic(topic);
-            let format = self.formats.get(topic).copied().unwrap_or_default();
-            let outcome = match self.ensure_topic(&name).await {
-                Ok(()) => self.produce(&name, events, format).await,
-                Err(err) => Err(err),
-            };
+            // The batch's Kafka topics, each once, in order of first use.
+            let mut names: Vec<Arc<str>> = Vec::new();
+            for out in events {
+                let name = self.topics.shared_name(&out.topic);
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            let mut outcome = Ok(());
+            for name in &names {
+                outcome = self.ensure_topic(name).await;
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            if outcome.is_ok() {
+                outcome = self.produce(events).await;
+            }
             if outcome.is_err() {
-                self.recover(&name);
+                self.recover(&names);
             }
             outcome
         })

@@ -4,7 +4,9 @@
 //!   to the event id, so that the server drops a re-published event (within the stream's
 //!   duplicate window, 2 minutes by default), and waits for the server's acknowledgement of
 //!   every event before the relay removes them from the outbox. The stream is created (or its
-//!   existence checked) at start.
+//!   existence checked) at start. A batch is published in the relay's order, commit order per
+//!   grain across topics, and one stream keeps that order for all its subjects: a consumer of
+//!   `<prefix>>` sees each grain's events in commit order, whatever their types.
 //! - [`NatsConsumer`] is a durable pull consumer with explicit acks: an event is acknowledged
 //!   after its handler succeeded, redelivered (after a delay) when the handler failed, and after
 //!   `max_deliver` deliveries published to a dead-letter subject and terminated, so that it does
@@ -18,9 +20,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer::pull, context::PublishAckFuture};
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 
-use granary_events::{EventEnvelope, Format, Sink, SinkError};
+use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use tokio_util::sync::CancellationToken;
 
 /// Why talking to NATS failed.
@@ -58,8 +59,7 @@ async fn connect(url: &str) -> Result<jetstream::Context, NatsError> {
 #[derive(Debug, Clone)]
 pub struct NatsSink {
     js: jetstream::Context,
-    prefix: String,
-    formats: HashMap<String, Format>,
+    topics: Topics,
 }
 
 impl NatsSink {
@@ -80,22 +80,21 @@ impl NatsSink {
         .map_err(js_error)?;
         Ok(Self {
             js,
-            prefix: prefix.to_owned(),
-            formats: HashMap::new(),
+            topics: Topics::new(prefix),
         })
     }
 
     /// Publishes the envelopes of `topic` in `format` (JSON unless set).
     #[must_use]
     pub fn with_format(mut self, topic: &str, format: Format) -> Self {
-        self.formats.insert(topic.to_owned(), format);
+        self.topics = self.topics.with_format(topic, format);
         self
     }
 
     /// The subject of `topic`.
     #[must_use]
     pub fn subject(&self, topic: &str) -> String {
-        format!("{}{topic}", self.prefix)
+        self.topics.name(topic)
     }
 }
 
@@ -104,29 +103,33 @@ impl Sink for NatsSink {
         "nats"
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let unavailable = |e: &dyn std::fmt::Display| SinkError::Unavailable {
                 sink: "nats".into(),
                 reason: e.to_string(),
             };
-            let subject = self.subject(topic);
-            let format = self.formats.get(topic).copied().unwrap_or_default();
-            // Send them all, then wait for every acknowledgement: the server keeps their order.
+            // Send them all in the batch's order, then wait for every acknowledgement: the
+            // stream keeps that order across its subjects.
             let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
-            for event in events {
+            for (subject, event, bytes) in self.topics.encode(events) {
                 let message = jetstream::message::PublishMessage::build()
-                    .payload(event.encode(format).into())
+                    .payload(bytes.into())
                     .message_id(&event.id);
                 let ack = self
                     .js
-                    .send_publish(subject.clone(), message)
+                    .send_publish(async_nats::Subject::from(&*subject), message)
                     .await
-                    .map_err(|e| unavailable(&e))?;
+                    .map_err(|e| match e.kind() {
+                        // Too large for the server: sending it again will not help.
+                        jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                            SinkError::Refused {
+                                sink: "nats".into(),
+                                reason: format!("event {}: {e}", event.id),
+                            }
+                        }
+                        _ => unavailable(&e),
+                    })?;
                 acks.push(ack);
             }
             for ack in acks {

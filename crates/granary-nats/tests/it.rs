@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use granary::Silo;
 use granary::provider::MemoryStore;
-use granary_events::{EventEnvelope, Relay, Sink};
+use granary_events::{EventEnvelope, Outgoing, Relay, Sink};
 use granary_nats::{NatsConsumer, NatsConsumerConfig, NatsSink};
 use granary_testkit::events::{
     Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
@@ -81,8 +81,13 @@ async fn events_arrive_once_in_order_and_republishing_is_deduplicated_by_the_ser
     wait_until("every event arrived", WAIT, || received.len() >= 2_000).await;
     // The relay publishing the same events again (as after a crash before its outbox ack):
     // the server drops them by Nats-Msg-Id.
-    let again: Vec<EventEnvelope> = received.events().into_iter().take(100).collect();
-    sink.publish("bumped", &again).await.unwrap();
+    let again: Vec<Outgoing> = received
+        .events()
+        .into_iter()
+        .take(100)
+        .map(|e| Outgoing::new("bumped", e))
+        .collect();
+    sink.publish(&again).await.unwrap();
     assert_eq!(
         stream_messages(&url, &name).await,
         2_000,
@@ -213,5 +218,58 @@ async fn a_deleted_consumer_is_gone_and_its_stream_stays() {
         "the consumer is deleted"
     );
     assert!(js.get_stream(&name).await.is_ok(), "the stream stays");
+    clean_up(&url, &[name]).await;
+}
+
+/// A grain's events of two types (two subjects of one stream) reach a stock client reading
+/// the stream's wildcard in commit order: the relay hands the sink one batch in commit order,
+/// not one batch per topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_several_types_reach_one_stream_in_commit_order_per_grain() {
+    use futures::StreamExt as _;
+
+    let url = nats_url();
+    let name = unique_name("ev-order");
+    let prefix = format!("{name}.");
+    let sink = Arc::new(NatsSink::connect(&url, &name, &prefix).await.unwrap());
+    // Everything committed before the relay starts, so that its batches mix both types.
+    let store = Arc::new(MemoryStore::new());
+    let silo = silo(store.clone()).await;
+    granary_testkit::events::bump_mixed(&silo, 0..8, 30, 3).await;
+    let relay = Relay::builder(store.clone()).sink(sink).start();
+    granary_testkit::events::outbox_drained(&store, WAIT).await;
+
+    // A stock client: an ephemeral ordered consumer of `<prefix>>`.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stream = js.get_stream(&name).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{prefix}>"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut events = Vec::new();
+    let mut subjects = std::collections::HashSet::new();
+    while events.len() < 240 {
+        let message = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .expect("every event is in the stream")
+            .unwrap()
+            .unwrap();
+        subjects.insert(message.subject.to_string());
+        events.push(EventEnvelope::from_bytes(&message.payload).unwrap());
+    }
+    assert_eq!(
+        subjects,
+        [format!("{prefix}bumped"), format!("{prefix}milestone")]
+            .into_iter()
+            .collect(),
+        "two subjects"
+    );
+    assert_once_in_order(&events, 8, 30);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
     clean_up(&url, &[name]).await;
 }

@@ -5,7 +5,9 @@
 //!   id and content type `application/json`, on a channel in confirm mode. It waits for every
 //!   publisher confirm, and publishes with `mandatory`: RabbitMQ confirms an unroutable
 //!   mandatory message *and* returns it, so a returned message is a failure (the events stay in
-//!   the outbox until a queue is bound), as is a nack.
+//!   the outbox until a queue is bound), as is a nack. A batch is published on one channel in
+//!   the relay's order, commit order per grain across topics: a queue bound to several routing
+//!   keys (`#`) holds each grain's events in commit order, whatever their types.
 //! - [`RabbitConsumer`] consumes a quorum queue bound to the exchange, acks an event after its
 //!   handler succeeded, and sets a failed one aside so that it does not block the others. Several
 //!   consumers of one queue share its events. A failed event waits `retry_delay` in the
@@ -17,9 +19,8 @@
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 
-use granary_events::{EventEnvelope, Format, Sink, SinkError};
+use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
@@ -91,8 +92,7 @@ async fn declare_exchange(channel: &Channel, exchange: &str) -> Result<(), Rabbi
 pub struct RabbitSink {
     channel: Channel,
     exchange: String,
-    prefix: String,
-    formats: HashMap<String, Format>,
+    topics: Topics,
 }
 
 impl RabbitSink {
@@ -111,8 +111,7 @@ impl RabbitSink {
         Ok(Self {
             channel,
             exchange: exchange.to_owned(),
-            prefix: prefix.to_owned(),
-            formats: HashMap::new(),
+            topics: Topics::new(prefix),
         })
     }
 
@@ -120,14 +119,14 @@ impl RabbitSink {
     /// which.
     #[must_use]
     pub fn with_format(mut self, topic: &str, format: Format) -> Self {
-        self.formats.insert(topic.to_owned(), format);
+        self.topics = self.topics.with_format(topic, format);
         self
     }
 
     /// The routing key of `topic`.
     #[must_use]
     pub fn routing_key(&self, topic: &str) -> String {
-        format!("{}{topic}", self.prefix)
+        self.topics.name(topic)
     }
 }
 
@@ -136,20 +135,17 @@ impl Sink for RabbitSink {
         "rabbitmq"
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let unavailable = |e: &dyn std::fmt::Display| SinkError::Unavailable {
                 sink: "rabbitmq".into(),
                 reason: e.to_string(),
             };
-            let key = self.routing_key(topic);
-            let format = self.formats.get(topic).copied().unwrap_or_default();
+            // Published in the batch's order on one channel (a queue bound to several keys
+            // keeps it), then every confirm awaited.
             let mut confirms = Vec::with_capacity(events.len());
-            for event in events {
+            for (out, (key, event, bytes)) in events.iter().zip(self.topics.encode(events)) {
+                let format = self.topics.format(&out.topic);
                 let properties = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(event.id.as_str().into())
@@ -159,23 +155,26 @@ impl Sink for RabbitSink {
                     .channel
                     .basic_publish(
                         self.exchange.as_str().into(),
-                        key.as_str().into(),
+                        (&*key).into(),
                         BasicPublishOptions {
                             mandatory: true,
                             ..Default::default()
                         },
-                        &event.encode(format),
+                        &bytes,
                         properties,
                     )
                     .await
                     .map_err(|e| unavailable(&e))?;
-                confirms.push((event, confirm));
+                confirms.push((event, key, confirm));
             }
-            for (event, confirm) in confirms {
+            for (event, key, confirm) in confirms {
                 match confirm.await.map_err(|e| unavailable(&e))? {
                     Confirmation::Ack(None) => {}
                     Confirmation::Ack(Some(_)) => {
-                        return Err(SinkError::Refused {
+                        // No queue bound (yet): not the event's fault, so not a refusal that
+                        // leads to the dead-letter stream. The events wait in the outbox until
+                        // a queue is bound.
+                        return Err(SinkError::Unavailable {
                             sink: "rabbitmq".into(),
                             reason: format!(
                                 "event {} returned: no queue is bound to routing key {key} on exchange {}",

@@ -213,3 +213,83 @@ async fn a_deleted_consumer_takes_its_queues_along() {
         .await
         .unwrap();
 }
+
+/// A grain's events of two types (two routing keys) reach a stock client's queue bound with
+/// `#` in commit order: the relay hands the sink one batch in commit order, not one batch per
+/// topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_several_types_reach_one_queue_in_commit_order_per_grain() {
+    use futures::StreamExt as _;
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+
+    let uri = amqp_uri();
+    let name = unique_name("ex-order");
+    let queue = format!("{name}-q");
+    let sink = Arc::new(RabbitSink::connect(&uri, &name, "game.").await.unwrap());
+    // A stock client's queue, bound to every routing key of the exchange.
+    let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            name.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Everything committed before the relay starts, so that its batches mix both types.
+    let store = Arc::new(MemoryStore::new());
+    let silo = silo(store.clone()).await;
+    granary_testkit::events::bump_mixed(&silo, 0..8, 30, 3).await;
+    let relay = Relay::builder(store.clone()).sink(sink).start();
+    outbox_drained(&store, WAIT).await;
+
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "order-test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    while events.len() < 240 {
+        let delivery = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("every event is in the queue")
+            .unwrap()
+            .unwrap();
+        keys.insert(delivery.routing_key.to_string());
+        events.push(EventEnvelope::from_bytes(&delivery.data).unwrap());
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    assert_eq!(
+        keys,
+        ["game.bumped", "game.milestone"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        "two routing keys"
+    );
+    assert_once_in_order(&events, 8, 30);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+    clean_up(&uri, &name, &queue).await;
+}

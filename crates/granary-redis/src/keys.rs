@@ -67,6 +67,11 @@ impl Keys {
         format!("{}:outbox", self.prefix(shard))
     }
 
+    /// The dead-letter stream of `shard`: outbox entries set aside, with their reason.
+    pub(crate) fn dead(&self, shard: u32) -> String {
+        format!("{}:outbox:dead", self.prefix(shard))
+    }
+
     pub(crate) fn grain(&self, grain: &GrainId) -> GrainKeys {
         let shard = self.shard_of(grain);
         let prefix = self.prefix(shard);

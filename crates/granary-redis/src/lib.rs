@@ -48,7 +48,8 @@
 //! | `granary:<cluster>:membership` | hash | `#version`, and one JSON row per silo (`<name>#<generation>`): see [`RedisMembership`] |
 //! | `granary:{<cluster>:<shard>}:epoch` | string | the shard's copy of the epoch |
 //! | `granary:{<cluster>:<shard>}:grain:<grain>` | hash | `v` version (kept after a clear), `d` state blob, `a` owner: `<activation>\|<silo generation>\|<silo name>` (the directory entry) |
-//! | `granary:{<cluster>:<shard>}:outbox` | stream | committed events: `g` grain, `v` version, `i` index, `t` type, `p` JSON payload |
+//! | `granary:{<cluster>:<shard>}:outbox` | stream | committed events: `g` grain, `v` version, `i` index, `t` type, `p` JSON payload (`ms`: the commit time, on an entry re-driven from the dead-letter stream) |
+//! | `granary:{<cluster>:<shard>}:outbox:dead` | stream | the shard's dead letters: an outbox entry's fields as they were, plus `ms` (its commit time) and `reason` |
 //!
 //! The state blob is the checked envelope of `granary::codec::state_codec` (magic, format, codec,
 //! schema version, CRC-32, named MessagePack).

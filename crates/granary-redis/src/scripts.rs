@@ -83,6 +83,67 @@ redis.call('HSET', KEYS[1], 'v', next, 'd', ARGV[1])
 return next
 ";
 
+/// Moves outbox entries to the shard's dead-letter stream, each with its reason: the entry's
+/// fields, `ms` (its commit time, when not there yet) and `reason`, then `XDEL` from the
+/// outbox. An id no longer in the outbox is skipped.
+///
+/// `KEYS`: outbox, dead-letter stream. `ARGV`: pairs of entry id and reason. Replies the number
+/// moved.
+const DEAD_LETTER: &str = r"#!lua
+local moved = 0
+for i = 1, #ARGV, 2 do
+  local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1)
+  if #found == 1 then
+    local fields = {}
+    local has_ms = false
+    local from = found[1][2]
+    for j = 1, #from, 2 do
+      if from[j] == 'ms' then has_ms = true end
+      if from[j] ~= 'reason' then
+        table.insert(fields, from[j])
+        table.insert(fields, from[j + 1])
+      end
+    end
+    if not has_ms then
+      table.insert(fields, 'ms')
+      table.insert(fields, string.match(ARGV[i], '^%d+'))
+    end
+    table.insert(fields, 'reason')
+    table.insert(fields, ARGV[i + 1])
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+";
+
+/// Moves dead letters back to the end of the outbox: the entry's fields without `reason`
+/// (`ms` stays: the event keeps its commit time), then `XDEL` from the dead-letter stream. An
+/// id no longer there is skipped.
+///
+/// `KEYS`: dead-letter stream, outbox. `ARGV`: entry ids. Replies the number moved.
+const REDRIVE: &str = r"#!lua
+local moved = 0
+for i = 1, #ARGV do
+  local found = redis.call('XRANGE', KEYS[1], ARGV[i], ARGV[i], 'COUNT', 1)
+  if #found == 1 then
+    local fields = {}
+    local from = found[1][2]
+    for j = 1, #from, 2 do
+      if from[j] ~= 'reason' then
+        table.insert(fields, from[j])
+        table.insert(fields, from[j + 1])
+      end
+    end
+    redis.call('XADD', KEYS[2], '*', unpack(fields))
+    redis.call('XDEL', KEYS[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved
+";
+
 /// The scripts, hashed once.
 #[derive(Debug)]
 pub(crate) struct Scripts {
@@ -90,6 +151,8 @@ pub(crate) struct Scripts {
     pub(crate) commit: Script,
     pub(crate) unregister: Script,
     pub(crate) put_raw: Script,
+    pub(crate) dead_letter: Script,
+    pub(crate) redrive: Script,
 }
 
 impl Scripts {
@@ -99,6 +162,8 @@ impl Scripts {
             commit: Script::new(COMMIT),
             unregister: Script::new(UNREGISTER),
             put_raw: Script::new(PUT_RAW),
+            dead_letter: Script::new(DEAD_LETTER),
+            redrive: Script::new(REDRIVE),
         }
     }
 

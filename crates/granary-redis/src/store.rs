@@ -12,7 +12,7 @@ use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, RedisError, Value};
 
 use granary_core::provider::{
-    Claim, Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
+    Claim, Commit, DeadLetter, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
     OutboxPosition, StateChange, StateStore,
 };
 use granary_core::{ActivationId, GrainId, PublishedEvent, SiloId, StorageError};
@@ -321,7 +321,8 @@ impl RedisStore {
             .bounded(async move { pipe.query_async(&mut conn).await })
             .await?;
         let mut entries = Vec::new();
-        for (shard, reply) in (first..).zip(replies) {
+        let mut undecodable: Vec<(OutboxPosition, String)> = Vec::new();
+        'shards: for (shard, reply) in (first..).zip(replies) {
             let taken = reply.ids.len().min(max - entries.len().min(max));
             let last = taken
                 .checked_sub(1)
@@ -331,17 +332,138 @@ impl RedisStore {
             }
             for stream_id in reply.ids {
                 if entries.len() == max {
-                    return Ok(entries);
+                    break 'shards;
                 }
-                entries.push(outbox_entry(
-                    &self.origin,
-                    shard,
-                    &stream_id.id,
-                    &stream_id.map,
-                )?);
+                match outbox_entry(&self.origin, shard, &stream_id.id, &stream_id.map) {
+                    Ok(entry) => entries.push(entry),
+                    Err(err) => {
+                        tracing::error!(
+                            shard,
+                            entry = %stream_id.id,
+                            cause = %err,
+                            "undecodable outbox entry: moved to the shard's dead-letter stream"
+                        );
+                        undecodable.push((
+                            OutboxPosition {
+                                shard,
+                                entry: stream_id.id,
+                            },
+                            format!("undecodable outbox entry: {err}"),
+                        ));
+                    }
+                }
             }
         }
+        if !undecodable.is_empty() {
+            // Set aside so that the shard goes on; if that fails, the next read tries again.
+            self.dead_letter_entries(&undecodable).await?;
+        }
         Ok(entries)
+    }
+
+    async fn dead_letter_entries(
+        &self,
+        entries: &[(OutboxPosition, String)],
+    ) -> Result<(), StorageError> {
+        let mut by_shard: HashMap<u32, Vec<(&str, &str)>> = HashMap::new();
+        for (position, reason) in entries {
+            by_shard
+                .entry(position.shard)
+                .or_default()
+                .push((&position.entry, reason));
+        }
+        for (shard, moves) in by_shard {
+            let mut invocation = self.scripts.dead_letter.prepare_invoke();
+            invocation
+                .key(self.keys.outbox(shard))
+                .key(self.keys.dead(shard));
+            for (entry, reason) in moves {
+                invocation.arg(entry).arg(reason);
+            }
+            let mut conn = self.conn.clone();
+            self.bounded(async move { invocation.invoke_async::<i64>(&mut conn).await })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_letters_of(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> Result<Vec<DeadLetter>, StorageError> {
+        if shard >= self.keys.shards() || max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let key = self.keys.dead(shard);
+        let reply: StreamRangeReply = self
+            .bounded(async move {
+                redis::cmd("XRANGE")
+                    .arg(&key)
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max.min(i64::MAX as usize))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|stream_id| {
+                let decoded = outbox_entry(&self.origin, shard, &stream_id.id, &stream_id.map);
+                let reason = stream_id
+                    .map
+                    .get("reason")
+                    .and_then(as_string)
+                    .unwrap_or_default();
+                let (id, type_name) = match decoded {
+                    Ok(entry) => (Some(entry.id), Some(entry.event.type_name)),
+                    Err(_) => (None, stream_id.map.get("t").and_then(as_string)),
+                };
+                DeadLetter {
+                    dead_ms: entry_ms(&stream_id.id),
+                    position: OutboxPosition {
+                        shard,
+                        entry: stream_id.id,
+                    },
+                    reason,
+                    id,
+                    type_name,
+                }
+            })
+            .collect())
+    }
+
+    async fn redrive_entries(&self, dead: &[OutboxPosition]) -> Result<usize, StorageError> {
+        let mut by_shard: HashMap<u32, Vec<&str>> = HashMap::new();
+        for position in dead {
+            by_shard
+                .entry(position.shard)
+                .or_default()
+                .push(&position.entry);
+        }
+        let mut moved = 0;
+        for (shard, ids) in by_shard {
+            if shard >= self.keys.shards() {
+                continue;
+            }
+            let mut invocation = self.scripts.redrive.prepare_invoke();
+            invocation
+                .key(self.keys.dead(shard))
+                .key(self.keys.outbox(shard));
+            for id in ids {
+                invocation.arg(id);
+            }
+            let mut conn = self.conn.clone();
+            let n = self
+                .bounded(async move { invocation.invoke_async::<i64>(&mut conn).await })
+                .await?;
+            moved += usize::try_from(n).unwrap_or(0);
+        }
+        Ok(moved)
     }
 
     async fn ack_entries(&self, positions: &[OutboxPosition]) -> Result<(), StorageError> {
@@ -485,6 +607,28 @@ impl Outbox for RedisStore {
         let entries = entries.to_vec();
         Box::pin(async move { self.ack_entries(&entries).await })
     }
+
+    fn dead_letter<'a>(
+        &'a self,
+        entries: &'a [(OutboxPosition, String)],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(self.dead_letter_entries(entries))
+    }
+
+    fn dead_letters(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>> {
+        Box::pin(self.dead_letters_of(shard, max))
+    }
+
+    fn redrive<'a>(
+        &'a self,
+        dead: &'a [OutboxPosition],
+    ) -> BoxFuture<'a, Result<usize, StorageError>> {
+        Box::pin(self.redrive_entries(dead))
+    }
 }
 
 impl GrainDirectory for RedisStore {
@@ -571,16 +715,24 @@ fn outbox_entry(
                 shard,
                 entry: entry.to_owned(),
             },
-            // A stream entry id starts with the milliseconds of its XADD: the commit time.
-            committed_ms: entry
-                .split_once('-')
-                .and_then(|(ms, _)| ms.parse().ok())
-                .unwrap_or(0),
+            // A stream entry id starts with the milliseconds of its XADD: the commit time,
+            // unless the entry came back from the dead-letter stream (`ms` kept it).
+            committed_ms: field("ms")
+                .and_then(as_u64)
+                .unwrap_or_else(|| entry_ms(entry)),
         })
     })();
     parsed.ok_or_else(|| {
         StorageError::Malformed(format!("outbox entry {entry} of shard {shard}: {fields:?}"))
     })
+}
+
+/// The milliseconds a stream entry id starts with (the time of its `XADD`).
+fn entry_ms(entry: &str) -> u64 {
+    entry
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse().ok())
+        .unwrap_or(0)
 }
 
 enum VersionError {

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use std::collections::HashMap;
 
 use granary_core::StorageError;
-use granary_events::{EventEnvelope, Format, Sink, SinkError};
+use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use redis::Value;
 
 use crate::store::RedisStore;
@@ -23,8 +22,7 @@ use crate::store::RedisStore;
 #[derive(Debug, Clone)]
 pub struct RedisStreamsSink {
     store: Arc<RedisStore>,
-    prefix: String,
-    formats: HashMap<String, Format>,
+    topics: Topics,
 }
 
 impl RedisStreamsSink {
@@ -34,22 +32,21 @@ impl RedisStreamsSink {
     pub fn new(store: Arc<RedisStore>, prefix: &str) -> Self {
         Self {
             store,
-            prefix: prefix.to_owned(),
-            formats: HashMap::new(),
+            topics: Topics::new(prefix),
         }
     }
 
     /// Writes the envelopes of `topic` in `format` (JSON unless set).
     #[must_use]
     pub fn with_format(mut self, topic: &str, format: Format) -> Self {
-        self.formats.insert(topic.to_owned(), format);
+        self.topics = self.topics.with_format(topic, format);
         self
     }
 
     /// The stream of `topic`.
     #[must_use]
     pub fn stream(&self, topic: &str) -> String {
-        format!("{}{topic}", self.prefix)
+        self.topics.name(topic)
     }
 
     /// Trims `topic`'s stream of the entries every consumer group has acknowledged; returns
@@ -144,7 +141,8 @@ impl RedisStreamsSink {
     /// # Errors
     /// [`StorageError::Unavailable`] if Redis cannot be reached.
     pub async fn topics(&self, limit: usize) -> Result<Vec<String>, StorageError> {
-        let pattern = format!("{}*", glob_escape(&self.prefix));
+        let prefix = self.topics.prefix();
+        let pattern = format!("{}*", glob_escape(prefix));
         let mut cursor = 0u64;
         let mut topics = Vec::new();
         loop {
@@ -167,7 +165,7 @@ impl RedisStreamsSink {
                 .await?;
             topics.extend(
                 keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(&self.prefix).map(str::to_owned)),
+                    .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned)),
             );
             cursor = next;
             if cursor == 0 || topics.len() >= limit {
@@ -252,28 +250,23 @@ impl Sink for RedisStreamsSink {
         "redis-streams"
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let stream = self.stream(topic);
-            let format = self.formats.get(topic).copied().unwrap_or_default();
+            // One pipeline of XADDs, to several streams, in the batch's order.
             let mut pipe = redis::pipe();
-            for event in events {
+            for (stream, event, bytes) in self.topics.encode(events) {
                 pipe.cmd("XADD")
-                    .arg(&stream)
+                    .arg(&*stream)
                     .arg("*")
                     .arg("id")
                     .arg(&event.id)
                     .arg("type")
                     .arg(&event.type_name)
                     .arg("event")
-                    .arg(event.encode(format));
+                    .arg(bytes);
             }
             let mut conn = self.store.conn.clone();
-            let ids: Vec<String> = self
+            let ids: Vec<Value> = self
                 .store
                 .bounded(async move { pipe.query_async(&mut conn).await })
                 .await
@@ -299,7 +292,7 @@ impl Sink for RedisStreamsSink {
 #[derive(Debug, Clone)]
 pub struct RedisPubSubSink {
     store: Arc<RedisStore>,
-    prefix: String,
+    topics: Topics,
 }
 
 impl RedisPubSubSink {
@@ -308,7 +301,7 @@ impl RedisPubSubSink {
     pub fn new(store: Arc<RedisStore>, prefix: &str) -> Self {
         Self {
             store,
-            prefix: prefix.to_owned(),
+            topics: Topics::new(prefix),
         }
     }
 }
@@ -318,18 +311,13 @@ impl Sink for RedisPubSubSink {
         "redis-pubsub"
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let channel = format!("{}{topic}", self.prefix);
             let mut pipe = redis::pipe();
-            for event in events {
+            for out in events {
                 pipe.cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(event.to_json())
+                    .arg(&*self.topics.shared_name(&out.topic))
+                    .arg(out.event.to_json())
                     .ignore();
             }
             let mut conn = self.store.conn.clone();

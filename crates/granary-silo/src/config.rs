@@ -30,6 +30,10 @@ pub struct SiloConfig {
     /// Send every call through the wire codec (envelope encoded to bytes and decoded again,
     /// reply likewise), exactly as the cluster transport will. Slower; for tests. Default false.
     pub wire_local_calls: bool,
+    /// The largest event (bytes of JSON) `ctx.publish` accepts; a larger one fails with
+    /// `CallError::EventTooLarge`. Default 1 MiB
+    /// ([`DEFAULT_MAX_EVENT_SIZE`](granary_core::DEFAULT_MAX_EVENT_SIZE)).
+    pub max_event_size: usize,
 }
 
 impl Default for SiloConfig {
@@ -44,6 +48,7 @@ impl Default for SiloConfig {
             max_activations: 1_000_000,
             max_queued_requests: 10_000,
             wire_local_calls: false,
+            max_event_size: granary_core::DEFAULT_MAX_EVENT_SIZE,
         }
     }
 }

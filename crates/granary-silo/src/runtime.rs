@@ -308,6 +308,10 @@ impl ActivationHost for Runtime {
         }
     }
 
+    fn max_event_size(&self) -> usize {
+        self.config.max_event_size
+    }
+
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId) {
         self.metrics.conflicts.inc();
         if let Some(entry) = self.entry_of(grain, activation) {

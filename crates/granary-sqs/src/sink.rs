@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Format, Sink, SinkError};
+use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError};
 
 use crate::error::SqsError;
 use crate::message::{self, CONTENT_TYPE, EVENT_ID, EVENT_TYPE};
@@ -201,12 +201,12 @@ impl SqsSink {
     async fn send(
         &self,
         url: &str,
-        events: &[EventEnvelope],
+        events: &[&EventEnvelope],
         format: Format,
     ) -> Result<(), PublishError> {
         let lanes = self.lanes.clamp(1, 64);
         let mut split: Vec<Vec<&EventEnvelope>> = vec![Vec::new(); lanes];
-        for (i, event) in events.iter().enumerate() {
+        for (i, &event) in events.iter().enumerate() {
             let lane = match self.kind {
                 QueueKind::Fifo => {
                     let mut hasher = std::hash::DefaultHasher::new();
@@ -341,47 +341,62 @@ impl Sink for SqsSink {
         "sqs"
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            let to_sink_error = |err: PublishError| match err {
-                PublishError::Sqs(SqsError::QueueName { name, reason }) => SinkError::Refused {
-                    sink: "sqs".into(),
-                    reason: format!("invalid queue name {name}: {reason}"),
-                },
-                PublishError::Sqs(err) => SinkError::Unavailable {
-                    sink: "sqs".into(),
-                    reason: err.to_string(),
-                },
-                PublishError::Refused(reason) => SinkError::Refused {
-                    sink: "sqs".into(),
-                    reason,
-                },
-                PublishError::Unavailable(reason) => SinkError::Unavailable {
-                    sink: "sqs".into(),
-                    reason,
-                },
-            };
-            let url = self
-                .ensure_queue(topic)
-                .await
-                .map_err(|e| to_sink_error(PublishError::Sqs(e)))?;
-            let format = self.formats.get(topic).copied().unwrap_or_default();
-            let sent = self.send(&url, events, format).await;
-            if let Err(PublishError::Sqs(err)) = &sent {
-                // Missing queue or not: the next attempt creates or verifies it again, which
-                // costs one call and recovers from a server that lost its queues.
-                tracing::debug!(
-                    topic,
-                    missing = err.is_missing_queue(),
-                    "forgetting the queue URL"
-                );
-                self.forget(topic);
+            // One queue per topic: each topic's events in their order (the order across
+            // queues is not kept by SQS anyway).
+            let mut by_topic: Vec<(&str, Vec<&EventEnvelope>)> = Vec::new();
+            for out in events {
+                match by_topic.iter_mut().find(|(t, _)| *t == &*out.topic) {
+                    Some((_, list)) => list.push(&out.event),
+                    None => by_topic.push((&out.topic, vec![&out.event])),
+                }
             }
-            sent.map_err(to_sink_error)
+            for (topic, events) in by_topic {
+                self.publish_topic(topic, &events).await?;
+            }
+            Ok(())
         })
+    }
+}
+
+impl SqsSink {
+    /// Sends `events` to `topic`'s queue, creating or verifying it first.
+    async fn publish_topic(&self, topic: &str, events: &[&EventEnvelope]) -> Result<(), SinkError> {
+        let to_sink_error = |err: PublishError| match err {
+            PublishError::Sqs(SqsError::QueueName { name, reason }) => SinkError::Refused {
+                sink: "sqs".into(),
+                reason: format!("invalid queue name {name}: {reason}"),
+            },
+            PublishError::Sqs(err) => SinkError::Unavailable {
+                sink: "sqs".into(),
+                reason: err.to_string(),
+            },
+            PublishError::Refused(reason) => SinkError::Refused {
+                sink: "sqs".into(),
+                reason,
+            },
+            PublishError::Unavailable(reason) => SinkError::Unavailable {
+                sink: "sqs".into(),
+                reason,
+            },
+        };
+        let url = self
+            .ensure_queue(topic)
+            .await
+            .map_err(|e| to_sink_error(PublishError::Sqs(e)))?;
+        let format = self.formats.get(topic).copied().unwrap_or_default();
+        let sent = self.send(&url, events, format).await;
+        if let Err(PublishError::Sqs(err)) = &sent {
+            // Missing queue or not: the next attempt creates or verifies it again, which
+            // costs one call and recovers from a server that lost its queues.
+            tracing::debug!(
+                topic,
+                missing = err.is_missing_queue(),
+                "forgetting the queue URL"
+            );
+            self.forget(topic);
+        }
+        sent.map_err(to_sink_error)
     }
 }

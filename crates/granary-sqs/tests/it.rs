@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 use granary::provider::MemoryStore;
-use granary_events::{EventEnvelope, Format, Relay, RelayConfig, Sink};
+use granary_events::{EventEnvelope, Format, Outgoing, Relay, RelayConfig, Sink};
 use granary_sqs::{SqsConsumer, SqsConsumerConfig, SqsEndpoint, SqsSink};
 use granary_testkit::events::{
     Deliveries, HoldAfter, assert_once_in_order, bump, bumped_id, outbox_drained, silo,
@@ -323,9 +323,13 @@ async fn fifo_deduplication_drops_a_repeated_publish_and_long_ids_are_hashed() {
     events.sort_by(|a, b| (&a.source.key, a.version).cmp(&(&b.source.key, b.version)));
     assert_eq!(events.len(), 12);
     // The relay publishes a batch, loses the confirmation, publishes it again with more.
-    sink.publish("bumped", &events[..7]).await.unwrap();
-    sink.publish("bumped", &events).await.unwrap();
-    sink.publish("bumped", &events[3..]).await.unwrap();
+    let events: Vec<Outgoing> = events
+        .into_iter()
+        .map(|e| Outgoing::new("bumped", e))
+        .collect();
+    sink.publish(&events[..7]).await.unwrap();
+    sink.publish(&events).await.unwrap();
+    sink.publish(&events[3..]).await.unwrap();
 
     let url = sink.ensure_queue("bumped").await.unwrap();
     let count = client

@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             events_commit_without_a_state_change,
             the_outbox_is_never_ahead_of_or_behind_the_state,
             acked_events_leave_the_outbox,
+            dead_letters_leave_the_outbox_and_come_back_when_redriven,
             the_directory_names_the_owner_and_unregisters_only_it,
             a_corrupt_blob_fails_activation_and_is_left_alone,
             an_old_schema_is_upgraded_on_load_and_stored_new_on_write,
@@ -432,6 +433,71 @@ pub async fn acked_events_leave_the_outbox<S: StoreUnderTest>(h: &S) {
         .map(|e| e.event)
         .collect();
     assert_eq!(left, vec![event(2)]);
+}
+
+/// An entry moved to the dead-letter stream leaves the outbox, is listed with its reason, id
+/// and type, and moves back to the end of the outbox (same id, payload and commit time) when
+/// re-driven; moving an entry that is no longer there does nothing.
+pub async fn dead_letters_leave_the_outbox_and_come_back_when_redriven<S: StoreUnderTest>(h: &S) {
+    let grain = fresh("conformance.d");
+    let a = address(&grain, "s1");
+    claim_won(h, &a).await;
+    let store = h.store();
+    store
+        .commit(write(&a, 0, b"x", vec![event(1), event(2), event(3)]))
+        .await
+        .expect("commit");
+    let events = events_of(h, &grain).await;
+    assert_eq!(events.len(), 3);
+    let poison = events[1].clone();
+    let shard = poison.position.shard;
+    let dead_of =
+        |letters: Vec<granary::provider::DeadLetter>| -> Vec<granary::provider::DeadLetter> {
+            letters
+                .into_iter()
+                .filter(|l| l.id.as_ref().is_some_and(|id| id.grain == grain))
+                .collect()
+        };
+    let set_aside = [(poison.position.clone(), "refused by the test".to_owned())];
+    store.dead_letter(&set_aside).await.expect("dead-letter");
+    // Again: it is no longer in the outbox, so nothing happens.
+    store
+        .dead_letter(&set_aside)
+        .await
+        .expect("dead-letter again");
+    let left: Vec<PublishedEvent> = events_of(h, &grain)
+        .await
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(left, vec![event(1), event(3)], "it left the outbox");
+    let dead = dead_of(store.dead_letters(shard, 1000).await.expect("list"));
+    assert_eq!(dead.len(), 1, "listed once: {dead:?}");
+    assert_eq!(dead[0].reason, "refused by the test");
+    assert_eq!(dead[0].id.as_ref(), Some(&poison.id));
+    assert_eq!(
+        dead[0].type_name.as_deref(),
+        Some(poison.event.type_name.as_str())
+    );
+    assert_eq!(dead[0].position.shard, shard);
+    assert!(dead[0].dead_ms > 0);
+
+    assert_eq!(store.redrive(&[dead[0].position.clone()]).await, Ok(1));
+    assert_eq!(
+        store.redrive(&[dead[0].position.clone()]).await,
+        Ok(0),
+        "already re-driven"
+    );
+    assert!(dead_of(store.dead_letters(shard, 1000).await.expect("list")).is_empty());
+    let back = events_of(h, &grain).await;
+    assert_eq!(back.len(), 3);
+    let last = &back[2];
+    assert_eq!(
+        (&last.id, &last.event, last.committed_ms),
+        (&poison.id, &poison.event, poison.committed_ms),
+        "back at the end of the outbox, unchanged"
+    );
+    assert_ne!(last.position, poison.position, "a new outbox entry");
 }
 
 /// `lookup` names the owner; `unregister` removes the entry only if it still names the caller.

@@ -6,7 +6,9 @@
 //! count, in the same commit: grain `k`'s `n`th bump commits state version `n` with one event,
 //! whose id is [`bumped_id`]. A test bumps some grains ([`bump`]), lets a relay deliver the
 //! outbox to the queue under test, records what its consumer is handed ([`Deliveries`]) and
-//! checks it ([`assert_once_in_order`]).
+//! checks it ([`assert_once_in_order`]). [`EventCounterGrain::bump_mixed`] publishes every
+//! `every`th count as a [`Milestone`] instead, so that a grain's events interleave two types
+//! (two topics); [`bump_mixed`] drives it and the same checks accept both types.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -41,7 +43,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use granary::provider::MemoryStore;
 use granary::{Event, Grain, GrainContext, GrainId, GrainKey, Silo, SiloConfig, grain};
-use granary_events::{EventEnvelope, Sink, SinkError};
+use granary_events::{EventEnvelope, Outgoing, Sink, SinkError};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -57,6 +59,19 @@ pub struct Bumped {
 impl Event for Bumped {
     /// Fixed: the sinks name their subjects, queues and topics after it (`<prefix>bumped`).
     const TYPE_NAME: &'static str = "bumped";
+}
+
+/// Published by [`EventCounterGrain::bump_mixed`] instead of [`Bumped`] for every `every`th
+/// count: a second event type (topic) of the same grain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Milestone {
+    /// The count, from 1.
+    pub n: u64,
+}
+
+impl Event for Milestone {
+    /// Fixed, like [`Bumped`]'s: `<prefix>milestone`.
+    const TYPE_NAME: &'static str = "milestone";
 }
 
 /// The state of an [`EventCounterGrain`].
@@ -82,6 +97,23 @@ impl EventCounterGrain {
             state.n
         };
         ctx.publish(&Bumped { n })?;
+        ctx.write_state().await?;
+        Ok(n)
+    }
+
+    /// As [`bump`](Self::bump), but publishes [`Milestone`] instead of [`Bumped`] when the new
+    /// count is a multiple of `every`.
+    pub async fn bump_mixed(&self, ctx: &GrainContext<Self>, every: u64) -> granary::Result<u64> {
+        let n = {
+            let mut state = ctx.state();
+            state.n += 1;
+            state.n
+        };
+        if every > 0 && n % every == 0 {
+            ctx.publish(&Milestone { n })?;
+        } else {
+            ctx.publish(&Bumped { n })?;
+        }
         ctx.write_state().await?;
         Ok(n)
     }
@@ -117,19 +149,43 @@ pub async fn silo(store: Arc<MemoryStore>) -> Silo {
 /// # Panics
 /// If a bump fails.
 pub async fn bump<K: Into<GrainKey>>(silo: &Silo, keys: impl IntoIterator<Item = K>, times: u64) {
+    bump_with(silo, keys, times, None).await;
+}
+
+/// Bumps each grain of `keys` `times` times, with `bump_mixed(every)` when `every` is set.
+async fn bump_with<K: Into<GrainKey>>(
+    silo: &Silo,
+    keys: impl IntoIterator<Item = K>,
+    times: u64,
+    every: Option<u64>,
+) {
     for key in keys {
         let key: GrainKey = key.into();
+        let grain = silo.client().grain::<EventCounterGrain>(key.clone());
         for _ in 0..times {
-            if let Err(err) = silo
-                .client()
-                .grain::<EventCounterGrain>(key.clone())
-                .bump()
-                .await
-            {
+            let bumped = match every {
+                Some(every) => grain.bump_mixed(every).await,
+                None => grain.bump().await,
+            };
+            if let Err(err) = bumped {
                 panic!("bumping grain {key:?} failed: {err}");
             }
         }
     }
+}
+
+/// As [`bump`], with [`EventCounterGrain::bump_mixed`]: every `every`th count of each grain is
+/// a [`Milestone`], the others [`Bumped`].
+///
+/// # Panics
+/// If a bump fails.
+pub async fn bump_mixed<K: Into<GrainKey>>(
+    silo: &Silo,
+    keys: impl IntoIterator<Item = K>,
+    times: u64,
+    every: u64,
+) {
+    bump_with(silo, keys, times, Some(every)).await;
 }
 
 /// Waits until `done()` holds, looking every 20 ms: for what a test can only see by looking
@@ -301,7 +357,8 @@ impl Deliveries {
 /// `1..=times`, each once: what `grains` grains bumped `times` times each published.
 ///
 /// # Panics
-/// If they do not, saying which grain and how; or if an event is not a [`Bumped`].
+/// If they do not, saying which grain and how; or if an event is not a [`Bumped`] or a
+/// [`Milestone`].
 pub fn assert_once_in_order(events: &[EventEnvelope], grains: usize, times: u64) {
     assert_once_in_order_with(events, grains, |_| 1..=times);
 }
@@ -366,8 +423,14 @@ fn check_once_in_order(
     Ok(())
 }
 
-/// The count an envelope of a [`Bumped`] carries.
+/// The count an envelope of a [`Bumped`] or [`Milestone`] carries.
 fn count(event: &EventEnvelope) -> u64 {
+    if event.type_name == Milestone::TYPE_NAME {
+        return match event.decode::<Milestone>() {
+            Ok(milestone) => milestone.n,
+            Err(err) => panic!("event {} is not a Milestone: {err}", event.id),
+        };
+    }
     match event.decode::<Bumped>() {
         Ok(bumped) => bumped.n,
         Err(err) => panic!("event {} is not a Bumped: {err}", event.id),
@@ -438,11 +501,7 @@ impl Sink for HoldAfter {
         self.inner.name()
     }
 
-    fn publish<'a>(
-        &'a self,
-        topic: &'a str,
-        events: &'a [EventEnvelope],
-    ) -> BoxFuture<'a, Result<(), SinkError>> {
+    fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             if self.confirmed() >= self.after {
                 self.holding.store(true, Ordering::SeqCst);
@@ -451,7 +510,7 @@ impl Sink for HoldAfter {
                     reason: "held back by the test".to_owned(),
                 });
             }
-            self.inner.publish(topic, events).await?;
+            self.inner.publish(events).await?;
             self.confirmed.fetch_add(events.len(), Ordering::SeqCst);
             Ok(())
         })

@@ -156,4 +156,57 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// Removes delivered entries from the outbox.
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>>;
+
+    /// Moves outbox entries, each with the reason it cannot be delivered, to their shard's
+    /// dead-letter stream: per entry atomically (it is in the outbox or in the dead-letter
+    /// stream, never in both or neither). An entry no longer in the outbox is skipped. The
+    /// relay calls it for an event its sinks refused too often and for an entry that cannot be
+    /// decoded, so that the shard goes on.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if the backend cannot be reached (nothing or some of the
+    /// entries moved; calling again moves the rest).
+    fn dead_letter<'a>(
+        &'a self,
+        entries: &'a [(OutboxPosition, String)],
+    ) -> BoxFuture<'a, Result<(), StorageError>>;
+
+    /// Up to `max` dead letters of `shard`, oldest first.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if the backend cannot be reached.
+    fn dead_letters(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>>;
+
+    /// Moves dead letters (their [`DeadLetter::position`]) back to the end of their shard's
+    /// outbox, each atomically, so that the relay delivers them again with their event ids;
+    /// returns how many moved (one no longer in the dead-letter stream is skipped). They go
+    /// after the events committed since: a consumer sees a re-driven event after later events
+    /// of its grain.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if the backend cannot be reached.
+    fn redrive<'a>(
+        &'a self,
+        dead: &'a [OutboxPosition],
+    ) -> BoxFuture<'a, Result<usize, StorageError>>;
+}
+
+/// An outbox entry set aside in its shard's dead-letter stream by [`Outbox::dead_letter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its shard and its id in the shard's dead-letter stream: what [`Outbox::redrive`] takes.
+    pub position: OutboxPosition,
+    /// Why it was set aside (which sink refused it and what it said, or why it cannot be
+    /// decoded).
+    pub reason: String,
+    /// When it was set aside, in milliseconds since the Unix epoch (the store's clock).
+    pub dead_ms: u64,
+    /// The event's id, when the entry could be read.
+    pub id: Option<EventId>,
+    /// The event's type name, when the entry could be read.
+    pub type_name: Option<String>,
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use granary::provider::Outbox;
-use granary::{Silo, SiloConfig};
-use granary_events::{EventEnvelope, Relay, RelayConfig};
+use granary::{Event as _, Silo, SiloConfig};
+use granary_events::{EventEnvelope, Outgoing, Relay, RelayConfig};
 use granary_redis::{
     ConsumerConfig, Idempotency, RedisConfig, RedisStore, RedisStreamsSink, StreamConsumer,
 };
@@ -448,9 +448,11 @@ async fn trimming_removes_only_what_every_group_acknowledged() {
             .unwrap()
         })
         .collect();
-    granary_events::Sink::publish(&sink, "t", &envelopes)
-        .await
-        .unwrap();
+    let batch: Vec<Outgoing> = envelopes
+        .into_iter()
+        .map(|e| Outgoing::new("t", e))
+        .collect();
+    granary_events::Sink::publish(&sink, &batch).await.unwrap();
     assert_eq!(
         sink.trim_consumed("t").await.unwrap(),
         0,
@@ -512,7 +514,7 @@ async fn pub_sub_reaches_the_subscribers_connected_at_the_time() {
         br#"{"id":"x","type":"game.state","source":{"type":"game","key":"7","key_kind":"int"},"version":1,"index":0,"timestamp_ms":0,"trace":null,"payload":{"alive":3}}"#,
     )
     .unwrap();
-    granary_events::Sink::publish(&sink, "game.state", &[envelope])
+    granary_events::Sink::publish(&sink, &[Outgoing::new("game.state", envelope)])
         .await
         .unwrap();
     let message = tokio::time::timeout(Duration::from_secs(5), pubsub.on_message().next())
@@ -594,7 +596,9 @@ async fn the_newest_events_are_read_back_across_topics() {
         .unwrap()
     };
     for (topic, n) in [("a.one", 1), ("b.two", 2), ("a.one", 4), ("b.two", 3)] {
-        sink.publish(topic, &[envelope(topic, n)]).await.unwrap();
+        sink.publish(&[Outgoing::new(topic, envelope(topic, n))])
+            .await
+            .unwrap();
     }
     let mut conn = redis::Client::open(url.as_str())
         .unwrap()
@@ -611,7 +615,7 @@ async fn the_newest_events_are_read_back_across_topics() {
     // A stream that `[x]`, read as a glob, would match: not a topic of this prefix.
     let lookalike = format!("{}x:a.one", prefix.trim_end_matches("[x]:"));
     RedisStreamsSink::new(store.clone(), prefix.trim_end_matches("[x]:"))
-        .publish("x:a.one", &[envelope("a.one", 9)])
+        .publish(&[Outgoing::new("x:a.one", envelope("a.one", 9))])
         .await
         .unwrap();
 
@@ -672,5 +676,61 @@ async fn an_entry_appended_between_a_read_and_the_wait_wakes_the_wait_at_once() 
         .is_err(),
         "nothing new: the wait blocks"
     );
+    silo.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_outbox_entry_goes_to_the_dead_letter_stream_and_the_shard_goes_on() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("ev-undecodable");
+    let store = Arc::new(
+        RedisStore::connect(RedisConfig::new(&url, &cluster).shards(2))
+            .await
+            .unwrap(),
+    );
+    let silo = silo(store.clone()).await;
+    let counter = silo.client().grain::<CounterGrain>(1);
+    counter.bump().await.unwrap();
+    let shard = store.pending(10).await.unwrap()[0].position.shard;
+    // An entry no commit wrote: fields missing, a version that is not a number.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(format!("granary:{{{cluster}:{shard}}}:outbox"))
+        .arg("*")
+        .arg("g")
+        .arg("garbage")
+        .arg("v")
+        .arg("x")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    counter.bump().await.unwrap();
+
+    let prefix = format!("{cluster}:");
+    let sink = Arc::new(RedisStreamsSink::new(store.clone(), &prefix));
+    let relay = Relay::builder(store.clone())
+        .sink(sink.clone())
+        .config(RelayConfig {
+            idle_poll: Duration::from_millis(20),
+            ..RelayConfig::default()
+        })
+        .start();
+    wait_until("the outbox drained", async || outbox_len(&store).await == 0).await;
+    relay.stop().await;
+
+    let delivered: Vec<u64> = read_stream(&url, &sink.stream(Bumped::TYPE_NAME))
+        .await
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(delivered, [1, 2], "the events around it went out, in order");
+    let dead = store.dead_letters(shard, 10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.contains("undecodable"), "{}", dead[0].reason);
+    assert_eq!(dead[0].id, None);
     silo.shutdown().await.unwrap();
 }

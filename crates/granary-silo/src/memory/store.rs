@@ -8,7 +8,7 @@ use futures::future::{BoxFuture, FutureExt, ready};
 use parking_lot::Mutex;
 
 use granary_core::provider::{
-    Claim, Commit, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
+    Claim, Commit, DeadLetter, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
     OutboxPosition, StateChange, StateStore,
 };
 use granary_core::{ActivationId, BuildGrainIdHasher, GrainId, StorageError};
@@ -28,6 +28,9 @@ pub struct MemoryStore {
     grains: DashMap<GrainId, Record, BuildGrainIdHasher>,
     outbox: Mutex<VecDeque<OutboxEntry>>,
     outbox_seq: std::sync::atomic::AtomicU64,
+    /// The dead-letter stream (one shard): each entry as it left the outbox, its reason, and
+    /// when it was set aside.
+    dead: Mutex<VecDeque<(DeadLetter, OutboxEntry)>>,
     /// Wakes a relay waiting for new entries.
     appended: tokio::sync::Notify,
 }
@@ -47,6 +50,7 @@ impl Default for MemoryStore {
             grains: DashMap::default(),
             outbox: Mutex::default(),
             outbox_seq: std::sync::atomic::AtomicU64::default(),
+            dead: Mutex::default(),
             appended: tokio::sync::Notify::default(),
         }
     }
@@ -85,6 +89,13 @@ impl MemoryStore {
         self.outbox.lock().iter().cloned().collect()
     }
 
+    /// The next entry id of the outbox or the dead-letter stream (one sequence for both).
+    fn next_entry(&self) -> String {
+        self.outbox_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .to_string()
+    }
+
     fn owned_by(record: &Record, activation: ActivationId) -> bool {
         record
             .owner
@@ -116,9 +127,7 @@ impl MemoryStore {
         for (index, event) in commit.events.into_iter().enumerate() {
             let index = u32::try_from(index)
                 .map_err(|_| StorageError::Serialize("too many events in one commit".into()))?;
-            let seq = self
-                .outbox_seq
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let seq = self.next_entry();
             outbox.push_back(OutboxEntry {
                 id: EventId {
                     origin: self.origin.clone(),
@@ -129,7 +138,7 @@ impl MemoryStore {
                 event,
                 position: OutboxPosition {
                     shard: 0,
-                    entry: seq.to_string(),
+                    entry: seq,
                 },
                 committed_ms: now_ms(),
             });
@@ -202,8 +211,94 @@ impl Outbox for MemoryStore {
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
         let acked: std::collections::HashSet<&OutboxPosition> = entries.iter().collect();
-        self.outbox.lock().retain(|e| !acked.contains(&e.position));
+        let mut outbox = self.outbox.lock();
+        // A relay acknowledges the oldest entries: take them off the front, and look through
+        // the rest of the outbox only for what is not there.
+        let mut left = acked.len();
+        while left > 0 && outbox.front().is_some_and(|e| acked.contains(&e.position)) {
+            outbox.pop_front();
+            left -= 1;
+        }
+        if left > 0 {
+            outbox.retain(|e| !acked.contains(&e.position));
+        }
         ready(Ok(())).boxed()
+    }
+
+    fn dead_letter<'a>(
+        &'a self,
+        entries: &'a [(OutboxPosition, String)],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        // Both locks held: an entry is in one of the two, whatever a reader sees.
+        let mut outbox = self.outbox.lock();
+        let mut dead = self.dead.lock();
+        for (position, reason) in entries {
+            let Some(at) = outbox.iter().position(|e| &e.position == position) else {
+                continue;
+            };
+            let Some(entry) = outbox.remove(at) else {
+                continue;
+            };
+            let letter = DeadLetter {
+                position: OutboxPosition {
+                    shard: 0,
+                    entry: self.next_entry(),
+                },
+                reason: reason.clone(),
+                dead_ms: now_ms(),
+                id: Some(entry.id.clone()),
+                type_name: Some(entry.event.type_name.clone()),
+            };
+            dead.push_back((letter, entry));
+        }
+        ready(Ok(())).boxed()
+    }
+
+    fn dead_letters(
+        &self,
+        shard: u32,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>> {
+        let letters = if shard == 0 {
+            self.dead
+                .lock()
+                .iter()
+                .take(max)
+                .map(|(letter, _)| letter.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        ready(Ok(letters)).boxed()
+    }
+
+    fn redrive<'a>(
+        &'a self,
+        positions: &'a [OutboxPosition],
+    ) -> BoxFuture<'a, Result<usize, StorageError>> {
+        let mut outbox = self.outbox.lock();
+        let mut dead = self.dead.lock();
+        let mut moved = 0;
+        for position in positions {
+            let Some(at) = dead.iter().position(|(l, _)| &l.position == position) else {
+                continue;
+            };
+            let Some((_, mut entry)) = dead.remove(at) else {
+                continue;
+            };
+            entry.position = OutboxPosition {
+                shard: 0,
+                entry: self.next_entry(),
+            };
+            // The commit time stays: the envelope's timestamp does not change.
+            outbox.push_back(entry);
+            moved += 1;
+        }
+        drop((outbox, dead));
+        if moved > 0 {
+            self.appended.notify_one();
+        }
+        ready(Ok(moved)).boxed()
     }
 }
 

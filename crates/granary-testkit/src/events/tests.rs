@@ -93,3 +93,47 @@ fn the_poison_handler_fails_the_poison_and_records_the_rest() {
 fn bumped_id_is_the_id_of_the_envelope_of_that_bump() {
     assert_eq!(bumped_id("o", "a", 2), bumped("a", 2).id);
 }
+
+#[tokio::test]
+async fn an_event_over_the_silos_cap_is_refused_at_publish_with_nothing_committed() {
+    let store = Arc::new(MemoryStore::new());
+    // `{"n":1}` is 7 bytes.
+    let silo = Silo::builder()
+        .config(SiloConfig {
+            max_event_size: 6,
+            ..SiloConfig::test_profile()
+        })
+        .storage(store.clone())
+        .register::<EventCounterGrain>()
+        .start()
+        .await
+        .unwrap();
+    let err = silo
+        .client()
+        .grain::<EventCounterGrain>("big")
+        .bump()
+        .await
+        .unwrap_err();
+    match &err {
+        granary::CallError::EventTooLarge {
+            type_name,
+            size,
+            limit,
+            ..
+        } => {
+            assert_eq!(type_name, "bumped");
+            assert_eq!((*size, *limit), (7, 6));
+        }
+        other => panic!("expected EventTooLarge, got {other:?}"),
+    }
+    assert!(!err.is_retryable());
+    assert!(store.outbox_entries().is_empty(), "nothing published");
+    assert_eq!(
+        store
+            .stored(&GrainId::new(EventCounterGrain::TYPE_NAME, "big"))
+            .and_then(|(data, _)| data),
+        None,
+        "nothing committed"
+    );
+    silo.shutdown().await.unwrap();
+}
