@@ -69,7 +69,8 @@ pub struct ClusterConfig {
     pub probe_interval: Duration,
     /// How long a probe may take. Default 1 s.
     pub probe_timeout: Duration,
-    /// Probes a silo may miss in a row before this silo votes it dead. Default 3.
+    /// Probes a silo may miss in a row before this silo votes it dead. Default 3. (A newer
+    /// generation of the silo answering at its address gets it voted dead at once.)
     ///
     /// With `probe_interval` and `probe_timeout` it also sets the silo's lease (see
     /// [`lease_window`](Self::lease_window)).
@@ -927,4 +928,35 @@ async fn dispatch_remote(runtime: &Arc<Runtime>, envelope: Envelope) -> RemoteRe
         _ => None,
     };
     RemoteReply { result, host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_messages_get_a_codec_error_and_other_answers_are_no_probe_answer() {
+        let incoming = Incoming {
+            runtime: Weak::new(),
+        };
+        let from = SiloId::new("a", 1);
+        // A variant this build does not know (a silo of a later build), and garbage.
+        for body in [vec![42, 0, 0, 0], vec![0xff; 3]] {
+            let answer = incoming.request(&from, body, Duration::from_secs(1)).await;
+            let reply: RemoteReply = codec::decode(&answer).expect("a reply, not a panic");
+            assert!(
+                matches!(reply.result, Err(CallError::Codec { .. })),
+                "{reply:?}"
+            );
+        }
+        // A silo shutting down answers a probe with an error, which is no "here".
+        let ping = codec::encode(&ClusterMessage::Ping(from.clone())).expect("encodes");
+        let answer = incoming.request(&from, ping, Duration::from_secs(1)).await;
+        assert!(codec::decode::<ProbeReply>(&answer).is_err());
+        let here = codec::encode(&ProbeReply::Here).expect("encodes");
+        assert_eq!(
+            codec::decode::<ProbeReply>(&here).ok(),
+            Some(ProbeReply::Here)
+        );
+    }
 }

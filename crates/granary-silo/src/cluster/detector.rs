@@ -9,6 +9,15 @@
 //!   silo still votes; freshness is judged on the local monotonic clock), the votes needed are
 //!   `votes_for_death`, fewer only when fewer silos can vote, and votes of dead or stale silos
 //!   do not count. So one silo cut off from the others cannot vote them out.
+//! - A probe names the silo it is meant for (name and generation), because an address may
+//!   change hands: a silo killed and restarted at once on the same port (the default
+//!   `GRANARY_LISTEN` is fixed) is a new generation there, and must not answer for its
+//!   predecessor. Only the named silo answers "here"; any other answers "not me". A newer
+//!   generation of the same name proves the probed process gone: the prober votes at once.
+//!   Another silo counts as a missed probe, when the probe timeout has passed (as a silence
+//!   would), so that detection never outruns the lease of a process that may still run
+//!   elsewhere. Calls check the same (the link's peer, as its handshake named it): the
+//!   successor does not take calls meant for its predecessor.
 //! - Separately, the silo renews its lease (see [`super::lease`]): it writes its heartbeat
 //!   (a sequence number, and the activation counts least-loaded placement reads) and reads the
 //!   table. A silo whose lease ran out serves no call and casts no vote until it renews.
@@ -19,7 +28,8 @@
 //! - When the table cannot be read or written (Redis down), nobody is declared dead, and every
 //!   silo that cannot renew its lease stops serving until it can.
 //! - A joining silo becomes `Active` only after it reached every active silo and each of them
-//!   reached it back; members that do not answer within a few probe intervals get its vote
+//!   reached it back (each probe naming its target); a member superseded at its address gets
+//!   its vote at once, and members that do not answer within a few probe intervals get its vote
 //!   instead (rows left by a crashed cluster do not block a restart).
 
 use std::collections::HashMap;
