@@ -1,6 +1,7 @@
 //! Failure detection under partial failures, in-process silos over loopback TCP and Redis: a
 //! silo cut off from the others (but not from Redis) cannot vote them out, a silo declared dead
-//! cannot link again, and a silo that cannot renew its lease stops serving until it does.
+//! cannot link again, a silo that cannot renew its lease stops serving until it does, and a
+//! silo killed and restarted at once on its address has its predecessor declared dead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,24 @@ const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
 
 /// A silo of `cluster` on the Redis at `url`, with the test profile and `missed_probes`.
 async fn silo(url: &str, cluster: &str, name: &str, missed_probes: u32) -> Silo {
+    silo_at(
+        url,
+        cluster,
+        name,
+        missed_probes,
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+}
+
+/// [`silo`], listening on `listen`.
+async fn silo_at(
+    url: &str,
+    cluster: &str,
+    name: &str,
+    missed_probes: u32,
+    listen: std::net::SocketAddr,
+) -> Silo {
     let store = Arc::new(
         RedisStore::connect(
             RedisConfig::new(url, cluster)
@@ -26,8 +45,7 @@ async fn silo(url: &str, cluster: &str, name: &str, missed_probes: u32) -> Silo 
         .await
         .unwrap(),
     );
-    let mut config =
-        ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+    let mut config = ClusterConfig::new(cluster, SECRET, listen).test_profile();
     config.placement = Placement::Hash;
     config.missed_probes = missed_probes;
     Silo::builder()
@@ -234,4 +252,80 @@ async fn with_redis_down_silos_stop_serving_until_they_renew_and_declare_nobody_
     for silo in silos {
         silo.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silo_killed_and_restarted_on_its_address_has_its_predecessor_declared_dead() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("same-address");
+    // A and B never suspect a silo that stays silent (1000 missed probes): no probe timing is
+    // raced, and only the restarted process's answer can get B's predecessor declared dead.
+    let a = silo(&url, &cluster, "a", 1000).await;
+    // B runs on a runtime of its own, to be killed with it (no goodbye to the table).
+    let side = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b = side
+        .spawn({
+            let (url, cluster) = (url.clone(), cluster.clone());
+            async move { silo(&url, &cluster, "b", 1000).await }
+        })
+        .await
+        .unwrap();
+    let mut events = a.events().with_deadline(Duration::from_secs(30));
+    if a.members().len() < 2 {
+        events
+            .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+            .await
+            .unwrap();
+    }
+    for g in 0..12 {
+        assert_eq!(
+            a.client().grain::<CounterGrain>(g).bump().await.unwrap().0,
+            1
+        );
+    }
+    assert!(b.activation_count() > 0, "B hosts some of the grains");
+    let (old, address) = (b.id().clone(), b.address().unwrap());
+    // SIGKILL, in process: B's tasks, listener and links are dropped with its runtime.
+    tokio::task::spawn_blocking(move || side.shutdown_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    std::mem::forget(b);
+    // A new process of B binds the same address at once, under a new generation.
+    let restarted = silo_at(&url, &cluster, "b", 2, address).await;
+    assert_eq!(restarted.address(), Some(address));
+    assert_ne!(restarted.id(), &old);
+    for silo in [&a, &restarted] {
+        let mut events = silo.events().with_deadline(Duration::from_secs(30));
+        if silo.members().contains(&old) {
+            events
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if !m.contains(&old)))
+                .await
+                .expect("the killed silo is declared dead although its address answers");
+        }
+    }
+    let rows = table(&url, &cluster).await;
+    assert_eq!(
+        rows.iter().filter(|(_, s)| *s == SiloStatus::Dead).count(),
+        1,
+        "only the killed silo is dead: {rows:?}"
+    );
+    // Its grains are served again, from their committed state, through either silo.
+    for g in 0..12 {
+        let via = if g % 2 == 0 { &a } else { &restarted };
+        assert_eq!(
+            via.client()
+                .grain::<CounterGrain>(g)
+                .bump()
+                .await
+                .unwrap()
+                .0,
+            2
+        );
+    }
+    restarted.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
 }

@@ -69,7 +69,8 @@ pub struct ClusterConfig {
     pub probe_interval: Duration,
     /// How long a probe may take. Default 1 s.
     pub probe_timeout: Duration,
-    /// Probes a silo may miss in a row before this silo votes it dead. Default 3.
+    /// Probes a silo may miss in a row before this silo votes it dead. Default 3. (A newer
+    /// generation of the silo answering at its address gets it voted dead at once.)
     ///
     /// With `probe_interval` and `probe_timeout` it also sets the silo's lease (see
     /// [`lease_window`](Self::lease_window)).
@@ -199,15 +200,34 @@ pub(crate) enum Route {
 enum ClusterMessage {
     /// A grain call.
     Call(Envelope),
-    /// A probe: answered at once.
-    Ping,
-    /// Probe the asker back at this address (a joining silo checks two-way connectivity).
-    ProbeBack(SocketAddr),
+    /// A probe of the silo it names: answered at once with a [`ProbeReply`]. An address may
+    /// change hands (a silo killed and restarted on the same port is a new generation there),
+    /// so the probe names the silo it is meant for, and only that silo says it is here.
+    Ping(SiloId),
+    /// A joining silo checks two-way connectivity: if the receiver is `target`, it probes the
+    /// asker back at `asker` (and checks it is the silo that asked); answered with one byte,
+    /// 1 if it reached it.
+    ProbeBack {
+        /// The silo the question is meant for.
+        target: SiloId,
+        /// Where the asker listens.
+        asker: SocketAddr,
+    },
     /// The active silos and their addresses (clients refresh their gateways with it).
     Members,
     /// The silo's view of the table: answered with a [`MembersView`] (clients learn which
     /// gateways are dead from it).
     View,
+}
+
+/// The answer to a [`ClusterMessage::Ping`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum ProbeReply {
+    /// The probed silo is here.
+    Here,
+    /// Another silo answers at that address (a restarted process listening on its
+    /// predecessor's address): the probed silo is not here, which counts as a missed probe.
+    NotMe(SiloId),
 }
 
 /// A silo's view of the membership table, for clients: the active silos, and the dead ones
@@ -346,28 +366,21 @@ impl Cluster {
         let (changed, newly_dead) = {
             let mut current = self.view.write();
             let changed = current.active != view.active;
-            let newly_dead: Vec<(SiloId, Option<SocketAddr>)> = view
-                .rows
-                .iter()
-                .filter(|(silo, (status, _))| {
-                    *status == SiloStatus::Dead
-                        && current
-                            .rows
-                            .get(*silo)
-                            .is_some_and(|(s, _)| *s != SiloStatus::Dead)
-                })
-                .map(|(silo, (_, addr))| (silo.clone(), *addr))
-                .collect();
+            let newly_dead = view.rows.get(&self.me).is_some_and(|(status, _)| {
+                *status == SiloStatus::Dead
+                    && current
+                        .rows
+                        .get(&self.me)
+                        .is_some_and(|(s, _)| *s != SiloStatus::Dead)
+            });
             *current = Arc::new(view);
             (changed.then(|| current.active.clone()), newly_dead)
         };
-        for (silo, addr) in newly_dead {
-            if silo == self.me {
-                self.declared_dead();
-            } else if let Some(addr) = addr {
-                // Calls in flight to a dead silo fail now, not at their deadline.
-                self.transport.disconnect(addr);
-            }
+        // Calls in flight to another dead silo failed above, when its links closed with its
+        // refusal (by silo id, not by address: a restarted process may already listen on the
+        // dead one's address, and its links stay open).
+        if newly_dead {
+            self.declared_dead();
         }
         if let (Some(active), Some(runtime)) = (changed, self.runtime.upgrade()) {
             runtime.metrics.membership_changes.inc();
@@ -602,7 +615,11 @@ impl Cluster {
             envelope.timeout,
         );
         let bytes = encode_message(&ClusterMessage::Call(envelope))?;
-        match self.transport.request(addr, bytes, timeout).await {
+        let deadline = Instant::now() + timeout;
+        self.still_there(to, addr, &target, &method, timeout)
+            .await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.transport.request(addr, bytes, left).await {
             Ok(reply) => {
                 let reply: RemoteReply = codec::decode(&reply).map_err(|e| CallError::Codec {
                     what: "remote reply".into(),
@@ -632,10 +649,53 @@ impl Cluster {
             envelope.timeout,
         );
         let bytes = encode_message(&ClusterMessage::Call(envelope))?;
+        self.still_there(to, addr, &target, &method, timeout)
+            .await?;
         self.transport
             .send(addr, bytes)
             .await
             .map_err(|err| self.transport_error(to, &target, method, timeout, &err))
+    }
+
+    /// Checks that the silo listening at `addr` (as its handshake named it) is `to`, connecting
+    /// if needed: a process restarted on `to`'s address is another silo, and must not take the
+    /// calls meant for its predecessor (they fail as unavailable until the predecessor is
+    /// declared dead, which its successor's answers to probes bring about).
+    async fn still_there(
+        &self,
+        to: &SiloId,
+        addr: SocketAddr,
+        grain: &GrainId,
+        method: &str,
+        timeout: Duration,
+    ) -> Result<(), CallError> {
+        let there = if addr == self.address {
+            Ok(self.me.clone())
+        } else {
+            tokio::time::timeout(timeout, self.transport.peer_id(addr))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TransportError::Timeout {
+                        addr: addr.to_string(),
+                        timeout,
+                    })
+                })
+        };
+        match there {
+            Ok(there) if there == *to => Ok(()),
+            Ok(there) => {
+                self.cache.remove(grain);
+                Err(CallError::SiloUnavailable {
+                    silo: to.to_string(),
+                    reason: format!(
+                        "{there} listens at {addr} now (a restarted process): {to} is gone and \
+                         its grains are served again once the cluster declares it dead"
+                    ),
+                    outcome_unknown: false,
+                })
+            }
+            Err(err) => Err(self.transport_error(to, grain, method.to_owned(), timeout, &err)),
+        }
     }
 
     fn transport_error(
@@ -769,18 +829,26 @@ struct Incoming {
 impl Handler for Incoming {
     fn request(
         &self,
-        _from: &SiloId,
+        from: &SiloId,
         body: Vec<u8>,
         _timeout: Duration,
     ) -> BoxFuture<'static, Vec<u8>> {
         let runtime = self.runtime.upgrade();
+        let from = from.clone();
         async move {
             let message = codec::decode::<ClusterMessage>(&body);
             let reply = match (runtime, message) {
                 (Some(runtime), Ok(ClusterMessage::Call(envelope))) => {
                     dispatch_remote(&runtime, envelope).await
                 }
-                (Some(_), Ok(ClusterMessage::Ping)) => return Vec::new(),
+                (Some(runtime), Ok(ClusterMessage::Ping(target))) => {
+                    let reply = if target == runtime.silo {
+                        ProbeReply::Here
+                    } else {
+                        ProbeReply::NotMe(runtime.silo.clone())
+                    };
+                    return codec::encode(&reply).unwrap_or_default();
+                }
                 (Some(runtime), Ok(ClusterMessage::Members)) => {
                     let members = runtime.cluster.get().map(|c| c.member_addresses());
                     return codec::encode(&members.unwrap_or_default()).unwrap_or_default();
@@ -789,10 +857,13 @@ impl Handler for Incoming {
                     let view = runtime.cluster.get().map(|c| c.members_view());
                     return codec::encode(&view.unwrap_or_default()).unwrap_or_default();
                 }
-                (Some(runtime), Ok(ClusterMessage::ProbeBack(addr))) => {
+                (Some(runtime), Ok(ClusterMessage::ProbeBack { target, asker })) => {
+                    // Only the silo asked probes back; the asker is the silo that asked.
                     let reached = match runtime.cluster.get() {
-                        Some(cluster) => cluster.ping(addr).await,
-                        None => false,
+                        Some(cluster) if target == runtime.silo => {
+                            cluster.ping(&from, asker).await == detector::Probe::Answered
+                        }
+                        _ => false,
                     };
                     return vec![u8::from(reached)];
                 }
@@ -857,4 +928,35 @@ async fn dispatch_remote(runtime: &Arc<Runtime>, envelope: Envelope) -> RemoteRe
         _ => None,
     };
     RemoteReply { result, host }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_messages_get_a_codec_error_and_other_answers_are_no_probe_answer() {
+        let incoming = Incoming {
+            runtime: Weak::new(),
+        };
+        let from = SiloId::new("a", 1);
+        // A variant this build does not know (a silo of a later build), and garbage.
+        for body in [vec![42, 0, 0, 0], vec![0xff; 3]] {
+            let answer = incoming.request(&from, body, Duration::from_secs(1)).await;
+            let reply: RemoteReply = codec::decode(&answer).expect("a reply, not a panic");
+            assert!(
+                matches!(reply.result, Err(CallError::Codec { .. })),
+                "{reply:?}"
+            );
+        }
+        // A silo shutting down answers a probe with an error, which is no "here".
+        let ping = codec::encode(&ClusterMessage::Ping(from.clone())).expect("encodes");
+        let answer = incoming.request(&from, ping, Duration::from_secs(1)).await;
+        assert!(codec::decode::<ProbeReply>(&answer).is_err());
+        let here = codec::encode(&ProbeReply::Here).expect("encodes");
+        assert_eq!(
+            codec::decode::<ProbeReply>(&here).ok(),
+            Some(ProbeReply::Here)
+        );
+    }
 }

@@ -9,6 +9,15 @@
 //!   silo still votes; freshness is judged on the local monotonic clock), the votes needed are
 //!   `votes_for_death`, fewer only when fewer silos can vote, and votes of dead or stale silos
 //!   do not count. So one silo cut off from the others cannot vote them out.
+//! - A probe names the silo it is meant for (name and generation), because an address may
+//!   change hands: a silo killed and restarted at once on the same port (the default
+//!   `GRANARY_LISTEN` is fixed) is a new generation there, and must not answer for its
+//!   predecessor. Only the named silo answers "here"; any other answers "not me". A newer
+//!   generation of the same name proves the probed process gone: the prober votes at once.
+//!   Another silo counts as a missed probe, when the probe timeout has passed (as a silence
+//!   would), so that detection never outruns the lease of a process that may still run
+//!   elsewhere. Calls check the same (the link's peer, as its handshake named it): the
+//!   successor does not take calls meant for its predecessor.
 //! - Separately, the silo renews its lease (see [`super::lease`]): it writes its heartbeat
 //!   (a sequence number, and the activation counts least-loaded placement reads) and reads the
 //!   table. A silo whose lease ran out serves no call and casts no vote until it renews.
@@ -19,7 +28,8 @@
 //! - When the table cannot be read or written (Redis down), nobody is declared dead, and every
 //!   silo that cannot renew its lease stops serving until it can.
 //! - A joining silo becomes `Active` only after it reached every active silo and each of them
-//!   reached it back; members that do not answer within a few probe intervals get its vote
+//!   reached it back (each probe naming its target); a member superseded at its address gets
+//!   its vote at once, and members that do not answer within a few probe intervals get its vote
 //!   instead (rows left by a crashed cluster do not block a restart).
 
 use std::collections::HashMap;
@@ -34,7 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::verdict::{self, Rules};
-use super::{Cluster, ClusterMessage};
+use super::{Cluster, ClusterMessage, ProbeReply};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -42,21 +52,74 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// What a probe found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// The probed silo answered.
+    Answered,
+    /// No answer in time, no link, or another silo of another name at its address: a missed
+    /// probe.
+    Missed,
+    /// A newer generation of the same silo answers at its address: the probed process is
+    /// gone (it was restarted on the same address).
+    Superseded,
+}
+
 impl Cluster {
-    /// Whether the silo at `addr` answers a probe within `probe_timeout`.
-    pub(crate) async fn ping(&self, addr: SocketAddr) -> bool {
-        let Ok(ping) = codec::encode(&ClusterMessage::Ping) else {
-            return false;
+    /// Probes `silo` at `addr`: whether it answers within `probe_timeout`, as itself.
+    ///
+    /// Another silo answering there counts as a missed probe, returned when the probe timeout
+    /// has passed as a silence would be, so that detection never outruns the lease (see
+    /// [`super::lease`]). A newer generation of the same silo proves the probed process gone:
+    /// that is returned at once.
+    pub(crate) async fn ping(&self, silo: &SiloId, addr: SocketAddr) -> Probe {
+        let started = Instant::now();
+        let Ok(ping) = codec::encode(&ClusterMessage::Ping(silo.clone())) else {
+            return Probe::Missed;
         };
-        self.transport
+        let answer = match self
+            .transport
             .request(addr, ping, self.config.probe_timeout)
             .await
-            .is_ok()
+        {
+            Ok(answer) => answer,
+            Err(err) => {
+                tracing::trace!(me = %self.me, %silo, %addr, cause = %err, "probe not answered");
+                return Probe::Missed;
+            }
+        };
+        match codec::decode::<ProbeReply>(&answer) {
+            Ok(ProbeReply::Here) => Probe::Answered,
+            Ok(ProbeReply::NotMe(there)) => {
+                let superseded =
+                    there.name() == silo.name() && there.generation() > silo.generation();
+                tracing::info!(
+                    me = %self.me, %silo, %addr, %there, superseded,
+                    "another silo answers at a member's address"
+                );
+                if superseded {
+                    return Probe::Superseded;
+                }
+                tokio::time::sleep_until(started + self.config.probe_timeout).await;
+                Probe::Missed
+            }
+            Err(err) => {
+                tracing::warn!(
+                    me = %self.me, %silo, %addr, cause = %err,
+                    "unreadable probe answer (a silo of another build?): counted as missed"
+                );
+                Probe::Missed
+            }
+        }
     }
 
-    /// Whether the silo at `addr` reaches this one back.
-    async fn probed_back(&self, addr: SocketAddr) -> bool {
-        let Ok(ask) = codec::encode(&ClusterMessage::ProbeBack(self.address)) else {
+    /// Whether `silo` at `addr` reaches this one back.
+    async fn probed_back(&self, silo: &SiloId, addr: SocketAddr) -> bool {
+        let ask = ClusterMessage::ProbeBack {
+            target: silo.clone(),
+            asker: self.address,
+        };
+        let Ok(ask) = codec::encode(&ask) else {
             return false;
         };
         matches!(
@@ -85,15 +148,28 @@ impl Cluster {
         let mut pending = self.others();
         for _ in 0..attempts {
             let checks = join_all(pending.iter().map(|(silo, addr)| async move {
-                let ok = self.ping(*addr).await && self.probed_back(*addr).await;
-                (silo.clone(), *addr, ok)
+                let probe = match self.ping(silo, *addr).await {
+                    Probe::Answered if !self.probed_back(silo, *addr).await => Probe::Missed,
+                    probe => probe,
+                };
+                (silo.clone(), *addr, probe)
             }))
             .await;
-            pending = checks
-                .into_iter()
-                .filter(|(_, _, ok)| !ok)
-                .map(|(silo, addr, _)| (silo, addr))
-                .collect();
+            let mut still = Vec::new();
+            for (silo, addr, probe) in checks {
+                match probe {
+                    Probe::Answered => {}
+                    Probe::Missed => still.push((silo, addr)),
+                    Probe::Superseded => {
+                        // This silo's predecessor, or another's: its process is gone.
+                        tracing::warn!(me = %self.me, %silo, "member superseded at its address while joining: voting it dead");
+                        if let Err(err) = self.suspect(&silo).await {
+                            tracing::warn!(%silo, cause = %err, "could not vote");
+                        }
+                    }
+                }
+            }
+            pending = still;
             if pending.is_empty() {
                 return;
             }
@@ -119,21 +195,24 @@ impl Cluster {
             }
             let others = self.others();
             let this = &*self;
-            let results = join_all(
-                others
-                    .iter()
-                    .map(|(silo, addr)| async move { (silo.clone(), this.ping(*addr).await) }),
-            )
-            .await;
+            let results =
+                join_all(others.iter().map(|(silo, addr)| async move {
+                    (silo.clone(), this.ping(silo, *addr).await)
+                }))
+                .await;
             missed.retain(|silo, _| others.iter().any(|(s, _)| s == silo));
-            for (silo, answered) in results {
-                if answered {
-                    missed.remove(&silo);
-                    continue;
-                }
+            for (silo, probe) in results {
                 let count = missed.entry(silo.clone()).or_default();
-                *count += 1;
-                tracing::debug!(me = %self.me, %silo, missed = *count, "probe missed");
+                match probe {
+                    Probe::Answered => {
+                        missed.remove(&silo);
+                        continue;
+                    }
+                    Probe::Missed => *count += 1,
+                    // Its process is gone: no need to wait for more probes.
+                    Probe::Superseded => *count = (*count).max(self.config.missed_probes),
+                }
+                tracing::debug!(me = %self.me, %silo, missed = *count, ?probe, "probe missed");
                 if *count >= self.config.missed_probes {
                     match self.suspect(&silo).await {
                         Ok(()) => {
