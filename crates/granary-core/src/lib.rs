@@ -12,6 +12,7 @@
 
 pub mod codec;
 mod context;
+mod deadline;
 mod error;
 mod event;
 mod grain;
@@ -23,6 +24,7 @@ pub mod state_codec;
 pub mod turn;
 
 pub use context::{ActivationHost, DEFAULT_MAX_EVENT_SIZE, GrainContext, StateGuard};
+pub use deadline::deadline_in;
 pub use error::{CallError, StorageError};
 pub use event::{Event, PublishedEvent};
 pub use grain::{Grain, GrainState, MethodInfo};

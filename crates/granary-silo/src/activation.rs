@@ -545,7 +545,7 @@ impl<G: Grain> Activation<G> {
         period: Option<Duration>,
         stop: CancellationToken,
     ) {
-        let mut next = Instant::now() + due;
+        let mut next = granary_core::deadline_in(due);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -572,7 +572,7 @@ impl<G: Grain> Activation<G> {
                 _ = finished => {}
             }
             match period {
-                Some(period) => next = Instant::now() + period,
+                Some(period) => next = granary_core::deadline_in(period),
                 None => return,
             }
         }

@@ -615,7 +615,7 @@ impl Cluster {
             envelope.timeout,
         );
         let bytes = encode_message(&ClusterMessage::Call(envelope))?;
-        let deadline = Instant::now() + timeout;
+        let deadline = granary_core::deadline_in(timeout);
         self.still_there(to, addr, &target, &method, timeout)
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());

@@ -8,10 +8,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec};
+use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec, deadline_in};
 
 use crate::cluster::Route;
-use crate::request::{Request, RequestKind, deadline_in};
+use crate::request::{Request, RequestKind};
 use crate::runtime::Runtime;
 
 /// Calls into one silo. Holds the runtime strongly, so that a call takes no reference count on

@@ -1,22 +1,9 @@
 //! A call or timer tick on its way to an activation.
 
-use std::time::Duration;
-
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use granary_core::{CallChain, CallError, GrainId, MethodId, Payload};
-
-/// The deadline of a call that waits `timeout` from now. A timeout too long for `Instant`
-/// arithmetic (`Duration::MAX` from `with_timeout`, or whatever an envelope from the wire
-/// says) means "no deadline" in practice: about 30 years from now, as tokio's own far future.
-pub(crate) fn deadline_in(timeout: Duration) -> Instant {
-    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-    let now = Instant::now();
-    now.checked_add(timeout.min(FAR_FUTURE))
-        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
-        .unwrap_or(now)
-}
 
 /// Where a call's reply goes.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Payload, CallError>>;

@@ -241,7 +241,7 @@ impl Runtime {
     /// Asks every activation to deactivate; resolves when the catalog is empty or `timeout`
     /// passed. Returns the number of activations left.
     pub(crate) async fn deactivate_all(&self, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
+        let deadline = granary_core::deadline_in(timeout);
         // Each activation is asked once, and the catalog is scanned again only now and then (for
         // an activation that a re-routed call created meanwhile): asking every entry at every
         // change of the catalog made shutdown quadratic in the number of activations.

@@ -401,7 +401,7 @@ impl Silo {
     /// the silo is stopped either way.
     pub async fn shutdown(self) -> Result<(), ShutdownError> {
         let runtime = &self.runtime;
-        let deadline = tokio::time::Instant::now() + runtime.config.shutdown_timeout;
+        let deadline = granary_core::deadline_in(runtime.config.shutdown_timeout);
         runtime.stop_accepting();
         let _ = set_status(
             &*self.membership,

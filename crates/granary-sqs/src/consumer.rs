@@ -236,7 +236,11 @@ impl SqsConsumer {
                         // Messages another consumer finished: forget them.
                         failures.clear();
                     }
-                    self.handle(&messages, &handler, &mut failures).await;
+                    if !self.handle(&messages, &handler, &mut failures).await {
+                        // SQS went away under the deletes: it may come back empty, with the
+                        // queue created again by a sink, without its redrive policy.
+                        verified = false;
+                    }
                 }
                 Err(err) => {
                     tracing::warn!(queue = %self.queue, cause = %err, "receive failed; retrying");
@@ -290,13 +294,15 @@ impl SqsConsumer {
         Ok(messages)
     }
 
-    /// Handles one receive's messages in order, then deletes the ones handled successfully.
+    /// Handles one receive's messages in order, then deletes the ones handled successfully;
+    /// false if SQS could not be reached for the deletes.
     async fn handle<F, Fut>(
         &self,
         messages: &[Message],
         handler: &F,
         failures: &mut HashMap<String, u32>,
-    ) where
+    ) -> bool
+    where
         F: Fn(EventEnvelope) -> Fut,
         Fut: Future<Output = Result<(), String>>,
     {
@@ -353,7 +359,7 @@ impl SqsConsumer {
                 }
             }
         }
-        self.delete_handled(&handled).await;
+        self.delete_handled(&handled).await
     }
 
     /// Copies a message that failed its last attempt to the dead-letter queue, then deletes it;
@@ -410,10 +416,10 @@ impl SqsConsumer {
     }
 
     /// Deletes handled messages. One that is not deleted is delivered again after its
-    /// visibility timeout: consumers drop it by event id.
-    async fn delete_handled(&self, handled: &[&Message]) {
+    /// visibility timeout: consumers drop it by event id. False if SQS could not be reached.
+    async fn delete_handled(&self, handled: &[&Message]) -> bool {
         if handled.is_empty() {
-            return;
+            return true;
         }
         let entries = handled
             .iter()
@@ -435,11 +441,15 @@ impl SqsConsumer {
             .await
             .map_err(SqsError::request("DeleteMessageBatch"))
         {
-            Ok(output) if output.failed().is_empty() => {}
+            Ok(output) if output.failed().is_empty() => true,
             Ok(output) => {
                 tracing::warn!(queue = %self.queue, failed = output.failed().len(), "some deletes failed");
+                true
             }
-            Err(err) => tracing::warn!(queue = %self.queue, cause = %err, "delete failed"),
+            Err(err) => {
+                tracing::warn!(queue = %self.queue, cause = %err, "delete failed");
+                false
+            }
         }
     }
 

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use granary_core::SiloId;
+use granary_core::{SiloId, deadline_in};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -382,16 +382,6 @@ impl Transport {
             }
         }
     }
-}
-
-/// The instant `timeout` from now; a timeout too long for `Instant` arithmetic is cut to about
-/// 30 years (tokio's own far future), never a panic.
-fn deadline_in(timeout: Duration) -> Instant {
-    const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
-    let now = Instant::now();
-    now.checked_add(timeout.min(FAR_FUTURE))
-        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
-        .unwrap_or(now)
 }
 
 async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {
