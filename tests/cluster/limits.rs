@@ -263,51 +263,10 @@ async fn a_timeout_of_duration_max_is_no_deadline_locally_and_over_the_wire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_of_duration_max_crosses_silos() {
-    use granary::{ClusterConfig, Placement, Silo};
-    use granary_redis::{RedisConfig, RedisMembership, RedisStore};
-    use granary_testkit::redis_server::{shared_redis_url, unique_name};
+    use granary::Placement;
     use granary_tests::CounterGrain;
 
-    let url = shared_redis_url().await;
-    let cluster = unique_name("maxdl");
-    let mut silos = Vec::new();
-    for i in 0..2 {
-        let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(4))
-                .await
-                .unwrap(),
-        );
-        let mut config = ClusterConfig::new(
-            &cluster,
-            b"a cluster secret of at least 32 bytes",
-            "127.0.0.1:0".parse().unwrap(),
-        )
-        .test_profile();
-        config.placement = Placement::Hash;
-        let silo = Silo::builder()
-            .config(SiloConfig {
-                name: format!("s{i}"),
-                idle_timeout: Duration::from_secs(600),
-                ..SiloConfig::test_profile()
-            })
-            .storage(store.clone())
-            .membership(Arc::new(RedisMembership::new(store)))
-            .cluster(config)
-            .register::<CounterGrain>()
-            .start()
-            .await
-            .unwrap();
-        silos.push(silo);
-    }
-    for silo in &silos {
-        let mut events = silo.events();
-        if silo.members().len() < 2 {
-            events
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
-                .await
-                .unwrap();
-        }
-    }
+    let silos = crate::multi_silo::cluster(2, Placement::Hash).await;
     // Hash placement spreads the grains: some calls go from silo 0 to silo 1 over the
     // transport, with `Duration::MAX` in their envelope.
     for g in 0..16_i64 {
@@ -321,7 +280,5 @@ async fn a_timeout_of_duration_max_crosses_silos() {
         .filter(|&g| silos[1].is_active(&GrainId::new("cluster.counter", g)))
         .count();
     assert!(remote > 0, "no grain landed on the other silo");
-    for silo in silos {
-        silo.shutdown().await.unwrap();
-    }
+    crate::multi_silo::shutdown(silos).await;
 }

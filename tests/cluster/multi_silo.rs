@@ -14,7 +14,7 @@ const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
 
 /// Starts `n` silos of one new cluster, each with its own Redis connection (as separate
 /// processes would have), and waits until every one sees all of them.
-async fn cluster(n: usize, placement: Placement) -> Vec<Silo> {
+pub(crate) async fn cluster(n: usize, placement: Placement) -> Vec<Silo> {
     cluster_with(n, |mut config| {
         config.placement = placement;
         config
@@ -63,7 +63,8 @@ async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConf
     silos
 }
 
-async fn shutdown(silos: Vec<Silo>) {
+/// Shuts every silo down.
+pub(crate) async fn shutdown(silos: Vec<Silo>) {
     for silo in silos {
         silo.shutdown().await.unwrap();
     }
