@@ -590,6 +590,26 @@ fn kafka(rt: &Runtime, n: usize, brokers: &str, order: Order) -> (f64, f64) {
         })
     };
     let (relay, raw) = order.run(relay, raw);
+    // Where the relay's time goes: the sink handed the same envelopes directly, 512 at a time
+    // (no outbox read, decode or acknowledgement), after both sides. Printed, not reported.
+    let direct = direct_rate(rt, n, &|events| {
+        let sink = sink.clone();
+        Box::pin(async move {
+            let batch: Vec<Outgoing> = events
+                .into_iter()
+                .map(|event| Outgoing {
+                    topic: event.type_name.as_str().into(),
+                    event,
+                })
+                .collect();
+            sink.publish(&batch)
+                .await
+                .expect("the sink's direct publish");
+        })
+    });
+    println!(
+        "# P7-kafka rep: relay {relay:.0}, sink.publish direct {direct:.0}, raw {raw:.0} events/s"
+    );
 
     rt.block_on(async {
         sink.delete_topics().await.expect("delete the sink's topic");
