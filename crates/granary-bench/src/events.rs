@@ -17,6 +17,9 @@
 //!   batches in flight (the sink's default lanes). The sink gives each grain one lane, so its
 //!   lanes carry unequal shares of a batch; the baseline keeps 4 requests in flight to the end.
 //!
+//! The two sides of a sink run back to back, and which goes first alternates between
+//! repetitions ([`Order`]), so that neither side always runs on a warmer (or busier) machine.
+//!
 //! Topics and queues exist before the clock starts on both sides (and both Kafka producers
 //! have started), and are deleted afterwards. SQS runs 500 events, not 20,000 (100 and 2,000
 //! with `--quick`): moto (a Python server) checks each FIFO message against every message of
@@ -30,7 +33,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageB
 use futures::StreamExt as _;
 use granary::provider::{Claim, Commit, GrainAddress, MemoryStore, StateChange, StateStore};
 use granary::{ActivationId, GrainId, PublishedEvent, SiloId};
-use granary_events::{EventEnvelope, Relay, Sink};
+use granary_events::{EventEnvelope, Outgoing, Relay, Sink};
 use granary_kafka::{KafkaSink, KafkaSinkConfig, TopicLayout};
 use granary_redis::{RedisConfig, RedisStore, RedisStreamsSink};
 use granary_sqs::{SqsEndpoint, SqsSink};
@@ -138,11 +141,50 @@ fn direct_rate(
     })
 }
 
+/// Which side of a sink runs first in a repetition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Order {
+    /// The relay, then the raw client.
+    RelayFirst,
+    /// The raw client, then the relay.
+    RawFirst,
+}
+
+impl Order {
+    /// ABBA over repetitions (relay first, raw first, raw first, relay first, …): over every
+    /// four repetitions each side runs first twice and at each position of the pair twice.
+    pub(crate) fn of_rep(rep: usize) -> Self {
+        if matches!(rep % 4, 0 | 3) {
+            Self::RelayFirst
+        } else {
+            Self::RawFirst
+        }
+    }
+
+    /// Runs both sides in this order; (relay, raw).
+    fn run(self, relay: impl FnOnce() -> f64, raw: impl FnOnce() -> f64) -> (f64, f64) {
+        match self {
+            Self::RelayFirst => {
+                let relay = relay();
+                (relay, raw())
+            }
+            Self::RawFirst => {
+                let raw = raw();
+                (relay(), raw)
+            }
+        }
+    }
+}
+
 /// The sinks' runs: (name, events, relay, raw).
 pub(crate) struct P7 {
     pub(crate) results: Vec<(&'static str, usize, f64, f64)>,
-    pub(crate) delivery_p99_ms: f64,
+    /// Measured with Redis Streams, when that sink runs.
+    pub(crate) delivery_p99_ms: Option<f64>,
 }
+
+/// The P7 sinks, in the order they run.
+pub(crate) const SINKS: [&str; 5] = ["redis-streams", "nats", "rabbitmq", "kafka", "sqs"];
 
 /// The Kafka broker and SQS server of a P7 run: the ones `GRANARY_BENCH_KAFKA` and
 /// `GRANARY_BENCH_SQS` name, else a private `tansu` broker and `moto_server`, stopped on drop.
@@ -187,12 +229,48 @@ fn redis_url() -> String {
     std::env::var("GRANARY_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// One repetition of every P7 measurement: `n` events, `sqs_events` to SQS.
-pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
+/// One repetition of the P7 measurements of the sinks `wanted` names: `n` events,
+/// `sqs_events` to SQS, each sink's two sides in `order`.
+pub(crate) fn p7(
+    n: usize,
+    sqs_events: usize,
+    servers: &Servers,
+    order: Order,
+    wanted: &dyn Fn(&str) -> bool,
+) -> P7 {
     let rt = multi_thread(2);
     let mut results = Vec::new();
+    let mut delivery_p99_ms = None;
+    if wanted("redis-streams") {
+        let (result, p99) = redis_streams(&rt, n, order);
+        results.push(result);
+        delivery_p99_ms = Some(p99);
+    }
+    if wanted("nats") {
+        results.push(nats(&rt, n, order));
+    }
+    if wanted("rabbitmq") {
+        results.push(rabbitmq(&rt, n, order));
+    }
+    if wanted("kafka") {
+        let (relay, raw) = kafka(&rt, n, &servers.kafka, order);
+        results.push(("kafka", n, relay, raw));
+    }
+    if wanted("sqs") {
+        let (relay, raw) = sqs(&rt, sqs_events, &servers.sqs, order);
+        results.push(("sqs", sqs_events, relay, raw));
+    }
+    P7 {
+        results,
+        delivery_p99_ms,
+    }
+}
 
-    // Redis Streams: the sink vs pipelined XADDs of the same entries.
+/// A sink's run: (name, events, relay, raw).
+type Run = (&'static str, usize, f64, f64);
+
+/// Redis Streams: the sink vs pipelined XADDs of the same entries; and the delivery p99.
+fn redis_streams(rt: &Runtime, n: usize, order: Order) -> (Run, f64) {
     let store = rt.block_on(async {
         Arc::new(
             RedisStore::connect(RedisConfig::new(redis_url(), name()))
@@ -202,7 +280,6 @@ pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
     });
     let prefix = format!("{}:", name());
     let sink = Arc::new(RedisStreamsSink::new(store.clone(), &prefix));
-    let relay = relay_rate(&rt, n, sink.clone());
     let conn = rt.block_on(async {
         redis::Client::open(redis_url())
             .expect("url")
@@ -211,25 +288,28 @@ pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
             .expect("connect")
     });
     let stream = format!("{prefix}raw");
-    let raw = direct_rate(&rt, n, &|events| {
-        let (mut conn, stream) = (conn.clone(), stream.clone());
-        Box::pin(async move {
-            let mut pipe = redis::pipe();
-            for e in &events {
-                pipe.cmd("XADD")
-                    .arg(&stream)
-                    .arg("*")
-                    .arg("id")
-                    .arg(&e.id)
-                    .arg("type")
-                    .arg(&e.type_name)
-                    .arg("event")
-                    .arg(e.to_json());
-            }
-            let _: Vec<String> = pipe.query_async(&mut conn).await.expect("xadd");
+    let relay = || relay_rate(rt, n, sink.clone());
+    let raw = || {
+        direct_rate(rt, n, &|events| {
+            let (mut conn, stream) = (conn.clone(), stream.clone());
+            Box::pin(async move {
+                let mut pipe = redis::pipe();
+                for e in &events {
+                    pipe.cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg("id")
+                        .arg(&e.id)
+                        .arg("type")
+                        .arg(&e.type_name)
+                        .arg("event")
+                        .arg(e.to_json());
+                }
+                let _: Vec<String> = pipe.query_async(&mut conn).await.expect("xadd");
+            })
         })
-    });
-    results.push(("redis-streams", n, relay, raw));
+    };
+    let (relay, raw) = order.run(relay, raw);
     let delivery_p99_ms = rt.block_on(delivery_p99(store.clone(), &prefix));
     rt.block_on(async {
         let mut conn = conn.clone();
@@ -241,8 +321,11 @@ pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
             .await
             .expect("clean up");
     });
+    (("redis-streams", n, relay, raw), delivery_p99_ms)
+}
 
-    // NATS JetStream: the sink vs publishing with Nats-Msg-Id and awaiting the acks.
+/// NATS JetStream: the sink vs publishing with Nats-Msg-Id and awaiting the acks.
+fn nats(rt: &Runtime, n: usize, order: Order) -> Run {
     let url =
         std::env::var("GRANARY_BENCH_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let stream_name = name();
@@ -253,36 +336,41 @@ pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
                 .expect("P7 needs NATS (GRANARY_BENCH_NATS)"),
         )
     });
-    let relay = relay_rate(&rt, n, nats.clone());
     let js = rt.block_on(async {
         async_nats::jetstream::new(async_nats::connect(&url).await.expect("nats"))
     });
     let subject = format!("{stream_name}.raw");
-    let raw = direct_rate(&rt, n, &|events| {
-        let (js, subject) = (js.clone(), subject.clone());
-        Box::pin(async move {
-            let mut acks = Vec::with_capacity(events.len());
-            for e in &events {
-                let message = async_nats::jetstream::message::PublishMessage::build()
-                    .payload(e.to_json().into())
-                    .message_id(format!("raw-{}", e.id));
-                acks.push(
-                    js.send_publish(subject.clone(), message)
-                        .await
-                        .expect("publish"),
-                );
-            }
-            for ack in acks {
-                ack.await.expect("ack");
-            }
+    let relay = || relay_rate(rt, n, nats.clone());
+    let raw = || {
+        direct_rate(rt, n, &|events| {
+            let (js, subject) = (js.clone(), subject.clone());
+            Box::pin(async move {
+                let mut acks = Vec::with_capacity(events.len());
+                for e in &events {
+                    let message = async_nats::jetstream::message::PublishMessage::build()
+                        .payload(e.to_json().into())
+                        .message_id(format!("raw-{}", e.id));
+                    acks.push(
+                        js.send_publish(subject.clone(), message)
+                            .await
+                            .expect("publish"),
+                    );
+                }
+                for ack in acks {
+                    ack.await.expect("ack");
+                }
+            })
         })
-    });
-    results.push(("nats", n, relay, raw));
+    };
+    let (relay, raw) = order.run(relay, raw);
     rt.block_on(async {
         let _ = js.delete_stream(&stream_name).await;
     });
+    ("nats", n, relay, raw)
+}
 
-    // RabbitMQ: the sink vs publishing with confirms (a queue bound so nothing returns).
+/// RabbitMQ: the sink vs publishing with confirms (a queue bound so nothing returns).
+fn rabbitmq(rt: &Runtime, n: usize, order: Order) -> Run {
     let uri = std::env::var("GRANARY_BENCH_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let exchange = name();
@@ -320,37 +408,39 @@ pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
             .expect("confirms");
         (sink, channel)
     });
-    let relay = relay_rate(&rt, n, rabbit);
-    let raw = direct_rate(&rt, n, &|events| {
-        let (channel, exchange) = (channel.clone(), exchange.clone());
-        Box::pin(async move {
-            let mut confirms = Vec::with_capacity(events.len());
-            for e in &events {
-                let properties = lapin::BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_message_id(e.id.as_str().into());
-                confirms.push(
-                    channel
-                        .basic_publish(
-                            exchange.as_str().into(),
-                            "raw".into(),
-                            lapin::options::BasicPublishOptions {
-                                mandatory: true,
-                                ..Default::default()
-                            },
-                            &e.to_json(),
-                            properties,
-                        )
-                        .await
-                        .expect("publish"),
-                );
-            }
-            for confirm in confirms {
-                confirm.await.expect("confirm");
-            }
+    let relay = || relay_rate(rt, n, rabbit);
+    let raw = || {
+        direct_rate(rt, n, &|events| {
+            let (channel, exchange) = (channel.clone(), exchange.clone());
+            Box::pin(async move {
+                let mut confirms = Vec::with_capacity(events.len());
+                for e in &events {
+                    let properties = lapin::BasicProperties::default()
+                        .with_delivery_mode(2)
+                        .with_message_id(e.id.as_str().into());
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                exchange.as_str().into(),
+                                "raw".into(),
+                                lapin::options::BasicPublishOptions {
+                                    mandatory: true,
+                                    ..Default::default()
+                                },
+                                &e.to_json(),
+                                properties,
+                            )
+                            .await
+                            .expect("publish"),
+                    );
+                }
+                for confirm in confirms {
+                    confirm.await.expect("confirm");
+                }
+            })
         })
-    });
-    results.push(("rabbitmq", n, relay, raw));
+    };
+    let (relay, raw) = order.run(relay, raw);
     rt.block_on(async {
         let _ = channel
             .queue_delete(
@@ -365,24 +455,18 @@ pub(crate) fn p7(n: usize, sqs_events: usize, servers: &Servers) -> P7 {
             )
             .await;
     });
-
-    let (relay, raw) = kafka(&rt, n, &servers.kafka);
-    results.push(("kafka", n, relay, raw));
-    let (relay, raw) = sqs(&rt, sqs_events, &servers.sqs);
-    results.push(("sqs", sqs_events, relay, raw));
-    P7 {
-        results,
-        delivery_p99_ms,
-    }
+    ("rabbitmq", n, relay, raw)
 }
 
 /// Kafka: the sink vs a producer of the same configuration producing the same records to a
 /// topic of the same layout, every delivery report awaited; (relay, raw) events per second.
 ///
 /// Both producers start together and check that the broker answers (as the sink's `connect`
-/// does), and both topics are created next, so that neither side's clock includes a producer's
-/// start (its connection, its idempotent producer id) or a topic's creation.
-fn kafka(rt: &Runtime, n: usize, brokers: &str) -> (f64, f64) {
+/// does), both topics are created next, and each producer then delivers one warm-up record to
+/// its topic, so that neither side's clock includes a producer's start (its connection, its
+/// idempotent producer id), a topic's creation or a producer's first look-up of its topic's
+/// partitions and leaders (which otherwise fell on whichever side ran first more heavily).
+fn kafka(rt: &Runtime, n: usize, brokers: &str, order: Order) -> (f64, f64) {
     let prefix = format!("{}.", name());
     let config = KafkaSinkConfig::default();
     let sink = rt.block_on(async {
@@ -441,51 +525,91 @@ fn kafka(rt: &Runtime, n: usize, brokers: &str) -> (f64, f64) {
         for result in created {
             result.expect("topic created");
         }
+        let (_, warm_up) = filled_outbox(1).await;
+        let event = warm_up.into_iter().next().expect("one event");
+        let value = event.to_json();
+        sink.publish(&[Outgoing {
+            topic: event.type_name.as_str().into(),
+            event,
+        }])
+        .await
+        .expect("the sink's warm-up record");
+        producer
+            .send(
+                FutureRecord::<str, _>::to(&topic).payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(err, _)| err)
+            .expect("the raw producer's warm-up record");
     });
 
     let sink = Arc::new(sink);
-    let relay = relay_rate(rt, n, sink.clone());
-    let raw = direct_rate(rt, n, &|events| {
-        let (producer, topic) = (producer.clone(), topic.clone());
+    let relay = || relay_rate(rt, n, sink.clone());
+    let raw = || {
+        direct_rate(rt, n, &|events| {
+            let (producer, topic) = (producer.clone(), topic.clone());
+            Box::pin(async move {
+                let mut deliveries = Vec::with_capacity(events.len());
+                for e in &events {
+                    let key = granary_kafka::record_key(&e.source);
+                    let value = e.to_json();
+                    let headers = OwnedHeaders::new_with_capacity(3)
+                        .insert(Header {
+                            key: granary_kafka::EVENT_ID_HEADER,
+                            value: Some(e.id.as_str()),
+                        })
+                        .insert(Header {
+                            key: granary_kafka::EVENT_TYPE_HEADER,
+                            value: Some(e.type_name.as_str()),
+                        })
+                        .insert(Header {
+                            key: "content-type",
+                            value: Some("application/json"),
+                        });
+                    let record = FutureRecord::to(&topic)
+                        .key(&key)
+                        .payload(&value)
+                        .headers(headers)
+                        .timestamp(i64::try_from(e.timestamp_ms).unwrap_or(i64::MAX));
+                    // 512 records never fill librdkafka's queue (100,000 by default).
+                    let delivery = producer
+                        .send_result(record)
+                        .map_err(|(err, _)| err)
+                        .expect("enqueue");
+                    deliveries.push(delivery);
+                }
+                for delivery in deliveries {
+                    delivery
+                        .await
+                        .expect("delivery report")
+                        .map_err(|(err, _)| err)
+                        .expect("delivered");
+                }
+            })
+        })
+    };
+    let (relay, raw) = order.run(relay, raw);
+    // Where the relay's time goes: the sink handed the same envelopes directly, 512 at a time
+    // (no outbox read, decode or acknowledgement), after both sides. Printed, not reported.
+    let direct = direct_rate(rt, n, &|events| {
+        let sink = sink.clone();
         Box::pin(async move {
-            let mut deliveries = Vec::with_capacity(events.len());
-            for e in &events {
-                let key = granary_kafka::record_key(&e.source);
-                let value = e.to_json();
-                let headers = OwnedHeaders::new_with_capacity(3)
-                    .insert(Header {
-                        key: granary_kafka::EVENT_ID_HEADER,
-                        value: Some(e.id.as_str()),
-                    })
-                    .insert(Header {
-                        key: granary_kafka::EVENT_TYPE_HEADER,
-                        value: Some(e.type_name.as_str()),
-                    })
-                    .insert(Header {
-                        key: "content-type",
-                        value: Some("application/json"),
-                    });
-                let record = FutureRecord::to(&topic)
-                    .key(&key)
-                    .payload(&value)
-                    .headers(headers)
-                    .timestamp(i64::try_from(e.timestamp_ms).unwrap_or(i64::MAX));
-                // 512 records never fill librdkafka's queue (100,000 by default).
-                let delivery = producer
-                    .send_result(record)
-                    .map_err(|(err, _)| err)
-                    .expect("enqueue");
-                deliveries.push(delivery);
-            }
-            for delivery in deliveries {
-                delivery
-                    .await
-                    .expect("delivery report")
-                    .map_err(|(err, _)| err)
-                    .expect("delivered");
-            }
+            let batch: Vec<Outgoing> = events
+                .into_iter()
+                .map(|event| Outgoing {
+                    topic: event.type_name.as_str().into(),
+                    event,
+                })
+                .collect();
+            sink.publish(&batch)
+                .await
+                .expect("the sink's direct publish");
         })
     });
+    println!(
+        "# P7-kafka rep: relay {relay:.0}, sink.publish direct {direct:.0}, raw {raw:.0} events/s"
+    );
 
     rt.block_on(async {
         sink.delete_topics().await.expect("delete the sink's topic");
@@ -502,7 +626,7 @@ fn kafka(rt: &Runtime, n: usize, brokers: &str) -> (f64, f64) {
 
 /// SQS: the sink vs `SendMessageBatch` of the sink's entries to a FIFO queue, 10 per batch and
 /// as many batches in flight as the sink has lanes; (relay, raw) events per second.
-fn sqs(rt: &Runtime, n: usize, url: &str) -> (f64, f64) {
+fn sqs(rt: &Runtime, n: usize, url: &str, order: Order) -> (f64, f64) {
     let prefix = format!("{}.", name());
     let (client, sink, sink_queue) = rt.block_on(async {
         let client = SqsEndpoint::url(url)
@@ -517,8 +641,6 @@ fn sqs(rt: &Runtime, n: usize, url: &str) -> (f64, f64) {
             .expect("P7 needs an SQS server (GRANARY_BENCH_SQS, or moto_server installed)");
         (client, Arc::new(sink), queue)
     });
-    let relay = relay_rate(rt, n, sink);
-
     let raw_queue = rt.block_on(async {
         client
             .create_queue()
@@ -532,34 +654,38 @@ fn sqs(rt: &Runtime, n: usize, url: &str) -> (f64, f64) {
             .expect("queue URL")
             .to_owned()
     });
-    let raw = direct_rate(rt, n, &|events| {
-        let (client, queue) = (client.clone(), raw_queue.clone());
-        Box::pin(async move {
-            let batches: Vec<Vec<SendMessageBatchRequestEntry>> = events
-                .chunks(SQS_BATCH)
-                .map(|batch| batch.iter().enumerate().map(sqs_entry).collect())
-                .collect();
-            futures::stream::iter(batches)
-                .map(|entries| {
-                    let (client, queue) = (client.clone(), queue.clone());
-                    async move {
-                        let sent = entries.len();
-                        let output = client
-                            .send_message_batch()
-                            .queue_url(queue)
-                            .set_entries(Some(entries))
-                            .send()
-                            .await
-                            .expect("SendMessageBatch");
-                        assert!(output.failed().is_empty(), "SQS refused entries");
-                        assert_eq!(output.successful().len(), sent);
-                    }
-                })
-                .buffer_unordered(SQS_LANES)
-                .collect::<Vec<()>>()
-                .await;
+    let relay = || relay_rate(rt, n, sink);
+    let raw = || {
+        direct_rate(rt, n, &|events| {
+            let (client, queue) = (client.clone(), raw_queue.clone());
+            Box::pin(async move {
+                let batches: Vec<Vec<SendMessageBatchRequestEntry>> = events
+                    .chunks(SQS_BATCH)
+                    .map(|batch| batch.iter().enumerate().map(sqs_entry).collect())
+                    .collect();
+                futures::stream::iter(batches)
+                    .map(|entries| {
+                        let (client, queue) = (client.clone(), queue.clone());
+                        async move {
+                            let sent = entries.len();
+                            let output = client
+                                .send_message_batch()
+                                .queue_url(queue)
+                                .set_entries(Some(entries))
+                                .send()
+                                .await
+                                .expect("SendMessageBatch");
+                            assert!(output.failed().is_empty(), "SQS refused entries");
+                            assert_eq!(output.successful().len(), sent);
+                        }
+                    })
+                    .buffer_unordered(SQS_LANES)
+                    .collect::<Vec<()>>()
+                    .await;
+            })
         })
-    });
+    };
+    let (relay, raw) = order.run(relay, raw);
 
     rt.block_on(async {
         for queue in [sink_queue, raw_queue] {

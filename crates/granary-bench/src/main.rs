@@ -21,7 +21,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: P1…P9 or all; P9 also prints P9-prod (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
+    /// Metrics to run: P1…P9 or all, or one P7 sink (P7-redis-streams, P7-nats, P7-rabbitmq,
+    /// P7-kafka, P7-sqs); P9 also prints P9-prod (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
     /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
     /// the local servers; and Kafka, `GRANARY_BENCH_KAFKA`, and SQS, `GRANARY_BENCH_SQS`, which
     /// default to a private `tansu` broker and `moto_server` that P7 starts).
@@ -89,8 +90,10 @@ fn main() -> anyhow::Result<()> {
     if wants("P3") || wants("P4") {
         metrics::p3_p4(args.reps, scale);
     }
-    if wants("P7") {
-        metrics::p7(args.reps, scale);
+    // `P7` runs every sink; `P7-kafka` (and so on) only the sinks named.
+    let p7_sink = |sink: &str| wants("P7") || wants(&format!("P7-{sink}"));
+    if events::SINKS.iter().any(|sink| p7_sink(sink)) {
+        metrics::p7(args.reps, scale, &p7_sink);
     }
     if wants("P9") || wants("P9-prod") {
         metrics::p9(args.reps, scale);

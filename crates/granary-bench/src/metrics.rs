@@ -359,19 +359,32 @@ fn interleave_values<T, const N: usize>(reps: usize, runs: [&dyn Fn() -> T; N]) 
 /// RabbitMQ, Kafka, SQS), against a raw client publishing the same entries with the same
 /// batching; and the commit-to-delivery p99 on Redis Streams. The Kafka broker and the SQS
 /// server start once and serve every repetition.
-pub(crate) fn p7(reps: usize, scale: usize) {
+pub(crate) fn p7(reps: usize, scale: usize, wanted: &dyn Fn(&str) -> bool) {
     let n = 20_000 / scale;
     // moto (a Python server) checks each FIFO message against every message of the queue, so a
     // batch takes longer the fuller the queue: 500 keeps one side's run near 10 s.
     let sqs_events = 500 / scale.min(5);
     let servers = events::Servers::start();
+    // Which side of each sink runs first alternates between repetitions (ABBA).
     let runs: Vec<events::P7> = (0..reps)
-        .map(|_| events::p7(n, sqs_events, &servers))
+        .map(|rep| events::p7(n, sqs_events, &servers, events::Order::of_rep(rep), wanted))
         .collect();
     drop(servers);
-    for (i, (sink, count, _, _)) in runs[0].results.iter().enumerate() {
+    let Some(first) = runs.first() else { return };
+    for (i, (sink, count, _, _)) in first.results.iter().enumerate() {
         let relay: Vec<f64> = runs.iter().map(|r| r.results[i].2).collect();
         let raw: Vec<f64> = runs.iter().map(|r| r.results[i].3).collect();
+        // The samples behind the medians, each rep's first side marked, to show the spread.
+        let samples: Vec<String> = relay
+            .iter()
+            .zip(&raw)
+            .enumerate()
+            .map(|(rep, (relay, raw))| match events::Order::of_rep(rep) {
+                events::Order::RelayFirst => format!("relay* {relay:.0} / raw {raw:.0}"),
+                events::Order::RawFirst => format!("relay {relay:.0} / raw* {raw:.0}"),
+            })
+            .collect();
+        println!("# P7-{sink} reps (* ran first): {}", samples.join(", "));
         Line {
             id: &format!("P7-{sink}"),
             what: &format!("relay_events_per_sec_{count}"),
@@ -384,7 +397,10 @@ pub(crate) fn p7(reps: usize, scale: usize) {
         }
         .print();
     }
-    let p99: Vec<f64> = runs.iter().map(|r| r.delivery_p99_ms).collect();
+    let p99: Vec<f64> = runs.iter().filter_map(|r| r.delivery_p99_ms).collect();
+    if p99.is_empty() {
+        return;
+    }
     Line {
         id: "P7-delivery",
         what: "commit_to_delivery_p99_redis_streams",
