@@ -30,6 +30,8 @@
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
 //! | `GRANARY_BOOTSTRAP` | `join`: start only if the cluster exists in Redis (a Redis that lost its data is not taken for a new, empty cluster); `create`: create the cluster if it does not exist, else join it (the first silo of a new cluster) | `join` |
 //! | `GRANARY_IDLE_AFTER` | deactivate a grain after this long without calls: a number with `ms`, `s`, `m` or `h` (`90s`, `15m`) | the profile's: `15m` in production, `200ms` in test |
+//! | `GRANARY_MAX_EVENT_SIZE` | the largest event `ctx.publish` takes, in bytes of JSON (raise it only if every queue the event goes to takes it) | `1048576` (1 MiB) |
+//! | `GRANARY_RELAY_MAX_REFUSALS` | how many times a sink may refuse an event before the relay moves it to its shard's dead-letter stream (`granary events dead`) | `5` |
 //! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, and the dashboard when a token is set | off |
 //! | `GRANARY_DASHBOARD_TOKEN` | serve the dashboard at `http://<GRANARY_METRICS>/dashboard?token=<token>`; at least 16 characters; needs `GRANARY_METRICS` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
@@ -86,7 +88,7 @@ mod sinks;
 mod telemetry;
 
 use granary::{ClusterConfig, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
-use granary_events::{Relay, RelayMetrics};
+use granary_events::{Relay, RelayConfig, RelayMetrics};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore, RedisStreamsSink};
 use serde::Deserialize;
 
@@ -114,6 +116,10 @@ pub struct Settings {
     pub bootstrap: Option<String>,
     /// How long a grain stays active without calls, e.g. `90s`.
     pub idle_after: Option<String>,
+    /// The largest event `ctx.publish` takes, in bytes.
+    pub max_event_size: Option<String>,
+    /// Refusals of an event by a sink before it is dead-lettered.
+    pub relay_max_refusals: Option<String>,
     /// The HTTP address: `/metrics`, and `/dashboard` when `dashboard_token` is set.
     pub metrics: Option<String>,
     /// The token the dashboard requires; without one the dashboard is not served.
@@ -240,6 +246,8 @@ impl Settings {
             ("GRANARY_PROFILE", &mut self.profile),
             ("GRANARY_BOOTSTRAP", &mut self.bootstrap),
             ("GRANARY_IDLE_AFTER", &mut self.idle_after),
+            ("GRANARY_MAX_EVENT_SIZE", &mut self.max_event_size),
+            ("GRANARY_RELAY_MAX_REFUSALS", &mut self.relay_max_refusals),
             ("GRANARY_METRICS", &mut self.metrics),
             ("GRANARY_DASHBOARD_TOKEN", &mut self.dashboard_token),
             ("GRANARY_EVENTS_PREFIX", &mut self.events_prefix),
@@ -301,6 +309,10 @@ struct Resolved {
     create: bool,
     /// `GRANARY_IDLE_AFTER`, if set.
     idle_after: Option<std::time::Duration>,
+    /// `GRANARY_MAX_EVENT_SIZE`, if set.
+    max_event_size: Option<usize>,
+    /// `GRANARY_RELAY_MAX_REFUSALS`, if set.
+    relay_max_refusals: Option<u32>,
     http: Option<SocketAddr>,
     dashboard_token: Option<String>,
     /// The URL the spans are posted to.
@@ -352,6 +364,27 @@ fn duration(value: &str) -> Option<std::time::Duration> {
         "h" => secs(3600),
         _ => None,
     }
+}
+
+/// A setting that is a whole number of at least 1, if set.
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
+    value: Option<&str>,
+    name: &'static str,
+    what: &str,
+) -> Result<Option<T>, NodeError> {
+    value
+        .map(|value| {
+            value
+                .trim()
+                .parse::<T>()
+                .ok()
+                .filter(|n| *n >= T::from(1))
+                .ok_or_else(|| NodeError::Setting {
+                    name,
+                    problem: format!("{value:?} is not {what}"),
+                })
+        })
+        .transpose()
 }
 
 fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
@@ -412,6 +445,16 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
             })
         })
         .transpose()?;
+    let max_event_size = positive::<usize>(
+        settings.max_event_size.as_deref(),
+        "GRANARY_MAX_EVENT_SIZE",
+        "a number of bytes, at least 1 (1048576 is 1 MiB)",
+    )?;
+    let relay_max_refusals = positive::<u32>(
+        settings.relay_max_refusals.as_deref(),
+        "GRANARY_RELAY_MAX_REFUSALS",
+        "a whole number of refusals, at least 1",
+    )?;
     let http = address(settings.metrics.as_ref(), "GRANARY_METRICS")?;
     let dashboard_token = settings.dashboard_token.clone();
     if let Some(token) = &dashboard_token {
@@ -450,6 +493,8 @@ fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         test_profile,
         create,
         idle_after,
+        max_event_size,
+        relay_max_refusals,
         http,
         dashboard_token,
         otlp,
@@ -546,7 +591,12 @@ async fn serve(
             settings,
             store.clone(),
             prefix,
-            Relay::builder(store.clone()),
+            Relay::builder(store.clone()).config(RelayConfig {
+                max_refusals: r
+                    .relay_max_refusals
+                    .unwrap_or(RelayConfig::default().max_refusals),
+                ..RelayConfig::default()
+            }),
         )
         .await?;
     let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
@@ -562,6 +612,9 @@ async fn serve(
             name: config.name,
             ..SiloConfig::test_profile()
         };
+    }
+    if let Some(size) = r.max_event_size {
+        config.max_event_size = size;
     }
     if let Some(idle) = r.idle_after {
         config.idle_timeout = idle;
@@ -764,6 +817,26 @@ mod tests {
         let err = with(&[("GRANARY_BOOTSTRAP", "new")]).err().unwrap();
         assert!(err.to_string().contains("GRANARY_BOOTSTRAP"), "{err}");
         assert_eq!(err.exit_code(), 2);
+
+        assert_eq!(r.max_event_size, None);
+        assert_eq!(r.relay_max_refusals, None);
+        let limits = with(&[
+            ("GRANARY_MAX_EVENT_SIZE", "65536"),
+            ("GRANARY_RELAY_MAX_REFUSALS", "3"),
+        ])
+        .unwrap();
+        assert_eq!(limits.max_event_size, Some(65_536));
+        assert_eq!(limits.relay_max_refusals, Some(3));
+        for (name, bad) in [
+            ("GRANARY_MAX_EVENT_SIZE", "0"),
+            ("GRANARY_MAX_EVENT_SIZE", "1MiB"),
+            ("GRANARY_RELAY_MAX_REFUSALS", "-1"),
+            ("GRANARY_RELAY_MAX_REFUSALS", "99999999999"),
+        ] {
+            let err = with(&[(name, bad)]).err().unwrap();
+            assert!(err.to_string().contains(name), "{name}={bad}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
 
         let idle = |value: &'static str| with(&[("GRANARY_IDLE_AFTER", value)]);
         let secs = std::time::Duration::from_secs;
