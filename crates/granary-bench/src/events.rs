@@ -188,32 +188,37 @@ pub(crate) const SINKS: [&str; 5] = ["redis-streams", "nats", "rabbitmq", "kafka
 
 /// The Kafka broker and SQS server of a P7 run: the ones `GRANARY_BENCH_KAFKA` and
 /// `GRANARY_BENCH_SQS` name, else a private `tansu` broker and `moto_server`, stopped on drop.
+/// Only the servers of the sinks that run: an idle broker of a sink that does not run would
+/// still share the machine's cores with the sides being measured.
 pub(crate) struct Servers {
-    kafka: String,
-    sqs: String,
+    kafka: Option<String>,
+    sqs: Option<String>,
     _tansu: Option<PrivateTansu>,
     _moto: Option<PrivateMoto>,
 }
 
 impl Servers {
-    /// Connects to the external servers, or starts the private ones.
+    /// Connects to the external servers, or starts the private ones, of the sinks `wanted`
+    /// names.
     ///
     /// # Panics
     /// If a private server cannot start (`tansu` or `moto_server` not installed).
-    pub(crate) fn start() -> Self {
+    pub(crate) fn start(wanted: &dyn Fn(&str) -> bool) -> Self {
         let rt = multi_thread(1);
         let (kafka, tansu) = match std::env::var("GRANARY_BENCH_KAFKA") {
-            Ok(brokers) => (brokers, None),
+            _ if !wanted("kafka") => (None, None),
+            Ok(brokers) => (Some(brokers), None),
             Err(_) => {
                 let tansu = rt.block_on(PrivateTansu::start());
-                (tansu.brokers(), Some(tansu))
+                (Some(tansu.brokers()), Some(tansu))
             }
         };
         let (sqs, moto) = match std::env::var("GRANARY_BENCH_SQS") {
-            Ok(url) => (url, None),
+            _ if !wanted("sqs") => (None, None),
+            Ok(url) => (Some(url), None),
             Err(_) => {
                 let moto = rt.block_on(PrivateMoto::start());
-                (moto.url(), Some(moto))
+                (Some(moto.url()), Some(moto))
             }
         };
         Self {
@@ -253,11 +258,13 @@ pub(crate) fn p7(
         results.push(rabbitmq(&rt, n, order));
     }
     if wanted("kafka") {
-        let (relay, raw) = kafka(&rt, n, &servers.kafka, order);
+        let brokers = servers.kafka.as_deref().expect("started for kafka");
+        let (relay, raw) = kafka(&rt, n, brokers, order);
         results.push(("kafka", n, relay, raw));
     }
     if wanted("sqs") {
-        let (relay, raw) = sqs(&rt, sqs_events, &servers.sqs, order);
+        let url = servers.sqs.as_deref().expect("started for sqs");
+        let (relay, raw) = sqs(&rt, sqs_events, url, order);
         results.push(("sqs", sqs_events, relay, raw));
     }
     P7 {
