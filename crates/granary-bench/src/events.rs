@@ -23,7 +23,7 @@
 //! confirmed; its clock stops when a 1 ms poll sees the outbox empty. The raw side gets the
 //! envelopes already decoded (outside the clock) and encodes each to JSON as the sink does.
 //! Under callgrind (`--quick`, Redis Streams) the sink's publish costs what the raw pipeline
-//! costs per event (about 12,400 instructions); the relay adds about 3,300 for the envelope and
+//! costs per event (about 12,400 instructions); the relay adds about 2,800 for the envelope and
 //! under 1,500 for the outbox read and the acknowledgement.
 //!
 //! The two sides of a sink run back to back, and which goes first alternates between
