@@ -324,10 +324,11 @@ impl Worker {
                 match self.outbox.pending_in(shard, self.config.batch).await {
                     Ok(entries) if entries.is_empty() => {}
                     Ok(entries) => {
-                        if !self.deliver(&entries).await {
+                        let read = entries.len();
+                        if !self.deliver(entries).await {
                             return;
                         }
-                        moved += entries.len();
+                        moved += read;
                     }
                     Err(err) => {
                         tracing::warn!(shard, cause = %err, "cannot read the outbox; retrying");
@@ -386,8 +387,9 @@ impl Worker {
     /// Delivers `entries` (one shard's, in commit order) to their sinks, then acknowledges them
     /// (and moves what cannot be delivered to the shard's dead-letter stream). Each sink gets
     /// one batch of its events in commit order, whatever their topics. Returns false if
-    /// stopped before every sink confirmed.
-    async fn deliver(&self, entries: &[OutboxEntry]) -> bool {
+    /// stopped before every sink confirmed. Takes the entries: their positions move into the
+    /// acknowledgement, not copied.
+    async fn deliver(&self, entries: Vec<OutboxEntry>) -> bool {
         // Per entry: why it goes to the dead-letter stream instead of being acknowledged.
         let mut dead: Vec<Option<String>> = vec![None; entries.len()];
         let mut batches: Vec<Batch<'_>> = Vec::new();
@@ -454,17 +456,18 @@ impl Worker {
             batch.target.stats.pending_since(batch.oldest);
         }
         for batch in &batches {
-            if !self.publish_batch(batch, entries, &mut dead).await {
+            if !self.publish_batch(batch, &entries, &mut dead).await {
                 return false;
             }
             batch.target.stats.caught_up();
         }
+        drop(batches);
         let mut dead_letters = Vec::new();
         let mut positions = Vec::with_capacity(entries.len());
-        for (entry, reason) in entries.iter().zip(dead) {
+        for (entry, reason) in entries.into_iter().zip(dead) {
             match reason {
-                Some(reason) => dead_letters.push((entry.position.clone(), reason)),
-                None => positions.push(entry.position.clone()),
+                Some(reason) => dead_letters.push((entry.position, reason)),
+                None => positions.push(entry.position),
             }
         }
         if !dead_letters.is_empty() {

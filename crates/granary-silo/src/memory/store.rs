@@ -210,16 +210,18 @@ impl Outbox for MemoryStore {
     }
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
-        let acked: std::collections::HashSet<&OutboxPosition> = entries.iter().collect();
         let mut outbox = self.outbox.lock();
-        // A relay acknowledges the oldest entries: take them off the front, and look through
-        // the rest of the outbox only for what is not there.
-        let mut left = acked.len();
-        while left > 0 && outbox.front().is_some_and(|e| acked.contains(&e.position)) {
+        // A relay acknowledges the oldest entries in commit order: take them off the front,
+        // comparing in order (no hashing), and look through the rest of the outbox only for
+        // what is not there.
+        let mut done = 0;
+        while done < entries.len() && outbox.front().is_some_and(|e| e.position == entries[done]) {
             outbox.pop_front();
-            left -= 1;
+            done += 1;
         }
-        if left > 0 {
+        if done < entries.len() {
+            let acked: std::collections::HashSet<&OutboxPosition> =
+                entries[done..].iter().collect();
             outbox.retain(|e| !acked.contains(&e.position));
         }
         ready(Ok(())).boxed()
