@@ -797,18 +797,19 @@ mod tests {
         assert!(r.test_profile);
     }
 
-    #[test]
-    fn a_silo_joins_by_default_and_idle_collection_can_be_set() {
-        let base = [
+    /// The settings of a minimal silo plus `extra`, resolved.
+    fn with(extra: &[(&'static str, &'static str)]) -> Result<Resolved, NodeError> {
+        let mut pairs = vec![
             ("GRANARY_CLUSTER", "c"),
             ("GRANARY_SECRET", "0123456789abcdef"),
             ("GRANARY_REDIS", "redis://x"),
         ];
-        let with = |extra: &[(&'static str, &'static str)]| {
-            let mut pairs = base.to_vec();
-            pairs.extend_from_slice(extra);
-            resolve(&env(&pairs))
-        };
+        pairs.extend_from_slice(extra);
+        resolve(&env(&pairs))
+    }
+
+    #[test]
+    fn a_silo_joins_by_default_and_idle_collection_can_be_set() {
         let r = with(&[]).unwrap();
         assert!(!r.create, "join is the default");
         assert_eq!(r.idle_after, None);
@@ -948,16 +949,6 @@ mod tests {
 
     #[test]
     fn a_dashboard_token_needs_the_http_address_and_enough_characters() {
-        let base = [
-            ("GRANARY_CLUSTER", "c"),
-            ("GRANARY_SECRET", "0123456789abcdef"),
-            ("GRANARY_REDIS", "redis://x"),
-        ];
-        let with = |extra: &[(&'static str, &'static str)]| {
-            let mut pairs = base.to_vec();
-            pairs.extend_from_slice(extra);
-            resolve(&env(&pairs))
-        };
         let r = with(&[
             ("GRANARY_METRICS", "127.0.0.1:9100"),
             ("GRANARY_DASHBOARD_TOKEN", "a-dashboard-token-0123"),
