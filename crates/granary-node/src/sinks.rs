@@ -388,14 +388,7 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        let mut settings = Settings::default();
-        settings.apply_env(|name| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| (*v).to_owned())
-        });
-        settings
+        Settings::from_pairs(pairs)
     }
 
     fn problem(pairs: &[(&str, &str)]) -> String {

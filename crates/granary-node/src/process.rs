@@ -1,0 +1,189 @@
+//! The silo process: [`run`] and [`run_with`] (checks, Redis, relay, silo), the ready line,
+//! the clean stop on SIGINT/SIGTERM, and [`NodeError::DeclaredDead`] (exit status 3) when the
+//! cluster declares the silo dead.
+
+use std::sync::Arc;
+
+use granary::{ClusterConfig, Silo, SiloBuilder, SiloConfig, SiloEvent};
+use granary_events::{Relay, RelayConfig};
+use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+
+use crate::settings::{Resolved, resolve};
+use crate::{NodeError, Settings, http, telemetry};
+
+/// Runs a silo until SIGINT or SIGTERM (then stops it cleanly) or until the cluster declares it
+/// dead. `register` registers the grain types.
+///
+/// Everything that can be checked before the silo joins is checked first, in this order: the
+/// settings, the metrics address (bound), Redis, the event queues. A silo that fails one of
+/// them never joins the cluster.
+///
+/// It installs the process's tracing subscriber (unless one is installed already): log lines
+/// by `RUST_LOG`, and the OpenTelemetry export when `GRANARY_OTLP` is set, flushed when the
+/// silo stops.
+///
+/// # Errors
+/// A [`NodeError`] saying what stopped the silo.
+pub async fn run(
+    settings: Settings,
+    register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+) -> Result<(), NodeError> {
+    run_with(settings, register, |_| {}).await
+}
+
+/// As [`run`], and hands the silo to `started` once it is active, before the ready line: a
+/// test harness reaches the running silo through it (the chaos suite's `chaos-silo` injects
+/// partitions into its transport).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    settings: Settings,
+    register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+    started: impl FnOnce(&Silo),
+) -> Result<(), NodeError> {
+    let resolved = resolve(&settings);
+    let silo_name = resolved.as_ref().map_or("silo", |r| r.name.as_str());
+    let otlp = resolved.as_ref().ok().and_then(|r| r.otlp.as_deref());
+    let telemetry = telemetry::install(silo_name, otlp)?;
+    // Boxed: the running silo's future is large (16 KiB), and callers' futures hold it.
+    let result = Box::pin(serve(&settings, resolved?, register, started)).await;
+    telemetry.shutdown().await;
+    result
+}
+
+/// [`run`] once the settings are resolved and the subscriber installed.
+async fn serve(
+    settings: &Settings,
+    r: Resolved,
+    register: impl FnOnce(SiloBuilder) -> SiloBuilder,
+    started: impl FnOnce(&Silo),
+) -> Result<(), NodeError> {
+    let http_listener = r.http.map(http::bind).transpose()?;
+    let bootstrap = if r.create {
+        granary_redis::Bootstrap::CreateIfMissing
+    } else {
+        granary_redis::Bootstrap::RequireExisting
+    };
+    let store = match RedisStore::connect(
+        RedisConfig::new(&r.redis, &r.cluster).bootstrap(bootstrap),
+    )
+    .await
+    {
+        Ok(store) => Arc::new(store),
+        Err(granary_redis::ConnectError::NoCluster { cluster, url }) => {
+            return Err(NodeError::Setting {
+                name: "GRANARY_BOOTSTRAP",
+                problem: format!(
+                    "Redis at {url} holds no cluster {cluster:?}, and a silo only joins an \
+                     existing cluster by default. To start a new cluster, start its first silo \
+                     with GRANARY_BOOTSTRAP=create (or `bootstrap = \"create\"` in the settings \
+                     file). If the cluster existed, Redis lost its data: restore it rather than \
+                     starting an empty cluster"
+                ),
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let prefix = settings.events_prefix.as_deref().unwrap_or("events:");
+    let relay = r
+        .routing
+        .apply(
+            settings,
+            store.clone(),
+            prefix,
+            Relay::builder(store.clone()).config(RelayConfig {
+                max_refusals: r
+                    .relay_max_refusals
+                    .unwrap_or(RelayConfig::default().max_refusals),
+                ..RelayConfig::default()
+            }),
+        )
+        .await?;
+    let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
+    cluster.advertise = r.advertise;
+    cluster.placement = r.placement;
+    let mut config = SiloConfig {
+        name: r.name,
+        ..SiloConfig::default()
+    };
+    if r.test_profile {
+        cluster = cluster.test_profile();
+        config = SiloConfig {
+            name: config.name,
+            ..SiloConfig::test_profile()
+        };
+    }
+    if let Some(size) = r.max_event_size {
+        config.max_event_size = size;
+    }
+    if let Some(idle) = r.idle_after {
+        config.idle_timeout = idle;
+        config.collection_quantum = config.collection_quantum.min(idle);
+    }
+    let builder = Silo::builder()
+        .config(config)
+        .storage(store.clone())
+        .membership(Arc::new(RedisMembership::new(store.clone())))
+        .cluster(cluster);
+    let silo = register(builder).start().await?;
+    started(&silo);
+    let relay = relay.owner(silo.shard_owner()).start();
+    let dashboard = r
+        .dashboard_token
+        .clone()
+        .map(|token| http::dashboard(&r.cluster, token, &store, prefix));
+    let mut events = silo.events();
+    #[allow(
+        clippy::print_stdout,
+        reason = "the ready line is the process's interface"
+    )]
+    {
+        println!(
+            "granary silo {} ready at {}",
+            silo.id(),
+            silo.address().map_or_else(String::new, |a| a.to_string())
+        );
+        if let Some(addr) = r.http {
+            println!("metrics at http://{addr}/metrics");
+        }
+    }
+    let http = match http_listener {
+        Some(listener) => Some(http::serve_http(
+            silo.metrics(),
+            relay.metrics(),
+            dashboard,
+            listener,
+        )?),
+        None => None,
+    };
+    let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
+    let result = tokio::select! {
+        () = stop_signal() => {
+            silo.shutdown().await?;
+            Ok(())
+        }
+        Some(_) = dead => Err(NodeError::DeclaredDead),
+    };
+    relay.stop().await;
+    if let Some(server) = http {
+        server.stop(true).await;
+    }
+    result
+}
+
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handlers can be installed");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
