@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry};
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError};
+use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 
 use crate::error::SqsError;
 use crate::message::{self, CONTENT_TYPE, EVENT_ID, EVENT_TYPE};
@@ -39,9 +39,9 @@ pub enum QueueKind {
 #[derive(Debug)]
 pub struct SqsSink {
     client: Client,
-    prefix: String,
+    /// The prefix of the queue names and each topic's format.
+    topics: Topics,
     kind: QueueKind,
-    formats: HashMap<String, Format>,
     /// Queue URL per topic, once created or verified.
     urls: Mutex<HashMap<String, String>>,
     /// Batches sent at once.
@@ -55,9 +55,8 @@ impl SqsSink {
     pub fn new(client: Client, prefix: &str) -> Self {
         Self {
             client,
-            prefix: prefix.to_owned(),
+            topics: Topics::new(prefix),
             kind: QueueKind::Fifo,
-            formats: HashMap::new(),
             urls: Mutex::new(HashMap::new()),
             lanes: 4,
         }
@@ -84,7 +83,7 @@ impl SqsSink {
     /// base64 text, and the `content-type` attribute says which.
     #[must_use]
     pub fn with_format(mut self, topic: &str, format: Format) -> Self {
-        self.formats.insert(topic.to_owned(), format);
+        self.topics = self.topics.with_format(topic, format);
         self
     }
 
@@ -102,7 +101,7 @@ impl SqsSink {
     /// returns the error instead).
     #[must_use]
     pub fn queue_name(&self, topic: &str) -> String {
-        match message::queue_name(&self.prefix, topic, self.kind == QueueKind::Fifo) {
+        match message::queue_name(self.topics.prefix(), topic, self.kind == QueueKind::Fifo) {
             Ok(name) => name,
             Err(err) => panic!("{err}"),
         }
@@ -134,7 +133,7 @@ impl SqsSink {
             return Ok(url);
         }
         let fifo = self.kind == QueueKind::Fifo;
-        let name = message::queue_name(&self.prefix, topic, fifo)?;
+        let name = message::queue_name(self.topics.prefix(), topic, fifo)?;
         let url = create_queue(&self.client, &name, fifo).await?;
         self.urls
             .lock()
@@ -385,7 +384,7 @@ impl SqsSink {
             .ensure_queue(topic)
             .await
             .map_err(|e| to_sink_error(PublishError::Sqs(e)))?;
-        let format = self.formats.get(topic).copied().unwrap_or_default();
+        let format = self.topics.format(topic);
         let sent = self.send(&url, events, format).await;
         if let Err(PublishError::Sqs(err)) = &sent {
             // Missing queue or not: the next attempt creates or verifies it again, which
