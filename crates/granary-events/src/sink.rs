@@ -154,12 +154,9 @@ impl Topics {
         name
     }
 
-    /// Each event of `events` with its topic's name and its envelope encoded in the topic's
-    /// format, in order.
-    pub fn encode<'a>(
-        &'a self,
-        events: &'a [Outgoing],
-    ) -> impl Iterator<Item = (Arc<str>, &'a EventEnvelope, Vec<u8>)> + 'a {
+    /// Each event of `events`, in order, with its topic's name and format and its envelope
+    /// encoded in that format.
+    pub fn encode<'a>(&'a self, events: &'a [Outgoing]) -> impl Iterator<Item = Encoded<'a>> + 'a {
         let mut last: Option<(&Arc<str>, Arc<str>, Format)> = None;
         events.iter().map(move |out| {
             let (name, format) = match &last {
@@ -171,7 +168,87 @@ impl Topics {
                     (name, format)
                 }
             };
-            (name, &out.event, out.event.encode(format))
+            Encoded {
+                name,
+                event: &out.event,
+                format,
+                bytes: out.event.encode(format),
+            }
         })
+    }
+}
+
+/// One event of a batch as [`Topics::encode`] hands it to a sink.
+#[derive(Debug, Clone)]
+pub struct Encoded<'a> {
+    /// The topic's name on the broker: `<prefix><topic>`.
+    pub name: Arc<str>,
+    /// The event.
+    pub event: &'a EventEnvelope,
+    /// The topic's format; a sink that labels its messages writes `format.content_type()`.
+    pub format: Format,
+    /// The envelope, encoded in `format`.
+    pub bytes: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::Source;
+
+    fn outgoing(topic: &str, index: u32) -> Outgoing {
+        Outgoing::new(
+            topic,
+            EventEnvelope {
+                id: format!("o/6:player:s:alice:1:{index}"),
+                type_name: topic.into(),
+                source: Source {
+                    type_name: "player".into(),
+                    key: "alice".into(),
+                    key_kind: "string".into(),
+                },
+                version: 1,
+                index,
+                timestamp_ms: 1,
+                trace: None,
+                payload: RawValue::from_string(format!("{{\"n\":{index}}}")).unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn each_event_gets_its_topics_prefixed_name_and_format_in_batch_order() {
+        let topics = Topics::new("game.").with_format("b", Format::MessagePack);
+        assert_eq!(topics.name("a"), "game.a");
+        assert_eq!(topics.format("a"), Format::Json, "JSON unless set");
+        assert_eq!(topics.format("b"), Format::MessagePack);
+        // Topics alternate and repeat, so that a name or format kept from the previous event
+        // would show.
+        let batch: Vec<Outgoing> = ["a", "a", "b", "a", "b", "b"]
+            .iter()
+            .zip(0..)
+            .map(|(topic, index)| outgoing(topic, index))
+            .collect();
+        let encoded: Vec<Encoded<'_>> = topics.encode(&batch).collect();
+        assert_eq!(encoded.len(), batch.len());
+        for (e, out) in encoded.iter().zip(&batch) {
+            assert_eq!(*e.name, format!("game.{}", out.topic));
+            assert_eq!(e.format, topics.format(&out.topic));
+            assert!(
+                std::ptr::eq(e.event, &out.event),
+                "the batch's own event, in order"
+            );
+            assert_eq!(e.bytes, out.event.encode(e.format));
+            let decoded = EventEnvelope::from_bytes(&e.bytes).unwrap();
+            assert_eq!(decoded.index, out.event.index);
+        }
+        assert!(
+            Arc::ptr_eq(&encoded[0].name, &encoded[3].name),
+            "a topic's name is computed once and shared"
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Source, Topics};
+use granary_events::{Encoded, EventEnvelope, Format, Outgoing, Sink, SinkError, Source, Topics};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -336,8 +336,14 @@ impl KafkaSink {
         let producer = self.producer();
         let mut pending: Vec<(&EventEnvelope, DeliveryFuture)> = Vec::with_capacity(events.len());
         let mut failure: Option<SinkError> = None;
-        for ((topic, event, value), out) in self.topics.encode(events).zip(events) {
-            let content_type = self.topics.format(&out.topic).content_type();
+        for Encoded {
+            name: topic,
+            event,
+            format,
+            bytes: value,
+        } in self.topics.encode(events)
+        {
+            let content_type = format.content_type();
             let key = record_key(&event.source);
             let headers = OwnedHeaders::new_with_capacity(3)
                 .insert(Header {

@@ -21,7 +21,7 @@ use async_nats::jetstream::{self, AckKind, consumer::pull, context::PublishAckFu
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
+use granary_events::{Encoded, EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use tokio_util::sync::CancellationToken;
 
 /// Why talking to NATS failed.
@@ -112,7 +112,13 @@ impl Sink for NatsSink {
             // Send them all in the batch's order, then wait for every acknowledgement: the
             // stream keeps that order across its subjects.
             let mut acks: Vec<PublishAckFuture> = Vec::with_capacity(events.len());
-            for (subject, event, bytes) in self.topics.encode(events) {
+            for Encoded {
+                name: subject,
+                event,
+                bytes,
+                ..
+            } in self.topics.encode(events)
+            {
                 let message = jetstream::message::PublishMessage::build()
                     .payload(bytes.into())
                     .message_id(&event.id);

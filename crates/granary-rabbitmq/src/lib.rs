@@ -20,7 +20,7 @@
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
-use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
+use granary_events::{Encoded, EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
@@ -144,8 +144,13 @@ impl Sink for RabbitSink {
             // Published in the batch's order on one channel (a queue bound to several keys
             // keeps it), then every confirm awaited.
             let mut confirms = Vec::with_capacity(events.len());
-            for (out, (key, event, bytes)) in events.iter().zip(self.topics.encode(events)) {
-                let format = self.topics.format(&out.topic);
+            for Encoded {
+                name: key,
+                event,
+                format,
+                bytes,
+            } in self.topics.encode(events)
+            {
                 let properties = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(event.id.as_str().into())

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use granary_core::StorageError;
-use granary_events::{EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
+use granary_events::{Encoded, EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use redis::Value;
 
 use crate::store::RedisStore;
@@ -254,7 +254,13 @@ impl Sink for RedisStreamsSink {
         Box::pin(async move {
             // One pipeline of XADDs, to several streams, in the batch's order.
             let mut pipe = redis::pipe();
-            for (stream, event, bytes) in self.topics.encode(events) {
+            for Encoded {
+                name: stream,
+                event,
+                bytes,
+                ..
+            } in self.topics.encode(events)
+            {
                 pipe.cmd("XADD")
                     .arg(&*stream)
                     .arg("*")
