@@ -9,10 +9,10 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use granary_core::{
-    CallError, Envelope, GrainId, Invoker, OutgoingCall, Payload, codec, deadline_in,
+    CallError, Envelope, GrainId, Invoker, OutgoingCall, Payload, SiloId, codec, deadline_in,
 };
 
-use crate::cluster::ClusterHost;
+use crate::cluster::{Cluster, ClusterHost};
 use crate::metrics::Refusal;
 use crate::request::{Request, RequestKind, envelope_of};
 use crate::router::{Destination, Origin, Router};
@@ -37,59 +37,60 @@ impl Invoker for SiloInvoker {
         let timeout = call
             .timeout
             .unwrap_or(router.shared().config().call_timeout);
-        match router.destination(&call.target, Origin::Call) {
-            Destination::Local => invoke_here(router, call, timeout),
-            Destination::Remote(cluster, to) => {
-                let cluster = cluster.clone();
-                async move {
-                    let envelope = envelope_of(call, timeout, false)?;
-                    cluster.call(&to, envelope).await
-                }
-                .boxed()
-            }
-            Destination::NextTo(cluster, partner) => {
-                let (cluster, router) = (cluster.clone(), router.clone());
-                async move {
-                    match cluster.locate(&partner).await {
-                        Some(to) => {
-                            let envelope = envelope_of(call, timeout, false)?;
-                            cluster.call(&to, envelope).await
-                        }
-                        None => invoke_here(&router, call, timeout).await,
-                    }
-                }
-                .boxed()
+        let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
+            return invoke_here(router, call, timeout);
+        };
+        let router = router.clone();
+        async move {
+            match away.silo(&cluster).await {
+                Some(to) => cluster.call(&to, envelope_of(call, timeout, false)?).await,
+                None => invoke_here(&router, call, timeout).await,
             }
         }
+        .boxed()
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
         let router = &self.router;
         let timeout = router.shared().config().call_timeout;
-        match router.destination(&call.target, Origin::Call) {
-            Destination::Local => futures::future::ready(send_here(router, call)).boxed(),
-            Destination::Remote(cluster, to) => {
-                let cluster = cluster.clone();
-                async move {
-                    let envelope = envelope_of(call, timeout, true)?;
-                    cluster.send(&to, envelope).await
-                }
-                .boxed()
-            }
-            Destination::NextTo(cluster, partner) => {
-                let (cluster, router) = (cluster.clone(), router.clone());
-                async move {
-                    match cluster.locate(&partner).await {
-                        Some(to) => {
-                            let envelope = envelope_of(call, timeout, true)?;
-                            cluster.send(&to, envelope).await
-                        }
-                        None => send_here(&router, call),
-                    }
-                }
-                .boxed()
+        let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
+            return futures::future::ready(send_here(router, call)).boxed();
+        };
+        let router = router.clone();
+        async move {
+            match away.silo(&cluster).await {
+                Some(to) => cluster.send(&to, envelope_of(call, timeout, true)?).await,
+                None => send_here(&router, call),
             }
         }
+        .boxed()
+    }
+}
+
+/// Where a call that may leave this silo goes.
+enum Away {
+    /// To this silo.
+    Silo(SiloId),
+    /// To the silo of this co-location partner, if it is active on another silo.
+    Partner(GrainId),
+}
+
+impl Away {
+    /// The silo the call goes to; `None`: it stays here after all.
+    async fn silo(self, cluster: &Cluster) -> Option<SiloId> {
+        match self {
+            Self::Silo(to) => Some(to),
+            Self::Partner(partner) => cluster.locate(&partner).await,
+        }
+    }
+}
+
+/// The cluster and the way off this silo of a call whose destination is not `Local`.
+fn leaving(destination: Destination<'_>) -> Option<(Arc<Cluster>, Away)> {
+    match destination {
+        Destination::Local => None,
+        Destination::Remote(cluster, to) => Some((cluster.clone(), Away::Silo(to))),
+        Destination::NextTo(cluster, partner) => Some((cluster.clone(), Away::Partner(partner))),
     }
 }
 
