@@ -64,20 +64,35 @@ async fn kit() -> (GrainTest<GateGrain>, Arc<Probe>) {
     (kit, probe)
 }
 
+type Peek = tokio::task::JoinHandle<Result<()>>;
+
 /// A `peek` call running on its own task.
-fn spawn_peek(kit: &GrainTest<GateGrain>) -> tokio::task::JoinHandle<Result<()>> {
+fn spawn_peek(kit: &GrainTest<GateGrain>) -> Peek {
     let reference = kit.reference();
     tokio::spawn(async move { reference.peek().await })
+}
+
+/// Two `peek` calls, returned once both are inside the grain at once (neither can leave
+/// before the gate opens).
+async fn two_peeks_inside(kit: &GrainTest<GateGrain>, probe: &Probe) -> [Peek; 2] {
+    let peeks = [spawn_peek(kit), spawn_peek(kit)];
+    let mut inside = probe.inside.subscribe();
+    // A guard, not a wait: the two turns are in at once long before; a model that runs
+    // read-only turns one at a time never gets there and fails here instead of hanging.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        inside.wait_for(|n| *n == 2),
+    )
+    .await
+    .expect("two read-only turns in progress at once")
+    .expect("the probe lives");
+    peeks
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn read_only_turns_overlap() {
     let (kit, probe) = kit().await;
-    let first = spawn_peek(&kit);
-    let second = spawn_peek(&kit);
-    // Both are inside at once: neither can leave before the gate opens.
-    let mut inside = probe.inside.subscribe();
-    inside.wait_for(|n| *n == 2).await.expect("the probe lives");
+    let [first, second] = two_peeks_inside(&kit, &probe).await;
     probe.open.send_replace(true);
     first.await.expect("joins").expect("peek answers");
     second.await.expect("joins").expect("peek answers");
@@ -87,10 +102,7 @@ async fn read_only_turns_overlap() {
 #[tokio::test(flavor = "current_thread")]
 async fn an_exclusive_turn_waits_for_the_read_only_ones() {
     let (kit, probe) = kit().await;
-    let first = spawn_peek(&kit);
-    let second = spawn_peek(&kit);
-    let mut inside = probe.inside.subscribe();
-    inside.wait_for(|n| *n == 2).await.expect("the probe lives");
+    let [first, second] = two_peeks_inside(&kit, &probe).await;
     // `poke` never waits: admitted, it would finish in this one poll. Pending, it is queued.
     let reference = kit.reference();
     let mut poke = pin!(reference.poke());
