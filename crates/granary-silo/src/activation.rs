@@ -21,11 +21,11 @@ use granary_core::{
     StorageError, state_codec,
 };
 
-use crate::cluster::OwnerState;
+use crate::admission::{Admission, Class, Scheduler};
 use crate::events::{DeactivationReason, SiloEvent};
+use crate::metrics::Refusal;
 use crate::request::{Request, RequestKind};
-use crate::runtime::Runtime;
-use crate::scheduler::{Admission, Class, Phase, Scheduler};
+use crate::shared::{OwnerState, Shared};
 
 /// Why a claim did not make this activation the grain's owner.
 enum ClaimFailure {
@@ -100,7 +100,7 @@ struct Admin {
 }
 
 pub(crate) struct Activation<G: Grain> {
-    runtime: Arc<Runtime>,
+    shared: Arc<Shared>,
     grain: G,
     ctx: GrainContext<G>,
     admin: Mutex<Admin>,
@@ -115,20 +115,20 @@ impl<G: Grain> Activation<G> {
         grain: G,
         id: GrainId,
         activation: ActivationId,
-        runtime: &Arc<Runtime>,
+        shared: &Arc<Shared>,
+        host: Arc<dyn granary_core::ActivationHost>,
     ) -> Arc<Self> {
-        let host: Arc<dyn granary_core::ActivationHost> = runtime.clone();
         Arc::new(Self {
-            runtime: runtime.clone(),
+            shared: shared.clone(),
             grain,
             ctx: GrainContext::new(id, activation, G::State::default(), 0, host),
             admin: Mutex::new(Admin {
                 sched: Scheduler::new(),
                 pending_reason: None,
             }),
-            last_call_epoch: AtomicU64::new(runtime.epoch()),
+            last_call_epoch: AtomicU64::new(shared.epoch()),
             timers: Mutex::new(Vec::new()),
-            method_metrics: runtime.metrics.methods_of(G::TYPE_NAME, G::METHODS),
+            method_metrics: shared.metrics().methods_of(G::TYPE_NAME, G::METHODS),
         })
     }
 
@@ -139,7 +139,7 @@ impl<G: Grain> Activation<G> {
     fn address(&self) -> GrainAddress {
         GrainAddress {
             grain: self.id().clone(),
-            silo: self.runtime.silo.clone(),
+            silo: self.shared.silo().clone(),
             activation: self.ctx.activation_id(),
         }
     }
@@ -150,13 +150,12 @@ impl<G: Grain> Activation<G> {
         TurnScope {
             grain: self.id().clone(),
             chain,
-            invoker: bind.then(|| self.runtime.invoker()),
+            invoker: bind.then(|| self.shared.invoker()),
         }
     }
 
     fn spawn_run(self: &Arc<Self>, req: Request, exclusive: bool, queued: bool) {
-        self.runtime
-            .tracker
+        self.shared
             .spawn(self.clone().run(req, exclusive, queued, false));
     }
 
@@ -181,8 +180,8 @@ impl<G: Grain> Activation<G> {
             };
             if let Some(reason) = deactivate {
                 if inline {
-                    let runtime = self.runtime.clone();
-                    runtime.tracker.spawn(self.deactivate(reason));
+                    let shared = self.shared.clone();
+                    shared.spawn(self.deactivate(reason));
                     return;
                 }
                 return self.deactivate(reason).await;
@@ -206,11 +205,7 @@ impl<G: Grain> Activation<G> {
 
     /// Moves to `Deactivating` if a deactivation is pending and no turn runs.
     fn begin_deactivation(admin: &mut Admin) -> Option<DeactivationReason> {
-        if admin.sched.phase == Phase::Active
-            && admin.sched.deactivate_pending
-            && admin.sched.running() == 0
-        {
-            admin.sched.phase = Phase::Deactivating;
+        if admin.sched.begin_deactivation() {
             return Some(
                 admin
                     .pending_reason
@@ -252,7 +247,7 @@ impl<G: Grain> Activation<G> {
                     return;
                 }
                 let encoded = args.is_encoded();
-                if let Some(observe) = &self.runtime.observer {
+                if let Some(observe) = self.shared.observer() {
                     observe(self.id(), method, encoded);
                 }
                 // One span per call: grain, method, silo and the trace it belongs to, which is
@@ -261,7 +256,7 @@ impl<G: Grain> Activation<G> {
                     "grain.call",
                     grain = %self.id(),
                     method = name,
-                    silo = %self.runtime.silo,
+                    silo = %self.shared.silo(),
                     trace = %chain.trace,
                 );
                 #[cfg(feature = "opentelemetry")]
@@ -323,8 +318,7 @@ impl<G: Grain> Activation<G> {
             }
             TurnOutcome::Panicked(message) => {
                 tracing::error!(grain = %self.id(), method = what, %message, "turn panicked: tearing the activation down");
-                self.runtime
-                    .emit(SiloEvent::TurnPanicked(self.id().clone()));
+                self.shared.emit(SiloEvent::TurnPanicked(self.id().clone()));
                 self.mark_for_deactivation(DeactivationReason::Panicked);
                 Err(CallError::GrainPanicked {
                     grain: self.id().clone(),
@@ -337,7 +331,7 @@ impl<G: Grain> Activation<G> {
 
     fn mark_for_deactivation(&self, reason: DeactivationReason) {
         let mut admin = self.admin.lock();
-        admin.sched.deactivate_pending = true;
+        admin.sched.mark_deactivation();
         admin.pending_reason = Some(admin.pending_reason.map_or(reason, |r| r.max(reason)));
     }
 
@@ -376,13 +370,12 @@ impl<G: Grain> Activation<G> {
         }
         let (next, deactivate) = {
             let mut admin = self.admin.lock();
-            admin.sched.phase = Phase::Active;
             (
-                admin.sched.next_runnable(|r| r.chain.id),
+                admin.sched.activate(|r| r.chain.id),
                 Self::begin_deactivation(&mut admin),
             )
         };
-        self.runtime.emit(SiloEvent::Activated(self.id().clone()));
+        self.shared.emit(SiloEvent::Activated(self.id().clone()));
         tracing::debug!(grain = %self.id(), activation = %self.ctx.activation_id(), "activated");
         if let Some(reason) = deactivate {
             return self.deactivate(reason).await;
@@ -422,7 +415,7 @@ impl<G: Grain> Activation<G> {
         let address = self.address();
         let mut replace: Option<GrainAddress> = None;
         for _ in 0..3 {
-            let owner = match self.runtime.store.claim(&address, replace.as_ref()).await {
+            let owner = match self.shared.store().claim(&address, replace.as_ref()).await {
                 Ok(Claim::Won(loaded)) => return Ok(loaded),
                 Ok(Claim::Owned(owner)) => owner,
                 Err(source) => {
@@ -432,30 +425,26 @@ impl<G: Grain> Activation<G> {
                     }));
                 }
             };
-            if owner.silo == self.runtime.silo {
+            if owner.silo == *self.shared.silo() {
                 // An entry of this silo that the catalog no longer holds: a leftover of an
                 // activation that is gone. This silo creates one activation per grain at a
                 // time, so it may replace it.
                 replace = Some(owner);
                 continue;
             }
-            if self.runtime.cluster.get().is_none()
-                && owner.silo.name() == self.runtime.silo.name()
-                && owner.silo.generation() < self.runtime.silo.generation()
-            {
-                // Outside a cluster there is one silo per store: an entry of an earlier
-                // generation of this silo is a leftover of a process that crashed.
-                replace = Some(owner);
-                continue;
-            }
-            if let Some(cluster) = self.runtime.cluster.get() {
-                match cluster.owner_state(&owner.silo).await {
-                    OwnerState::Alive => return Err(ClaimFailure::Elsewhere(owner.silo)),
-                    OwnerState::Gone => {
-                        replace = Some(owner);
-                        continue;
-                    }
+            // The router judges the other silo: alone, an earlier generation of this silo is
+            // a leftover of a process that crashed; in a cluster, the membership decides.
+            let state = match self.shared.home() {
+                Some(home) => home.owner_state(&owner.silo).await,
+                None => OwnerState::Foreign,
+            };
+            match state {
+                OwnerState::Alive => return Err(ClaimFailure::Elsewhere(owner.silo)),
+                OwnerState::Gone => {
+                    replace = Some(owner);
+                    continue;
                 }
+                OwnerState::Foreign => {}
             }
             return Err(ClaimFailure::Failed(self.activation_failed(format!(
                 "grain is owned by activation {} on silo {}",
@@ -471,13 +460,11 @@ impl<G: Grain> Activation<G> {
     /// its calls go to that silo.
     fn hand_over(self: Arc<Self>, owner: &SiloId) {
         let queue = self.close();
-        let Some(cluster) = self.runtime.cluster.get() else {
-            return;
-        };
         tracing::debug!(grain = %self.id(), %owner, "grain lives on another silo: forwarding");
-        cluster.learn(self.id(), owner.clone());
-        for (req, _) in queue {
-            cluster.forward(&self.runtime, req, owner.clone());
+        let requests = queue.into_iter().map(|(req, _)| req).collect();
+        match self.shared.home() {
+            Some(home) => home.hand_over(self.id(), owner, requests),
+            None => fail_all(requests, &CallError::ShuttingDown),
         }
     }
 
@@ -491,11 +478,11 @@ impl<G: Grain> Activation<G> {
     /// Ends a failed activation: every waiting call gets `failure`, none is lost.
     async fn fail_activation(self: Arc<Self>, failure: CallError, claimed: bool) {
         tracing::error!(grain = %self.id(), %failure, "activation failed");
-        if claimed && let Err(err) = self.runtime.directory.unregister(&self.address()).await {
+        if claimed && let Err(err) = self.shared.directory().unregister(&self.address()).await {
             tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a failed activation");
         }
         let queue = self.close();
-        self.runtime
+        self.shared
             .emit(SiloEvent::ActivationFailed(self.id().clone()));
         for (req, _) in queue {
             req.fail(failure.clone());
@@ -504,10 +491,11 @@ impl<G: Grain> Activation<G> {
 
     /// Removes the activation from the catalog, then closes it; returns what was queued.
     fn close(&self) -> std::collections::VecDeque<(Request, bool)> {
-        self.runtime.remove(self.id(), self.ctx.activation_id());
+        if let Some(home) = self.shared.home() {
+            home.remove(self.id(), self.ctx.activation_id());
+        }
         let mut admin = self.admin.lock();
-        admin.sched.phase = Phase::Closed;
-        std::mem::take(&mut admin.sched.queue)
+        admin.sched.close()
     }
 
     /// `on_deactivate` (unless the state is suspect) → unregister → close → re-route the queue.
@@ -522,19 +510,23 @@ impl<G: Grain> Activation<G> {
         {
             tracing::warn!(grain = %self.id(), cause = %err, "on_deactivate failed");
         }
-        if let Err(err) = self.runtime.directory.unregister(&self.address()).await {
+        if let Err(err) = self.shared.directory().unregister(&self.address()).await {
             tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a deactivated activation");
         }
         let queue = self.close();
         tracing::debug!(grain = %self.id(), ?reason, rerouted = queue.len(), "deactivated");
-        self.runtime
+        self.shared
             .emit(SiloEvent::Deactivated(self.id().clone(), reason));
+        let home = self.shared.home();
         for (mut req, _) in queue {
             if matches!(req.kind, RequestKind::Timer { .. }) {
                 continue; // timers die with their activation
             }
             req.attempts += 1;
-            self.runtime.route(req);
+            match &home {
+                Some(home) => home.reroute(req),
+                None => req.fail(CallError::ShuttingDown),
+            }
         }
     }
 
@@ -581,7 +573,7 @@ impl<G: Grain> Activation<G> {
 
 impl<G: Grain> ActivationEntry for Activation<G> {
     fn queued(&self) -> usize {
-        self.admin.lock().sched.queue.len()
+        self.admin.lock().sched.queued()
     }
 
     fn activation_id(&self) -> ActivationId {
@@ -589,8 +581,8 @@ impl<G: Grain> ActivationEntry for Activation<G> {
     }
 
     fn start(self: Arc<Self>) {
-        let runtime = self.runtime.clone();
-        runtime.tracker.spawn(self.activate());
+        let shared = self.shared.clone();
+        shared.spawn(self.activate());
     }
 
     fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Option<InlineTurn>, Request> {
@@ -598,7 +590,7 @@ impl<G: Grain> ActivationEntry for Activation<G> {
             RequestKind::Call { method, .. } => match G::method(*method) {
                 Some(info) => {
                     self.last_call_epoch
-                        .store(self.runtime.epoch(), Ordering::Relaxed);
+                        .store(self.shared.epoch(), Ordering::Relaxed);
                     info.read_only
                 }
                 None => {
@@ -633,21 +625,19 @@ impl<G: Grain> ActivationEntry for Activation<G> {
                 self.spawn_run(req, exclusive, false);
             }
             Admission::Queue => {
-                let limit = self.runtime.config.max_queued_requests;
-                if admin.sched.queue.len() >= limit
-                    && !matches!(req.kind, RequestKind::Timer { .. })
-                {
+                let limit = self.shared.config().max_queued_requests;
+                if admin.sched.queued() >= limit && !matches!(req.kind, RequestKind::Timer { .. }) {
                     // Refused at once: waiting behind a queue this long would most likely end
                     // in a timeout, with the grain still working through calls nobody awaits.
                     drop(admin);
-                    self.runtime.metrics.refused(crate::metrics::Refusal::Queue);
+                    self.shared.metrics().refused(Refusal::Queue);
                     tracing::debug!(grain = %self.id(), limit, "call refused: the queue is full");
                     req.fail(CallError::QueueFull {
                         grain: self.id().clone(),
                         limit,
                     });
                 } else {
-                    admin.sched.queue.push_back((req, read_only));
+                    admin.sched.enqueue(req, read_only);
                 }
             }
             Admission::Cycle => {
@@ -666,30 +656,27 @@ impl<G: Grain> ActivationEntry for Activation<G> {
 
     fn idle_for(&self, now_epoch: u64) -> Option<u64> {
         let admin = self.admin.lock();
-        let idle = admin.sched.phase == Phase::Active
-            && admin.sched.idle()
-            && !admin.sched.deactivate_pending;
+        let idle = admin.sched.collectable();
         idle.then(|| now_epoch.saturating_sub(self.last_call_epoch.load(Ordering::Relaxed)))
     }
 
     fn request_deactivation(self: Arc<Self>, reason: DeactivationReason) {
         let start = {
             let mut admin = self.admin.lock();
-            if matches!(admin.sched.phase, Phase::Deactivating | Phase::Closed) {
+            if !admin.sched.request_deactivation() {
                 return;
             }
-            admin.sched.deactivate_pending = true;
             admin.pending_reason = Some(admin.pending_reason.map_or(reason, |r| r.max(reason)));
             Self::begin_deactivation(&mut admin)
         };
         if let Some(reason) = start {
-            let runtime = self.runtime.clone();
-            runtime.tracker.spawn(self.deactivate(reason));
+            let shared = self.shared.clone();
+            shared.spawn(self.deactivate(reason));
         }
     }
 
     fn set_timer(self: Arc<Self>, name: &str, due: Duration, period: Option<Duration>) {
-        let stop = self.runtime.shutdown.child_token();
+        let stop = self.shared.shutdown().child_token();
         {
             let mut timers = self.timers.lock();
             if let Some(i) = timers.iter().position(|(n, _)| &**n == name) {
@@ -697,16 +684,14 @@ impl<G: Grain> ActivationEntry for Activation<G> {
             }
             timers.push((name.into(), stop.clone()));
         }
-        let runtime = self.runtime.clone();
-        runtime
-            .tracker
-            .spawn(self.timer_loop(name.into(), due, period, stop));
+        let shared = self.shared.clone();
+        shared.spawn(self.timer_loop(name.into(), due, period, stop));
     }
 
     fn detach(&self, turn: futures::future::BoxFuture<'static, ()>) {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
-                self.runtime.tracker.spawn_on(turn, &handle);
+                self.shared.tracker().spawn_on(turn, &handle);
             }
             Err(_) => {
                 tracing::warn!(grain = %self.id(), "runtime gone: an unfinished turn is dropped")
@@ -719,5 +704,12 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         if let Some(i) = timers.iter().position(|(n, _)| &**n == name) {
             timers.swap_remove(i).1.cancel();
         }
+    }
+}
+
+/// Fails every request of `requests` with `err`.
+fn fail_all(requests: Vec<Request>, err: &CallError) {
+    for req in requests {
+        req.fail(err.clone());
     }
 }

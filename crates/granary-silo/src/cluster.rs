@@ -17,7 +17,7 @@ mod verdict;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -37,9 +37,8 @@ pub use client::{ClientConfig, ClusterClient, ConnectError};
 pub use placement::Placement;
 
 use crate::events::SiloEvent;
-use crate::invoker::run_envelope;
 use crate::request::{Request, RequestKind};
-use crate::runtime::Runtime;
+use crate::shared::{OwnerState, Shared};
 use lease::Lease;
 use verdict::Liveness;
 
@@ -185,14 +184,18 @@ struct View {
     load: HashMap<SiloId, u64>,
 }
 
-/// Where a call for a grain without activation here goes.
-pub(crate) enum Route {
-    /// Here: the grain is active here, or is to be activated here.
-    Here,
-    /// To this silo.
-    There(SiloId),
-    /// To wherever this other grain (its co-location partner) is active; here if nowhere.
-    NextTo(GrainId),
+/// What the cluster part asks of the silo above it: run the calls that arrive, and what the
+/// heartbeat reports. Implemented by the invoker layer; the cluster holds it weakly.
+pub(crate) trait ClusterHost: Send + Sync {
+    /// Runs a call that arrived from another silo or a client, as the silo runs a local
+    /// call; answers with the encoded reply (empty for a one-way call).
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    /// Whether `grain` has an activation on this silo.
+    fn hosts(&self, grain: &GrainId) -> bool;
+    /// The activations per grain type, for the heartbeat.
+    fn activations_by_type(&self) -> Vec<(String, u64)>;
+    /// This silo was declared dead: admit no new activation and deactivate every one.
+    fn stop(&self);
 }
 
 /// What one silo asks another.
@@ -249,14 +252,6 @@ struct RemoteReply {
     host: Option<SiloId>,
 }
 
-/// Where the owner of a grain is, as far as this silo can tell.
-pub(crate) enum OwnerState {
-    /// Serving: calls go there.
-    Alive,
-    /// Dead or unknown to the membership table: its claim may be replaced.
-    Gone,
-}
-
 /// A silo's part of the cluster: its transport, its view of membership and its directory cache.
 pub(crate) struct Cluster {
     me: SiloId,
@@ -266,7 +261,9 @@ pub(crate) struct Cluster {
     view: RwLock<Arc<View>>,
     cache: DashMap<GrainId, SiloId, BuildGrainIdHasher>,
     config: ClusterConfig,
-    runtime: Weak<Runtime>,
+    shared: Arc<Shared>,
+    /// The silo above, set once after binding.
+    host: OnceLock<Weak<dyn ClusterHost>>,
     /// Until when this silo may serve (renewed by its heartbeats).
     lease: Lease,
     /// When this silo last saw each other silo's heartbeat change.
@@ -287,24 +284,26 @@ impl std::fmt::Debug for Cluster {
 }
 
 impl Cluster {
-    /// Binds the transport; calls that arrive are dispatched into `runtime`.
+    /// Binds the transport; calls that arrive are dispatched to the host set with
+    /// [`set_host`](Self::set_host) (answered `ShuttingDown` until then).
     pub(crate) async fn bind(
         config: ClusterConfig,
-        me: SiloId,
-        runtime: &Arc<Runtime>,
+        shared: Arc<Shared>,
         membership: Arc<dyn MembershipTable>,
     ) -> std::io::Result<Arc<Self>> {
+        let me = shared.silo().clone();
         let transport_config =
             TransportConfig::new(&config.cluster, config.secret.clone(), me.clone());
+        let slot = Arc::new(OnceLock::new());
         let handler = Arc::new(Incoming {
-            runtime: Arc::downgrade(runtime),
+            cluster: slot.clone(),
         });
         let transport = Transport::bind(transport_config, config.listen, handler).await?;
         let address = config.advertise.unwrap_or_else(|| transport.local_addr());
         // Stale after twice the time of a few missed probes (the window of the earlier
         // wall-clock rule), judged on this silo's clock.
         let stale_after = config.probe_interval * (config.missed_probes + 2) * 2;
-        Ok(Arc::new(Self {
+        let cluster = Arc::new(Self {
             me,
             address,
             transport,
@@ -316,8 +315,27 @@ impl Cluster {
             beats: AtomicU64::new(0),
             dead: CancellationToken::new(),
             config,
-            runtime: Arc::downgrade(runtime),
-        }))
+            shared,
+            host: OnceLock::new(),
+        });
+        let _ = slot.set(Arc::downgrade(&cluster));
+        Ok(cluster)
+    }
+
+    /// Sets the silo that runs the calls that arrive, once.
+    pub(crate) fn set_host(&self, host: Weak<dyn ClusterHost>) {
+        if self.host.set(host).is_err() {
+            tracing::error!("the cluster's host is set once; a second one is ignored");
+        }
+    }
+
+    fn host(&self) -> Option<Arc<dyn ClusterHost>> {
+        self.host.get().and_then(Weak::upgrade)
+    }
+
+    /// Whether the silo above is gone (its background loops stop).
+    fn host_gone(&self) -> bool {
+        self.host.get().is_none_or(|host| host.strong_count() == 0)
     }
 
     /// The address other silos reach this one at.
@@ -382,10 +400,12 @@ impl Cluster {
         if newly_dead {
             self.declared_dead();
         }
-        if let (Some(active), Some(runtime)) = (changed, self.runtime.upgrade()) {
-            runtime.metrics.membership_changes.inc();
+        if let Some(active) = changed
+            && !self.host_gone()
+        {
+            self.shared.metrics().membership_changed();
             tracing::info!(silo = %self.me, members = active.len(), "cluster membership changed");
-            runtime.emit(SiloEvent::MembersChanged(active));
+            self.shared.emit(SiloEvent::MembersChanged(active));
         }
         Ok(())
     }
@@ -399,14 +419,9 @@ impl Cluster {
         self.dead.cancel();
         self.transport.close();
         tracing::error!(silo = %self.me, "this silo was declared dead by the cluster: it stops serving");
-        if let Some(runtime) = self.runtime.upgrade() {
-            runtime.stop_accepting();
-            runtime.emit(SiloEvent::DeclaredDead);
-            let stopping = runtime.clone();
-            runtime.tracker.spawn(async move {
-                let timeout = stopping.config.shutdown_timeout;
-                stopping.deactivate_all(timeout).await;
-            });
+        if let Some(host) = self.host() {
+            host.stop();
+            self.shared.emit(SiloEvent::DeclaredDead);
         }
     }
 
@@ -428,16 +443,16 @@ impl Cluster {
     /// The lease ran out: calls are refused until it is renewed.
     fn lease_lapsed(&self) {
         tracing::warn!(silo = %self.me, window = ?self.lease.window(), "lease ran out: this silo stops serving until it renews its heartbeat");
-        if let Some(runtime) = self.runtime.upgrade() {
-            runtime.emit(SiloEvent::LeaseExpired);
+        if !self.host_gone() {
+            self.shared.emit(SiloEvent::LeaseExpired);
         }
     }
 
     /// The lease was renewed after it ran out: calls are admitted again.
     fn lease_renewed(&self) {
         tracing::info!(silo = %self.me, "lease renewed: this silo serves again");
-        if let Some(runtime) = self.runtime.upgrade() {
-            runtime.emit(SiloEvent::LeaseRenewed);
+        if !self.host_gone() {
+            self.shared.emit(SiloEvent::LeaseRenewed);
         }
     }
 
@@ -506,32 +521,19 @@ impl Cluster {
         }
     }
 
-    /// Where a call for `grain` goes: here if it is active here, else where the cache says it
-    /// lives, else where its type's co-location or placement puts a new activation.
-    pub(crate) fn route(&self, runtime: &Runtime, grain: &GrainId) -> Route {
-        if runtime.catalog.contains_key(grain) {
-            return Route::Here;
-        }
-        if let Some(owner) = self.cached_elsewhere(grain) {
-            return Route::There(owner);
-        }
-        if let Some(partner) = self
-            .config
+    /// The grain a new activation of `grain` is co-located with, if its type has a partner.
+    pub(crate) fn partner_of(&self, grain: &GrainId) -> Option<GrainId> {
+        self.config
             .colocate
             .get(grain.type_name())
-            .and_then(|f| f(grain))
-        {
-            if runtime.catalog.contains_key(&partner) {
-                return Route::Here;
-            }
-            return match self.cached_elsewhere(&partner) {
-                Some(owner) => Route::There(owner),
-                None => Route::NextTo(partner),
-            };
-        }
+            .and_then(|partner| partner(grain))
+    }
+
+    /// Where the type's placement puts a new activation of `grain`, this silo holding
+    /// `local_load` activations: `None` for this silo.
+    pub(crate) fn place(&self, grain: &GrainId, local_load: u64) -> Option<SiloId> {
         let view = self.view.read().clone();
         let placement = self.config.placement_of(grain.type_name());
-        let local_load = runtime.catalog.len() as u64;
         let load = |silo: &SiloId| {
             if *silo == self.me {
                 local_load
@@ -540,16 +542,12 @@ impl Cluster {
             }
         };
         let target = placement.pick(grain, &view.active, &self.me, load);
-        if *target == self.me {
-            Route::Here
-        } else {
-            Route::There(target.clone())
-        }
+        (*target != self.me).then(|| target.clone())
     }
 
     /// The live silo other than this one where `partner` is active, from the directory.
-    pub(crate) async fn locate(&self, runtime: &Runtime, partner: &GrainId) -> Option<SiloId> {
-        let owner = runtime.directory.lookup(partner).await.ok()??;
+    pub(crate) async fn locate(&self, partner: &GrainId) -> Option<SiloId> {
+        let owner = self.shared.directory().lookup(partner).await.ok()??;
         if owner.silo == self.me || self.address_of(&owner.silo).is_none() {
             return None;
         }
@@ -737,8 +735,14 @@ impl Cluster {
 
     /// Forwards a request that reached this silo to `to`, the grain's owner, answering it with
     /// the owner's reply. Timer ticks are never forwarded: they belong to a local activation.
-    pub(crate) fn forward(self: &Arc<Self>, runtime: &Arc<Runtime>, req: Request, to: SiloId) {
-        runtime.metrics.forwards.inc();
+    /// `method_name` names the call's method (`None`: unknown to this silo).
+    pub(crate) fn forward(
+        self: &Arc<Self>,
+        req: Request,
+        method_name: Option<&'static str>,
+        to: SiloId,
+    ) {
+        self.shared.metrics().forwarded();
         if req.forwards >= self.config.max_forwards {
             let err = CallError::SiloUnavailable {
                 silo: to.to_string(),
@@ -766,12 +770,8 @@ impl Cluster {
         else {
             return;
         };
-        let method_name = runtime
-            .registry
-            .method_name(target.type_name(), method)
-            .unwrap_or("(unknown method)")
-            .to_owned();
-        let timeout = deadline.map_or(runtime.config.call_timeout, |d| {
+        let method_name = method_name.unwrap_or("(unknown method)").to_owned();
+        let timeout = deadline.map_or(self.shared.config().call_timeout, |d| {
             d.saturating_duration_since(Instant::now())
         });
         let args = match args.into_bytes(&method_name) {
@@ -794,7 +794,7 @@ impl Cluster {
             forwards: forwards + 1,
         };
         let cluster = self.clone();
-        runtime.tracker.spawn(async move {
+        self.shared.spawn(async move {
             match reply {
                 Some(reply) => {
                     let _ = reply.send(cluster.call(&to, envelope).await);
@@ -823,7 +823,17 @@ fn encode_message(message: &ClusterMessage) -> Result<Vec<u8>, CallError> {
 
 /// Calls that arrive from other silos.
 struct Incoming {
-    runtime: Weak<Runtime>,
+    /// The silo's cluster part, set once it is built.
+    cluster: Arc<OnceLock<Weak<Cluster>>>,
+}
+
+impl Incoming {
+    /// The cluster part and the silo above it, if both are still there.
+    fn live(&self) -> Option<(Arc<Cluster>, Arc<dyn ClusterHost>)> {
+        let cluster = self.cluster.get()?.upgrade()?;
+        let host = cluster.host()?;
+        Some((cluster, host))
+    }
 }
 
 impl Handler for Incoming {
@@ -833,38 +843,32 @@ impl Handler for Incoming {
         body: Vec<u8>,
         _timeout: Duration,
     ) -> BoxFuture<'static, Vec<u8>> {
-        let runtime = self.runtime.upgrade();
+        let live = self.live();
         let from = from.clone();
         async move {
             let message = codec::decode::<ClusterMessage>(&body);
-            let reply = match (runtime, message) {
-                (Some(runtime), Ok(ClusterMessage::Call(envelope))) => {
-                    dispatch_remote(&runtime, envelope).await
+            let reply = match (live, message) {
+                (Some((cluster, host)), Ok(ClusterMessage::Call(envelope))) => {
+                    dispatch_remote(&cluster, host, envelope).await
                 }
-                (Some(runtime), Ok(ClusterMessage::Ping(target))) => {
-                    let reply = if target == runtime.silo {
+                (Some((cluster, _)), Ok(ClusterMessage::Ping(target))) => {
+                    let reply = if target == cluster.me {
                         ProbeReply::Here
                     } else {
-                        ProbeReply::NotMe(runtime.silo.clone())
+                        ProbeReply::NotMe(cluster.me.clone())
                     };
                     return codec::encode(&reply).unwrap_or_default();
                 }
-                (Some(runtime), Ok(ClusterMessage::Members)) => {
-                    let members = runtime.cluster.get().map(|c| c.member_addresses());
-                    return codec::encode(&members.unwrap_or_default()).unwrap_or_default();
+                (Some((cluster, _)), Ok(ClusterMessage::Members)) => {
+                    return codec::encode(&cluster.member_addresses()).unwrap_or_default();
                 }
-                (Some(runtime), Ok(ClusterMessage::View)) => {
-                    let view = runtime.cluster.get().map(|c| c.members_view());
-                    return codec::encode(&view.unwrap_or_default()).unwrap_or_default();
+                (Some((cluster, _)), Ok(ClusterMessage::View)) => {
+                    return codec::encode(&cluster.members_view()).unwrap_or_default();
                 }
-                (Some(runtime), Ok(ClusterMessage::ProbeBack { target, asker })) => {
+                (Some((cluster, _)), Ok(ClusterMessage::ProbeBack { target, asker })) => {
                     // Only the silo asked probes back; the asker is the silo that asked.
-                    let reached = match runtime.cluster.get() {
-                        Some(cluster) if target == runtime.silo => {
-                            cluster.ping(&from, asker).await == detector::Probe::Answered
-                        }
-                        _ => false,
-                    };
+                    let reached = target == cluster.me
+                        && cluster.ping(&from, asker).await == detector::Probe::Answered;
                     return vec![u8::from(reached)];
                 }
                 (_, Err(err)) => {
@@ -897,14 +901,14 @@ impl Handler for Incoming {
     }
 
     fn one_way(&self, _from: &SiloId, body: Vec<u8>) {
-        let Some(runtime) = self.runtime.upgrade() else {
+        let Some((cluster, host)) = self.live() else {
             return;
         };
         match codec::decode::<ClusterMessage>(&body) {
             Ok(ClusterMessage::Call(envelope)) => {
-                let tracker = runtime.tracker.clone();
-                tracker.spawn(async move {
-                    let _ = dispatch_remote(&runtime, envelope).await;
+                let shared = cluster.shared.clone();
+                shared.spawn(async move {
+                    let _ = dispatch_remote(&cluster, host, envelope).await;
                 });
             }
             Ok(other) => tracing::warn!(?other, "unexpected one-way cluster message"),
@@ -914,20 +918,22 @@ impl Handler for Incoming {
 }
 
 /// Runs a call that arrived from another silo, and names the silo that served it.
-async fn dispatch_remote(runtime: &Arc<Runtime>, envelope: Envelope) -> RemoteReply {
+async fn dispatch_remote(
+    cluster: &Cluster,
+    host: Arc<dyn ClusterHost>,
+    envelope: Envelope,
+) -> RemoteReply {
     let target = envelope.target.clone();
-    let result = run_envelope(runtime, envelope).await;
-    let host = match runtime.cluster.get() {
-        Some(cluster) => {
-            if runtime.catalog.contains_key(&target) {
-                Some(cluster.me.clone())
-            } else {
-                cluster.cache.get(&target).map(|s| s.clone())
-            }
-        }
-        _ => None,
+    let result = host.dispatch(envelope).await;
+    let served_by = if host.hosts(&target) {
+        Some(cluster.me.clone())
+    } else {
+        cluster.cache.get(&target).map(|s| s.clone())
     };
-    RemoteReply { result, host }
+    RemoteReply {
+        result,
+        host: served_by,
+    }
 }
 
 #[cfg(test)]
@@ -937,7 +943,7 @@ mod tests {
     #[tokio::test]
     async fn unknown_messages_get_a_codec_error_and_other_answers_are_no_probe_answer() {
         let incoming = Incoming {
-            runtime: Weak::new(),
+            cluster: Arc::new(OnceLock::new()),
         };
         let from = SiloId::new("a", 1);
         // A variant this build does not know (a silo of a later build), and garbage.

@@ -8,38 +8,27 @@
 use std::sync::Arc;
 
 use crate::events::DeactivationReason;
-use crate::runtime::Runtime;
+use crate::router::Router;
 
 /// Runs until the silo's shutdown token is cancelled.
-pub(crate) async fn run(runtime: Arc<Runtime>) {
-    let quantum = runtime
-        .config
-        .collection_quantum
-        .min(runtime.config.idle_timeout);
-    let passes = runtime
-        .config
+pub(crate) async fn run(router: Arc<Router>) {
+    let config = router.shared().config();
+    let quantum = config.collection_quantum.min(config.idle_timeout);
+    let passes = config
         .idle_timeout
         .as_nanos()
         .div_ceil(quantum.as_nanos().max(1));
     let idle_passes = u64::try_from(passes).unwrap_or(u64::MAX).saturating_add(1);
-    let stop = runtime.shutdown.child_token();
+    let stop = router.shared().shutdown().child_token();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(quantum) => {}
         }
-        let now = runtime
-            .epoch
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        let idle: Vec<_> = runtime
-            .catalog
-            .iter()
-            .filter(|e| e.idle_for(now).is_some_and(|passes| passes >= idle_passes))
-            .map(|e| e.clone())
-            .collect();
+        let now = router.shared().advance_epoch();
+        let idle = router.catalog().idle(now, idle_passes);
         tracing::debug!(
-            scanned = runtime.catalog.len(),
+            scanned = router.catalog().len(),
             idle = idle.len(),
             now,
             "idle collection pass"

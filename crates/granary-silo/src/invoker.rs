@@ -1,5 +1,5 @@
 //! The silo's [`Invoker`]: what references created in or for this silo call through. It sets
-//! the deadline, routes the request and waits for the reply; in wire mode it sends every call
+//! the deadline, asks the [`Router`] where the call goes and waits for the reply; in wire mode it sends every call
 //! through the wire codec exactly as the cluster transport does.
 
 use std::sync::Arc;
@@ -8,106 +8,125 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
-use granary_core::{CallError, Envelope, Invoker, OutgoingCall, Payload, codec, deadline_in};
+use granary_core::{
+    CallError, Envelope, GrainId, Invoker, OutgoingCall, Payload, SiloId, codec, deadline_in,
+};
 
-use crate::cluster::Route;
-use crate::request::{Request, RequestKind};
-use crate::runtime::Runtime;
+use crate::cluster::{Cluster, ClusterHost};
+use crate::metrics::Refusal;
+use crate::request::{Request, RequestKind, envelope_of};
+use crate::router::{Destination, Origin, Router};
 
-/// Calls into one silo. Holds the runtime strongly, so that a call takes no reference count on
-/// it (the runtime holds the invoker weakly; the [`Silo`](crate::Silo) holds it strongly).
+/// Calls into one silo. Holds the router strongly, so that a call takes no reference count on
+/// it (the silo's services hold the invoker weakly; the [`Silo`](crate::Silo) holds it
+/// strongly).
+#[derive(Debug)]
 pub(crate) struct SiloInvoker {
-    pub(crate) runtime: Arc<Runtime>,
+    router: Arc<Router>,
 }
 
-/// The invoker of a silo that is gone: every call fails with `ShuttingDown`.
-pub(crate) struct ClosedInvoker;
-
-impl Invoker for ClosedInvoker {
-    fn invoke(&self, _call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
-        futures::future::ready(Err(CallError::ShuttingDown)).boxed()
-    }
-
-    fn send(&self, _call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
-        futures::future::ready(Err(CallError::ShuttingDown)).boxed()
+impl SiloInvoker {
+    pub(crate) fn new(router: Arc<Router>) -> Self {
+        Self { router }
     }
 }
 
 impl Invoker for SiloInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
-        let runtime = &self.runtime;
-        let timeout = call.timeout.unwrap_or(runtime.config.call_timeout);
-        if let Some(cluster) = runtime.cluster.get() {
-            match cluster.route(runtime, &call.target) {
-                Route::Here => {}
-                Route::There(to) => {
-                    let cluster = cluster.clone();
-                    return async move {
-                        let envelope = envelope_of(call, timeout, false)?;
-                        cluster.call(&to, envelope).await
-                    }
-                    .boxed();
-                }
-                Route::NextTo(partner) => {
-                    let (cluster, runtime) = (cluster.clone(), runtime.clone());
-                    return async move {
-                        match cluster.locate(&runtime, &partner).await {
-                            Some(to) => {
-                                let envelope = envelope_of(call, timeout, false)?;
-                                cluster.call(&to, envelope).await
-                            }
-                            None => invoke_here(&runtime, call, timeout).await,
-                        }
-                    }
-                    .boxed();
-                }
+        let router = &self.router;
+        let timeout = call
+            .timeout
+            .unwrap_or(router.shared().config().call_timeout);
+        let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
+            return invoke_here(router, call, timeout);
+        };
+        let router = router.clone();
+        async move {
+            match away.silo(&cluster).await {
+                Some(to) => cluster.call(&to, envelope_of(call, timeout, false)?).await,
+                None => invoke_here(&router, call, timeout).await,
             }
         }
-        invoke_here(runtime, call, timeout)
+        .boxed()
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
-        let runtime = &self.runtime;
-        if let Some(cluster) = runtime.cluster.get() {
-            let timeout = runtime.config.call_timeout;
-            match cluster.route(runtime, &call.target) {
-                Route::Here => {}
-                Route::There(to) => {
-                    let cluster = cluster.clone();
-                    return async move {
-                        let envelope = envelope_of(call, timeout, true)?;
-                        cluster.send(&to, envelope).await
-                    }
-                    .boxed();
-                }
-                Route::NextTo(partner) => {
-                    let (cluster, runtime) = (cluster.clone(), runtime.clone());
-                    return async move {
-                        match cluster.locate(&runtime, &partner).await {
-                            Some(to) => {
-                                let envelope = envelope_of(call, timeout, true)?;
-                                cluster.send(&to, envelope).await
-                            }
-                            None => send_here(&runtime, call),
-                        }
-                    }
-                    .boxed();
-                }
+        let router = &self.router;
+        let timeout = router.shared().config().call_timeout;
+        let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
+            return futures::future::ready(send_here(router, call)).boxed();
+        };
+        let router = router.clone();
+        async move {
+            match away.silo(&cluster).await {
+                Some(to) => cluster.send(&to, envelope_of(call, timeout, true)?).await,
+                None => send_here(&router, call),
             }
         }
-        futures::future::ready(send_here(runtime, call)).boxed()
+        .boxed()
+    }
+}
+
+/// Where a call that may leave this silo goes.
+enum Away {
+    /// To this silo.
+    Silo(SiloId),
+    /// To the silo of this co-location partner, if it is active on another silo.
+    Partner(GrainId),
+}
+
+impl Away {
+    /// The silo the call goes to; `None`: it stays here after all.
+    async fn silo(self, cluster: &Cluster) -> Option<SiloId> {
+        match self {
+            Self::Silo(to) => Some(to),
+            Self::Partner(partner) => cluster.locate(&partner).await,
+        }
+    }
+}
+
+/// The cluster and the way off this silo of a call whose destination is not `Local`.
+fn leaving(destination: Destination<'_>) -> Option<(Arc<Cluster>, Away)> {
+    match destination {
+        Destination::Local => None,
+        Destination::Remote(cluster, to) => Some((cluster.clone(), Away::Silo(to))),
+        Destination::NextTo(cluster, partner) => Some((cluster.clone(), Away::Partner(partner))),
+    }
+}
+
+impl ClusterHost for SiloInvoker {
+    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+        let router = self.router.clone();
+        async move { run_envelope(&router, envelope).await }.boxed()
+    }
+
+    fn hosts(&self, grain: &GrainId) -> bool {
+        self.router.catalog().contains(grain)
+    }
+
+    fn activations_by_type(&self) -> Vec<(String, u64)> {
+        self.router.catalog().activations_by_type()
+    }
+
+    fn stop(&self) {
+        self.router.catalog().stop_accepting();
+        let router = self.router.clone();
+        self.router.shared().spawn(async move {
+            let timeout = router.shared().config().shutdown_timeout;
+            router.catalog().deactivate_all(timeout).await;
+        });
     }
 }
 
 /// A call to a grain active (or to be activated) on this silo.
 fn invoke_here(
-    runtime: &Arc<Runtime>,
+    router: &Arc<Router>,
     call: OutgoingCall,
     timeout: std::time::Duration,
 ) -> BoxFuture<'static, Result<Payload, CallError>> {
-    if runtime.config.wire_local_calls {
-        let runtime = runtime.clone();
-        return async move { call_over_wire(&runtime, call, timeout).await }.boxed();
+    if router.shared().config().wire_local_calls {
+        let router = router.clone();
+        return async move { call_over_wire(&router, call, timeout).await }.boxed();
     }
     let deadline = deadline_in(timeout);
     let (reply, mut rx) = oneshot::channel();
@@ -131,10 +150,10 @@ fn invoke_here(
         attempts: 0,
         forwards: 0,
     };
-    // Routed now, with the runtime borrowed: the call's future owns no handle on it. A turn
+    // Routed now, with the router borrowed: the call's future owns no handle on it. A turn
     // admitted at once comes back to run right here, in the caller's task: no spawn, no
     // thread hop, and (when it does not wait on anything) no timer either.
-    let mut inline = runtime.route_with(request, true);
+    let mut inline = router.route_with(request, true);
     async move {
         if let Some(turn) = inline.as_mut()
             && futures::poll!(turn).is_ready()
@@ -172,8 +191,8 @@ fn invoke_here(
 }
 
 /// A one-way call to a grain active (or to be activated) on this silo.
-fn send_here(runtime: &Arc<Runtime>, call: OutgoingCall) -> Result<(), CallError> {
-    let args = if runtime.config.wire_local_calls {
+fn send_here(router: &Arc<Router>, call: OutgoingCall) -> Result<(), CallError> {
+    let args = if router.shared().config().wire_local_calls {
         Payload::Encoded(call.args.into_bytes(call.method.name)?)
     } else {
         call.args
@@ -183,7 +202,7 @@ fn send_here(runtime: &Arc<Runtime>, call: OutgoingCall) -> Result<(), CallError
         args,
         reply: None,
     };
-    runtime.route(Request {
+    router.route(Request {
         target: call.target,
         kind,
         chain: call.chain,
@@ -194,32 +213,14 @@ fn send_here(runtime: &Arc<Runtime>, call: OutgoingCall) -> Result<(), CallError
     Ok(())
 }
 
-/// The envelope of an outgoing call: what crosses silos.
-pub(crate) fn envelope_of(
-    call: OutgoingCall,
-    timeout: std::time::Duration,
-    one_way: bool,
-) -> Result<Envelope, CallError> {
-    Ok(Envelope {
-        args: call.args.into_bytes(call.method.name)?,
-        target: call.target,
-        method: call.method.id,
-        method_name: call.method.name.to_owned(),
-        timeout,
-        chain: call.chain,
-        one_way,
-        forwards: 0,
-    })
-}
-
 /// Encodes the call into an envelope, dispatches the bytes, decodes the reply bytes.
 async fn call_over_wire(
-    runtime: &Arc<Runtime>,
+    router: &Arc<Router>,
     call: OutgoingCall,
     timeout: std::time::Duration,
 ) -> Result<Payload, CallError> {
     let bytes = envelope_of(call, timeout, false)?.encode()?;
-    let reply = dispatch_wire(runtime, &bytes).await;
+    let reply = dispatch_wire(router, &bytes).await;
     let reply: Result<Vec<u8>, CallError> =
         codec::decode(&reply).map_err(|e| CallError::Codec {
             what: "reply".into(),
@@ -230,8 +231,8 @@ async fn call_over_wire(
 
 /// Dispatches an encoded envelope and answers with the encoded `Result<Vec<u8>, CallError>`:
 /// the entry point of calls that arrive over the wire.
-pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u8> {
-    let result = dispatch_envelope(runtime, bytes).await;
+pub(crate) async fn dispatch_wire(router: &Arc<Router>, bytes: &[u8]) -> Vec<u8> {
+    let result = dispatch_envelope(router, bytes).await;
     codec::encode(&result).unwrap_or_else(|err| {
         // The reply itself is too large or unencodable: say so instead.
         let fallback: Result<Vec<u8>, CallError> = Err(CallError::Codec {
@@ -244,11 +245,11 @@ pub(crate) async fn dispatch_wire(runtime: &Arc<Runtime>, bytes: &[u8]) -> Vec<u
 
 /// Runs an encoded call: here, or forwarded when this silo knows its grain lives on another
 /// silo. Answers with the encoded reply (empty for a one-way call).
-async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
+async fn dispatch_envelope(router: &Arc<Router>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
     match Envelope::decode(bytes) {
-        Ok(envelope) => run_envelope(runtime, envelope).await,
+        Ok(envelope) => run_envelope(router, envelope).await,
         Err(err @ CallError::InvalidKey { .. }) => {
-            runtime.metrics.refused(crate::metrics::Refusal::Key);
+            router.shared().metrics().refused(Refusal::Key);
             tracing::debug!(cause = %err, "call envelope refused");
             Err(err)
         }
@@ -260,13 +261,10 @@ async fn dispatch_envelope(runtime: &Arc<Runtime>, bytes: &[u8]) -> Result<Vec<u
 }
 
 /// Runs a decoded call: see `dispatch_envelope`.
-pub(crate) async fn run_envelope(
-    runtime: &Arc<Runtime>,
-    envelope: Envelope,
-) -> Result<Vec<u8>, CallError> {
+async fn run_envelope(router: &Arc<Router>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
     // Decoded from another silo's or a client's bytes: the key has not been checked yet.
     if let Err(err) = envelope.target.check_key() {
-        runtime.metrics.refused(crate::metrics::Refusal::Key);
+        router.shared().metrics().refused(Refusal::Key);
         tracing::debug!(cause = %err, "call envelope refused");
         return Err(err);
     }
@@ -301,10 +299,10 @@ pub(crate) async fn run_envelope(
         forwards,
     };
     // A turn admitted at once runs in this task (no second spawn).
-    let inline = runtime.route_with(request, true);
+    let inline = router.route_with(request, true);
     let Some(rx) = rx else {
         if let Some(turn) = inline {
-            runtime.tracker.spawn(turn);
+            router.shared().spawn(turn);
         }
         return Ok(Vec::new());
     };

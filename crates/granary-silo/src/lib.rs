@@ -27,20 +27,24 @@
 //! a span that no silo exports.
 
 mod activation;
+pub mod admission;
+mod catalog;
 mod client;
 mod cluster;
 mod collector;
 mod config;
 mod events;
 mod invoker;
+#[cfg(test)]
+mod layers;
 pub mod memory;
 mod metrics;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod registry;
 mod request;
-mod runtime;
-mod scheduler;
+mod router;
+mod shared;
 mod silo;
 
 pub use client::Client;
@@ -48,5 +52,5 @@ pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Plac
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
 pub use metrics::SiloMetrics;
-pub use runtime::CallObserver;
+pub use shared::CallObserver;
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};

@@ -11,7 +11,6 @@
 //! | `granary_membership_changes_total` | counter | |
 //! | `granary_refused_total` | counter | `limit`: `activations`, `queue`, `key` |
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,8 +23,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-use crate::runtime::Runtime;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -73,9 +70,9 @@ pub(crate) struct Metrics {
     durations: Family<CallLabels, Histogram>,
     activations: Family<TypeLabels, Gauge>,
     queued: Gauge,
-    pub(crate) conflicts: Counter,
-    pub(crate) forwards: Counter,
-    pub(crate) membership_changes: Counter,
+    conflicts: Counter,
+    forwards: Counter,
+    membership_changes: Counter,
     /// The refusal counters, in `Refusal::ALL` order.
     refusals: [Counter; 3],
     /// The per-method handles of each grain type, made when its first activation is.
@@ -175,6 +172,21 @@ impl Metrics {
         }
     }
 
+    /// Counts a commit refused as stale or with an unknown outcome.
+    pub(crate) fn conflict(&self) {
+        self.conflicts.inc();
+    }
+
+    /// Counts a call forwarded towards its grain's owner.
+    pub(crate) fn forwarded(&self) {
+        self.forwards.inc();
+    }
+
+    /// Counts a change of the active silos.
+    pub(crate) fn membership_changed(&self) {
+        self.membership_changes.inc();
+    }
+
     /// Counts a call refused by `limit`.
     pub(crate) fn refused(&self, limit: Refusal) {
         let i = Refusal::ALL
@@ -229,10 +241,29 @@ impl Metrics {
     }
 }
 
+/// What the metrics read from the silo when they are rendered: the counts that are not
+/// kept as counters (implemented by the router, which owns the catalog).
+pub(crate) trait Census: Send + Sync {
+    /// The silo's counters.
+    fn metrics(&self) -> &Metrics;
+    /// The activations per grain type, sorted by type name.
+    fn activations_by_type(&self) -> Vec<(String, u64)>;
+    /// Requests waiting in the activations' queues.
+    fn queued(&self) -> usize;
+}
+
 /// A handle on a silo's metrics, for an HTTP endpoint: cheap to clone, outlives nothing.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SiloMetrics {
-    pub(crate) runtime: Weak<Runtime>,
+    pub(crate) source: Weak<dyn Census>,
+}
+
+impl std::fmt::Debug for SiloMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiloMetrics")
+            .field("live", &(self.source.strong_count() > 0))
+            .finish()
+    }
 }
 
 impl SiloMetrics {
@@ -251,9 +282,9 @@ impl SiloMetrics {
     /// that serves several sources (the silo's metrics and its relay's) encodes each, then
     /// ends the text with `# EOF`. Returns false (and appends nothing) once the silo is gone.
     pub fn encode(&self, out: &mut String) -> bool {
-        match self.runtime.upgrade() {
-            Some(runtime) => {
-                encode(&runtime, out);
+        match self.source.upgrade() {
+            Some(source) => {
+                encode(&*source, out);
                 true
             }
             None => false,
@@ -261,29 +292,11 @@ impl SiloMetrics {
     }
 }
 
-/// The silo's activations per grain type, sorted by type name.
-pub(crate) fn activations_by_type(runtime: &Runtime) -> Vec<(String, u64)> {
-    let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
-    for entry in &runtime.catalog {
-        let name = entry.key().type_name();
-        match per_type.get_mut(name) {
-            Some(n) => *n += 1,
-            None => {
-                per_type.insert(name.to_owned(), 1);
-            }
-        }
-    }
-    per_type.into_iter().collect()
-}
-
-fn encode(runtime: &Arc<Runtime>, out: &mut String) {
-    let metrics = &runtime.metrics;
-    let mut queued = 0_i64;
-    for entry in &runtime.catalog {
-        queued += i64::try_from(entry.value().queued()).unwrap_or(i64::MAX);
-    }
+fn encode(source: &dyn Census, out: &mut String) {
+    let metrics = source.metrics();
+    let queued = i64::try_from(source.queued()).unwrap_or(i64::MAX);
     metrics.activations.clear();
-    for (grain_type, n) in activations_by_type(runtime) {
+    for (grain_type, n) in source.activations_by_type() {
         metrics
             .activations
             .get_or_create(&TypeLabels { grain_type })

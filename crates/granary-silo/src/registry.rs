@@ -4,15 +4,21 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use granary_core::{ActivationId, Grain, GrainId, MethodId};
+use granary_core::{ActivationHost, ActivationId, Grain, GrainId, MethodId};
 
 use crate::activation::{Activation, ActivationEntry};
-use crate::runtime::Runtime;
+use crate::shared::Shared;
 
 /// Creates activations of one grain type.
 pub(crate) trait GrainFactory: Send + Sync + 'static {
     /// A new activation in the `Activating` phase; the caller inserts it and starts it.
-    fn create(&self, id: GrainId, runtime: &Arc<Runtime>) -> Arc<dyn ActivationEntry>;
+    /// `host` is what its grain context calls (timers, deactivation, the store).
+    fn create(
+        &self,
+        id: GrainId,
+        shared: &Arc<Shared>,
+        host: Arc<dyn ActivationHost>,
+    ) -> Arc<dyn ActivationEntry>;
 
     /// The name of the type's method `id`.
     fn method_name(&self, id: MethodId) -> Option<&'static str>;
@@ -24,9 +30,14 @@ struct TypedFactory<G, F> {
 }
 
 impl<G: Grain, F: Fn(&GrainId) -> G + Send + Sync + 'static> GrainFactory for TypedFactory<G, F> {
-    fn create(&self, id: GrainId, runtime: &Arc<Runtime>) -> Arc<dyn ActivationEntry> {
+    fn create(
+        &self,
+        id: GrainId,
+        shared: &Arc<Shared>,
+        host: Arc<dyn ActivationHost>,
+    ) -> Arc<dyn ActivationEntry> {
         let grain = (self.make)(&id);
-        Activation::new(grain, id, ActivationId::new(), runtime)
+        Activation::new(grain, id, ActivationId::new(), shared, host)
     }
 
     fn method_name(&self, id: MethodId) -> Option<&'static str> {

@@ -3,7 +3,7 @@
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use granary_core::{CallChain, CallError, GrainId, MethodId, Payload};
+use granary_core::{CallChain, CallError, Envelope, GrainId, MethodId, OutgoingCall, Payload};
 
 /// Where a call's reply goes.
 pub(crate) type ReplyTx = oneshot::Sender<Result<Payload, CallError>>;
@@ -60,4 +60,22 @@ impl Request {
             }
         }
     }
+}
+
+/// The envelope of an outgoing call: what crosses silos.
+pub(crate) fn envelope_of(
+    call: OutgoingCall,
+    timeout: std::time::Duration,
+    one_way: bool,
+) -> Result<Envelope, CallError> {
+    Ok(Envelope {
+        args: call.args.into_bytes(call.method.name)?,
+        target: call.target,
+        method: call.method.id,
+        method_name: call.method.name.to_owned(),
+        timeout,
+        chain: call.chain,
+        one_way,
+        forwards: 0,
+    })
 }

@@ -7,15 +7,18 @@ use granary_core::provider::{
 };
 use granary_core::{Grain, GrainId, Invoker, MethodId, SiloId, StorageError};
 
+use crate::catalog::Catalog;
 use crate::client::Client;
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{Cluster, ClusterConfig, ClusterHost};
 use crate::collector;
 use crate::config::SiloConfig;
 use crate::events::SiloEvents;
 use crate::invoker::{SiloInvoker, dispatch_wire};
 use crate::memory::{MemoryMembership, MemoryStore};
+use crate::metrics::Census;
 use crate::registry::Registry;
-use crate::runtime::{CallObserver, Runtime};
+use crate::router::Router;
+use crate::shared::{CallObserver, Shared};
 
 /// Why a silo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -173,59 +176,56 @@ impl SiloBuilder {
             .membership
             .unwrap_or_else(|| Arc::new(MemoryMembership::new()));
         let silo_id = SiloId::generate(self.config.name.clone());
-        let runtime = Arc::new(Runtime::new(
+        let shared = Arc::new(Shared::new(
             silo_id.clone(),
             self.config,
-            self.registry,
             store,
             directory,
             self.observer,
         ));
-        let invoker: Arc<dyn Invoker> = Arc::new(SiloInvoker {
-            runtime: runtime.clone(),
-        });
-        runtime
-            .invoker
-            .set(Arc::downgrade(&invoker))
-            .expect("the invoker is set once");
+        let catalog = Catalog::new(shared.clone(), self.registry);
+        let cluster = match self.cluster {
+            Some(config) => Some(
+                Cluster::bind(config, shared.clone(), membership.clone())
+                    .await
+                    .map_err(StartError::Listen)?,
+            ),
+            None => None,
+        };
+        let router = match &cluster {
+            Some(cluster) => Router::clustered(shared.clone(), catalog, cluster.clone()),
+            None => Router::alone(shared.clone(), catalog),
+        };
+        let silo_invoker = Arc::new(SiloInvoker::new(router.clone()));
+        let invoker: Arc<dyn Invoker> = silo_invoker.clone();
+        shared.set_invoker(Arc::downgrade(&invoker));
         let mut address = String::new();
-        if let Some(config) = self.cluster {
-            let cluster = Cluster::bind(config, silo_id.clone(), &runtime, membership.clone())
-                .await
-                .map_err(StartError::Listen)?;
+        if let Some(cluster) = cluster {
+            let host: Arc<dyn ClusterHost> = silo_invoker;
+            cluster.set_host(Arc::downgrade(&host));
             address = cluster.address().to_string();
-            runtime
-                .cluster
-                .set(cluster.clone())
-                .expect("the cluster is set once");
             set_status(&*membership, &silo_id, &address, SiloStatus::Joining)
                 .await
                 .map_err(StartError::Membership)?;
             // The lease runs from here: heartbeats while joining too.
-            runtime
-                .tracker
-                .spawn(cluster.clone().lease_loop(runtime.shutdown.clone()));
+            shared.spawn(cluster.clone().lease_loop(shared.shutdown().clone()));
             cluster.refresh().await.map_err(StartError::Membership)?;
             cluster.join().await;
             set_status(&*membership, &silo_id, &address, SiloStatus::Active)
                 .await
                 .map_err(StartError::Membership)?;
             cluster.refresh().await.map_err(StartError::Membership)?;
-            runtime
-                .tracker
-                .spawn(cluster.clone().refresh_loop(runtime.shutdown.clone()));
-            runtime
-                .tracker
-                .spawn(cluster.probe_loop(runtime.shutdown.clone()));
+            shared.spawn(cluster.clone().refresh_loop(shared.shutdown().clone()));
+            shared.spawn(cluster.probe_loop(shared.shutdown().clone()));
         } else {
             set_status(&*membership, &silo_id, &address, SiloStatus::Active)
                 .await
                 .map_err(StartError::Membership)?;
         }
-        runtime.tracker.spawn(collector::run(runtime.clone()));
+        shared.spawn(collector::run(router.clone()));
         tracing::info!(silo = %silo_id, "silo started");
         Ok(Silo {
-            runtime,
+            router,
             invoker,
             membership,
             address,
@@ -267,7 +267,7 @@ async fn set_status(
 /// [`shutdown`](Self::shutdown) to deactivate grains (which persists what they save in
 /// `on_deactivate`) within a bounded time.
 pub struct Silo {
-    runtime: Arc<Runtime>,
+    router: Arc<Router>,
     invoker: Arc<dyn Invoker>,
     membership: Arc<dyn MembershipTable>,
     /// The transport address in a cluster; empty otherwise.
@@ -277,7 +277,7 @@ pub struct Silo {
 impl std::fmt::Debug for Silo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Silo")
-            .field("runtime", &self.runtime)
+            .field("router", &self.router)
             .finish_non_exhaustive()
     }
 }
@@ -292,27 +292,20 @@ impl Silo {
     /// This silo's id.
     #[must_use]
     pub fn id(&self) -> &SiloId {
-        &self.runtime.silo
+        self.router.shared().silo()
     }
 
     /// The active silos of the cluster as this silo last read the membership table (itself
     /// alone outside a cluster).
     #[must_use]
     pub fn members(&self) -> Vec<SiloId> {
-        match self.runtime.cluster.get() {
-            Some(cluster) => cluster.members(),
-            None => vec![self.runtime.silo.clone()],
-        }
+        self.router.members()
     }
 
     /// Each silo's activation count as its last heartbeat said (empty outside a cluster).
     #[must_use]
     pub fn member_loads(&self) -> Vec<(SiloId, u64)> {
-        self.runtime
-            .cluster
-            .get()
-            .map(|c| c.loads())
-            .unwrap_or_default()
+        self.router.member_loads()
     }
 
     /// Whether this silo owns outbox shard `shard`, for the event relay: each shard is owned by
@@ -322,28 +315,24 @@ impl Silo {
     /// one. Outside a cluster the silo owns every shard.
     #[must_use]
     pub fn shard_owner(&self) -> Arc<dyn Fn(u32) -> bool + Send + Sync> {
-        let runtime = Arc::downgrade(&self.runtime);
+        let router = Arc::downgrade(&self.router);
         Arc::new(move |shard| {
-            let Some(runtime) = runtime.upgrade() else {
+            let Some(router) = router.upgrade() else {
                 return false;
             };
-            match runtime.cluster.get() {
-                None => true,
-                Some(cluster) => {
-                    let members = cluster.members();
-                    let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
-                    owner.is_none_or(|owner| *owner == runtime.silo)
-                }
-            }
+            // Alone, the members are this silo: it owns every shard.
+            let members = router.members();
+            let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
+            owner.is_none_or(|owner| owner == router.shared().silo())
         })
     }
 
     /// A handle on this silo's metrics (Prometheus text), for an HTTP endpoint.
     #[must_use]
     pub fn metrics(&self) -> crate::SiloMetrics {
-        crate::SiloMetrics {
-            runtime: Arc::downgrade(&self.runtime),
-        }
+        let source: std::sync::Weak<Router> = Arc::downgrade(&self.router);
+        let source: std::sync::Weak<dyn Census> = source;
+        crate::SiloMetrics { source }
     }
 
     /// The switch that simulates network partitions in tests: frames to and from the silos
@@ -352,13 +341,13 @@ impl Silo {
     #[doc(hidden)]
     #[must_use]
     pub fn transport_faults(&self) -> Option<granary_transport::Faults> {
-        self.runtime.cluster.get().map(|c| c.faults())
+        self.router.transport_faults()
     }
 
     /// Where other silos reach this one (in a cluster).
     #[must_use]
     pub fn address(&self) -> Option<std::net::SocketAddr> {
-        self.runtime.cluster.get().map(|c| c.address())
+        self.router.address()
     }
 
     /// A client whose references call grains through this silo.
@@ -370,26 +359,26 @@ impl Silo {
     /// Subscribes to the silo's life-cycle events (only events after this call).
     #[must_use]
     pub fn events(&self) -> SiloEvents {
-        SiloEvents::new(self.runtime.events.subscribe())
+        SiloEvents::new(self.router.shared().subscribe())
     }
 
     /// How many activations the silo holds now (activating, active or deactivating).
     #[must_use]
     pub fn activation_count(&self) -> usize {
-        self.runtime.catalog.len()
+        self.router.catalog().len()
     }
 
     /// Whether `grain` has an activation on this silo now.
     #[must_use]
     pub fn is_active(&self, grain: &GrainId) -> bool {
-        self.runtime.catalog.contains_key(grain)
+        self.router.catalog().contains(grain)
     }
 
     /// Dispatches a call that arrived in wire form (an encoded [`Envelope`](granary_core::Envelope))
     /// and returns the encoded `Result<Vec<u8>, CallError>` reply. Malformed input yields an
     /// encoded error, never a panic.
     pub async fn dispatch_wire(&self, envelope: &[u8]) -> Vec<u8> {
-        dispatch_wire(&self.runtime, envelope).await
+        dispatch_wire(&self.router, envelope).await
     }
 
     /// Stops the silo: admits no new activations, deactivates every grain (running
@@ -400,35 +389,33 @@ impl Silo {
     /// [`ShutdownError`] when something did not finish in time or membership was unreachable;
     /// the silo is stopped either way.
     pub async fn shutdown(self) -> Result<(), ShutdownError> {
-        let runtime = &self.runtime;
-        let deadline = granary_core::deadline_in(runtime.config.shutdown_timeout);
-        runtime.stop_accepting();
+        let (shared, catalog) = (self.router.shared(), self.router.catalog());
+        let deadline = granary_core::deadline_in(shared.config().shutdown_timeout);
+        catalog.stop_accepting();
         let _ = set_status(
             &*self.membership,
-            &runtime.silo,
+            shared.silo(),
             &self.address,
             SiloStatus::ShuttingDown,
         )
         .await;
-        let left = runtime
-            .deactivate_all(runtime.config.shutdown_timeout)
+        let left = catalog
+            .deactivate_all(shared.config().shutdown_timeout)
             .await;
-        runtime.shutdown.cancel();
-        runtime.tracker.close();
-        let drained = tokio::time::timeout_at(deadline, runtime.tracker.wait())
+        shared.shutdown().cancel();
+        shared.tracker().close();
+        let drained = tokio::time::timeout_at(deadline, shared.tracker().wait())
             .await
             .is_ok();
         let membership = set_status(
             &*self.membership,
-            &runtime.silo,
+            shared.silo(),
             &self.address,
             SiloStatus::Dead,
         )
         .await;
-        if let Some(cluster) = runtime.cluster.get() {
-            cluster.shutdown().await;
-        }
-        tracing::info!(silo = %runtime.silo, left, drained, "silo stopped");
+        self.router.close_transport().await;
+        tracing::info!(silo = %shared.silo(), left, drained, "silo stopped");
         if left > 0 {
             return Err(ShutdownError::Timeout(left));
         }
@@ -438,8 +425,8 @@ impl Silo {
 
 impl Drop for Silo {
     fn drop(&mut self) {
-        self.runtime.stop_accepting();
-        self.runtime.shutdown.cancel();
+        self.router.catalog().stop_accepting();
+        self.router.shared().shutdown().cancel();
     }
 }
 

@@ -17,7 +17,9 @@ use granary_core::{
     Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, StorageError, codec,
     state_codec, typed_ref,
 };
+use granary_silo::admission::{Admission, Class, Scheduler};
 use granary_silo::memory::MemoryStore;
+use tokio::sync::oneshot;
 
 use crate::host::{KitHost, Responder};
 
@@ -47,9 +49,13 @@ impl RecordedCall {
 struct Cell<G: Grain> {
     grain: G,
     ctx: GrainContext<G>,
-    gate: tokio::sync::Mutex<()>,
-    running: Mutex<Option<ChainId>>,
+    /// The silo's own admission rules (`granary_silo::admission`): read-only turns overlap,
+    /// exclusive ones wait, a call back into a waiting chain is reentrant or a cycle.
+    admin: Mutex<Scheduler<Waiter>>,
 }
+
+/// A queued turn: woken with whether it was admitted as exclusive, and its chain.
+type Waiter = (oneshot::Sender<bool>, ChainId);
 
 type Factory<G> = Arc<dyn Fn(&GrainId) -> G + Send + Sync>;
 type Slot<G> = Arc<Mutex<Option<Arc<Cell<G>>>>>;
@@ -315,6 +321,7 @@ impl<G: Grain> GrainTest<G> {
                 &self.host,
                 TurnKind::Timer(timer.name.clone()),
                 CallChain::root(),
+                false,
             )
             .await;
             if let TurnOutcome::Failed(err) = &outcome {
@@ -351,13 +358,10 @@ impl<G: Grain> GrainTest<G> {
     /// # Errors
     /// When `on_deactivate` or the new activation's `on_activate` fails.
     pub async fn reactivate(&mut self) -> Result<(), CallError> {
-        let outcome = run_turn(
-            &self.cell,
-            &self.host,
-            TurnKind::Deactivate,
-            CallChain::root(),
-        )
-        .await;
+        let outcome = lifecycle_turn(&self.cell, &self.host, TurnKind::Deactivate).await;
+        // Calls still queued on the old activation fail as unavailable (in a silo they would
+        // move to the next activation).
+        drop(self.cell.admin.lock().close());
         settle(outcome, &self.id, "on_deactivate")?;
         let address = address_of(&self.id, self.cell.ctx.activation_id());
         let _ = self.host.store.unregister(&address).await;
@@ -427,11 +431,12 @@ async fn activate<G: Grain>(
     let cell = Arc::new(Cell {
         grain: factory(id),
         ctx,
-        gate: tokio::sync::Mutex::new(()),
-        running: Mutex::new(None),
+        admin: Mutex::new(Scheduler::new()),
     });
-    let outcome = run_turn(&cell, host, TurnKind::Activate, CallChain::root()).await;
+    let outcome = lifecycle_turn(&cell, host, TurnKind::Activate).await;
     settle(outcome, id, "on_activate")?;
+    let started = cell.admin.lock().activate(|w: &Waiter| w.1);
+    wake(&cell, started);
     Ok(cell)
 }
 
@@ -447,46 +452,142 @@ fn settle(outcome: TurnOutcome, id: &GrainId, what: &str) -> Result<Payload, Cal
     }
 }
 
-/// Runs one turn with the kit's exclusivity: one turn at a time, except a call back into a
-/// waiting turn of the same chain, which runs if the grain is reentrant and is a cycle if not.
+/// Runs `on_activate` or `on_deactivate` as the silo does: an exclusive turn on a chain of
+/// its own, counted by the scheduler (a call back into the grain from the hook is a cycle).
+async fn lifecycle_turn<G: Grain>(
+    cell: &Arc<Cell<G>>,
+    host: &Arc<KitHost>,
+    kind: TurnKind,
+) -> TurnOutcome {
+    let chain = CallChain::root();
+    cell.admin.lock().start_lifecycle(chain.id);
+    let running = Running {
+        cell,
+        exclusive: true,
+        chain: chain.id,
+    };
+    let outcome = execute(cell, host, kind, chain).await;
+    drop(running);
+    note_failure(cell, host, &outcome);
+    outcome
+}
+
+/// Runs one turn admitted by the silo's scheduler: at once, after the turns it waits for, or
+/// not at all (a cycle; an activation gone meanwhile).
 async fn run_turn<G: Grain>(
     cell: &Arc<Cell<G>>,
     host: &Arc<KitHost>,
     kind: TurnKind,
     chain: CallChain,
+    read_only: bool,
 ) -> TurnOutcome {
-    let reentering = *cell.running.lock() == Some(chain.id) && chain.contains(cell.ctx.id());
-    if reentering && !G::REENTRANT {
-        let mut grains = chain.grains.clone();
-        grains.push(cell.ctx.id().clone());
-        return TurnOutcome::Failed(CallError::Cycle {
-            grain: cell.ctx.id().clone(),
-            chain: grains,
-        });
-    }
-    let _gate = if reentering {
-        None
-    } else {
-        Some(cell.gate.lock().await)
+    let me = cell.ctx.id();
+    let class = Class {
+        read_only,
+        chain_id: chain.id,
+        chain: &chain.grains,
     };
-    if !reentering {
-        *cell.running.lock() = Some(chain.id);
+    let waiting = {
+        let mut admin = cell.admin.lock();
+        match admin.admit(me, G::REENTRANT, class) {
+            Admission::Run { exclusive } => Ok(exclusive),
+            Admission::Queue => {
+                let (tx, rx) = oneshot::channel();
+                admin.enqueue((tx, chain.id), read_only);
+                Err(Some(rx))
+            }
+            Admission::Cycle => {
+                let mut grains = chain.grains.clone();
+                grains.push(me.clone());
+                return TurnOutcome::Failed(CallError::Cycle {
+                    grain: me.clone(),
+                    chain: grains,
+                });
+            }
+            Admission::Reroute => Err(None),
+        }
+    };
+    let exclusive = match waiting {
+        Ok(exclusive) => exclusive,
+        Err(Some(rx)) => match rx.await {
+            Ok(exclusive) => exclusive,
+            Err(_) => return TurnOutcome::Failed(unavailable(me)),
+        },
+        Err(None) => return TurnOutcome::Failed(unavailable(me)),
+    };
+    let running = Running {
+        cell,
+        exclusive,
+        chain: chain.id,
+    };
+    let outcome = execute(cell, host, kind, chain).await;
+    drop(running);
+    note_failure(cell, host, &outcome);
+    outcome
+}
+
+/// A panic, or a failure that left unsaved changes, asks for a deactivation (as in a silo).
+fn note_failure<G: Grain>(cell: &Cell<G>, host: &KitHost, outcome: &TurnOutcome) {
+    let unsaved = matches!(outcome, TurnOutcome::Failed(_)) && cell.ctx.has_unsaved_changes();
+    if matches!(outcome, TurnOutcome::Panicked(_)) || unsaved {
+        host.state.lock().deactivation_requested = true;
     }
+}
+
+fn unavailable(grain: &GrainId) -> CallError {
+    CallError::Unavailable {
+        grain: grain.clone(),
+        attempts: 1,
+    }
+}
+
+async fn execute<G: Grain>(
+    cell: &Arc<Cell<G>>,
+    host: &Arc<KitHost>,
+    kind: TurnKind,
+    chain: CallChain,
+) -> TurnOutcome {
     let invoker: Arc<dyn Invoker> = host.clone();
     let scope = TurnScope {
         grain: cell.ctx.id().clone(),
         chain,
         invoker: Some(invoker),
     };
-    let outcome = turn::execute(&cell.grain, &cell.ctx, kind, scope).await;
-    if !reentering {
-        *cell.running.lock() = None;
+    turn::execute(&cell.grain, &cell.ctx, kind, scope).await
+}
+
+/// A turn the scheduler counts as running: its end (even a caller that gave up on it)
+/// tells the scheduler and starts what waited for it.
+struct Running<'a, G: Grain> {
+    cell: &'a Arc<Cell<G>>,
+    exclusive: bool,
+    chain: ChainId,
+}
+
+impl<G: Grain> Drop for Running<'_, G> {
+    fn drop(&mut self) {
+        let next = {
+            let mut admin = self.cell.admin.lock();
+            admin.finish(self.exclusive, self.chain);
+            admin.next_runnable(|w: &Waiter| w.1)
+        };
+        wake(self.cell, next);
     }
-    let unsaved = matches!(outcome, TurnOutcome::Failed(_)) && cell.ctx.has_unsaved_changes();
-    if matches!(outcome, TurnOutcome::Panicked(_)) || unsaved {
-        host.state.lock().deactivation_requested = true;
+}
+
+/// Starts the turns the scheduler admitted; one whose caller gave up ends at once.
+fn wake<G: Grain>(cell: &Arc<Cell<G>>, mut admitted: Vec<(Waiter, bool)>) {
+    while !admitted.is_empty() {
+        let mut more = Vec::new();
+        for ((tx, chain), read_only) in admitted {
+            if tx.send(!read_only).is_err() {
+                let mut admin = cell.admin.lock();
+                admin.finish(!read_only, chain);
+                more.extend(admin.next_runnable(|w: &Waiter| w.1));
+            }
+        }
+        admitted = more;
     }
-    outcome
 }
 
 async fn run_call<G: Grain>(
@@ -497,10 +598,11 @@ async fn run_call<G: Grain>(
     let name = call.method.name;
     // Arguments and replies take the wire path, so a unit test also proves them encodable.
     let args = Payload::Encoded(call.args.into_bytes(name)?);
+    let read_only = G::method(call.method.id).is_some_and(|m| m.read_only);
     let kind = TurnKind::Call {
         method: call.method.id,
         args,
     };
-    let outcome = run_turn(cell, host, kind, call.chain).await;
+    let outcome = run_turn(cell, host, kind, call.chain, read_only).await;
     settle(outcome, cell.ctx.id(), name)
 }

@@ -422,7 +422,7 @@ impl Invoker for ClientInvoker {
         let inner = self.0.clone();
         let timeout = call.timeout.unwrap_or(inner.config.call_timeout);
         async move {
-            let envelope = crate::invoker::envelope_of(call, timeout, false)?;
+            let envelope = crate::request::envelope_of(call, timeout, false)?;
             Self::route(inner, envelope, false).await
         }
         .boxed()
@@ -432,7 +432,7 @@ impl Invoker for ClientInvoker {
         let inner = self.0.clone();
         let timeout = inner.config.call_timeout;
         async move {
-            let envelope = crate::invoker::envelope_of(call, timeout, true)?;
+            let envelope = crate::request::envelope_of(call, timeout, true)?;
             Self::route(inner, envelope, true).await.map(drop)
         }
         .boxed()

@@ -234,7 +234,7 @@ impl Cluster {
         let every = super::lease::renew_every(self.lease.window(), self.config.probe_interval);
         let mut lapsed = false;
         loop {
-            if self.runtime.strong_count() == 0 {
+            if self.host_gone() {
                 return;
             }
             let started = Instant::now();
@@ -297,18 +297,18 @@ impl Cluster {
     /// Writes this silo's heartbeat: its sequence number, the time, its activations (in all
     /// and per type) and how many calls it has handled.
     async fn beat(&self) -> Result<(), StorageError> {
-        let Some(runtime) = self.runtime.upgrade() else {
+        let Some(host) = self.host() else {
             return Ok(());
         };
-        let by_type = crate::metrics::activations_by_type(&runtime);
+        let by_type = host.activations_by_type();
         let beat = Heartbeat {
             at_ms: now_ms(),
             seq: self.beats.fetch_add(1, Ordering::Relaxed) + 1,
             activations: by_type.iter().map(|(_, n)| n).sum(),
-            calls: runtime.metrics.calls_total(),
+            calls: self.shared.metrics().calls_total(),
             by_type,
         };
-        drop(runtime);
+        drop(host);
         self.membership.heartbeat(&self.me, beat).await
     }
 

@@ -18,7 +18,7 @@ fn class(read_only: bool, chain_id: ChainId, chain: &[GrainId]) -> Class<'_> {
 
 fn active() -> Scheduler<u32> {
     let mut s = Scheduler::new();
-    s.phase = Phase::Active;
+    assert!(s.activate(|_| ChainId(0)).is_empty());
     s
 }
 
@@ -69,13 +69,13 @@ fn read_only_turns_overlap_but_writers_wait_for_them() {
         s.admit(&me(), false, class(false, ChainId(3), &[])),
         Admission::Queue
     );
-    s.queue.push_back((3, false));
+    s.enqueue(3, false);
     // A reader arriving after a queued writer does not overtake it.
     assert_eq!(
         s.admit(&me(), false, class(true, ChainId(4), &[])),
         Admission::Queue
     );
-    s.queue.push_back((4, true));
+    s.enqueue(4, true);
     s.finish(false, ChainId(1));
     assert!(
         s.next_runnable(|_| ChainId(9)).is_empty(),
@@ -102,8 +102,9 @@ fn consecutive_readers_start_together() {
         s.admit(&me(), false, class(false, ChainId(1), &[])),
         Admission::Run { exclusive: true }
     );
-    s.queue
-        .extend([(2, true), (3, true), (4, false), (5, true)]);
+    for (item, read_only) in [(2, true), (3, true), (4, false), (5, true)] {
+        s.enqueue(item, read_only);
+    }
     s.finish(true, ChainId(1));
     let next: Vec<u32> = s
         .next_runnable(|q| ChainId(u128::from(*q)))
@@ -152,19 +153,102 @@ fn a_call_back_into_on_activate_is_a_cycle_even_for_reentrant_grains() {
 #[test]
 fn pending_deactivation_stops_admission_and_closed_reroutes() {
     let mut s = active();
-    s.deactivate_pending = true;
+    s.mark_deactivation();
     assert_eq!(
         s.admit(&me(), false, class(false, ChainId(1), &[])),
         Admission::Queue
     );
-    s.phase = Phase::Deactivating;
+    assert!(s.begin_deactivation());
+    assert_eq!(s.phase(), Phase::Deactivating);
     assert_eq!(
         s.admit(&me(), false, class(false, ChainId(1), &[])),
         Admission::Queue
     );
-    s.phase = Phase::Closed;
+    assert!(s.close().is_empty());
     assert_eq!(
         s.admit(&me(), false, class(false, ChainId(1), &[])),
         Admission::Reroute
     );
+}
+
+#[test]
+fn queued_requests_start_in_order_once_activated() {
+    let mut s: Scheduler<u32> = Scheduler::new();
+    for (item, read_only) in [(1, true), (2, true), (3, false)] {
+        assert_eq!(
+            s.admit(&me(), false, class(read_only, ChainId(item.into()), &[])),
+            Admission::Queue
+        );
+        s.enqueue(item, read_only);
+    }
+    assert_eq!(s.queued(), 3);
+    let started = s.activate(|q| ChainId(u128::from(*q)));
+    assert_eq!(
+        started,
+        vec![(1, true), (2, true)],
+        "the readers start together"
+    );
+    assert_eq!(s.running(), 2);
+    assert!(
+        s.activate(|_| ChainId(0)).is_empty(),
+        "activating twice starts nothing"
+    );
+    assert_eq!(s.queued(), 1);
+    assert_eq!(s.phase(), Phase::Active);
+}
+
+#[test]
+fn deactivation_waits_for_running_turns_then_closing_hands_the_queue_back() {
+    let mut s = active();
+    assert_eq!(
+        s.admit(&me(), false, class(false, ChainId(1), &[])),
+        Admission::Run { exclusive: true }
+    );
+    assert!(s.request_deactivation());
+    assert!(s.deactivation_pending());
+    assert!(
+        !s.collectable(),
+        "a pending deactivation is not collected twice"
+    );
+    assert!(!s.begin_deactivation(), "a turn still runs");
+    assert_eq!(
+        s.admit(&me(), false, class(true, ChainId(2), &[])),
+        Admission::Queue
+    );
+    s.enqueue(2, true);
+    s.finish(true, ChainId(1));
+    assert!(
+        s.next_runnable(|_| ChainId(9)).is_empty(),
+        "nothing starts while a deactivation is pending"
+    );
+    assert!(s.begin_deactivation());
+    assert!(!s.begin_deactivation(), "it begins once");
+    assert!(
+        !s.request_deactivation(),
+        "a deactivation under way is not asked again"
+    );
+    assert_eq!(s.close(), VecDeque::from([(2, true)]));
+    assert_eq!(s.queued(), 0);
+    assert!(!s.request_deactivation(), "closed");
+    assert_eq!(
+        s.admit(&me(), false, class(false, ChainId(3), &[])),
+        Admission::Reroute
+    );
+}
+
+#[test]
+fn an_idle_active_activation_is_collectable_and_a_busy_one_is_not() {
+    let mut s: Scheduler<u32> = Scheduler::new();
+    assert!(!s.collectable(), "still activating");
+    s.activate(|_| ChainId(0));
+    assert!(s.collectable());
+    assert_eq!(
+        s.admit(&me(), false, class(true, ChainId(1), &[])),
+        Admission::Run { exclusive: false }
+    );
+    assert!(!s.collectable(), "a turn runs");
+    s.finish(false, ChainId(1));
+    assert!(s.collectable());
+    s.mark_deactivation();
+    assert!(!s.collectable());
 }

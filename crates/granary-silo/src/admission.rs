@@ -1,5 +1,10 @@
 //! Turn admission for one activation: pure logic, no runtime.
 //!
+//! Public so that other hosts of a grain share the very same rules: `granary-testkit`'s
+//! `GrainTest` admits its turns with this [`Scheduler`], so `#[read_only]` turns overlap and
+//! reentrant calls behave there as they do in a silo. It is not part of the facade (`granary`
+//! does not re-export it): grain code never needs it.
+//!
 //! Decides whether a request may start now, waits in the queue, is a deadlocking cycle, or must
 //! be routed elsewhere because the activation is closing. The rules:
 //! - one exclusive turn at a time; read-only turns may overlap each other but not an exclusive
@@ -14,7 +19,7 @@ use granary_core::{ChainId, GrainId};
 
 /// Life-cycle phase of an activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Phase {
+pub enum Phase {
     /// Claiming, loading, running `on_activate`: requests queue.
     Activating,
     /// Serving.
@@ -28,15 +33,18 @@ pub(crate) enum Phase {
 
 /// What a request needs to be admitted.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Class<'a> {
-    pub(crate) read_only: bool,
-    pub(crate) chain_id: ChainId,
-    pub(crate) chain: &'a [GrainId],
+pub struct Class<'a> {
+    /// Whether the method is `#[read_only]` (may overlap other read-only turns).
+    pub read_only: bool,
+    /// The id of the request's call chain.
+    pub chain_id: ChainId,
+    /// The grains the call chain went through before this request.
+    pub chain: &'a [GrainId],
 }
 
 /// The admission verdict.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Admission {
+pub enum Admission {
     /// Start the turn now; `exclusive` tells how it was counted (pass it back to `finish`).
     Run {
         /// Whether the turn holds the activation exclusively.
@@ -52,9 +60,9 @@ pub(crate) enum Admission {
 
 /// The admission state of one activation. `Q` is the queued item (a request; tests use ids).
 #[derive(Debug)]
-pub(crate) struct Scheduler<Q> {
-    pub(crate) phase: Phase,
-    pub(crate) queue: VecDeque<(Q, bool)>,
+pub struct Scheduler<Q> {
+    phase: Phase,
+    queue: VecDeque<(Q, bool)>,
     running: u32,
     exclusive: bool,
     /// Chains of the running turns: the first inline (the usual case: one turn), the others in
@@ -62,11 +70,19 @@ pub(crate) struct Scheduler<Q> {
     chain: Option<ChainId>,
     more_chains: Vec<ChainId>,
     /// Deactivate as soon as no turn runs (requested, conflict or panic).
-    pub(crate) deactivate_pending: bool,
+    deactivate_pending: bool,
+}
+
+impl<Q> Default for Scheduler<Q> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<Q> Scheduler<Q> {
-    pub(crate) fn new() -> Self {
+    /// A scheduler in the `Activating` phase: requests queue until [`activate`](Self::activate).
+    #[must_use]
+    pub fn new() -> Self {
         Self {
             phase: Phase::Activating,
             queue: VecDeque::new(),
@@ -79,13 +95,89 @@ impl<Q> Scheduler<Q> {
     }
 
     /// Number of turns running now.
-    pub(crate) fn running(&self) -> u32 {
+    #[must_use]
+    pub fn running(&self) -> u32 {
         self.running
+    }
+
+    /// The life-cycle phase.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Requests waiting in the queue.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether a deactivation waits for the running turns to end.
+    #[must_use]
+    pub fn deactivation_pending(&self) -> bool {
+        self.deactivate_pending
+    }
+
+    /// Queues `item` (a request answered [`Admission::Queue`]); it starts, in arrival order,
+    /// from [`next_runnable`](Self::next_runnable).
+    pub fn enqueue(&mut self, item: Q, read_only: bool) {
+        self.queue.push_back((item, read_only));
+    }
+
+    /// `Activating` → `Active` (activation done), then the queued requests that may start now,
+    /// counted as started. A no-op returning nothing in any other phase.
+    pub fn activate(&mut self, chain_of: impl Fn(&Q) -> ChainId) -> Vec<(Q, bool)> {
+        if self.phase != Phase::Activating {
+            return Vec::new();
+        }
+        self.phase = Phase::Active;
+        self.next_runnable(chain_of)
+    }
+
+    /// Marks a deactivation as pending (a panic, a failed turn with unsaved state, a storage
+    /// conflict): admission stops, and [`begin_deactivation`](Self::begin_deactivation) starts
+    /// it once no turn runs.
+    pub fn mark_deactivation(&mut self) {
+        self.deactivate_pending = true;
+    }
+
+    /// Asks for a deactivation, as [`mark_deactivation`](Self::mark_deactivation), unless one
+    /// is under way or the activation is closed: then returns false and changes nothing.
+    pub fn request_deactivation(&mut self) -> bool {
+        if matches!(self.phase, Phase::Deactivating | Phase::Closed) {
+            return false;
+        }
+        self.deactivate_pending = true;
+        true
+    }
+
+    /// `Active` → `Deactivating` if a deactivation is pending and no turn runs; returns whether
+    /// it moved (then the caller runs the deactivation). Queued requests stay queued.
+    pub fn begin_deactivation(&mut self) -> bool {
+        if self.phase == Phase::Active && self.deactivate_pending && self.running == 0 {
+            self.phase = Phase::Deactivating;
+            return true;
+        }
+        false
+    }
+
+    /// Any phase → `Closed`: every later request is answered [`Admission::Reroute`]. Returns
+    /// what was queued, in order, for the caller to route again or fail.
+    pub fn close(&mut self) -> VecDeque<(Q, bool)> {
+        self.phase = Phase::Closed;
+        std::mem::take(&mut self.queue)
+    }
+
+    /// Whether the activation is active, idle and not about to deactivate: what idle
+    /// collection may take.
+    #[must_use]
+    pub fn collectable(&self) -> bool {
+        self.phase == Phase::Active && self.idle() && !self.deactivate_pending
     }
 
     /// Decides what happens to a request of class `class` for grain `me`; on `Run` the turn
     /// is counted as started.
-    pub(crate) fn admit(&mut self, me: &GrainId, reentrant: bool, class: Class<'_>) -> Admission {
+    pub fn admit(&mut self, me: &GrainId, reentrant: bool, class: Class<'_>) -> Admission {
         if self.phase == Phase::Closed {
             return Admission::Reroute;
         }
@@ -113,7 +205,7 @@ impl<Q> Scheduler<Q> {
     }
 
     /// Counts the activation's own lifecycle turn (`on_activate`, `on_deactivate`) on `chain`.
-    pub(crate) fn start_lifecycle(&mut self, chain: ChainId) {
+    pub fn start_lifecycle(&mut self, chain: ChainId) {
         self.start(true, chain);
     }
 
@@ -140,7 +232,7 @@ impl<Q> Scheduler<Q> {
     }
 
     /// Records the end of a turn started as `exclusive` on `chain`.
-    pub(crate) fn finish(&mut self, exclusive: bool, chain: ChainId) {
+    pub fn finish(&mut self, exclusive: bool, chain: ChainId) {
         self.running -= 1;
         if exclusive {
             self.exclusive = false;
@@ -154,7 +246,7 @@ impl<Q> Scheduler<Q> {
 
     /// Takes the queued requests that may start now (the front exclusive one, or the run of
     /// read-only ones at the front), counting them as started.
-    pub(crate) fn next_runnable(&mut self, chain_of: impl Fn(&Q) -> ChainId) -> Vec<(Q, bool)> {
+    pub fn next_runnable(&mut self, chain_of: impl Fn(&Q) -> ChainId) -> Vec<(Q, bool)> {
         let mut out = Vec::new();
         if self.phase != Phase::Active || self.deactivate_pending {
             return out;
@@ -179,7 +271,8 @@ impl<Q> Scheduler<Q> {
     }
 
     /// Whether the activation is idle: nothing running, nothing queued.
-    pub(crate) fn idle(&self) -> bool {
+    #[must_use]
+    pub fn idle(&self) -> bool {
         self.running == 0 && self.queue.is_empty()
     }
 }

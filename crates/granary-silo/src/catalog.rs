@@ -1,0 +1,216 @@
+//! [`Catalog`]: the activations one silo holds, by grain, and the grain types it can
+//! activate. At most one activation of a grain per silo: an entry is created under the
+//! `DashMap` shard lock.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use granary_core::{
+    ActivationHost, ActivationId, BuildGrainIdHasher, CallError, GrainId, MethodId,
+};
+
+use crate::activation::ActivationEntry;
+use crate::events::DeactivationReason;
+use crate::metrics::Refusal;
+use crate::registry::Registry;
+use crate::shared::Shared;
+
+/// The activations of one silo and the types it can activate.
+pub(crate) struct Catalog {
+    shared: Arc<Shared>,
+    registry: Registry,
+    entries: DashMap<GrainId, Arc<dyn ActivationEntry>, BuildGrainIdHasher>,
+    /// Entries, counted apart: `DashMap::len` locks every shard, and the activation limit is
+    /// checked while one is locked.
+    count: AtomicUsize,
+    /// False once the silo stops: no new activation is created.
+    accepting: AtomicBool,
+    /// Notified whenever an entry leaves.
+    changed: Notify,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("types", &self.registry)
+            .field("activations", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    pub(crate) fn new(shared: Arc<Shared>, registry: Registry) -> Self {
+        Self {
+            shared,
+            registry,
+            entries: DashMap::default(),
+            count: AtomicUsize::new(0),
+            accepting: AtomicBool::new(true),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The activation of `id`, if there is one.
+    pub(crate) fn get(&self, id: &GrainId) -> Option<Arc<dyn ActivationEntry>> {
+        self.entries.get(id).map(|e| e.clone())
+    }
+
+    /// Whether `id` has an activation here.
+    pub(crate) fn contains(&self, id: &GrainId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    /// How many activations there are (activating, active or deactivating).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether new activations may be created.
+    pub(crate) fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
+    /// Stops creating activations (shutdown, or the silo was declared dead).
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// The name of method `id` of grain type `type_name`.
+    pub(crate) fn method_name(&self, type_name: &str, id: MethodId) -> Option<&'static str> {
+        self.registry.method_name(type_name, id)
+    }
+
+    /// The activation of `id` and whether this call created it (then the caller starts it,
+    /// once the request that created it is delivered). Exactly one activation is created
+    /// however many callers race here; `host` (what its grain context calls) is asked for
+    /// only then.
+    pub(crate) fn activation_for(
+        &self,
+        id: &GrainId,
+        host: impl FnOnce() -> Arc<dyn ActivationHost>,
+    ) -> Result<(Arc<dyn ActivationEntry>, bool), CallError> {
+        if !self.accepting() {
+            return Err(CallError::ShuttingDown);
+        }
+        let factory =
+            self.registry
+                .get(id.type_name())
+                .ok_or_else(|| CallError::UnknownGrainType {
+                    grain_type: id.type_name().to_owned(),
+                })?;
+        Ok(match self.entries.entry(id.clone()) {
+            Entry::Occupied(existing) => (existing.get().clone(), false),
+            Entry::Vacant(slot) => {
+                let limit = self.shared.config().max_activations;
+                if self.count.fetch_add(1, Ordering::Relaxed) >= limit {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                    self.shared.metrics().refused(Refusal::Activations);
+                    tracing::debug!(grain = %id, limit, "activation refused: the silo is full");
+                    return Err(CallError::TooManyActivations {
+                        grain: id.clone(),
+                        silo: self.shared.silo().to_string(),
+                        limit,
+                    });
+                }
+                let activation = factory.create(id.clone(), &self.shared, host());
+                slot.insert(activation.clone());
+                (activation, true)
+            }
+        })
+    }
+
+    /// Removes `activation` of `id` (if it is still the one here).
+    pub(crate) fn remove(&self, id: &GrainId, activation: ActivationId) {
+        if self
+            .entries
+            .remove_if(id, |_, entry| entry.activation_id() == activation)
+            .is_some()
+        {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// The entry of `id` if it is still `activation`.
+    pub(crate) fn entry_of(
+        &self,
+        id: &GrainId,
+        activation: ActivationId,
+    ) -> Option<Arc<dyn ActivationEntry>> {
+        self.entries
+            .get(id)
+            .filter(|e| e.activation_id() == activation)
+            .map(|e| e.clone())
+    }
+
+    /// The activations idle for at least `passes` collection epochs at epoch `now`.
+    pub(crate) fn idle(&self, now: u64, passes: u64) -> Vec<Arc<dyn ActivationEntry>> {
+        self.entries
+            .iter()
+            .filter(|e| e.idle_for(now).is_some_and(|idle| idle >= passes))
+            .map(|e| e.clone())
+            .collect()
+    }
+
+    /// The activations per grain type, sorted by type name.
+    pub(crate) fn activations_by_type(&self) -> Vec<(String, u64)> {
+        let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
+        for entry in &self.entries {
+            let name = entry.key().type_name();
+            match per_type.get_mut(name) {
+                Some(n) => *n += 1,
+                None => {
+                    per_type.insert(name.to_owned(), 1);
+                }
+            }
+        }
+        per_type.into_iter().collect()
+    }
+
+    /// Requests waiting in every activation's queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.entries.iter().map(|e| e.value().queued()).sum()
+    }
+
+    /// Asks every activation to deactivate; resolves when the catalog is empty or `timeout`
+    /// passed. Returns the number of activations left.
+    pub(crate) async fn deactivate_all(&self, timeout: Duration) -> usize {
+        let deadline = granary_core::deadline_in(timeout);
+        // Each activation is asked once, and the catalog is scanned again only now and then (for
+        // an activation that a re-routed call created meanwhile): asking every entry at every
+        // change of the catalog made shutdown quadratic in the number of activations.
+        let mut asked = HashSet::new();
+        let mut next_scan = Instant::now();
+        loop {
+            let notified = self.changed.notified();
+            if self.entries.is_empty() {
+                return 0;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return self.entries.len();
+            }
+            if now >= next_scan {
+                let fresh: Vec<_> = self
+                    .entries
+                    .iter()
+                    .filter(|e| !asked.contains(&e.activation_id()))
+                    .map(|e| e.clone())
+                    .collect();
+                for entry in fresh {
+                    asked.insert(entry.activation_id());
+                    entry.request_deactivation(DeactivationReason::Shutdown);
+                }
+                next_scan = now + Duration::from_millis(100);
+            }
+            let _ = tokio::time::timeout_at(next_scan.min(deadline), notified).await;
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! [`Shared`]: the services every part of one silo uses (its id, configuration, storage,
+//! tasks, events, metrics and idle clock), and [`Home`], the small trait through which an
+//! activation reaches the layers above it (the catalog that holds it, the router that routes
+//! its requests) without importing them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use futures::future::BoxFuture;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use granary_core::provider::{GrainDirectory, StateStore};
+use granary_core::{ActivationHost, ActivationId, GrainId, Invoker, MethodId, SiloId};
+
+use crate::config::SiloConfig;
+use crate::events::SiloEvent;
+use crate::metrics::Metrics;
+use crate::request::Request;
+
+/// Observes every call a silo dispatches: grain, method and whether it arrived encoded.
+pub type CallObserver = Arc<dyn Fn(&GrainId, MethodId, bool) + Send + Sync>;
+
+/// Where the owner of a grain's claim is, as the silo's router tells an activation that
+/// found the claim held by another silo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnerState {
+    /// A live silo of the cluster: the activation hands its calls over to it.
+    Alive,
+    /// Gone (dead, unknown to the cluster, or an earlier generation of this very silo): its
+    /// claim may be replaced.
+    Gone,
+    /// Another silo this one cannot judge (a second single silo on the same store): the
+    /// activation fails instead of taking the grain.
+    Foreign,
+}
+
+/// What an activation asks of the silo above it. Implemented by the router, which owns the
+/// catalog; an activation reaches it through [`Shared::home`].
+pub(crate) trait Home: ActivationHost {
+    /// Removes `activation` of `grain` from the catalog, if it is still the one there.
+    fn remove(&self, grain: &GrainId, activation: ActivationId);
+    /// Routes again a request that an activation queued and can no longer serve (it
+    /// deactivated).
+    fn reroute(&self, req: Request);
+    /// Whether a claim held by `owner`, another silo, may be replaced.
+    fn owner_state<'a>(&'a self, owner: &'a SiloId) -> BoxFuture<'a, OwnerState>;
+    /// Sends `requests` for `grain` to `owner`, the live silo that owns it, and remembers
+    /// where it lives.
+    fn hand_over(&self, grain: &GrainId, owner: &SiloId, requests: Vec<Request>);
+}
+
+/// The services of one silo, shared by its activations, catalog, router, cluster part and
+/// background tasks. Fixed at start, except the two links upwards set once by the silo.
+pub(crate) struct Shared {
+    silo: SiloId,
+    config: SiloConfig,
+    store: Arc<dyn StateStore>,
+    directory: Arc<dyn GrainDirectory>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    events: broadcast::Sender<SiloEvent>,
+    metrics: Metrics,
+    /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
+    /// its activation; no clock is read on the call path).
+    epoch: AtomicU64,
+    observer: Option<CallObserver>,
+    /// Weak: the invoker holds the router, which holds this strongly.
+    invoker: OnceLock<Weak<dyn Invoker>>,
+    /// Weak for the same reason: the router holds this.
+    home: OnceLock<Weak<dyn Home>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("silo", &self.silo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        silo: SiloId,
+        config: SiloConfig,
+        store: Arc<dyn StateStore>,
+        directory: Arc<dyn GrainDirectory>,
+        observer: Option<CallObserver>,
+    ) -> Self {
+        Self {
+            silo,
+            config,
+            store,
+            directory,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            events: broadcast::channel(4096).0,
+            metrics: Metrics::new(),
+            epoch: AtomicU64::new(0),
+            observer,
+            invoker: OnceLock::new(),
+            home: OnceLock::new(),
+        }
+    }
+
+    /// This silo's id.
+    pub(crate) fn silo(&self) -> &SiloId {
+        &self.silo
+    }
+
+    /// The silo's configuration.
+    pub(crate) fn config(&self) -> &SiloConfig {
+        &self.config
+    }
+
+    /// The state store.
+    pub(crate) fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// The grain directory (the store's claims).
+    pub(crate) fn directory(&self) -> &dyn GrainDirectory {
+        &*self.directory
+    }
+
+    /// The tracker of every task the silo spawns (shutdown waits for them).
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// Spawns `task` on the silo's tracker.
+    pub(crate) fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// Cancelled when the silo stops: background loops and timers end.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Publishes a life-cycle event (nobody listening is fine).
+    pub(crate) fn emit(&self, event: SiloEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// A receiver of the events published from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SiloEvent> {
+        self.events.subscribe()
+    }
+
+    /// What the silo counts.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The current idle-collection epoch.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Starts the next idle-collection epoch; returns it.
+    pub(crate) fn advance_epoch(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The call observer, if the silo was built with one.
+    pub(crate) fn observer(&self) -> Option<&CallObserver> {
+        self.observer.as_ref()
+    }
+
+    /// The silo's invoker (references deserialized in a turn bind to it), or one that fails
+    /// every call once the silo is gone.
+    pub(crate) fn invoker(&self) -> Arc<dyn Invoker> {
+        match self.invoker.get().and_then(Weak::upgrade) {
+            Some(invoker) => invoker,
+            None => Arc::new(ClosedInvoker),
+        }
+    }
+
+    /// Sets the invoker, once, at start.
+    pub(crate) fn set_invoker(&self, invoker: Weak<dyn Invoker>) {
+        if self.invoker.set(invoker).is_err() {
+            tracing::error!("the silo's invoker is set once; a second one is ignored");
+        }
+    }
+
+    /// The layer above the activations (catalog and router); `None` once the silo is gone.
+    pub(crate) fn home(&self) -> Option<Arc<dyn Home>> {
+        self.home.get().and_then(Weak::upgrade)
+    }
+
+    /// Sets the home, once, when the router is built.
+    pub(crate) fn set_home(&self, home: Weak<dyn Home>) {
+        if self.home.set(home).is_err() {
+            tracing::error!("the silo's router is set once; a second one is ignored");
+        }
+    }
+}
+
+/// The invoker of a silo that is gone: every call fails with `ShuttingDown`.
+#[derive(Debug)]
+pub(crate) struct ClosedInvoker;
+
+impl Invoker for ClosedInvoker {
+    fn invoke(
+        &self,
+        _call: granary_core::OutgoingCall,
+    ) -> BoxFuture<'static, Result<granary_core::Payload, granary_core::CallError>> {
+        Box::pin(futures::future::ready(Err(
+            granary_core::CallError::ShuttingDown,
+        )))
+    }
+
+    fn send(
+        &self,
+        _call: granary_core::OutgoingCall,
+    ) -> BoxFuture<'static, Result<(), granary_core::CallError>> {
+        Box::pin(futures::future::ready(Err(
+            granary_core::CallError::ShuttingDown,
+        )))
+    }
+}
