@@ -62,8 +62,10 @@ fn main() -> anyhow::Result<()> {
             "p2" => engines::granary::p2(5_000_000 / scale),
             "p8" => engines::granary::p8(100_000 / scale),
             // P3 then P4's Granary side (a silo process is started): calls/s of P4.
-            "p4" => cluster::granary_calls(5_000 / scale, 1_000 / scale.min(10), 400_000 / scale)
-                .calls_per_sec,
+            "p4" => {
+                cluster::granary_calls(5_000 / scale, 1_000 / scale.min(10), 400_000 / scale)
+                    .calls_per_sec
+            }
             "p5" => {
                 let bench = storage::RedisBench::connect()?;
                 bench.seed_p5(100_000 / scale);

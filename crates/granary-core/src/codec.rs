@@ -71,12 +71,12 @@ pub fn encode_into<T: Serialize + ?Sized>(
             size,
             limit: MAX_MESSAGE_BYTES,
         },
-        Err(
-            bincode::error::EncodeError::Other(_) | bincode::error::EncodeError::UnexpectedEnd,
-        ) => CodecError::TooLarge {
-            size: MAX_MESSAGE_BYTES + 1,
-            limit: MAX_MESSAGE_BYTES,
-        },
+        Err(bincode::error::EncodeError::Other(_) | bincode::error::EncodeError::UnexpectedEnd) => {
+            CodecError::TooLarge {
+                size: MAX_MESSAGE_BYTES + 1,
+                limit: MAX_MESSAGE_BYTES,
+            }
+        }
         Err(other) => CodecError::Encode(other.to_string()),
     };
     out.truncate(start);

@@ -258,7 +258,10 @@ mod tests {
         for (bytes, says) in [
             (Bytes::new(), "empty"),
             (truncated, "truncated Response"),
-            (Bytes::from_static(&[REQUEST, 1, 0, 0, 0, 0, 0, 0, 0, 1]), "truncated Request"),
+            (
+                Bytes::from_static(&[REQUEST, 1, 0, 0, 0, 0, 0, 0, 0, 1]),
+                "truncated Request",
+            ),
             (encoded(Header::Cancel { id: 1 }, b"x"), "after a Cancel"),
             (encoded(Header::Refused { id: 1 }, &[0xff]), "not UTF-8"),
             (Bytes::from_static(&[0]), "unexpected Hello"),

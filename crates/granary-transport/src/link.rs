@@ -10,6 +10,7 @@
 //!   that are about to send run once, then writes everything they queued in one syscall;
 //! - the answers of requests that the reader answered at once are written by the reader after
 //!   it handled everything one read brought: many responses, one syscall.
+//!
 //! A buffer holding [`LinkConfig::send_queue`] frames makes senders wait (backpressure).
 //!
 //! **Reading.** The reader task reads as much as the socket has, then handles every complete
@@ -517,9 +518,7 @@ impl Link {
     /// Sends the answer to request `id`, or a `Refused` frame if it cannot be sent.
     async fn respond(&self, id: u64, body: &[u8], flush: Flush) {
         let sent = match self.send(Header::Response { id }, body, flush).await {
-            Err(
-                e @ (TransportError::TooLarge { .. } | TransportError::Encode { .. }),
-            ) => {
+            Err(e @ (TransportError::TooLarge { .. } | TransportError::Encode { .. })) => {
                 tracing::warn!(peer = %self.peer, %e, "response refused");
                 let reason = e.to_string();
                 self.send(Header::Refused { id }, reason.as_bytes(), flush)
@@ -532,7 +531,12 @@ impl Link {
     }
 
     /// Handles one frame the reader took.
-    async fn dispatch(self: &Arc<Self>, frame: Frame, handler: &dyn Handler, tracker: &TaskTracker) {
+    async fn dispatch(
+        self: &Arc<Self>,
+        frame: Frame,
+        handler: &dyn Handler,
+        tracker: &TaskTracker,
+    ) {
         match frame {
             Frame::Response { id, body } => {
                 if let Some(waiter) = self.pending.lock().remove(&id) {

@@ -18,9 +18,9 @@ use crate::error::TransportError;
 use crate::faults::Faults;
 use crate::frame::{HANDSHAKE_FRAME_LIMIT, codec};
 use crate::handshake::{self, Identity};
-use crate::link::{Body, Handler, Link, LinkConfig};
 #[cfg(doc)]
 use crate::link::Encoded;
+use crate::link::{Body, Handler, Link, LinkConfig};
 
 /// How a [`Transport`] identifies itself and sizes its links.
 #[derive(Clone)]

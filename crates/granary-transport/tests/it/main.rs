@@ -262,7 +262,10 @@ async fn a_restarted_peer_is_reached_again_after_the_backoff() {
     let (a, _) = start("a", SECRET).await;
     let (b, _) = start("b", SECRET).await;
     let addr: SocketAddr = b.local_addr();
-    assert_eq!(a.request(addr, b"1".to_vec(), T).await.unwrap(), &b"b:1"[..]);
+    assert_eq!(
+        a.request(addr, b"1".to_vec(), T).await.unwrap(),
+        &b"b:1"[..]
+    );
     b.shutdown().await;
     let err = a.request(addr, b"2".to_vec(), T).await.unwrap_err();
     assert!(
