@@ -12,7 +12,7 @@ use granary::{CallError, ClusterConfig, Placement, Silo, SiloConfig, SiloEvent, 
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{Persistence, PrivateRedis, shared_redis_url, unique_name};
 use granary_tests::CounterGrain;
-use granary_transport::{Handler, Transport, TransportConfig};
+use granary_transport::{Bytes, Handler, Transport, TransportConfig};
 
 const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
 
@@ -92,10 +92,10 @@ async fn table(url: &str, cluster: &str) -> Vec<(String, SiloStatus)> {
 struct Mute;
 
 impl Handler for Mute {
-    fn request(&self, _: &SiloId, _: Vec<u8>, _: Duration) -> BoxFuture<'static, Vec<u8>> {
+    fn request(&self, _: &SiloId, _: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
         Box::pin(async { Vec::new() })
     }
-    fn one_way(&self, _: &SiloId, _: Vec<u8>) {}
+    fn one_way(&self, _: &SiloId, _: Bytes) {}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

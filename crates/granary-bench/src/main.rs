@@ -37,7 +37,7 @@ struct Args {
     /// Internal: serve as a process of the cluster benchmarks (`silo` or `echo`).
     #[arg(long, hide = true)]
     serve: Option<String>,
-    /// Runs only the Granary side of one workload (p1a, p1b, p2, p5, p8), for a profiler.
+    /// Runs only the Granary side of one workload (p1a, p1b, p2, p4, p5, p8), for a profiler.
     #[arg(long)]
     profile: Option<String>,
 }
@@ -61,6 +61,11 @@ fn main() -> anyhow::Result<()> {
             "p1b" => engines::granary::p1b(1_000, 8, 1_000_000 / scale),
             "p2" => engines::granary::p2(5_000_000 / scale),
             "p8" => engines::granary::p8(100_000 / scale),
+            // P3 then P4's Granary side (a silo process is started): calls/s of P4.
+            "p4" => {
+                cluster::granary_calls(5_000 / scale, 1_000 / scale.min(10), 400_000 / scale)
+                    .calls_per_sec
+            }
             "p5" => {
                 let bench = storage::RedisBench::connect()?;
                 bench.seed_p5(100_000 / scale);
@@ -68,7 +73,7 @@ fn main() -> anyhow::Result<()> {
                 bench.cleanup();
                 rate
             }
-            other => anyhow::bail!("unknown workload {other}: use p1a, p1b, p2, p5 or p8"),
+            other => anyhow::bail!("unknown workload {other}: use p1a, p1b, p2, p4, p5 or p8"),
         };
         println!("granary {workload}: {value:.1}");
         return Ok(());

@@ -47,22 +47,50 @@ pub enum CodecError {
 /// [`CodecError::TooLarge`] when the result would exceed [`MAX_MESSAGE_BYTES`],
 /// [`CodecError::Encode`] when the value's `Serialize` implementation fails.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes = bincode::serde::encode_to_vec(value, config()).map_err(|e| match e {
-        bincode::error::EncodeError::Other(_) | bincode::error::EncodeError::UnexpectedEnd => {
+    let mut bytes = Vec::new();
+    encode_into(value, &mut bytes)?;
+    Ok(bytes)
+}
+
+/// Appends the wire encoding of a value to `out` and returns its length: what the transport
+/// uses to encode a message straight into a connection's write buffer, without a buffer of
+/// its own. On error `out` is left as it was.
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_into<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<usize, CodecError> {
+    let start = out.len();
+    let result = bincode::serde::encode_into_writer(value, Append(out), config());
+    let size = out.len() - start;
+    let error = match result {
+        Ok(()) if size <= MAX_MESSAGE_BYTES => return Ok(size),
+        Ok(()) => CodecError::TooLarge {
+            size,
+            limit: MAX_MESSAGE_BYTES,
+        },
+        Err(bincode::error::EncodeError::Other(_) | bincode::error::EncodeError::UnexpectedEnd) => {
             CodecError::TooLarge {
                 size: MAX_MESSAGE_BYTES + 1,
                 limit: MAX_MESSAGE_BYTES,
             }
         }
-        other => CodecError::Encode(other.to_string()),
-    })?;
-    if bytes.len() > MAX_MESSAGE_BYTES {
-        return Err(CodecError::TooLarge {
-            size: bytes.len(),
-            limit: MAX_MESSAGE_BYTES,
-        });
+        Err(other) => CodecError::Encode(other.to_string()),
+    };
+    out.truncate(start);
+    Err(error)
+}
+
+/// bincode's writer that appends to a `Vec`.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl bincode::enc::write::Writer for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
     }
-    Ok(bytes)
 }
 
 /// Decodes a value with the wire codec, refusing input larger than [`MAX_MESSAGE_BYTES`] and

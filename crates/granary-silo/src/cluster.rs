@@ -27,7 +27,7 @@ use granary_core::provider::{MembershipTable, SiloStatus};
 use granary_core::{
     BuildGrainIdHasher, CallError, Envelope, GrainId, Payload, SiloId, StorageError, codec,
 };
-use granary_transport::{Handler, Transport, TransportConfig, TransportError};
+use granary_transport::{Bytes, Encoded, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -221,6 +221,17 @@ enum ClusterMessage {
     /// The silo's view of the table: answered with a [`MembersView`] (clients learn which
     /// gateways are dead from it).
     View,
+}
+
+/// [`ClusterMessage::Call`] of a borrowed envelope: the same bytes, without moving the
+/// envelope into a message (the caller keeps it for its errors).
+struct CallMessage<'a>(&'a Envelope);
+
+impl Serialize for CallMessage<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // What `#[derive(Serialize)]` writes for the variant `Call`, index 0.
+        s.serialize_newtype_variant("ClusterMessage", 0, "Call", self.0)
+    }
 }
 
 /// The answer to a [`ClusterMessage::Ping`].
@@ -597,7 +608,8 @@ impl Cluster {
         }
     }
 
-    /// Sends a call to `to` and waits for its reply.
+    /// Sends a call to `to` and waits for its reply. The envelope is encoded straight into the
+    /// link's write buffer.
     pub(crate) async fn call(&self, to: &SiloId, envelope: Envelope) -> Result<Payload, CallError> {
         let Some(addr) = self.address_of(to) else {
             self.cache.remove(&envelope.target);
@@ -607,28 +619,30 @@ impl Cluster {
                 outcome_unknown: false,
             });
         };
-        let (target, method, timeout) = (
-            envelope.target.clone(),
-            envelope.method_name.clone(),
-            envelope.timeout,
-        );
-        let bytes = encode_message(&ClusterMessage::Call(envelope))?;
+        let (target, timeout) = (&envelope.target, envelope.timeout);
         let deadline = granary_core::deadline_in(timeout);
-        self.still_there(to, addr, &target, &method, timeout)
+        self.still_there(to, addr, target, &envelope.method_name, timeout)
             .await?;
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.transport.request(addr, bytes, left).await {
+        match self
+            .transport
+            .request(addr, Encoded(&CallMessage(&envelope)), left)
+            .await
+        {
             Ok(reply) => {
                 let reply: RemoteReply = codec::decode(&reply).map_err(|e| CallError::Codec {
                     what: "remote reply".into(),
                     reason: e.to_string(),
                 })?;
                 if let Some(host) = reply.host {
-                    self.learn(&target, host);
+                    self.learn(target, host);
                 }
                 reply.result.map(Payload::Encoded)
             }
-            Err(err) => Err(self.transport_error(to, &target, method, timeout, &err)),
+            Err(err) => {
+                let method = envelope.method_name.clone();
+                Err(self.transport_error(to, target, method, timeout, &err))
+            }
         }
     }
 
@@ -641,18 +655,16 @@ impl Cluster {
                 outcome_unknown: false,
             });
         };
-        let (target, method, timeout) = (
-            envelope.target.clone(),
-            envelope.method_name.clone(),
-            envelope.timeout,
-        );
-        let bytes = encode_message(&ClusterMessage::Call(envelope))?;
-        self.still_there(to, addr, &target, &method, timeout)
+        let (target, timeout) = (&envelope.target, envelope.timeout);
+        self.still_there(to, addr, target, &envelope.method_name, timeout)
             .await?;
         self.transport
-            .send(addr, bytes)
+            .send(addr, Encoded(&CallMessage(&envelope)))
             .await
-            .map_err(|err| self.transport_error(to, &target, method, timeout, &err))
+            .map_err(|err| {
+                let method = envelope.method_name.clone();
+                self.transport_error(to, target, method, timeout, &err)
+            })
     }
 
     /// Checks that the silo listening at `addr` (as its handshake named it) is `to`, connecting
@@ -710,7 +722,9 @@ impl Cluster {
                 method,
                 timeout,
             },
-            TransportError::TooLarge { .. } | TransportError::Refused { .. } => CallError::Codec {
+            TransportError::TooLarge { .. }
+            | TransportError::Refused { .. }
+            | TransportError::Encode { .. } => CallError::Codec {
                 what: format!("call {method} on {grain}"),
                 reason: err.to_string(),
             },
@@ -814,13 +828,6 @@ impl Cluster {
     }
 }
 
-fn encode_message(message: &ClusterMessage) -> Result<Vec<u8>, CallError> {
-    codec::encode(message).map_err(|e| CallError::Codec {
-        what: "cluster message".into(),
-        reason: e.to_string(),
-    })
-}
-
 /// Calls that arrive from other silos.
 struct Incoming {
     /// The silo's cluster part, set once it is built.
@@ -840,7 +847,7 @@ impl Handler for Incoming {
     fn request(
         &self,
         from: &SiloId,
-        body: Vec<u8>,
+        body: Bytes,
         _timeout: Duration,
     ) -> BoxFuture<'static, Vec<u8>> {
         let live = self.live();
@@ -900,7 +907,7 @@ impl Handler for Incoming {
         .boxed()
     }
 
-    fn one_way(&self, _from: &SiloId, body: Vec<u8>) {
+    fn one_way(&self, _from: &SiloId, body: Bytes) {
         let Some((cluster, host)) = self.live() else {
             return;
         };
@@ -940,6 +947,32 @@ async fn dispatch_remote(
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_borrowed_call_encodes_as_the_call_message() {
+        let envelope = || Envelope {
+            target: GrainId::new("bench", 7),
+            method: granary_core::MethodId::of("ping"),
+            method_name: "ping".into(),
+            args: vec![1, 2, 3],
+            timeout: Duration::from_millis(250),
+            chain: granary_core::CallChain::root(),
+            one_way: false,
+            forwards: 1,
+        };
+        let call = envelope();
+        let borrowed = codec::encode(&CallMessage(&call)).expect("encodes");
+        let owned = codec::encode(&ClusterMessage::Call(Envelope {
+            chain: call.chain.clone(),
+            ..envelope()
+        }))
+        .expect("encodes");
+        assert_eq!(borrowed, owned);
+        assert!(matches!(
+            codec::decode::<ClusterMessage>(&borrowed),
+            Ok(ClusterMessage::Call(e)) if e.args == [1, 2, 3] && e.forwards == 1
+        ));
+    }
+
     #[tokio::test]
     async fn unknown_messages_get_a_codec_error_and_other_answers_are_no_probe_answer() {
         let incoming = Incoming {
@@ -948,7 +981,9 @@ mod tests {
         let from = SiloId::new("a", 1);
         // A variant this build does not know (a silo of a later build), and garbage.
         for body in [vec![42, 0, 0, 0], vec![0xff; 3]] {
-            let answer = incoming.request(&from, body, Duration::from_secs(1)).await;
+            let answer = incoming
+                .request(&from, body.into(), Duration::from_secs(1))
+                .await;
             let reply: RemoteReply = codec::decode(&answer).expect("a reply, not a panic");
             assert!(
                 matches!(reply.result, Err(CallError::Codec { .. })),
@@ -957,7 +992,9 @@ mod tests {
         }
         // A silo shutting down answers a probe with an error, which is no "here".
         let ping = codec::encode(&ClusterMessage::Ping(from.clone())).expect("encodes");
-        let answer = incoming.request(&from, ping, Duration::from_secs(1)).await;
+        let answer = incoming
+            .request(&from, ping.into(), Duration::from_secs(1))
+            .await;
         assert!(codec::decode::<ProbeReply>(&answer).is_err());
         let here = codec::encode(&ProbeReply::Here).expect("encodes");
         assert_eq!(

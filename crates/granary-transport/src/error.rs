@@ -47,6 +47,13 @@ pub enum TransportError {
         /// The limit.
         limit: usize,
     },
+    /// The message could not be encoded (its `Serialize` implementation failed): a bug in the
+    /// message type, not in the connection, which stays open.
+    #[error("cannot encode the message: {reason}")]
+    Encode {
+        /// What the encoder reported.
+        reason: String,
+    },
     /// The peer could not send its answer (e.g. larger than the frame limit).
     #[error("silo at {addr} could not answer: {reason}")]
     Refused {

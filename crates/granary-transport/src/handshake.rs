@@ -20,7 +20,7 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::frame::{Frame, PROTOCOL_VERSION};
+use crate::frame::{Handshake, PROTOCOL_VERSION};
 
 /// Who this side is and what it shares with the cluster.
 #[derive(Clone)]
@@ -76,14 +76,14 @@ fn mac(
     mac
 }
 
-async fn send(wire: &mut Wire, frame: &Frame) -> Result<(), String> {
+async fn send(wire: &mut Wire, frame: &Handshake) -> Result<(), String> {
     let bytes = codec::encode(frame).map_err(|e| e.to_string())?;
     wire.send(Bytes::from(bytes))
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn receive(wire: &mut Wire) -> Result<Frame, String> {
+async fn receive(wire: &mut Wire) -> Result<Handshake, String> {
     match wire.next().await {
         Some(Ok(bytes)) => codec::decode(&bytes).map_err(|e| format!("malformed frame: {e}")),
         Some(Err(e)) => Err(e.to_string()),
@@ -91,9 +91,9 @@ async fn receive(wire: &mut Wire) -> Result<Frame, String> {
     }
 }
 
-fn check_hello(identity: &Identity, frame: Frame) -> Result<(SiloId, [u8; 32]), String> {
+fn check_hello(identity: &Identity, frame: Handshake) -> Result<(SiloId, [u8; 32]), String> {
     match frame {
-        Frame::Hello {
+        Handshake::Hello {
             version,
             cluster,
             silo,
@@ -116,30 +116,25 @@ fn check_hello(identity: &Identity, frame: Frame) -> Result<(SiloId, [u8; 32]), 
     }
 }
 
-fn check_proof(expected: Hmac<Sha256>, frame: Frame) -> Result<(), String> {
+fn check_proof(expected: Hmac<Sha256>, frame: Handshake) -> Result<(), String> {
     match frame {
-        Frame::Proof { mac } => expected
+        Handshake::Proof { mac } => expected
             .verify_slice(&mac)
             .map_err(|_| "wrong proof: the peer does not hold the cluster secret".to_owned()),
         other => Err(format!("expected Proof, got {}", frame_name(&other))),
     }
 }
 
-fn proof(mac: Hmac<Sha256>) -> Frame {
-    Frame::Proof {
+fn proof(mac: Hmac<Sha256>) -> Handshake {
+    Handshake::Proof {
         mac: mac.finalize().into_bytes().into(),
     }
 }
 
-pub(crate) fn frame_name(frame: &Frame) -> &'static str {
+fn frame_name(frame: &Handshake) -> &'static str {
     match frame {
-        Frame::Hello { .. } => "Hello",
-        Frame::Proof { .. } => "Proof",
-        Frame::Request { .. } => "Request",
-        Frame::OneWay { .. } => "OneWay",
-        Frame::Response { .. } => "Response",
-        Frame::Refused { .. } => "Refused",
-        Frame::Cancel { .. } => "Cancel",
+        Handshake::Hello { .. } => "Hello",
+        Handshake::Proof { .. } => "Proof",
     }
 }
 
@@ -153,7 +148,7 @@ pub(crate) async fn dial(
         let own = nonce();
         send(
             wire,
-            &Frame::Hello {
+            &Handshake::Hello {
                 version: PROTOCOL_VERSION,
                 cluster: identity.cluster.clone(),
                 silo: identity.silo.clone(),
@@ -204,7 +199,7 @@ pub(crate) async fn accept(
         let own = nonce();
         send(
             wire,
-            &Frame::Hello {
+            &Handshake::Hello {
                 version: PROTOCOL_VERSION,
                 cluster: identity.cluster.clone(),
                 silo: identity.silo.clone(),

@@ -4,10 +4,11 @@
 //!   nonces, that they hold the cluster secret and belong to the same cluster (see
 //!   [`handshake`](crate#handshake)). A peer that fails is disconnected; none of its frames
 //!   reaches the [`Handler`].
-//! - **Frames**: a 4-byte length, then one frame encoded with the wire codec (bincode with a
-//!   size limit). The length is checked against the cap before anything is allocated: 1 KiB
-//!   until the handshake completed, [`TransportConfig::frame_limit`] after. A bad frame
-//!   (oversized, malformed, unknown) closes that link only.
+//! - **Frames**: a 4-byte length, then the frame: during the handshake one frame encoded with
+//!   the wire codec (bincode with a size limit), after it a fixed header (tag, id, time left)
+//!   and the body (see `frame`). The length is checked against the cap before anything is
+//!   allocated: 1 KiB until the handshake completed, [`TransportConfig::frame_limit`] after. A
+//!   bad frame (oversized, malformed, unknown) closes that link only.
 //! - **Few strangers at a time.** At most [`TransportConfig::max_pending_handshakes`]
 //!   accepted connections may be in their handshake; one more is closed at once, so a flood of
 //!   connections that never authenticate costs no task and no socket beyond the cap. Refusals
@@ -16,9 +17,12 @@
 //! - **Requests** carry the time their caller still waits; the peer drops a request whose
 //!   caller gave up (a `Cancel` frame, or its deadline passing). Responses are matched by id.
 //!   A timeout too long for `Instant` arithmetic (`Duration::MAX`) means no deadline.
-//! - **Coalesced writes**: each link's writer takes every frame waiting in its queue before one
-//!   flush, so that under load many frames share a syscall. The queue is bounded: senders wait
-//!   when a peer cannot keep up (backpressure).
+//! - **Coalesced writes, no copies**: a message is encoded straight into its link's one write
+//!   buffer ([`Encoded`]) and arrives at the [`Handler`] as a slice of the read buffer. A lone
+//!   request is written by its caller at once; under load many frames share a syscall (the
+//!   link's writer task), and the answers the reader could give at once to the requests of one
+//!   read go out in one write. The buffer is bounded: senders wait when a peer cannot keep up
+//!   (backpressure).
 //! - **Reconnection**: one link per peer address, dialed on demand; after a failure, requests
 //!   fail fast until a backoff (doubling up to [`TransportConfig::backoff_max`]) has passed.
 //! - **Refusal**: [`Transport::refuse`] closes every link with a silo the cluster declared dead
@@ -40,11 +44,14 @@ mod handshake;
 mod link;
 mod transport;
 
+/// The bytes type of bodies and answers (re-exported, so that users need no dependency of
+/// their own on the `bytes` crate).
+pub use bytes::Bytes;
 pub use error::TransportError;
 #[doc(hidden)]
 pub use faults::Faults;
 pub use frame::{HANDSHAKE_FRAME_LIMIT, PROTOCOL_VERSION};
-pub use link::Handler;
+pub use link::{Body, Encoded, Handler};
 pub use transport::{Transport, TransportConfig};
 
 #[doc(hidden)]

@@ -1,61 +1,127 @@
 //! [`Link`]: one authenticated connection, carrying requests both ways.
 //!
-//! A link has a reader task and a writer task. The writer drains the bounded send queue and
-//! writes every frame waiting in it before one flush, so that under load many frames share a
-//! syscall. A full queue makes senders wait (backpressure). The reader dispatches requests to
-//! the handler, matches responses to their requests, and cancels requests whose caller gave up.
-//! Any bad frame closes this link only: its requests in flight fail as `ConnectionLost`.
+//! **Writing.** Every frame is encoded straight into the link's one write buffer (no buffer,
+//! allocation or queue entry of its own), under a short lock. Whoever holds the socket's write
+//! half writes the whole buffer with one syscall; the half is in the buffer's lock while nobody
+//! writes, so frames never interleave and never reorder. Who writes:
+//! - a request sent on a quiet link (no other request in flight) is written by its caller's task
+//!   at once: no hop to another task on the latency path;
+//! - under load, the link's writer task: woken by the first frame of a batch, it lets the tasks
+//!   that are about to send run once, then writes everything they queued in one syscall;
+//! - the answers of requests that the reader answered at once are written by the reader after
+//!   it handled everything one read brought: many responses, one syscall.
+//!
+//! A buffer holding [`LinkConfig::send_queue`] frames makes senders wait (backpressure).
+//!
+//! **Reading.** The reader task reads as much as the socket has, then handles every complete
+//! frame in it: responses wake their callers, requests go to the [`Handler`]. A handler's
+//! answer that is ready when first polled (a turn that ran inline) is answered by the reader
+//! itself; only an answer that has to wait gets a task of its own, dropped if its caller gives
+//! up (a `Cancel` frame, or its deadline passing). Any bad frame closes this link only: its
+//! requests in flight fail as `ConnectionLost`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use futures::stream::{SplitSink, SplitStream};
-use futures::{SinkExt, StreamExt};
-use granary_core::{SiloId, codec};
+use granary_core::SiloId;
+use granary_core::codec::{self, CodecError};
 use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::TransportError;
 use crate::faults::Faults;
-use crate::frame::Frame;
-use crate::handshake::frame_name;
+use crate::frame::{self, Frame, Header};
 
 /// What a silo does with the requests and messages that arrive.
 pub trait Handler: Send + Sync + 'static {
     /// Answers a request from `from`; `timeout` is how long its caller still waits. The future
-    /// is dropped if the caller gives up first.
-    fn request(
-        &self,
-        from: &SiloId,
-        body: Vec<u8>,
-        timeout: Duration,
-    ) -> BoxFuture<'static, Vec<u8>>;
+    /// is polled once by the link's reader: one that is ready then is answered at once, in the
+    /// same write as the other answers of the batch. One that is not moves to a task of its
+    /// own, and is dropped if the caller gives up first. `body` is a slice of the read buffer
+    /// (no copy).
+    fn request(&self, from: &SiloId, body: Bytes, timeout: Duration)
+    -> BoxFuture<'static, Vec<u8>>;
 
     /// Takes a message that expects no answer.
-    fn one_way(&self, from: &SiloId, body: Vec<u8>);
+    fn one_way(&self, from: &SiloId, body: Bytes);
 }
 
-type Wire = Framed<TcpStream, LengthDelimitedCodec>;
+/// What a request or message carries, written straight into the link's write buffer.
+pub trait Body {
+    /// Appends the body to `out`.
+    ///
+    /// # Errors
+    /// Why it cannot be encoded (too large, a `Serialize` implementation failing).
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), CodecError>;
+}
+
+impl Body for [u8] {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        out.extend_from_slice(self);
+        Ok(())
+    }
+}
+
+impl Body for Vec<u8> {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        self.as_slice().encode_into(out)
+    }
+}
+
+impl Body for Bytes {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        self.as_ref().encode_into(out)
+    }
+}
+
+/// A value sent encoded with the wire codec ([`granary_core::codec`]), written straight into
+/// the link's write buffer: no buffer of its own, no copy.
+#[derive(Debug)]
+pub struct Encoded<'a, T: ?Sized>(pub &'a T);
+
+impl<T: Serialize + ?Sized> Body for Encoded<'_, T> {
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        codec::encode_into(self.0, out).map(drop)
+    }
+}
 
 /// Where a response goes: the body, or why the peer could not send it.
-type Waiter = oneshot::Sender<Result<Vec<u8>, String>>;
+type Waiter = oneshot::Sender<Result<Bytes, String>>;
 
-/// Frames a writer takes at most before it flushes.
-const COALESCE: usize = 256;
+/// What the reader asks of the socket at once, and the room it keeps free for a read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A spare write buffer larger than this is given back after a burst.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// Who writes a frame just added to the buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flush {
+    /// This task, now, unless another is writing (which then writes this frame too).
+    Now,
+    /// The writer task, once the tasks about to send have added theirs.
+    Writer,
+    /// The reader, once it handled everything its last read brought.
+    Batch,
+}
 
 /// An established, authenticated connection to one peer silo.
 pub(crate) struct Link {
     peer: SiloId,
     addr: String,
-    queue: mpsc::Sender<Bytes>,
+    out: Outbox,
     pending: Mutex<HashMap<u64, Waiter>>,
     inflight: Mutex<HashMap<u64, CancellationToken>>,
     next_id: AtomicU64,
@@ -63,6 +129,128 @@ pub(crate) struct Link {
     closed: CancellationToken,
     frame_limit: usize,
     faults: Faults,
+}
+
+/// The write side: one buffer of encoded frames, and the socket when nobody is writing.
+struct Outbox {
+    state: Mutex<Out>,
+    /// Wakes the writer task.
+    wake: Notify,
+    /// Wakes senders waiting for room.
+    room: Notify,
+    /// Frames the buffer holds before senders wait.
+    max_frames: usize,
+}
+
+struct Out {
+    /// Encoded frames not yet handed to a writer.
+    buf: Vec<u8>,
+    /// The other buffer: written from while `buf` fills.
+    spare: Vec<u8>,
+    /// Frames in `buf`.
+    frames: usize,
+    /// The write half; `None` while a task writes with it (it writes what `buf` gained
+    /// meanwhile before putting it back).
+    socket: Option<OwnedWriteHalf>,
+    /// The link closed: nothing more is accepted, and the socket is dropped when returned.
+    closed: bool,
+}
+
+/// What a writer took from the buffer.
+struct Taken {
+    socket: OwnedWriteHalf,
+    bytes: Vec<u8>,
+    /// Senders may be waiting for room: wake them.
+    was_full: bool,
+}
+
+impl Outbox {
+    /// Takes the socket and everything to write (see [`Out::take`]), waking the senders that
+    /// wait for room.
+    fn take(&self) -> Option<(OwnedWriteHalf, Vec<u8>)> {
+        let taken = self.state.lock().take(self.max_frames)?;
+        if taken.was_full {
+            self.room.notify_waiters();
+        }
+        Some((taken.socket, taken.bytes))
+    }
+}
+
+impl Out {
+    /// Appends one frame: the length, the header, the body.
+    fn append<B: Body + ?Sized>(
+        &mut self,
+        header: Header,
+        body: &B,
+        limit: usize,
+    ) -> Result<(), TransportError> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        header.write(&mut self.buf);
+        let encoded = body.encode_into(&mut self.buf);
+        let size = self.buf.len() - start - 4;
+        let error = match encoded {
+            Ok(()) => match u32::try_from(size) {
+                Ok(len) if size <= limit => {
+                    self.buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+                    self.frames += 1;
+                    return Ok(());
+                }
+                _ => TransportError::TooLarge { size, limit },
+            },
+            Err(CodecError::TooLarge { size, .. }) => TransportError::TooLarge { size, limit },
+            Err(other) => TransportError::Encode {
+                reason: other.to_string(),
+            },
+        };
+        self.buf.truncate(start);
+        Err(error)
+    }
+
+    /// Takes the socket and everything to write, if nobody is writing and there is something.
+    fn take(&mut self, max_frames: usize) -> Option<Taken> {
+        if self.buf.is_empty() || self.closed {
+            return None;
+        }
+        let socket = self.socket.take()?;
+        let bytes = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        // Senders wait only on a full buffer, and saw it full under this lock.
+        let was_full = self.frames >= max_frames;
+        self.frames = 0;
+        Some(Taken {
+            socket,
+            bytes,
+            was_full,
+        })
+    }
+
+    /// Gives back the socket and the buffer just written; whether frames wait again.
+    fn give_back(&mut self, socket: OwnedWriteHalf, mut written: Vec<u8>) -> bool {
+        written.clear();
+        if written.capacity() > KEEP_BUFFER {
+            written.shrink_to(READ_CHUNK);
+        }
+        if written.capacity() > self.spare.capacity() {
+            self.spare = written;
+        }
+        if self.closed {
+            return false;
+        }
+        self.socket = Some(socket);
+        !self.buf.is_empty()
+    }
+
+    /// Gives back the socket after a write that wrote only `written` bytes of `bytes`: the rest
+    /// goes before what was added meanwhile.
+    fn give_back_rest(&mut self, socket: OwnedWriteHalf, mut bytes: Vec<u8>, written: usize) {
+        bytes.drain(..written);
+        bytes.extend_from_slice(&self.buf);
+        self.buf = bytes;
+        self.frames += 1;
+        if !self.closed {
+            self.socket = Some(socket);
+        }
+    }
 }
 
 impl std::fmt::Debug for Link {
@@ -77,7 +265,7 @@ impl std::fmt::Debug for Link {
 impl Link {
     /// Starts the reader and writer tasks of an authenticated connection.
     pub(crate) fn start(
-        wire: Wire,
+        wire: Framed<TcpStream, LengthDelimitedCodec>,
         peer: SiloId,
         addr: String,
         handler: Arc<dyn Handler>,
@@ -85,14 +273,24 @@ impl Link {
         tracker: &TaskTracker,
         shutdown: &CancellationToken,
     ) -> Arc<Self> {
-        let mut wire = wire;
-        wire.codec_mut().set_max_frame_length(config.frame_limit);
-        let (sink, stream) = wire.split();
-        let (queue, rx) = mpsc::channel(config.send_queue);
+        // What the handshake's framing read past its last frame is the start of the next.
+        let parts = wire.into_parts();
+        let (read, write) = parts.io.into_split();
         let link = Arc::new(Self {
             peer,
             addr,
-            queue,
+            out: Outbox {
+                state: Mutex::new(Out {
+                    buf: Vec::new(),
+                    spare: Vec::new(),
+                    frames: 0,
+                    socket: Some(write),
+                    closed: false,
+                }),
+                wake: Notify::new(),
+                room: Notify::new(),
+                max_frames: config.send_queue.max(1),
+            },
             pending: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -101,8 +299,14 @@ impl Link {
             frame_limit: config.frame_limit,
             faults: config.faults.clone(),
         });
-        tracker.spawn(write_loop(sink, rx, link.clone()));
-        tracker.spawn(read_loop(stream, link.clone(), handler, tracker.clone()));
+        tracker.spawn(write_loop(link.clone()));
+        tracker.spawn(read_loop(
+            read,
+            parts.read_buf,
+            link.clone(),
+            handler,
+            tracker.clone(),
+        ));
         link
     }
 
@@ -121,6 +325,16 @@ impl Link {
         if self.open.swap(false, Ordering::AcqRel) {
             tracing::debug!(peer = %self.peer, addr = %self.addr, why, "link closed");
             self.closed.cancel();
+            let socket = {
+                let mut out = self.out.state.lock();
+                out.closed = true;
+                out.buf = Vec::new();
+                out.spare = Vec::new();
+                out.socket.take()
+            };
+            // The peer sees the connection end (or, if a task is writing, once it stops).
+            drop(socket);
+            self.out.room.notify_waiters();
             // Dropping the senders wakes the waiting callers with `ConnectionLost`.
             self.pending.lock().clear();
             for (_, cancel) in self.inflight.lock().drain() {
@@ -129,75 +343,160 @@ impl Link {
         }
     }
 
-    fn encode(&self, frame: &Frame) -> Result<Bytes, TransportError> {
-        let bytes = codec::encode(frame).map_err(|_| TransportError::TooLarge {
-            size: codec::MAX_MESSAGE_BYTES + 1,
-            limit: self.frame_limit,
-        })?;
-        if bytes.len() > self.frame_limit {
-            return Err(TransportError::TooLarge {
-                size: bytes.len(),
-                limit: self.frame_limit,
-            });
-        }
-        Ok(Bytes::from(bytes))
+    /// Whether other requests are in flight on this link, either way: then frames are left
+    /// to the writer task, which writes many at once.
+    fn busy(&self) -> bool {
+        self.pending.lock().len() + self.inflight.lock().len() > 1
     }
 
-    async fn enqueue(&self, frame: Bytes) -> Result<(), TransportError> {
+    fn lost(&self) -> TransportError {
+        TransportError::ConnectionLost {
+            addr: self.addr.clone(),
+        }
+    }
+
+    /// Adds a frame to the write buffer, waiting for room, and sees that it gets written.
+    async fn send<B: Body + ?Sized>(
+        &self,
+        header: Header,
+        body: &B,
+        flush: Flush,
+    ) -> Result<(), TransportError> {
         if self.faults.is_cut(&self.peer, &self.addr) {
             // A simulated partition: the frame is lost on the way.
             return Ok(());
         }
-        self.queue
-            .send(frame)
-            .await
-            .map_err(|_| TransportError::ConnectionLost {
-                addr: self.addr.clone(),
-            })
+        loop {
+            // Created before the check: a `notify_waiters` after it is not missed.
+            let room = self.out.room.notified();
+            // `Some(first)`: added, as the first frame of the buffer; `None`: full.
+            let added = {
+                let mut out = self.out.state.lock();
+                if out.closed {
+                    return Err(self.lost());
+                }
+                if out.frames >= self.out.max_frames {
+                    None
+                } else {
+                    let first = out.buf.is_empty();
+                    out.append(header, body, self.frame_limit)?;
+                    Some(first)
+                }
+            };
+            let Some(first) = added else {
+                // Someone must write for room to come.
+                self.out.wake.notify_one();
+                room.await;
+                continue;
+            };
+            let write_now = match flush {
+                Flush::Now => self.out.take(),
+                Flush::Writer | Flush::Batch => None,
+            };
+            match write_now {
+                Some((socket, bytes)) => self.write_now(socket, bytes),
+                None if flush != Flush::Batch && first => self.out.wake.notify_one(),
+                None => {}
+            }
+            return Ok(());
+        }
+    }
+
+    /// Adds a frame without waiting: dropped if the buffer is full (best effort).
+    fn try_send(&self, header: Header) {
+        let mut out = self.out.state.lock();
+        if out.closed || out.frames >= self.out.max_frames {
+            return;
+        }
+        let first = out.buf.is_empty();
+        if out.append(header, &[][..], self.frame_limit).is_ok() && first {
+            drop(out);
+            self.out.wake.notify_one();
+        }
+    }
+
+    /// Writes what the reader's batch of answers added, if nobody else is writing.
+    fn flush_batch(&self) {
+        if let Some((socket, bytes)) = self.out.take() {
+            self.write_now(socket, bytes);
+        }
+    }
+
+    /// Writes `bytes` from this task without waiting; what the socket does not take now goes
+    /// back to the buffer, for the writer task.
+    fn write_now(&self, socket: OwnedWriteHalf, bytes: Vec<u8>) {
+        let mut written = 0;
+        while written < bytes.len() {
+            match socket.try_write(&bytes[written..]) {
+                Ok(0) => {
+                    drop(socket);
+                    return self.close("write failed: the socket took no bytes");
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    drop(socket);
+                    return self.close(&format!("write failed: {e}"));
+                }
+            }
+        }
+        let mut out = self.out.state.lock();
+        let more = if written < bytes.len() {
+            out.give_back_rest(socket, bytes, written);
+            true
+        } else {
+            out.give_back(socket, bytes)
+        };
+        drop(out);
+        if more {
+            self.out.wake.notify_one();
+        }
     }
 
     /// Sends a request and waits for its response, at most `timeout`.
-    pub(crate) async fn request(
+    pub(crate) async fn request<B: Body + ?Sized>(
         &self,
-        body: Vec<u8>,
+        body: &B,
         timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
+    ) -> Result<Bytes, TransportError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = self.encode(&Frame::Request {
-            id,
-            timeout_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
-            body,
-        })?;
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         if !self.is_open() {
             self.pending.lock().remove(&id);
-            return Err(TransportError::ConnectionLost {
-                addr: self.addr.clone(),
-            });
+            return Err(self.lost());
         }
+        let flush = if self.busy() {
+            Flush::Writer
+        } else {
+            Flush::Now
+        };
+        let header = Header::Request {
+            id,
+            timeout_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
+        };
         let exchange = async {
-            self.enqueue(frame).await?;
+            self.send(header, body, flush).await?;
             match rx.await {
                 Ok(Ok(body)) => Ok(body),
                 Ok(Err(reason)) => Err(TransportError::Refused {
                     addr: self.addr.clone(),
                     reason,
                 }),
-                Err(_) => Err(TransportError::ConnectionLost {
-                    addr: self.addr.clone(),
-                }),
+                Err(_) => Err(self.lost()),
             }
         };
         match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
+            Ok(Ok(body)) => Ok(body),
+            Ok(Err(err)) => {
+                self.pending.lock().remove(&id);
+                Err(err)
+            }
             Err(_) => {
                 self.pending.lock().remove(&id);
-                // Best effort: a full queue means the peer is slow; it drops the request at its
-                // own deadline anyway.
-                if let Ok(cancel) = self.encode(&Frame::Cancel { id }) {
-                    let _ = self.queue.try_send(cancel);
-                }
+                // Best effort: a full buffer means the peer is slow; it drops the request at
+                // its own deadline anyway.
+                self.try_send(Header::Cancel { id });
                 Err(TransportError::Timeout {
                     addr: self.addr.clone(),
                     timeout,
@@ -207,9 +506,88 @@ impl Link {
     }
 
     /// Sends a message that expects no answer.
-    pub(crate) async fn one_way(&self, body: Vec<u8>) -> Result<(), TransportError> {
-        let frame = self.encode(&Frame::OneWay { body })?;
-        self.enqueue(frame).await
+    pub(crate) async fn one_way<B: Body + ?Sized>(&self, body: &B) -> Result<(), TransportError> {
+        let flush = if self.busy() {
+            Flush::Writer
+        } else {
+            Flush::Now
+        };
+        self.send(Header::OneWay, body, flush).await
+    }
+
+    /// Sends the answer to request `id`, or a `Refused` frame if it cannot be sent.
+    async fn respond(&self, id: u64, body: &[u8], flush: Flush) {
+        let sent = match self.send(Header::Response { id }, body, flush).await {
+            Err(e @ (TransportError::TooLarge { .. } | TransportError::Encode { .. })) => {
+                tracing::warn!(peer = %self.peer, %e, "response refused");
+                let reason = e.to_string();
+                self.send(Header::Refused { id }, reason.as_bytes(), flush)
+                    .await
+            }
+            other => other,
+        };
+        // Otherwise the link closed: the caller learns it from its side.
+        drop(sent);
+    }
+
+    /// Handles one frame the reader took.
+    async fn dispatch(
+        self: &Arc<Self>,
+        frame: Frame,
+        handler: &dyn Handler,
+        tracker: &TaskTracker,
+    ) {
+        match frame {
+            Frame::Response { id, body } => {
+                if let Some(waiter) = self.pending.lock().remove(&id) {
+                    let _ = waiter.send(Ok(body));
+                }
+            }
+            Frame::Refused { id, reason } => {
+                if let Some(waiter) = self.pending.lock().remove(&id) {
+                    let _ = waiter.send(Err(reason));
+                }
+            }
+            Frame::Request {
+                id,
+                timeout_us,
+                body,
+            } => {
+                let timeout = Duration::from_micros(timeout_us);
+                let mut answer = handler.request(&self.peer, body, timeout);
+                // Polled once here, outside the cooperative budget (the batch is bounded by
+                // what one read brought): most answers are ready at once.
+                let polled = futures::poll!(tokio::task::coop::unconstrained(&mut answer));
+                if let Poll::Ready(body) = polled {
+                    return self.respond(id, &body, Flush::Batch).await;
+                }
+                let cancel = self.closed.child_token();
+                self.inflight.lock().insert(id, cancel.clone());
+                let link = self.clone();
+                tracker.spawn(async move {
+                    let body = tokio::select! {
+                        body = answer => Some(body),
+                        () = cancel.cancelled() => None,
+                        () = tokio::time::sleep(timeout) => None,
+                    };
+                    link.inflight.lock().remove(&id);
+                    if let Some(body) = body {
+                        let flush = if link.busy() {
+                            Flush::Writer
+                        } else {
+                            Flush::Now
+                        };
+                        link.respond(id, &body, flush).await;
+                    }
+                });
+            }
+            Frame::OneWay { body } => handler.one_way(&self.peer, body),
+            Frame::Cancel { id } => {
+                if let Some(cancel) = self.inflight.lock().remove(&id) {
+                    cancel.cancel();
+                }
+            }
+        }
     }
 }
 
@@ -222,127 +600,77 @@ pub(crate) struct LinkConfig {
     pub(crate) faults: Faults,
 }
 
-async fn write_loop(
-    mut sink: SplitSink<Wire, Bytes>,
-    mut rx: mpsc::Receiver<Bytes>,
-    link: Arc<Link>,
-) {
-    let result: Result<(), std::io::Error> = async {
+/// Writes `bytes` whole, waiting for the socket as needed.
+async fn write_all(socket: &OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    let mut written = 0;
+    while written < bytes.len() {
+        match socket.try_write(&bytes[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The writer task: writes what senders left to it, many frames at once.
+async fn write_loop(link: Arc<Link>) {
+    let result: std::io::Result<()> = async {
         loop {
-            let first = tokio::select! {
-                frame = rx.recv() => frame,
-                () = link.closed.cancelled() => None,
-            };
-            let Some(first) = first else { return Ok(()) };
-            sink.feed(first).await?;
-            let mut taken = 1;
-            // Take what is queued. Under load (other requests in flight on this link), let the
-            // tasks that are about to send run once (they are often already woken) and take
-            // what they queued too: one flush for all of it. A lone request goes out at once.
-            let busy = link.pending.lock().len() + link.inflight.lock().len() > 1;
-            for round in 0..2 {
-                while taken < COALESCE {
-                    match rx.try_recv() {
-                        Ok(frame) => {
-                            sink.feed(frame).await?;
-                            taken += 1;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                if round == 0 && busy && taken < COALESCE {
-                    tokio::task::yield_now().await;
-                } else {
-                    break;
-                }
+            tokio::select! {
+                () = link.out.wake.notified() => {}
+                () = link.closed.cancelled() => return Ok(()),
             }
-            sink.flush().await?;
+            // Under load, let the tasks that are about to send run once (they are often
+            // already woken) and take what they add too: one write for all of it.
+            if link.busy() {
+                tokio::task::yield_now().await;
+            }
+            loop {
+                let Some((socket, bytes)) = link.out.take() else {
+                    break;
+                };
+                let written = tokio::select! {
+                    written = write_all(&socket, &bytes) => written,
+                    () = link.closed.cancelled() => return Ok(()),
+                };
+                written?;
+                link.out.state.lock().give_back(socket, bytes);
+            }
         }
     }
     .await;
-    let why = match &result {
-        Ok(()) => "closed".to_owned(),
-        Err(e) => format!("write failed: {e}"),
-    };
-    link.close(&why);
-    let _ = sink.close().await;
+    if let Err(e) = result {
+        link.close(&format!("write failed: {e}"));
+    }
 }
 
+/// The reader task: reads what the socket has, then handles every complete frame in it.
 async fn read_loop(
-    mut stream: SplitStream<Wire>,
+    mut socket: OwnedReadHalf,
+    mut buf: BytesMut,
     link: Arc<Link>,
     handler: Arc<dyn Handler>,
     tracker: TaskTracker,
 ) {
     let why = loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
+        if let Err(why) = take_frames(&mut buf, &link, &*handler, &tracker).await {
+            break why;
+        }
+        link.flush_batch();
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            read = socket.read_buf(&mut buf) => read,
             () = link.closed.cancelled() => break "closed".to_owned(),
         };
-        let bytes = match next {
-            Some(Ok(bytes)) => bytes,
-            Some(Err(e)) => break format!("bad frame: {e}"),
-            None => break "the peer closed the connection".to_owned(),
-        };
-        if link.faults.is_cut(&link.peer, &link.addr) {
-            // A simulated partition: the frame never arrived.
-            continue;
-        }
-        let frame: Frame = match codec::decode(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => break format!("malformed frame: {e}"),
-        };
-        match frame {
-            Frame::Response { id, body } => {
-                if let Some(waiter) = link.pending.lock().remove(&id) {
-                    let _ = waiter.send(Ok(body));
-                }
-            }
-            Frame::Refused { id, reason } => {
-                if let Some(waiter) = link.pending.lock().remove(&id) {
-                    let _ = waiter.send(Err(reason));
-                }
-            }
-            Frame::Request {
-                id,
-                timeout_us,
-                body,
-            } => {
-                let timeout = Duration::from_micros(timeout_us);
-                let cancel = link.closed.child_token();
-                link.inflight.lock().insert(id, cancel.clone());
-                let answer = handler.request(&link.peer, body, timeout);
-                let link = link.clone();
-                tracker.spawn(async move {
-                    let body = tokio::select! {
-                        body = answer => Some(body),
-                        () = cancel.cancelled() => None,
-                        () = tokio::time::sleep(timeout) => None,
-                    };
-                    link.inflight.lock().remove(&id);
-                    if let Some(body) = body {
-                        let frame = link.encode(&Frame::Response { id, body }).or_else(|e| {
-                            tracing::warn!(peer = %link.peer, %e, "response refused");
-                            link.encode(&Frame::Refused {
-                                id,
-                                reason: e.to_string(),
-                            })
-                        });
-                        if let Ok(frame) = frame {
-                            let _ = link.enqueue(frame).await;
-                        }
-                    }
-                });
-            }
-            Frame::OneWay { body } => handler.one_way(&link.peer, body),
-            Frame::Cancel { id } => {
-                if let Some(cancel) = link.inflight.lock().remove(&id) {
-                    cancel.cancel();
-                }
-            }
-            other @ (Frame::Hello { .. } | Frame::Proof { .. }) => {
-                break format!("unexpected {} after the handshake", frame_name(&other));
-            }
+        match read {
+            Ok(0) => break "the peer closed the connection".to_owned(),
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
         }
     };
     match why.as_str() {
@@ -353,4 +681,36 @@ async fn read_loop(
         _ => tracing::warn!(peer = %link.peer, addr = %link.addr, %why, "closing the link"),
     }
     link.close(&why);
+}
+
+/// Handles every complete frame at the start of `buf`; checks each length against the frame
+/// limit before reserving room for it.
+async fn take_frames(
+    buf: &mut BytesMut,
+    link: &Arc<Link>,
+    handler: &dyn Handler,
+    tracker: &TaskTracker,
+) -> Result<(), String> {
+    while let Some(prefix) = buf.first_chunk::<4>() {
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > link.frame_limit {
+            return Err(format!(
+                "bad frame: {len} bytes, over the frame limit of {} bytes",
+                link.frame_limit
+            ));
+        }
+        if buf.len() < 4 + len {
+            buf.reserve(4 + len - buf.len());
+            break;
+        }
+        buf.advance(4);
+        let bytes = buf.split_to(len).freeze();
+        if link.faults.is_cut(&link.peer, &link.addr) {
+            // A simulated partition: the frame never arrived.
+            continue;
+        }
+        let frame = frame::decode(bytes).map_err(|e| format!("malformed frame: {e}"))?;
+        link.dispatch(frame, handler, tracker).await;
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use granary_core::{SiloId, deadline_in};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -17,7 +18,9 @@ use crate::error::TransportError;
 use crate::faults::Faults;
 use crate::frame::{HANDSHAKE_FRAME_LIMIT, codec};
 use crate::handshake::{self, Identity};
-use crate::link::{Handler, Link, LinkConfig};
+#[cfg(doc)]
+use crate::link::Encoded;
+use crate::link::{Body, Handler, Link, LinkConfig};
 
 /// How a [`Transport`] identifies itself and sizes its links.
 #[derive(Clone)]
@@ -247,17 +250,18 @@ impl Transport {
         self.inner.local_addr
     }
 
-    /// Sends `body` to the silo at `addr` and waits for its answer, at most `timeout`.
+    /// Sends `body` to the silo at `addr` and waits for its answer, at most `timeout`. The body
+    /// is bytes, or a value written with the wire codec straight into the link ([`Encoded`]).
     ///
     /// # Errors
     /// A [`TransportError`]: the peer unreachable or refusing the handshake, the link lost with
     /// the request in flight, no answer in time, or `body` over the frame limit.
-    pub async fn request(
+    pub async fn request<B: Body + Send>(
         &self,
         addr: SocketAddr,
-        body: Vec<u8>,
+        body: B,
         timeout: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
+    ) -> Result<Bytes, TransportError> {
         // `timeout` may be anything a caller or the wire said (`Duration::MAX`): too long for
         // `Instant` arithmetic means no deadline in practice.
         let deadline = deadline_in(timeout);
@@ -268,15 +272,19 @@ impl Transport {
                 timeout,
             })??;
         let left = deadline.saturating_duration_since(Instant::now());
-        link.request(body, left).await
+        link.request(&body, left).await
     }
 
     /// Sends `body` to the silo at `addr`, expecting no answer.
     ///
     /// # Errors
     /// As [`request`](Self::request), but for the answer.
-    pub async fn send(&self, addr: SocketAddr, body: Vec<u8>) -> Result<(), TransportError> {
-        self.link(addr).await?.one_way(body).await
+    pub async fn send<B: Body + Send>(
+        &self,
+        addr: SocketAddr,
+        body: B,
+    ) -> Result<(), TransportError> {
+        self.link(addr).await?.one_way(&body).await
     }
 
     /// The silo at `addr`, as its handshake named it (connecting if needed).

@@ -23,6 +23,24 @@ fn oversized_values_are_refused_on_encode() {
 }
 
 #[test]
+fn encode_into_appends_and_leaves_the_buffer_as_it_was_on_error() {
+    let mut out = vec![1, 2, 3];
+    let size = encode_into(&(5_u32, "five"), &mut out).unwrap();
+    assert_eq!(&out[..3], &[1, 2, 3]);
+    assert_eq!(size, out.len() - 3);
+    assert_eq!(
+        decode::<(u32, String)>(&out[3..]).unwrap(),
+        (5, "five".to_owned())
+    );
+    let big = vec![7_u8; MAX_MESSAGE_BYTES + 10];
+    assert!(matches!(
+        encode_into(&big, &mut out),
+        Err(CodecError::TooLarge { .. })
+    ));
+    assert_eq!(out.len(), 3 + size, "nothing of the refused value is left");
+}
+
+#[test]
 fn trailing_bytes_are_malformed() {
     let mut bytes = encode(&5_u32).unwrap();
     bytes.push(0);

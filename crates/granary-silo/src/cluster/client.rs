@@ -21,7 +21,7 @@ use futures::future::{BoxFuture, join_all};
 use granary_core::{
     CallError, Envelope, Grain, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec, typed_ref,
 };
-use granary_transport::{Handler, Transport, TransportConfig, TransportError};
+use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
@@ -132,7 +132,7 @@ impl std::fmt::Debug for ClusterClient {
 struct NoCalls;
 
 impl Handler for NoCalls {
-    fn request(&self, _: &SiloId, _: Vec<u8>, _: Duration) -> BoxFuture<'static, Vec<u8>> {
+    fn request(&self, _: &SiloId, _: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
         let refusal = RemoteReply {
             result: Err(CallError::Rejected {
                 grain: granary_core::GrainId::new("client", 0),
@@ -143,7 +143,7 @@ impl Handler for NoCalls {
         futures::future::ready(codec::encode(&refusal).unwrap_or_default()).boxed()
     }
 
-    fn one_way(&self, _: &SiloId, _: Vec<u8>) {}
+    fn one_way(&self, _: &SiloId, _: Bytes) {}
 }
 
 impl ClusterClient {

@@ -9,15 +9,16 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use granary_core::SiloId;
-use granary_transport::{Handler, Transport, TransportConfig, TransportError};
+use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
-/// Echoes requests (prefixed with its silo name), counts everything it was handed, and parks
-/// requests whose body is `b"park"` until they are cancelled.
+/// Echoes requests (prefixed with its silo name), counts everything it was handed, parks
+/// requests whose body is `b"park"` until they are cancelled, and answers those starting with
+/// `b"later"` only after yielding once (not at the reader's first poll).
 #[derive(Default)]
 struct Echo {
     name: String,
@@ -38,7 +39,7 @@ impl Handler for Echo {
     fn request(
         &self,
         _from: &SiloId,
-        body: Vec<u8>,
+        body: Bytes,
         _timeout: Duration,
     ) -> BoxFuture<'static, Vec<u8>> {
         self.seen.fetch_add(1, Ordering::SeqCst);
@@ -46,8 +47,12 @@ impl Handler for Echo {
         let dropped = DropSignal(self.dropped.clone());
         let huge = self.huge_answer;
         Box::pin(async move {
-            if body == b"park" {
+            if body.as_ref() == b"park" {
                 std::future::pending::<()>().await;
+            }
+            if body.starts_with(b"later") {
+                // Not ready when the reader first polls it: answered from a task of its own.
+                tokio::task::yield_now().await;
             }
             drop(dropped);
             if huge {
@@ -60,7 +65,7 @@ impl Handler for Echo {
         })
     }
 
-    fn one_way(&self, _from: &SiloId, _body: Vec<u8>) {
+    fn one_way(&self, _from: &SiloId, _body: Bytes) {
         self.seen.fetch_add(1, Ordering::SeqCst);
         self.one_way.notify_one();
     }
@@ -98,11 +103,11 @@ async fn requests_travel_both_ways_and_many_share_a_link() {
     let (b, b_echo) = start("b", SECRET).await;
     assert_eq!(
         a.request(b.local_addr(), b"hi".to_vec(), T).await.unwrap(),
-        b"b:hi"
+        &b"b:hi"[..]
     );
     assert_eq!(
         b.request(a.local_addr(), b"yo".to_vec(), T).await.unwrap(),
-        b"a:yo"
+        &b"a:yo"[..]
     );
     assert_eq!(
         a.peer_id(b.local_addr()).await.unwrap(),
@@ -151,7 +156,7 @@ async fn a_peer_without_the_secret_or_of_another_cluster_is_refused_before_any_d
     let (a, _) = start("a", SECRET).await;
     assert_eq!(
         a.request(b.local_addr(), b"ok".to_vec(), T).await.unwrap(),
-        b"b:ok"
+        &b"b:ok"[..]
     );
 }
 
@@ -176,7 +181,7 @@ async fn bad_bytes_before_the_handshake_close_that_connection_only() {
     let (a, _) = start("a", SECRET).await;
     assert_eq!(
         a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
-        b"b:1"
+        &b"b:1"[..]
     );
     // A length prefix of 4 GiB: refused from the header, nothing allocated.
     let mut huge = TcpStream::connect(b.local_addr()).await.unwrap();
@@ -200,7 +205,7 @@ async fn bad_bytes_before_the_handshake_close_that_connection_only() {
     assert_eq!(b_echo.seen.load(Ordering::SeqCst), 1);
     assert_eq!(
         a.request(b.local_addr(), b"2".to_vec(), T).await.unwrap(),
-        b"b:2",
+        &b"b:2"[..],
         "the good link lives on"
     );
 }
@@ -211,7 +216,7 @@ async fn malformed_and_oversized_frames_after_the_handshake_close_that_link_only
     let (a, _) = start("a", SECRET).await;
     assert_eq!(
         a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
-        b"b:1"
+        &b"b:1"[..]
     );
     let rogue = config("rogue", SECRET);
     for bad in [
@@ -233,7 +238,7 @@ async fn malformed_and_oversized_frames_after_the_handshake_close_that_link_only
     );
     assert_eq!(
         a.request(b.local_addr(), b"2".to_vec(), T).await.unwrap(),
-        b"b:2"
+        &b"b:2"[..]
     );
 }
 
@@ -257,7 +262,10 @@ async fn a_restarted_peer_is_reached_again_after_the_backoff() {
     let (a, _) = start("a", SECRET).await;
     let (b, _) = start("b", SECRET).await;
     let addr: SocketAddr = b.local_addr();
-    assert_eq!(a.request(addr, b"1".to_vec(), T).await.unwrap(), b"b:1");
+    assert_eq!(
+        a.request(addr, b"1".to_vec(), T).await.unwrap(),
+        &b"b:1"[..]
+    );
     b.shutdown().await;
     let err = a.request(addr, b"2".to_vec(), T).await.unwrap_err();
     assert!(
@@ -286,7 +294,7 @@ async fn a_restarted_peer_is_reached_again_after_the_backoff() {
     })
     .await
     .expect("reconnected within the backoff");
-    assert_eq!(answer, b"b2:3");
+    assert_eq!(answer, &b"b2:3"[..]);
     b2.shutdown().await;
 }
 
@@ -318,11 +326,11 @@ async fn a_refused_silo_loses_its_links_both_ways_and_cannot_handshake_again() {
     // Links both ways: a dialed b, b dialed a.
     assert_eq!(
         a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
-        b"b:1"
+        &b"b:1"[..]
     );
     assert_eq!(
         b.request(a.local_addr(), b"2".to_vec(), T).await.unwrap(),
-        b"a:2"
+        &b"a:2"[..]
     );
     // A request of b's in flight on the link b dialed to a (a's accepted link).
     let parked = {
@@ -382,11 +390,11 @@ async fn a_cut_drops_frames_both_ways_until_healed() {
     let (b, _) = start("b", SECRET).await;
     assert_eq!(
         a.request(b.local_addr(), b"1".to_vec(), T).await.unwrap(),
-        b"b:1"
+        &b"b:1"[..]
     );
     assert_eq!(
         b.request(a.local_addr(), b"2".to_vec(), T).await.unwrap(),
-        b"a:2"
+        &b"a:2"[..]
     );
     // Cut on a's side only: both directions go silent.
     a.faults().cut_silo(&SiloId::new("b", 1));
@@ -404,11 +412,11 @@ async fn a_cut_drops_frames_both_ways_until_healed() {
     a.faults().heal();
     assert_eq!(
         a.request(b.local_addr(), b"5".to_vec(), T).await.unwrap(),
-        b"b:5"
+        &b"b:5"[..]
     );
     assert_eq!(
         b.request(a.local_addr(), b"6".to_vec(), T).await.unwrap(),
-        b"a:6"
+        &b"a:6"[..]
     );
     // A cut address fails new dials at once.
     let (c, _) = start("c", SECRET).await;
@@ -436,7 +444,7 @@ async fn connections_stuck_in_their_handshake_are_capped_and_the_cluster_still_c
         a.request(b.local_addr(), b"before".to_vec(), T)
             .await
             .unwrap(),
-        b"b:before"
+        &b"b:before"[..]
     );
 
     // Two connections that never say a word hold both places; the third is closed at once.
@@ -452,11 +460,11 @@ async fn connections_stuck_in_their_handshake_are_capped_and_the_cluster_still_c
         a.request(b.local_addr(), b"during".to_vec(), T)
             .await
             .unwrap(),
-        b"b:during"
+        &b"b:during"[..]
     );
     assert_eq!(
         b.request(c.local_addr(), b"out".to_vec(), T).await.unwrap(),
-        b"c:out"
+        &b"c:out"[..]
     );
 
     // Once the stuck connections go, a new silo's handshake gets a place again.
@@ -472,7 +480,7 @@ async fn connections_stuck_in_their_handshake_are_capped_and_the_cluster_still_c
     })
     .await
     .expect("c connects once the places are free");
-    assert_eq!(answer, b"b:in");
+    assert_eq!(answer, &b"b:in"[..]);
     for t in [a, b, c] {
         t.shutdown().await;
     }
@@ -487,8 +495,48 @@ async fn a_request_with_a_timeout_of_duration_max_is_answered() {
         a.request(b.local_addr(), b"forever".to_vec(), Duration::MAX)
             .await
             .unwrap(),
-        b"b:forever"
+        &b"b:forever"[..]
     );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_tiny_send_buffer_senders_wait_for_room_and_every_answer_finds_its_caller() {
+    let mut tiny = config("b", SECRET);
+    tiny.send_queue = 2;
+    let (b, b_echo) = start_with(tiny, false).await;
+    let mut tiny = config("a", SECRET);
+    tiny.send_queue = 2;
+    let (a, _) = start_with(tiny, false).await;
+    // Answers ready at the reader's first poll and answers from tasks of their own, mixed,
+    // many more than the buffer holds, and a large body among them (written in parts).
+    let calls: Vec<_> = (0..1_000)
+        .map(|i| {
+            let a = a.clone();
+            let addr = b.local_addr();
+            let body = match i % 3 {
+                0 => format!("{i}").into_bytes(),
+                1 => format!("later{i}").into_bytes(),
+                _ => {
+                    let mut big = format!("{i}:").into_bytes();
+                    big.resize(200_000, b'x');
+                    big
+                }
+            };
+            tokio::spawn(async move {
+                let answer = a.request(addr, body.clone(), T).await;
+                (body, answer)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (body, answer) = call.await.unwrap();
+        let mut expected = b"b:".to_vec();
+        expected.extend_from_slice(&body);
+        assert_eq!(answer.unwrap(), expected);
+    }
+    assert_eq!(b_echo.seen.load(Ordering::SeqCst), 1_000);
     a.shutdown().await;
     b.shutdown().await;
 }
