@@ -19,7 +19,7 @@
 //!
 //! Each side runs in rounds ([`Rounds`]): a round is 20,000 events (the relay: a fresh
 //! in-memory outbox of 20,000 committed events, delivered by a relay started on it; the raw
-//! client: the same events' envelopes, 512 at a time), and a side runs rounds until it has
+//! client: the same events' envelopes, 512 at a time), and both sides run rounds until each has
 //! spent at least 1 s on its clock (a round took 70–100 ms: alone, noise decided the ratio).
 //! Between rounds, off the clock, the queues both sides write to are emptied (Redis streams
 //! deleted, the NATS stream purged, the RabbitMQ queue purged; Kafka topics left to grow), so
@@ -37,8 +37,9 @@
 //! costs per event (about 12,400 instructions); the relay adds about 2,800 for the envelope and
 //! under 1,500 for the outbox read and the acknowledgement.
 //!
-//! The two sides of a sink run back to back, and which goes first alternates between
-//! repetitions ([`Order`]), so that neither side always runs on a warmer (or busier) machine.
+//! The two sides' rounds alternate ([`Rounds::compare`]: a pair of rounds at a time, ABBA), so
+//! that both see the machine as it changes (on a shared machine: builds, other benchmarks);
+//! which side goes first alternates between repetitions too ([`Order`]).
 //!
 //! Topics and queues exist before the clock starts on both sides (and both Kafka producers
 //! have started), and are deleted afterwards. SQS runs 500 events, not 20,000 (100 and 2,000
@@ -125,8 +126,8 @@ async fn filled_outbox(n: usize) -> (Arc<MemoryStore>, Vec<EventEnvelope>) {
 }
 
 /// How long each side of a sink runs: rounds of `n` events until `min` passed on its clock,
-/// with `reset` between rounds (off the clock) emptying the queues both sides write to, so
-/// that every round starts as the first did.
+/// with `reset` before each round but the first (off the clock) emptying the queues both sides
+/// write to, so that every round starts as the first did.
 #[derive(Clone, Copy)]
 struct Rounds<'a> {
     n: usize,
@@ -148,50 +149,78 @@ impl Rounds<'_> {
         }
         events as f64 / clock.as_secs_f64()
     }
+
+    /// Both sides' events per second, (relay, raw): their rounds alternate, a pair at a time
+    /// (ABBA: the side `order` names first, then the other, then the other again, …), until
+    /// each side has run `min`; so both sides run as many rounds, and see the same machine
+    /// (builds, other benchmarks) as it changes.
+    fn compare(
+        &self,
+        order: Order,
+        mut relay: impl FnMut() -> Duration,
+        mut raw: impl FnMut() -> Duration,
+    ) -> (f64, f64) {
+        let (mut relay_clock, mut raw_clock) = (Duration::ZERO, Duration::ZERO);
+        let mut rounds = 0;
+        for pair in 0.. {
+            let relay_first = (order == Order::RelayFirst) == (pair % 2 == 0);
+            for relay_now in [relay_first, !relay_first] {
+                if pair > 0 || relay_now != relay_first {
+                    (self.reset)();
+                }
+                if relay_now {
+                    relay_clock += relay();
+                } else {
+                    raw_clock += raw();
+                }
+            }
+            rounds += 1;
+            if relay_clock >= self.min && raw_clock >= self.min {
+                break;
+            }
+        }
+        let events = (rounds * self.n) as f64;
+        (
+            events / relay_clock.as_secs_f64(),
+            events / raw_clock.as_secs_f64(),
+        )
+    }
 }
 
-/// Events per second the relay moves from a full outbox to `sink`: each round a relay starts
-/// on an outbox of `n` events and the clock stops when it has delivered them all (it is told,
-/// not polled).
-fn relay_rate(rt: &Runtime, rounds: Rounds<'_>, sink: &Arc<dyn Sink>) -> f64 {
-    rounds.rate(|| {
-        rt.block_on(async {
-            let (store, _) = filled_outbox(rounds.n).await;
-            let start = Instant::now();
-            let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
-            let delivered = tokio::time::timeout(
-                Duration::from_secs(120),
-                relay.delivered_at_least(rounds.n as u64),
-            )
-            .await;
-            let clock = start.elapsed();
-            assert_eq!(relay.failures(), 0, "the benchmark's sink failed");
-            assert!(
-                delivered.is_ok(),
-                "the relay did not deliver {} events in 2 minutes",
-                rounds.n
-            );
-            relay.stop().await;
-            clock
-        })
+/// One round of the relay: a relay starts on an outbox of `n` events; the clock stops when it
+/// has delivered them all (it is told, not polled).
+fn relay_round(rt: &Runtime, n: usize, sink: &Arc<dyn Sink>) -> Duration {
+    rt.block_on(async {
+        let (store, _) = filled_outbox(n).await;
+        let start = Instant::now();
+        let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
+        let delivered =
+            tokio::time::timeout(Duration::from_secs(120), relay.delivered_at_least(n as u64))
+                .await;
+        let clock = start.elapsed();
+        assert_eq!(relay.failures(), 0, "the benchmark's sink failed");
+        assert!(
+            delivered.is_ok(),
+            "the relay did not deliver {n} events in 2 minutes"
+        );
+        relay.stop().await;
+        clock
     })
 }
 
-/// Events per second `sink` takes when handed the same envelopes directly, 512 at a time.
-fn direct_rate(
+/// One round of the raw side: the envelopes of `n` events handed to `publish`, 512 at a time.
+fn direct_round(
     rt: &Runtime,
-    rounds: Rounds<'_>,
+    n: usize,
     publish: &dyn Fn(Vec<EventEnvelope>) -> futures::future::BoxFuture<'static, ()>,
-) -> f64 {
-    rounds.rate(|| {
-        rt.block_on(async {
-            let (_, envelopes) = filled_outbox(rounds.n).await;
-            let start = Instant::now();
-            for chunk in envelopes.chunks(BATCH) {
-                publish(chunk.to_vec()).await;
-            }
-            start.elapsed()
-        })
+) -> Duration {
+    rt.block_on(async {
+        let (_, envelopes) = filled_outbox(n).await;
+        let start = Instant::now();
+        for chunk in envelopes.chunks(BATCH) {
+            publish(chunk.to_vec()).await;
+        }
+        start.elapsed()
     })
 }
 
@@ -212,20 +241,6 @@ impl Order {
             Self::RelayFirst
         } else {
             Self::RawFirst
-        }
-    }
-
-    /// Runs both sides in this order; (relay, raw).
-    fn run(self, relay: impl FnOnce() -> f64, raw: impl FnOnce() -> f64) -> (f64, f64) {
-        match self {
-            Self::RelayFirst => {
-                let relay = relay();
-                (relay, raw())
-            }
-            Self::RawFirst => {
-                let raw = raw();
-                (relay(), raw)
-            }
         }
     }
 }
@@ -367,9 +382,9 @@ fn redis_streams(rt: &Runtime, n: usize, min: Duration, order: Order) -> (Run, f
         reset: &reset,
     };
     let to: Arc<dyn Sink> = sink.clone();
-    let relay = || relay_rate(rt, rounds, &to);
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, rounds, &|events| {
+        direct_round(rt, n, &|events| {
             let (mut conn, stream) = (conn.clone(), stream.clone());
             Box::pin(async move {
                 let mut pipe = redis::pipe();
@@ -388,7 +403,7 @@ fn redis_streams(rt: &Runtime, n: usize, min: Duration, order: Order) -> (Run, f
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     let delivery_p99_ms = rt.block_on(delivery_p99(store.clone(), &prefix));
     rt.block_on(async {
         let mut conn = conn.clone();
@@ -436,9 +451,9 @@ fn nats(rt: &Runtime, n: usize, min: Duration, order: Order) -> Run {
         reset: &reset,
     };
     let to: Arc<dyn Sink> = nats;
-    let relay = || relay_rate(rt, rounds, &to);
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, rounds, &|events| {
+        direct_round(rt, n, &|events| {
             let (js, subject) = (js.clone(), subject.clone());
             Box::pin(async move {
                 let mut acks = Vec::with_capacity(events.len());
@@ -458,7 +473,7 @@ fn nats(rt: &Runtime, n: usize, min: Duration, order: Order) -> Run {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     rt.block_on(async {
         let _ = js.delete_stream(&stream_name).await;
     });
@@ -522,9 +537,9 @@ fn rabbitmq(rt: &Runtime, n: usize, min: Duration, order: Order) -> Run {
         reset: &reset,
     };
     let to: Arc<dyn Sink> = rabbit;
-    let relay = || relay_rate(rt, rounds, &to);
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, rounds, &|events| {
+        direct_round(rt, n, &|events| {
             let (channel, exchange) = (channel.clone(), exchange.clone());
             Box::pin(async move {
                 let mut confirms = Vec::with_capacity(events.len());
@@ -554,7 +569,7 @@ fn rabbitmq(rt: &Runtime, n: usize, min: Duration, order: Order) -> Run {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     rt.block_on(async {
         let _ = channel
             .queue_delete(
@@ -666,9 +681,9 @@ fn kafka(rt: &Runtime, n: usize, min: Duration, brokers: &str, order: Order) -> 
         reset: &|| {},
     };
     let to: Arc<dyn Sink> = sink.clone();
-    let relay = || relay_rate(rt, rounds, &to);
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, rounds, &|events| {
+        direct_round(rt, n, &|events| {
             let (producer, topic) = (producer.clone(), topic.clone());
             Box::pin(async move {
                 let mut deliveries = Vec::with_capacity(events.len());
@@ -710,22 +725,24 @@ fn kafka(rt: &Runtime, n: usize, min: Duration, brokers: &str, order: Order) -> 
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     // Where the relay's time goes: the sink handed the same envelopes directly, 512 at a time
     // (no outbox read, decode or acknowledgement), after both sides. Printed, not reported.
-    let direct = direct_rate(rt, rounds, &|events| {
-        let sink = sink.clone();
-        Box::pin(async move {
-            let batch: Vec<Outgoing> = events
-                .into_iter()
-                .map(|event| Outgoing {
-                    topic: event.type_name.as_str().into(),
-                    event,
-                })
-                .collect();
-            sink.publish(&batch)
-                .await
-                .expect("the sink's direct publish");
+    let direct = rounds.rate(|| {
+        direct_round(rt, n, &|events| {
+            let sink = sink.clone();
+            Box::pin(async move {
+                let batch: Vec<Outgoing> = events
+                    .into_iter()
+                    .map(|event| Outgoing {
+                        topic: event.type_name.as_str().into(),
+                        event,
+                    })
+                    .collect();
+                sink.publish(&batch)
+                    .await
+                    .expect("the sink's direct publish");
+            })
         })
     });
     println!(
@@ -782,9 +799,9 @@ fn sqs(rt: &Runtime, n: usize, url: &str, order: Order) -> (f64, f64) {
         reset: &|| {},
     };
     let to: Arc<dyn Sink> = sink;
-    let relay = || relay_rate(rt, rounds, &to);
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, rounds, &|events| {
+        direct_round(rt, n, &|events| {
             let (client, queue) = (client.clone(), raw_queue.clone());
             Box::pin(async move {
                 let batches: Vec<Vec<SendMessageBatchRequestEntry>> = events
@@ -813,7 +830,7 @@ fn sqs(rt: &Runtime, n: usize, url: &str, order: Order) -> (f64, f64) {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
 
     rt.block_on(async {
         for queue in [sink_queue, raw_queue] {

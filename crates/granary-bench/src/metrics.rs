@@ -361,9 +361,10 @@ fn interleave_values<T, const N: usize>(reps: usize, runs: [&dyn Fn() -> T; N]) 
 /// server start once (when their sink runs) and serve every repetition.
 ///
 /// Each side of a sink runs rounds of 20,000 events (a fresh outbox of 20,000 for the relay,
-/// the same 20,000 envelopes 512 at a time for the raw client) until it has run for at least
-/// 1 s on its clock, the queues emptied between rounds off the clock; its rate is all its
-/// events over all its clock time. One round of 20,000 took 70–100 ms, too short to tell the
+/// the same 20,000 envelopes 512 at a time for the raw client), the two sides' rounds
+/// alternating (ABBA), until each side has run for at least 1 s on its clock, the queues
+/// emptied between rounds off the clock; a side's rate is all its events over all its clock
+/// time. One round of 20,000 took 70–100 ms, too short to tell the
 /// two sides apart from noise. SQS runs one round of 500 (about 10 s against moto).
 pub(crate) fn p7(reps: usize, scale: usize, wanted: &dyn Fn(&str) -> bool) {
     let n = 20_000 / scale;
