@@ -11,13 +11,13 @@ use granary_core::provider::{DeadLetter, EventId, Outbox, OutboxEntry, OutboxPos
 use granary_core::{GrainId, PublishedEvent, StorageError};
 use tokio::sync::Semaphore;
 
-use super::{fast, id, now_ms, until};
+use super::{Entries, fast, id, now_ms, until};
 use crate::{Outgoing, Relay, RelayConfig, Sink, SinkError};
 
-/// An outbox of several shards in memory; counts the reads made while a publish of `sink` is
-/// in flight.
+/// An outbox of several shards in memory (an [`Entries`] each); counts the reads made while a
+/// publish of the sink is in flight.
 struct Shards {
-    shards: Vec<std::sync::Mutex<Vec<OutboxEntry>>>,
+    shards: Vec<Entries>,
     /// Set by the sink while one of its publishes is in flight.
     publishing: Arc<AtomicBool>,
     reads_while_publishing: AtomicUsize,
@@ -28,38 +28,42 @@ impl Shards {
     /// from 1), of type `tested`.
     fn of(shards: u32, events: &[(u32, &str)], publishing: Arc<AtomicBool>) -> Arc<Self> {
         let mut versions: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        let mut by_shard: Vec<Vec<OutboxEntry>> = (0..shards).map(|_| Vec::new()).collect();
+        let by_shard: Vec<Entries> = (0..shards).map(|_| Entries::default()).collect();
         for (i, (shard, key)) in events.iter().enumerate() {
             let version = versions.entry(key).or_default();
             *version += 1;
-            by_shard[*shard as usize].push(OutboxEntry {
-                id: EventId {
-                    origin: "relay.test".into(),
-                    grain: GrainId::new("relay.test", *key),
-                    version: *version,
-                    index: 0,
-                },
-                event: PublishedEvent {
-                    type_name: "tested".into(),
-                    payload: b"{}".to_vec(),
-                    trace: None,
-                },
-                position: OutboxPosition {
-                    shard: *shard,
-                    entry: i.to_string(),
-                },
-                committed_ms: now_ms(),
-            });
+            by_shard[*shard as usize]
+                .0
+                .lock()
+                .unwrap()
+                .push(OutboxEntry {
+                    id: EventId {
+                        origin: "relay.test".into(),
+                        grain: GrainId::new("relay.test", *key),
+                        version: *version,
+                        index: 0,
+                    },
+                    event: PublishedEvent {
+                        type_name: "tested".into(),
+                        payload: b"{}".to_vec(),
+                        trace: None,
+                    },
+                    position: OutboxPosition {
+                        shard: *shard,
+                        entry: i.to_string(),
+                    },
+                    committed_ms: now_ms(),
+                });
         }
         Arc::new(Self {
-            shards: by_shard.into_iter().map(std::sync::Mutex::new).collect(),
+            shards: by_shard,
             publishing,
             reads_while_publishing: AtomicUsize::new(0),
         })
     }
 
     fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().unwrap().len()).sum()
+        self.shards.iter().map(|s| s.0.lock().unwrap().len()).sum()
     }
 }
 
@@ -68,7 +72,7 @@ impl Outbox for Shards {
         let entries = self
             .shards
             .iter()
-            .flat_map(|s| s.lock().unwrap().clone())
+            .flat_map(|s| s.0.lock().unwrap().clone())
             .take(max)
             .collect();
         Box::pin(async move { Ok(entries) })
@@ -86,22 +90,13 @@ impl Outbox for Shards {
         if self.publishing.load(Ordering::SeqCst) {
             self.reads_while_publishing.fetch_add(1, Ordering::SeqCst);
         }
-        let entries = self.shards[shard as usize]
-            .lock()
-            .unwrap()
-            .iter()
-            .take(max)
-            .cloned()
-            .collect();
-        Box::pin(async move { Ok(entries) })
+        self.shards[shard as usize].pending_in(0, max)
     }
 
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
         for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap()
-                .retain(|e| !entries.contains(&e.position));
+            // `Entries` removes them at once; its future only reports success.
+            drop(shard.ack(entries));
         }
         Box::pin(async { Ok(()) })
     }
@@ -115,10 +110,10 @@ impl Outbox for Shards {
 
     fn dead_letters(
         &self,
-        _shard: u32,
-        _max: usize,
+        shard: u32,
+        max: usize,
     ) -> BoxFuture<'_, Result<Vec<DeadLetter>, StorageError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        self.shards[shard as usize].dead_letters(0, max)
     }
 
     fn redrive<'a>(
