@@ -27,8 +27,8 @@
 //! A grain's events live in one shard, and a delivery holds each shard's entries in the
 //! shard's order, so a batch of entries from several shards still holds each grain's events
 //! in commit order. While a delivery is published, the relay reads and decodes the next one
-//! (a task of its own): that read skips the entries being delivered (they are their shards'
-//! oldest) and publishes nothing. Only one delivery is ever in flight, and its sinks are
+//! (in the same task, while the publish waits on the sinks): that read skips the entries
+//! being delivered (they are their shards' oldest) and publishes nothing. Only one delivery is ever in flight, and its sinks are
 //! published one after the other, so a sink never has two of the relay's publishes in flight:
 //! were a second batch in flight while the first was retried after a failure, the second
 //! could land first and put a grain's later events before its earlier ones. The next delivery
@@ -44,7 +44,6 @@ use std::time::Duration;
 use granary_core::provider::{Outbox, OutboxEntry, OutboxPosition};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use crate::envelope::EventEnvelope;
 use crate::metrics::{RelayMetrics, SinkStats};
@@ -231,7 +230,7 @@ impl RelayBuilder {
             stats: totals.clone(),
             undecodable,
         };
-        let task = tokio::spawn(Arc::new(worker).run());
+        let task = tokio::spawn(worker.run());
         Relay {
             stop,
             task,
@@ -367,18 +366,14 @@ struct Delivery {
 }
 
 impl Worker {
-    async fn run(self: Arc<Self>) {
+    async fn run(self) {
         // Where the next read starts: reads go round the owned shards, so that a shard with a
         // long backlog does not hold back the others.
         let mut next = 0;
         // The delivery read (and decoded) while the one before it was being published.
-        let mut ahead: Option<AbortOnDropHandle<Delivery>> = None;
+        let mut ahead: Option<Delivery> = None;
         while !self.stop.is_cancelled() {
-            let read_ahead = match ahead.take() {
-                Some(read) => read.await.ok().filter(|d| self.still_owned(d)),
-                None => None,
-            };
-            let delivery = match read_ahead {
+            let delivery = match ahead.take().filter(|d| self.still_owned(d)) {
                 Some(delivery) => delivery,
                 // Nothing read ahead (or it came back empty, or a shard it read changed
                 // hands): read now, so that what was committed meanwhile goes at once.
@@ -398,21 +393,25 @@ impl Worker {
                 }
                 continue;
             }
-            // Read and decode the next entries while these are published: the read skips the
-            // entries being delivered, and nothing of it is published before they are
-            // confirmed and removed.
-            let worker = self.clone();
+            // Read and decode the next entries while these are published, in this task while
+            // the publish waits on the sinks (no hand-over between threads, which costs a
+            // scheduler slice on a busy machine): the read skips the entries being delivered,
+            // and nothing of it is published before they are confirmed and removed. The
+            // publish is polled first, so that it is sent before the read runs.
             let held: Vec<OutboxPosition> = delivery
                 .entries
                 .iter()
                 .map(|e| e.position.clone())
                 .collect();
-            ahead = Some(AbortOnDropHandle::new(tokio::spawn(async move {
-                worker.read(next, &held).await
-            })));
-            if !self.deliver(delivery).await {
+            let (delivered, read) = Box::pin(futures::future::join(
+                self.deliver(delivery),
+                self.read(next, &held),
+            ))
+            .await;
+            if !delivered {
                 return;
             }
+            ahead = Some(read);
         }
     }
 
