@@ -17,17 +17,29 @@
 //!   batches in flight (the sink's default lanes). The sink gives each grain one lane, so its
 //!   lanes carry unequal shares of a batch; the baseline keeps 4 requests in flight to the end.
 //!
+//! Each side runs in rounds ([`Rounds`]): a round is 20,000 events (the relay: a fresh
+//! in-memory outbox of 20,000 committed events, delivered by a relay started on it; the raw
+//! client: the same events' envelopes, 512 at a time), and both sides run rounds until each has
+//! spent at least 1 s on its clock (a round took 70–100 ms: alone, noise decided the ratio).
+//! Between rounds, off the clock, the queues both sides write to are emptied (Redis streams
+//! deleted, the NATS stream purged, the RabbitMQ queue purged; Kafka topics left to grow), so
+//! that every round starts as the first. A side's rate is all its events over all its clock
+//! time. SQS runs one round (below).
+//!
 //! What the relay side does that the raw side does not, by design (it is the relay's work): it
 //! reads each batch from the outbox (a copy of each entry), turns each entry into its envelope
 //! (the event id, the JSON check of the payload), and acknowledges the batch after the sink
-//! confirmed; its clock stops when a 1 ms poll sees the outbox empty. The raw side gets the
-//! envelopes already decoded (outside the clock) and encodes each to JSON as the sink does.
+//! confirmed; its clock stops when the relay reports every event delivered and removed
+//! ([`Relay::delivered_at_least`], no polling). The raw side gets the envelopes already
+//! decoded (outside the clock) and encodes each to JSON as the sink does. The relay reads and
+//! decodes its next batch while one is published, one publish in flight as on the raw side.
 //! Under callgrind (`--quick`, Redis Streams) the sink's publish costs what the raw pipeline
 //! costs per event (about 12,400 instructions); the relay adds about 2,800 for the envelope and
 //! under 1,500 for the outbox read and the acknowledgement.
 //!
-//! The two sides of a sink run back to back, and which goes first alternates between
-//! repetitions ([`Order`]), so that neither side always runs on a warmer (or busier) machine.
+//! The two sides' rounds alternate ([`Rounds::compare`]: a pair of rounds at a time, ABBA), so
+//! that both see the machine as it changes (on a shared machine: builds, other benchmarks);
+//! which side goes first alternates between repetitions too ([`Order`]).
 //!
 //! Topics and queues exist before the clock starts on both sides (and both Kafka producers
 //! have started), and are deleted afterwards. SQS runs 500 events, not 20,000 (100 and 2,000
@@ -113,40 +125,102 @@ async fn filled_outbox(n: usize) -> (Arc<MemoryStore>, Vec<EventEnvelope>) {
     (store, envelopes)
 }
 
-/// Events per second the relay moves from a full outbox to `sink`.
-fn relay_rate(rt: &Runtime, n: usize, sink: Arc<dyn Sink>) -> f64 {
+/// How long each side of a sink runs: rounds of `n` events until `min` passed on its clock,
+/// with `reset` before each round but the first (off the clock) emptying the queues both sides
+/// write to, so that every round starts as the first did.
+#[derive(Clone, Copy)]
+struct Rounds<'a> {
+    n: usize,
+    min: Duration,
+    reset: &'a dyn Fn(),
+}
+
+impl Rounds<'_> {
+    /// Events per second over the rounds: `round` runs one and returns its clock time.
+    fn rate(&self, mut round: impl FnMut() -> Duration) -> f64 {
+        let (mut events, mut clock) = (0, Duration::ZERO);
+        loop {
+            clock += round();
+            events += self.n;
+            if clock >= self.min {
+                break;
+            }
+            (self.reset)();
+        }
+        events as f64 / clock.as_secs_f64()
+    }
+
+    /// Both sides' events per second, (relay, raw): their rounds alternate, a pair at a time
+    /// (ABBA: the side `order` names first, then the other, then the other again, …), until
+    /// each side has run `min`; so both sides run as many rounds, and see the same machine
+    /// (builds, other benchmarks) as it changes.
+    fn compare(
+        &self,
+        order: Order,
+        mut relay: impl FnMut() -> Duration,
+        mut raw: impl FnMut() -> Duration,
+    ) -> (f64, f64) {
+        let (mut relay_clock, mut raw_clock) = (Duration::ZERO, Duration::ZERO);
+        let mut rounds = 0;
+        for pair in 0.. {
+            let relay_first = (order == Order::RelayFirst) == (pair % 2 == 0);
+            for relay_now in [relay_first, !relay_first] {
+                if pair > 0 || relay_now != relay_first {
+                    (self.reset)();
+                }
+                if relay_now {
+                    relay_clock += relay();
+                } else {
+                    raw_clock += raw();
+                }
+            }
+            rounds += 1;
+            if relay_clock >= self.min && raw_clock >= self.min {
+                break;
+            }
+        }
+        let events = (rounds * self.n) as f64;
+        (
+            events / relay_clock.as_secs_f64(),
+            events / raw_clock.as_secs_f64(),
+        )
+    }
+}
+
+/// One round of the relay: a relay starts on an outbox of `n` events; the clock stops when it
+/// has delivered them all (it is told, not polled).
+fn relay_round(rt: &Runtime, n: usize, sink: &Arc<dyn Sink>) -> Duration {
     rt.block_on(async {
         let (store, _) = filled_outbox(n).await;
         let start = Instant::now();
-        let relay = Relay::builder(store.clone()).sink(sink).start();
-        // Done when the outbox is empty (`pending(1)`: no copy of the whole outbox per check).
-        while !granary::provider::Outbox::pending(&*store, 1)
-            .await
-            .expect("outbox")
-            .is_empty()
-        {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        let rate = n as f64 / start.elapsed().as_secs_f64();
+        let relay = Relay::builder(store.clone()).sink(sink.clone()).start();
+        let delivered =
+            tokio::time::timeout(Duration::from_secs(120), relay.delivered_at_least(n as u64))
+                .await;
+        let clock = start.elapsed();
         assert_eq!(relay.failures(), 0, "the benchmark's sink failed");
+        assert!(
+            delivered.is_ok(),
+            "the relay did not deliver {n} events in 2 minutes"
+        );
         relay.stop().await;
-        rate
+        clock
     })
 }
 
-/// Events per second `sink` takes when handed the same envelopes directly, 512 at a time.
-fn direct_rate(
+/// One round of the raw side: the envelopes of `n` events handed to `publish`, 512 at a time.
+fn direct_round(
     rt: &Runtime,
     n: usize,
     publish: &dyn Fn(Vec<EventEnvelope>) -> futures::future::BoxFuture<'static, ()>,
-) -> f64 {
+) -> Duration {
     rt.block_on(async {
         let (_, envelopes) = filled_outbox(n).await;
         let start = Instant::now();
         for chunk in envelopes.chunks(BATCH) {
             publish(chunk.to_vec()).await;
         }
-        n as f64 / start.elapsed().as_secs_f64()
+        start.elapsed()
     })
 }
 
@@ -167,20 +241,6 @@ impl Order {
             Self::RelayFirst
         } else {
             Self::RawFirst
-        }
-    }
-
-    /// Runs both sides in this order; (relay, raw).
-    fn run(self, relay: impl FnOnce() -> f64, raw: impl FnOnce() -> f64) -> (f64, f64) {
-        match self {
-            Self::RelayFirst => {
-                let relay = relay();
-                (relay, raw())
-            }
-            Self::RawFirst => {
-                let raw = raw();
-                (relay(), raw)
-            }
         }
     }
 }
@@ -243,10 +303,12 @@ fn redis_url() -> String {
     std::env::var("GRANARY_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// One repetition of the P7 measurements of the sinks `wanted` names: `n` events,
-/// `sqs_events` to SQS, each sink's two sides in `order`.
+/// One repetition of the P7 measurements of the sinks `wanted` names: rounds of `n` events for
+/// at least `min` per side, one round of `sqs_events` to SQS, each sink's two sides in
+/// `order`.
 pub(crate) fn p7(
     n: usize,
+    min: Duration,
     sqs_events: usize,
     servers: &Servers,
     order: Order,
@@ -256,19 +318,19 @@ pub(crate) fn p7(
     let mut results = Vec::new();
     let mut delivery_p99_ms = None;
     if wanted("redis-streams") {
-        let (result, p99) = redis_streams(&rt, n, order);
+        let (result, p99) = redis_streams(&rt, n, min, order);
         results.push(result);
         delivery_p99_ms = Some(p99);
     }
     if wanted("nats") {
-        results.push(nats(&rt, n, order));
+        results.push(nats(&rt, n, min, order));
     }
     if wanted("rabbitmq") {
-        results.push(rabbitmq(&rt, n, order));
+        results.push(rabbitmq(&rt, n, min, order));
     }
     if wanted("kafka") {
         let brokers = servers.kafka.as_deref().expect("started for kafka");
-        let (relay, raw) = kafka(&rt, n, brokers, order);
+        let (relay, raw) = kafka(&rt, n, min, brokers, order);
         results.push(("kafka", n, relay, raw));
     }
     if wanted("sqs") {
@@ -286,7 +348,7 @@ pub(crate) fn p7(
 type Run = (&'static str, usize, f64, f64);
 
 /// Redis Streams: the sink vs pipelined XADDs of the same entries; and the delivery p99.
-fn redis_streams(rt: &Runtime, n: usize, order: Order) -> (Run, f64) {
+fn redis_streams(rt: &Runtime, n: usize, min: Duration, order: Order) -> (Run, f64) {
     let store = rt.block_on(async {
         Arc::new(
             RedisStore::connect(RedisConfig::new(redis_url(), name()))
@@ -304,9 +366,25 @@ fn redis_streams(rt: &Runtime, n: usize, order: Order) -> (Run, f64) {
             .expect("connect")
     });
     let stream = format!("{prefix}raw");
-    let relay = || relay_rate(rt, n, sink.clone());
+    let streams = [sink.stream("match.ended"), stream.clone()];
+    let reset = || {
+        rt.block_on(async {
+            let _: () = redis::cmd("DEL")
+                .arg(&streams)
+                .query_async(&mut conn.clone())
+                .await
+                .expect("empty the streams");
+        });
+    };
+    let rounds = Rounds {
+        n,
+        min,
+        reset: &reset,
+    };
+    let to: Arc<dyn Sink> = sink.clone();
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, n, &|events| {
+        direct_round(rt, n, &|events| {
             let (mut conn, stream) = (conn.clone(), stream.clone());
             Box::pin(async move {
                 let mut pipe = redis::pipe();
@@ -325,7 +403,7 @@ fn redis_streams(rt: &Runtime, n: usize, order: Order) -> (Run, f64) {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     let delivery_p99_ms = rt.block_on(delivery_p99(store.clone(), &prefix));
     rt.block_on(async {
         let mut conn = conn.clone();
@@ -341,7 +419,7 @@ fn redis_streams(rt: &Runtime, n: usize, order: Order) -> (Run, f64) {
 }
 
 /// NATS JetStream: the sink vs publishing with Nats-Msg-Id and awaiting the acks.
-fn nats(rt: &Runtime, n: usize, order: Order) -> Run {
+fn nats(rt: &Runtime, n: usize, min: Duration, order: Order) -> Run {
     let url =
         std::env::var("GRANARY_BENCH_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let stream_name = name();
@@ -356,9 +434,26 @@ fn nats(rt: &Runtime, n: usize, order: Order) -> Run {
         async_nats::jetstream::new(async_nats::connect(&url).await.expect("nats"))
     });
     let subject = format!("{stream_name}.raw");
-    let relay = || relay_rate(rt, n, nats.clone());
+    // Both sides publish to the one stream.
+    let reset = || {
+        rt.block_on(async {
+            js.get_stream(&stream_name)
+                .await
+                .expect("the stream")
+                .purge()
+                .await
+                .expect("empty the stream");
+        });
+    };
+    let rounds = Rounds {
+        n,
+        min,
+        reset: &reset,
+    };
+    let to: Arc<dyn Sink> = nats;
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, n, &|events| {
+        direct_round(rt, n, &|events| {
             let (js, subject) = (js.clone(), subject.clone());
             Box::pin(async move {
                 let mut acks = Vec::with_capacity(events.len());
@@ -378,7 +473,7 @@ fn nats(rt: &Runtime, n: usize, order: Order) -> Run {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     rt.block_on(async {
         let _ = js.delete_stream(&stream_name).await;
     });
@@ -386,7 +481,7 @@ fn nats(rt: &Runtime, n: usize, order: Order) -> Run {
 }
 
 /// RabbitMQ: the sink vs publishing with confirms (a queue bound so nothing returns).
-fn rabbitmq(rt: &Runtime, n: usize, order: Order) -> Run {
+fn rabbitmq(rt: &Runtime, n: usize, min: Duration, order: Order) -> Run {
     let uri = std::env::var("GRANARY_BENCH_AMQP")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
     let exchange = name();
@@ -424,9 +519,27 @@ fn rabbitmq(rt: &Runtime, n: usize, order: Order) -> Run {
             .expect("confirms");
         (sink, channel)
     });
-    let relay = || relay_rate(rt, n, rabbit);
+    // Both sides publish to the exchange the one queue is bound to.
+    let reset = || {
+        rt.block_on(async {
+            channel
+                .queue_purge(
+                    exchange.as_str().into(),
+                    lapin::options::QueuePurgeOptions::default(),
+                )
+                .await
+                .expect("empty the queue");
+        });
+    };
+    let rounds = Rounds {
+        n,
+        min,
+        reset: &reset,
+    };
+    let to: Arc<dyn Sink> = rabbit;
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, n, &|events| {
+        direct_round(rt, n, &|events| {
             let (channel, exchange) = (channel.clone(), exchange.clone());
             Box::pin(async move {
                 let mut confirms = Vec::with_capacity(events.len());
@@ -456,7 +569,7 @@ fn rabbitmq(rt: &Runtime, n: usize, order: Order) -> Run {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     rt.block_on(async {
         let _ = channel
             .queue_delete(
@@ -482,7 +595,7 @@ fn rabbitmq(rt: &Runtime, n: usize, order: Order) -> Run {
 /// its topic, so that neither side's clock includes a producer's start (its connection, its
 /// idempotent producer id), a topic's creation or a producer's first look-up of its topic's
 /// partitions and leaders (which otherwise fell on whichever side ran first more heavily).
-fn kafka(rt: &Runtime, n: usize, brokers: &str, order: Order) -> (f64, f64) {
+fn kafka(rt: &Runtime, n: usize, min: Duration, brokers: &str, order: Order) -> (f64, f64) {
     let prefix = format!("{}.", name());
     let config = KafkaSinkConfig::default();
     let sink = rt.block_on(async {
@@ -561,9 +674,16 @@ fn kafka(rt: &Runtime, n: usize, brokers: &str, order: Order) -> (f64, f64) {
     });
 
     let sink = Arc::new(sink);
-    let relay = || relay_rate(rt, n, sink.clone());
+    // Kafka appends to a log: a fuller topic costs no more, nothing to empty between rounds.
+    let rounds = Rounds {
+        n,
+        min,
+        reset: &|| {},
+    };
+    let to: Arc<dyn Sink> = sink.clone();
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, n, &|events| {
+        direct_round(rt, n, &|events| {
             let (producer, topic) = (producer.clone(), topic.clone());
             Box::pin(async move {
                 let mut deliveries = Vec::with_capacity(events.len());
@@ -605,22 +725,24 @@ fn kafka(rt: &Runtime, n: usize, brokers: &str, order: Order) -> (f64, f64) {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
     // Where the relay's time goes: the sink handed the same envelopes directly, 512 at a time
     // (no outbox read, decode or acknowledgement), after both sides. Printed, not reported.
-    let direct = direct_rate(rt, n, &|events| {
-        let sink = sink.clone();
-        Box::pin(async move {
-            let batch: Vec<Outgoing> = events
-                .into_iter()
-                .map(|event| Outgoing {
-                    topic: event.type_name.as_str().into(),
-                    event,
-                })
-                .collect();
-            sink.publish(&batch)
-                .await
-                .expect("the sink's direct publish");
+    let direct = rounds.rate(|| {
+        direct_round(rt, n, &|events| {
+            let sink = sink.clone();
+            Box::pin(async move {
+                let batch: Vec<Outgoing> = events
+                    .into_iter()
+                    .map(|event| Outgoing {
+                        topic: event.type_name.as_str().into(),
+                        event,
+                    })
+                    .collect();
+                sink.publish(&batch)
+                    .await
+                    .expect("the sink's direct publish");
+            })
         })
     });
     println!(
@@ -670,9 +792,16 @@ fn sqs(rt: &Runtime, n: usize, url: &str, order: Order) -> (f64, f64) {
             .expect("queue URL")
             .to_owned()
     });
-    let relay = || relay_rate(rt, n, sink);
+    // One round: moto's FIFO queues slow down as they fill, and one round is ~10 s already.
+    let rounds = Rounds {
+        n,
+        min: Duration::ZERO,
+        reset: &|| {},
+    };
+    let to: Arc<dyn Sink> = sink;
+    let relay = || relay_round(rt, n, &to);
     let raw = || {
-        direct_rate(rt, n, &|events| {
+        direct_round(rt, n, &|events| {
             let (client, queue) = (client.clone(), raw_queue.clone());
             Box::pin(async move {
                 let batches: Vec<Vec<SendMessageBatchRequestEntry>> = events
@@ -701,7 +830,7 @@ fn sqs(rt: &Runtime, n: usize, url: &str, order: Order) -> (f64, f64) {
             })
         })
     };
-    let (relay, raw) = order.run(relay, raw);
+    let (relay, raw) = rounds.compare(order, relay, raw);
 
     rt.block_on(async {
         for queue in [sink_queue, raw_queue] {

@@ -7,22 +7,42 @@
 //! outbox. A sink that fails is retried with backoff while the entries stay in the outbox: a
 //! slow or absent broker slows the relay down (backpressure) and loses nothing.
 //!
-//! Each sink gets one batch per outbox read with all the events routed to it, each with its
-//! topic, in commit order per grain across event types; a sink publishes it in that order. A
-//! broker that refuses an event for good ([`SinkError::Refused`]) gets the batch again event by
-//! event, so that only that event is held back; after
+//! A delivery is up to [`batch`](RelayConfig::batch) entries gathered across the owned
+//! shards: the relay reads each shard's oldest entries, going round the shards (the next
+//! delivery starts at the shard after the last one read, so that a shard with a long backlog
+//! does not hold back the others), until the delivery is full or every owned shard was read.
+//! Each sink gets one batch per delivery with all the events routed to it, each with its
+//! topic, in commit order per grain across event types; a sink publishes it in that order.
+//!
+//! A broker that refuses an event for good ([`SinkError::Refused`]) gets the batch again event
+//! by event, so that only that event is held back; after
 //! [`max_refusals`](RelayConfig::max_refusals) refusals it moves to its shard's dead-letter
 //! stream ([`Outbox::dead_letter`]), as does an entry that holds no readable event, and the
 //! shard goes on.
 //!
 //! Each sink has its [`RelayMetrics`]: delivered events, failed publishes, and its lag.
+//!
+//! # Order, and what runs at the same time
+//!
+//! A grain's events live in one shard, and a delivery holds each shard's entries in the
+//! shard's order, so a batch of entries from several shards still holds each grain's events
+//! in commit order. While a delivery is published, the relay reads and decodes the next one
+//! (in the same task, while the publish waits on the sinks): that read skips the entries
+//! being delivered (they are their shards' oldest) and publishes nothing. Only one delivery is ever in flight, and its sinks are
+//! published one after the other, so a sink never has two of the relay's publishes in flight:
+//! were a second batch in flight while the first was retried after a failure, the second
+//! could land first and put a grain's later events before its earlier ones. The next delivery
+//! is published only once every sink confirmed the one before and its entries were removed
+//! (or dead-lettered), so a retry never reorders anything. A delivery read ahead is read again
+//! if one of its shards changed hands meanwhile, or if it came back empty.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use granary_core::provider::{Outbox, OutboxEntry};
+use granary_core::provider::{Outbox, OutboxEntry, OutboxPosition};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::EventEnvelope;
@@ -230,6 +250,8 @@ struct Stats {
     delivered: AtomicU64,
     failures: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Notified each time events were delivered.
+    progress: Notify,
 }
 
 /// A running relay. Stop it with [`stop`](Self::stop); dropping it stops it too (events not yet
@@ -259,6 +281,26 @@ impl Relay {
     #[must_use]
     pub fn delivered(&self) -> u64 {
         self.stats.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `n` events were delivered ([`delivered`](Self::delivered)) and
+    /// returns how many were. It waits for ever if the outbox never holds that many: bound it
+    /// with a timeout.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only watches.
+    pub async fn delivered_at_least(&self, n: u64) -> u64 {
+        loop {
+            let progress = self.stats.progress.notified();
+            tokio::pin!(progress);
+            // Registered before the check: a delivery between the check and the wait wakes it.
+            progress.as_mut().enable();
+            let delivered = self.delivered();
+            if delivered >= n {
+                return delivered;
+            }
+            progress.await;
+        }
     }
 
     /// Failed publish attempts so far (each retried).
@@ -308,42 +350,130 @@ struct Worker {
     undecodable: prometheus_client::metrics::counter::Counter,
 }
 
+/// Entries read for one delivery (up to [`RelayConfig::batch`], gathered across the owned
+/// shards), decoded and split into one batch per sink.
+struct Delivery {
+    entries: Vec<OutboxEntry>,
+    /// Per entry: why it goes to the dead-letter stream instead of being acknowledged.
+    dead: Vec<Option<String>>,
+    batches: Vec<Batch>,
+    /// The shards owned when the entries were read.
+    owned: Vec<u32>,
+    /// The shard the next read starts at.
+    next: u32,
+    /// Whether reading a shard failed (the relay pauses before reading again).
+    failed: bool,
+}
+
 impl Worker {
     async fn run(self) {
+        // Where the next read starts: reads go round the owned shards, so that a shard with a
+        // long backlog does not hold back the others.
+        let mut next = 0;
+        // The delivery read (and decoded) while the one before it was being published.
+        let mut ahead: Option<Delivery> = None;
         while !self.stop.is_cancelled() {
-            let mut moved = 0;
-            let mut owned = Vec::new();
-            for shard in 0..self.outbox.shards() {
-                if self.stop.is_cancelled() {
-                    return;
-                }
-                if !(self.owner)(shard) {
-                    continue;
-                }
-                owned.push(shard);
-                match self.outbox.pending_in(shard, self.config.batch).await {
-                    Ok(entries) if entries.is_empty() => {}
-                    Ok(entries) => {
-                        let read = entries.len();
-                        if !self.deliver(entries).await {
-                            return;
-                        }
-                        moved += read;
-                    }
-                    Err(err) => {
-                        tracing::warn!(shard, cause = %err, "cannot read the outbox; retrying");
-                        self.pause(self.config.retry_min).await;
+            let delivery = match ahead.take().filter(|d| self.still_owned(d)) {
+                Some(delivery) => delivery,
+                // Nothing read ahead (or it came back empty, or a shard it read changed
+                // hands): read now, so that what was committed meanwhile goes at once.
+                None => self.read(next, &[]).await,
+            };
+            next = delivery.next;
+            if delivery.entries.is_empty() {
+                if delivery.failed {
+                    self.pause(self.config.retry_min).await;
+                } else {
+                    // Nothing to do: wait for a commit to one of the owned shards (or the
+                    // poll interval, which also picks up ownership changes).
+                    tokio::select! {
+                        () = self.outbox.wait_for_entries(&delivery.owned, self.config.idle_poll) => {}
+                        () = self.stop.cancelled() => {}
                     }
                 }
+                continue;
             }
-            if moved == 0 {
-                // Nothing to do: wait for a commit to one of the owned shards (or the poll
-                // interval, which also picks up ownership changes).
-                tokio::select! {
-                    () = self.outbox.wait_for_entries(&owned, self.config.idle_poll) => {}
-                    () = self.stop.cancelled() => {}
+            // Read and decode the next entries while these are published, in this task while
+            // the publish waits on the sinks (no hand-over between threads, which costs a
+            // scheduler slice on a busy machine): the read skips the entries being delivered,
+            // and nothing of it is published before they are confirmed and removed. The
+            // publish is polled first, so that it is sent before the read runs.
+            let held: Vec<OutboxPosition> = delivery
+                .entries
+                .iter()
+                .map(|e| e.position.clone())
+                .collect();
+            let (delivered, read) = Box::pin(futures::future::join(
+                self.deliver(delivery),
+                self.read(next, &held),
+            ))
+            .await;
+            if !delivered {
+                return;
+            }
+            ahead = Some(read);
+        }
+    }
+
+    /// Whether every shard `delivery` read from is still owned: a delivery read ahead is
+    /// read again when a shard changed hands meanwhile, rather than published by a relay that
+    /// no longer serves it.
+    fn still_owned(&self, delivery: &Delivery) -> bool {
+        let mut last = None;
+        !delivery.entries.is_empty()
+            && delivery.entries.iter().all(|e| {
+                let shard = e.position.shard;
+                // Entries come in runs of one shard: ask once per run.
+                let owned = last == Some(shard) || (self.owner)(shard);
+                last = Some(shard);
+                owned
+            })
+    }
+
+    /// Reads up to [`RelayConfig::batch`] entries from the owned shards, starting at shard
+    /// `from` and going round, each shard's oldest first and skipping the entries `held` (the
+    /// delivery in flight), then decodes them into one batch per sink.
+    async fn read(&self, from: u32, held: &[OutboxPosition]) -> Delivery {
+        let shards = self.outbox.shards();
+        let owned: Vec<u32> = (0..shards).filter(|&s| (self.owner)(s)).collect();
+        let start = owned.iter().position(|&s| s >= from).unwrap_or(0);
+        let mut entries: Vec<OutboxEntry> = Vec::new();
+        let mut next = from;
+        let mut failed = false;
+        for k in 0..owned.len() {
+            let want = self.config.batch.saturating_sub(entries.len());
+            if want == 0 || self.stop.is_cancelled() {
+                break;
+            }
+            let shard = owned[(start + k) % owned.len()];
+            next = shard + 1;
+            // The held entries are the shard's oldest (one run of them: a read takes each
+            // shard once): read past them.
+            let from = held
+                .iter()
+                .position(|p| p.shard == shard)
+                .unwrap_or(held.len());
+            let count = held[from..].iter().take_while(|p| p.shard == shard).count();
+            match self
+                .outbox
+                .pending_in_after(shard, &held[from..from + count], want)
+                .await
+            {
+                Ok(read) => entries.extend(read.into_iter().take(want)),
+                Err(err) => {
+                    tracing::warn!(shard, cause = %err, "cannot read the outbox; retrying");
+                    failed = true;
                 }
             }
+        }
+        let (dead, batches) = self.split(&entries);
+        Delivery {
+            entries,
+            dead,
+            batches,
+            owned,
+            next,
+            failed,
         }
     }
 
@@ -384,15 +514,12 @@ impl Worker {
             .map_or(self.defaults.as_slice(), Vec::as_slice)
     }
 
-    /// Delivers `entries` (one shard's, in commit order) to their sinks, then acknowledges them
-    /// (and moves what cannot be delivered to the shard's dead-letter stream). Each sink gets
-    /// one batch of its events in commit order, whatever their topics. Returns false if
-    /// stopped before every sink confirmed. Takes the entries: their positions move into the
-    /// acknowledgement, not copied.
-    async fn deliver(&self, entries: Vec<OutboxEntry>) -> bool {
-        // Per entry: why it goes to the dead-letter stream instead of being acknowledged.
+    /// Decodes `entries` (in commit order per grain) into one batch per sink, each in that
+    /// order whatever the events' topics; and, per entry, why it goes to the dead-letter
+    /// stream (it cannot be decoded) instead.
+    fn split(&self, entries: &[OutboxEntry]) -> (Vec<Option<String>>, Vec<Batch>) {
         let mut dead: Vec<Option<String>> = vec![None; entries.len()];
-        let mut batches: Vec<Batch<'_>> = Vec::new();
+        let mut batches: Vec<Batch> = Vec::new();
         // The topics of default routes (the type names) seen in this delivery, shared.
         let mut type_topics: Vec<Arc<str>> = Vec::new();
         for (i, entry) in entries.iter().enumerate() {
@@ -439,7 +566,7 @@ impl Worker {
                     Some(b) => &mut batches[b],
                     None => {
                         batches.push(Batch {
-                            target,
+                            target: target.clone(),
                             events: Vec::new(),
                             entries: Vec::new(),
                             oldest: entry.committed_ms,
@@ -452,6 +579,20 @@ impl Worker {
                 batch.entries.push(i);
             }
         }
+        (dead, batches)
+    }
+
+    /// Delivers `delivery` to its sinks, one sink after the other, then acknowledges its
+    /// entries (and moves what cannot be delivered to the shards' dead-letter streams).
+    /// Returns false if stopped before every sink confirmed. Takes the entries: their
+    /// positions move into the acknowledgement, not copied.
+    async fn deliver(&self, delivery: Delivery) -> bool {
+        let Delivery {
+            entries,
+            mut dead,
+            batches,
+            ..
+        } = delivery;
         for batch in &batches {
             batch.target.stats.pending_since(batch.oldest);
         }
@@ -498,6 +639,7 @@ impl Worker {
         self.stats
             .delivered
             .fetch_add(positions.len() as u64, Ordering::Relaxed);
+        self.stats.progress.notify_waiters();
         true
     }
 
@@ -523,11 +665,11 @@ impl Worker {
     /// [`publish_each`](Self::publish_each)). Returns false if stopped first.
     async fn publish_batch(
         &self,
-        batch: &Batch<'_>,
+        batch: &Batch,
         entries: &[OutboxEntry],
         dead: &mut [Option<String>],
     ) -> bool {
-        let target = batch.target;
+        let target = &batch.target;
         let mut wait = self.config.retry_min;
         loop {
             if self.stop.is_cancelled() {
@@ -562,11 +704,11 @@ impl Worker {
     /// first.
     async fn publish_each(
         &self,
-        batch: &Batch<'_>,
+        batch: &Batch,
         entries: &[OutboxEntry],
         dead: &mut [Option<String>],
     ) -> bool {
-        let target = batch.target;
+        let target = &batch.target;
         let sink = target.sink.name();
         for (event, &i) in batch.events.iter().zip(&batch.entries) {
             if dead[i].is_some() {
@@ -624,8 +766,8 @@ impl Worker {
 }
 
 /// One sink's share of a delivery: its events in commit order, and the entry each came from.
-struct Batch<'t> {
-    target: &'t Target,
+struct Batch {
+    target: Target,
     events: Vec<Outgoing>,
     /// Per event, its index in the delivered entries.
     entries: Vec<usize>,

@@ -298,12 +298,37 @@ impl RedisStore {
     }
 
     async fn pending_entries(&self, max: usize) -> Result<Vec<OutboxEntry>, StorageError> {
-        self.pending_of(0..self.keys.shards(), max).await
+        self.pending_of(0..self.keys.shards(), "-", max).await
     }
 
+    /// Up to `max` entries of `shard` after the stream entry `after`.
+    async fn pending_after(
+        &self,
+        shard: u32,
+        after: &str,
+        max: usize,
+    ) -> Result<Vec<OutboxEntry>, StorageError> {
+        // The smallest id above `after` (`ms-seq`), as the start of an inclusive range.
+        let next = after
+            .split_once('-')
+            .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)))
+            .map(|(ms, seq)| match seq.checked_add(1) {
+                Some(seq) => format!("{ms}-{seq}"),
+                None => format!("{}-0", ms.saturating_add(1)),
+            })
+            .ok_or_else(|| {
+                StorageError::Malformed(format!(
+                    "outbox entry id {after:?} of shard {shard} is not a stream id"
+                ))
+            })?;
+        self.pending_of(shard..shard + 1, &next, max).await
+    }
+
+    /// Up to `max` entries of `shards`, from the stream id `from` (`-`: the oldest) in each.
     async fn pending_of(
         &self,
         shards: std::ops::Range<u32>,
+        from: &str,
         max: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
         let first = shards.start;
@@ -311,7 +336,7 @@ impl RedisStore {
         for shard in shards {
             pipe.cmd("XRANGE")
                 .arg(self.keys.outbox(shard))
-                .arg("-")
+                .arg(from)
                 .arg("+")
                 .arg("COUNT")
                 .arg(max.min(i64::MAX as usize));
@@ -591,7 +616,20 @@ impl Outbox for RedisStore {
         shard: u32,
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>> {
-        Box::pin(self.pending_of(shard..shard + 1, max))
+        Box::pin(self.pending_of(shard..shard + 1, "-", max))
+    }
+
+    fn pending_in_after<'a>(
+        &'a self,
+        shard: u32,
+        held: &'a [OutboxPosition],
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StorageError>> {
+        match held.last() {
+            // Stream ids count up: what comes after the last held entry is what is not held.
+            Some(last) => Box::pin(self.pending_after(shard, &last.entry, max)),
+            None => Box::pin(self.pending_of(shard..shard + 1, "-", max)),
+        }
     }
 
     fn wait_for_entries<'a>(&'a self, shards: &'a [u32], timeout: Duration) -> BoxFuture<'a, ()> {

@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             events_commit_without_a_state_change,
             the_outbox_is_never_ahead_of_or_behind_the_state,
             acked_events_leave_the_outbox,
+            a_read_after_held_entries_returns_what_follows_them,
             dead_letters_leave_the_outbox_and_come_back_when_redriven,
             the_directory_names_the_owner_and_unregisters_only_it,
             a_corrupt_blob_fails_activation_and_is_left_alone,
@@ -433,6 +434,67 @@ pub async fn acked_events_leave_the_outbox<S: StoreUnderTest>(h: &S) {
         .map(|e| e.event)
         .collect();
     assert_eq!(left, vec![event(2)]);
+}
+
+/// `pending_in_after` returns the shard's entries after the held ones (the shard's oldest, as
+/// an earlier read returned them), oldest first and at most `max`; whether the held entries are
+/// still there or were acknowledged meanwhile.
+pub async fn a_read_after_held_entries_returns_what_follows_them<S: StoreUnderTest>(h: &S) {
+    let grain = fresh("conformance.c");
+    let a = address(&grain, "s1");
+    claim_won(h, &a).await;
+    let store = h.store();
+    store
+        .commit(write(&a, 0, b"x", (1..=5).map(event).collect()))
+        .await
+        .expect("commit");
+    let shard = events_of(h, &grain).await[0].position.shard;
+    // The fresh store's shard holds only this grain's events.
+    let held: Vec<_> = store
+        .pending_in(shard, 2)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.position)
+        .collect();
+    let after = |max: usize| {
+        let (store, held) = (store.clone(), held.clone());
+        async move {
+            store
+                .pending_in_after(shard, &held, max)
+                .await
+                .expect("read after")
+                .into_iter()
+                .map(|e| e.event)
+                .collect::<Vec<PublishedEvent>>()
+        }
+    };
+    assert_eq!(after(2).await, vec![event(3), event(4)], "at most max");
+    assert_eq!(after(10).await, vec![event(3), event(4), event(5)]);
+    store.ack(&held[..1]).await.expect("ack");
+    assert_eq!(
+        after(10).await,
+        vec![event(3), event(4), event(5)],
+        "one held entry acknowledged meanwhile"
+    );
+    store.ack(&held).await.expect("ack");
+    assert_eq!(
+        after(10).await,
+        vec![event(3), event(4), event(5)],
+        "all acknowledged"
+    );
+    let none_held: Vec<PublishedEvent> = store
+        .pending_in_after(shard, &[], 2)
+        .await
+        .expect("read")
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+    assert_eq!(
+        none_held,
+        vec![event(3), event(4)],
+        "nothing held: the oldest"
+    );
 }
 
 /// An entry moved to the dead-letter stream leaves the outbox, is listed with its reason, id

@@ -142,6 +142,36 @@ pub trait Outbox: Send + Sync + 'static {
         max: usize,
     ) -> BoxFuture<'_, Result<Vec<OutboxEntry>, StorageError>>;
 
+    /// Up to `max` events of `shard` not yet acknowledged, oldest first, after the entries
+    /// `held`: the shard's oldest pending entries, as an earlier read returned them, which the
+    /// caller already holds (a relay reads its next batch while it delivers the one before).
+    /// Entries of `held` acknowledged meanwhile are simply not there.
+    ///
+    /// The default reads [`pending_in`](Self::pending_in) `held.len() + max` entries and
+    /// leaves `held` out; a store that can start a read after a given entry reads only what
+    /// comes after the last of `held`.
+    fn pending_in_after<'a>(
+        &'a self,
+        shard: u32,
+        held: &'a [OutboxPosition],
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StorageError>> {
+        Box::pin(async move {
+            let read = self
+                .pending_in(shard, held.len().saturating_add(max))
+                .await?;
+            if held.is_empty() {
+                return Ok(read);
+            }
+            let held: std::collections::HashSet<&OutboxPosition> = held.iter().collect();
+            Ok(read
+                .into_iter()
+                .filter(|e| !held.contains(&e.position))
+                .take(max)
+                .collect())
+        })
+    }
+
     /// Waits until one of `shards` may have new entries, or `timeout` passed. A relay with
     /// nothing to do calls it instead of sleeping, so that a commit is delivered at once. The
     /// default just waits `timeout`.

@@ -596,3 +596,5 @@ async fn an_undecodable_entry_is_dead_lettered_not_dropped() {
             .contains("granary_relay_undecodable_total 1")
     );
 }
+
+mod shards;

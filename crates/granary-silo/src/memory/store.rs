@@ -209,6 +209,28 @@ impl Outbox for MemoryStore {
         ready(Ok(entries)).boxed()
     }
 
+    fn pending_in_after<'a>(
+        &'a self,
+        shard: u32,
+        held: &'a [OutboxPosition],
+        max: usize,
+    ) -> BoxFuture<'a, Result<Vec<OutboxEntry>, StorageError>> {
+        let entries = if shard == 0 {
+            let outbox = self.outbox.lock();
+            // Entry ids count up along the outbox (they are taken under its lock, and a
+            // re-driven entry gets a new one at the end): what comes after the last held entry
+            // is what is not held. Only that is copied.
+            let from = held.last().map_or(0, |last| {
+                let last = entry_seq(last);
+                outbox.partition_point(|e| entry_seq(&e.position) <= last)
+            });
+            outbox.range(from..).take(max).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        ready(Ok(entries)).boxed()
+    }
+
     fn ack(&self, entries: &[OutboxPosition]) -> BoxFuture<'_, Result<(), StorageError>> {
         let mut outbox = self.outbox.lock();
         // A relay acknowledges the oldest entries in commit order: take them off the front,
@@ -317,6 +339,12 @@ impl GrainDirectory for MemoryStore {
         }
         ready(Ok(())).boxed()
     }
+}
+
+/// The number of an entry id this store made ([`MemoryStore::next_entry`]); 0 for any other
+/// (none is older than all).
+fn entry_seq(position: &OutboxPosition) -> u64 {
+    position.entry.parse().unwrap_or(0)
 }
 
 fn now_ms() -> u64 {
