@@ -1,6 +1,10 @@
 //! P3 (cross-silo call latency), P4 (cross-silo throughput) and P9 (failover time): silo
 //! processes (this binary in `--serve silo` mode) on a real Redis, against a raw length-
-//! delimited TCP echo process (`--serve echo`) with the same frame sizes and concurrency.
+//! delimited TCP echo process (`--serve echo`) with the same frame sizes and concurrency, and
+//! a tonic gRPC server process (`--serve tonic`, see [`crate::grpc`]).
+//!
+//! P3 and P4 run every side in the same [`CpuPlacement`]: the benchmark's client runtime pinned to
+//! one core, the server process (`--cpu N`) to another.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::engines::granary::{BenchGrain, BenchRef};
 use crate::engines::multi_thread;
+use crate::placement::{CpuPlacement, Pinned};
 use crate::report::median;
 
 const SECRET: &str = "granary-bench cluster secret, 32+ bytes";
@@ -72,8 +77,30 @@ fn exe() -> String {
         .to_string()
 }
 
-async fn start_silo(cluster: &str, name: &str) -> SiloProcess {
-    start_silo_with(cluster, name, Profile::Test).await
+/// The arguments that start this binary as a server of `role`, pinned to `cpu` if given.
+fn serve_args(role: &str, cpu: Option<usize>) -> Vec<String> {
+    let mut args = vec!["--serve".to_owned(), role.to_owned()];
+    if let Some(cpu) = cpu {
+        args.extend(["--cpu".to_owned(), cpu.to_string()]);
+    }
+    args
+}
+
+/// Starts this binary as a server of `role` (`echo`, `tonic`), pinned to `cpu` if given, and
+/// waits for its ready line.
+async fn start_server(role: &str, cpu: Option<usize>) -> (SiloProcess, SocketAddr) {
+    let args = serve_args(role, cpu);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let process = SiloProcess::start_with_args(&exe(), &args, role, &[]).await;
+    let addr = process.addr;
+    (process, addr)
+}
+
+/// Pins the calling thread to the client's core of `placement` for the guard's lifetime.
+fn pin_client(placement: CpuPlacement) -> Pinned {
+    placement
+        .pin_client()
+        .unwrap_or_else(|e| panic!("{placement}: {e}"))
 }
 
 /// The timings a benchmark's silos run with.
@@ -85,11 +112,18 @@ pub(crate) enum Profile {
     Production,
 }
 
-async fn start_silo_with(cluster: &str, name: &str, profile: Profile) -> SiloProcess {
+async fn start_silo_with(
+    cluster: &str,
+    name: &str,
+    profile: Profile,
+    cpu: Option<usize>,
+) -> SiloProcess {
     let redis = redis_url();
+    let args = serve_args("silo", cpu);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut process = SiloProcess::start_with_args(
         &exe(),
-        &["--serve", "silo"],
+        &args,
         name,
         &[
             ("GRANARY_CLUSTER", cluster),
@@ -108,12 +142,6 @@ async fn start_silo_with(cluster: &str, name: &str, profile: Profile) -> SiloPro
     .await;
     process.name = name.to_owned();
     process
-}
-
-async fn start_echo() -> (SiloProcess, SocketAddr) {
-    let process = SiloProcess::start_with_args(&exe(), &["--serve", "echo"], "echo", &[]).await;
-    let addr = process.addr;
-    (process, addr)
 }
 
 /// An in-process silo joining `cluster`, placing new grains by hash.
@@ -173,24 +201,32 @@ async fn wait_members(silo: &Silo, n: usize) {
 }
 
 /// The results of one P3+P4 repetition.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Calls {
     pub(crate) p50_ns: f64,
     pub(crate) p99_ns: f64,
     pub(crate) calls_per_sec: f64,
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+/// The `p` quantile (0 to 1) of `samples`, nearest rank; sorts them.
+pub(crate) fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
     let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
     samples.get(index).copied().unwrap_or(f64::NAN)
 }
 
 /// Granary: sequential calls to one grain on another silo process, then 256 calls in flight
-/// over `grains` grains there.
-pub(crate) fn granary_calls(sequential: usize, grains: usize, total: usize) -> Calls {
+/// over `grains` grains there; this side and the silo process in `placement`.
+pub(crate) fn granary_calls(
+    sequential: usize,
+    grains: usize,
+    total: usize,
+    placement: CpuPlacement,
+) -> Calls {
+    let _pinned = pin_client(placement);
     multi_thread(2).block_on(async {
         let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let remote = start_silo(&cluster, "remote").await;
+        let remote = start_silo_with(&cluster, "remote", Profile::Test, placement.server()).await;
         let silo = local_silo(&cluster).await;
         wait_members(&silo, 2).await;
         let refs = remote_grains(&silo, grains).await;
@@ -230,11 +266,29 @@ pub(crate) fn granary_calls(sequential: usize, grains: usize, total: usize) -> C
     })
 }
 
-/// Raw TCP: the same numbers of sequential and in-flight request/response frames of `size`
-/// bytes to the echo process.
-pub(crate) fn raw_calls(sequential: usize, total: usize, size: usize) -> Calls {
+/// tonic gRPC: the same numbers of sequential and in-flight unary calls to a tonic server
+/// process, in `placement`.
+pub(crate) fn tonic_calls(sequential: usize, total: usize, placement: CpuPlacement) -> Calls {
+    let _pinned = pin_client(placement);
     multi_thread(2).block_on(async {
-        let (echo, addr) = start_echo().await;
+        let (server, addr) = start_server("tonic", placement.server()).await;
+        let calls = crate::grpc::calls(addr, sequential, total).await;
+        drop(server);
+        calls
+    })
+}
+
+/// Raw TCP: the same numbers of sequential and in-flight request/response frames of `size`
+/// bytes to the echo process, in `placement`.
+pub(crate) fn raw_calls(
+    sequential: usize,
+    total: usize,
+    size: usize,
+    placement: CpuPlacement,
+) -> Calls {
+    let _pinned = pin_client(placement);
+    multi_thread(2).block_on(async {
+        let (echo, addr) = start_server("echo", placement.server()).await;
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let mut framed = Framed::new(stream, LengthDelimitedCodec::new());
@@ -292,8 +346,8 @@ pub(crate) fn raw_calls(sequential: usize, total: usize, size: usize) -> Calls {
 pub(crate) fn failover(grains: usize, crash: bool, profile: Profile) -> f64 {
     multi_thread(2).block_on(async {
         let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let victim = start_silo_with(&cluster, "victim", profile).await;
-        let survivor = start_silo_with(&cluster, "survivor", profile).await;
+        let victim = start_silo_with(&cluster, "victim", profile, None).await;
+        let survivor = start_silo_with(&cluster, "survivor", profile, None).await;
         let silo = local_silo_with(&cluster, profile).await;
         wait_members(&silo, 3).await;
         // Grains placed on the victim: its address answers for them in the directory.
@@ -348,5 +402,27 @@ pub(crate) fn medians(runs: &[Calls]) -> Calls {
         p50_ns: pick(|c| c.p50_ns),
         p99_ns: pick(|c| c.p99_ns),
         calls_per_sec: pick(|c| c.calls_per_sec),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_told_their_core() {
+        assert_eq!(serve_args("echo", None), ["--serve", "echo"]);
+        assert_eq!(
+            serve_args("tonic", Some(1)),
+            ["--serve", "tonic", "--cpu", "1"]
+        );
+    }
+
+    #[test]
+    fn percentile_is_the_nearest_rank() {
+        let mut samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&mut samples, 0.5), 51.0);
+        assert_eq!(percentile(&mut samples, 0.99), 99.0);
+        assert!(percentile(&mut [], 0.5).is_nan());
     }
 }

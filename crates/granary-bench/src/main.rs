@@ -9,7 +9,9 @@ mod alloc;
 mod cluster;
 mod engines;
 mod events;
+mod grpc;
 mod metrics;
+mod placement;
 mod report;
 mod storage;
 
@@ -21,11 +23,13 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: P1…P9 or all, or one P7 sink (P7-redis-streams, P7-nats, P7-rabbitmq,
-    /// P7-kafka, P7-sqs); P9 also prints P9-prod (P3–P7 and P9 need Redis, `GRANARY_BENCH_REDIS`; P7 also
+    /// Metrics to run: all, P1, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
+    /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P7 or one P7
+    /// sink (P7-redis-streams, P7-nats, P7-rabbitmq, P7-kafka, P7-sqs), P8, P8-1M, P9 (also
+    /// prints P9-prod), P10. P3–P7, P9 and P10 need Redis, `GRANARY_BENCH_REDIS`; P7 also
     /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
     /// the local servers; and Kafka, `GRANARY_BENCH_KAFKA`, and SQS, `GRANARY_BENCH_SQS`, which
-    /// default to a private `tansu` broker and `moto_server` that P7 starts).
+    /// default to a private `tansu` broker and `moto_server` that P7 starts.
     #[arg(default_value = "all")]
     ids: Vec<String>,
     /// Interleaved repetitions per metric (medians are reported).
@@ -34,9 +38,12 @@ struct Args {
     /// Smaller workloads, for a smoke run.
     #[arg(long)]
     quick: bool,
-    /// Internal: serve as a process of the cluster benchmarks (`silo` or `echo`).
+    /// Internal: serve as a process of the cluster benchmarks (`silo`, `echo` or `tonic`).
     #[arg(long, hide = true)]
     serve: Option<String>,
+    /// Internal, with `--serve`: the core to pin the server process to.
+    #[arg(long, hide = true, requires = "serve")]
+    cpu: Option<usize>,
     /// Runs only the Granary side of one workload (p1a, p1b, p2, p4, p5, p8), for a profiler.
     #[arg(long)]
     profile: Option<String>,
@@ -45,15 +52,18 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(role) = &args.serve {
+        // Pinned before the runtime starts, so that every one of its threads inherits the pin.
+        let _pinned = args.cpu.map(placement::pin_current_thread).transpose()?;
         let rt = engines::multi_thread(2);
         return match role.as_str() {
             "silo" => rt.block_on(cluster::serve_silo()),
             "echo" => rt.block_on(cluster::serve_echo()),
-            other => anyhow::bail!("unknown role {other}"),
+            "tonic" => rt.block_on(grpc::serve_tonic()),
+            other => anyhow::bail!("unknown role {other}: use silo, echo or tonic"),
         };
     }
-    let all = args.ids.iter().any(|id| id.eq_ignore_ascii_case("all"));
-    let wants = |id: &str| all || args.ids.iter().any(|x| x.eq_ignore_ascii_case(id));
+    let selection = Selection::parse(&args.ids).map_err(anyhow::Error::msg)?;
+    let wants = |id: &str| selection.wants(id);
     let scale = if args.quick { 10 } else { 1 };
     if let Some(workload) = &args.profile {
         let value = match workload.as_str() {
@@ -63,8 +73,13 @@ fn main() -> anyhow::Result<()> {
             "p8" => engines::granary::p8(100_000 / scale),
             // P3 then P4's Granary side (a silo process is started): calls/s of P4.
             "p4" => {
-                cluster::granary_calls(5_000 / scale, 1_000 / scale.min(10), 400_000 / scale)
-                    .calls_per_sec
+                cluster::granary_calls(
+                    5_000 / scale,
+                    1_000 / scale.min(10),
+                    400_000 / scale,
+                    placement::CpuPlacement::for_this_machine(),
+                )
+                .calls_per_sec
             }
             "p5" => {
                 let bench = storage::RedisBench::connect()?;
@@ -86,13 +101,24 @@ fn main() -> anyhow::Result<()> {
     if wants("P1") {
         metrics::p1(args.reps, scale)?;
     }
+    if wants("P1b-1M") {
+        metrics::p1b_1m(args.reps, scale);
+    }
     if wants("P2") {
         metrics::p2(args.reps, scale)?;
     }
-    if wants("P5") || wants("P6") {
-        metrics::storage(args.reps, scale, wants("P5"), wants("P6"))?;
+    let storage = metrics::StorageIds {
+        p5: wants("P5"),
+        p6: wants("P6"),
+        p6c: wants("P6") || wants("P6c"),
+    };
+    if storage.p5 || storage.p6 || storage.p6c {
+        metrics::storage(args.reps, scale, storage)?;
     }
-    if wants("P3") || wants("P4") {
+    if ["P3", "P4", "P3-tonic", "P4-tonic"]
+        .iter()
+        .any(|id| wants(id))
+    {
         metrics::p3_p4(args.reps, scale);
     }
     // `P7` runs every sink; `P7-kafka` (and so on) only the sinks named.
@@ -106,5 +132,112 @@ fn main() -> anyhow::Result<()> {
     if wants("P8") {
         metrics::p8(args.reps, scale)?;
     }
+    if wants("P8-1M") {
+        metrics::p8_1m(args.reps, scale);
+    }
+    if wants("P10") {
+        metrics::p10(scale)?;
+    }
     Ok(())
+}
+
+/// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
+const IDS: [&str; 16] = [
+    "P1", "P1b-1M", "P2", "P5", "P6", "P6c", "P3", "P4", "P3-tonic", "P4-tonic", "P7", "P9",
+    "P9-prod", "P8", "P8-1M", "P10",
+];
+
+/// The metrics a run was asked for.
+#[derive(Debug, PartialEq, Eq)]
+struct Selection {
+    all: bool,
+    ids: Vec<String>,
+}
+
+impl Selection {
+    /// Checks every id (case-insensitively) against the ones the runner knows.
+    fn parse(ids: &[String]) -> Result<Self, String> {
+        let known = |id: &str| {
+            id.eq_ignore_ascii_case("all")
+                || IDS.iter().any(|k| k.eq_ignore_ascii_case(id))
+                || events::SINKS
+                    .iter()
+                    .any(|sink| format!("P7-{sink}").eq_ignore_ascii_case(id))
+        };
+        if let Some(unknown) = ids.iter().find(|id| !known(id)) {
+            return Err(format!(
+                "unknown benchmark id {unknown:?}: use all, {}, or P7-<sink> with a sink of {}",
+                IDS.join(", "),
+                events::SINKS.join(", ")
+            ));
+        }
+        Ok(Self {
+            all: ids.iter().any(|id| id.eq_ignore_ascii_case("all")),
+            ids: ids.to_vec(),
+        })
+    }
+
+    /// Whether `id` runs: named, or `all` named.
+    fn wants(&self, id: &str) -> bool {
+        self.all || self.ids.iter().any(|x| x.eq_ignore_ascii_case(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("granary-bench").chain(line.iter().copied()))
+    }
+
+    fn selection(ids: &[&str]) -> Result<Selection, String> {
+        Selection::parse(&ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn no_id_means_all_with_three_repetitions() {
+        let args = args(&[]).expect("parses");
+        assert_eq!(args.ids, ["all"]);
+        assert_eq!(args.reps, 3);
+        assert!(!args.quick);
+        let all = Selection::parse(&args.ids).expect("all is known");
+        assert!(IDS.iter().all(|id| all.wants(id)));
+    }
+
+    #[test]
+    fn ids_options_and_the_server_core_parse() {
+        let parsed = args(&["P3-tonic", "p10", "--reps", "5", "--quick"]).expect("parses");
+        assert_eq!(parsed.ids, ["P3-tonic", "p10"]);
+        assert_eq!((parsed.reps, parsed.quick), (5, true));
+        let server = args(&["--serve", "echo", "--cpu", "1"]).expect("parses");
+        assert_eq!(
+            (server.serve.as_deref(), server.cpu),
+            (Some("echo"), Some(1))
+        );
+        assert!(
+            args(&["--cpu", "1"]).is_err(),
+            "--cpu only goes with --serve"
+        );
+        assert!(args(&["--reps", "many"]).is_err());
+    }
+
+    #[test]
+    fn only_the_named_ids_run_case_insensitively() {
+        let chosen = selection(&["p8-1m", "P6c", "P7-kafka"]).expect("known ids");
+        assert!(chosen.wants("P8-1M") && chosen.wants("P6c") && chosen.wants("P7-kafka"));
+        assert!(!chosen.wants("P8"), "P8-1M does not run P8");
+        assert!(!chosen.wants("P6") && !chosen.wants("P7") && !chosen.wants("P1"));
+    }
+
+    #[test]
+    fn an_unknown_id_is_refused_with_the_known_ones() {
+        let error = selection(&["P3", "P11"]).expect_err("P11 is unknown");
+        assert!(error.contains("\"P11\""), "{error}");
+        assert!(
+            error.contains("P10") && error.contains("redis-streams"),
+            "{error}"
+        );
+        assert!(selection(&["P7-redis-streams", "ALL"]).is_ok());
+    }
 }

@@ -1,13 +1,18 @@
-//! The metrics: P1 (local call), P2 (one-way message), P5 (cold activation from Redis), P6
-//! (state + events commit to Redis), P8 (memory per idle activation).
+//! The metrics: P1 (local call; P1b-1M, its throughput over 1,000,000 grains), P2 (one-way
+//! message), P3/P4 (cross-silo call latency and throughput, with their tonic gRPC peers, in a
+//! fixed CPU placement), P5 (cold activation from Redis, against `GET` and the claim script),
+//! P6 (state + events commit to Redis; P6c, fenced against unfenced), P7 (event relay), P8
+//! (memory per idle activation; P8-1M at 1,000,000), P9 (failover), P10 (Redis bytes per
+//! persisted grain).
 //! Each repetition runs the baseline(s) and the candidate back to back, starting with a different
 //! engine each time (so no engine always runs first or last); medians are reported.
 
 use crate::cluster;
 use crate::engines::{actix, floor, granary, kameo, ractor};
 use crate::events;
+use crate::placement::CpuPlacement;
 use crate::report::{Line, median};
-use crate::storage::RedisBench;
+use crate::storage::{CLAIM_LEAN, ClaimVia, RedisBench};
 
 /// Runs `reps` repetitions of every workload in `runs`, rotating which one goes first, and
 /// returns each workload's samples in the order given.
@@ -167,13 +172,66 @@ pub(crate) fn p8(reps: usize, scale: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// P1b-1M: the P1b workload (8 callers, 2 worker threads, calls to grains picked at random)
+/// over `1,000,000 / scale` active grains, against the same workload over P1b's 1,000 grains
+/// measured in the same run: what a large directory and cold caches cost a call.
+pub(crate) fn p1b_1m(reps: usize, scale: usize) {
+    let (grains, callers, per_caller) = (1_000_000 / scale, 8, 200_000 / scale);
+    let [small, large] = interleave(
+        reps,
+        [&|| granary::p1b(1_000, callers, per_caller), &|| {
+            granary::p1b(grains, callers, per_caller)
+        }],
+    );
+    Line {
+        id: "P1b-1M",
+        what: &format!("calls_per_sec_{grains}grains_8callers_2threads"),
+        value: median(&large),
+        baseline: median(&small),
+        baseline_name: "granary_P1b_1000grains_same_run",
+        unit: "calls/s",
+        goal: "ratio>=0.7",
+    }
+    .print();
+}
+
+/// P8-1M: heap bytes per idle activation with `1,000,000 / scale` of them, against as many idle
+/// actix actors.
+pub(crate) fn p8_1m(reps: usize, scale: usize) {
+    let actors = 1_000_000 / scale;
+    let [a, g] = interleave(reps, [&|| actix::p8(actors), &|| granary::p8(actors)]);
+    Line {
+        id: "P8-1M",
+        what: &format!("bytes_per_idle_activation_{actors}"),
+        value: median(&g),
+        baseline: median(&a),
+        baseline_name: "idle_actix_actor",
+        unit: "bytes",
+        goal: "ratio<=0.6",
+    }
+    .print();
+}
+
+/// Which of the storage metrics to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StorageIds {
+    /// P5 (and its ratio to the raw claim script).
+    pub(crate) p5: bool,
+    /// P6a and P6b.
+    pub(crate) p6: bool,
+    /// P6c.
+    pub(crate) p6c: bool,
+}
+
 /// P5: cold activations per second from Redis (100k grains, 128 concurrent first calls) against
-/// redis-rs `GET`s of as many values of the same size at the same concurrency. P6: (a) p50 of a
-/// grain call committing state and one event against the raw commit script, sequentially; (b)
-/// commits per second of 128 grains writing at once against the raw script from 128 tasks.
-pub(crate) fn storage(reps: usize, scale: usize, p5: bool, p6: bool) -> anyhow::Result<()> {
+/// redis-rs `GET`s of as many values of the same size at the same concurrency, and against the
+/// claim script alone. P6: (a) p50 of a grain call committing state and one event against the
+/// raw commit script, sequentially; (b) commits per second of 128 grains writing at once against
+/// the raw script from 128 tasks; (c) commits per second of the store's fenced commit from 128
+/// writers against an unfenced pipelined `SET` + `XADD` of the same bytes.
+pub(crate) fn storage(reps: usize, scale: usize, ids: StorageIds) -> anyhow::Result<()> {
     let bench = RedisBench::connect()?;
-    let result = storage_metrics(&bench, reps, scale, p5, p6);
+    let result = storage_metrics(&bench, reps, scale, ids);
     bench.cleanup();
     result
 }
@@ -182,18 +240,20 @@ fn storage_metrics(
     bench: &RedisBench,
     reps: usize,
     scale: usize,
-    p5: bool,
-    p6: bool,
+    StorageIds { p5, p6, p6c }: StorageIds,
 ) -> anyhow::Result<()> {
     if p5 {
         let (grains, concurrency) = (100_000 / scale, 128);
         bench.seed_p5(grains);
-        let [r, g, c] = interleave(
+        let claim = granary_redis::__private::claim_script();
+        let [r, g, c, f, l] = interleave(
             reps,
             [
                 &|| bench.p5_redis_get(grains, concurrency),
                 &|| bench.p5_granary(grains, concurrency),
                 &|| bench.p5_raw_claim(grains, concurrency),
+                &|| bench.p5_claims(grains, concurrency, ClaimVia::Function(claim)),
+                &|| bench.p5_claims(grains, concurrency, ClaimVia::Script(CLAIM_LEAN)),
             ],
         );
         Line {
@@ -217,6 +277,32 @@ fn storage_metrics(
             baseline_name: "redis_rs_get_128_concurrent_one_connection",
             unit: "claims/s",
             goal: "info",
+        }
+        .print();
+        // Cheaper claims than the script the store sends, against it.
+        for (id, what, samples) in [
+            ("P5-claim-function", "claim_script_as_redis_function", &f),
+            ("P5-claim-lean", "claim_script_prefix_compare", &l),
+        ] {
+            Line {
+                id,
+                what,
+                value: median(samples),
+                baseline: median(&c),
+                baseline_name: "raw_claim_script_128_concurrent_one_connection",
+                unit: "claims/s",
+                goal: "info",
+            }
+            .print();
+        }
+        Line {
+            id: "P5-vs-claim",
+            what: &format!("cold_activations_per_sec_{grains}grains_vs_claim_script"),
+            value: median(&g),
+            baseline: median(&c),
+            baseline_name: "raw_claim_script_128_concurrent_one_connection",
+            unit: "activations/s",
+            goal: "ratio>=0.8",
         }
         .print();
     }
@@ -254,21 +340,84 @@ fn storage_metrics(
         }
         .print();
     }
+    if p6c {
+        let (writers, per_writer) = (128, 200 / scale.min(10));
+        let [u, f] = interleave(
+            reps,
+            [&|| bench.p6c_unfenced(writers, per_writer), &|| {
+                bench.p6c_fenced(writers, per_writer)
+            }],
+        );
+        Line {
+            id: "P6c",
+            what: "fenced_commits_per_sec_128_writers",
+            value: median(&f),
+            baseline: median(&u),
+            baseline_name: "unfenced_set_xadd_pipelined_128_writers_one_connection",
+            unit: "commits/s",
+            goal: "ratio>=0.7",
+        }
+        .print();
+    }
+    Ok(())
+}
+
+/// P10: Redis bytes per persisted grain (`MEMORY USAGE` of its keys, plus its share of the
+/// cluster's shared keys) against the bytes of its encoded state, at rest and while active
+/// (claimed: the owner entry added). One measurement: memory does not vary between runs. The
+/// keys are under a cluster id of their own and deleted afterwards.
+pub(crate) fn p10(scale: usize) -> anyhow::Result<()> {
+    let bench = RedisBench::connect()?;
+    let measured = bench.p10(10_000 / scale);
+    bench.cleanup();
+    let state = bench.state_bytes() as f64;
+    for (id, what, memory) in [
+        ("P10", "redis_bytes_per_persisted_grain", measured.at_rest),
+        (
+            "P10-active",
+            "redis_bytes_per_claimed_grain",
+            measured.active,
+        ),
+    ] {
+        Line {
+            id,
+            what: &format!("{what}_{}grains", measured.grains),
+            value: memory.per_grain(measured.grains),
+            baseline: state,
+            baseline_name: "encoded_state_bytes",
+            unit: "bytes",
+            goal: "info",
+        }
+        .print_with(&format!(
+            "grain_keys={} grain_key_bytes={} shared_keys={} shared_bytes={}",
+            memory.grain_keys, memory.grain_bytes, memory.shared_keys, memory.shared_bytes
+        ));
+    }
     Ok(())
 }
 
 /// P3: cross-silo call latency, one call in flight, p50 and p99, against a raw TCP
 /// request/response of 64-byte frames to another process. P4: calls per second with 256 in
 /// flight over 1,000 grains on another silo process, against the raw pipelined echo.
+/// P3-tonic/P4-tonic: the same calls as tonic gRPC unary calls to another process, printed
+/// against Granary's figures. Every side runs in the same [`CpuPlacement`], printed on each line.
 pub(crate) fn p3_p4(reps: usize, scale: usize) {
     let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
-    let [r, g] = interleave_values(
+    let placement = CpuPlacement::for_this_machine();
+    let [r, g, t] = interleave_values(
         reps,
-        [&|| cluster::raw_calls(sequential, total, 64), &|| {
-            cluster::granary_calls(sequential, grains, total)
-        }],
+        [
+            &|| cluster::raw_calls(sequential, total, 64, placement),
+            &|| cluster::granary_calls(sequential, grains, total, placement),
+            &|| cluster::tonic_calls(sequential, total, placement),
+        ],
     );
-    let (raw, granary) = (cluster::medians(&r), cluster::medians(&g));
+    let (raw, granary, tonic) = (
+        cluster::medians(&r),
+        cluster::medians(&g),
+        cluster::medians(&t),
+    );
+    let placement = placement.to_string();
     for (id, what, value, baseline, goal) in [
         (
             "P3",
@@ -294,7 +443,7 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
             unit: "ns",
             goal,
         }
-        .print();
+        .print_with(&placement);
     }
     Line {
         id: "P4",
@@ -305,7 +454,46 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
         unit: "calls/s",
         goal: "ratio>=0.2",
     }
-    .print();
+    .print_with(&placement);
+    // The peer's figure against Granary's: Granary at least as fast means tonic's p50 at least
+    // Granary's (ratio >= 1) and tonic's calls/s at most Granary's (ratio <= 1).
+    for (id, what, value, baseline, unit, goal) in [
+        (
+            "P3-tonic",
+            "tonic_unary_call_p50",
+            tonic.p50_ns,
+            granary.p50_ns,
+            "ns",
+            "ratio>=1.0",
+        ),
+        (
+            "P3-tonic-p99",
+            "tonic_unary_call_p99",
+            tonic.p99_ns,
+            granary.p99_ns,
+            "ns",
+            "info",
+        ),
+        (
+            "P4-tonic",
+            "tonic_unary_calls_per_sec_256_in_flight",
+            tonic.calls_per_sec,
+            granary.calls_per_sec,
+            "calls/s",
+            "ratio<=1.0",
+        ),
+    ] {
+        Line {
+            id,
+            what,
+            value,
+            baseline,
+            baseline_name: "granary_same_placement",
+            unit,
+            goal,
+        }
+        .print_with(&placement);
+    }
 }
 
 /// P9: a silo hosting 1,000 grains is SIGKILLed: p99 time until each answers again from the

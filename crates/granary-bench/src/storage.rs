@@ -1,5 +1,6 @@
-//! P5 (cold activation from Redis) and P6 (state + events commit): Granary on Redis against
-//! redis-rs doing the same Redis work directly, on one multiplexed connection, in one run.
+//! P5 (cold activation from Redis), P6 (state + events commit) and P10 (Redis bytes per
+//! persisted grain): Granary on Redis against redis-rs doing the same Redis work directly, on one
+//! multiplexed connection, in one run.
 //!
 //! Needs a Redis: `GRANARY_BENCH_REDIS`, or `redis://127.0.0.1:6379`. Every key the run writes
 //! is under a cluster id of its own and is deleted at the end.
@@ -10,7 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use granary::codec::state_codec;
-use granary::{Event, GrainContext, Result, Silo, SiloConfig, grain};
+use granary::provider::{Claim, Commit, GrainAddress, StateChange, StateStore};
+use granary::{
+    ActivationId, Event, GrainContext, GrainId, PublishedEvent, Result, Silo, SiloConfig, SiloId,
+    grain,
+};
 use granary_redis::{RedisConfig, RedisStore};
 use redis::aio::MultiplexedConnection;
 use serde::{Deserialize, Serialize};
@@ -236,9 +241,37 @@ impl RedisBench {
     /// `concurrency` tasks: the Redis side of a cold activation, without the runtime. Owners are
     /// removed first (untimed), so that every claim is a first claim.
     pub(crate) fn p5_raw_claim(&self, grains: usize, concurrency: usize) -> f64 {
-        let script = Arc::new(redis::Script::new(granary_redis::__private::claim_script()));
+        self.p5_claims(
+            grains,
+            concurrency,
+            ClaimVia::Script(granary_redis::__private::claim_script()),
+        )
+    }
+
+    /// As [`p5_raw_claim`](Self::p5_raw_claim), with the claim sent `via` a script or a Redis
+    /// function. A function is loaded (untimed) under a library name of this run and deleted
+    /// afterwards.
+    pub(crate) fn p5_claims(&self, grains: usize, concurrency: usize, via: ClaimVia) -> f64 {
+        let library = format!("granary_bench_{}", uuid::Uuid::now_v7().simple());
+        let call = match via {
+            ClaimVia::Script(source) => ClaimCall::Script(Arc::new(redis::Script::new(source))),
+            ClaimVia::Function(_) => ClaimCall::Function(Arc::from(format!("{library}_claim"))),
+        };
         self.rt.block_on(async {
             let mut conn = self.conn.clone();
+            if let (ClaimVia::Function(source), ClaimCall::Function(name)) = (via, &call) {
+                let body = source.strip_prefix("#!lua\n").unwrap_or(source);
+                let code = format!(
+                    "#!lua name={library}\nredis.register_function('{name}', \
+                     function(KEYS, ARGV)\n{body}\nend)"
+                );
+                let _: String = redis::cmd("FUNCTION")
+                    .arg("LOAD")
+                    .arg(code)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("FUNCTION LOAD");
+            }
             for start in (0..grains).step_by(1_000) {
                 let mut pipe = redis::pipe();
                 for i in start..(start + 1_000).min(grains) {
@@ -250,7 +283,7 @@ impl RedisBench {
             let tasks: Vec<_> = (0..concurrency)
                 .map(|c| {
                     let mut conn = self.conn.clone();
-                    let script = script.clone();
+                    let call = call.clone();
                     let epoch = self.raw_claim_key("epoch");
                     let keys: Vec<String> = (c..grains)
                         .step_by(concurrency)
@@ -258,16 +291,11 @@ impl RedisBench {
                         .collect();
                     tokio::spawn(async move {
                         for key in keys {
-                            let reply: Vec<redis::Value> = script
-                                .key(&epoch)
-                                .key(&key)
-                                .arg("epoch")
-                                .arg("0190aaaabbbbccccddddeeeeffff0000|1|raw")
-                                .arg("")
-                                .invoke_async(&mut conn)
-                                .await
-                                .expect("claim");
-                            std::hint::black_box(reply);
+                            let reply = call.claim(&mut conn, &epoch, &key).await;
+                            assert!(
+                                matches!(reply.first(), Some(redis::Value::BulkString(won)) if won == b"won"),
+                                "a first claim wins: {reply:?}"
+                            );
                         }
                     })
                 })
@@ -275,7 +303,16 @@ impl RedisBench {
             for task in tasks {
                 task.await.expect("caller");
             }
-            grains as f64 / start.elapsed().as_secs_f64()
+            let rate = grains as f64 / start.elapsed().as_secs_f64();
+            if matches!(call, ClaimCall::Function(_)) {
+                let () = redis::cmd("FUNCTION")
+                    .arg("DELETE")
+                    .arg(&library)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("FUNCTION DELETE");
+            }
+            rate
         })
     }
 
@@ -367,6 +404,182 @@ impl RedisBench {
         })
     }
 
+    /// Commits per second of `writers` grains, each claimed once (untimed) and then committing
+    /// `per_writer` state writes with one event each in sequence, through the store's own
+    /// `StateStore::commit` (the fenced script), all on the store's one connection.
+    pub(crate) fn p6c_fenced(&self, writers: usize, per_writer: usize) -> f64 {
+        let run = uuid::Uuid::now_v7().simple();
+        let silo = SiloId::new("bench-p6c", 1);
+        self.rt.block_on(async {
+            let mut owned = Vec::with_capacity(writers);
+            for w in 0..writers {
+                let address = GrainAddress {
+                    grain: GrainId::new("bench.stored", format!("p6c-{run}-{w}")),
+                    silo: silo.clone(),
+                    activation: ActivationId::new(),
+                };
+                match self.store.claim(&address, None).await.expect("claim") {
+                    Claim::Won(loaded) => owned.push((address, loaded.version)),
+                    Claim::Owned(owner) => panic!("a fresh grain is owned already: {owner:?}"),
+                }
+            }
+            let start = Instant::now();
+            let tasks: Vec<_> = owned
+                .into_iter()
+                .map(|(address, mut version)| {
+                    let store = self.store.clone();
+                    let blob = self.blob.clone();
+                    tokio::spawn(async move {
+                        for _ in 0..per_writer {
+                            let commit = Commit {
+                                grain: address.grain.clone(),
+                                activation: address.activation,
+                                expected_version: version,
+                                change: StateChange::Write(blob.clone()),
+                                events: vec![bumped(version + 1)],
+                            };
+                            version = store.commit(commit).await.expect("fenced commit");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("writer");
+            }
+            (writers * per_writer) as f64 / start.elapsed().as_secs_f64()
+        })
+    }
+
+    /// Commits per second of the same writes done unfenced: `SET` of the same state bytes and
+    /// `XADD` of the same event fields, pipelined in one round trip per commit, from `writers`
+    /// tasks on one multiplexed connection.
+    pub(crate) fn p6c_unfenced(&self, writers: usize, per_writer: usize) -> f64 {
+        let run = uuid::Uuid::now_v7().simple();
+        self.rt.block_on(async {
+            let start = Instant::now();
+            let tasks: Vec<_> = (0..writers)
+                .map(|w| {
+                    let mut conn = self.conn.clone();
+                    let blob = self.blob.clone();
+                    let tag = format!("granary-bench:{{{}:raw-p6c-{run}-{w}}}", self.cluster);
+                    let field = format!("11:bench.stored:s:p6c-{run}-{w}");
+                    tokio::spawn(async move {
+                        let (state_key, outbox_key) =
+                            (format!("{tag}:state"), format!("{tag}:outbox"));
+                        for version in 1..=per_writer as u64 {
+                            let event = bumped(version);
+                            let () = redis::pipe()
+                                .set(&state_key, blob.as_slice())
+                                .ignore()
+                                .cmd("XADD")
+                                .arg(&outbox_key)
+                                .arg("*")
+                                .arg("g")
+                                .arg(&field)
+                                .arg("v")
+                                .arg(version)
+                                .arg("i")
+                                .arg(0)
+                                .arg("t")
+                                .arg(&event.type_name)
+                                .arg("p")
+                                .arg(event.payload.as_slice())
+                                .arg("tr")
+                                .arg("")
+                                .ignore()
+                                .query_async(&mut conn)
+                                .await
+                                .expect("SET + XADD");
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.expect("writer");
+            }
+            (writers * per_writer) as f64 / start.elapsed().as_secs_f64()
+        })
+    }
+
+    /// P10: stores `grains` states through the store (the hash a committed grain leaves behind)
+    /// and measures the Redis memory they take (`MEMORY USAGE` of every key of this bench's
+    /// cluster), first at rest, then with every grain claimed (its owner entry, which is its
+    /// directory entry, written into the same hash).
+    pub(crate) fn p10(&self, grains: usize) -> P10 {
+        self.rt.block_on(async {
+            let ids: Vec<GrainId> = (0..grains)
+                .map(|i| GrainId::new("bench.stored", format!("p10-{i}")))
+                .collect();
+            for chunk in ids.chunks(128) {
+                let writes = chunk.iter().map(|id| self.store.put_raw(id, &self.blob));
+                for written in futures::future::join_all(writes).await {
+                    written.expect("store a state");
+                }
+            }
+            let at_rest = self.key_memory().await;
+            let silo = SiloId::new("bench-p10", 1);
+            for chunk in ids.chunks(128) {
+                let claims = chunk.iter().map(|id| {
+                    let address = GrainAddress {
+                        grain: id.clone(),
+                        silo: silo.clone(),
+                        activation: ActivationId::new(),
+                    };
+                    async move { self.store.claim(&address, None).await }
+                });
+                for claim in futures::future::join_all(claims).await {
+                    assert!(
+                        matches!(claim.expect("claim"), Claim::Won(_)),
+                        "an unowned grain is claimed"
+                    );
+                }
+            }
+            let active = self.key_memory().await;
+            P10 {
+                grains,
+                at_rest,
+                active,
+            }
+        })
+    }
+
+    /// `MEMORY USAGE` (all samples) of every key of this bench's cluster, split into the grains'
+    /// own keys (`…:grain:…`) and the cluster's shared ones (metadata, shard epochs).
+    async fn key_memory(&self) -> KeyMemory {
+        let mut conn = self.conn.clone();
+        let keys = scan(
+            &mut conn,
+            &[
+                format!("granary:{{{}:*", self.cluster),
+                format!("granary:{}:*", self.cluster),
+            ],
+        )
+        .await;
+        let mut memory = KeyMemory::default();
+        for keys in keys.chunks(1_000) {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .arg("SAMPLES")
+                    .arg(0);
+            }
+            let sizes: Vec<Option<u64>> = pipe.query_async(&mut conn).await.expect("MEMORY USAGE");
+            for (key, size) in keys.iter().zip(sizes) {
+                let size = size.unwrap_or(0);
+                if key.contains(":grain:") {
+                    memory.grain_keys += 1;
+                    memory.grain_bytes += size;
+                } else {
+                    memory.shared_keys += 1;
+                    memory.shared_bytes += size;
+                }
+            }
+        }
+        memory
+    }
+
     /// A grain's keys prepared for the raw script: the epoch copy and the owner entry.
     async fn raw_writer(&self, name: &str) -> RawWriter {
         let tag = format!(
@@ -398,38 +611,158 @@ impl RedisBench {
     pub(crate) fn cleanup(&self) {
         self.rt.block_on(async {
             let mut conn = self.conn.clone();
-            for pattern in [
-                format!("granary:{{{}:*", self.cluster),
-                format!("granary:{}:*", self.cluster),
-                format!("granary-bench:{}:*", self.cluster),
-                format!("granary-bench:{{{}:*", self.cluster),
-            ] {
-                let mut cursor = 0u64;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(10_000)
-                        .query_async(&mut conn)
-                        .await
-                        .expect("SCAN");
-                    if !keys.is_empty() {
-                        let () = redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async(&mut conn)
-                            .await
-                            .expect("UNLINK");
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
+            let keys = scan(
+                &mut conn,
+                &[
+                    format!("granary:{{{}:*", self.cluster),
+                    format!("granary:{}:*", self.cluster),
+                    format!("granary-bench:{}:*", self.cluster),
+                    format!("granary-bench:{{{}:*", self.cluster),
+                ],
+            )
+            .await;
+            for keys in keys.chunks(10_000) {
+                let () = redis::cmd("UNLINK")
+                    .arg(keys)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("UNLINK");
             }
         });
     }
+}
+
+/// Every key matching one of `patterns` (`SCAN … MATCH`).
+async fn scan(conn: &mut MultiplexedConnection, patterns: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for pattern in patterns {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(conn)
+                .await
+                .expect("SCAN");
+            found.extend(keys);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    found
+}
+
+/// A leaner spelling of the claim script, measured against it (P5-claim-lean): the same keys,
+/// calls and replies, with the owner's activation compared by a plain prefix test instead of a
+/// pattern match. The owner entry is `<activation>|…` with a non-empty activation, so for every
+/// entry the store writes both spellings decide alike.
+pub(crate) const CLAIM_LEAN: &str = r"#!lua
+local epoch = redis.call('GET', KEYS[1])
+if epoch ~= ARGV[1] then return {'epoch', epoch} end
+local grain = redis.call('HMGET', KEYS[2], 'a', 'v', 'd')
+local owner = grain[1]
+if not owner or (ARGV[3] ~= '' and string.sub(owner, 1, #ARGV[3] + 1) == ARGV[3] .. '|') then
+  redis.call('HSET', KEYS[2], 'a', ARGV[2])
+  return {'won', grain[2] or '0', grain[3]}
+end
+if owner == ARGV[2] then return {'won', grain[2] or '0', grain[3]} end
+return {'owned', owner}
+";
+
+/// How a P5 claim reaches Redis: a Lua script (`EVALSHA`) or the same Lua as a Redis function
+/// (`FCALL`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ClaimVia {
+    /// This script's text.
+    Script(&'static str),
+    /// This script's text (after its `#!lua` line) as a function's body.
+    Function(&'static str),
+}
+
+/// A prepared claim of [`ClaimVia`].
+#[derive(Clone)]
+enum ClaimCall {
+    Script(Arc<redis::Script>),
+    Function(Arc<str>),
+}
+
+impl ClaimCall {
+    /// Claims `key` for a fixed owner entry; the reply as the script gives it.
+    async fn claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        epoch: &str,
+        key: &str,
+    ) -> Vec<redis::Value> {
+        const OWNER: &str = "0190aaaabbbbccccddddeeeeffff0000|1|raw";
+        match self {
+            Self::Script(script) => script
+                .key(epoch)
+                .key(key)
+                .arg("epoch")
+                .arg(OWNER)
+                .arg("")
+                .invoke_async(conn)
+                .await
+                .expect("claim"),
+            Self::Function(name) => redis::cmd("FCALL")
+                .arg(&**name)
+                .arg(2)
+                .arg(epoch)
+                .arg(key)
+                .arg("epoch")
+                .arg(OWNER)
+                .arg("")
+                .query_async(conn)
+                .await
+                .expect("claim"),
+        }
+    }
+}
+
+/// The event every P6c commit carries: what `StoredGrain::bump` publishes.
+fn bumped(n: u64) -> PublishedEvent {
+    PublishedEvent {
+        type_name: Bumped::TYPE_NAME.to_owned(),
+        payload: format!("{{\"n\":{n}}}").into_bytes(),
+        trace: None,
+    }
+}
+
+/// The Redis memory of a cluster's keys (`MEMORY USAGE`, bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct KeyMemory {
+    /// How many grain hashes.
+    pub(crate) grain_keys: u64,
+    /// Their bytes.
+    pub(crate) grain_bytes: u64,
+    /// How many other keys (cluster metadata, shard epoch copies).
+    pub(crate) shared_keys: u64,
+    /// Their bytes.
+    pub(crate) shared_bytes: u64,
+}
+
+impl KeyMemory {
+    /// Bytes per grain: its own keys plus its share of the cluster's shared keys.
+    pub(crate) fn per_grain(&self, grains: usize) -> f64 {
+        (self.grain_bytes + self.shared_bytes) as f64 / grains as f64
+    }
+}
+
+/// What P10 measured.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct P10 {
+    /// How many grains were stored.
+    pub(crate) grains: usize,
+    /// With every grain at rest (state and version only).
+    pub(crate) at_rest: KeyMemory,
+    /// With every grain claimed (plus its owner entry).
+    pub(crate) active: KeyMemory,
 }
 
 /// The commit script called directly, as the store calls it.

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use granary::{GrainContext, Result, Silo, grain};
+use granary::{GrainContext, Result, Silo, SiloConfig, grain};
 use tokio::sync::Notify;
 
 use super::{Target, current_thread, drive_callers, multi_thread, p50_of};
@@ -33,8 +33,14 @@ impl BenchGrain {
     }
 }
 
+/// A silo with the default settings, except room for the 1,000,000 grains (and the warm-up
+/// grain) of P1b-1M and P8-1M.
 async fn silo() -> Silo {
     Silo::builder()
+        .config(SiloConfig {
+            max_activations: 2_000_000,
+            ..SiloConfig::default()
+        })
         .register::<BenchGrain>()
         .start()
         .await
@@ -121,7 +127,11 @@ pub(crate) fn p8(actors: usize) -> f64 {
         tokio::task::yield_now().await;
         let after = crate::alloc::live();
         assert_eq!(silo.activation_count(), actors + 1);
-        silo.shutdown().await.expect("clean shutdown");
+        // The figure is taken; a shutdown that does not finish within the silo's timeout (seen
+        // with 1,000,000 activations on a current-thread runtime) is reported, not fatal.
+        if let Err(e) = silo.shutdown().await {
+            eprintln!("# P8 with {actors} activations: the silo did not shut down cleanly: {e:?}");
+        }
         (after - before) as f64 / actors as f64
     })
 }
