@@ -184,7 +184,10 @@ impl<G: Grain> Activation<G> {
                     shared.spawn(self.deactivate(reason));
                     return;
                 }
-                return self.deactivate(reason).await;
+                // Boxed: the deactivation (a lifecycle turn and a directory write) is rare and
+                // its future is larger than a turn's; inline, this future would make every
+                // call's boxed `run` future (allocated and copied per call) that much larger.
+                return Box::pin(self.deactivate(reason)).await;
             }
             let mut next = next.into_iter();
             let Some((first, read_only)) = next.next() else {
@@ -233,7 +236,9 @@ impl<G: Grain> Activation<G> {
                 if reply.as_ref().is_some_and(oneshot::Sender::is_closed) {
                     return; // the caller gave up before the turn started
                 }
-                let name = G::method(method).map_or("?", |m| m.name);
+                // One scan of `G::METHODS` per turn: the method's name and its metrics slot.
+                let index = G::METHODS.iter().position(|m| m.id == method);
+                let name = index.map_or("?", |i| G::METHODS[i].name);
                 if queued && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                     let timeout = Duration::ZERO;
                     let err = CallError::Timeout {
@@ -263,17 +268,17 @@ impl<G: Grain> Activation<G> {
                 crate::otel::join_trace(&span, chain.trace);
                 // Two-way calls are timed; one-way calls (nobody waits for them) only counted.
                 let started = reply.is_some().then(Instant::now);
-                let outcome = tracing::Instrument::instrument(
-                    turn::execute(
-                        &self.grain,
-                        &self.ctx,
-                        TurnKind::Call { method, args },
-                        self.scope(chain, encoded),
-                    ),
-                    span,
-                )
-                .await;
-                if let Some(i) = G::METHODS.iter().position(|m| m.id == method) {
+                let kind = TurnKind::Call { method, args };
+                let scope = self.scope(chain, encoded);
+                // A disabled span (no subscriber wants it) is not entered on every poll. Each
+                // branch builds its turn future in place: a future moved into a wrapper is copied.
+                let outcome = if span.is_disabled() {
+                    turn::execute(&self.grain, &self.ctx, kind, scope).await
+                } else {
+                    let execute = turn::execute(&self.grain, &self.ctx, kind, scope);
+                    tracing::Instrument::instrument(execute, span).await
+                };
+                if let Some(i) = index {
                     self.method_metrics[i].record(started.map(|t| t.elapsed()));
                 }
                 let result = self.settle(outcome, name);
