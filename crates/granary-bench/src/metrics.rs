@@ -50,7 +50,7 @@ pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
         baseline: actix_p50,
         baseline_name: "actix_same_arbiter",
         unit: "ns",
-        goal: "ratio<=2.0",
+        goal: "ratio<=1.0",
     }
     .print();
     for (name, v) in [("floor", &f), ("ractor", &r), ("kameo", &k)] {
