@@ -11,6 +11,7 @@ mod probe;
 
 mod activation;
 mod bad_input;
+mod collection;
 mod dashboard;
 mod failures;
 mod lifecycle;

@@ -78,6 +78,10 @@ pub trait ActivationHost: Send + Sync + 'static {
     fn max_event_size(&self) -> usize {
         DEFAULT_MAX_EVENT_SIZE
     }
+    /// The wall-clock time grains see ([`GrainContext::now`]). Default: the system clock.
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+    }
 }
 
 /// The default cap on one event's size at [`GrainContext::publish`]: 1 MiB of JSON. Queues
@@ -168,6 +172,19 @@ impl<G: Grain> GrainContext<G> {
     #[must_use]
     pub fn trace_id(&self) -> crate::message::TraceId {
         crate::turn::current_trace().expect("trace_id is called inside a turn")
+    }
+
+    /// The current wall-clock time: the system clock in a silo (or the [`Clock`](crate::Clock)
+    /// given to its builder), the virtual clock in the test kit, which tests move forward.
+    ///
+    /// This is the grain's clock for game time that passes while it is not active (energy that
+    /// refills, a daily reset): store the time with the state, and on activation catch up on
+    /// what the time since then is worth. Wall time is not monotonic (clock adjustments, and
+    /// the next activation may run on another silo's clock): compute elapsed time with
+    /// `ctx.now().duration_since(stored).unwrap_or_default()`, never a panicking subtraction.
+    #[must_use]
+    pub fn now(&self) -> std::time::SystemTime {
+        self.host.now()
     }
 
     /// The version of the state as last loaded or committed (0: never committed).

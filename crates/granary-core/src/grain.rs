@@ -17,6 +17,32 @@ use crate::state_codec::StateBlob;
 pub trait GrainState: Serialize + DeserializeOwned + Default + Send + 'static {}
 impl<T: Serialize + DeserializeOwned + Default + Send + 'static> GrainState for T {}
 
+/// How long an activation of a grain type may go without calls before its silo collects
+/// (deactivates) it. Set per type with `#[grain(idle_after = "90s")]` or
+/// `#[grain(idle_after = "never")]`, or on the silo with `SiloBuilder::idle_after`, which
+/// overrides both.
+///
+/// Timers do not count as activity: a grain that must keep running on its own, with no calls,
+/// needs [`Never`](Self::Never) (or a reminder, which survives deactivation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IdleAfter {
+    /// The silo's `SiloConfig::idle_timeout` (15 minutes by default).
+    #[default]
+    SiloDefault,
+    /// Collected after this long without a call (give or take one collection pass).
+    After(std::time::Duration),
+    /// Never collected for being idle: the activation stays until it asks to be deactivated
+    /// ([`GrainContext::deactivate_on_idle`]), the silo deactivates it on request
+    /// (`Silo::deactivate`), a failure ends it, or the silo shuts down.
+    Never,
+}
+
+impl From<std::time::Duration> for IdleAfter {
+    fn from(after: std::time::Duration) -> Self {
+        Self::After(after)
+    }
+}
+
 /// What the runtime knows of one grain method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodInfo {
@@ -53,6 +79,9 @@ pub trait Grain: Send + Sync + Sized + 'static {
     /// than `#[serde(default)]`, and give [`upgrade_state`](Self::upgrade_state) a step from the
     /// previous version.
     const STATE_VERSION: u32 = 1;
+    /// How long an idle activation of this type lives (`#[grain(idle_after = "...")]`); the
+    /// silo's builder may override it. Default: the silo's idle timeout.
+    const IDLE_AFTER: IdleAfter = IdleAfter::SiloDefault;
 
     /// Upgrades a stored state payload of schema version `from` to `from + 1`. Loading a state of
     /// an older version runs the steps in order; the next write stores

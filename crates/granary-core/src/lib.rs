@@ -10,6 +10,7 @@
 //! Grain code is written with the `#[grain]` attribute of `granary-macros`, re-exported by
 //! the `granary` facade; see that crate for a runnable example.
 
+mod clock;
 pub mod codec;
 mod context;
 mod deadline;
@@ -23,11 +24,12 @@ mod reference;
 pub mod state_codec;
 pub mod turn;
 
+pub use clock::{Clock, SystemClock};
 pub use context::{ActivationHost, DEFAULT_MAX_EVENT_SIZE, GrainContext, StateGuard};
 pub use deadline::deadline_in;
 pub use error::{CallError, StorageError};
 pub use event::{Event, PublishedEvent};
-pub use grain::{Grain, GrainState, MethodInfo};
+pub use grain::{Grain, GrainState, IdleAfter, MethodInfo};
 pub use id::{
     ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
 };

@@ -1,5 +1,5 @@
 //! The arguments of `#[grain(...)]`: `name`, `state`, and the optional `reentrant`,
-//! `reference`, `state_version`, `upgrade` and `crate`.
+//! `reference`, `state_version`, `upgrade`, `idle_after` and `crate`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::Parser;
@@ -21,11 +21,83 @@ pub(crate) struct GrainArgs {
     pub(crate) state_version: Option<LitInt>,
     /// `upgrade = path`: the function upgrading a stored state one schema version.
     pub(crate) upgrade: Option<Path>,
+    /// `idle_after = "90s"` or `"never"`: how long an idle activation lives.
+    pub(crate) idle_after: Option<IdleAfterArg>,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
 }
 
-const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path` or `crate = \"path\"`";
+/// A parsed `idle_after = "..."`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IdleAfterArg {
+    /// `"never"`.
+    Never,
+    /// A positive duration, in milliseconds.
+    Millis(u64),
+}
+
+/// Reads `idle_after`'s value: `"never"`, or one or more `<integer><unit>` parts with the units
+/// `ms`, `s`, `min`, `h` and `d` (`"90s"`, `"1h30min"`), adding up to more than zero.
+pub(crate) fn parse_idle_after(text: &str) -> Result<IdleAfterArg, String> {
+    const HELP: &str = "write a duration such as `\"90s\"`, `\"15min\"`, `\"1h30min\"` \
+                        (units ms, s, min, h, d) or `\"never\"`";
+    let text = text.trim();
+    if text == "never" {
+        return Ok(IdleAfterArg::Never);
+    }
+    if text.is_empty() {
+        return Err(format!("`idle_after` is empty; {HELP}"));
+    }
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits == 0 {
+            return Err(format!(
+                "`idle_after = \"{text}\"`: expected a number at `{rest}`; {HELP}"
+            ));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let letters = tail.len()
+            - tail
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
+        let (unit, tail) = tail.split_at(letters);
+        let millis: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "min" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => {
+                return Err(format!(
+                    "`idle_after = \"{text}\"`: `{number}` has no unit; {HELP}"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "`idle_after = \"{text}\"`: unknown unit `{other}`; {HELP}"
+                ));
+            }
+        };
+        let part = number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(millis))
+            .and_then(|n| total.checked_add(n));
+        total = part.ok_or_else(|| format!("`idle_after = \"{text}\"` is too long"))?;
+        rest = tail;
+    }
+    if total == 0 {
+        return Err(format!(
+            "`idle_after = \"{text}\"` is zero: activations would be collected between calls; \
+             give a positive duration, or `\"never\"`"
+        ));
+    }
+    Ok(IdleAfterArg::Millis(total))
+}
+
+const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"` or `crate = \"path\"`";
 
 impl GrainArgs {
     /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
@@ -39,6 +111,7 @@ impl GrainArgs {
         let mut krate: Option<Path> = None;
         let mut state_version: Option<LitInt> = None;
         let mut upgrade: Option<Path> = None;
+        let mut idle_after: Option<IdleAfterArg> = None;
         let mut unknown: Vec<syn::Error> = Vec::new();
 
         let parser = syn::meta::parser(|meta| {
@@ -112,6 +185,21 @@ impl GrainArgs {
                     }
                     upgrade = Some(meta.value()?.parse()?);
                 }
+                "idle_after" => {
+                    if idle_after.is_some() {
+                        return Err(duplicate());
+                    }
+                    let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "`idle_after` takes a string: `idle_after = \"90s\"` or `idle_after = \"never\"`",
+                        )
+                    })?;
+                    idle_after = Some(
+                        parse_idle_after(&lit.value())
+                            .map_err(|message| syn::Error::new(lit.span(), message))?,
+                    );
+                }
                 "crate" => {
                     if krate.is_some() {
                         return Err(duplicate());
@@ -169,7 +257,11 @@ impl GrainArgs {
             reference,
             state_version,
             upgrade,
+            idle_after,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,7 +11,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Item, LitInt};
 
-use crate::args::GrainArgs;
+use crate::args::{GrainArgs, IdleAfterArg};
 use crate::errors::Errors;
 use crate::parse::{GrainImpl, GrainMethod, Hook};
 
@@ -147,6 +147,15 @@ fn grain_impl(
         .state_version
         .as_ref()
         .map(|v| quote!(const STATE_VERSION: u32 = #v;));
+    let idle_after = args.idle_after.map(|after| {
+        let value = match after {
+            IdleAfterArg::Never => quote!(#core::IdleAfter::Never),
+            IdleAfterArg::Millis(ms) => {
+                quote!(#core::IdleAfter::After(::core::time::Duration::from_millis(#ms)))
+            }
+        };
+        quote!(const IDLE_AFTER: #core::IdleAfter = #value;)
+    });
     let upgrade = args.upgrade.as_ref().map(|path| {
         quote! {
             fn upgrade_state(
@@ -162,6 +171,7 @@ fn grain_impl(
             const TYPE_NAME: &'static str = #type_name;
             const REENTRANT: bool = #reentrant;
             #state_version
+            #idle_after
             const METHODS: &'static [#core::MethodInfo] = &[#(#infos),*];
             type State = #state;
             type Ref = #ref_ident;

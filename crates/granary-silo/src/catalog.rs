@@ -155,13 +155,26 @@ impl Catalog {
             .map(|e| e.clone())
     }
 
-    /// The activations idle for at least `passes` collection epochs at epoch `now`.
-    pub(crate) fn idle(&self, now: u64, passes: u64) -> Vec<Arc<dyn ActivationEntry>> {
+    /// The activations idle at epoch `now` for at least as many collection epochs as
+    /// `passes` gives for their grain type (`u64::MAX`: never collected).
+    pub(crate) fn idle(
+        &self,
+        now: u64,
+        passes: impl Fn(&str) -> u64,
+    ) -> Vec<Arc<dyn ActivationEntry>> {
         self.entries
             .iter()
-            .filter(|e| e.idle_for(now).is_some_and(|idle| idle >= passes))
+            .filter(|e| {
+                let passes = passes(e.key().type_name());
+                passes != u64::MAX && e.idle_for(now).is_some_and(|idle| idle >= passes)
+            })
             .map(|e| e.clone())
             .collect()
+    }
+
+    /// Each registered grain type's idle collection policy, sorted by type name.
+    pub(crate) fn idle_policies(&self) -> Vec<(&'static str, granary_core::IdleAfter)> {
+        self.registry.idle_policies()
     }
 
     /// The activations per grain type, sorted by type name.

@@ -10,9 +10,9 @@ use granary_core::GrainId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeactivationReason {
-    /// No call for `idle_timeout`.
+    /// No call for its type's idle time (`idle_after`, by default the silo's `idle_timeout`).
     Idle,
-    /// The grain asked (`deactivate_on_idle`).
+    /// The grain asked (`deactivate_on_idle`), or `Silo::deactivate` did.
     Requested,
     /// A commit was refused as stale, or failed with an unknown outcome; the next call reloads.
     StorageConflict,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use granary_core::{ActivationHost, ActivationId, Grain, GrainId, MethodId};
+use granary_core::{ActivationHost, ActivationId, Grain, GrainId, IdleAfter, MethodId};
 
 use crate::activation::{Activation, ActivationEntry};
 use crate::shared::Shared;
@@ -49,6 +49,8 @@ impl<G: Grain, F: Fn(&GrainId) -> G + Send + Sync + 'static> GrainFactory for Ty
 #[derive(Default, Clone)]
 pub(crate) struct Registry {
     types: HashMap<&'static str, Arc<dyn GrainFactory>>,
+    /// How long each type's activations may stay idle (`G::IDLE_AFTER` unless overridden).
+    idle: HashMap<&'static str, IdleAfter>,
 }
 
 impl fmt::Debug for Registry {
@@ -72,7 +74,27 @@ impl Registry {
             _grain: std::marker::PhantomData,
         };
         self.types.insert(G::TYPE_NAME, Arc::new(factory));
+        self.idle.insert(G::TYPE_NAME, G::IDLE_AFTER);
         true
+    }
+
+    /// Overrides how long activations of `type_name` may stay idle. Returns false if the type
+    /// is not registered.
+    pub(crate) fn set_idle_after(&mut self, type_name: &str, after: IdleAfter) -> bool {
+        match self.idle.get_mut(type_name) {
+            Some(slot) => {
+                *slot = after;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Each registered type's idle collection policy, sorted by type name.
+    pub(crate) fn idle_policies(&self) -> Vec<(&'static str, IdleAfter)> {
+        let mut policies: Vec<_> = self.idle.iter().map(|(n, a)| (*n, *a)).collect();
+        policies.sort_unstable_by_key(|(name, _)| *name);
+        policies
     }
 
     /// The name of method `id` of grain type `type_name`.

@@ -356,6 +356,10 @@ impl ActivationHost for Router {
         self.shared.config().max_event_size
     }
 
+    fn now(&self) -> std::time::SystemTime {
+        self.shared.clock().now()
+    }
+
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId) {
         self.shared.metrics().conflict();
         if let Some(entry) = self.catalog.entry_of(grain, activation) {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use granary_core::provider::{GrainDirectory, StateStore};
-use granary_core::{ActivationHost, ActivationId, GrainId, Invoker, MethodId, SiloId};
+use granary_core::{ActivationHost, ActivationId, Clock, GrainId, Invoker, MethodId, SiloId};
 
 use crate::config::SiloConfig;
 use crate::events::SiloEvent;
@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     /// its activation; no clock is read on the call path).
     epoch: AtomicU64,
     observer: Option<CallObserver>,
+    /// The wall clock grains read (`GrainContext::now`).
+    clock: Arc<dyn Clock>,
     /// Weak: the invoker holds the router, which holds this strongly.
     invoker: OnceLock<Weak<dyn Invoker>>,
     /// Weak for the same reason: the router holds this.
@@ -87,6 +89,7 @@ impl Shared {
         store: Arc<dyn StateStore>,
         directory: Arc<dyn GrainDirectory>,
         observer: Option<CallObserver>,
+        clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
             silo,
@@ -99,6 +102,7 @@ impl Shared {
             metrics: Metrics::new(),
             epoch: AtomicU64::new(0),
             observer,
+            clock,
             invoker: OnceLock::new(),
             home: OnceLock::new(),
         }
@@ -165,6 +169,11 @@ impl Shared {
     /// Starts the next idle-collection epoch; returns it.
     pub(crate) fn advance_epoch(&self) -> u64 {
         self.epoch.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// The wall clock grains read.
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     /// The call observer, if the silo was built with one.

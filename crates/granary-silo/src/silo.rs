@@ -5,7 +5,9 @@ use std::sync::Arc;
 use granary_core::provider::{
     GrainDirectory, MembershipEntry, MembershipTable, SiloStatus, StateStore,
 };
-use granary_core::{Grain, GrainId, Invoker, MethodId, SiloId, StorageError};
+use granary_core::{
+    Clock, Grain, GrainId, IdleAfter, Invoker, MethodId, SiloId, StorageError, SystemClock,
+};
 
 use crate::catalog::Catalog;
 use crate::client::Client;
@@ -33,6 +35,14 @@ pub enum StartError {
     /// The cluster transport could not listen on its address; choose a free one.
     #[error("cannot listen for other silos: {0}")]
     Listen(#[source] std::io::Error),
+    /// [`SiloBuilder::idle_after`] names a grain type that is not registered; register it
+    /// (before or after) or drop the override.
+    #[error("idle_after is set for grain type {0:?}, which is not registered")]
+    IdleAfterUnregistered(&'static str),
+    /// A grain type's idle time is zero: its activations would be collected between any two
+    /// calls. Give a positive duration, or `IdleAfter::Never`.
+    #[error("grain type {0:?} has an idle time of zero")]
+    ZeroIdleAfter(&'static str),
 }
 
 /// Why a shutdown was not clean. The silo is stopped either way.
@@ -57,6 +67,8 @@ pub struct SiloBuilder {
     membership: Option<Arc<dyn MembershipTable>>,
     observer: Option<CallObserver>,
     cluster: Option<ClusterConfig>,
+    idle_overrides: Vec<(&'static str, IdleAfter)>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for SiloBuilder {
@@ -86,6 +98,8 @@ impl SiloBuilder {
             membership: None,
             observer: None,
             cluster: None,
+            idle_overrides: Vec::new(),
+            clock: Arc::new(SystemClock),
         }
     }
 
@@ -112,6 +126,29 @@ impl SiloBuilder {
         if !self.registry.register::<G>(make) {
             self.duplicate = Some(G::TYPE_NAME);
         }
+        self
+    }
+
+    /// Sets how long an activation of grain type `G` may go without calls before the silo
+    /// deactivates it, overriding both the silo's `idle_timeout` and the type's
+    /// `#[grain(idle_after = "...")]`: a [`Duration`](std::time::Duration), or
+    /// [`IdleAfter::Never`] for grains that must stay active until they ask to go
+    /// ([`deactivate_on_idle`](granary_core::GrainContext::deactivate_on_idle)), are deactivated
+    /// with [`Silo::deactivate`], or the silo shuts down. Timers do not count as calls.
+    ///
+    /// `G` must be registered too (before or after); [`start`](Self::start) fails otherwise.
+    #[must_use]
+    pub fn idle_after<G: Grain>(mut self, after: impl Into<IdleAfter>) -> Self {
+        self.idle_overrides.push((G::TYPE_NAME, after.into()));
+        self
+    }
+
+    /// Uses `clock` for the wall time grains read with
+    /// [`GrainContext::now`](granary_core::GrainContext::now). Default: [`SystemClock`]. Tests
+    /// give a virtual clock (the test kit's `TestSilo` does) to move time forward.
+    #[must_use]
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -164,9 +201,22 @@ impl SiloBuilder {
     ///
     /// # Errors
     /// [`StartError`] when the configuration is inconsistent or membership cannot be joined.
-    pub async fn start(self) -> Result<Silo, StartError> {
+    pub async fn start(mut self) -> Result<Silo, StartError> {
         if let Some(name) = self.duplicate {
             return Err(StartError::DuplicateGrainType(name));
+        }
+        for (name, after) in std::mem::take(&mut self.idle_overrides) {
+            if !self.registry.set_idle_after(name, after) {
+                return Err(StartError::IdleAfterUnregistered(name));
+            }
+        }
+        let zero = self
+            .registry
+            .idle_policies()
+            .into_iter()
+            .find(|(_, after)| *after == IdleAfter::After(std::time::Duration::ZERO));
+        if let Some((name, _)) = zero {
+            return Err(StartError::ZeroIdleAfter(name));
         }
         let (store, directory) = self.store.unwrap_or_else(|| {
             let memory = Arc::new(MemoryStore::new());
@@ -182,6 +232,7 @@ impl SiloBuilder {
             store,
             directory,
             self.observer,
+            self.clock,
         ));
         let catalog = Catalog::new(shared.clone(), self.registry);
         let cluster = match self.cluster {
@@ -372,6 +423,22 @@ impl Silo {
     #[must_use]
     pub fn is_active(&self, grain: &GrainId) -> bool {
         self.router.catalog().contains(grain)
+    }
+
+    /// Asks the activation of `grain` on this silo, if there is one, to deactivate once no turn
+    /// of it runs (running `on_deactivate`), whatever its type's idle time, `Never` included.
+    /// Calls that arrive meanwhile wait and reach the next activation, which loads the
+    /// committed state. Returns whether there was an activation to ask; await
+    /// [`SiloEvent::Deactivated`](crate::SiloEvent::Deactivated) (reason
+    /// [`Requested`](crate::DeactivationReason::Requested)) to know it is done.
+    pub fn deactivate(&self, grain: &GrainId) -> bool {
+        match self.router.catalog().get(grain) {
+            Some(entry) => {
+                entry.request_deactivation(crate::events::DeactivationReason::Requested);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Dispatches a call that arrived in wire form (an encoded [`Envelope`](granary_core::Envelope))

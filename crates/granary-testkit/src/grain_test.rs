@@ -282,6 +282,16 @@ impl<G: Grain> GrainTest<G> {
         self.host.state.lock().now
     }
 
+    /// The wall time the grain reads with `ctx.now()`: [`virtual_epoch`](crate::virtual_epoch)
+    /// plus [`now`](Self::now). It moves only with [`advance`](Self::advance) (a timer's turn
+    /// sees the time it fell due), so a test can seed a state stored "three hours ago"
+    /// (`virtual_epoch() - 3 h`) or [`advance`](Self::advance) and
+    /// [`reactivate`](Self::reactivate) to check what a grain catches up on.
+    #[must_use]
+    pub fn wall_time(&self) -> std::time::SystemTime {
+        crate::clock::virtual_epoch() + self.now()
+    }
+
     /// Armed timers: name and time until due.
     #[must_use]
     pub fn timers(&self) -> Vec<(String, Duration)> {

@@ -163,6 +163,10 @@ impl ActivationHost for KitHost {
         self.state.lock().deactivation_requested = true;
     }
 
+    fn now(&self) -> std::time::SystemTime {
+        crate::clock::virtual_epoch() + self.state.lock().now
+    }
+
     fn storage_conflict(&self, _grain: &GrainId, _activation: ActivationId) {
         let mut state = self.state.lock();
         state.deactivation_requested = true;

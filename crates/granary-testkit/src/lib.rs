@@ -4,7 +4,11 @@
 //!   its state, the events it committed and the calls it made to other grains (whose replies the
 //!   test declares), and drive its timers on a virtual clock.
 //! - [`TestSilo`] starts a whole in-process silo with the fast test profile, for integration
-//!   tests.
+//!   tests: calls through its client, deactivates a grain on demand
+//!   ([`TestSilo::deactivate`]), moves the wall clock its grains read ([`VirtualClock`]).
+//!
+//! Both drive `ctx.now()` from a virtual clock that starts at [`virtual_epoch`], so "catch up
+//! on what happened since the stored time" is testable without waiting.
 //!
 //! - [`process::SiloProcess`] starts, signals and waits for silo processes.
 //! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
@@ -16,8 +20,9 @@
 //!   arrived once, in commit order.
 //! - [`conformance`] is the suite every state store passes, in-memory and Redis alike.
 //!
-//! See the `example-player-game` package for a suite written with both.
+//! `examples/player-game/tests/grains.rs` is a suite written with both.
 
+mod clock;
 pub mod conformance;
 pub mod events;
 mod grain_test;
@@ -30,5 +35,6 @@ pub mod redis_server;
 pub mod tansu_server;
 mod test_silo;
 
+pub use clock::{VirtualClock, virtual_epoch};
 pub use grain_test::{GrainTest, RecordedCall};
 pub use test_silo::TestSilo;

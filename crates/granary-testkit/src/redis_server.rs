@@ -4,7 +4,8 @@
 //! ([`shared_redis_url`], 127.0.0.1:6379 unless `GRANARY_TEST_REDIS` says otherwise) serves
 //! tests that only need unique key names; it is never flushed. A test that kills or restarts
 //! Redis, or needs AOF `always`, starts a [`PrivateRedis`] on a free loopback port and stops it
-//! by its pid.
+//! by its pid. A test that ran a cluster on the shared Redis removes its keys afterwards with
+//! [`remove_cluster_keys`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,6 +53,93 @@ pub async fn shared_redis_url() -> String {
 #[must_use]
 pub fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::now_v7().simple())
+}
+
+/// Why [`remove_cluster_keys`] did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CleanupError {
+    /// The cluster id is not one a Granary store accepts (1 to 64 letters, digits, `-`, `_`,
+    /// `.`); as part of a key pattern it could match other clusters' keys, so nothing was
+    /// removed. Pass the id the test gave its `RedisConfig`.
+    #[error("cluster id {0:?} is not a valid Granary cluster id; nothing was removed")]
+    InvalidCluster(String),
+    /// Redis refused the URL, the connection or a command. Some keys may be removed already;
+    /// call again once Redis answers.
+    #[error("redis failed while removing the cluster's keys")]
+    Redis(#[source] redis::RedisError),
+    /// Redis did not answer a command within 5 s. Some keys may be removed already; call
+    /// again.
+    #[error("redis did not answer within {0:?} while removing the cluster's keys")]
+    Timeout(Duration),
+}
+
+/// How long [`remove_cluster_keys`] waits for each Redis command.
+const CLEANUP_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Removes every key of Granary cluster `cluster` from the Redis at `url`, and only those: the
+/// keys named `granary:<cluster>:…` (metadata, membership table, heartbeats) and
+/// `granary:{<cluster>:<shard>}…` (grain state and claims, outbox and dead-letter streams,
+/// the shards' epochs). Finds them with `SCAN` by those prefixes and removes them with
+/// `UNLINK`; never `FLUSHDB`, so other tests' data on a shared Redis stays. Returns how many
+/// keys were removed.
+///
+/// Call it when a test that ran a cluster on the shared Redis ends. Keys the test named itself
+/// (the streams of a Redis Streams sink, a consumer's idempotency keys) are not the cluster's:
+/// give them unique names ([`unique_name`]) and remove them yourself.
+///
+/// # Errors
+/// [`CleanupError::InvalidCluster`] for an id that is not a valid cluster id;
+/// [`CleanupError::Redis`] or [`CleanupError::Timeout`] when Redis fails or does not answer.
+pub async fn remove_cluster_keys(url: &str, cluster: &str) -> Result<usize, CleanupError> {
+    let valid = (1..=64).contains(&cluster.len())
+        && cluster
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(CleanupError::InvalidCluster(cluster.to_owned()));
+    }
+    let client = redis::Client::open(url).map_err(CleanupError::Redis)?;
+    let mut conn = bounded(client.get_multiplexed_async_connection()).await?;
+    let mut removed = 0;
+    for pattern in [
+        format!("granary:{cluster}:*"),
+        format!("granary:{{{cluster}:*"),
+    ] {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = bounded(
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut conn),
+            )
+            .await?;
+            if !keys.is_empty() {
+                let n: usize =
+                    bounded(redis::cmd("UNLINK").arg(&keys).query_async(&mut conn)).await?;
+                removed += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(removed)
+}
+
+/// `command` under [`CLEANUP_COMMAND_TIMEOUT`].
+async fn bounded<T>(
+    command: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, CleanupError> {
+    tokio::time::timeout(CLEANUP_COMMAND_TIMEOUT, command)
+        .await
+        .map_err(|_| CleanupError::Timeout(CLEANUP_COMMAND_TIMEOUT))?
+        .map_err(CleanupError::Redis)
 }
 
 /// Whether a Redis at `addr` answers `PING` within `timeout`.

@@ -3,9 +3,9 @@
 #![doc = include_str!("../../../README.md")]
 
 pub use granary_core::{
-    ActivationId, CallChain, CallError, CallOptions, Event, Grain, GrainContext, GrainId, GrainKey,
-    GrainRef, GrainState, MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent, Result, SiloId,
-    StateGuard, StorageError, TraceId, TypedRef,
+    ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
+    GrainKey, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent,
+    Result, SiloId, StateGuard, StorageError, SystemClock, TraceId, TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{

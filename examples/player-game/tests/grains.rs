@@ -1,4 +1,5 @@
-//! Unit tests of the Player and Game grains with the test kit: no silo, no sleeps.
+//! Tests of the Player and Game grains with the test kit: unit tests with `GrainTest` (no silo,
+//! no sleeps), and both grains in a whole in-process silo with `TestSilo` (at the end).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::time::Duration;
@@ -581,4 +582,44 @@ async fn a_game_with_a_string_key_refuses_politely() {
     let kit = GrainTest::<GameGrain>::new("not-a-number").await.unwrap();
     let err = kit.reference().create(2).await.unwrap_err();
     assert!(err.to_string().contains("integers"), "{err}");
+}
+
+// ---- Both grains in a whole silo ----
+
+/// `TestSilo`: the real runtime in-process (in-memory storage, the fast test profile). Calls
+/// between the grains go through the silo, and a grain deactivated on demand comes back from
+/// what it committed.
+#[tokio::test]
+async fn a_game_and_its_players_in_a_test_silo() {
+    use granary_testkit::TestSilo;
+
+    let silo = TestSilo::start(|b| b.register::<PlayerGrain>().register::<GameGrain>())
+        .await
+        .unwrap();
+    let client = silo.client();
+    let game = client.grain::<GameGrain>(7_i64);
+    let (alice, bob) = (
+        client.grain::<PlayerGrain>("alice"),
+        client.grain::<PlayerGrain>("bob"),
+    );
+    game.create(2).await.unwrap();
+    for player in ["alice", "bob"] {
+        assert_eq!(game.join(player.into()).await.unwrap(), JoinOutcome::Joined);
+    }
+    game.start().await.unwrap();
+    assert_eq!(
+        bob.take_damage(150, "alice".into()).await.unwrap(),
+        DamageOutcome::Died
+    );
+
+    // Both grains leave memory; their next calls load what they committed.
+    assert!(silo.deactivate(game.id()).await.unwrap());
+    assert!(silo.deactivate(alice.id()).await.unwrap());
+    assert_eq!(silo.silo().activation_count(), 1, "bob is still active");
+    let info = game.info().await.unwrap();
+    assert_eq!(info.phase, MatchPhase::Ended);
+    assert_eq!(info.result.unwrap().winner.as_deref(), Some("alice"));
+    let alice = alice.status().await.unwrap();
+    assert_eq!((alice.kills, alice.wins, alice.game), (1, 1, None));
+    silo.shutdown().await.unwrap();
 }

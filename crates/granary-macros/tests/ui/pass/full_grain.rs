@@ -25,7 +25,7 @@ pub mod player {
     #[derive(Debug, Default)]
     pub struct PlayerGrain {}
 
-    #[grain(name = "player", state = PlayerState)]
+    #[grain(name = "player", state = PlayerState, idle_after = "1h30min")]
     impl PlayerGrain {
         /// Deals `amount` damage; returns whether the player survived.
         pub async fn take_damage(
@@ -104,7 +104,7 @@ mod lobby {
     #[derive(Default)]
     pub(crate) struct Lobby;
 
-    #[grain(name = "lobby", state = (), reentrant, reference = LobbyHandle)]
+    #[grain(name = "lobby", state = (), reentrant, reference = LobbyHandle, idle_after = "never")]
     impl Lobby {
         pub async fn join(
             &self,
@@ -130,6 +130,11 @@ fn main() {
     assert_eq!(player::PlayerGrain::TYPE_NAME, "player");
     assert_eq!(<lobby::Lobby as Grain>::METHODS[0].name, "join");
     assert!(<lobby::Lobby as Grain>::REENTRANT);
+    assert_eq!(
+        <player::PlayerGrain as Grain>::IDLE_AFTER,
+        granary::IdleAfter::After(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(<lobby::Lobby as Grain>::IDLE_AFTER, granary::IdleAfter::Never);
     fn typed<R: TypedRef>() {}
     typed::<player::PlayerRef>();
     typed::<lobby::LobbyHandle>();

@@ -1,0 +1,222 @@
+//! The kit's own helpers: the virtual wall clock behind `ctx.now()` in `GrainTest` and
+//! `TestSilo`, deactivating one grain of a `TestSilo` on demand, and removing a test cluster's
+//! keys from a shared Redis.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use granary::{DeactivationReason, GrainContext, Result, SiloEvent, grain};
+use granary_redis::{RedisConfig, RedisStore};
+use granary_testkit::redis_server::{
+    CleanupError, remove_cluster_keys, shared_redis_url, unique_name,
+};
+use granary_testkit::{GrainTest, TestSilo, virtual_epoch};
+use serde::{Deserialize, Serialize};
+
+/// One energy point comes back every minute, up to 100, also while the grain is not active.
+const REFILL: Duration = Duration::from_secs(60);
+const MAX_ENERGY: u32 = 100;
+
+/// Energy points and when they were last brought up to date.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Energy {
+    points: u32,
+    /// When `points` was last brought up to date.
+    at: Option<SystemTime>,
+}
+
+/// A player's energy.
+#[derive(Debug, Default)]
+pub struct EnergyGrain;
+
+#[grain(name = "energy", state = Energy)]
+impl EnergyGrain {
+    /// Spends `n` points; returns what is left.
+    pub async fn spend(&self, ctx: &GrainContext<Self>, n: u32) -> Result<u32> {
+        let left = {
+            let mut state = ctx.state();
+            state.points = state.points.saturating_sub(n);
+            state.points
+        };
+        ctx.write_state().await?;
+        Ok(left)
+    }
+
+    /// The points now.
+    #[read_only]
+    pub async fn points(&self, ctx: &GrainContext<Self>) -> Result<u32> {
+        Ok(ctx.state().points)
+    }
+
+    /// Catches up on the refills since the stored time.
+    #[on_activate]
+    async fn catch_up(&self, ctx: &GrainContext<Self>) -> Result<()> {
+        let now = ctx.now();
+        let mut state = ctx.state();
+        let Some(at) = state.at else {
+            state.points = MAX_ENERGY;
+            state.at = Some(now);
+            return Ok(());
+        };
+        let elapsed = now.duration_since(at).unwrap_or_default();
+        let refills = elapsed.as_secs() / REFILL.as_secs();
+        let refills = u32::try_from(refills).unwrap_or(u32::MAX);
+        state.points = state.points.saturating_add(refills).min(MAX_ENERGY);
+        // Keep the part of a minute not refilled yet (nothing is pending when full).
+        state.at = Some(if state.points == MAX_ENERGY {
+            now
+        } else {
+            at + REFILL * refills
+        });
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn grain_test_catches_up_from_a_stored_time_on_its_virtual_clock() {
+    let stored = Energy {
+        points: 10,
+        at: Some(virtual_epoch() - Duration::from_secs(30 * 60 + 59)),
+    };
+    let mut kit = GrainTest::<EnergyGrain>::with_state("p-1", &stored)
+        .await
+        .unwrap();
+    assert_eq!(kit.wall_time(), virtual_epoch());
+    assert_eq!(
+        kit.reference().points().await.unwrap(),
+        40,
+        "30 whole minutes passed"
+    );
+    assert_eq!(kit.reference().spend(35).await.unwrap(), 5);
+    kit.advance(Duration::from_secs(7 * 60)).await;
+    assert_eq!(kit.wall_time(), virtual_epoch() + Duration::from_secs(420));
+    kit.reactivate().await.unwrap();
+    // 59 s were left over before, plus 7 min: 7 refills, and 59 s still pending.
+    assert_eq!(kit.reference().points().await.unwrap(), 12);
+    kit.advance(Duration::from_secs(3 * 3600)).await;
+    kit.reactivate().await.unwrap();
+    assert_eq!(kit.reference().points().await.unwrap(), MAX_ENERGY);
+}
+
+#[tokio::test]
+async fn a_test_silo_moves_its_clock_and_deactivates_one_grain_on_demand() {
+    let silo = TestSilo::start(|b| b.register::<EnergyGrain>())
+        .await
+        .unwrap();
+    assert_eq!(granary::Clock::now(silo.clock()), virtual_epoch());
+    let player = silo.client().grain::<EnergyGrain>("p-2");
+    let other = silo.client().grain::<EnergyGrain>("p-3");
+    assert_eq!(player.spend(100).await.unwrap(), 0);
+    assert_eq!(other.spend(50).await.unwrap(), 50);
+
+    silo.clock().advance(Duration::from_secs(25 * 60));
+    assert_eq!(
+        player.points().await.unwrap(),
+        0,
+        "an active grain catches up only when it activates again"
+    );
+    let mut events = silo.events();
+    assert!(silo.deactivate(player.id()).await.unwrap());
+    assert!(!silo.silo().is_active(player.id()));
+    assert!(
+        silo.silo().is_active(other.id()),
+        "only the grain asked for goes"
+    );
+    let event = events
+        .wait_for(|e| matches!(e, SiloEvent::Deactivated(..)))
+        .await
+        .unwrap();
+    assert_eq!(
+        event,
+        SiloEvent::Deactivated(player.id().clone(), DeactivationReason::Requested)
+    );
+    assert_eq!(
+        player.points().await.unwrap(),
+        25,
+        "the next activation caught up on 25 minutes of virtual time"
+    );
+    assert!(
+        !silo
+            .deactivate(&granary::GrainId::new("energy", "never-called"))
+            .await
+            .unwrap(),
+        "a grain without an activation is left alone"
+    );
+    silo.shutdown().await.unwrap();
+}
+
+/// The keys of `cluster` on the Redis at `url`, found the way an operator would.
+async fn keys_of(url: &str, cluster: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys = Vec::new();
+    for pattern in [
+        format!("granary:{cluster}:*"),
+        format!("granary:{{{cluster}:*"),
+    ] {
+        let mut found: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        keys.append(&mut found);
+    }
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_cluster_keys_removes_one_clusters_keys_and_nothing_else() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("kit-clean");
+    // A neighbour whose id starts with the first one's: its keys must survive.
+    let neighbour = format!("{cluster}-2");
+    for id in [&cluster, &neighbour] {
+        let store = RedisStore::connect(RedisConfig::new(url.clone(), id.as_str()).shards(4))
+            .await
+            .unwrap();
+        let silo = granary::Silo::builder()
+            .register::<EnergyGrain>()
+            .storage(Arc::new(store))
+            .start()
+            .await
+            .unwrap();
+        silo.client()
+            .grain::<EnergyGrain>("p-4")
+            .spend(1)
+            .await
+            .unwrap();
+        silo.shutdown().await.unwrap();
+    }
+    let before = keys_of(&url, &cluster).await;
+    assert!(
+        before.iter().any(|k| k.contains(":grain:")),
+        "the grain's state was stored: {before:?}"
+    );
+    assert!(before.iter().any(|k| k.ends_with(":meta")), "{before:?}");
+    let neighbour_keys = keys_of(&url, &neighbour).await;
+
+    let removed = remove_cluster_keys(&url, &cluster).await.unwrap();
+    assert_eq!(removed, before.len());
+    assert_eq!(keys_of(&url, &cluster).await, Vec::<String>::new());
+    assert_eq!(
+        keys_of(&url, &neighbour).await.len(),
+        neighbour_keys.len(),
+        "the neighbour cluster kept its keys"
+    );
+    assert_eq!(remove_cluster_keys(&url, &cluster).await.unwrap(), 0);
+    assert_eq!(
+        remove_cluster_keys(&url, &neighbour).await.unwrap(),
+        neighbour_keys.len()
+    );
+
+    for bad in ["", "*", "a:b", "x]", &"c".repeat(65)] {
+        assert!(
+            matches!(
+                remove_cluster_keys(&url, bad).await,
+                Err(CleanupError::InvalidCluster(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
