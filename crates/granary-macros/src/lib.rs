@@ -112,6 +112,11 @@ use proc_macro::TokenStream;
 ///   turns a stored state of version `from` into version `from + 1`; loading an older state runs
 ///   the steps in order and the next write stores the current version (see
 ///   `granary::codec::state_codec`).
+/// - `idle_after = "90s"`: how long an activation of this type may go without calls before its
+///   silo deactivates it, instead of the silo's `idle_timeout`: one or more `<integer><unit>`
+///   parts with the units `ms`, `s`, `min`, `h`, `d` (`"1h30min"`), more than zero; or
+///   `idle_after = "never"` to keep activations until they ask to go, are deactivated on request
+///   or the silo stops. Timer ticks are not calls. `SiloBuilder::idle_after` overrides it.
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
 ///
@@ -136,8 +141,8 @@ use proc_macro::TokenStream;
 ///
 /// # Generated items
 ///
-/// - `impl Grain for PlayerGrain`: `TYPE_NAME`, `REENTRANT`, `METHODS`, the dispatch and the
-///   hooks.
+/// - `impl Grain for PlayerGrain`: `TYPE_NAME`, `REENTRANT`, `METHODS` (and `STATE_VERSION`,
+///   `IDLE_AFTER` when given), the dispatch and the hooks.
 /// - `pub struct PlayerRef`: `Clone`, `Debug`, `Eq` and `Hash` by grain id, serialized as its
 ///   grain id, `From<GrainRef>`, `TypedRef`, `id()`, `with_timeout(..)`, and for each grain
 ///   method an `async fn` of the same name and arguments (without `ctx`) returning
