@@ -78,3 +78,72 @@ impl CounterGrain {
         ctx.grain::<CounterGrain>(other).bump().await
     }
 }
+
+/// How a [`GuildGrain`] refuses a member: its own error type, delivered typed to the caller
+/// wherever the guild lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuildError {
+    /// The guild has its `limit` members.
+    Full {
+        /// The most members a guild has.
+        limit: usize,
+    },
+    /// The player is a member already.
+    AlreadyMember(String),
+    /// The call itself failed (timeout, storage, …).
+    Call(granary::CallError),
+}
+
+impl From<granary::CallError> for GuildError {
+    fn from(err: granary::CallError) -> Self {
+        Self::Call(err)
+    }
+}
+
+/// The members of a [`GuildGrain`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Members {
+    names: Vec<String>,
+}
+
+/// A guild of at most [`GUILD_LIMIT`] members whose methods fail with a [`GuildError`].
+#[derive(Debug, Default)]
+pub struct GuildGrain;
+
+/// The most members a [`GuildGrain`] takes.
+pub const GUILD_LIMIT: usize = 2;
+
+#[grain(name = "cluster.guild", state = Members)]
+impl GuildGrain {
+    /// Adds `player`; returns the member count.
+    pub async fn join(
+        &self,
+        ctx: &GrainContext<Self>,
+        player: String,
+    ) -> std::result::Result<usize, GuildError> {
+        let count = {
+            let mut members = ctx.state();
+            if members.names.contains(&player) {
+                return Err(GuildError::AlreadyMember(player));
+            }
+            if members.names.len() >= GUILD_LIMIT {
+                return Err(GuildError::Full { limit: GUILD_LIMIT });
+            }
+            members.names.push(player);
+            members.names.len()
+        };
+        ctx.write_state().await?; // a CallError becomes GuildError::Call
+        Ok(count)
+    }
+
+    /// Has guild `other` (wherever it lives) take `player`, passing its error on as it is.
+    pub async fn join_other(
+        &self,
+        ctx: &GrainContext<Self>,
+        other: i64,
+        player: String,
+    ) -> std::result::Result<usize, GuildError> {
+        let count = ctx.grain::<GuildGrain>(other).join(player).await?;
+        Ok(count)
+    }
+}

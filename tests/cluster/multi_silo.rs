@@ -8,7 +8,7 @@ use futures::future::join_all;
 use granary::{ClusterConfig, GrainId, Placement, Silo, SiloConfig, SiloEvent};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
-use granary_tests::CounterGrain;
+use granary_tests::{CounterGrain, GUILD_LIMIT, GuildError, GuildGrain};
 
 const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
 
@@ -46,6 +46,7 @@ async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConf
             .membership(Arc::new(RedisMembership::new(store)))
             .cluster(config)
             .register::<CounterGrain>()
+            .register::<GuildGrain>()
             .start()
             .await
             .unwrap();
@@ -154,6 +155,62 @@ async fn calls_reach_grains_on_other_silos_and_grains_call_across_silos() {
         .await
         .unwrap();
     assert_ne!(mine, again, "a new call from outside is a new trace");
+    shutdown(silos).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn domain_errors_reach_callers_typed_across_silos() {
+    let silos = cluster(2, Placement::Hash).await;
+    let guild = |silo: usize, key: i64| silos[silo].client().grain::<GuildGrain>(key);
+    assert_eq!(guild(0, 1).join("ann".into()).await, Ok(1));
+    assert_eq!(guild(1, 1).join("bo".into()).await, Ok(2));
+    let home = hosts(&silos, &GrainId::new("cluster.guild", 1));
+    assert_eq!(home.len(), 1, "{home:?}");
+    let away = 1 - home[0];
+    // From the silo without the guild: the error crossed the transport and came back typed.
+    assert_eq!(
+        guild(away, 1).join("cy".into()).await,
+        Err(GuildError::Full { limit: GUILD_LIMIT })
+    );
+    assert_eq!(
+        guild(home[0], 1).join("ann".into()).await,
+        Err(GuildError::AlreadyMember("ann".into()))
+    );
+    // A grain on one silo calls a guild on the other and passes its error on with `?`.
+    for g in 2..12 {
+        guild(0, g).join("x".into()).await.unwrap();
+        guild(0, g).join("y".into()).await.unwrap();
+    }
+    let home_of = |g: i64| hosts(&silos, &GrainId::new("cluster.guild", g));
+    let (a, b) = (2..12)
+        .flat_map(|a| (2..12).map(move |b| (a, b)))
+        .find(|&(a, b)| home_of(a) != home_of(b))
+        .expect("hash placement spreads ten guilds over both silos");
+    assert_eq!(
+        guild(0, a).join_other(b, "w".into()).await,
+        Err(GuildError::Full { limit: GUILD_LIMIT })
+    );
+    // The untyped view of the same error, for code that holds a CallError.
+    let call = granary::CallError::domain_error(
+        &GrainId::new("cluster.guild", b),
+        &GuildError::Full { limit: GUILD_LIMIT },
+    );
+    assert_eq!(
+        call.domain::<GuildError>(),
+        Some(GuildError::Full { limit: GUILD_LIMIT })
+    );
+    // What fails before the grain runs arrives as the CallError inside the domain error type.
+    let long = "k".repeat(granary::MAX_KEY_LEN + 1);
+    let err = silos[away]
+        .client()
+        .grain::<GuildGrain>(long.as_str())
+        .join("v".into())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, GuildError::Call(granary::CallError::InvalidKey { .. })),
+        "{err:?}"
+    );
     shutdown(silos).await;
 }
 

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::CodecError;
@@ -177,6 +178,21 @@ pub enum CallError {
         /// The queue's bound.
         limit: usize,
     },
+    /// The method returned its own error type: it is declared `-> Result<T, E>` with a domain
+    /// error `E` of the grain's crate (`GuildError`), and `payload` is that error, encoded. The
+    /// generated reference decodes it back, so its caller gets the `E` itself; code that holds
+    /// a `CallError` reads it with [`domain`](Self::domain). Like `Rejected`, the turn failed:
+    /// its uncommitted events were discarded. Not retryable: the same call meets the same
+    /// refusal.
+    #[error("{grain} failed with a domain error ({type_name})")]
+    Domain {
+        /// The grain whose method failed.
+        grain: GrainId,
+        /// The Rust name of the error type, for messages only (not stable across builds).
+        type_name: String,
+        /// The error, encoded with the wire codec.
+        payload: Vec<u8>,
+    },
     /// The grain key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes: refused where it
     /// entered (a reference's first call, or a call envelope arriving over the wire), before
     /// anything was stored or activated. Retrying does not help: use a shorter key (a hash of
@@ -244,6 +260,57 @@ impl CallError {
         Self::Rejected {
             grain: grain.clone(),
             reason: reason.into(),
+        }
+    }
+
+    /// `error`, a grain method's domain error, as the `CallError` that carries it to the
+    /// caller ([`Domain`](Self::Domain)). For the code `#[grain]` generates.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn domain_error<E: Serialize>(grain: &GrainId, error: &E) -> Self {
+        let type_name = std::any::type_name::<E>();
+        match crate::codec::encode(error) {
+            Ok(payload) => Self::Domain {
+                grain: grain.clone(),
+                type_name: type_name.to_owned(),
+                payload,
+            },
+            Err(err) => Self::codec(format!("domain error {type_name} of {grain}"), &err),
+        }
+    }
+
+    /// The domain error of type `E` this error carries, if it is a [`Domain`](Self::Domain)
+    /// error that decodes as `E`. The references `#[grain]` generates do this for their
+    /// callers; this is for code that holds a `CallError` (a test kit reply, a client that
+    /// called through an untyped `GrainRef`).
+    #[must_use]
+    pub fn domain<E: DeserializeOwned>(&self) -> Option<E> {
+        match self {
+            Self::Domain { payload, .. } => crate::codec::decode(payload).ok(),
+            _ => None,
+        }
+    }
+
+    /// This error as the caller of a method with domain error `E` sees it: the `E` a
+    /// [`Domain`](Self::Domain) error carries, or this error converted with `E::from`. A domain
+    /// error that does not decode as `E` (the caller's build does not match the grain's)
+    /// becomes a [`Codec`](Self::Codec) error, converted likewise. For the code `#[grain]`
+    /// generates.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn into_domain<E: DeserializeOwned + From<CallError>>(self) -> E {
+        match self {
+            Self::Domain {
+                grain,
+                type_name,
+                payload,
+            } => crate::codec::decode(&payload).unwrap_or_else(|err| {
+                E::from(Self::codec(
+                    format!("domain error {type_name} of {grain}"),
+                    &err,
+                ))
+            }),
+            other => E::from(other),
         }
     }
 

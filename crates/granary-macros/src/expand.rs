@@ -216,11 +216,25 @@ fn dispatch_arm(args: &GrainArgs, method: &GrainMethod, core: &TokenStream) -> T
     // method's parameters or result, not at the attribute.
     let take = quote_spanned!(method.params_span=> args.take(#what));
     let reply = quote_spanned!(method.output.span()=> #core::Payload::reply_like(encoded, value));
+    // A domain error travels encoded inside `CallError::Domain`.
+    let run = match &method.error {
+        None => quote!(Self::#name(self, ctx, #(#bindings),*).await?),
+        Some(error) => {
+            let wrap =
+                quote_spanned!(error.span()=> #core::CallError::domain_error(ctx.id(), &error));
+            quote! {
+                match Self::#name(self, ctx, #(#bindings),*).await {
+                    ::core::result::Result::Ok(value) => value,
+                    ::core::result::Result::Err(error) => return ::core::result::Result::Err(#wrap),
+                }
+            }
+        }
+    };
     quote! {
         #id => ::std::boxed::Box::pin(async move {
             let encoded = args.is_encoded();
             let (#(#bindings,)*): (#(#types,)*) = #take?;
-            let value = Self::#name(self, ctx, #(#bindings),*).await?;
+            let value = #run;
             #reply
         }),
     }

@@ -125,7 +125,12 @@ use proc_macro::TokenStream;
 /// Every `pub async fn` taking `&self` is a grain method. Its second parameter is the context,
 /// `ctx: &GrainContext<Self>`; the rest are its arguments, which travel between silos and so
 /// must be owned, serializable types (`String`, not `&str`). It returns `Result<T>` (or
-/// `Result<T, CallError>`) with `T` serializable. Method ids are the FNV-1a hash of the
+/// `Result<T, CallError>`) with `T` serializable, or `Result<T, E>` with `E` the grain's own
+/// domain error: `E: Serialize + DeserializeOwned + From<CallError>` (a variant that wraps the
+/// `CallError` lets the method use `?` on the context's calls). The reference's method then
+/// returns `Result<T, E>` too, on every silo: the grain's error arrives as it was returned
+/// (carried by `CallError::Domain`), and a failure of the call itself as `E::from(CallError)`.
+/// A domain error fails the turn like any error: its uncommitted events are discarded. Method ids are the FNV-1a hash of the
 /// method's name (`MethodId::of`): renaming a method changes its id, reordering does not.
 ///
 /// - `#[read_only]`: the method does not change state and may interleave with other read-only
@@ -146,7 +151,7 @@ use proc_macro::TokenStream;
 /// - `pub struct PlayerRef`: `Clone`, `Debug`, `Eq` and `Hash` by grain id, serialized as its
 ///   grain id, `From<GrainRef>`, `TypedRef`, `id()`, `with_timeout(..)`, and for each grain
 ///   method an `async fn` of the same name and arguments (without `ctx`) returning
-///   `Result<T, CallError>`. A grain method may therefore not be called `id`,
+///   `Result<T, CallError>` (`Result<T, E>` for a method with a domain error `E`). A grain method may therefore not be called `id`,
 ///   `with_timeout` or `clone`.
 #[proc_macro_attribute]
 pub fn grain(args: TokenStream, item: TokenStream) -> TokenStream {

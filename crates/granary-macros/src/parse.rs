@@ -39,6 +39,9 @@ pub(crate) struct GrainMethod {
     pub(crate) args: Vec<Arg>,
     /// `T` of the method's `Result<T>`.
     pub(crate) output: Type,
+    /// `E` of the method's `Result<T, E>` when it is the grain's own (domain) error type,
+    /// not `CallError`.
+    pub(crate) error: Option<Type>,
     /// Declared `#[read_only]`.
     pub(crate) read_only: bool,
     /// Declared `#[one_way]`.
@@ -365,17 +368,34 @@ fn check_method(sig: &Signature, one_way: bool, errors: &mut Errors) -> Option<G
             output_error(
                 sig,
                 errors,
-                "grain methods return `Result<T>` (`granary::Result`, or `Result<T, CallError>`)",
+                "grain methods return `Result<T>` (`granary::Result`, or `Result<T, CallError>`), \
+                 or `Result<T, E>` with a domain error `E`",
             );
             return None;
         }
     };
+    let error = domain_error_type(&sig.output).cloned();
+    if let Some(error) = &error {
+        if let Err(e) = check_owned(error, OWNED_OUTPUT) {
+            ok = false;
+            errors.push(e);
+        }
+        if one_way {
+            ok = false;
+            errors.spanned(
+                error,
+                "#[one_way] methods return `Result<()>`: their caller gets no reply, so no \
+                 domain error either",
+            );
+        }
+    }
     ok.then(|| GrainMethod {
         id: method_id(&name.to_string()),
         name,
         docs: Vec::new(),
         args,
         output,
+        error,
         read_only: false,
         one_way,
         params_span: sig.paren_token.span.join(),
@@ -474,6 +494,31 @@ fn result_ok_type(output: &ReturnType) -> Option<&Type> {
         GenericArgument::Type(ty) => Some(ty),
         _ => None,
     }
+}
+
+/// `E` of a return type written `Result<T, E>` where `E` is not `CallError` (by its last path
+/// segment): a domain error.
+fn domain_error_type(output: &ReturnType) -> Option<&Type> {
+    let ReturnType::Type(_, ty) = output else {
+        return None;
+    };
+    let Type::Path(path) = &**ty else { return None };
+    let last = path.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let GenericArgument::Type(error) = args.args.iter().nth(1)? else {
+        return None;
+    };
+    let is_call_error = matches!(
+        error,
+        Type::Path(p) if p.qself.is_none()
+            && p.path.segments.last().is_some_and(|s| s.ident == "CallError")
+    );
+    (!is_call_error).then_some(error)
 }
 
 fn is_unit(ty: &Type) -> bool {

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use granary::{DeactivationReason, GrainContext, Result, SiloEvent, grain};
+use granary::{CallError, DeactivationReason, GrainContext, Result, SiloEvent, grain};
 use granary_redis::{RedisConfig, RedisStore};
 use granary_testkit::redis_server::{
     CleanupError, remove_cluster_keys, shared_redis_url, unique_name,
@@ -26,6 +26,24 @@ pub struct Energy {
     at: Option<SystemTime>,
 }
 
+/// Why energy could not be spent: the grain's own error type, delivered typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnergyError {
+    /// Fewer points than asked for.
+    NotEnough {
+        /// The points there are.
+        have: u32,
+    },
+    /// The call failed.
+    Call(CallError),
+}
+
+impl From<CallError> for EnergyError {
+    fn from(err: CallError) -> Self {
+        Self::Call(err)
+    }
+}
+
 /// A player's energy.
 #[derive(Debug, Default)]
 pub struct EnergyGrain;
@@ -33,10 +51,17 @@ pub struct EnergyGrain;
 #[grain(name = "energy", state = Energy)]
 impl EnergyGrain {
     /// Spends `n` points; returns what is left.
-    pub async fn spend(&self, ctx: &GrainContext<Self>, n: u32) -> Result<u32> {
+    pub async fn spend(
+        &self,
+        ctx: &GrainContext<Self>,
+        n: u32,
+    ) -> std::result::Result<u32, EnergyError> {
         let left = {
             let mut state = ctx.state();
-            state.points = state.points.saturating_sub(n);
+            if state.points < n {
+                return Err(EnergyError::NotEnough { have: state.points });
+            }
+            state.points -= n;
             state.points
         };
         ctx.write_state().await?;
@@ -89,6 +114,11 @@ async fn grain_test_catches_up_from_a_stored_time_on_its_virtual_clock() {
         "30 whole minutes passed"
     );
     assert_eq!(kit.reference().spend(35).await.unwrap(), 5);
+    assert_eq!(
+        kit.reference().spend(6).await,
+        Err(EnergyError::NotEnough { have: 5 }),
+        "the grain's own error, typed"
+    );
     kit.advance(Duration::from_secs(7 * 60)).await;
     assert_eq!(kit.wall_time(), virtual_epoch() + Duration::from_secs(420));
     kit.reactivate().await.unwrap();
@@ -109,6 +139,10 @@ async fn a_test_silo_moves_its_clock_and_deactivates_one_grain_on_demand() {
     let other = silo.client().grain::<EnergyGrain>("p-3");
     assert_eq!(player.spend(100).await.unwrap(), 0);
     assert_eq!(other.spend(50).await.unwrap(), 50);
+    assert_eq!(
+        player.spend(1).await,
+        Err(EnergyError::NotEnough { have: 0 })
+    );
 
     silo.clock().advance(Duration::from_secs(25 * 60));
     assert_eq!(

@@ -4,6 +4,7 @@
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned};
 use syn::Ident;
+use syn::spanned::Spanned;
 
 use super::{Paths, method_info};
 use crate::args::GrainArgs;
@@ -110,9 +111,18 @@ fn method(method: &GrainMethod, core: &TokenStream) -> TokenStream {
     } else {
         quote_spanned!(method.params_span=> self.inner.call::<#output>(&__GRANARY_METHOD, (#(#names,)*)).await)
     };
+    // With a domain error `E`, the caller gets `E`: the grain's own error decoded, or the
+    // `CallError` converted by `E: From<CallError>`.
+    let (body, error) = match &method.error {
+        None => (body, quote!(#core::CallError)),
+        Some(error) => (
+            quote_spanned!(error.span()=> #body.map_err(#core::CallError::into_domain::<#error>)),
+            quote!(#error),
+        ),
+    };
     quote! {
         #docs
-        pub async fn #name(&self, #(#names: #types),*) -> ::core::result::Result<#output, #core::CallError> {
+        pub async fn #name(&self, #(#names: #types),*) -> ::core::result::Result<#output, #error> {
             static __GRANARY_METHOD: #core::MethodInfo = #info;
             #body
         }

@@ -21,6 +21,21 @@ pub mod player {
         health: i32,
     }
 
+    /// Why a heal failed.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub enum HealError {
+        /// A negative amount.
+        Negative(i32),
+        /// The call failed.
+        Call(CallError),
+    }
+
+    impl From<CallError> for HealError {
+        fn from(err: CallError) -> Self {
+            Self::Call(err)
+        }
+    }
+
     /// A player.
     #[derive(Debug, Default)]
     pub struct PlayerGrain {}
@@ -49,6 +64,24 @@ pub mod player {
         #[read_only]
         pub async fn health(&self, ctx: &GrainContext<Self>) -> granary::Result<i32, CallError> {
             Ok(ctx.state().health)
+        }
+
+        /// Heals, or fails with the grain's own error type.
+        pub async fn heal(
+            &self,
+            ctx: &GrainContext<Self>,
+            amount: i32,
+        ) -> std::result::Result<i32, HealError> {
+            if amount < 0 {
+                return Err(HealError::Negative(amount));
+            }
+            let health = {
+                let mut state = ctx.state();
+                state.health += amount;
+                state.health
+            };
+            ctx.write_state().await?;
+            Ok(health)
         }
 
         /// Sends a ping; the doc is copied to `PlayerRef::ping`.
@@ -119,6 +152,8 @@ mod lobby {
 
 async fn play(player: &player::PlayerRef, lobby: &lobby::LobbyHandle) -> Result<bool> {
     player.ping(1).await?;
+    let healed: std::result::Result<i32, player::HealError> = player.heal(5).await;
+    let _ = healed;
     player.follow(player.clone(), vec!["x".to_owned()]).await?;
     lobby.join(player.clone()).await?;
     let alive = player.take_damage(3, "trap".to_owned()).await?;
