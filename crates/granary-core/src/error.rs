@@ -178,6 +178,19 @@ pub enum CallError {
         /// The queue's bound.
         limit: usize,
     },
+    /// The grain key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes: refused where it
+    /// entered (a reference's first call, or a call envelope arriving over the wire), before
+    /// anything was stored or activated. Retrying does not help: use a shorter key (a hash of
+    /// a long natural key, say).
+    #[error("grain key of type {grain_type} is {len} bytes long; keys may have at most {limit}")]
+    InvalidKey {
+        /// The grain type the key was meant for.
+        grain_type: String,
+        /// The key's length in bytes.
+        len: usize,
+        /// The longest key allowed.
+        limit: usize,
+    },
     /// The method returned its own error type: it is declared `-> Result<T, E>` with a domain
     /// error `E` of the grain's crate (`GuildError`), and `payload` is that error, encoded. The
     /// generated reference decodes it back, so its caller gets the `E` itself; code that holds
@@ -192,19 +205,6 @@ pub enum CallError {
         type_name: String,
         /// The error, encoded with the wire codec.
         payload: Vec<u8>,
-    },
-    /// The grain key is longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes: refused where it
-    /// entered (a reference's first call, or a call envelope arriving over the wire), before
-    /// anything was stored or activated. Retrying does not help: use a shorter key (a hash of
-    /// a long natural key, say).
-    #[error("grain key of type {grain_type} is {len} bytes long; keys may have at most {limit}")]
-    InvalidKey {
-        /// The grain type the key was meant for.
-        grain_type: String,
-        /// The key's length in bytes.
-        len: usize,
-        /// The longest key allowed.
-        limit: usize,
     },
 }
 
