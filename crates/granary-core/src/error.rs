@@ -264,8 +264,10 @@ impl CallError {
     }
 
     /// `error`, a grain method's domain error, as the `CallError` that carries it to the
-    /// caller ([`Domain`](Self::Domain)). For the code `#[grain]` generates.
-    #[doc(hidden)]
+    /// caller ([`Domain`](Self::Domain)). The code `#[grain]` generates uses it; so does a
+    /// test kit reply that stands in for a grain failing with its domain error
+    /// (`Err(CallError::domain_error(&id, &GuildError::Full { limit: 50 }))`). An error that
+    /// does not encode becomes a [`Codec`](Self::Codec) error.
     #[must_use]
     pub fn domain_error<E: Serialize>(grain: &GrainId, error: &E) -> Self {
         let type_name = std::any::type_name::<E>();

@@ -29,7 +29,9 @@ pub enum IdleAfter {
     /// The silo's `SiloConfig::idle_timeout` (15 minutes by default).
     #[default]
     SiloDefault,
-    /// Collected after this long without a call (give or take one collection pass).
+    /// Collected after this long without a call (give or take one collection pass). The silo's
+    /// collection passes run at least this often (each scans every activation), so keep it to
+    /// seconds or more on a silo with many activations.
     After(std::time::Duration),
     /// Never collected for being idle: the activation stays until it asks to be deactivated
     /// ([`GrainContext::deactivate_on_idle`]), the silo deactivates it on request
