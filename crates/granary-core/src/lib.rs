@@ -19,6 +19,7 @@ mod event;
 mod grain;
 mod id;
 mod message;
+mod mock;
 pub mod provider;
 mod reference;
 pub mod state_codec;
@@ -34,6 +35,7 @@ pub use id::{
     ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
+pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
 pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
 
 /// The result of a grain call: the method's value, or what went wrong.

@@ -1,9 +1,11 @@
-//! Code generation: the `Grain` impl (metadata, dispatch, hooks) and, in
-//! [`reference`](mod@reference), the typed reference.
+//! Code generation: the `Grain` impl (metadata, dispatch, hooks), in
+//! [`reference`](mod@reference) the typed reference and in [`mock`](mod@mock) the typed mock
+//! for test kits.
 //!
 //! Errors do not stop the expansion: what could be read is still generated next to the
 //! `compile_error!`s (see [`Errors`]).
 
+mod mock;
 mod reference;
 
 use proc_macro2::{Span, TokenStream};
@@ -16,7 +18,7 @@ use crate::errors::Errors;
 use crate::parse::{GrainImpl, GrainMethod, Hook};
 
 /// Expands `#[grain(args)] item` into the item (helper attributes stripped), the `Grain`
-/// impl, the typed reference and the errors found.
+/// impl, the typed reference, the typed mock and the errors found.
 pub(crate) fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut item: Item = match syn::parse2(item) {
         Ok(item) => item,
@@ -39,7 +41,8 @@ pub(crate) fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
         let ref_ident = reference_ident(&args, &grain);
         let grain_impl = grain_impl(&args, &grain, &ref_ident, &paths);
         let reference = reference::expand(&args, &grain, &ref_ident, &paths);
-        quote!(#grain_impl #reference)
+        let mock = mock::expand(&args, &grain, &mock::ident(&ref_ident), &paths);
+        quote!(#grain_impl #reference #mock)
     });
     let errors = errors.into_compile_errors();
     quote!(#item #generated #errors)

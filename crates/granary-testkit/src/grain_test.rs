@@ -7,21 +7,21 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use granary_core::provider::{Claim, GrainAddress, GrainDirectory, StateStore};
 use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
 use granary_core::{
     ActivationId, CallChain, CallError, ChainId, Event, Grain, GrainContext, GrainId, GrainKey,
-    Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, StorageError, codec,
-    state_codec, typed_ref,
+    GrainMock, Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, StorageError,
+    codec, state_codec, typed_ref,
 };
 use granary_silo::admission::{Admission, Class, Scheduler};
 use granary_silo::memory::MemoryStore;
 use tokio::sync::oneshot;
 
-use crate::host::{KitHost, Responder};
+use crate::host::KitHost;
+use crate::mock::Mocks;
 
 /// A call the grain under test made to another grain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,27 +253,45 @@ impl<G: Grain> GrainTest<G> {
         std::mem::take(&mut self.host.state.lock().calls)
     }
 
-    /// Declares how calls to `method` of grain `T` with `key` are answered: `respond` gets the
-    /// decoded argument tuple and returns the reply. Undeclared calls fail with
-    /// `CallError::Rejected` (and are still recorded).
-    pub fn reply<T: Grain, A, R>(
-        &self,
-        key: impl Into<GrainKey>,
-        method: &'static str,
-        respond: impl Fn(A) -> Result<R, CallError> + Send + Sync + 'static,
-    ) where
-        A: DeserializeOwned + 'static,
-        R: Serialize + Send + 'static,
-    {
-        let responder: Responder = Arc::new(move |args: Payload| {
-            let args: A = args.take(method)?;
-            respond(args).and_then(|reply| Payload::reply_like(true, reply))
-        });
-        self.host
-            .state
-            .lock()
-            .responders
-            .insert((GrainId::new(T::TYPE_NAME, key), method), responder);
+    /// The typed mock of grain type `T`, to declare how the calls the grain under test makes
+    /// to `T` grains are answered: by method, with the method's own argument and result types,
+    /// for one key or for any key. Calls with no reply declared fail with
+    /// `CallError::Rejected` (and are still recorded); a one-way call with none succeeds.
+    ///
+    /// ```
+    /// # use granary_testkit::GrainTest;
+    /// # use granary::{grain, CallError, GrainContext, Result};
+    /// #[derive(Default)]
+    /// pub struct GuildGrain;
+    /// #[grain(name = "guild", state = ())]
+    /// impl GuildGrain {
+    ///     pub async fn admit(&self, ctx: &GrainContext<Self>, player: String) -> Result<bool> {
+    ///         # let _ = (ctx, player);
+    ///         Ok(true)
+    ///     }
+    /// }
+    /// #[derive(Default)]
+    /// pub struct PlayerGrain;
+    /// #[grain(name = "player", state = ())]
+    /// impl PlayerGrain {
+    ///     pub async fn join(&self, ctx: &GrainContext<Self>, guild: String) -> Result<bool> {
+    ///         ctx.grain::<GuildGrain>(guild).admit(ctx.id().key().to_string()).await
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kit = GrainTest::<PlayerGrain>::new("alice").await?;
+    /// let guilds = kit.mock::<GuildGrain>();
+    /// guilds.any_key().admit(|_guild, _player| Ok(false));
+    /// guilds.key("red").admit(|_guild, player| Ok(player == "alice"));
+    /// assert!(kit.reference().join("red".into()).await?);
+    /// assert!(!kit.reference().join("blue".into()).await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn mock<T: GrainMock>(&self) -> Mocks<T> {
+        Mocks::new(self.host.clone())
     }
 
     /// The virtual time since the test started.

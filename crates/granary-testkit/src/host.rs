@@ -2,7 +2,6 @@
 //! test, answers its outgoing calls from declared replies and records them, and keeps its timers
 //! on a virtual clock.
 
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -17,9 +16,7 @@ use granary_core::{
 use granary_silo::memory::MemoryStore;
 
 use crate::grain_test::RecordedCall;
-
-/// Declared reply for calls to one method of one grain.
-pub(crate) type Responder = Arc<dyn Fn(Payload) -> Result<Payload, CallError> + Send + Sync>;
+use crate::mock::Replies;
 
 /// Runs a call on the grain under test (set by [`GrainTest`](crate::GrainTest)).
 pub(crate) type SelfDispatch =
@@ -36,7 +33,7 @@ pub(crate) struct Timer {
 #[derive(Default)]
 pub(crate) struct KitState {
     pub(crate) calls: Vec<RecordedCall>,
-    pub(crate) responders: HashMap<(GrainId, &'static str), Responder>,
+    pub(crate) replies: Replies,
     pub(crate) timers: Vec<Timer>,
     pub(crate) now: Duration,
     pub(crate) seq: u64,
@@ -76,16 +73,17 @@ impl KitHost {
                 method: name,
                 args: args.clone(),
             });
-            state.responders.get(&(call.target.clone(), name)).cloned()
+            state.replies.find(&call.target, name)
         };
         match responder {
-            Some(respond) => respond(Payload::Encoded(args)),
+            Some(respond) => respond(&call.target, Payload::Encoded(args)),
             None => Err(CallError::Rejected {
-                grain: call.target.clone(),
                 reason: format!(
-                    "testkit: no reply declared for {}.{name}; declare one with GrainTest::reply",
+                    "testkit: no reply declared for {}.{name}; declare one with \
+                     kit.mock::<TheGrain>().key(..).{name}(..) or .any_key().{name}(..)",
                     call.target
                 ),
+                grain: call.target,
             }),
         }
     }
@@ -114,8 +112,9 @@ impl Invoker for KitHost {
         let declared = self
             .state
             .lock()
-            .responders
-            .contains_key(&(call.target.clone(), call.method.name));
+            .replies
+            .find(&call.target, call.method.name)
+            .is_some();
         let result = self.outgoing(call);
         futures::future::ready(if declared { result.map(|_| ()) } else { Ok(()) }).boxed()
     }

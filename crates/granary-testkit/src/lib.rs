@@ -2,7 +2,8 @@
 //!
 //! - [`GrainTest`] unit-tests one grain: in-memory state, no silo, no sleeps. Call it, inspect
 //!   its state, the events it committed and the calls it made to other grains (whose replies the
-//!   test declares), and drive its timers on a virtual clock.
+//!   test declares, typed, through the mocks `#[grain]` generates: [`GrainTest::mock`]), and
+//!   drive its timers on a virtual clock.
 //! - [`TestSilo`] starts a whole in-process silo with the fast test profile, for integration
 //!   tests: calls through its client, deactivates a grain on demand
 //!   ([`TestSilo::deactivate`]), moves the wall clock its grains read ([`VirtualClock`]).
@@ -27,6 +28,7 @@ pub mod conformance;
 pub mod events;
 mod grain_test;
 mod host;
+mod mock;
 pub mod moto_server;
 pub mod nats_server;
 mod private_server;
@@ -37,4 +39,5 @@ mod test_silo;
 
 pub use clock::{VirtualClock, virtual_epoch};
 pub use grain_test::{GrainTest, RecordedCall};
+pub use mock::Mocks;
 pub use test_silo::TestSilo;

@@ -1,6 +1,6 @@
-//! The kit's own helpers: the virtual wall clock behind `ctx.now()` in `GrainTest` and
-//! `TestSilo`, deactivating one grain of a `TestSilo` on demand, and removing a test cluster's
-//! keys from a shared Redis.
+//! The kit's own helpers: typed mocks answering a `GrainTest`'s calls for one key or any key,
+//! the virtual wall clock behind `ctx.now()` in `GrainTest` and `TestSilo`, deactivating one
+//! grain of a `TestSilo` on demand, and removing a test cluster's keys from a shared Redis.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
@@ -96,6 +96,92 @@ impl EnergyGrain {
         });
         Ok(())
     }
+}
+
+/// Sells to players, paying with their energy: the grain under test of the mock tests.
+#[derive(Debug, Default)]
+pub struct ShopGrain;
+
+#[grain(name = "shop", state = ())]
+impl ShopGrain {
+    /// Spends `price` of `buyer`'s energy: what is left, or why not.
+    pub async fn buy(
+        &self,
+        ctx: &GrainContext<Self>,
+        buyer: String,
+        price: u32,
+    ) -> Result<std::result::Result<u32, EnergyError>> {
+        Ok(ctx.grain::<EnergyGrain>(buyer).spend(price).await)
+    }
+
+    /// The energy of all `buyers` together.
+    pub async fn total(&self, ctx: &GrainContext<Self>, buyers: Vec<String>) -> Result<u32> {
+        let mut total = 0;
+        for buyer in buyers {
+            total += ctx.grain::<EnergyGrain>(buyer).points().await?;
+        }
+        Ok(total)
+    }
+}
+
+#[tokio::test]
+async fn a_mock_answers_for_one_key_and_for_any_key_with_the_key_called() {
+    let kit = GrainTest::<ShopGrain>::new("s-1").await.unwrap();
+    let energy = kit.mock::<EnergyGrain>();
+    energy.key("ann").points(|_| Ok(7));
+    energy
+        .any_key()
+        .points(|key| Ok(u32::try_from(key.len()).unwrap()));
+    let buyers = ["ann", "bobby", "cid"].map(String::from).to_vec();
+    assert_eq!(
+        kit.reference().total(buyers.clone()).await.unwrap(),
+        7 + 5 + 3,
+        "ann has her own reply, declared first; the others get the any-key reply"
+    );
+    let called: Vec<String> = kit.calls().iter().map(|c| c.target.to_string()).collect();
+    assert_eq!(called, ["energy/ann", "energy/bobby", "energy/cid"]);
+
+    energy.any_key().points(|_| Ok(1));
+    energy.key("cid").points(|_| Ok(100));
+    assert_eq!(
+        kit.reference().total(buyers).await.unwrap(),
+        7 + 1 + 100,
+        "a later declaration replaces the earlier one for its keys only"
+    );
+}
+
+#[tokio::test]
+async fn a_mock_of_a_method_with_a_domain_error_delivers_it_typed() {
+    let kit = GrainTest::<ShopGrain>::new("s-1").await.unwrap();
+    kit.mock::<EnergyGrain>()
+        .key("poor")
+        .spend(|_, price| Err(EnergyError::NotEnough { have: price - 1 }));
+    kit.mock::<EnergyGrain>()
+        .key("rich")
+        .spend(|_, price| Ok(100 - price));
+    let shop = kit.reference();
+    assert_eq!(
+        shop.buy("poor".into(), 10).await.unwrap(),
+        Err(EnergyError::NotEnough { have: 9 }),
+        "the mock's domain error reaches the caller as the grain's own would"
+    );
+    assert_eq!(shop.buy("rich".into(), 10).await.unwrap(), Ok(90));
+    let Err(EnergyError::Call(CallError::Rejected { grain, reason })) =
+        shop.buy("nobody".into(), 1).await.unwrap()
+    else {
+        panic!("a call with no reply declared is rejected");
+    };
+    assert_eq!(grain.to_string(), "energy/nobody");
+    assert!(
+        reason.contains("no reply declared for energy/nobody.spend"),
+        "{reason}"
+    );
+    let prices: Vec<u32> = kit.calls().iter().map(|c| c.args::<(u32,)>().0).collect();
+    assert_eq!(
+        prices,
+        [10, 10, 1],
+        "every call is recorded, answered or not"
+    );
 }
 
 #[tokio::test]

@@ -73,7 +73,9 @@ async fn a_shield_absorbs_damage_first_and_breaks_when_spent() {
 #[tokio::test]
 async fn lethal_damage_kills_publishes_player_died_and_tells_the_game() {
     let kit = player_in_game("victim", 7).await;
-    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| Ok(false));
+    kit.mock::<GameGrain>()
+        .key(7_i64)
+        .on_player_death(|_, _, _| Ok(false));
     let outcome = kit
         .reference()
         .take_damage(150, "killer".into())
@@ -104,12 +106,14 @@ async fn lethal_damage_kills_publishes_player_died_and_tells_the_game() {
 #[tokio::test]
 async fn a_death_the_game_refuses_commits_neither_state_nor_event() {
     let kit = player_in_game("victim", 7).await;
-    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| {
-        Err(CallError::Unavailable {
-            grain: granary::GrainId::new("game", 7_i64),
-            attempts: 3,
-        })
-    });
+    kit.mock::<GameGrain>()
+        .key(7_i64)
+        .on_player_death(|_, _, _| {
+            Err(CallError::Unavailable {
+                grain: granary::GrainId::new("game", 7_i64),
+                attempts: 3,
+            })
+        });
     let err = kit
         .reference()
         .take_damage(150, "killer".into())
@@ -134,17 +138,21 @@ async fn a_death_the_game_refuses_commits_neither_state_nor_event() {
 #[tokio::test]
 async fn a_retried_death_after_a_refusal_dies_once() {
     let mut kit = player_in_game("victim", 7).await;
-    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| {
-        Err(CallError::SiloUnavailable {
-            silo: "b".into(),
-            reason: "killed".into(),
-            outcome_unknown: true,
-        })
-    });
+    kit.mock::<GameGrain>()
+        .key(7_i64)
+        .on_player_death(|_, _, _| {
+            Err(CallError::SiloUnavailable {
+                silo: "b".into(),
+                reason: "killed".into(),
+                outcome_unknown: true,
+            })
+        });
     let player = kit.reference();
     assert!(player.take_damage(150, "killer".into()).await.is_err());
     kit.reactivate().await.unwrap();
-    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| Ok(true));
+    kit.mock::<GameGrain>()
+        .key(7_i64)
+        .on_player_death(|_, _, _| Ok(true));
     assert_eq!(
         kit.reference()
             .take_damage(150, "killer".into())
@@ -312,7 +320,9 @@ async fn a_retried_kill_credit_counts_once() {
 #[tokio::test]
 async fn a_death_that_ends_the_match_frees_the_victim() {
     let kit = player_in_game("victim", 7).await;
-    kit.reply::<GameGrain, (String, String), bool>(7_i64, "on_player_death", |_| Ok(true));
+    kit.mock::<GameGrain>()
+        .key(7_i64)
+        .on_player_death(|_, _, _| Ok(true));
     let outcome = kit
         .reference()
         .take_damage(150, "killer".into())
@@ -328,7 +338,9 @@ async fn a_death_that_ends_the_match_frees_the_victim() {
 async fn lobby(game: i64, max: u32, players: &[&str]) -> GrainTest<GameGrain> {
     let kit = GrainTest::<GameGrain>::new(game).await.unwrap();
     for p in players {
-        kit.reply::<PlayerGrain, (i64,), bool>(*p, "enter_game", |_| Ok(true));
+        kit.mock::<PlayerGrain>()
+            .key(*p)
+            .enter_game(|_, _| Ok(true));
     }
     let g = kit.reference();
     g.create(max).await.unwrap();
@@ -341,8 +353,10 @@ async fn lobby(game: i64, max: u32, players: &[&str]) -> GrainTest<GameGrain> {
 async fn running(game: i64, players: &[&str]) -> GrainTest<GameGrain> {
     let kit = lobby(game, 8, players).await;
     for p in players {
-        kit.reply::<PlayerGrain, (i64, String), ()>(*p, "credit_kill", |_| Ok(()));
-        kit.reply::<PlayerGrain, (i64, bool), ()>(*p, "match_ended", |_| Ok(()));
+        kit.mock::<PlayerGrain>()
+            .key(*p)
+            .credit_kill(|_, _, _| Ok(()))
+            .match_ended(|_, _, _| Ok(()));
     }
     kit.reference().start().await.unwrap();
     kit.take_calls();
@@ -407,7 +421,9 @@ async fn joining_fills_the_lobby_and_enrolls_the_player() {
 #[tokio::test]
 async fn a_player_in_another_match_cannot_join() {
     let kit = lobby(1, 4, &["ann"]).await;
-    kit.reply::<PlayerGrain, (i64,), bool>("busy", "enter_game", |_| Ok(false));
+    kit.mock::<PlayerGrain>()
+        .key("busy")
+        .enter_game(|_, _| Ok(false));
     assert_eq!(
         kit.reference().join("busy".into()).await.unwrap(),
         JoinOutcome::InAnotherMatch
@@ -418,7 +434,9 @@ async fn a_player_in_another_match_cannot_join() {
 #[tokio::test]
 async fn leaving_the_lobby_frees_the_player() {
     let kit = lobby(1, 4, &["ann", "bob"]).await;
-    kit.reply::<PlayerGrain, (i64,), ()>("bob", "leave_game", |_| Ok(()));
+    kit.mock::<PlayerGrain>()
+        .key("bob")
+        .leave_game(|_, _| Ok(()));
     assert!(kit.reference().leave("bob".into()).await.unwrap());
     assert!(
         !kit.reference().leave("bob".into()).await.unwrap(),
@@ -435,7 +453,9 @@ async fn a_match_needs_two_players_to_start_and_then_closes_the_lobby() {
         kit.reference().start().await,
         Err(CallError::Rejected { .. })
     ));
-    kit.reply::<PlayerGrain, (i64,), bool>("bob", "enter_game", |_| Ok(true));
+    kit.mock::<PlayerGrain>()
+        .key("bob")
+        .enter_game(|_, _| Ok(true));
     kit.reference().join("bob".into()).await.unwrap();
     kit.reference().start().await.unwrap();
     kit.reference()

@@ -160,8 +160,22 @@ async fn play(player: &player::PlayerRef, lobby: &lobby::LobbyHandle) -> Result<
     Ok(alive && player.health().await? > 0)
 }
 
+/// Declares replies through the generated mocks, typed by each method's signature.
+fn mock(player: &player::PlayerMock, lobby: &lobby::LobbyHandleMock) {
+    player
+        .take_damage(|_key, amount, source| Ok(amount < 100 && !source.is_empty()))
+        .health(|_key| Ok(100))
+        .heal(|_key, amount| Err(player::HealError::Negative(amount)))
+        .ping(|_key, _n| Ok(()))
+        .follow(|_key, _leader, _tags| Ok(()));
+    lobby.join(|key, _player| Ok(key.len()));
+}
+
 fn main() {
-    let _ = play;
+    let _ = (play, mock);
+    fn mockable<G: granary_core::GrainMock>() {}
+    mockable::<player::PlayerGrain>();
+    mockable::<lobby::Lobby>();
     assert_eq!(player::PlayerGrain::TYPE_NAME, "player");
     assert_eq!(<lobby::Lobby as Grain>::METHODS[0].name, "join");
     assert!(<lobby::Lobby as Grain>::REENTRANT);
