@@ -153,6 +153,13 @@ use proc_macro::TokenStream;
 ///   method an `async fn` of the same name and arguments (without `ctx`) returning
 ///   `Result<T, CallError>` (`Result<T, E>` for a method with a domain error `E`). A grain method may therefore not be called `id`,
 ///   `with_timeout` or `clone`.
+/// - `pub struct PlayerMock` (the reference's name with `Mock` for a trailing `Ref`:
+///   `reference = PlayerHandle` gives `PlayerHandleMock`) and `impl GrainMock for PlayerGrain`:
+///   the typed mock a test kit hands out (`GrainTest::mock::<PlayerGrain>().key("alice")` or
+///   `.any_key()`) to declare how the grain's methods answer. For each grain method a `fn` of
+///   the same name taking a closure `Fn(&GrainKey, args..) -> Result<T, CallError>` (`Result<T,
+///   E>` for a domain error `E`) and returning the mock, so declarations chain; a wrong method
+///   name, argument or reply type is a compile error.
 #[proc_macro_attribute]
 pub fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::grain(args.into(), item.into()).into()
