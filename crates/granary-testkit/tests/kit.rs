@@ -166,6 +166,19 @@ async fn a_mock_of_a_method_with_a_domain_error_delivers_it_typed() {
         "the mock's domain error reaches the caller as the grain's own would"
     );
     assert_eq!(shop.buy("rich".into(), 10).await.unwrap(), Ok(90));
+    let down = CallError::Unavailable {
+        grain: granary::GrainId::new("energy", "down"),
+        attempts: 3,
+    };
+    let failed = down.clone();
+    kit.mock::<EnergyGrain>()
+        .key("down")
+        .spend(move |_, _| Err(failed.clone().into()));
+    assert_eq!(
+        shop.buy("down".into(), 1).await.unwrap(),
+        Err(EnergyError::Call(down)),
+        "a failed call stands in as the caller would see it"
+    );
     let Err(EnergyError::Call(CallError::Rejected { grain, reason })) =
         shop.buy("nobody".into(), 1).await.unwrap()
     else {
@@ -179,7 +192,7 @@ async fn a_mock_of_a_method_with_a_domain_error_delivers_it_typed() {
     let prices: Vec<u32> = kit.calls().iter().map(|c| c.args::<(u32,)>().0).collect();
     assert_eq!(
         prices,
-        [10, 10, 1],
+        [10, 10, 1, 1],
         "every call is recorded, answered or not"
     );
 }

@@ -4,8 +4,8 @@
 
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
-    GrainKey, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent,
-    Result, SiloId, StateGuard, StorageError, SystemClock, TraceId, TypedRef,
+    GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId, MethodInfo,
+    PublishedEvent, Result, SiloId, StateGuard, StorageError, SystemClock, TraceId, TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{

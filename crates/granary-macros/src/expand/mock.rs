@@ -73,11 +73,17 @@ fn method(type_name: &str, method: &GrainMethod, core: &TokenStream) -> TokenStr
         .collect();
     let types: Vec<_> = method.args.iter().map(|a| &a.ty).collect();
     let what = format!("{type_name}.{name} arguments");
-    let doc = format!(
+    let mut doc = format!(
         " Declares how `{name}` answers: `respond` gets the called grain's key and the call's \
          arguments and returns the method's result. A reply for one key wins over one for any \
          key; a later declaration replaces an earlier one."
     );
+    if method.error.is_some() {
+        doc.push_str(
+            " An `Err` reaches the caller as the grain's own domain error would; to stand in for \
+             a failed call, return the error converted from that `CallError`.",
+        );
+    }
     // A domain error travels as the grain's would: encoded inside `CallError::Domain`.
     let (error, run) = match &method.error {
         None => (
