@@ -99,6 +99,15 @@ impl bincode::enc::write::Writer for Append<'_> {
 /// # Errors
 /// [`CodecError::TooLarge`] for oversized input, [`CodecError::Decode`] for anything malformed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_borrowed(bytes)
+}
+
+/// As [`decode`], for a value that borrows from `bytes` (`&str` and `&[u8]` fields): what the
+/// receiving side of the transport uses to read a message without copying its strings.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_borrowed<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(CodecError::TooLarge {
             size: bytes.len(),
@@ -110,7 +119,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         reason,
     };
     let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
+        bincode::serde::borrow_decode_from_slice(bytes, config()).map_err(|e| match e {
             bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
                 size: bytes.len(),
                 limit: MAX_MESSAGE_BYTES,
