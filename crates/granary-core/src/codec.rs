@@ -11,6 +11,9 @@ use serde::de::DeserializeOwned;
 /// The largest encoded message (envelope, argument list or reply) Granary accepts: 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The first capacity of an encoding's buffer.
+const SMALL_MESSAGE: usize = 64;
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
 }
@@ -47,7 +50,8 @@ pub enum CodecError {
 /// [`CodecError::TooLarge`] when the result would exceed [`MAX_MESSAGE_BYTES`],
 /// [`CodecError::Encode`] when the value's `Serialize` implementation fails.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut bytes = Vec::new();
+    // Most messages (arguments, replies) are small: one allocation instead of a few doublings.
+    let mut bytes = Vec::with_capacity(SMALL_MESSAGE);
     encode_into(value, &mut bytes)?;
     Ok(bytes)
 }
