@@ -144,12 +144,8 @@ async fn start_silo_with(
     process
 }
 
-/// An in-process silo joining `cluster`, placing new grains by hash.
-async fn local_silo(cluster: &str) -> Silo {
-    local_silo_with(cluster, Profile::Test).await
-}
-
-/// As [`local_silo`], with the cluster timings of `profile`.
+/// An in-process silo joining `cluster` with the cluster timings of `profile`, placing new
+/// grains by hash.
 async fn local_silo_with(cluster: &str, profile: Profile) -> Silo {
     let store = Arc::new(
         RedisStore::connect(RedisConfig::new(redis_url(), cluster))
@@ -165,6 +161,11 @@ async fn local_silo_with(cluster: &str, profile: Profile) -> Silo {
         .config(SiloConfig {
             name: "bench-caller".into(),
             idle_timeout: Duration::from_secs(3600),
+            // The production call timeout when profiling: under valgrind a call takes ~50x longer.
+            call_timeout: match profile {
+                Profile::Test => SiloConfig::test_profile().call_timeout,
+                Profile::Production => SiloConfig::default().call_timeout,
+            },
             ..SiloConfig::test_profile()
         })
         .storage(store.clone())
@@ -216,18 +217,20 @@ pub(crate) fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 /// Granary: sequential calls to one grain on another silo process, then 256 calls in flight
-/// over `grains` grains there; this side and the silo process in `placement`.
+/// over `grains` grains there; this side and the silo process in `placement`, every silo with
+/// the cluster timings of `profile` (`Production` under a profiler, which slows both sides).
 pub(crate) fn granary_calls(
     sequential: usize,
     grains: usize,
     total: usize,
     placement: CpuPlacement,
+    profile: Profile,
 ) -> Calls {
     let _pinned = pin_client(placement);
     multi_thread(2).block_on(async {
         let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let remote = start_silo_with(&cluster, "remote", Profile::Test, placement.server()).await;
-        let silo = local_silo(&cluster).await;
+        let remote = start_silo_with(&cluster, "remote", profile, placement.server()).await;
+        let silo = local_silo_with(&cluster, profile).await;
         wait_members(&silo, 2).await;
         let refs = remote_grains(&silo, grains).await;
         let one = &refs[0];

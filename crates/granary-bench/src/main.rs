@@ -47,6 +47,11 @@ struct Args {
     /// Runs only the Granary side of one workload (p1a, p1b, p2, p4, p5, p8), for a profiler.
     #[arg(long)]
     profile: Option<String>,
+    /// With `--profile p4`: the calls of the 256-in-flight phase (default 400,000, or 40,000
+    /// with `--quick`). Two runs with different counts give the cost of one call under
+    /// `valgrind --tool=callgrind --trace-children=yes` (the difference over the extra calls).
+    #[arg(long, requires = "profile")]
+    calls: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,8 +81,9 @@ fn main() -> anyhow::Result<()> {
                 cluster::granary_calls(
                     5_000 / scale,
                     1_000 / scale.min(10),
-                    400_000 / scale,
+                    args.calls.unwrap_or(400_000 / scale),
                     placement::CpuPlacement::for_this_machine(),
+                    cluster::Profile::Production,
                 )
                 .calls_per_sec
             }

@@ -408,7 +408,9 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
         reps,
         [
             &|| cluster::raw_calls(sequential, total, 64, placement),
-            &|| cluster::granary_calls(sequential, grains, total, placement),
+            &|| {
+                cluster::granary_calls(sequential, grains, total, placement, cluster::Profile::Test)
+            },
             &|| cluster::tonic_calls(sequential, total, placement),
         ],
     );

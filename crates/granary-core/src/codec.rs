@@ -11,6 +11,9 @@ use serde::de::DeserializeOwned;
 /// The largest encoded message (envelope, argument list or reply) Granary accepts: 4 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The first capacity of an encoding's buffer.
+const SMALL_MESSAGE: usize = 64;
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
 }
@@ -47,7 +50,8 @@ pub enum CodecError {
 /// [`CodecError::TooLarge`] when the result would exceed [`MAX_MESSAGE_BYTES`],
 /// [`CodecError::Encode`] when the value's `Serialize` implementation fails.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let mut bytes = Vec::new();
+    // Most messages (arguments, replies) are small: one allocation instead of a few doublings.
+    let mut bytes = Vec::with_capacity(SMALL_MESSAGE);
     encode_into(value, &mut bytes)?;
     Ok(bytes)
 }
@@ -99,6 +103,15 @@ impl bincode::enc::write::Writer for Append<'_> {
 /// # Errors
 /// [`CodecError::TooLarge`] for oversized input, [`CodecError::Decode`] for anything malformed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_borrowed(bytes)
+}
+
+/// As [`decode`], for a value that borrows from `bytes` (`&str` and `&[u8]` fields): what the
+/// receiving side of the transport uses to read a message without copying its strings.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_borrowed<'de, T: serde::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(CodecError::TooLarge {
             size: bytes.len(),
@@ -110,7 +123,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         reason,
     };
     let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| match e {
+        bincode::serde::borrow_decode_from_slice(bytes, config()).map_err(|e| match e {
             bincode::error::DecodeError::LimitExceeded => CodecError::TooLarge {
                 size: bytes.len(),
                 limit: MAX_MESSAGE_BYTES,

@@ -86,6 +86,16 @@ impl Catalog {
         self.accepting.store(false, Ordering::Release);
     }
 
+    /// The static type name of the registered grain type `type_name` and the name of its
+    /// method `id`: names a call that arrived can use without copying them.
+    pub(crate) fn static_names(
+        &self,
+        type_name: &str,
+        id: MethodId,
+    ) -> Option<(&'static str, Option<&'static str>)> {
+        self.registry.static_names(type_name, id)
+    }
+
     /// The name of method `id` of grain type `type_name`.
     pub(crate) fn method_name(&self, type_name: &str, id: MethodId) -> Option<&'static str> {
         self.registry.method_name(type_name, id)

@@ -13,8 +13,10 @@ mod detector;
 mod lease;
 mod placement;
 mod verdict;
+mod wire;
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
@@ -25,7 +27,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use granary_core::provider::{MembershipTable, SiloStatus};
 use granary_core::{
-    BuildGrainIdHasher, CallError, Envelope, GrainId, Payload, SiloId, StorageError, codec,
+    BuildGrainIdHasher, CallError, GrainId, MethodId, Payload, SiloId, StorageError, codec,
 };
 use granary_transport::{Bytes, Encoded, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
@@ -37,10 +39,11 @@ pub use client::{ClientConfig, ClusterClient, ConnectError};
 pub use placement::Placement;
 
 use crate::events::SiloEvent;
-use crate::request::{Request, RequestKind};
+use crate::request::{RemoteCall, Request, RequestKind};
 use crate::shared::{OwnerState, Shared};
 use lease::Lease;
 use verdict::Liveness;
+use wire::{CallOut, ClusterMessage, Outgoing, ReplyIn, Served, encode_reply};
 
 /// How a silo joins a cluster.
 #[derive(Clone)]
@@ -179,9 +182,33 @@ struct View {
     /// Active silos, sorted: where new activations may go.
     active: Vec<SiloId>,
     /// Every row: status and transport address.
-    rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>)>,
+    rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>), BuildHasherDefault<Fnv>>,
     /// Activations per silo, from their last heartbeats.
     load: HashMap<SiloId, u64>,
+}
+
+/// FNV-1a, for the view's maps: their keys come from the membership table (written by the
+/// cluster's own silos), and a call looks its silo up there twice, so SipHash's protection
+/// against chosen keys is not needed and its cost is.
+#[derive(Debug, Clone, Copy)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 /// What the cluster part asks of the silo above it: run the calls that arrive, and what the
@@ -189,49 +216,20 @@ struct View {
 pub(crate) trait ClusterHost: Send + Sync {
     /// Runs a call that arrived from another silo or a client, as the silo runs a local
     /// call; answers with the encoded reply (empty for a one-way call).
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    fn dispatch(&self, call: RemoteCall) -> BoxFuture<'static, Result<Vec<u8>, CallError>>;
+    /// The static name of the registered grain type `type_name` and the name of its method
+    /// `method` (`None`: the type is not registered here).
+    fn static_names(
+        &self,
+        type_name: &str,
+        method: MethodId,
+    ) -> Option<(&'static str, Option<&'static str>)>;
     /// Whether `grain` has an activation on this silo.
     fn hosts(&self, grain: &GrainId) -> bool;
     /// The activations per grain type, for the heartbeat.
     fn activations_by_type(&self) -> Vec<(String, u64)>;
     /// This silo was declared dead: admit no new activation and deactivate every one.
     fn stop(&self);
-}
-
-/// What one silo asks another.
-#[derive(Debug, Serialize, Deserialize)]
-enum ClusterMessage {
-    /// A grain call.
-    Call(Envelope),
-    /// A probe of the silo it names: answered at once with a [`ProbeReply`]. An address may
-    /// change hands (a silo killed and restarted on the same port is a new generation there),
-    /// so the probe names the silo it is meant for, and only that silo says it is here.
-    Ping(SiloId),
-    /// A joining silo checks two-way connectivity: if the receiver is `target`, it probes the
-    /// asker back at `asker` (and checks it is the silo that asked); answered with one byte,
-    /// 1 if it reached it.
-    ProbeBack {
-        /// The silo the question is meant for.
-        target: SiloId,
-        /// Where the asker listens.
-        asker: SocketAddr,
-    },
-    /// The active silos and their addresses (clients refresh their gateways with it).
-    Members,
-    /// The silo's view of the table: answered with a [`MembersView`] (clients learn which
-    /// gateways are dead from it).
-    View,
-}
-
-/// [`ClusterMessage::Call`] of a borrowed envelope: the same bytes, without moving the
-/// envelope into a message (the caller keeps it for its errors).
-struct CallMessage<'a>(&'a Envelope);
-
-impl Serialize for CallMessage<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // What `#[derive(Serialize)]` writes for the variant `Call`, index 0.
-        s.serialize_newtype_variant("ClusterMessage", 0, "Call", self.0)
-    }
 }
 
 /// The answer to a [`ClusterMessage::Ping`].
@@ -254,13 +252,6 @@ struct MembersView {
     active: Vec<(SiloId, SocketAddr)>,
     /// The silos declared dead, and their addresses.
     dead: Vec<(SiloId, Option<SocketAddr>)>,
-}
-
-/// The answer to a call that crossed silos: the result, and the silo that served it.
-#[derive(Debug, Serialize, Deserialize)]
-struct RemoteReply {
-    result: Result<Vec<u8>, CallError>,
-    host: Option<SiloId>,
 }
 
 /// A silo's part of the cluster: its transport, its view of membership and its directory cache.
@@ -562,7 +553,7 @@ impl Cluster {
         if owner.silo == self.me || self.address_of(&owner.silo).is_none() {
             return None;
         }
-        self.learn(partner, owner.silo.clone());
+        self.learn(partner, &owner.silo);
         Some(owner.silo)
     }
 
@@ -580,14 +571,14 @@ impl Cluster {
     }
 
     /// Remembers that `silo` hosts `grain`.
-    pub(crate) fn learn(&self, grain: &GrainId, silo: SiloId) {
-        if self.cache.get(grain).is_some_and(|known| *known == silo) {
+    pub(crate) fn learn(&self, grain: &GrainId, silo: &SiloId) {
+        if self.cache.get(grain).is_some_and(|known| *known == *silo) {
             return;
         }
-        if silo == self.me {
+        if *silo == self.me {
             self.cache.remove(grain);
         } else {
-            self.cache.insert(grain.clone(), silo);
+            self.cache.insert(grain.clone(), silo.clone());
         }
     }
 
@@ -608,46 +599,49 @@ impl Cluster {
         }
     }
 
-    /// Sends a call to `to` and waits for its reply. The envelope is encoded straight into the
-    /// link's write buffer.
-    pub(crate) async fn call(&self, to: &SiloId, envelope: Envelope) -> Result<Payload, CallError> {
+    /// Sends a call to `to` and waits for its reply. The call is encoded straight into the
+    /// link's write buffer; the link is looked up once, and checked to lead to `to`: a process
+    /// restarted on `to`'s address is another silo, and must not take the calls meant for its
+    /// predecessor (they fail as unavailable until the predecessor is declared dead, which its
+    /// successor's answers to probes bring about).
+    pub(crate) async fn call(&self, to: &SiloId, call: RemoteCall) -> Result<Payload, CallError> {
         let Some(addr) = self.address_of(to) else {
-            self.cache.remove(&envelope.target);
+            self.cache.remove(&call.target);
             return Err(CallError::SiloUnavailable {
                 silo: to.to_string(),
                 reason: "not an active member of the cluster".into(),
                 outcome_unknown: false,
             });
         };
-        let (target, timeout) = (&envelope.target, envelope.timeout);
-        let deadline = granary_core::deadline_in(timeout);
-        self.still_there(to, addr, target, &envelope.method_name, timeout)
-            .await?;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match self
+        let (target, timeout) = (&call.target, call.timeout);
+        if addr == self.address && *to != self.me {
+            return Err(self.moved(to, &self.me, addr, target));
+        }
+        let sent = self
             .transport
-            .request(addr, Encoded(&CallMessage(&envelope)), left)
-            .await
-        {
+            .request_to(
+                to,
+                addr,
+                Encoded(&Outgoing::Call(CallOut::of(&call))),
+                timeout,
+            )
+            .await;
+        match sent {
             Ok(reply) => {
-                let reply: RemoteReply = codec::decode(&reply).map_err(|e| CallError::Codec {
-                    what: "remote reply".into(),
-                    reason: e.to_string(),
-                })?;
-                if let Some(host) = reply.host {
-                    self.learn(target, host);
+                let reply = ReplyIn::decode(&reply)?;
+                match &reply.host {
+                    Served::Responder => self.learn(target, to),
+                    Served::Other(host) => self.learn(target, host),
+                    Served::Unknown => {}
                 }
-                reply.result.map(Payload::Encoded)
+                reply.result.map(|bytes| Payload::Encoded(bytes.to_vec()))
             }
-            Err(err) => {
-                let method = envelope.method_name.clone();
-                Err(self.transport_error(to, target, method, timeout, &err))
-            }
+            Err(err) => Err(self.transport_error(to, target, &call.method_name, timeout, &err)),
         }
     }
 
-    /// Sends a one-way call to `to`.
-    pub(crate) async fn send(&self, to: &SiloId, envelope: Envelope) -> Result<(), CallError> {
+    /// Sends a one-way call to `to` (checked as [`call`](Self::call) checks it).
+    pub(crate) async fn send(&self, to: &SiloId, call: RemoteCall) -> Result<(), CallError> {
         let Some(addr) = self.address_of(to) else {
             return Err(CallError::SiloUnavailable {
                 silo: to.to_string(),
@@ -655,56 +649,37 @@ impl Cluster {
                 outcome_unknown: false,
             });
         };
-        let (target, timeout) = (&envelope.target, envelope.timeout);
-        self.still_there(to, addr, target, &envelope.method_name, timeout)
-            .await?;
+        let (target, timeout) = (&call.target, call.timeout);
+        if addr == self.address && *to != self.me {
+            return Err(self.moved(to, &self.me, addr, target));
+        }
         self.transport
-            .send(addr, Encoded(&CallMessage(&envelope)))
+            .send_to(
+                to,
+                addr,
+                Encoded(&Outgoing::Call(CallOut::of(&call))),
+                timeout,
+            )
             .await
-            .map_err(|err| {
-                let method = envelope.method_name.clone();
-                self.transport_error(to, target, method, timeout, &err)
-            })
+            .map_err(|err| self.transport_error(to, target, &call.method_name, timeout, &err))
     }
 
-    /// Checks that the silo listening at `addr` (as its handshake named it) is `to`, connecting
-    /// if needed: a process restarted on `to`'s address is another silo, and must not take the
-    /// calls meant for its predecessor (they fail as unavailable until the predecessor is
-    /// declared dead, which its successor's answers to probes bring about).
-    async fn still_there(
+    /// `there` listens at `to`'s address `addr` now: `to` is gone.
+    fn moved(
         &self,
         to: &SiloId,
-        addr: SocketAddr,
+        there: &SiloId,
+        addr: impl std::fmt::Display,
         grain: &GrainId,
-        method: &str,
-        timeout: Duration,
-    ) -> Result<(), CallError> {
-        let there = if addr == self.address {
-            Ok(self.me.clone())
-        } else {
-            tokio::time::timeout(timeout, self.transport.peer_id(addr))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(TransportError::Timeout {
-                        addr: addr.to_string(),
-                        timeout,
-                    })
-                })
-        };
-        match there {
-            Ok(there) if there == *to => Ok(()),
-            Ok(there) => {
-                self.cache.remove(grain);
-                Err(CallError::SiloUnavailable {
-                    silo: to.to_string(),
-                    reason: format!(
-                        "{there} listens at {addr} now (a restarted process): {to} is gone and \
-                         its grains are served again once the cluster declares it dead"
-                    ),
-                    outcome_unknown: false,
-                })
-            }
-            Err(err) => Err(self.transport_error(to, grain, method.to_owned(), timeout, &err)),
+    ) -> CallError {
+        self.cache.remove(grain);
+        CallError::SiloUnavailable {
+            silo: to.to_string(),
+            reason: format!(
+                "{there} listens at {addr} now (a restarted process): {to} is gone and \
+                 its grains are served again once the cluster declares it dead"
+            ),
+            outcome_unknown: false,
         }
     }
 
@@ -712,16 +687,17 @@ impl Cluster {
         &self,
         to: &SiloId,
         grain: &GrainId,
-        method: String,
+        method: &str,
         timeout: Duration,
         err: &TransportError,
     ) -> CallError {
         match err {
             TransportError::Timeout { .. } => CallError::Timeout {
                 grain: grain.clone(),
-                method,
+                method: method.to_owned(),
                 timeout,
             },
+            TransportError::OtherSilo { addr, silo } => self.moved(to, silo, addr, grain),
             TransportError::TooLarge { .. }
             | TransportError::Refused { .. }
             | TransportError::Encode { .. } => CallError::Codec {
@@ -784,11 +760,11 @@ impl Cluster {
         else {
             return;
         };
-        let method_name = method_name.unwrap_or("(unknown method)").to_owned();
+        let method_name = method_name.unwrap_or("(unknown method)");
         let timeout = deadline.map_or(self.shared.config().call_timeout, |d| {
             d.saturating_duration_since(Instant::now())
         });
-        let args = match args.into_bytes(&method_name) {
+        let args = match args.into_bytes(method_name) {
             Ok(args) => args,
             Err(err) => {
                 if let Some(reply) = reply {
@@ -797,10 +773,10 @@ impl Cluster {
                 return;
             }
         };
-        let envelope = Envelope {
+        let call = RemoteCall {
             target,
             method,
-            method_name,
+            method_name: method_name.into(),
             args,
             timeout,
             chain,
@@ -811,10 +787,10 @@ impl Cluster {
         self.shared.spawn(async move {
             match reply {
                 Some(reply) => {
-                    let _ = reply.send(cluster.call(&to, envelope).await);
+                    let _ = reply.send(cluster.call(&to, call).await);
                 }
                 None => {
-                    if let Err(err) = cluster.send(&to, envelope).await {
+                    if let Err(err) = cluster.send(&to, call).await {
                         tracing::warn!(%to, cause = %err, "forwarding a one-way call failed");
                     }
                 }
@@ -853,10 +829,12 @@ impl Handler for Incoming {
         let live = self.live();
         let from = from.clone();
         async move {
-            let message = codec::decode::<ClusterMessage>(&body);
-            let reply = match (live, message) {
-                (Some((cluster, host)), Ok(ClusterMessage::Call(envelope))) => {
-                    dispatch_remote(&cluster, host, envelope).await
+            // Read in place: the call's strings and arguments are slices of `body`.
+            let message = codec::decode_borrowed::<wire::Incoming<'_>>(&body);
+            match (live, message) {
+                (Some((cluster, host)), Ok(ClusterMessage::Call(call))) => {
+                    let call = call.into_call(|t, m| host.static_names(t, m));
+                    dispatch_remote(&cluster, host, call).await
                 }
                 (Some((cluster, _)), Ok(ClusterMessage::Ping(target))) => {
                     let reply = if target == cluster.me {
@@ -864,45 +842,30 @@ impl Handler for Incoming {
                     } else {
                         ProbeReply::NotMe(cluster.me.clone())
                     };
-                    return codec::encode(&reply).unwrap_or_default();
+                    codec::encode(&reply).unwrap_or_default()
                 }
                 (Some((cluster, _)), Ok(ClusterMessage::Members)) => {
-                    return codec::encode(&cluster.member_addresses()).unwrap_or_default();
+                    codec::encode(&cluster.member_addresses()).unwrap_or_default()
                 }
                 (Some((cluster, _)), Ok(ClusterMessage::View)) => {
-                    return codec::encode(&cluster.members_view()).unwrap_or_default();
+                    codec::encode(&cluster.members_view()).unwrap_or_default()
                 }
                 (Some((cluster, _)), Ok(ClusterMessage::ProbeBack { target, asker })) => {
                     // Only the silo asked probes back; the asker is the silo that asked.
                     let reached = target == cluster.me
                         && cluster.ping(&from, asker).await == detector::Probe::Answered;
-                    return vec![u8::from(reached)];
+                    vec![u8::from(reached)]
                 }
                 (_, Err(err)) => {
                     tracing::warn!(cause = %err, "malformed message from another silo");
-                    RemoteReply {
-                        result: Err(CallError::Codec {
-                            what: "cluster message".into(),
-                            reason: err.to_string(),
-                        }),
-                        host: None,
-                    }
-                }
-                (None, Ok(_)) => RemoteReply {
-                    result: Err(CallError::ShuttingDown),
-                    host: None,
-                },
-            };
-            codec::encode(&reply).unwrap_or_else(|err| {
-                let fallback = RemoteReply {
-                    result: Err(CallError::Codec {
-                        what: "reply".into(),
+                    let err = CallError::Codec {
+                        what: "cluster message".into(),
                         reason: err.to_string(),
-                    }),
-                    host: reply.host,
-                };
-                codec::encode(&fallback).expect("a short error always encodes")
-            })
+                    };
+                    encode_reply(Err(&err), &Served::Unknown)
+                }
+                (None, Ok(_)) => encode_reply(Err(&CallError::ShuttingDown), &Served::Unknown),
+            }
         }
         .boxed()
     }
@@ -911,11 +874,12 @@ impl Handler for Incoming {
         let Some((cluster, host)) = self.live() else {
             return;
         };
-        match codec::decode::<ClusterMessage>(&body) {
-            Ok(ClusterMessage::Call(envelope)) => {
+        match codec::decode_borrowed::<wire::Incoming<'_>>(&body) {
+            Ok(ClusterMessage::Call(call)) => {
+                let call = call.into_call(|t, m| host.static_names(t, m));
                 let shared = cluster.shared.clone();
                 shared.spawn(async move {
-                    let _ = dispatch_remote(&cluster, host, envelope).await;
+                    let _ = dispatch_remote(&cluster, host, call).await;
                 });
             }
             Ok(other) => tracing::warn!(?other, "unexpected one-way cluster message"),
@@ -924,54 +888,29 @@ impl Handler for Incoming {
     }
 }
 
-/// Runs a call that arrived from another silo, and names the silo that served it.
+/// Runs a call that arrived from another silo, and answers with its reply, naming the silo
+/// that served it.
 async fn dispatch_remote(
     cluster: &Cluster,
     host: Arc<dyn ClusterHost>,
-    envelope: Envelope,
-) -> RemoteReply {
-    let target = envelope.target.clone();
-    let result = host.dispatch(envelope).await;
-    let served_by = if host.hosts(&target) {
-        Some(cluster.me.clone())
+    call: RemoteCall,
+) -> Vec<u8> {
+    let target = call.target.clone();
+    let result = host.dispatch(call).await;
+    let served = if host.hosts(&target) {
+        Served::Responder
     } else {
-        cluster.cache.get(&target).map(|s| s.clone())
+        cluster
+            .cache
+            .get(&target)
+            .map_or(Served::Unknown, |s| Served::Other(s.clone()))
     };
-    RemoteReply {
-        result,
-        host: served_by,
-    }
+    encode_reply(result.as_deref(), &served)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_borrowed_call_encodes_as_the_call_message() {
-        let envelope = || Envelope {
-            target: GrainId::new("bench", 7),
-            method: granary_core::MethodId::of("ping"),
-            method_name: "ping".into(),
-            args: vec![1, 2, 3],
-            timeout: Duration::from_millis(250),
-            chain: granary_core::CallChain::root(),
-            one_way: false,
-            forwards: 1,
-        };
-        let call = envelope();
-        let borrowed = codec::encode(&CallMessage(&call)).expect("encodes");
-        let owned = codec::encode(&ClusterMessage::Call(Envelope {
-            chain: call.chain.clone(),
-            ..envelope()
-        }))
-        .expect("encodes");
-        assert_eq!(borrowed, owned);
-        assert!(matches!(
-            codec::decode::<ClusterMessage>(&borrowed),
-            Ok(ClusterMessage::Call(e)) if e.args == [1, 2, 3] && e.forwards == 1
-        ));
-    }
 
     #[tokio::test]
     async fn unknown_messages_get_a_codec_error_and_other_answers_are_no_probe_answer() {
@@ -984,14 +923,14 @@ mod tests {
             let answer = incoming
                 .request(&from, body.into(), Duration::from_secs(1))
                 .await;
-            let reply: RemoteReply = codec::decode(&answer).expect("a reply, not a panic");
+            let reply = ReplyIn::decode(&answer).expect("a reply, not a panic");
             assert!(
                 matches!(reply.result, Err(CallError::Codec { .. })),
                 "{reply:?}"
             );
         }
         // A silo shutting down answers a probe with an error, which is no "here".
-        let ping = codec::encode(&ClusterMessage::Ping(from.clone())).expect("encodes");
+        let ping = codec::encode(&Outgoing::Ping(from.clone())).expect("encodes");
         let answer = incoming
             .request(&from, ping.into(), Duration::from_secs(1))
             .await;

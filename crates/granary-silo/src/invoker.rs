@@ -9,12 +9,13 @@ use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use granary_core::{
-    CallError, Envelope, GrainId, Invoker, OutgoingCall, Payload, SiloId, codec, deadline_in,
+    CallError, Envelope, GrainId, Invoker, MethodId, OutgoingCall, Payload, SiloId, codec,
+    deadline_in,
 };
 
 use crate::cluster::{Cluster, ClusterHost};
 use crate::metrics::Refusal;
-use crate::request::{Request, RequestKind, envelope_of};
+use crate::request::{RemoteCall, Request, RequestKind, envelope_of, remote_call};
 use crate::router::{Destination, Origin, Router};
 
 /// Calls into one silo. Holds the router strongly, so that a call takes no reference count on
@@ -43,7 +44,7 @@ impl Invoker for SiloInvoker {
         let router = router.clone();
         async move {
             match away.silo(&cluster).await {
-                Some(to) => cluster.call(&to, envelope_of(call, timeout, false)?).await,
+                Some(to) => cluster.call(&to, remote_call(call, timeout, false)?).await,
                 None => invoke_here(&router, call, timeout).await,
             }
         }
@@ -59,7 +60,7 @@ impl Invoker for SiloInvoker {
         let router = router.clone();
         async move {
             match away.silo(&cluster).await {
-                Some(to) => cluster.send(&to, envelope_of(call, timeout, true)?).await,
+                Some(to) => cluster.send(&to, remote_call(call, timeout, true)?).await,
                 None => send_here(&router, call),
             }
         }
@@ -95,9 +96,17 @@ fn leaving(destination: Destination<'_>) -> Option<(Arc<Cluster>, Away)> {
 }
 
 impl ClusterHost for SiloInvoker {
-    fn dispatch(&self, envelope: Envelope) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
+    fn dispatch(&self, call: RemoteCall) -> BoxFuture<'static, Result<Vec<u8>, CallError>> {
         let router = self.router.clone();
-        async move { run_envelope(&router, envelope).await }.boxed()
+        async move { run_call(&router, call).await }.boxed()
+    }
+
+    fn static_names(
+        &self,
+        type_name: &str,
+        method: MethodId,
+    ) -> Option<(&'static str, Option<&'static str>)> {
+        self.router.catalog().static_names(type_name, method)
     }
 
     fn hosts(&self, grain: &GrainId) -> bool {
@@ -247,7 +256,7 @@ pub(crate) async fn dispatch_wire(router: &Arc<Router>, bytes: &[u8]) -> Vec<u8>
 /// silo. Answers with the encoded reply (empty for a one-way call).
 async fn dispatch_envelope(router: &Arc<Router>, bytes: &[u8]) -> Result<Vec<u8>, CallError> {
     match Envelope::decode(bytes) {
-        Ok(envelope) => run_envelope(router, envelope).await,
+        Ok(envelope) => run_call(router, envelope.into()).await,
         Err(err @ CallError::InvalidKey { .. }) => {
             router.shared().metrics().refused(Refusal::Key);
             tracing::debug!(cause = %err, "call envelope refused");
@@ -261,16 +270,16 @@ async fn dispatch_envelope(router: &Arc<Router>, bytes: &[u8]) -> Result<Vec<u8>
 }
 
 /// Runs a decoded call: see `dispatch_envelope`.
-async fn run_envelope(router: &Arc<Router>, envelope: Envelope) -> Result<Vec<u8>, CallError> {
+async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, CallError> {
     // Decoded from another silo's or a client's bytes: the key has not been checked yet.
-    if let Err(err) = envelope.target.check_key() {
+    if let Err(err) = call.target.check_key() {
         router.shared().metrics().refused(Refusal::Key);
         tracing::debug!(cause = %err, "call envelope refused");
         return Err(err);
     }
     // The timeout came from the wire: `deadline_in` never overflows, whatever it says.
-    let deadline = deadline_in(envelope.timeout);
-    let Envelope {
+    let deadline = deadline_in(call.timeout);
+    let RemoteCall {
         target,
         method,
         method_name,
@@ -279,7 +288,7 @@ async fn run_envelope(router: &Arc<Router>, envelope: Envelope) -> Result<Vec<u8
         chain,
         one_way,
         forwards,
-    } = envelope;
+    } = call;
     let (reply, rx) = if one_way {
         (None, None)
     } else {
@@ -320,7 +329,7 @@ async fn run_envelope(router: &Arc<Router>, envelope: Envelope) -> Result<Vec<u8
         }),
         Err(_) => Err(CallError::Timeout {
             grain: target,
-            method: method_name,
+            method: method_name.into_owned(),
             timeout,
         }),
     }

@@ -97,6 +97,16 @@ impl Registry {
         policies
     }
 
+    /// The static name of the registered type `type_name`, and the name of its method `id`.
+    pub(crate) fn static_names(
+        &self,
+        type_name: &str,
+        id: MethodId,
+    ) -> Option<(&'static str, Option<&'static str>)> {
+        let (name, factory) = self.types.get_key_value(type_name)?;
+        Some((*name, factory.method_name(id)))
+    }
+
     /// The name of method `id` of grain type `type_name`.
     pub(crate) fn method_name(&self, type_name: &str, id: MethodId) -> Option<&'static str> {
         self.types.get(type_name)?.method_name(id)

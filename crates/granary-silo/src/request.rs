@@ -1,5 +1,8 @@
 //! A call or timer tick on its way to an activation.
 
+use std::borrow::Cow;
+use std::time::Duration;
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -62,10 +65,65 @@ impl Request {
     }
 }
 
-/// The envelope of an outgoing call: what crosses silos.
+/// A call on its way to another silo, or arrived from one: what crosses silos (written with
+/// the layout of [`Envelope`], see `cluster::wire`).
+#[derive(Debug)]
+pub(crate) struct RemoteCall {
+    /// The grain being called.
+    pub(crate) target: GrainId,
+    /// The method being called.
+    pub(crate) method: MethodId,
+    /// The method's name, for errors and traces: static when the grain type is known here.
+    pub(crate) method_name: Cow<'static, str>,
+    /// The encoded argument tuple.
+    pub(crate) args: Vec<u8>,
+    /// Time left until the caller's deadline.
+    pub(crate) timeout: Duration,
+    /// The logical call chain.
+    pub(crate) chain: CallChain,
+    /// Whether the caller expects no reply.
+    pub(crate) one_way: bool,
+    /// How many times silos have forwarded the call.
+    pub(crate) forwards: u32,
+}
+
+impl From<Envelope> for RemoteCall {
+    fn from(envelope: Envelope) -> Self {
+        Self {
+            target: envelope.target,
+            method: envelope.method,
+            method_name: Cow::Owned(envelope.method_name),
+            args: envelope.args,
+            timeout: envelope.timeout,
+            chain: envelope.chain,
+            one_way: envelope.one_way,
+            forwards: envelope.forwards,
+        }
+    }
+}
+
+/// The outgoing call `call`, to send to another silo.
+pub(crate) fn remote_call(
+    call: OutgoingCall,
+    timeout: Duration,
+    one_way: bool,
+) -> Result<RemoteCall, CallError> {
+    Ok(RemoteCall {
+        args: call.args.into_bytes(call.method.name)?,
+        target: call.target,
+        method: call.method.id,
+        method_name: Cow::Borrowed(call.method.name),
+        timeout,
+        chain: call.chain,
+        one_way,
+        forwards: 0,
+    })
+}
+
+/// The envelope of an outgoing call (the wire path of `wire_local_calls`).
 pub(crate) fn envelope_of(
     call: OutgoingCall,
-    timeout: std::time::Duration,
+    timeout: Duration,
     one_way: bool,
 ) -> Result<Envelope, CallError> {
     Ok(Envelope {

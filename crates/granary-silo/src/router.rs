@@ -300,7 +300,7 @@ impl Home for Router {
     fn hand_over(&self, grain: &GrainId, owner: &SiloId, requests: Vec<Request>) {
         match &self.topology {
             Topology::Cluster(cluster) => {
-                cluster.learn(grain, owner.clone());
+                cluster.learn(grain, owner);
                 for req in requests {
                     self.forward(cluster, req, owner.clone());
                 }

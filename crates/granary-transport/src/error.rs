@@ -62,6 +62,16 @@ pub enum TransportError {
         /// What the peer reported.
         reason: String,
     },
+    /// Another silo than the one asked for listens at the address (a process restarted on a
+    /// dead silo's address): nothing was sent. The asked silo is gone; its grains are served
+    /// again once the cluster declares it dead.
+    #[error("{silo} listens at {addr} now, not the silo asked for")]
+    OtherSilo {
+        /// The address.
+        addr: String,
+        /// The silo that answers there.
+        silo: granary_core::SiloId,
+    },
     /// The transport is shutting down.
     #[error("the transport is shut down")]
     Closed,

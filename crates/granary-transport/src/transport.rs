@@ -265,12 +265,28 @@ impl Transport {
         // `timeout` may be anything a caller or the wire said (`Duration::MAX`): too long for
         // `Instant` arithmetic means no deadline in practice.
         let deadline = deadline_in(timeout);
-        let link = tokio::time::timeout_at(deadline, self.link(addr))
-            .await
-            .map_err(|_| TransportError::Timeout {
-                addr: addr.to_string(),
-                timeout,
-            })??;
+        let link = self.link_by(addr, deadline, timeout).await?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        link.request(&body, left).await
+    }
+
+    /// As [`request`](Self::request), to the silo `silo` only: if the silo listening at `addr`
+    /// (as its handshake named it) is another one (a process restarted on `silo`'s address),
+    /// nothing is sent. One link lookup for both the check and the request.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request); [`TransportError::OtherSilo`] when another silo listens
+    /// at `addr`.
+    pub async fn request_to<B: Body + Send>(
+        &self,
+        silo: &SiloId,
+        addr: SocketAddr,
+        body: B,
+        timeout: Duration,
+    ) -> Result<Bytes, TransportError> {
+        let deadline = deadline_in(timeout);
+        let link = self.link_by(addr, deadline, timeout).await?;
+        check_peer(&link, silo, addr)?;
         let left = deadline.saturating_duration_since(Instant::now());
         link.request(&body, left).await
     }
@@ -285,6 +301,24 @@ impl Transport {
         body: B,
     ) -> Result<(), TransportError> {
         self.link(addr).await?.one_way(&body).await
+    }
+
+    /// As [`send`](Self::send), to the silo `silo` only (see [`request_to`](Self::request_to)),
+    /// connecting within `timeout`.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`TransportError::OtherSilo`] when another silo listens at
+    /// `addr`.
+    pub async fn send_to<B: Body + Send>(
+        &self,
+        silo: &SiloId,
+        addr: SocketAddr,
+        body: B,
+        timeout: Duration,
+    ) -> Result<(), TransportError> {
+        let link = self.link_by(addr, deadline_in(timeout), timeout).await?;
+        check_peer(&link, silo, addr)?;
+        link.one_way(&body).await
     }
 
     /// The silo at `addr`, as its handshake named it (connecting if needed).
@@ -350,13 +384,43 @@ impl Transport {
 
     /// The open link to `addr`, dialing it if there is none (one dial at a time per address;
     /// after a failure, calls fail fast until the backoff has passed).
-    async fn link(&self, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {
+    /// The open link to `addr`, or one dialed before `deadline` (`timeout` from now).
+    async fn link_by(
+        &self,
+        addr: SocketAddr,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Arc<Link>, TransportError> {
+        // The common case, a link already open, needs no timer.
+        if let Some(link) = self.open_link(addr)? {
+            return Ok(link);
+        }
+        tokio::time::timeout_at(deadline, self.link(addr))
+            .await
+            .map_err(|_| TransportError::Timeout {
+                addr: addr.to_string(),
+                timeout,
+            })?
+    }
+
+    /// The open link to `addr`, if there is one.
+    fn open_link(&self, addr: SocketAddr) -> Result<Option<Arc<Link>>, TransportError> {
         let inner = &self.inner;
         if inner.shutdown.is_cancelled() {
             return Err(TransportError::Closed);
         }
-        if let Some(link) = inner.open.read().get(&addr).filter(|l| l.is_open()) {
-            return Ok(link.clone());
+        Ok(inner
+            .open
+            .read()
+            .get(&addr)
+            .filter(|l| l.is_open())
+            .cloned())
+    }
+
+    async fn link(&self, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {
+        let inner = &self.inner;
+        if let Some(link) = self.open_link(addr)? {
+            return Ok(link);
         }
         let slot = inner.peers.lock().entry(addr).or_default().clone();
         let mut peer = slot.lock().await;
@@ -390,6 +454,17 @@ impl Transport {
             }
         }
     }
+}
+
+/// Whether `link` leads to `silo`.
+fn check_peer(link: &Link, silo: &SiloId, addr: SocketAddr) -> Result<(), TransportError> {
+    if link.peer() == silo {
+        return Ok(());
+    }
+    Err(TransportError::OtherSilo {
+        addr: addr.to_string(),
+        silo: link.peer().clone(),
+    })
 }
 
 async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, TransportError> {

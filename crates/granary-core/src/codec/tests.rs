@@ -17,6 +17,28 @@ fn crafted_length_prefix_is_an_error_not_an_allocation() {
 }
 
 #[test]
+fn borrowed_decodes_read_strings_and_bytes_in_place_and_refuse_bad_input() {
+    let bytes = encode(&("five".to_owned(), vec![1_u8, 2, 3], 9_u64)).unwrap();
+    let (name, body, n) = decode_borrowed::<(&str, &[u8], u64)>(&bytes).unwrap();
+    assert_eq!((name, body, n), ("five", &[1_u8, 2, 3][..], 9));
+    assert!(
+        std::ptr::eq(name.as_bytes().as_ptr(), bytes[1..].as_ptr()),
+        "not copied"
+    );
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(decode_borrowed::<(&str, &[u8], u64)>(&trailing).is_err());
+    assert!(decode_borrowed::<(&str, &[u8], u64)>(&bytes[..4]).is_err());
+    // A length prefix claiming more than there is.
+    assert!(decode_borrowed::<&str>(&[200]).is_err());
+    let oversized = vec![0_u8; MAX_MESSAGE_BYTES + 1];
+    assert!(matches!(
+        decode_borrowed::<&[u8]>(&oversized),
+        Err(CodecError::TooLarge { .. })
+    ));
+}
+
+#[test]
 fn oversized_values_are_refused_on_encode() {
     let big = vec![7_u8; MAX_MESSAGE_BYTES + 10];
     assert!(matches!(encode(&big), Err(CodecError::TooLarge { .. })));

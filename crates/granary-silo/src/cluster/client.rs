@@ -25,7 +25,8 @@ use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportErr
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use super::{ClusterMessage, MembersView, RemoteReply};
+use super::MembersView;
+use super::wire::{CallOut, Outgoing, ReplyIn, Served, encode_reply};
 
 /// How a [`ClusterClient`] reaches the cluster.
 #[derive(Clone)]
@@ -133,14 +134,11 @@ struct NoCalls;
 
 impl Handler for NoCalls {
     fn request(&self, _: &SiloId, _: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
-        let refusal = RemoteReply {
-            result: Err(CallError::Rejected {
-                grain: granary_core::GrainId::new("client", 0),
-                reason: "a client hosts no grains".into(),
-            }),
-            host: None,
+        let refusal = CallError::Rejected {
+            grain: granary_core::GrainId::new("client", 0),
+            reason: "a client hosts no grains".into(),
         };
-        futures::future::ready(codec::encode(&refusal).unwrap_or_default()).boxed()
+        futures::future::ready(encode_reply(Err(&refusal), &Served::Unknown)).boxed()
     }
 
     fn one_way(&self, _: &SiloId, _: Bytes) {}
@@ -216,7 +214,7 @@ fn uuid_simple() -> String {
 }
 
 async fn members(inner: &Inner, gateway: SocketAddr) -> Result<Vec<SocketAddr>, TransportError> {
-    let ask = codec::encode(&ClusterMessage::Members).unwrap_or_default();
+    let ask = codec::encode(&Outgoing::Members).unwrap_or_default();
     let reply = inner
         .transport
         .request(
@@ -314,7 +312,7 @@ async fn refresh(inner: &Inner) {
 
 /// A gateway's view of the membership, if it answers within `wait`.
 async fn view_of(inner: &Inner, gateway: SocketAddr, wait: Duration) -> Option<MembersView> {
-    let ask = codec::encode(&ClusterMessage::View).ok()?;
+    let ask = codec::encode(&Outgoing::View).ok()?;
     let reply = inner.transport.request(gateway, ask, wait).await.ok()?;
     codec::decode(&reply).ok()
 }
@@ -353,9 +351,11 @@ impl ClientInvoker {
             envelope.timeout,
         );
         let bytes =
-            codec::encode(&ClusterMessage::Call(envelope)).map_err(|e| CallError::Codec {
-                what: format!("call {method} on {target}"),
-                reason: e.to_string(),
+            codec::encode(&Outgoing::Call(CallOut::of_envelope(&envelope))).map_err(|e| {
+                CallError::Codec {
+                    what: format!("call {method} on {target}"),
+                    reason: e.to_string(),
+                }
             })?;
         let gateways = {
             let start = inner.next.fetch_add(1, Ordering::Relaxed);
@@ -379,12 +379,8 @@ impl ClientInvoker {
             match sent {
                 Ok(None) => return Ok(Payload::Encoded(Vec::new())),
                 Ok(Some(reply)) => {
-                    let reply: RemoteReply =
-                        codec::decode(&reply).map_err(|e| CallError::Codec {
-                            what: "reply".into(),
-                            reason: e.to_string(),
-                        })?;
-                    return reply.result.map(Payload::Encoded);
+                    let reply = ReplyIn::decode(&reply)?;
+                    return reply.result.map(|bytes| Payload::Encoded(bytes.to_vec()));
                 }
                 Err(TransportError::Timeout { .. }) => {
                     return Err(CallError::Timeout {

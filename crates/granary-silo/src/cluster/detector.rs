@@ -44,7 +44,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::verdict::{self, Rules};
-use super::{Cluster, ClusterMessage, ProbeReply};
+use super::wire::Outgoing;
+use super::{Cluster, ProbeReply};
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -74,7 +75,7 @@ impl Cluster {
     /// that is returned at once.
     pub(crate) async fn ping(&self, silo: &SiloId, addr: SocketAddr) -> Probe {
         let started = Instant::now();
-        let Ok(ping) = codec::encode(&ClusterMessage::Ping(silo.clone())) else {
+        let Ok(ping) = codec::encode(&Outgoing::Ping(silo.clone())) else {
             return Probe::Missed;
         };
         let answer = match self
@@ -115,7 +116,7 @@ impl Cluster {
 
     /// Whether `silo` at `addr` reaches this one back.
     async fn probed_back(&self, silo: &SiloId, addr: SocketAddr) -> bool {
-        let ask = ClusterMessage::ProbeBack {
+        let ask = Outgoing::ProbeBack {
             target: silo.clone(),
             asker: self.address,
         };

@@ -131,6 +131,44 @@ async fn requests_travel_both_ways_and_many_share_a_link() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_to_a_named_silo_reach_only_that_silo() {
+    let (a, _) = start("a", SECRET).await;
+    let (b, b_echo) = start("b", SECRET).await;
+    let (addr, b_id) = (b.local_addr(), SiloId::new("b", 1));
+    assert_eq!(
+        a.request_to(&b_id, addr, b"hi".to_vec(), T).await.unwrap(),
+        &b"b:hi"[..]
+    );
+    a.send_to(&b_id, addr, b"note".to_vec(), T).await.unwrap();
+    b_echo.one_way.notified().await;
+    // Another generation of `b` (a restarted process) is asked for: nothing is sent.
+    let gone = SiloId::new("b", 0);
+    let err = a
+        .request_to(&gone, addr, b"hi".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TransportError::OtherSilo {
+            addr: addr.to_string(),
+            silo: b_id.clone()
+        }
+    );
+    let err = a
+        .send_to(&gone, addr, b"note".to_vec(), T)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::OtherSilo { silo, .. } if silo == b_id));
+    assert_eq!(
+        b_echo.seen.load(Ordering::SeqCst),
+        2,
+        "only the two sent to b"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_the_secret_or_of_another_cluster_is_refused_before_any_dispatch() {
     let (b, b_echo) = start("b", SECRET).await;
     let (stranger, _) = start("stranger", b"not the secret, not at all, no").await;
