@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 use granary_core::StorageError;
-use granary_events::{Encoded, EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
+use granary_events::{Addressed, EventEnvelope, Format, Outgoing, Sink, SinkError, Topics};
 use redis::Value;
 
 use crate::store::RedisStore;
@@ -252,16 +252,18 @@ impl Sink for RedisStreamsSink {
 
     fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            // One pipeline of XADDs, to several streams, in the batch's order.
-            let mut pipe = redis::pipe();
-            for Encoded {
+            // One pipeline of XADDs, to several streams, in the batch's order. Each command is
+            // sized once and the envelope written straight into it: no buffer per envelope,
+            // no command growing argument by argument.
+            let mut pipe = redis::Pipeline::with_capacity(events.len());
+            for Addressed {
                 name: stream,
                 event,
-                bytes,
-                ..
-            } in self.topics.encode(events)
+                format,
+            } in self.topics.address(events)
             {
-                pipe.cmd("XADD")
+                let mut xadd = redis::Cmd::with_capacity(8, xadd_size(&stream, event));
+                xadd.arg("XADD")
                     .arg(&*stream)
                     .arg("*")
                     .arg("id")
@@ -269,7 +271,8 @@ impl Sink for RedisStreamsSink {
                     .arg("type")
                     .arg(&event.type_name)
                     .arg("event")
-                    .arg(bytes);
+                    .arg(EnvelopeArg { event, format });
+                pipe.add_command(xadd);
             }
             let mut conn = self.store.conn.clone();
             let ids: Vec<Value> = self
@@ -288,6 +291,38 @@ impl Sink for RedisStreamsSink {
             }
             Ok(())
         })
+    }
+}
+
+/// The bytes of the arguments of the XADD of `event` to `stream`, about: the envelope's text
+/// fields and payload plus what the envelope's JSON adds around them (field names, numbers,
+/// quotes). A command that turns out larger grows once more.
+fn xadd_size(stream: &str, event: &EventEnvelope) -> usize {
+    let source = &event.source;
+    let text = event.id.len() * 2
+        + event.type_name.len() * 2
+        + source.type_name.len()
+        + source.key.len()
+        + source.key_kind.len()
+        + event.trace.as_ref().map_or(0, String::len)
+        + event.payload.get().len();
+    "XADDidtypeevent*".len() + stream.len() + text + 192
+}
+
+/// An envelope as a command argument, written into the command's buffer as it is encoded.
+struct EnvelopeArg<'a> {
+    event: &'a EventEnvelope,
+    format: Format,
+}
+
+impl redis::ToRedisArgs for EnvelopeArg<'_> {
+    fn write_redis_args<W>(&self, out: &mut W)
+    where
+        W: ?Sized + redis::RedisWrite,
+    {
+        self.event
+            .encode_to(self.format, out.writer_for_next_arg())
+            .expect("an envelope always encodes, and writing to memory does not fail");
     }
 }
 
