@@ -155,39 +155,46 @@ impl Sink for RabbitSink {
             // Published in the batch's order on one channel (a queue bound to several keys
             // keeps it), then every confirm awaited. A publish hands its frames to lapin's I/O
             // thread and then waits until that thread wrote them: awaited one by one, each
-            // message would cost a hand-over between threads (on a busy machine, a scheduler
-            // slice). So each publish is polled once, in order, which queues its frames on
-            // the channel (lapin queues them before its first wait), and the writes are
-            // awaited together afterwards.
-            let encoded: Vec<Encoded<'_>> = self.topics.encode(events).collect();
-            let mut sends = Vec::with_capacity(encoded.len());
+            // message would wait for a hand-over between threads (on a busy machine, a
+            // scheduler slice). So each publish is polled once as soon as its envelope is
+            // encoded, in order, which queues its frames on the channel (lapin queues them
+            // before its first wait; the I/O thread writes them while the next is encoded),
+            // and the writes are awaited together afterwards.
+            let mut sends = Vec::with_capacity(events.len());
             for Encoded {
                 name: key,
                 event,
                 format,
                 bytes,
-            } in &encoded
+            } in self.topics.encode(events)
             {
                 let properties = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(event.id.as_str().into())
                     .with_content_type(format.content_type().into())
                     .with_type(event.type_name.as_str().into());
-                let mut send = Box::pin(self.channel.basic_publish(
-                    self.exchange.as_str().into(),
-                    (&**key).into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    bytes,
-                    properties,
-                ));
+                let (channel, exchange, routing_key) =
+                    (&self.channel, self.exchange.as_str(), (&*key).into());
+                // The publish owns its bytes: queued now, written later.
+                let mut send = Box::pin(async move {
+                    channel
+                        .basic_publish(
+                            exchange.into(),
+                            routing_key,
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..Default::default()
+                            },
+                            &bytes,
+                            properties,
+                        )
+                        .await
+                });
                 let send = match futures::poll!(send.as_mut()) {
                     Poll::Ready(sent) => Publishing::Done(sent.map_err(|e| unavailable(&e))?),
                     Poll::Pending => Publishing::Writing(send),
                 };
-                sends.push((*event, key, send));
+                sends.push((event, key, send));
             }
             let mut confirms = Vec::with_capacity(sends.len());
             for (event, key, send) in sends {
