@@ -1,7 +1,7 @@
 //! [`EventEnvelope`]: an event as it travels to queues, readable by any language.
 
-use granary_core::provider::OutboxEntry;
-use granary_core::{Event, GrainId, GrainKey};
+use granary_core::provider::{EventId, OutboxEntry};
+use granary_core::{Event, GrainId, GrainKey, PublishedEvent, TraceId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -191,7 +191,7 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    out.push_str(std::str::from_utf8(&digits[start..]).expect("decimal digits are ASCII"));
 }
 
 fn key_parts(key: &GrainKey) -> (&'static str, String) {
@@ -215,40 +215,72 @@ impl EventEnvelope {
     /// # Errors
     /// [`EnvelopeError::Payload`] if the payload is not JSON.
     pub fn from_entry(entry: &OutboxEntry) -> Result<Self, EnvelopeError> {
+        Self::of_event(
+            &entry.id,
+            entry.event.type_name.clone(),
+            entry.event.payload.clone(),
+            entry.event.trace,
+            entry.committed_ms,
+        )
+    }
+
+    /// [`from_entry`](Self::from_entry) taking the entry's event: its type name and payload
+    /// move into the envelope instead of being copied (the relay, which needs only the
+    /// entry's position afterwards).
+    pub(crate) fn from_event(
+        id: &EventId,
+        event: PublishedEvent,
+        committed_ms: u64,
+    ) -> Result<Self, EnvelopeError> {
+        Self::of_event(
+            id,
+            event.type_name,
+            event.payload,
+            event.trace,
+            committed_ms,
+        )
+    }
+
+    fn of_event(
+        event_id: &EventId,
+        type_name: String,
+        payload: Vec<u8>,
+        trace: Option<TraceId>,
+        committed_ms: u64,
+    ) -> Result<Self, EnvelopeError> {
         // The key in text once, for the id and the source.
-        let (key_kind, key) = key_parts(entry.id.grain.key());
+        let (key_kind, key) = key_parts(event_id.grain.key());
         let id = id_of(
-            &entry.id.origin,
-            entry.id.grain.type_name(),
+            &event_id.origin,
+            event_id.grain.type_name(),
             key_kind,
             &key,
-            entry.id.version,
-            entry.id.index,
+            event_id.version,
+            event_id.index,
         );
         // Checked once here, then carried as is: no parse into a value and back.
-        let text =
-            String::from_utf8(entry.event.payload.clone()).map_err(|e| EnvelopeError::Payload {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
+        let text = String::from_utf8(payload).map_err(|e| EnvelopeError::Payload {
+            id: id.clone(),
+            reason: e.to_string(),
+        })?;
         let payload = RawValue::from_string(text).map_err(|e| EnvelopeError::Payload {
             id: id.clone(),
             reason: e.to_string(),
         })?;
         Ok(Self {
             id,
-            type_name: entry.event.type_name.clone(),
+            type_name,
             source: Source {
-                type_name: entry.id.grain.type_name().to_owned(),
+                type_name: event_id.grain.type_name().to_owned(),
                 key,
                 key_kind: key_kind.to_owned(),
             },
-            version: entry.id.version,
-            index: entry.id.index,
-            timestamp_ms: entry.committed_ms,
-            trace: entry.event.trace.map(|trace| {
+            version: event_id.version,
+            index: event_id.index,
+            timestamp_ms: committed_ms,
+            trace: trace.map(|trace| {
                 // W3C traceparent: the turn's trace, a span id of this event (never zero).
-                let span = (entry.id.version << 16 | u64::from(entry.id.index)) | 1 << 63;
+                let span = (event_id.version << 16 | u64::from(event_id.index)) | 1 << 63;
                 format!("00-{trace}-{span:016x}-01")
             }),
             payload,
@@ -267,19 +299,46 @@ impl EventEnvelope {
         match format {
             Format::Json => self.to_json(),
             Format::MessagePack => {
-                let structured = Structured {
-                    id: self.id.clone(),
-                    type_name: self.type_name.clone(),
-                    source: self.source.clone(),
-                    version: self.version,
-                    index: self.index,
-                    timestamp_ms: self.timestamp_ms,
-                    trace: self.trace.clone(),
-                    payload: serde_json::from_str(self.payload.get())
-                        .expect("the payload was checked to be JSON"),
-                };
-                rmp_serde::to_vec_named(&structured).expect("an envelope always serializes")
+                rmp_serde::to_vec_named(&self.structured()).expect("an envelope always serializes")
             }
+        }
+    }
+
+    /// Writes the envelope in `format` to `out`: the bytes [`encode`](Self::encode) returns,
+    /// without a buffer of their own (a sink writes each envelope straight into the message
+    /// or command it sends).
+    ///
+    /// # Errors
+    /// What `out` returns; writing to memory never fails.
+    pub fn encode_to(&self, format: Format, mut out: impl std::io::Write) -> std::io::Result<()> {
+        match format {
+            Format::Json => serde_json::to_writer(out, self).map_err(std::io::Error::from),
+            Format::MessagePack => rmp_serde::encode::write_named(&mut out, &self.structured())
+                .map_err(|e| {
+                    // A failure of `out` keeps its kind.
+                    let kind = std::iter::successors(
+                        Some(&e as &(dyn std::error::Error + 'static)),
+                        |e| e.source(),
+                    )
+                    .find_map(|e| e.downcast_ref::<std::io::Error>())
+                    .map_or(std::io::ErrorKind::Other, std::io::Error::kind);
+                    std::io::Error::new(kind, e)
+                }),
+        }
+    }
+
+    /// The envelope with its payload as a value, for MessagePack.
+    fn structured(&self) -> Structured {
+        Structured {
+            id: self.id.clone(),
+            type_name: self.type_name.clone(),
+            source: self.source.clone(),
+            version: self.version,
+            index: self.index,
+            timestamp_ms: self.timestamp_ms,
+            trace: self.trace.clone(),
+            payload: serde_json::from_str(self.payload.get())
+                .expect("the payload was checked to be JSON"),
         }
     }
 
@@ -400,6 +459,46 @@ mod tests {
         assert_eq!(json.to_json(), sample().to_json());
         assert!(EventEnvelope::from_bytes(b"\xc1garbage").is_err());
         assert!(EventEnvelope::from_bytes(b"").is_err());
+    }
+
+    #[test]
+    fn encode_to_writes_what_encode_returns_and_hands_back_a_failed_write() {
+        let traced = EventEnvelope {
+            trace: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-8000000000030000-01".into()),
+            ..sample()
+        };
+        for envelope in [sample(), traced] {
+            for format in [Format::Json, Format::MessagePack] {
+                let mut written = Vec::new();
+                envelope.encode_to(format, &mut written).unwrap();
+                assert_eq!(written, envelope.encode(format));
+            }
+        }
+        /// A writer that takes `room` bytes, then fails.
+        struct Full {
+            room: usize,
+        }
+        impl std::io::Write for Full {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.room == 0 {
+                    return Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "full"));
+                }
+                let n = buf.len().min(self.room);
+                self.room -= n;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        for format in [Format::Json, Format::MessagePack] {
+            let err = sample().encode_to(format, Full { room: 10 }).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::StorageFull,
+                "{format:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub use dedupe::RecentEvents;
 pub use envelope::{EnvelopeError, EventEnvelope, Format, Source, event_id};
 pub use metrics::RelayMetrics;
 pub use relay::{Relay, RelayBuilder, RelayConfig, ShardOwner};
-pub use sink::{Encoded, Outgoing, Sink, SinkError, Topics};
+pub use sink::{Addressed, Encoded, Outgoing, Sink, SinkError, Topics};
 
 use std::future::Future;
 

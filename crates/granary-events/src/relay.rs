@@ -351,9 +351,12 @@ struct Worker {
 }
 
 /// Entries read for one delivery (up to [`RelayConfig::batch`], gathered across the owned
-/// shards), decoded and split into one batch per sink.
+/// shards), decoded and split into one batch per sink. The entries' events moved into the
+/// batches' envelopes; what is left of each entry is its position.
 struct Delivery {
-    entries: Vec<OutboxEntry>,
+    /// Per entry, in the order read: where it is in the outbox (what the acknowledgement
+    /// removes, and what the read of the next delivery skips).
+    positions: Vec<OutboxPosition>,
     /// Per entry: why it goes to the dead-letter stream instead of being acknowledged.
     dead: Vec<Option<String>>,
     batches: Vec<Batch>,
@@ -380,7 +383,7 @@ impl Worker {
                 None => self.read(next, &[]).await,
             };
             next = delivery.next;
-            if delivery.entries.is_empty() {
+            if delivery.positions.is_empty() {
                 if delivery.failed {
                     self.pause(self.config.retry_min).await;
                 } else {
@@ -397,15 +400,17 @@ impl Worker {
             // the publish waits on the sinks (no hand-over between threads, which costs a
             // scheduler slice on a busy machine): the read skips the entries being delivered,
             // and nothing of it is published before they are confirmed and removed. The
-            // publish is polled first, so that it is sent before the read runs.
-            let held: Vec<OutboxPosition> = delivery
-                .entries
-                .iter()
-                .map(|e| e.position.clone())
-                .collect();
+            // publish is polled first, so that it is sent before the read runs. Both borrow the
+            // delivery's positions: the acknowledgement removes them, the read skips them.
+            let Delivery {
+                positions,
+                dead,
+                batches,
+                ..
+            } = delivery;
             let (delivered, read) = Box::pin(futures::future::join(
-                self.deliver(delivery),
-                self.read(next, &held),
+                self.deliver(&positions, dead, batches),
+                self.read(next, &positions),
             ))
             .await;
             if !delivered {
@@ -420,9 +425,9 @@ impl Worker {
     /// no longer serves it.
     fn still_owned(&self, delivery: &Delivery) -> bool {
         let mut last = None;
-        !delivery.entries.is_empty()
-            && delivery.entries.iter().all(|e| {
-                let shard = e.position.shard;
+        !delivery.positions.is_empty()
+            && delivery.positions.iter().all(|p| {
+                let shard = p.shard;
                 // Entries come in runs of one shard: ask once per run.
                 let owned = last == Some(shard) || (self.owner)(shard);
                 last = Some(shard);
@@ -466,9 +471,9 @@ impl Worker {
                 }
             }
         }
-        let (dead, batches) = self.split(&entries);
+        let (positions, dead, batches) = self.split(entries);
         Delivery {
-            entries,
+            positions,
             dead,
             batches,
             owned,
@@ -515,21 +520,34 @@ impl Worker {
     }
 
     /// Decodes `entries` (in commit order per grain) into one batch per sink, each in that
-    /// order whatever the events' topics; and, per entry, why it goes to the dead-letter
-    /// stream (it cannot be decoded) instead.
-    fn split(&self, entries: &[OutboxEntry]) -> (Vec<Option<String>>, Vec<Batch>) {
+    /// order whatever the events' topics; and, per entry, its position and why it goes to the
+    /// dead-letter stream (it cannot be decoded) instead. The entries' events move into the
+    /// envelopes, not copied.
+    fn split(
+        &self,
+        entries: Vec<OutboxEntry>,
+    ) -> (Vec<OutboxPosition>, Vec<Option<String>>, Vec<Batch>) {
+        let mut positions: Vec<OutboxPosition> = Vec::with_capacity(entries.len());
         let mut dead: Vec<Option<String>> = vec![None; entries.len()];
         let mut batches: Vec<Batch> = Vec::new();
         // The topics of default routes (the type names) seen in this delivery, shared.
         let mut type_topics: Vec<Arc<str>> = Vec::new();
-        for (i, entry) in entries.iter().enumerate() {
-            let envelope = match EventEnvelope::from_entry(entry) {
+        for (i, entry) in entries.into_iter().enumerate() {
+            let OutboxEntry {
+                id,
+                event,
+                position,
+                committed_ms,
+            } = entry;
+            positions.push(position);
+            let envelope = match EventEnvelope::from_event(&id, event, committed_ms) {
                 Ok(envelope) => envelope,
                 Err(err) => {
                     // Cannot happen for events published with `ctx.publish` (always JSON).
+                    let position = &positions[i];
                     tracing::error!(
-                        shard = entry.position.shard,
-                        entry = %entry.position.entry,
+                        shard = position.shard,
+                        entry = %position.entry,
                         cause = %err,
                         "undecodable outbox entry: moved to the shard's dead-letter stream"
                     );
@@ -569,48 +587,55 @@ impl Worker {
                             target: target.clone(),
                             events: Vec::new(),
                             entries: Vec::new(),
-                            oldest: entry.committed_ms,
+                            oldest: committed_ms,
                         });
                         batches.last_mut().expect("just pushed")
                     }
                 };
-                batch.oldest = batch.oldest.min(entry.committed_ms);
+                batch.oldest = batch.oldest.min(committed_ms);
                 batch.events.push(Outgoing { topic, event });
                 batch.entries.push(i);
             }
         }
-        (dead, batches)
+        (positions, dead, batches)
     }
 
-    /// Delivers `delivery` to its sinks, one sink after the other, then acknowledges its
-    /// entries (and moves what cannot be delivered to the shards' dead-letter streams).
-    /// Returns false if stopped before every sink confirmed. Takes the entries: their
-    /// positions move into the acknowledgement, not copied.
-    async fn deliver(&self, delivery: Delivery) -> bool {
-        let Delivery {
-            entries,
-            mut dead,
-            batches,
-            ..
-        } = delivery;
+    /// Delivers the `batches` of a delivery to their sinks, one sink after the other, then
+    /// acknowledges its entries, at `positions` (and moves what cannot be delivered, as
+    /// `dead` says, to the shards' dead-letter streams). Returns false if stopped before
+    /// every sink confirmed.
+    async fn deliver(
+        &self,
+        positions: &[OutboxPosition],
+        mut dead: Vec<Option<String>>,
+        batches: Vec<Batch>,
+    ) -> bool {
         for batch in &batches {
             batch.target.stats.pending_since(batch.oldest);
         }
         for batch in &batches {
-            if !self.publish_batch(batch, &entries, &mut dead).await {
+            if !self.publish_batch(batch, positions, &mut dead).await {
                 return false;
             }
             batch.target.stats.caught_up();
         }
         drop(batches);
+        // Usually every entry is acknowledged: the positions as they are, not copied.
         let mut dead_letters = Vec::new();
-        let mut positions = Vec::with_capacity(entries.len());
-        for (entry, reason) in entries.into_iter().zip(dead) {
-            match reason {
-                Some(reason) => dead_letters.push((entry.position, reason)),
-                None => positions.push(entry.position),
+        let mut kept = Vec::new();
+        if dead.iter().any(Option::is_some) {
+            for (position, reason) in positions.iter().zip(dead) {
+                match reason {
+                    Some(reason) => dead_letters.push((position.clone(), reason)),
+                    None => kept.push(position.clone()),
+                }
             }
         }
+        let positions = if dead_letters.is_empty() {
+            positions
+        } else {
+            kept.as_slice()
+        };
         if !dead_letters.is_empty() {
             let moved = self
                 .store_retrying(
@@ -630,7 +655,7 @@ impl Worker {
         let removed = self
             .store_retrying(
                 "cannot remove delivered events from the outbox; retrying",
-                || self.outbox.ack(&positions),
+                || self.outbox.ack(positions),
             )
             .await;
         if !removed {
@@ -666,7 +691,7 @@ impl Worker {
     async fn publish_batch(
         &self,
         batch: &Batch,
-        entries: &[OutboxEntry],
+        positions: &[OutboxPosition],
         dead: &mut [Option<String>],
     ) -> bool {
         let target = &batch.target;
@@ -688,7 +713,7 @@ impl Worker {
                     target.stats.failed();
                     if matches!(err, SinkError::Refused { .. }) {
                         tracing::warn!(sink = target.sink.name(), events = batch.events.len(), cause = %err, "the sink refused a batch; publishing it event by event");
-                        return self.publish_each(batch, entries, dead).await;
+                        return self.publish_each(batch, positions, dead).await;
                     }
                     tracing::warn!(sink = target.sink.name(), cause = %err, retry_in = ?wait, "publish failed; the events stay in the outbox");
                     self.pause(wait).await;
@@ -705,7 +730,7 @@ impl Worker {
     async fn publish_each(
         &self,
         batch: &Batch,
-        entries: &[OutboxEntry],
+        positions: &[OutboxPosition],
         dead: &mut [Option<String>],
     ) -> bool {
         let target = &batch.target;
@@ -736,12 +761,11 @@ impl Worker {
                         if matches!(err, SinkError::Refused { .. }) {
                             refusals += 1;
                             if refusals >= self.config.max_refusals {
-                                let entry = &entries[i];
                                 tracing::error!(
                                     sink,
                                     topic = %event.topic,
                                     event = %event.event.id,
-                                    shard = entry.position.shard,
+                                    shard = positions[i].shard,
                                     refusals,
                                     cause = %err,
                                     "the sink refused an event too often: moved to the shard's dead-letter stream; `granary events dead` lists and re-drives it"

@@ -154,9 +154,13 @@ impl Topics {
         name
     }
 
-    /// Each event of `events`, in order, with its topic's name and format and its envelope
-    /// encoded in that format.
-    pub fn encode<'a>(&'a self, events: &'a [Outgoing]) -> impl Iterator<Item = Encoded<'a>> + 'a {
+    /// Each event of `events`, in order, with its topic's name and format: what a sink needs
+    /// to write each envelope straight into the message it sends
+    /// ([`EventEnvelope::encode_to`]).
+    pub fn address<'a>(
+        &'a self,
+        events: &'a [Outgoing],
+    ) -> impl Iterator<Item = Addressed<'a>> + 'a {
         let mut last: Option<(&Arc<str>, Arc<str>, Format)> = None;
         events.iter().map(move |out| {
             let (name, format) = match &last {
@@ -168,14 +172,35 @@ impl Topics {
                     (name, format)
                 }
             };
-            Encoded {
+            Addressed {
                 name,
                 event: &out.event,
                 format,
-                bytes: out.event.encode(format),
             }
         })
     }
+
+    /// Each event of `events`, in order, with its topic's name and format and its envelope
+    /// encoded in that format.
+    pub fn encode<'a>(&'a self, events: &'a [Outgoing]) -> impl Iterator<Item = Encoded<'a>> + 'a {
+        self.address(events).map(|a| Encoded {
+            bytes: a.event.encode(a.format),
+            name: a.name,
+            event: a.event,
+            format: a.format,
+        })
+    }
+}
+
+/// One event of a batch as [`Topics::address`] hands it to a sink.
+#[derive(Debug, Clone)]
+pub struct Addressed<'a> {
+    /// The topic's name on the broker: `<prefix><topic>`.
+    pub name: Arc<str>,
+    /// The event.
+    pub event: &'a EventEnvelope,
+    /// The topic's format; a sink that labels its messages writes `format.content_type()`.
+    pub format: Format,
 }
 
 /// One event of a batch as [`Topics::encode`] hands it to a sink.
@@ -250,5 +275,17 @@ mod tests {
             Arc::ptr_eq(&encoded[0].name, &encoded[3].name),
             "a topic's name is computed once and shared"
         );
+        // Addressed without encoding: the same names and formats, and `encode_to` writes the
+        // bytes `encode` returns.
+        let addressed: Vec<Addressed<'_>> = topics.address(&batch).collect();
+        assert_eq!(addressed.len(), batch.len());
+        for (a, e) in addressed.iter().zip(&encoded) {
+            assert_eq!(a.name, e.name);
+            assert_eq!(a.format, e.format);
+            assert!(std::ptr::eq(a.event, e.event));
+            let mut written = Vec::new();
+            a.event.encode_to(a.format, &mut written).unwrap();
+            assert_eq!(written, e.bytes);
+        }
     }
 }

@@ -17,6 +17,9 @@
 //! Message bodies are the [`EventEnvelope`], JSON (`application/json`) unless `with_format` chose
 //! MessagePack (`application/msgpack`) for the topic, readable by any AMQP client.
 
+use std::pin::Pin;
+use std::task::Poll;
+
 use futures::StreamExt;
 use futures::future::BoxFuture;
 
@@ -30,6 +33,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    PublisherConfirm,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -130,6 +134,13 @@ impl RabbitSink {
     }
 }
 
+/// A publish polled once: its confirm, or the publish still waiting for its frames to be
+/// written.
+enum Publishing<F> {
+    Done(PublisherConfirm),
+    Writing(Pin<Box<F>>),
+}
+
 impl Sink for RabbitSink {
     fn name(&self) -> &str {
         "rabbitmq"
@@ -142,8 +153,14 @@ impl Sink for RabbitSink {
                 reason: e.to_string(),
             };
             // Published in the batch's order on one channel (a queue bound to several keys
-            // keeps it), then every confirm awaited.
-            let mut confirms = Vec::with_capacity(events.len());
+            // keeps it), then every confirm awaited. A publish hands its frames to lapin's I/O
+            // thread and then waits until that thread wrote them: awaited one by one, each
+            // message would wait for a hand-over between threads (on a busy machine, a
+            // scheduler slice). So each publish is polled once as soon as its envelope is
+            // encoded, in order, which queues its frames on the channel (lapin queues them
+            // before its first wait; the I/O thread writes them while the next is encoded),
+            // and the writes are awaited together afterwards.
+            let mut sends = Vec::with_capacity(events.len());
             for Encoded {
                 name: key,
                 event,
@@ -156,20 +173,35 @@ impl Sink for RabbitSink {
                     .with_message_id(event.id.as_str().into())
                     .with_content_type(format.content_type().into())
                     .with_type(event.type_name.as_str().into());
-                let confirm = self
-                    .channel
-                    .basic_publish(
-                        self.exchange.as_str().into(),
-                        (&*key).into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &bytes,
-                        properties,
-                    )
-                    .await
-                    .map_err(|e| unavailable(&e))?;
+                let (channel, exchange, routing_key) =
+                    (&self.channel, self.exchange.as_str(), (&*key).into());
+                // The publish owns its bytes: queued now, written later.
+                let mut send = Box::pin(async move {
+                    channel
+                        .basic_publish(
+                            exchange.into(),
+                            routing_key,
+                            BasicPublishOptions {
+                                mandatory: true,
+                                ..Default::default()
+                            },
+                            &bytes,
+                            properties,
+                        )
+                        .await
+                });
+                let send = match futures::poll!(send.as_mut()) {
+                    Poll::Ready(sent) => Publishing::Done(sent.map_err(|e| unavailable(&e))?),
+                    Poll::Pending => Publishing::Writing(send),
+                };
+                sends.push((event, key, send));
+            }
+            let mut confirms = Vec::with_capacity(sends.len());
+            for (event, key, send) in sends {
+                let confirm = match send {
+                    Publishing::Done(confirm) => confirm,
+                    Publishing::Writing(send) => send.await.map_err(|e| unavailable(&e))?,
+                };
                 confirms.push((event, key, confirm));
             }
             for (event, key, confirm) in confirms {

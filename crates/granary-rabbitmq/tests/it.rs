@@ -293,3 +293,128 @@ async fn events_of_several_types_reach_one_queue_in_commit_order_per_grain() {
     silo.shutdown().await.unwrap();
     clean_up(&uri, &name, &queue).await;
 }
+
+/// A batch goes out in its order, byte for byte: the sink queues every message of a batch
+/// before it waits for any write or confirm, and a stock client's queue bound to both routing
+/// keys holds the batch's events in exactly the batch's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reaches_a_queue_in_exactly_its_order() {
+    use futures::StreamExt as _;
+    use granary_events::{Format, Outgoing, Sink as _};
+    use lapin::options::{
+        BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions,
+    };
+    use lapin::types::FieldTable;
+
+    let uri = amqp_uri();
+    let name = unique_name("ex-batch");
+    let queue = format!("{name}-q");
+    let sink = RabbitSink::connect(&uri, &name, "game.")
+        .await
+        .unwrap()
+        .with_format("packed", Format::MessagePack);
+    let connection = lapin::Connection::connect(&uri, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            name.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let batch: Vec<Outgoing> = (0..1_000u64)
+        .map(|n| {
+            let topic = if n % 3 == 0 { "packed" } else { "json" };
+            let envelope = EventEnvelope::from_json(
+                format!(
+                    r#"{{"id":"g:{n}","type":"{topic}","source":{{"type":"g","key":"k{}","key_kind":"string"}},"version":{n},"index":0,"timestamp_ms":{n},"trace":null,"payload":{{"n":{n}}}}}"#,
+                    n % 7
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+            Outgoing::new(topic, envelope)
+        })
+        .collect();
+    sink.publish(&batch).await.unwrap();
+    // Confirmed: every message is in the queue, and nothing more.
+    let declared = channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(declared.message_count(), 1_000);
+
+    let mut consumer = channel
+        .basic_consume(
+            queue.as_str().into(),
+            "batch-test".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for out in &batch {
+        let delivery = tokio::time::timeout(WAIT, consumer.next())
+            .await
+            .expect("every event is in the queue")
+            .unwrap()
+            .unwrap();
+        let format = if &*out.topic == "packed" {
+            Format::MessagePack
+        } else {
+            Format::Json
+        };
+        assert_eq!(
+            delivery.routing_key.as_str(),
+            format!("game.{}", out.topic),
+            "{}",
+            out.event.id
+        );
+        assert_eq!(delivery.data, out.event.encode(format), "{}", out.event.id);
+        let properties = &delivery.properties;
+        assert_eq!(
+            properties.message_id().as_ref().map(|m| m.as_str()),
+            Some(out.event.id.as_str())
+        );
+        assert_eq!(
+            properties.content_type().as_ref().map(|c| c.as_str()),
+            Some(format.content_type())
+        );
+        delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    drop(consumer);
+    channel
+        .queue_delete(
+            queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    channel
+        .exchange_delete(
+            name.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+}

@@ -734,3 +734,90 @@ async fn an_undecodable_outbox_entry_goes_to_the_dead_letter_stream_and_the_shar
     assert_eq!(dead[0].id, None);
     silo.shutdown().await.unwrap();
 }
+
+/// The sink writes each envelope straight into its XADD: the entries hold, byte for byte, the
+/// fields and the envelope [`EventEnvelope::encode`] gives, in the batch's order, for envelopes
+/// larger than the sink's size estimate and text that JSON escapes, in both formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_entry_holds_the_envelope_as_encoded_in_batch_order() {
+    use granary_events::{Format, Sink as _};
+    let url = shared_redis_url().await;
+    let store = store_on(&url).await;
+    let prefix = format!("{}:", unique_name("direct"));
+    let sink =
+        RedisStreamsSink::new(store.clone(), &prefix).with_format("b.packed", Format::MessagePack);
+    let big = "x".repeat(20_000);
+    let batch: Vec<Outgoing> = (0..600u64)
+        .map(|n| {
+            let topic = if n % 3 == 0 { "b.packed" } else { "a.json" };
+            // Quotes, a backslash, a control character and non-ASCII text, escaped by JSON;
+            // every 100th envelope far larger than the estimate of its command's size.
+            let text = if n % 100 == 7 {
+                big.as_str()
+            } else {
+                "say \"hi\" \\ \u{1} é 🦀"
+            };
+            let payload = serde_json::json!({ "n": n, "text": text });
+            let envelope = EventEnvelope::from_json(
+                serde_json::json!({
+                    "id": format!("o/1:g:s:k\"{n}:{n}:0"),
+                    "type": topic,
+                    "source": {"type": "g", "key": format!("k\"{n}"), "key_kind": "string"},
+                    "version": n, "index": 0, "timestamp_ms": n,
+                    "trace": if n % 2 == 0 { Some("00-trace-01") } else { None },
+                    "payload": payload,
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .unwrap();
+            Outgoing::new(topic, envelope)
+        })
+        .collect();
+    sink.publish(&batch).await.unwrap();
+
+    let mut written = HashMap::new();
+    for topic in ["a.json", "b.packed"] {
+        written.insert(topic, xrange_all(&url, &sink.stream(topic)).await.ids);
+    }
+    let field = |entry: &redis::streams::StreamId, name: &str| match entry.map.get(name) {
+        Some(redis::Value::BulkString(bytes)) => bytes.clone(),
+        other => panic!("field {name}: {other:?}"),
+    };
+    let mut next: HashMap<&str, usize> = HashMap::new();
+    for out in &batch {
+        let at = next.entry(&*out.topic).or_default();
+        let entry = &written[&*out.topic][*at];
+        *at += 1;
+        let format = if &*out.topic == "b.packed" {
+            Format::MessagePack
+        } else {
+            Format::Json
+        };
+        assert_eq!(field(entry, "id"), out.event.id.as_bytes());
+        assert_eq!(field(entry, "type"), out.event.type_name.as_bytes());
+        assert_eq!(
+            field(entry, "event"),
+            out.event.encode(format),
+            "{}",
+            out.event.id
+        );
+    }
+    assert_eq!(next["a.json"] + next["b.packed"], 600);
+    assert_eq!(
+        written["a.json"].len() + written["b.packed"].len(),
+        600,
+        "nothing more"
+    );
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("DEL")
+        .arg(sink.stream("a.json"))
+        .arg(sink.stream("b.packed"))
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+}
