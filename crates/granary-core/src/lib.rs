@@ -32,7 +32,7 @@ pub use id::{
     ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
-pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
+pub use reference::{CallOptions, GrainRef, Invoked, Invoker, OutgoingCall, TypedRef, typed_ref};
 
 /// The result of a grain call: the method's value, or what went wrong.
 pub type Result<T, E = CallError> = std::result::Result<T, E>;
