@@ -331,14 +331,16 @@ impl<G: Grain> Activation<G> {
                 let started = reply.is_some().then(Instant::now);
                 let kind = TurnKind::Call { method, args };
                 let scope = self.scope(chain, encoded);
+                // Boxed on its own: in place, it would make the inline turn (boxed by the
+                // caller) larger than the allocator's per-thread cache serves (1,032 bytes,
+                // glibc's tcache), and that allocation would take the slow path on every call.
+                // Two small boxes cost less than one large one.
+                let execute = Box::pin(turn::execute(&self.grain, &self.ctx, kind, scope));
                 // A disabled span (no subscriber wants it) is not entered on every poll.
                 let outcome = if span.is_disabled() {
-                    turn::execute(&self.grain, &self.ctx, kind, scope).await
+                    execute.await
                 } else {
-                    // Boxed: a subscriber that records every call is the rare case, and the
-                    // span would make every turn's future that much larger.
-                    let execute = turn::execute(&self.grain, &self.ctx, kind, scope);
-                    Box::pin(tracing::Instrument::instrument(execute, span)).await
+                    tracing::Instrument::instrument(execute, span).await
                 };
                 if let Some(i) = index {
                     self.method_metrics[i].record(started.map(|t| t.elapsed()));
@@ -358,12 +360,13 @@ impl<G: Grain> Activation<G> {
                 None
             }
             RequestKind::Timer { name, done } => {
-                let outcome = turn::execute(
+                // Boxed, as a call's: in place it would make every turn's future larger.
+                let outcome = Box::pin(turn::execute(
                     &self.grain,
                     &self.ctx,
                     TurnKind::Timer(name.to_string()),
                     self.scope(chain, true),
-                )
+                ))
                 .await;
                 if let Err(err) = self.settle(outcome, &name) {
                     tracing::warn!(grain = %self.id(), timer = %name, cause = %err, "timer turn failed");
