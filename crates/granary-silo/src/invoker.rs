@@ -239,52 +239,8 @@ fn send_here(router: &Arc<Router>, call: OutgoingCall) -> Result<(), CallError> 
         attempts: 0,
         forwards: 0,
     };
-    let Some(_depth) = InlineDepth::enter() else {
-        // Deep in one-way turns run inline in each other: this one waits for a task.
-        router.route(request);
-        return Ok(());
-    };
-    // A one-way turn admitted at once runs right here, as far as it goes without waiting:
-    // no spawn, no queue. Whatever is left of it (it waits on something) goes on in a task of
-    // the silo, so the sender never waits on the receiver.
-    if let Routed::Turn(mut turn) = router.route_with(request, true) {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if std::pin::Pin::new(&mut turn).poll(&mut cx).is_pending() {
-            drop(turn); // detaches the rest of the turn to a task
-        }
-    }
+    router.route(request);
     Ok(())
-}
-
-thread_local! {
-    /// How many one-way turns run inline, each in the one below, on this thread.
-    static INLINE_DEPTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-/// A level of one-way turns run inline (see `INLINE_DEPTH`).
-struct InlineDepth(());
-
-impl InlineDepth {
-    /// At most this many: a chain of grains that each send the next a one-way call runs
-    /// inline this deep, then goes on in tasks (the stack stays bounded).
-    const MAX: u32 = 4;
-
-    /// One more level, unless there are `MAX` already; the level ends when the guard drops.
-    fn enter() -> Option<Self> {
-        INLINE_DEPTH.with(|depth| {
-            let now = depth.get();
-            (now < Self::MAX).then(|| {
-                depth.set(now + 1);
-                Self(())
-            })
-        })
-    }
-}
-
-impl Drop for InlineDepth {
-    fn drop(&mut self) {
-        INLINE_DEPTH.with(|depth| depth.set(depth.get() - 1));
-    }
 }
 
 /// Encodes the call into an envelope, dispatches the bytes, decodes the reply bytes.
