@@ -36,7 +36,7 @@ pub use id::{
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
-pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
+pub use reference::{CallOptions, GrainRef, Invoked, Invoker, OutgoingCall, TypedRef, typed_ref};
 
 /// The result of a grain call: the method's value, or what went wrong.
 pub type Result<T, E = CallError> = std::result::Result<T, E>;

@@ -37,6 +37,38 @@ pub trait Invoker: Send + Sync + 'static {
 
     /// Delivers a one-way call; resolves once the call is accepted for delivery.
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>>;
+
+    /// As [`invoke`](Self::invoke), but a call that completes while it is made (a turn in
+    /// this process that waits on nothing) answers at once, with no future to allocate. What
+    /// references call; the default hands [`invoke`](Self::invoke)'s future back.
+    fn invoke_now(&self, call: OutgoingCall) -> Invoked<Payload> {
+        Invoked::Pending(self.invoke(call))
+    }
+
+    /// As [`send`](Self::send), but a call accepted for delivery while it is made answers at
+    /// once, with no future to allocate. What references call; the default hands
+    /// [`send`](Self::send)'s future back.
+    fn send_now(&self, call: OutgoingCall) -> Invoked<()> {
+        Invoked::Pending(self.send(call))
+    }
+}
+
+/// A call's reply, when the call completed while it was made, or the future that resolves to
+/// it (see [`Invoker::invoke_now`] and [`Invoker::send_now`]).
+pub enum Invoked<T> {
+    /// The call completed at once.
+    Ready(Result<T, CallError>),
+    /// The call is under way; the future resolves to its reply.
+    Pending(BoxFuture<'static, Result<T, CallError>>),
+}
+
+impl<T: fmt::Debug> fmt::Debug for Invoked<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Ready(reply) => f.debug_tuple("Ready").field(reply).finish(),
+            Self::Pending(_) => f.write_str("Pending(..)"),
+        }
+    }
 }
 
 /// Per-reference call options.
@@ -114,7 +146,15 @@ impl GrainRef {
             Payload::local(args),
             turn::chain_for_outgoing_call(),
         );
-        let reply = invoker.invoke(call).await?;
+        let reply = match invoker.invoke_now(call) {
+            Invoked::Ready(reply) => {
+                // A loop of such calls touches no tokio resource: spend cooperative budget so
+                // that it still yields to the other tasks of its worker now and then.
+                tokio::task::coop::consume_budget().await;
+                reply
+            }
+            Invoked::Pending(reply) => reply.await,
+        }?;
         reply.take(method.name)
     }
 
@@ -132,9 +172,11 @@ impl GrainRef {
         args: impl Serialize + Send + 'static,
     ) -> Result<(), CallError> {
         let invoker = self.invoker()?;
-        invoker
-            .send(self.outgoing(method, Payload::local(args), turn::chain_for_one_way_call()))
-            .await
+        let call = self.outgoing(method, Payload::local(args), turn::chain_for_one_way_call());
+        match invoker.send_now(call) {
+            Invoked::Ready(accepted) => accepted,
+            Invoked::Pending(accepted) => accepted.await,
+        }
     }
 
     /// The invoker to call through, once the key is known to be acceptable.

@@ -136,7 +136,9 @@ pub async fn execute<G: Grain>(
             let scope = scoped
                 .take_value()
                 .expect("a finished scope gives its value back");
-            match TURN.scope(scope, ctx.commit_pending_events()).await {
+            // Boxed: committing events is the rare path, and its future (a store commit) would
+            // make every turn's future, allocated per call, that much larger.
+            match Box::pin(TURN.scope(scope, ctx.commit_pending_events())).await {
                 Ok(()) => TurnOutcome::Done(reply),
                 Err(e) => TurnOutcome::Failed(e),
             }

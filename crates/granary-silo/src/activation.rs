@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -17,14 +18,14 @@ use tokio_util::sync::CancellationToken;
 use granary_core::provider::{Claim, GrainAddress, Loaded};
 use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
 use granary_core::{
-    ActivationId, CallChain, CallError, Grain, GrainContext, GrainId, Payload, SiloId,
+    ActivationId, CallChain, CallError, ChainId, Grain, GrainContext, GrainId, Payload, SiloId,
     StorageError, state_codec,
 };
 
 use crate::admission::{Admission, Class, Scheduler};
 use crate::events::{DeactivationReason, SiloEvent};
 use crate::metrics::Refusal;
-use crate::request::{Request, RequestKind};
+use crate::request::{ReplyRx, ReplyTx, Request, RequestKind};
 use crate::shared::{OwnerState, Shared};
 
 /// Why a claim did not make this activation the grain's owner.
@@ -43,12 +44,14 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
     fn queued(&self) -> usize;
     /// Claims, loads and activates (spawned once, after insertion into the catalog).
     fn start(self: Arc<Self>);
-    /// Admits, queues or answers `req`; hands it back if the activation is closed.
+    /// Admits, queues or answers `req`; hands it back if the activation is closed. With
+    /// `inline`, a turn admitted at once is handed back for the caller to run; otherwise an
+    /// [inline reply](ReplyTx::Inline) gets a channel, whose receiver is handed back.
     #[allow(
         clippy::result_large_err,
         reason = "the request is handed back by value to be routed again"
     )]
-    fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Option<InlineTurn>, Request>;
+    fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Routed, Request>;
     /// Collection epochs since the last call, if the activation is idle and active.
     fn idle_for(&self, now_epoch: u64) -> Option<u64>;
     /// Deactivates once no turn runs.
@@ -58,31 +61,56 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
     /// Disarms the timer `name`.
     fn cancel_timer(&self, name: &str);
     /// Finishes an unfinished inline turn on a task of the silo.
-    fn detach(&self, turn: futures::future::BoxFuture<'static, ()>);
+    fn detach(&self, turn: BoxFuture<'static, TurnReply>);
 }
 
+/// What became of a routed request (see `Router::route_with`).
+pub(crate) enum Routed {
+    /// Queued, run, forwarded or failed: its reply, if any, goes through the channel it
+    /// carries.
+    Delivered,
+    /// Admitted at once, for the caller to run: the turn's output is an
+    /// [inline](ReplyTx::Inline) reply.
+    Turn(InlineTurn),
+    /// Queued, run elsewhere, forwarded or failed: its inline reply comes through this
+    /// channel.
+    Wait(ReplyRx),
+}
+
+impl Routed {
+    /// `Wait` for a receiver, `Delivered` without one.
+    pub(crate) fn waiting(rx: Option<ReplyRx>) -> Self {
+        rx.map_or(Self::Delivered, Self::Wait)
+    }
+}
+
+/// What an inline turn ends with: the reply of a request whose reply is
+/// [inline](ReplyTx::Inline); `None` for any other (it answered through its channel, or it is
+/// one-way).
+pub(crate) type TurnReply = Option<Result<Payload, CallError>>;
+
 /// An admitted turn that the caller runs itself, in its own task (see
-/// [`ActivationEntry::deliver`]). It answers through the request's reply channel. Dropped before
+/// [`ActivationEntry::deliver`]); its output is the reply (see [`TurnReply`]). Dropped before
 /// it finished (the caller's deadline passed, or the caller gave up), it hands the rest of the
 /// turn to a task of the silo: a turn is never cut short.
 pub(crate) struct InlineTurn {
-    turn: Option<futures::future::BoxFuture<'static, ()>>,
+    turn: Option<BoxFuture<'static, TurnReply>>,
     owner: Arc<dyn ActivationEntry>,
 }
 
 impl Future for InlineTurn {
-    type Output = ();
+    type Output = TurnReply;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    ) -> std::task::Poll<TurnReply> {
         let Some(turn) = self.turn.as_mut() else {
-            return std::task::Poll::Ready(());
+            return std::task::Poll::Ready(None);
         };
-        std::task::ready!(turn.as_mut().poll(cx));
+        let reply = std::task::ready!(turn.as_mut().poll(cx));
         self.turn = None;
-        std::task::Poll::Ready(())
+        std::task::Poll::Ready(reply)
     }
 }
 
@@ -92,6 +120,16 @@ impl Drop for InlineTurn {
             self.owner.detach(turn);
         }
     }
+}
+
+/// What follows the end of a turn (see `Activation::end_turn`).
+enum AfterTurn {
+    /// Nothing to run.
+    Idle,
+    /// This request, admitted (exclusively, if the flag says so).
+    Next(Request, bool),
+    /// The deactivation, for which no turn runs any more.
+    Deactivate(DeactivationReason),
 }
 
 struct Admin {
@@ -155,55 +193,73 @@ impl<G: Grain> Activation<G> {
     }
 
     fn spawn_run(self: &Arc<Self>, req: Request, exclusive: bool, queued: bool) {
-        self.shared
-            .spawn(self.clone().run(req, exclusive, queued, false));
+        self.shared.spawn(self.clone().run(req, exclusive, queued));
     }
 
-    /// Runs admitted requests: `req` first, then whatever the end of each turn admits. `queued`
-    /// tells whether `req` waited in the queue (its deadline may have passed meanwhile). An
-    /// `inline` run (in the caller's task) runs only `req` and spawns what follows.
-    async fn run(
-        self: Arc<Self>,
-        mut req: Request,
-        mut exclusive: bool,
-        mut queued: bool,
-        inline: bool,
-    ) {
+    /// Runs admitted requests on a task of the silo: `req` first, then whatever the end of
+    /// each turn admits. `queued` tells whether `req` waited in the queue (its deadline may
+    /// have passed meanwhile).
+    async fn run(self: Arc<Self>, mut req: Request, mut exclusive: bool, mut queued: bool) {
         loop {
             let chain = req.chain.id;
             self.turn(req, queued).await;
-            let (next, deactivate) = {
-                let mut admin = self.admin.lock();
-                admin.sched.finish(exclusive, chain);
-                let next = admin.sched.next_runnable(|r| r.chain.id);
-                (next, Self::begin_deactivation(&mut admin))
-            };
-            if let Some(reason) = deactivate {
-                if inline {
-                    let shared = self.shared.clone();
-                    shared.spawn(self.deactivate(reason));
-                    return;
+            match self.end_turn(exclusive, chain) {
+                AfterTurn::Idle => return,
+                AfterTurn::Next(next, next_exclusive) => {
+                    req = next;
+                    exclusive = next_exclusive;
+                    queued = true;
                 }
                 // Boxed: the deactivation (a lifecycle turn and a directory write) is rare and
-                // its future is larger than a turn's; inline, this future would make every
-                // call's boxed `run` future (allocated and copied per call) that much larger.
-                return Box::pin(self.deactivate(reason)).await;
+                // its future is larger than a turn's.
+                AfterTurn::Deactivate(reason) => return Box::pin(self.deactivate(reason)).await,
             }
-            let mut next = next.into_iter();
-            let Some((first, read_only)) = next.next() else {
-                return;
-            };
-            for (other, ro) in next {
+        }
+    }
+
+    /// Runs `req`, admitted at once, in the caller's task (see [`InlineTurn`]); what its end
+    /// admits runs on tasks of the silo. Answers with the reply if it is
+    /// [inline](ReplyTx::Inline).
+    async fn run_inline(self: Arc<Self>, req: Request, exclusive: bool) -> TurnReply {
+        let chain = req.chain.id;
+        let reply = self.turn(req, false).await;
+        match self.end_turn(exclusive, chain) {
+            AfterTurn::Idle => {}
+            AfterTurn::Next(next, next_exclusive) => self.spawn_run(next, next_exclusive, true),
+            AfterTurn::Deactivate(reason) => {
+                let shared = self.shared.clone();
+                shared.spawn(self.deactivate(reason));
+            }
+        }
+        reply
+    }
+
+    /// Counts the end of a turn started as `exclusive` on `chain`, and says what follows: the
+    /// next queued request, for the task that ran the turn (other read-only requests admitted
+    /// with it get tasks of their own), or the deactivation that no running turn holds up.
+    fn end_turn(self: &Arc<Self>, exclusive: bool, chain: ChainId) -> AfterTurn {
+        let (next, deactivate) = {
+            let mut admin = self.admin.lock();
+            admin.sched.finish(exclusive, chain);
+            let next = admin.sched.pop_runnable(|r| r.chain.id);
+            (next, Self::begin_deactivation(&mut admin))
+        };
+        if let Some(reason) = deactivate {
+            return AfterTurn::Deactivate(reason);
+        }
+        let Some((first, read_only)) = next else {
+            return AfterTurn::Idle;
+        };
+        if read_only {
+            // The read-only requests queued behind it start too. Taken one at a time: the
+            // usual single next request costs no allocation.
+            loop {
+                let more = self.admin.lock().sched.pop_runnable(|r| r.chain.id);
+                let Some((other, ro)) = more else { break };
                 self.spawn_run(other, !ro, true);
             }
-            if inline {
-                self.spawn_run(first, !read_only, true);
-                return;
-            }
-            req = first;
-            exclusive = !read_only;
-            queued = true;
         }
+        AfterTurn::Next(first, !read_only)
     }
 
     /// Moves to `Deactivating` if a deactivation is pending and no turn runs.
@@ -219,8 +275,9 @@ impl<G: Grain> Activation<G> {
         None
     }
 
-    /// One turn: a call or a timer tick, answered when it ends.
-    async fn turn(&self, req: Request, queued: bool) {
+    /// One turn: a call or a timer tick, answered when it ends; an
+    /// [inline](ReplyTx::Inline) reply is returned instead.
+    async fn turn(&self, req: Request, queued: bool) -> TurnReply {
         let Request {
             kind,
             chain,
@@ -233,8 +290,8 @@ impl<G: Grain> Activation<G> {
                 args,
                 reply,
             } => {
-                if reply.as_ref().is_some_and(oneshot::Sender::is_closed) {
-                    return; // the caller gave up before the turn started
+                if reply.as_ref().is_some_and(ReplyTx::is_closed) {
+                    return None; // the caller gave up before the turn started
                 }
                 // One scan of `G::METHODS` per turn: the method's name and its metrics slot.
                 let index = G::METHODS.iter().position(|m| m.id == method);
@@ -246,10 +303,14 @@ impl<G: Grain> Activation<G> {
                         method: name.to_owned(),
                         timeout,
                     };
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Err(err));
-                    }
-                    return;
+                    return match reply {
+                        Some(ReplyTx::Inline) => Some(Err(err)),
+                        Some(reply) => {
+                            let _ = reply.send(Err(err));
+                            None
+                        }
+                        None => None,
+                    };
                 }
                 let encoded = args.is_encoded();
                 if let Some(observe) = self.shared.observer() {
@@ -270,12 +331,15 @@ impl<G: Grain> Activation<G> {
                 let started = reply.is_some().then(Instant::now);
                 let kind = TurnKind::Call { method, args };
                 let scope = self.scope(chain, encoded);
-                // A disabled span (no subscriber wants it) is not entered on every poll. Each
-                // branch builds its turn future in place: a future moved into a wrapper is copied.
+                // Boxed on its own: in place, it would make the inline turn (boxed by the
+                // caller) larger than the allocator's per-thread cache serves (1,032 bytes,
+                // glibc's tcache), and that allocation would take the slow path on every call.
+                // Two small boxes cost less than one large one.
+                let execute = Box::pin(turn::execute(&self.grain, &self.ctx, kind, scope));
+                // A disabled span (no subscriber wants it) is not entered on every poll.
                 let outcome = if span.is_disabled() {
-                    turn::execute(&self.grain, &self.ctx, kind, scope).await
+                    execute.await
                 } else {
-                    let execute = turn::execute(&self.grain, &self.ctx, kind, scope);
                     tracing::Instrument::instrument(execute, span).await
                 };
                 if let Some(i) = index {
@@ -283,6 +347,7 @@ impl<G: Grain> Activation<G> {
                 }
                 let result = self.settle(outcome, name);
                 match reply {
+                    Some(ReplyTx::Inline) => return Some(result),
                     Some(reply) => {
                         let _ = reply.send(result);
                     }
@@ -292,19 +357,22 @@ impl<G: Grain> Activation<G> {
                         }
                     }
                 }
+                None
             }
             RequestKind::Timer { name, done } => {
-                let outcome = turn::execute(
+                // Boxed, as a call's: in place it would make every turn's future larger.
+                let outcome = Box::pin(turn::execute(
                     &self.grain,
                     &self.ctx,
                     TurnKind::Timer(name.to_string()),
                     self.scope(chain, true),
-                )
+                ))
                 .await;
                 if let Err(err) = self.settle(outcome, &name) {
                     tracing::warn!(grain = %self.id(), timer = %name, cause = %err, "timer turn failed");
                 }
                 let _ = done.send(());
+                None
             }
         }
     }
@@ -393,7 +461,7 @@ impl<G: Grain> Activation<G> {
             self.spawn_run(req, !read_only, true);
         }
         if let Some((req, read_only)) = first {
-            self.run(req, !read_only, true, false).await;
+            self.run(req, !read_only, true).await;
         }
     }
 
@@ -590,7 +658,7 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         shared.spawn(self.activate());
     }
 
-    fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Option<InlineTurn>, Request> {
+    fn deliver(self: Arc<Self>, mut req: Request, inline: bool) -> Result<Routed, Request> {
         let read_only = match &req.kind {
             RequestKind::Call { method, .. } => match G::method(*method) {
                 Some(info) => {
@@ -604,8 +672,9 @@ impl<G: Grain> ActivationEntry for Activation<G> {
                         method: method.0,
                     };
                     tracing::warn!(grain = %self.id(), cause = %err, "call refused");
+                    let rx = req.channel();
                     req.fail(err);
-                    return Ok(None);
+                    return Ok(Routed::waiting(rx));
                 }
             },
             RequestKind::Timer { .. } => false,
@@ -621,16 +690,19 @@ impl<G: Grain> ActivationEntry for Activation<G> {
                 drop(admin);
                 if inline {
                     let owner: Arc<dyn ActivationEntry> = self.clone();
-                    let turn = Box::pin(self.run(req, exclusive, false, true));
-                    return Ok(Some(InlineTurn {
+                    let turn = Box::pin(self.run_inline(req, exclusive));
+                    return Ok(Routed::Turn(InlineTurn {
                         turn: Some(turn),
                         owner,
                     }));
                 }
+                let rx = req.channel();
                 self.spawn_run(req, exclusive, false);
+                Ok(Routed::waiting(rx))
             }
             Admission::Queue => {
                 let limit = self.shared.config().max_queued_requests;
+                let rx = req.channel();
                 if admin.sched.queued() >= limit && !matches!(req.kind, RequestKind::Timer { .. }) {
                     // Refused at once: waiting behind a queue this long would most likely end
                     // in a timeout, with the grain still working through calls nobody awaits.
@@ -644,19 +716,21 @@ impl<G: Grain> ActivationEntry for Activation<G> {
                 } else {
                     admin.sched.enqueue(req, read_only);
                 }
+                Ok(Routed::waiting(rx))
             }
             Admission::Cycle => {
                 drop(admin);
                 let mut chain = req.chain.grains.clone();
                 chain.push(self.id().clone());
+                let rx = req.channel();
                 req.fail(CallError::Cycle {
                     grain: self.id().clone(),
                     chain,
                 });
+                Ok(Routed::waiting(rx))
             }
-            Admission::Reroute => return Err(req),
+            Admission::Reroute => Err(req),
         }
-        Ok(None)
     }
 
     fn idle_for(&self, now_epoch: u64) -> Option<u64> {
@@ -693,7 +767,7 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         shared.spawn(self.timer_loop(name.into(), due, period, stop));
     }
 
-    fn detach(&self, turn: futures::future::BoxFuture<'static, ()>) {
+    fn detach(&self, turn: BoxFuture<'static, TurnReply>) {
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 self.shared.tracker().spawn_on(turn, &handle);

@@ -248,26 +248,30 @@ impl<Q> Scheduler<Q> {
     /// read-only ones at the front), counting them as started.
     pub fn next_runnable(&mut self, chain_of: impl Fn(&Q) -> ChainId) -> Vec<(Q, bool)> {
         let mut out = Vec::new();
-        if self.phase != Phase::Active || self.deactivate_pending {
-            return out;
-        }
-        while let Some((_, read_only)) = self.queue.front() {
-            let read_only = *read_only;
-            if !self.can_start(read_only) {
-                break;
-            }
-            let (item, ro) = self.queue.pop_front().expect("front exists");
-            if self.queue.is_empty() {
-                // Give the buffer back: an idle activation should cost no queue memory.
-                self.queue = VecDeque::new();
-            }
-            self.start(!read_only, chain_of(&item));
-            out.push((item, ro));
-            if !read_only {
-                break;
-            }
+        while let Some(next) = self.pop_runnable(&chain_of) {
+            out.push(next);
         }
         out
+    }
+
+    /// Takes the first of [`next_runnable`](Self::next_runnable)'s requests, if any, counting
+    /// it as started: called until it answers `None`, it takes the same ones, one at a time
+    /// and without collecting them.
+    pub fn pop_runnable(&mut self, chain_of: impl Fn(&Q) -> ChainId) -> Option<(Q, bool)> {
+        if self.phase != Phase::Active || self.deactivate_pending {
+            return None;
+        }
+        let read_only = self.queue.front()?.1;
+        if !self.can_start(read_only) {
+            return None;
+        }
+        let (item, ro) = self.queue.pop_front().expect("front exists");
+        if self.queue.is_empty() {
+            // Give the buffer back: an idle activation should cost no queue memory.
+            self.queue = VecDeque::new();
+        }
+        self.start(!read_only, chain_of(&item));
+        Some((item, ro))
     }
 
     /// Whether the activation is idle: nothing running, nothing queued.

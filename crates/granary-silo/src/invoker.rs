@@ -6,16 +6,16 @@ use std::sync::Arc;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
 
 use granary_core::{
-    CallError, Envelope, GrainId, Invoker, MethodId, OutgoingCall, Payload, SiloId, codec,
+    CallError, Envelope, GrainId, Invoked, Invoker, MethodId, OutgoingCall, Payload, SiloId, codec,
     deadline_in,
 };
 
+use crate::activation::{InlineTurn, Routed};
 use crate::cluster::{Cluster, ClusterHost};
 use crate::metrics::Refusal;
-use crate::request::{RemoteCall, Request, RequestKind, envelope_of, remote_call};
+use crate::request::{RemoteCall, ReplyRx, ReplyTx, Request, RequestKind, envelope_of, remote_call};
 use crate::router::{Destination, Origin, Router};
 
 /// Calls into one silo. Holds the router strongly, so that a call takes no reference count on
@@ -34,6 +34,13 @@ impl SiloInvoker {
 
 impl Invoker for SiloInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
+        match self.invoke_now(call) {
+            Invoked::Ready(reply) => futures::future::ready(reply).boxed(),
+            Invoked::Pending(reply) => reply,
+        }
+    }
+
+    fn invoke_now(&self, call: OutgoingCall) -> Invoked<Payload> {
         let router = &self.router;
         let timeout = call
             .timeout
@@ -42,29 +49,43 @@ impl Invoker for SiloInvoker {
             return invoke_here(router, call, timeout);
         };
         let router = router.clone();
-        async move {
-            match away.silo(&cluster).await {
-                Some(to) => cluster.call(&to, remote_call(call, timeout, false)?).await,
-                None => invoke_here(&router, call, timeout).await,
+        Invoked::Pending(
+            async move {
+                match away.silo(&cluster).await {
+                    Some(to) => cluster.call(&to, remote_call(call, timeout, false)?).await,
+                    None => match invoke_here(&router, call, timeout) {
+                        Invoked::Ready(reply) => reply,
+                        Invoked::Pending(reply) => reply.await,
+                    },
+                }
             }
-        }
-        .boxed()
+            .boxed(),
+        )
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
+        match self.send_now(call) {
+            Invoked::Ready(accepted) => futures::future::ready(accepted).boxed(),
+            Invoked::Pending(accepted) => accepted,
+        }
+    }
+
+    fn send_now(&self, call: OutgoingCall) -> Invoked<()> {
         let router = &self.router;
         let timeout = router.shared().config().call_timeout;
         let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
-            return futures::future::ready(send_here(router, call)).boxed();
+            return Invoked::Ready(send_here(router, call));
         };
         let router = router.clone();
-        async move {
-            match away.silo(&cluster).await {
-                Some(to) => cluster.send(&to, remote_call(call, timeout, true)?).await,
-                None => send_here(&router, call),
+        Invoked::Pending(
+            async move {
+                match away.silo(&cluster).await {
+                    Some(to) => cluster.send(&to, remote_call(call, timeout, true)?).await,
+                    None => send_here(&router, call),
+                }
             }
-        }
-        .boxed()
+            .boxed(),
+        )
     }
 }
 
@@ -132,13 +153,14 @@ fn invoke_here(
     router: &Arc<Router>,
     call: OutgoingCall,
     timeout: std::time::Duration,
-) -> BoxFuture<'static, Result<Payload, CallError>> {
+) -> Invoked<Payload> {
     if router.shared().config().wire_local_calls {
         let router = router.clone();
-        return async move { call_over_wire(&router, call, timeout).await }.boxed();
+        return Invoked::Pending(
+            async move { call_over_wire(&router, call, timeout).await }.boxed(),
+        );
     }
     let deadline = deadline_in(timeout);
-    let (reply, mut rx) = oneshot::channel();
     let OutgoingCall {
         target,
         method,
@@ -149,7 +171,7 @@ fn invoke_here(
     let kind = RequestKind::Call {
         method: method.id,
         args,
-        reply: Some(reply),
+        reply: Some(ReplyTx::Inline),
     };
     let request = Request {
         target: target.clone(),
@@ -159,44 +181,50 @@ fn invoke_here(
         attempts: 0,
         forwards: 0,
     };
+    let failed = |err| Invoked::Ready(Err(err));
+    let unavailable = |grain| CallError::Unavailable { grain, attempts: 0 };
+    let timed_out = move |grain| CallError::Timeout {
+        grain,
+        method: method.name.to_owned(),
+        timeout,
+    };
     // Routed now, with the router borrowed: the call's future owns no handle on it. A turn
     // admitted at once comes back to run right here, in the caller's task: no spawn, no
-    // thread hop, and (when it does not wait on anything) no timer either.
-    let mut inline = router.route_with(request, true);
-    async move {
-        if let Some(turn) = inline.as_mut()
-            && futures::poll!(turn).is_ready()
-        {
-            // The turn finished without waiting on anything: its reply is there, and no
-            // deadline timer was ever needed.
-            inline = None;
-            if let Ok(result) = rx.try_recv() {
-                // A loop of such calls touches no tokio resource: spend cooperative budget
-                // so that it still yields to the other tasks of its worker now and then.
-                tokio::task::coop::consume_budget().await;
-                return result;
+    // thread hop, and its reply is the turn's output, with no channel.
+    match router.route_with(request, true) {
+        Routed::Turn(mut turn) => {
+            // Polled once at once: a turn that waits on nothing ends here, and its call needs
+            // no future, no timer and no task wake-up. Whatever the turn waits on has its
+            // waker registered again when the future below polls it.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match std::pin::Pin::new(&mut turn).poll(&mut cx) {
+                std::task::Poll::Ready(Some(reply)) => Invoked::Ready(reply),
+                std::task::Poll::Ready(None) => failed(unavailable(target)),
+                std::task::Poll::Pending => Invoked::Pending(
+                    async move {
+                        match tokio::time::timeout_at(deadline, turn).await {
+                            Ok(Some(reply)) => reply,
+                            Ok(None) => Err(unavailable(target)),
+                            Err(_) => Err(timed_out(target)),
+                        }
+                    }
+                    .boxed(),
+                ),
             }
         }
-        let wait = async move {
-            if let Some(turn) = inline {
-                turn.await;
+        Routed::Wait(rx) => Invoked::Pending(
+            async move {
+                match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(reply)) => reply,
+                    Ok(Err(_)) => Err(unavailable(target)),
+                    Err(_) => Err(timed_out(target)),
+                }
             }
-            rx.await
-        };
-        match tokio::time::timeout_at(deadline, wait).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(CallError::Unavailable {
-                grain: target,
-                attempts: 0,
-            }),
-            Err(_) => Err(CallError::Timeout {
-                grain: target,
-                method: method.name.to_owned(),
-                timeout,
-            }),
-        }
+            .boxed(),
+        ),
+        // Not reached: a request with an inline reply is run or given a channel.
+        Routed::Delivered => failed(unavailable(target)),
     }
-    .boxed()
 }
 
 /// A one-way call to a grain active (or to be activated) on this silo.
@@ -211,14 +239,15 @@ fn send_here(router: &Arc<Router>, call: OutgoingCall) -> Result<(), CallError> 
         args,
         reply: None,
     };
-    router.route(Request {
+    let request = Request {
         target: call.target,
         kind,
         chain: call.chain,
         deadline: None,
         attempts: 0,
         forwards: 0,
-    });
+    };
+    router.route(request);
     Ok(())
 }
 
@@ -289,18 +318,12 @@ async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, Cal
         one_way,
         forwards,
     } = call;
-    let (reply, rx) = if one_way {
-        (None, None)
-    } else {
-        let (tx, rx) = oneshot::channel();
-        (Some(tx), Some(rx))
-    };
     let request = Request {
         target: target.clone(),
         kind: RequestKind::Call {
             method,
             args: Payload::Encoded(args),
-            reply,
+            reply: (!one_way).then_some(ReplyTx::Inline),
         },
         chain,
         deadline: (!one_way).then_some(deadline),
@@ -308,29 +331,53 @@ async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, Cal
         forwards,
     };
     // A turn admitted at once runs in this task (no second spawn).
-    let inline = router.route_with(request, true);
-    let Some(rx) = rx else {
-        if let Some(turn) = inline {
-            router.shared().spawn(turn);
+    let routed = router.route_with(request, true);
+    if one_way {
+        if let Routed::Turn(turn) = routed {
+            router.shared().spawn(async move {
+                turn.await;
+            });
         }
         return Ok(Vec::new());
+    }
+    let reply = match routed {
+        Routed::Turn(turn) => wait_for(deadline, TurnOrChannel::Turn(turn)).await,
+        Routed::Wait(rx) => wait_for(deadline, TurnOrChannel::Channel(rx)).await,
+        Routed::Delivered => Some(None),
     };
-    let wait = async move {
-        if let Some(turn) = inline {
-            turn.await;
-        }
-        rx.await
-    };
-    match tokio::time::timeout_at(deadline, wait).await {
-        Ok(Ok(result)) => result?.into_bytes(&method_name),
-        Ok(Err(_)) => Err(CallError::Unavailable {
+    match reply {
+        Some(Some(result)) => result?.into_bytes(&method_name),
+        Some(None) => Err(CallError::Unavailable {
             grain: target,
             attempts: 0,
         }),
-        Err(_) => Err(CallError::Timeout {
+        None => Err(CallError::Timeout {
             grain: target,
             method: method_name.into_owned(),
             timeout,
         }),
     }
+}
+
+/// Where the reply of a routed call comes from.
+enum TurnOrChannel {
+    /// The output of the turn, run here.
+    Turn(InlineTurn),
+    /// A channel.
+    Channel(ReplyRx),
+}
+
+/// Waits for a reply until `deadline`: `None` if it passed, `Some(None)` if the reply was
+/// lost (its channel dropped: the activation closed without answering).
+async fn wait_for(
+    deadline: tokio::time::Instant,
+    from: TurnOrChannel,
+) -> Option<Option<Result<Payload, CallError>>> {
+    let reply = async move {
+        match from {
+            TurnOrChannel::Turn(turn) => turn.await,
+            TurnOrChannel::Channel(rx) => rx.await.ok(),
+        }
+    };
+    tokio::time::timeout_at(deadline, reply).await.ok()
 }

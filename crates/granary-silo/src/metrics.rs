@@ -11,18 +11,23 @@
 //! | `granary_membership_changes_total` | counter | |
 //! | `granary_refused_total` | counter | `limit`: `activations`, `queue`, `key` |
 
+mod calls;
+
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use granary_core::MethodInfo;
 use parking_lot::Mutex;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use self::calls::CallStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CallLabels {
@@ -63,11 +68,12 @@ struct RefusalLabels {
     limit: String,
 }
 
+/// The per-method handles of each grain type, made when its first activation is.
+type MethodsByType = DashMap<&'static str, Arc<[MethodMetrics]>>;
+
 /// The counters of one silo.
 pub(crate) struct Metrics {
     registry: Mutex<Registry>,
-    calls: Family<CallLabels, Counter>,
-    durations: Family<CallLabels, Histogram>,
     activations: Family<TypeLabels, Gauge>,
     queued: Gauge,
     conflicts: Counter,
@@ -75,24 +81,80 @@ pub(crate) struct Metrics {
     membership_changes: Counter,
     /// The refusal counters, in `Refusal::ALL` order.
     refusals: [Counter; 3],
-    /// The per-method handles of each grain type, made when its first activation is.
-    types: DashMap<&'static str, Arc<[MethodMetrics]>>,
+    /// The per-method handles of each grain type (shared with the registry's collector).
+    types: Arc<MethodsByType>,
 }
 
-/// The call counter and duration histogram of one method.
-#[derive(Debug, Clone)]
+/// The call counter and duration histogram of one method, sharded by thread (see `calls`):
+/// the calls of one method on two workers do not contend.
+#[derive(Debug)]
 pub(crate) struct MethodMetrics {
-    calls: Counter,
-    durations: Histogram,
+    grain_type: &'static str,
+    method: &'static str,
+    stats: CallStats,
 }
 
 impl MethodMetrics {
     /// Records one call, and how long it took if it was timed.
     pub(crate) fn record(&self, took: Option<Duration>) {
-        self.calls.inc();
-        if let Some(took) = took {
-            self.durations.observe(took.as_secs_f64());
+        self.stats.record(took);
+    }
+
+    fn labels(&self) -> CallLabels {
+        CallLabels {
+            grain_type: self.grain_type.to_owned(),
+            method: self.method.to_owned(),
         }
+    }
+}
+
+/// Encodes `granary_calls_total` and `granary_call_duration_seconds` from the methods'
+/// sharded counters at each scrape.
+#[derive(Debug)]
+struct CallCollector {
+    types: Arc<MethodsByType>,
+}
+
+impl Collector for CallCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
+        let mut types: Vec<Arc<[MethodMetrics]>> =
+            self.types.iter().map(|t| t.value().clone()).collect();
+        types.sort_by_key(|methods| methods.first().map(|m| m.grain_type));
+        let methods = || types.iter().flat_map(|t| t.iter());
+        if methods().next().is_none() {
+            return Ok(()); // no family without a member, as `Family` does
+        }
+        {
+            let mut calls = encoder.encode_descriptor(
+                "calls",
+                "Calls handled, by grain type and method",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in methods() {
+                calls
+                    .encode_family(&m.labels())?
+                    .encode_counter::<NoLabelSet, _, u64>(&m.stats.calls(), None)?;
+            }
+        }
+        let mut durations = encoder.encode_descriptor(
+            "call_duration_seconds",
+            "Time from a turn's start to its end, by grain type and method",
+            None,
+            MetricType::Histogram,
+        )?;
+        for m in methods() {
+            let snap = m.stats.snapshot();
+            durations
+                .encode_family(&m.labels())?
+                .encode_histogram::<NoLabelSet>(
+                    snap.sum_seconds,
+                    snap.timed,
+                    &snap.buckets,
+                    None,
+                )?;
+        }
+        Ok(())
     }
 }
 
@@ -104,27 +166,17 @@ impl std::fmt::Debug for Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let calls = Family::<CallLabels, Counter>::default();
-        let durations = Family::<CallLabels, Histogram>::new_with_constructor(
-            (|| Histogram::new(exponential_buckets(0.000_01, 2.0, 20))) as fn() -> Histogram,
-        );
         let activations = Family::<TypeLabels, Gauge>::default();
         let queued = Gauge::default();
         let conflicts = Counter::default();
         let forwards = Counter::default();
         let membership_changes = Counter::default();
         let refusals = Family::<RefusalLabels, Counter>::default();
+        let types = Arc::new(MethodsByType::new());
         let mut registry = Registry::with_prefix("granary");
-        registry.register(
-            "calls",
-            "Calls handled, by grain type and method",
-            calls.clone(),
-        );
-        registry.register(
-            "call_duration_seconds",
-            "Time from a turn's start to its end, by grain type and method",
-            durations.clone(),
-        );
+        registry.register_collector(Box::new(CallCollector {
+            types: types.clone(),
+        }));
         registry.register("activations", "Active grains, by type", activations.clone());
         registry.register(
             "queued_requests",
@@ -160,15 +212,13 @@ impl Metrics {
         });
         Self {
             registry: Mutex::new(registry),
-            calls,
-            durations,
             activations,
             queued,
             conflicts,
             forwards,
             membership_changes,
             refusals,
-            types: DashMap::new(),
+            types,
         }
     }
 
@@ -200,13 +250,7 @@ impl Metrics {
     pub(crate) fn calls_total(&self) -> u64 {
         self.types
             .iter()
-            .flat_map(|methods| {
-                methods
-                    .value()
-                    .iter()
-                    .map(|m| m.calls.get())
-                    .collect::<Vec<_>>()
-            })
+            .map(|methods| methods.value().iter().map(|m| m.stats.calls()).sum::<u64>())
             .sum()
     }
 
@@ -225,15 +269,10 @@ impl Metrics {
             .or_insert_with(|| {
                 methods
                     .iter()
-                    .map(|m| {
-                        let labels = CallLabels {
-                            grain_type: grain_type.to_owned(),
-                            method: m.name.to_owned(),
-                        };
-                        MethodMetrics {
-                            calls: self.calls.get_or_create(&labels).clone(),
-                            durations: self.durations.get_or_create(&labels).clone(),
-                        }
+                    .map(|m| MethodMetrics {
+                        grain_type,
+                        method: m.name,
+                        stats: CallStats::default(),
                     })
                     .collect()
             })

@@ -8,8 +8,44 @@ use tokio::time::Instant;
 
 use granary_core::{CallChain, CallError, Envelope, GrainId, MethodId, OutgoingCall, Payload};
 
+/// What waits for a call's reply, on a channel.
+pub(crate) type ReplyRx = oneshot::Receiver<Result<Payload, CallError>>;
+
 /// Where a call's reply goes.
-pub(crate) type ReplyTx = oneshot::Sender<Result<Payload, CallError>>;
+#[derive(Debug)]
+pub(crate) enum ReplyTx {
+    /// Into a channel the caller waits on.
+    Channel(oneshot::Sender<Result<Payload, CallError>>),
+    /// Back to a caller that routes the request to run its turn itself: the reply is the
+    /// output of that [`InlineTurn`](crate::activation::InlineTurn), and needs no channel. A
+    /// request that is not admitted at once gets a channel first ([`Request::channel`]): only
+    /// the router and the activation's admission ever hold a request with this reply.
+    Inline,
+}
+
+impl ReplyTx {
+    /// Sends the reply; hands it back if nobody waits for it any more.
+    pub(crate) fn send(
+        self,
+        result: Result<Payload, CallError>,
+    ) -> Result<(), Result<Payload, CallError>> {
+        match self {
+            Self::Channel(tx) => tx.send(result),
+            Self::Inline => {
+                debug_assert!(false, "an inline reply is the turn's output, never sent");
+                Err(result)
+            }
+        }
+    }
+
+    /// Whether the caller gave up waiting.
+    pub(crate) fn is_closed(&self) -> bool {
+        match self {
+            Self::Channel(tx) => tx.is_closed(),
+            Self::Inline => false,
+        }
+    }
+}
 
 /// One unit of work for an activation.
 #[derive(Debug)]
@@ -43,6 +79,23 @@ pub(crate) enum RequestKind {
 }
 
 impl Request {
+    /// Gives an [inline](ReplyTx::Inline) reply a channel, for a request that is queued,
+    /// forwarded or failed instead of run by its caller; returns the channel's receiving end,
+    /// for the caller to wait on. `None` (nothing changed) for any other request.
+    pub(crate) fn channel(&mut self) -> Option<ReplyRx> {
+        match &mut self.kind {
+            RequestKind::Call {
+                reply: Some(reply @ ReplyTx::Inline),
+                ..
+            } => {
+                let (tx, rx) = oneshot::channel();
+                *reply = ReplyTx::Channel(tx);
+                Some(rx)
+            }
+            _ => None,
+        }
+    }
+
     /// Answers the request with an error (a no-op for one-way calls and timers, which log).
     pub(crate) fn fail(self, err: CallError) {
         match self.kind {

@@ -16,7 +16,7 @@ use futures::future::BoxFuture;
 use granary_core::provider::StateStore;
 use granary_core::{ActivationHost, ActivationId, CallError, GrainId, Invoker, SiloId};
 
-use crate::activation::InlineTurn;
+use crate::activation::Routed;
 use crate::catalog::Catalog;
 use crate::cluster::Cluster;
 use crate::events::DeactivationReason;
@@ -155,22 +155,27 @@ impl Router {
     /// none (or forwarding it to the silo known to own the grain); a request handed back by a
     /// closing activation is routed again, a bounded number of times.
     pub(crate) fn route(self: &Arc<Self>, req: Request) {
-        if let Some(turn) = self.route_with(req, false) {
-            self.shared.spawn(turn);
+        match self.route_with(req, false) {
+            Routed::Delivered => {}
+            Routed::Turn(turn) => self.shared.spawn(async move {
+                turn.await;
+            }),
+            // Not reached: only a caller that routes inline gives a request an inline reply,
+            // and such a caller waits on the channel.
+            Routed::Wait(rx) => drop(rx),
         }
     }
 
     /// As [`route`](Self::route); with `inline`, a turn admitted at once is handed back for the
-    /// caller to run in its own task (no spawn, no thread hop).
-    pub(crate) fn route_with(
-        self: &Arc<Self>,
-        mut req: Request,
-        inline: bool,
-    ) -> Option<InlineTurn> {
+    /// caller to run in its own task (no spawn, no thread hop). A request with an
+    /// [inline](crate::request::ReplyTx::Inline) reply that is not handed back gets a channel,
+    /// whose receiver is (`Routed::Wait`).
+    pub(crate) fn route_with(self: &Arc<Self>, mut req: Request, inline: bool) -> Routed {
         if let Err(err) = self.serving() {
             // Its lease ran out: no reads from memory that may be stale.
+            let rx = req.channel();
             req.fail(err);
-            return None;
+            return Routed::waiting(rx);
         }
         loop {
             let (entry, created) = match self.catalog.get(&req.target) {
@@ -178,16 +183,18 @@ impl Router {
                 None => match self.destination(&req.target, Origin::Placed) {
                     Destination::Remote(cluster, owner) => {
                         // Known to live on another silo: forward instead of activating here.
+                        let rx = req.channel();
                         self.forward(cluster, req, owner);
-                        return None;
+                        return Routed::waiting(rx);
                     }
                     Destination::Local | Destination::NextTo(..) => {
                         let host = || -> Arc<dyn ActivationHost> { self.clone() };
                         match self.catalog.activation_for(&req.target, host) {
                             Ok(found) => found,
                             Err(err) => {
+                                let rx = req.channel();
                                 req.fail(err);
-                                return None;
+                                return Routed::waiting(rx);
                             }
                         }
                     }
@@ -200,7 +207,7 @@ impl Router {
                 entry.start();
             }
             match delivered {
-                Ok(turn) => return turn,
+                Ok(routed) => return routed,
                 Err(back) => {
                     req = back;
                     req.attempts += 1;
@@ -209,8 +216,9 @@ impl Router {
                             grain: req.target.clone(),
                             attempts: req.attempts,
                         };
+                        let rx = req.channel();
                         req.fail(err);
-                        return None;
+                        return Routed::waiting(rx);
                     }
                 }
             }

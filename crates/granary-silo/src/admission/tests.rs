@@ -252,3 +252,50 @@ fn an_idle_active_activation_is_collectable_and_a_busy_one_is_not() {
     s.mark_deactivation();
     assert!(!s.collectable());
 }
+
+#[test]
+fn pop_runnable_takes_what_next_runnable_would_one_at_a_time() {
+    let mut s = active();
+    assert_eq!(
+        s.admit(&me(), false, class(false, ChainId(1), &[])),
+        Admission::Run { exclusive: true }
+    );
+    for (item, read_only) in [(2, false), (3, true), (4, true), (5, false)] {
+        s.enqueue(item, read_only);
+    }
+    let chain_of = |q: &u32| ChainId(u128::from(*q));
+    assert_eq!(
+        s.pop_runnable(chain_of),
+        None,
+        "the running writer holds it"
+    );
+    s.finish(true, ChainId(1));
+    assert_eq!(s.pop_runnable(chain_of), Some((2, false)));
+    assert_eq!(s.pop_runnable(chain_of), None, "one writer at a time");
+    s.finish(true, ChainId(2));
+    assert_eq!(s.pop_runnable(chain_of), Some((3, true)));
+    assert_eq!(
+        s.pop_runnable(chain_of),
+        Some((4, true)),
+        "readers start together"
+    );
+    assert_eq!(
+        s.pop_runnable(chain_of),
+        None,
+        "the writer waits for the readers"
+    );
+    assert_eq!(s.running(), 2);
+    s.finish(false, ChainId(3));
+    assert_eq!(s.pop_runnable(chain_of), None);
+    s.finish(false, ChainId(4));
+    assert_eq!(s.pop_runnable(chain_of), Some((5, false)));
+    assert!(s.queued() == 0 && s.running() == 1);
+    s.mark_deactivation();
+    s.enqueue(6, false);
+    s.finish(true, ChainId(5));
+    assert_eq!(
+        s.pop_runnable(chain_of),
+        None,
+        "a pending deactivation admits nothing"
+    );
+}
