@@ -25,9 +25,10 @@ pub mod turn;
 
 pub use context::{ActivationHost, DEFAULT_MAX_EVENT_SIZE, GrainContext, StateGuard};
 pub use deadline::deadline_in;
-pub use error::{CallError, StorageError};
+pub use error::{CallError, ReminderError, StorageError};
 pub use event::{Event, PublishedEvent};
-pub use grain::{Grain, GrainState, MethodInfo};
+pub use grain::{Grain, GrainState, MethodInfo, REMINDER_METHOD};
+pub use provider::ReminderTick;
 pub use id::{
     ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
 };

@@ -346,6 +346,55 @@ impl<G: Grain> GrainTest<G> {
         fired
     }
 
+    /// The grain's committed reminders (what `ctx.register_reminder` stored), by name.
+    #[must_use]
+    pub fn reminders(&self) -> Vec<granary_core::provider::Reminder> {
+        let table: &dyn granary_core::provider::ReminderTable = &*self.host.store;
+        table
+            .reminders_of(&self.id)
+            .now_or_never()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Delivers the reminder `name`'s tick due now (at its stored next due time) as a silo's
+    /// reminder service would, at the virtual clock's current time: advance the clock past
+    /// several periods first to see `missed` ticks reported. Returns the reminder's next due
+    /// time as the grain committed it (`None`: it has no such reminder any more, or none was
+    /// due), as milliseconds since the Unix epoch.
+    ///
+    /// # Errors
+    /// What the grain's `#[on_reminder]` method (or its commit) returned.
+    pub async fn fire_reminder(&self, name: &str) -> Result<Option<u64>, CallError> {
+        let Some(due) = self
+            .reminders()
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.next_due_ms)
+        else {
+            return Ok(None);
+        };
+        let outcome = run_turn(
+            &self.cell,
+            &self.host,
+            TurnKind::Call {
+                method: granary_core::REMINDER_METHOD.id,
+                args: Payload::local((name.to_owned(), due)),
+            },
+            CallChain::root(),
+            false,
+        )
+        .await;
+        settle(outcome, &self.id, name)?.take("reminder tick reply")
+    }
+
+    /// The virtual clock as wall-clock milliseconds since the Unix epoch (what reminder due
+    /// times are compared with): the kit starts at 2026-01-01T00:00:00Z.
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        granary_core::ActivationHost::now_ms(&*self.host)
+    }
+
     /// Whether the grain asked to be deactivated (or a commit conflicted).
     #[must_use]
     pub fn deactivation_requested(&self) -> bool {

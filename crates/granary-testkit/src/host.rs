@@ -168,4 +168,13 @@ impl ActivationHost for KitHost {
         state.deactivation_requested = true;
         state.conflicts += 1;
     }
+
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.state.lock().now.as_millis()).unwrap_or(u64::MAX);
+        KIT_EPOCH_MS.saturating_add(elapsed)
+    }
 }
+
+/// The wall-clock time the kit's virtual clock starts at (2026-01-01T00:00:00Z), in
+/// milliseconds since the Unix epoch: what reminders are due against.
+pub(crate) const KIT_EPOCH_MS: u64 = 1_767_225_600_000;
