@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::error::ReminderError;
 use crate::error::{CallError, StorageError};
 use crate::event::{Event, PublishedEvent};
 use crate::grain::Grain;
 use crate::id::{ActivationId, GrainId, GrainKey};
-use crate::error::ReminderError;
 use crate::provider::{
     Commit, MAX_REMINDER_NAME_LEN, MAX_REMINDERS_PER_GRAIN, MIN_REMINDER_PERIOD, Reminder,
     ReminderChange, StateChange, StateStore,
@@ -526,7 +526,11 @@ impl<G: Grain> GrainContext<G> {
         due_ms: u64,
     ) -> Result<Result<crate::provider::ReminderTick, Option<u64>>, CallError> {
         self.load_reminders().await?;
-        let Some(stored) = self.reminders.lock().as_ref().and_then(|m| m.get(name).cloned())
+        let Some(stored) = self
+            .reminders
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(name).cloned())
         else {
             return Ok(Err(None));
         };
@@ -557,7 +561,11 @@ impl<G: Grain> GrainContext<G> {
     /// the tick was delivered, so the next one is due after it.
     #[doc(hidden)]
     pub fn keep_reminder_advance(&self, name: &str, tick: &crate::provider::ReminderTick) {
-        let Some(stored) = self.reminders.lock().as_ref().and_then(|m| m.get(name).cloned())
+        let Some(stored) = self
+            .reminders
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(name).cloned())
         else {
             return;
         };

@@ -28,11 +28,11 @@ pub use deadline::deadline_in;
 pub use error::{CallError, ReminderError, StorageError};
 pub use event::{Event, PublishedEvent};
 pub use grain::{Grain, GrainState, MethodInfo, REMINDER_METHOD};
-pub use provider::ReminderTick;
 pub use id::{
     ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
+pub use provider::ReminderTick;
 pub use reference::{CallOptions, GrainRef, Invoker, OutgoingCall, TypedRef, typed_ref};
 
 /// The result of a grain call: the method's value, or what went wrong.

@@ -19,9 +19,7 @@ use granary_core::{ActivationId, GrainId, PublishedEvent, SiloId, StorageError};
 
 use crate::config::{Bootstrap, RedisConfig};
 use crate::error::ConnectError;
-use crate::keys::{
-    Keys, grain_field, parse_grain_field, parse_reminder_member, validate_cluster,
-};
+use crate::keys::{Keys, grain_field, parse_grain_field, parse_reminder_member, validate_cluster};
 use crate::scripts::Scripts;
 
 /// The envelope format the cluster's metadata records; a silo refuses a cluster of another.

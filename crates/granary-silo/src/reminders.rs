@@ -5,7 +5,7 @@
 //! the store's [`ReminderTable`] the reminders due within two intervals in the shards it owns
 //! (rendezvous hashing over membership, as the event relay's outbox shards), keeps them in one
 //! heap by due time, and sleeps until the earliest is due, the next scan, a hint (a reminder
-//! set by a commit on this silo) or a finished tick, whichever comes first.
+//! of an owned shard set by a commit on this silo) or a finished tick, whichever comes first.
 //!
 //! A tick is a call to the grain through the ordinary call path
 //! ([`REMINDER_METHOD`]), so the grain is activated wherever placement says. The grain's side
@@ -149,9 +149,7 @@ pub(crate) async fn run(router: Arc<Router>, owns: ShardOwner) {
             let args = (slot.name.clone(), slot.due_ms);
             let done = fired_tx.clone();
             shared.spawn(async move {
-                let result = reference
-                    .call::<Option<u64>>(&REMINDER_METHOD, args)
-                    .await;
+                let result = reference.call::<Option<u64>>(&REMINDER_METHOD, args).await;
                 drop(permit);
                 let _ = done.send(Fired { seq, result }).await;
             });
@@ -165,8 +163,13 @@ pub(crate) async fn run(router: Arc<Router>, owns: ShardOwner) {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(sleep) => {}
             Some((grain, name, due_ms)) = hints.recv() => {
+                // Only for shards this silo owns: the owner of another shard finds the
+                // reminder at its next scan, and a second sender would only cost calls.
                 let horizon = unix_ms(std::time::SystemTime::now()) + lookahead;
-                if due_ms <= horizon && !schedule.contains(&grain, &name) {
+                if due_ms <= horizon
+                    && owns(table.reminder_shard_of(&grain))
+                    && !schedule.contains(&grain, &name)
+                {
                     schedule.put(grain, name, due_ms, due_ms);
                 }
             }

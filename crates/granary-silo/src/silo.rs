@@ -11,13 +11,13 @@ use crate::catalog::Catalog;
 use crate::client::Client;
 use crate::cluster::{Cluster, ClusterConfig, ClusterHost};
 use crate::collector;
-use crate::reminders;
 use crate::config::SiloConfig;
 use crate::events::SiloEvents;
 use crate::invoker::{SiloInvoker, dispatch_wire};
 use crate::memory::{MemoryMembership, MemoryStore};
 use crate::metrics::Census;
 use crate::registry::Registry;
+use crate::reminders;
 use crate::router::Router;
 use crate::shared::{CallObserver, Shared};
 
@@ -427,14 +427,14 @@ impl Drop for Silo {
 fn shard_owner(router: &Arc<Router>) -> Arc<dyn Fn(u32) -> bool + Send + Sync> {
     let router = Arc::downgrade(router);
     Arc::new(move |shard| {
-            let Some(router) = router.upgrade() else {
-                return false;
-            };
-            // Alone, the members are this silo: it owns every shard.
-            let members = router.members();
-            let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
-            owner.is_none_or(|owner| owner == router.shared().silo())
-        })
+        let Some(router) = router.upgrade() else {
+            return false;
+        };
+        // Alone, the members are this silo: it owns every shard.
+        let members = router.members();
+        let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
+        owner.is_none_or(|owner| owner == router.shared().silo())
+    })
 }
 
 /// The rendezvous weight of `silo` for `shard`: FNV-1a over the silo's name, generation and

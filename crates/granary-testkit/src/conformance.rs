@@ -148,7 +148,12 @@ async fn all_due(
         let last = page.len() < 7;
         // Another test's commit between two pages may shift an entry into the next page
         // again: keep each once.
-        for DueReminder { grain, name, due_ms } in page {
+        for DueReminder {
+            grain,
+            name,
+            due_ms,
+        } in page
+        {
             let entry = (grain, name, due_ms);
             if grains.contains(&&entry.0) && !out.contains(&entry) {
                 out.push(entry);
@@ -802,9 +807,7 @@ pub async fn an_old_schema_is_upgraded_on_load_and_stored_new_on_write<S: StoreU
 
 /// Reminder changes commit with the grain's commit: set (and replaced), listed per grain,
 /// indexed in the grain's shard by next due time, removed from both.
-pub async fn reminders_commit_with_the_grain_and_are_indexed_by_due_time<S: StoreUnderTest>(
-    h: &S,
-) {
+pub async fn reminders_commit_with_the_grain_and_are_indexed_by_due_time<S: StoreUnderTest>(h: &S) {
     let store = h.store();
     let table = table::<S>(&store);
     let grain = fresh("conformance.r");
@@ -882,10 +885,7 @@ pub async fn a_refused_commit_changes_no_reminder<S: StoreUnderTest>(h: &S) {
         Err(StorageError::Conflict { .. })
     ));
     let b = address(&grain, "s2");
-    assert!(matches!(
-        store.claim(&b, Some(&a)).await,
-        Ok(Claim::Won(_))
-    ));
+    assert!(matches!(store.claim(&b, Some(&a)).await, Ok(Claim::Won(_))));
     let removal = vec![ReminderChange::Remove("kept".into())];
     assert_eq!(
         store.commit(reminder_commit(&a, 1, removal)).await,

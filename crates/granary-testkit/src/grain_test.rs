@@ -363,6 +363,40 @@ impl<G: Grain> GrainTest<G> {
     /// time as the grain committed it (`None`: it has no such reminder any more, or none was
     /// due), as milliseconds since the Unix epoch.
     ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use granary_testkit::GrainTest;
+    /// # use granary::{grain, GrainContext, ReminderTick, Result};
+    /// # use serde::{Serialize, Deserialize};
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// pub struct Energy { points: u64 }
+    /// #[derive(Default)]
+    /// pub struct PlayerGrain;
+    /// #[grain(name = "player", state = Energy)]
+    /// impl PlayerGrain {
+    ///     pub async fn start_regen(&self, ctx: &GrainContext<Self>) -> Result<()> {
+    ///         let minute = Duration::from_secs(60);
+    ///         ctx.register_reminder("regen", minute, minute).await
+    ///     }
+    ///     #[on_reminder]
+    ///     async fn regen(&self, ctx: &GrainContext<Self>, _name: &str, tick: ReminderTick) -> Result<()> {
+    ///         ctx.state().points += 1 + tick.missed; // one point per minute, offline too
+    ///         ctx.write_state().await
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kit = GrainTest::<PlayerGrain>::new("p-1").await?;
+    /// kit.reference().start_regen().await?;
+    /// let due = kit.reminders()[0].next_due_ms;
+    /// kit.advance(Duration::from_secs(3 * 60 + 30)).await; // offline for 3.5 minutes
+    /// let next = kit.fire_reminder("regen").await?;
+    /// assert_eq!(kit.stored_state().map(|s| s.points), Some(3)); // 1 due + 2 missed
+    /// assert_eq!(next, Some(due + 3 * 60_000));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// What the grain's `#[on_reminder]` method (or its commit) returned.
     pub async fn fire_reminder(&self, name: &str) -> Result<Option<u64>, CallError> {

@@ -4,8 +4,8 @@
 
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Event, Grain, GrainContext, GrainId, GrainKey,
-    GrainRef, GrainState, MAX_KEY_LEN, REMINDER_METHOD, MethodId, MethodInfo, PublishedEvent, ReminderError,
-    ReminderTick, Result, SiloId, StateGuard, StorageError, TraceId, TypedRef,
+    GrainRef, GrainState, MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent, REMINDER_METHOD,
+    ReminderError, ReminderTick, Result, SiloId, StateGuard, StorageError, TraceId, TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{

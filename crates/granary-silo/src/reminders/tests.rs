@@ -31,7 +31,10 @@ fn an_in_flight_tick_is_not_sent_again_and_its_failure_retries_the_same_due_time
     let Reverse((_, seq)) = schedule.heap.pop().expect("an entry");
     schedule.slots.get_mut(&seq).expect("live").in_flight = true;
     assert_eq!(schedule.next_at(), None, "in flight: not sent twice");
-    assert!(schedule.contains(&grain(1), "a"), "a scan does not add it again");
+    assert!(
+        schedule.contains(&grain(1), "a"),
+        "a scan does not add it again"
+    );
     let owns = |_: u32| true;
     let table = table();
     settle(
