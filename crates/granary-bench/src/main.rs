@@ -12,6 +12,7 @@ mod events;
 mod grpc;
 mod metrics;
 mod placement;
+mod reminders;
 mod report;
 mod storage;
 
@@ -138,13 +139,16 @@ fn main() -> anyhow::Result<()> {
     if wants("P10") {
         metrics::p10(scale)?;
     }
+    if wants("P11") {
+        metrics::p11(args.reps, scale)?;
+    }
     Ok(())
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 16] = [
+const IDS: [&str; 17] = [
     "P1", "P1b-1M", "P2", "P5", "P6", "P6c", "P3", "P4", "P3-tonic", "P4-tonic", "P7", "P9",
-    "P9-prod", "P8", "P8-1M", "P10",
+    "P9-prod", "P8", "P8-1M", "P10", "P11",
 ];
 
 /// The metrics a run was asked for.
