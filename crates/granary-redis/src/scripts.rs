@@ -33,11 +33,11 @@ return {'won', grain[2] or '0', grain[3]}
 /// Commits a state change, its events and its reminder changes if the activation owns the
 /// grain and the version matches.
 ///
-/// `KEYS`: epoch, grain, outbox, the grain's reminders, the shard's reminder index. `ARGV`:
-/// epoch, activation, expected version, change (`w` write, `c` clear, `u` unchanged), data,
-/// grain field, event count, then type, payload and trace (hex or empty) of each event, then
-/// the reminder change count and, per change, `s` (set) or `d` (delete), name, period ms and
-/// next due ms (empty for a delete). A reminder is a field of the grain's reminder hash
+/// `KEYS`: epoch, grain, outbox, and with reminder changes only, the grain's reminders and the
+/// shard's reminder index. `ARGV`: epoch, activation, expected version, change (`w` write, `c`
+/// clear, `u` unchanged), data, grain field, event count, then type, payload and trace (hex or
+/// empty) of each event, then (optional, default 0) the reminder change count and, per change,
+/// `s` (set) or `d` (delete), name, period ms and next due ms (empty for a delete). A reminder is a field of the grain's reminder hash
 /// (`<period>:<next due>`) and a member of the index (`<name length>:<name><grain field>`)
 /// scored by its next due time.
 ///
@@ -63,7 +63,7 @@ for i = 0, tonumber(ARGV[7]) - 1 do
     't', ARGV[8 + 3 * i], 'p', ARGV[9 + 3 * i], 'tr', ARGV[10 + 3 * i])
 end
 local base = 8 + 3 * tonumber(ARGV[7])
-for i = 0, tonumber(ARGV[base]) - 1 do
+for i = 0, tonumber(ARGV[base] or '0') - 1 do
   local at = base + 1 + 4 * i
   local name = ARGV[at + 1]
   local member = string.len(name) .. ':' .. name .. ARGV[6]

@@ -265,8 +265,6 @@ impl RedisStore {
             .key(&keys.epoch)
             .key(&keys.grain)
             .key(&keys.outbox)
-            .key(self.keys.reminders_of(&commit.grain))
-            .key(self.keys.reminder_index(keys.shard))
             .arg(&*self.epoch)
             .arg(commit.activation.to_string())
             .arg(commit.expected_version)
@@ -280,7 +278,14 @@ impl RedisStore {
                 .arg(event.payload.as_slice())
                 .arg(event.trace.map(|t| t.to_string()).unwrap_or_default());
         }
-        invocation.arg(commit.reminders.len());
+        if !commit.reminders.is_empty() {
+            // The reminder keys only when used: a commit without reminder changes sends what
+            // it sent before reminders existed.
+            invocation
+                .key(self.keys.reminders_of(&commit.grain))
+                .key(self.keys.reminder_index(keys.shard))
+                .arg(commit.reminders.len());
+        }
         for change in &commit.reminders {
             match change {
                 ReminderChange::Set(r) => invocation
