@@ -127,7 +127,11 @@ pub(crate) async fn run(router: Arc<Router>, owns: ShardOwner) {
     loop {
         let now = unix_ms(std::time::SystemTime::now());
         if now >= next_scan {
-            scan(table, &*owns, now + lookahead, &mut schedule).await;
+            // Cancellable: with the store unreachable a scan takes its command deadlines.
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = scan(table, &*owns, now + lookahead, &mut schedule) => {}
+            }
             next_scan = now + millis(scan_every);
         }
         // Send what is due, as far as the in-flight bound allows.
