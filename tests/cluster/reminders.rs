@@ -1,7 +1,7 @@
-//! Durable reminders on one silo and on silos sharing a store: a reminder fires while its grain
-//! is deactivated, reports the ticks missed while no silo ran, is delivered once per due time
-//! however many times it is sent, and bad requests are typed errors. (Reminders across silo
-//! processes, SIGKILL and full restarts: `processes`.)
+//! Durable reminders: on one silo and on silos sharing a store (a reminder fires while its
+//! grain is deactivated, reports the ticks missed while no silo ran, is delivered once per due
+//! time however many times it is sent; bad requests are typed errors), and across `test-silo`
+//! processes on a real Redis (the owning silo SIGKILLed, every silo restarted).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
