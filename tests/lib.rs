@@ -147,3 +147,108 @@ impl GuildGrain {
         Ok(count)
     }
 }
+
+/// One delivered reminder tick, as [`ReminderGrain`] records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tick {
+    /// The reminder's name.
+    pub name: String,
+    /// When the tick was due (ms since the Unix epoch).
+    pub due_ms: u64,
+    /// When it was delivered (ms since the Unix epoch).
+    pub fired_at_ms: u64,
+    /// The periods missed before it.
+    pub missed: u64,
+}
+
+/// The persisted ticks of a [`ReminderGrain`].
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Ticks {
+    ticks: Vec<Tick>,
+}
+
+/// A grain with durable reminders: it records every tick in its state (committed with the
+/// tick's advance).
+#[derive(Debug, Default)]
+pub struct ReminderGrain;
+
+#[grain(name = "cluster.reminded", state = Ticks)]
+impl ReminderGrain {
+    /// Registers reminder `name`, first due in `first_ms`, every `period_ms`.
+    pub async fn register(
+        &self,
+        ctx: &GrainContext<Self>,
+        name: String,
+        first_ms: u64,
+        period_ms: u64,
+    ) -> Result<()> {
+        ctx.register_reminder(
+            &name,
+            std::time::Duration::from_millis(first_ms),
+            std::time::Duration::from_millis(period_ms),
+        )
+        .await
+    }
+
+    /// Unregisters reminder `name`.
+    pub async fn unregister(&self, ctx: &GrainContext<Self>, name: String) -> Result<()> {
+        ctx.unregister_reminder(&name).await
+    }
+
+    /// Unregisters reminder `name`, then fails: the removal must not happen.
+    pub async fn unregister_then_fail(&self, ctx: &GrainContext<Self>, name: String) -> Result<()> {
+        ctx.unregister_reminder(&name).await?;
+        Err(granary::CallError::rejected(ctx.id(), "changed my mind"))
+    }
+
+    /// The names of the grain's reminders.
+    pub async fn reminder_names(&self, ctx: &GrainContext<Self>) -> Result<Vec<String>> {
+        Ok(ctx.reminders().await?.into_iter().map(|r| r.name).collect())
+    }
+
+    /// The committed next due time of reminder `name` (ms since the Unix epoch).
+    pub async fn next_due(&self, ctx: &GrainContext<Self>, name: String) -> Result<Option<u64>> {
+        Ok(ctx
+            .reminders()
+            .await?
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.next_due_ms))
+    }
+
+    /// Asks to be deactivated once this turn is done.
+    pub async fn rest(&self, ctx: &GrainContext<Self>) -> Result<()> {
+        ctx.deactivate_on_idle();
+        Ok(())
+    }
+
+    /// Every tick delivered so far.
+    #[read_only]
+    pub async fn ticks(&self, ctx: &GrainContext<Self>) -> Result<Vec<Tick>> {
+        Ok(ctx.state().ticks.clone())
+    }
+
+    #[on_reminder]
+    async fn remind(
+        &self,
+        ctx: &GrainContext<Self>,
+        name: &str,
+        tick: granary::ReminderTick,
+    ) -> Result<()> {
+        let ms = |t: std::time::SystemTime| {
+            u64::try_from(
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_millis(),
+            )
+            .unwrap_or(u64::MAX)
+        };
+        ctx.state().ticks.push(Tick {
+            name: name.to_owned(),
+            due_ms: ms(tick.due),
+            fired_at_ms: ms(tick.fired_at),
+            missed: tick.missed,
+        });
+        ctx.write_state().await
+    }
+}

@@ -1,7 +1,7 @@
 //! A silo process hosting the test grains, configured by `GRANARY_*` variables (see
 //! `granary-node`): the multi-process cluster tests start, SIGKILL and SIGSTOP it.
 
-use granary_tests::CounterGrain;
+use granary_tests::{CounterGrain, ReminderGrain};
 
 #[tokio::main]
 async fn main() {
@@ -12,7 +12,11 @@ async fn main() {
             std::process::exit(err.exit_code());
         }
     };
-    if let Err(err) = granary_node::run(settings, |silo| silo.register::<CounterGrain>()).await {
+    if let Err(err) = granary_node::run(settings, |silo| {
+        silo.register::<CounterGrain>().register::<ReminderGrain>()
+    })
+    .await
+    {
         eprintln!("test-silo: {err}");
         std::process::exit(err.exit_code());
     }

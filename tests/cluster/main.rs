@@ -8,6 +8,7 @@
 )]
 
 mod probe;
+mod reminders;
 
 mod activation;
 mod bad_input;

@@ -13,7 +13,7 @@ use granary_tests::CounterGrain;
 
 const SECRET: &str = "a cluster secret of at least 32 bytes";
 
-async fn start(cluster: &str, name: &str, placement: &str) -> SiloProcess {
+pub(crate) async fn start(cluster: &str, name: &str, placement: &str) -> SiloProcess {
     start_with(cluster, name, placement, &[]).await
 }
 
@@ -49,7 +49,7 @@ fn metrics_address() -> String {
     format!("127.0.0.1:{port}")
 }
 
-async fn client(cluster: &str, gateways: Vec<std::net::SocketAddr>) -> ClusterClient {
+pub(crate) async fn client(cluster: &str, gateways: Vec<std::net::SocketAddr>) -> ClusterClient {
     connect(ClientConfig::new(cluster, SECRET, gateways)).await
 }
 

@@ -117,6 +117,7 @@ async fn filled_outbox(n: usize) -> (Arc<MemoryStore>, Vec<EventEnvelope>) {
                     expected_version: version,
                     change: StateChange::Unchanged,
                     events,
+                    reminders: Vec::new(),
                 })
                 .await
                 .expect("commit");
@@ -939,6 +940,7 @@ async fn delivery_p99(store: Arc<RedisStore>, prefix: &str) -> f64 {
                     payload: b"{}".to_vec(),
                     trace: None,
                 }],
+                reminders: Vec::new(),
             })
             .await
             .expect("commit");

@@ -12,6 +12,7 @@ mod events;
 mod grpc;
 mod metrics;
 mod placement;
+mod reminders;
 mod report;
 mod storage;
 
@@ -144,13 +145,16 @@ fn main() -> anyhow::Result<()> {
     if wants("P10") {
         metrics::p10(scale)?;
     }
+    if wants("P11") {
+        metrics::p11(args.reps, scale)?;
+    }
     Ok(())
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 16] = [
+const IDS: [&str; 17] = [
     "P1", "P1b-1M", "P2", "P5", "P6", "P6c", "P3", "P4", "P3-tonic", "P4-tonic", "P7", "P9",
-    "P9-prod", "P8", "P8-1M", "P10",
+    "P9-prod", "P8", "P8-1M", "P10", "P11",
 ];
 
 /// The metrics a run was asked for.
@@ -238,10 +242,10 @@ mod tests {
 
     #[test]
     fn an_unknown_id_is_refused_with_the_known_ones() {
-        let error = selection(&["P3", "P11"]).expect_err("P11 is unknown");
-        assert!(error.contains("\"P11\""), "{error}");
+        let error = selection(&["P3", "P99"]).expect_err("P99 is unknown");
+        assert!(error.contains("\"P99\""), "{error}");
         assert!(
-            error.contains("P10") && error.contains("redis-streams"),
+            error.contains("P11") && error.contains("redis-streams"),
             "{error}"
         );
         assert!(selection(&["P7-redis-streams", "ALL"]).is_ok());

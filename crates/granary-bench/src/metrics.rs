@@ -396,6 +396,31 @@ pub(crate) fn p10(scale: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// P11: reminder lateness p99 (`fired_at − due`) with `100,000 / scale` reminders at a 10 s
+/// period on one silo, against as many plain tokio sleeps on the same runtime (interleaved,
+/// medians of the runs' p99s); the closing note gives the Redis memory per reminder.
+pub(crate) fn p11(reps: usize, scale: usize) -> anyhow::Result<()> {
+    let total = 100_000 / scale;
+    let [g, t] = interleave(
+        reps,
+        [&|| crate::reminders::granary(total), &|| {
+            crate::reminders::tokio_sleeps(total)
+        }],
+    );
+    let bytes = crate::reminders::redis_bytes_per_reminder(10_000 / scale)?;
+    Line {
+        id: "P11",
+        what: &format!("reminder_lateness_p99_{total}_at_10s"),
+        value: median(&g),
+        baseline: median(&t),
+        baseline_name: "tokio_sleep_per_reminder",
+        unit: "ms",
+        goal: "value<=50_and_ratio<=2",
+    }
+    .print_with(&format!("redis_bytes_per_reminder={bytes:.0}"));
+    Ok(())
+}
+
 /// P3: cross-silo call latency, one call in flight, p50 and p99, against a raw TCP
 /// request/response of 64-byte frames to another process. P4: calls per second with 256 in
 /// flight over 1,000 grains on another silo process, against the raw pipelined echo.

@@ -437,6 +437,7 @@ impl RedisBench {
                                 expected_version: version,
                                 change: StateChange::Write(blob.clone()),
                                 events: vec![bumped(version + 1)],
+                                reminders: Vec::new(),
                             };
                             version = store.commit(commit).await.expect("fenced commit");
                         }

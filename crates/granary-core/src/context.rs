@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::error::ReminderError;
 use crate::error::{CallError, StorageError};
 use crate::event::{Event, PublishedEvent};
 use crate::grain::Grain;
 use crate::id::{ActivationId, GrainId, GrainKey};
-use crate::provider::{Commit, StateChange, StateStore};
+use crate::provider::{
+    Commit, MAX_REMINDER_NAME_LEN, MAX_REMINDERS_PER_GRAIN, MIN_REMINDER_PERIOD, Reminder,
+    ReminderChange, StateChange, StateStore,
+};
 use crate::reference::{Invoker, typed_ref};
 use crate::state_codec;
 
@@ -73,12 +77,19 @@ pub trait ActivationHost: Send + Sync + 'static {
     /// deactivate it without running `on_deactivate` (its state cannot be trusted), so that the
     /// next call reloads.
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId);
+    /// A commit of `grain` set `reminder` (registered it, changed it or advanced it): the
+    /// silo's reminder service may schedule it at once instead of at its next scan. Default:
+    /// nothing.
+    fn reminder_set(&self, grain: &GrainId, reminder: &Reminder) {
+        let _ = (grain, reminder);
+    }
     /// The largest event, in bytes of its JSON payload, that
     /// [`GrainContext::publish`] accepts. Default [`DEFAULT_MAX_EVENT_SIZE`].
     fn max_event_size(&self) -> usize {
         DEFAULT_MAX_EVENT_SIZE
     }
-    /// The wall-clock time grains see ([`GrainContext::now`]). Default: the system clock.
+    /// The wall-clock time grains see ([`GrainContext::now`]), and what reminder due times are
+    /// judged by (the test kit drives it from its virtual clock). Default: the system clock.
     fn now(&self) -> std::time::SystemTime {
         std::time::SystemTime::now()
     }
@@ -105,6 +116,11 @@ pub struct GrainContext<G: Grain> {
     version: AtomicU64,
     events: parking_lot::Mutex<Vec<PublishedEvent>>,
     commit_lock: tokio::sync::Mutex<()>,
+    /// Reminder changes made by the running turn, committed with its next commit.
+    reminder_changes: parking_lot::Mutex<Vec<ReminderChange>>,
+    /// The grain's reminders as committed, loaded on first use (this activation is their only
+    /// writer while it owns the grain).
+    reminders: parking_lot::Mutex<Option<std::collections::BTreeMap<String, Reminder>>>,
     host: Arc<dyn ActivationHost>,
 }
 
@@ -126,6 +142,8 @@ impl<G: Grain> GrainContext<G> {
             version: AtomicU64::new(version),
             events: parking_lot::Mutex::new(Vec::new()),
             commit_lock: tokio::sync::Mutex::const_new(()),
+            reminder_changes: parking_lot::Mutex::new(Vec::new()),
+            reminders: parking_lot::Mutex::new(None),
             host,
         }
     }
@@ -280,22 +298,24 @@ impl<G: Grain> GrainContext<G> {
     /// As [`write_state`](Self::write_state).
     #[doc(hidden)]
     pub async fn commit_pending_events(&self) -> Result<(), CallError> {
-        if self.events.lock().is_empty() {
+        if !self.has_pending_events() {
             return Ok(());
         }
         let _serial = self.commit_lock.lock().await;
         self.commit(StateChange::Unchanged).await
     }
 
-    /// Whether events were published and not committed yet.
+    /// Whether events were published, or reminders changed, and not committed yet.
     #[doc(hidden)]
     pub fn has_pending_events(&self) -> bool {
-        !self.events.lock().is_empty()
+        !self.events.lock().is_empty() || !self.reminder_changes.lock().is_empty()
     }
 
-    /// Drops events published but not committed. The runtime calls this when a turn fails.
+    /// Drops events published and reminder changes made but not committed. The runtime calls
+    /// this when a turn fails: a reminder registered or removed by a failed turn is not.
     #[doc(hidden)]
     pub fn discard_pending_events(&self) -> usize {
+        self.reminder_changes.lock().clear();
         let mut events = self.events.lock();
         let n = events.len();
         events.clear();
@@ -304,17 +324,23 @@ impl<G: Grain> GrainContext<G> {
 
     async fn commit(&self, change: StateChange) -> Result<(), CallError> {
         let events = std::mem::take(&mut *self.events.lock());
+        let reminders = std::mem::take(&mut *self.reminder_changes.lock());
         let expected_version = self.version();
+        let applied = (!reminders.is_empty()).then(|| reminders.clone());
         let commit = Commit {
             grain: self.id.clone(),
             activation: self.activation,
             expected_version,
             change,
             events,
+            reminders,
         };
         match self.host.store().commit(commit).await {
             Ok(version) => {
                 self.version.store(version, Ordering::Release);
+                if let Some(changes) = applied {
+                    self.apply_reminder_changes(&changes);
+                }
                 Ok(())
             }
             Err(StorageError::Conflict { .. } | StorageError::NotOwner) => {
@@ -336,6 +362,249 @@ impl<G: Grain> GrainContext<G> {
                 Err(self.storage_error(source))
             }
         }
+    }
+
+    /// Records committed reminder changes in the loaded view, and tells the host.
+    fn apply_reminder_changes(&self, changes: &[ReminderChange]) {
+        let mut loaded = self.reminders.lock();
+        for change in changes {
+            match change {
+                ReminderChange::Set(reminder) => {
+                    self.host.reminder_set(&self.id, reminder);
+                    if let Some(map) = loaded.as_mut() {
+                        map.insert(reminder.name.clone(), reminder.clone());
+                    }
+                }
+                ReminderChange::Remove(name) => {
+                    if let Some(map) = loaded.as_mut() {
+                        map.remove(name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Loads the grain's committed reminders, once per activation.
+    async fn load_reminders(&self) -> Result<(), CallError> {
+        if self.reminders.lock().is_some() {
+            return Ok(());
+        }
+        let table = self
+            .host
+            .store()
+            .reminders()
+            .ok_or_else(|| self.reminder_error("", ReminderError::Unsupported))?;
+        let stored = table
+            .reminders_of(&self.id)
+            .await
+            .map_err(|e| self.storage_error(e))?;
+        let mut loaded = self.reminders.lock();
+        if loaded.is_none() {
+            *loaded = Some(stored.into_iter().map(|r| (r.name.clone(), r)).collect());
+        }
+        Ok(())
+    }
+
+    /// The committed reminders with this turn's uncommitted changes applied.
+    fn effective_reminders(&self) -> std::collections::BTreeMap<String, Reminder> {
+        let mut map = self.reminders.lock().clone().unwrap_or_default();
+        for change in self.reminder_changes.lock().iter() {
+            match change {
+                ReminderChange::Set(r) => {
+                    map.insert(r.name.clone(), r.clone());
+                }
+                ReminderChange::Remove(name) => {
+                    map.remove(name);
+                }
+            }
+        }
+        map
+    }
+
+    fn reminder_error(&self, name: &str, source: ReminderError) -> CallError {
+        let mut end = name.len().min(MAX_REMINDER_NAME_LEN);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        CallError::Reminder {
+            grain: self.id.clone(),
+            name: name[..end].to_owned(),
+            source,
+        }
+    }
+
+    /// Registers (or replaces) the durable reminder `name`: the grain's
+    /// [`on_reminder`](Grain::on_reminder) method runs `first_due` from now, then every
+    /// `period`, whether or not the grain is active at the time, until it is unregistered.
+    /// Unlike a timer, a reminder is stored: it survives the activation, silo crashes and
+    /// restarts of the whole cluster, and reports the ticks it missed meanwhile.
+    ///
+    /// The registration commits with the turn: with its next
+    /// [`write_state`](Self::write_state) (atomically with the state), or on its own at the
+    /// end of a turn that succeeds without writing. A turn that fails registers nothing.
+    ///
+    /// # Errors
+    /// [`CallError::Reminder`] when the period is under 1 s
+    /// ([`MIN_REMINDER_PERIOD`]), the name is empty or over [`MAX_REMINDER_NAME_LEN`] bytes,
+    /// the grain already has [`MAX_REMINDERS_PER_GRAIN`] reminders, or the store keeps no
+    /// reminders; [`CallError::Storage`] if the grain's reminders could not be loaded.
+    pub async fn register_reminder(
+        &self,
+        name: &str,
+        first_due: Duration,
+        period: Duration,
+    ) -> Result<(), CallError> {
+        if name.is_empty() || name.len() > MAX_REMINDER_NAME_LEN {
+            return Err(self.reminder_error(
+                name,
+                ReminderError::InvalidName {
+                    len: name.len(),
+                    max: MAX_REMINDER_NAME_LEN,
+                },
+            ));
+        }
+        if period < MIN_REMINDER_PERIOD {
+            return Err(self.reminder_error(
+                name,
+                ReminderError::PeriodTooShort {
+                    period,
+                    min: MIN_REMINDER_PERIOD,
+                },
+            ));
+        }
+        let period_ms = u64::try_from(period.as_millis())
+            .ok()
+            .filter(|p| *p < 1 << 52)
+            .ok_or_else(|| self.reminder_error(name, ReminderError::OutOfRange))?;
+        let next_due_ms = u64::try_from(first_due.as_millis())
+            .ok()
+            .and_then(|d| d.checked_add(crate::provider::unix_ms(self.host.now())))
+            // Scores are doubles in Redis: stay where every millisecond is exact.
+            .filter(|d| *d < 1 << 52)
+            .ok_or_else(|| self.reminder_error(name, ReminderError::OutOfRange))?;
+        self.load_reminders().await?;
+        let current = self.effective_reminders();
+        if !current.contains_key(name) && current.len() >= MAX_REMINDERS_PER_GRAIN {
+            return Err(self.reminder_error(
+                name,
+                ReminderError::TooMany {
+                    limit: MAX_REMINDERS_PER_GRAIN,
+                },
+            ));
+        }
+        self.reminder_changes
+            .lock()
+            .push(ReminderChange::Set(Reminder {
+                name: name.to_owned(),
+                period_ms,
+                next_due_ms,
+            }));
+        Ok(())
+    }
+
+    /// Unregisters the reminder `name` (nothing happens if there is none). Like a
+    /// registration, the removal commits with the turn, and a turn that fails removes nothing.
+    ///
+    /// # Errors
+    /// [`CallError::Reminder`] if the store keeps no reminders; [`CallError::Storage`] if the
+    /// grain's reminders could not be loaded.
+    pub async fn unregister_reminder(&self, name: &str) -> Result<(), CallError> {
+        self.load_reminders().await?;
+        if self.effective_reminders().contains_key(name) {
+            self.reminder_changes
+                .lock()
+                .push(ReminderChange::Remove(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The grain's reminders, by name, including this turn's uncommitted changes.
+    ///
+    /// # Errors
+    /// As [`unregister_reminder`](Self::unregister_reminder).
+    pub async fn reminders(&self) -> Result<Vec<Reminder>, CallError> {
+        self.load_reminders().await?;
+        Ok(self.effective_reminders().into_values().collect())
+    }
+
+    /// Judges a reminder tick due at `due_ms`: `Ok(Err(next))` when it is not to be delivered
+    /// (`next`: the reminder's committed next due, `None` if it is gone), or `Ok(Ok(..))` with
+    /// the reminder's name, its tick, and its advance buffered for the turn's commit. For the
+    /// runtime: a tick older than the stored next due was delivered already (by this or an
+    /// earlier owner of the shard), so each due time is delivered once.
+    #[doc(hidden)]
+    pub async fn begin_reminder_tick(
+        &self,
+        name: &str,
+        due_ms: u64,
+    ) -> Result<Result<crate::provider::ReminderTick, Option<u64>>, CallError> {
+        self.load_reminders().await?;
+        let Some(stored) = self
+            .reminders
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(name).cloned())
+        else {
+            return Ok(Err(None));
+        };
+        if stored.next_due_ms > due_ms {
+            return Ok(Err(Some(stored.next_due_ms)));
+        }
+        let now = crate::provider::unix_ms(self.host.now()).max(stored.next_due_ms);
+        let period = stored.period_ms.max(1);
+        let missed = (now - stored.next_due_ms) / period;
+        let next_due_ms = stored
+            .next_due_ms
+            .saturating_add(missed.saturating_add(1).saturating_mul(period));
+        self.reminder_changes
+            .lock()
+            .push(ReminderChange::Set(Reminder {
+                next_due_ms,
+                ..stored.clone()
+            }));
+        let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+        Ok(Ok(crate::provider::ReminderTick {
+            due: at(stored.next_due_ms),
+            fired_at: at(now),
+            missed,
+        }))
+    }
+
+    /// Re-buffers the advance of a tick whose handler failed (its own changes were discarded):
+    /// the tick was delivered, so the next one is due after it.
+    #[doc(hidden)]
+    pub fn keep_reminder_advance(&self, name: &str, tick: &crate::provider::ReminderTick) {
+        let Some(stored) = self
+            .reminders
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(name).cloned())
+        else {
+            return;
+        };
+        let due = crate::provider::unix_ms(tick.due);
+        let next_due_ms = due.saturating_add(
+            tick.missed
+                .saturating_add(1)
+                .saturating_mul(stored.period_ms.max(1)),
+        );
+        self.reminder_changes
+            .lock()
+            .push(ReminderChange::Set(Reminder {
+                next_due_ms,
+                ..stored
+            }));
+    }
+
+    /// The committed next due time of reminder `name` (`None`: no such reminder). For the
+    /// runtime, after a tick's turn.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn committed_next_due(&self, name: &str) -> Option<u64> {
+        self.reminders
+            .lock()
+            .as_ref()
+            .and_then(|m| m.get(name).map(|r| r.next_due_ms))
     }
 
     fn storage_error(&self, source: StorageError) -> CallError {

@@ -206,6 +206,55 @@ pub enum CallError {
         /// The error, encoded with the wire codec.
         payload: Vec<u8>,
     },
+    /// `register_reminder` or `unregister_reminder` was refused (see the source for why):
+    /// nothing was registered or removed. Retrying the same request is refused again.
+    #[error("reminder {name:?} of {grain} refused: {source}")]
+    Reminder {
+        /// The grain whose reminder it is.
+        grain: GrainId,
+        /// The reminder's name (cut to its first 128 bytes, at a character boundary).
+        name: String,
+        /// Why it was refused.
+        #[source]
+        source: ReminderError,
+    },
+}
+
+/// Why a reminder was refused (in [`CallError::Reminder`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ReminderError {
+    /// The period is shorter than the minimum (1 s). Reminders are for durable, coarse
+    /// schedules; use a timer (`ctx.set_timer`) for anything faster.
+    #[error("period {period:?} is shorter than the minimum {min:?}")]
+    PeriodTooShort {
+        /// The period asked for.
+        period: Duration,
+        /// The shortest period allowed.
+        min: Duration,
+    },
+    /// The name is empty or longer than the limit (in bytes). Use a short, stable name.
+    #[error("name is {len} bytes long; names must have 1 to {max} bytes")]
+    InvalidName {
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name allowed.
+        max: usize,
+    },
+    /// The grain already has the most reminders it may have; unregister one first, or keep
+    /// several schedules in one reminder and tell them apart in the grain's state.
+    #[error("the grain already has {limit} reminders, the most it may have")]
+    TooMany {
+        /// The limit per grain.
+        limit: usize,
+    },
+    /// The first due time or the period is too far in the future to be stored.
+    #[error("due time out of range")]
+    OutOfRange,
+    /// The silo's state store keeps no reminders (it has no reminder table). Use the memory
+    /// store or the Redis store, which do.
+    #[error("the state store does not support reminders")]
+    Unsupported,
 }
 
 fn display_chain(chain: &[GrainId]) -> String {

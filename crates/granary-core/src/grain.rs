@@ -58,6 +58,17 @@ pub struct MethodInfo {
     pub one_way: bool,
 }
 
+/// The method a silo calls to deliver a reminder tick: handled by the runtime for every grain
+/// type (it checks the tick against the stored due time, then runs the grain's
+/// [`on_reminder`](Grain::on_reminder)). Its arguments are `(name, due_ms)`; its reply is the
+/// reminder's next due time in milliseconds since the Unix epoch (`None`: no such reminder).
+pub const REMINDER_METHOD: MethodInfo = MethodInfo {
+    name: "granary.reminder",
+    id: MethodId::of("granary.reminder"),
+    read_only: false,
+    one_way: false,
+};
+
 /// A grain type. Implemented by the `#[grain]` attribute on an `impl` block; grain authors do
 /// not implement it by hand.
 ///
@@ -138,6 +149,20 @@ pub trait Grain: Send + Sync + Sized + 'static {
     ) -> BoxFuture<'a, Result<(), CallError>> {
         let _ = ctx;
         tracing::warn!(grain = %ctx.id(), timer = name, "timer fired but the grain has no #[on_timer] method");
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Runs when the reminder `name` registered with [`GrainContext::register_reminder`] fires,
+    /// as an ordinary exclusive turn: the grain is activated for it if needed. State written
+    /// here commits together with the reminder's advance to its next due time.
+    fn on_reminder<'a>(
+        &'a self,
+        ctx: &'a GrainContext<Self>,
+        name: &'a str,
+        tick: crate::provider::ReminderTick,
+    ) -> BoxFuture<'a, Result<(), CallError>> {
+        let _ = tick;
+        tracing::warn!(grain = %ctx.id(), reminder = name, "reminder fired but the grain has no #[on_reminder] method");
         Box::pin(async { Ok(()) })
     }
 

@@ -28,14 +28,15 @@ pub mod turn;
 pub use clock::{Clock, SystemClock};
 pub use context::{ActivationHost, DEFAULT_MAX_EVENT_SIZE, GrainContext, StateGuard};
 pub use deadline::deadline_in;
-pub use error::{CallError, StorageError};
+pub use error::{CallError, ReminderError, StorageError};
 pub use event::{Event, PublishedEvent};
-pub use grain::{Grain, GrainState, IdleAfter, MethodInfo};
+pub use grain::{Grain, GrainState, IdleAfter, MethodInfo, REMINDER_METHOD};
 pub use id::{
     ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
+pub use provider::ReminderTick;
 pub use reference::{CallOptions, GrainRef, Invoked, Invoker, OutgoingCall, TypedRef, typed_ref};
 
 /// The result of a grain call: the method's value, or what went wrong.

@@ -117,6 +117,9 @@ pub async fn execute<G: Grain>(
 ) -> TurnOutcome {
     let fut = async {
         match kind {
+            TurnKind::Call { method, args } if method == crate::grain::REMINDER_METHOD.id => {
+                reminder_turn(grain, ctx, args).await
+            }
             TurnKind::Call { method, args } => grain.invoke(ctx, method, args).await,
             TurnKind::Timer(name) => grain
                 .on_timer(ctx, &name)
@@ -155,6 +158,35 @@ pub async fn execute<G: Grain>(
             TurnOutcome::Panicked(panic_message(&*panic))
         }
     }
+}
+
+/// A reminder tick's turn: delivered once per due time (a tick older than the stored next due
+/// was delivered already, and is answered with the next due), the advance to the next due
+/// time committed with what the grain's `on_reminder` commits. A failing handler's own
+/// changes are discarded, its tick's advance is still committed: the tick was delivered.
+async fn reminder_turn<G: Grain>(
+    grain: &G,
+    ctx: &GrainContext<G>,
+    args: Payload,
+) -> Result<Payload, CallError> {
+    let encoded = args.is_encoded();
+    let (name, due_ms): (String, u64) = args.take("reminder tick")?;
+    let tick = match ctx.begin_reminder_tick(&name, due_ms).await? {
+        Ok(tick) => tick,
+        Err(next) => return Payload::reply_like(encoded, next),
+    };
+    match grain.on_reminder(ctx, &name, tick).await {
+        Ok(()) => ctx.commit_pending_events().await?,
+        Err(err) => {
+            ctx.discard_pending_events();
+            ctx.keep_reminder_advance(&name, &tick);
+            if let Err(commit) = ctx.commit_pending_events().await {
+                tracing::warn!(grain = %ctx.id(), reminder = %name, cause = %commit, "could not advance a failed reminder tick");
+            }
+            return Err(err);
+        }
+    }
+    Payload::reply_like(encoded, ctx.committed_next_due(&name))
 }
 
 /// The message of a caught panic.

@@ -146,6 +146,19 @@ fn grain_impl(
             }
         }
     });
+    let on_reminder = grain.on_reminder.as_ref().map(|hook| {
+        let call = hook_call(hook, &quote!(ctx, name, tick));
+        quote! {
+            fn on_reminder<'a>(
+                &'a self,
+                ctx: &'a #core::GrainContext<Self>,
+                name: &'a str,
+                tick: #core::ReminderTick,
+            ) -> #box_future<'a, #result> {
+                #call
+            }
+        }
+    });
     let state_version = args
         .state_version
         .as_ref()
@@ -200,6 +213,7 @@ fn grain_impl(
             #on_activate
             #on_deactivate
             #on_timer
+            #on_reminder
             #upgrade
         }
     }

@@ -2,7 +2,7 @@
 //! its typed reference. Use it through the `granary` facade (`granary::grain`).
 //!
 //! ```
-//! use granary::{CallError, GrainContext, Result, grain};
+//! use granary::{CallError, GrainContext, ReminderTick, Result, grain};
 //! use serde::{Deserialize, Serialize};
 //!
 //! /// What a player keeps between activations.
@@ -62,6 +62,16 @@
 //!         if name == "regen" {
 //!             ctx.state().health += self.helper();
 //!         }
+//!         Ok(())
+//!     }
+//!
+//!     #[on_reminder]
+//!     async fn remind(&self, ctx: &GrainContext<Self>, name: &str, tick: ReminderTick) -> Result<()> {
+//!         if name == "daily" {
+//!             ctx.state().health = 100;
+//!             ctx.write_state().await?;
+//!         }
+//!         let _ = tick.missed;
 //!         Ok(())
 //!     }
 //!
@@ -141,6 +151,9 @@ use proc_macro::TokenStream;
 ///   ends.
 /// - `#[on_timer]`: `async fn(&self, ctx: &GrainContext<Self>, name: &str) -> Result<()>`, run
 ///   when a timer set with `ctx.set_timer` fires.
+/// - `#[on_reminder]`: `async fn(&self, ctx: &GrainContext<Self>, name: &str, tick:
+///   ReminderTick) -> Result<()>`, run when a durable reminder registered with
+///   `ctx.register_reminder` fires (the grain is activated for it if needed).
 ///
 /// Other functions (private, not `async`, without `self`) are left alone.
 ///

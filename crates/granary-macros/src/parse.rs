@@ -25,6 +25,8 @@ pub(crate) struct GrainImpl {
     pub(crate) on_deactivate: Option<Hook>,
     /// `#[on_timer]`, if present.
     pub(crate) on_timer: Option<Hook>,
+    /// `#[on_reminder]`, if present.
+    pub(crate) on_reminder: Option<Hook>,
 }
 
 /// One grain method: a `pub async fn(&self, ctx: &GrainContext<Self>, args..) -> Result<T>`.
@@ -93,6 +95,7 @@ enum Marker {
     OnActivate,
     OnDeactivate,
     OnTimer,
+    OnReminder,
 }
 
 impl Marker {
@@ -104,6 +107,7 @@ impl Marker {
             "on_activate" => Self::OnActivate,
             "on_deactivate" => Self::OnDeactivate,
             "on_timer" => Self::OnTimer,
+            "on_reminder" => Self::OnReminder,
             _ => return None,
         })
     }
@@ -115,11 +119,15 @@ impl Marker {
             Self::OnActivate => "on_activate",
             Self::OnDeactivate => "on_deactivate",
             Self::OnTimer => "on_timer",
+            Self::OnReminder => "on_reminder",
         }
     }
 
     fn is_hook(self) -> bool {
-        matches!(self, Self::OnActivate | Self::OnDeactivate | Self::OnTimer)
+        matches!(
+            self,
+            Self::OnActivate | Self::OnDeactivate | Self::OnTimer | Self::OnReminder
+        )
     }
 
     /// The signature a hook must have, for error messages.
@@ -127,6 +135,9 @@ impl Marker {
         match self {
             Self::OnTimer => {
                 "async fn tick(&self, ctx: &GrainContext<Self>, name: &str) -> Result<()>"
+            }
+            Self::OnReminder => {
+                "async fn remind(&self, ctx: &GrainContext<Self>, name: &str, tick: ReminderTick) -> Result<()>"
             }
             _ => "async fn name(&self, ctx: &GrainContext<Self>) -> Result<()>",
         }
@@ -148,6 +159,7 @@ impl GrainImpl {
             on_activate: None,
             on_deactivate: None,
             on_timer: None,
+            on_reminder: None,
         };
         for impl_item in &mut item.items {
             if let ImplItem::Fn(function) = impl_item {
@@ -191,6 +203,7 @@ impl GrainImpl {
             let slot = match marker {
                 Marker::OnActivate => &mut self.on_activate,
                 Marker::OnDeactivate => &mut self.on_deactivate,
+                Marker::OnReminder => &mut self.on_reminder,
                 _ => &mut self.on_timer,
             };
             if let Some(first) = slot {
@@ -413,7 +426,11 @@ fn check_hook(sig: &Signature, marker: Marker, errors: &mut Errors) -> Option<Ho
     }
     ok &= check_receiver(sig, errors, message);
     ok &= check_ctx(sig, errors, &message());
-    let wanted = if marker == Marker::OnTimer { 3 } else { 2 };
+    let wanted = match marker {
+        Marker::OnTimer => 3,
+        Marker::OnReminder => 4,
+        _ => 2,
+    };
     if let Some(extra) = sig.inputs.iter().nth(wanted) {
         ok = false;
         errors.spanned(extra, message());

@@ -72,6 +72,18 @@ impl Keys {
         format!("{}:outbox:dead", self.prefix(shard))
     }
 
+    /// The reminder index of `shard`: a sorted set of `<name length>:<name><grain field>` by
+    /// next due time (milliseconds since the Unix epoch).
+    pub(crate) fn reminder_index(&self, shard: u32) -> String {
+        format!("{}:reminders", self.prefix(shard))
+    }
+
+    /// The reminders of `grain`: a hash of name to `<period ms>:<next due ms>`, in its shard.
+    pub(crate) fn reminders_of(&self, grain: &GrainId) -> String {
+        let shard = self.shard_of(grain);
+        format!("{}:rem:{}", self.prefix(shard), grain_field(grain))
+    }
+
     pub(crate) fn grain(&self, grain: &GrainId) -> GrainKeys {
         let shard = self.shard_of(grain);
         let prefix = self.prefix(shard);
@@ -122,6 +134,22 @@ pub(crate) fn grain_field(grain: &GrainId) -> String {
         }
     }
     out
+}
+
+/// A member of a shard's reminder index: `<name length>:<name><grain field>`. The commit
+/// script builds it (in Lua); this is its reference for the tests.
+#[cfg(test)]
+pub(crate) fn reminder_member(name: &str, field: &str) -> String {
+    format!("{}:{name}{field}", name.len())
+}
+
+/// Parses what [`reminder_member`] wrote: the grain and the reminder's name.
+pub(crate) fn parse_reminder_member(member: &str) -> Option<(GrainId, String)> {
+    let (len, rest) = member.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let name = rest.get(..len)?;
+    let grain = parse_grain_field(rest.get(len..)?)?;
+    Some((grain, name.to_owned()))
 }
 
 /// Parses what [`grain_field`] wrote.

@@ -30,12 +30,16 @@ if grain[1] ~= ARGV[2] then return {'owned', grain[1]} end
 return {'won', grain[2] or '0', grain[3]}
 ";
 
-/// Commits a state change and its events if the activation owns the grain and the version
-/// matches.
+/// Commits a state change, its events and its reminder changes if the activation owns the
+/// grain and the version matches.
 ///
-/// `KEYS`: epoch, grain, outbox. `ARGV`: epoch, activation, expected version, change (`w`
-/// write, `c` clear, `u` unchanged), data, grain field, event count, then type, payload and
-/// trace (hex or empty) of each event.
+/// `KEYS`: epoch, grain, outbox, and with reminder changes only, the grain's reminders and the
+/// shard's reminder index. `ARGV`: epoch, activation, expected version, change (`w` write, `c`
+/// clear, `u` unchanged), data, grain field, event count, then type, payload and trace (hex or
+/// empty) of each event, then (optional, default 0) the reminder change count and, per change,
+/// `s` (set) or `d` (delete), name, period ms and next due ms (empty for a delete). A reminder is a field of the grain's reminder hash
+/// (`<period>:<next due>`) and a member of the index (`<name length>:<name><grain field>`)
+/// scored by its next due time.
 ///
 /// Replies `{"ok", version}`, `{"owner"}`, `{"conflict", version}` or `{"epoch", found|nil}`.
 const COMMIT: &str = r"#!lua
@@ -57,6 +61,19 @@ end
 for i = 0, tonumber(ARGV[7]) - 1 do
   redis.call('XADD', KEYS[3], '*', 'g', ARGV[6], 'v', next, 'i', i,
     't', ARGV[8 + 3 * i], 'p', ARGV[9 + 3 * i], 'tr', ARGV[10 + 3 * i])
+end
+local base = 8 + 3 * tonumber(ARGV[7])
+for i = 0, tonumber(ARGV[base] or '0') - 1 do
+  local at = base + 1 + 4 * i
+  local name = ARGV[at + 1]
+  local member = string.len(name) .. ':' .. name .. ARGV[6]
+  if ARGV[at] == 's' then
+    redis.call('HSET', KEYS[4], name, ARGV[at + 2] .. ':' .. ARGV[at + 3])
+    redis.call('ZADD', KEYS[5], ARGV[at + 3], member)
+  else
+    redis.call('HDEL', KEYS[4], name)
+    redis.call('ZREM', KEYS[5], member)
+  end
 end
 return {'ok', next}
 ";

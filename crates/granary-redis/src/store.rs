@@ -12,14 +12,14 @@ use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, RedisError, Value};
 
 use granary_core::provider::{
-    Claim, Commit, DeadLetter, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
-    OutboxPosition, StateChange, StateStore,
+    Claim, Commit, DeadLetter, DueReminder, EventId, GrainAddress, GrainDirectory, Loaded, Outbox,
+    OutboxEntry, OutboxPosition, Reminder, ReminderChange, ReminderTable, StateChange, StateStore,
 };
 use granary_core::{ActivationId, GrainId, PublishedEvent, SiloId, StorageError};
 
 use crate::config::{Bootstrap, RedisConfig};
 use crate::error::ConnectError;
-use crate::keys::{Keys, grain_field, parse_grain_field, validate_cluster};
+use crate::keys::{Keys, grain_field, parse_grain_field, parse_reminder_member, validate_cluster};
 use crate::scripts::Scripts;
 
 /// The envelope format the cluster's metadata records; a silo refuses a cluster of another.
@@ -277,6 +277,24 @@ impl RedisStore {
                 .arg(&event.type_name)
                 .arg(event.payload.as_slice())
                 .arg(event.trace.map(|t| t.to_string()).unwrap_or_default());
+        }
+        if !commit.reminders.is_empty() {
+            // The reminder keys only when used: a commit without reminder changes sends what
+            // it sent before reminders existed.
+            invocation
+                .key(self.keys.reminders_of(&commit.grain))
+                .key(self.keys.reminder_index(keys.shard))
+                .arg(commit.reminders.len());
+        }
+        for change in &commit.reminders {
+            match change {
+                ReminderChange::Set(r) => invocation
+                    .arg("s")
+                    .arg(&r.name)
+                    .arg(r.period_ms)
+                    .arg(r.next_due_ms),
+                ReminderChange::Remove(name) => invocation.arg("d").arg(name).arg("").arg(""),
+            };
         }
         let mut conn = self.conn.clone();
         let reply: Vec<Value> = self
@@ -599,6 +617,108 @@ impl StateStore for RedisStore {
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>> {
         Box::pin(self.commit_turn(commit))
+    }
+
+    fn reminders(&self) -> Option<&dyn ReminderTable> {
+        Some(self)
+    }
+}
+
+impl RedisStore {
+    async fn reminders_of_grain(&self, grain: &GrainId) -> Result<Vec<Reminder>, StorageError> {
+        let key = self.keys.reminders_of(grain);
+        let mut conn = self.conn.clone();
+        let fields: Vec<(String, String)> = self
+            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
+            .await?;
+        fields
+            .into_iter()
+            .map(|(name, value)| {
+                let parsed = value
+                    .split_once(':')
+                    .and_then(|(p, n)| Some((p.parse().ok()?, n.parse().ok()?)));
+                let (period_ms, next_due_ms) = parsed.ok_or_else(|| {
+                    StorageError::Malformed(format!("reminder {name:?} of {grain} is {value:?}"))
+                })?;
+                Ok(Reminder {
+                    name,
+                    period_ms,
+                    next_due_ms,
+                })
+            })
+            .collect()
+    }
+
+    async fn due_reminders(
+        &self,
+        shard: u32,
+        until_ms: u64,
+        offset: usize,
+        max: usize,
+    ) -> Result<Vec<DueReminder>, StorageError> {
+        let key = self.keys.reminder_index(shard);
+        let mut conn = self.conn.clone();
+        let found: Vec<(String, f64)> = self
+            .bounded(async move {
+                redis::cmd("ZRANGE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(until_ms)
+                    .arg("BYSCORE")
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(max)
+                    .arg("WITHSCORES")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        found
+            .into_iter()
+            .map(|(member, score)| {
+                let (grain, name) = parse_reminder_member(&member).ok_or_else(|| {
+                    StorageError::Malformed(format!("reminder index entry {member:?}"))
+                })?;
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "scores are whole milliseconds below 2^52, written by the commit script"
+                )]
+                let due_ms = score as u64;
+                Ok(DueReminder {
+                    grain,
+                    name,
+                    due_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+impl ReminderTable for RedisStore {
+    fn reminder_shards(&self) -> u32 {
+        self.keys.shards()
+    }
+
+    fn reminder_shard_of(&self, grain: &GrainId) -> u32 {
+        self.keys.shard_of(grain)
+    }
+
+    fn reminders_of<'a>(
+        &'a self,
+        grain: &'a GrainId,
+    ) -> BoxFuture<'a, Result<Vec<Reminder>, StorageError>> {
+        Box::pin(self.reminders_of_grain(grain))
+    }
+
+    fn due(
+        &self,
+        shard: u32,
+        until_ms: u64,
+        offset: usize,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<DueReminder>, StorageError>> {
+        Box::pin(self.due_reminders(shard, until_ms, offset, max))
     }
 }
 

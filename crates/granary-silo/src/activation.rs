@@ -295,7 +295,16 @@ impl<G: Grain> Activation<G> {
                 }
                 // One scan of `G::METHODS` per turn: the method's name and its metrics slot.
                 let index = G::METHODS.iter().position(|m| m.id == method);
-                let name = index.map_or("?", |i| G::METHODS[i].name);
+                let name = index.map_or_else(
+                    || {
+                        if method == granary_core::REMINDER_METHOD.id {
+                            granary_core::REMINDER_METHOD.name
+                        } else {
+                            "?"
+                        }
+                    },
+                    |i| G::METHODS[i].name,
+                );
                 if queued && deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                     let timeout = Duration::ZERO;
                     let err = CallError::Timeout {
@@ -661,6 +670,12 @@ impl<G: Grain> ActivationEntry for Activation<G> {
     fn deliver(self: Arc<Self>, mut req: Request, inline: bool) -> Result<Routed, Request> {
         let read_only = match &req.kind {
             RequestKind::Call { method, .. } => match G::method(*method) {
+                // A reminder tick is an exclusive turn and counts as activity.
+                None if *method == granary_core::REMINDER_METHOD.id => {
+                    self.last_call_epoch
+                        .store(self.shared.epoch(), Ordering::Relaxed);
+                    false
+                }
                 Some(info) => {
                     self.last_call_epoch
                         .store(self.shared.epoch(), Ordering::Relaxed);

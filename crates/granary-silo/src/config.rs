@@ -34,6 +34,17 @@ pub struct SiloConfig {
     /// `CallError::EventTooLarge`. Default 1 MiB
     /// ([`DEFAULT_MAX_EVENT_SIZE`](granary_core::DEFAULT_MAX_EVENT_SIZE)).
     pub max_event_size: usize,
+    /// How often the reminder service reads the reminders due soon from the shards its silo
+    /// owns (it reads those due within two intervals, so a reminder registered on another silo
+    /// fires at most about one interval late the first time; one registered on this silo is
+    /// scheduled at once). Default 1 s.
+    pub reminder_scan_interval: Duration,
+    /// How long the reminder service waits before delivering again a tick whose call failed
+    /// (the grain's silo died, say). Default 1 s.
+    pub reminder_retry: Duration,
+    /// The most reminder ticks the silo delivers at once; the others wait their turn. Default
+    /// 1,024.
+    pub max_reminder_ticks_in_flight: usize,
 }
 
 impl Default for SiloConfig {
@@ -49,13 +60,16 @@ impl Default for SiloConfig {
             max_queued_requests: 10_000,
             wire_local_calls: false,
             max_event_size: granary_core::DEFAULT_MAX_EVENT_SIZE,
+            reminder_scan_interval: Duration::from_secs(1),
+            reminder_retry: Duration::from_secs(1),
+            max_reminder_ticks_in_flight: 1_024,
         }
     }
 }
 
 impl SiloConfig {
     /// The fast profile for tests: 2 s call timeout, 200 ms idle timeout, 50 ms collection
-    /// quantum, 5 s shutdown.
+    /// quantum, 5 s shutdown, reminder scans every 200 ms and retries after 200 ms.
     #[must_use]
     pub fn test_profile() -> Self {
         Self {
@@ -64,6 +78,8 @@ impl SiloConfig {
             idle_timeout: Duration::from_millis(200),
             collection_quantum: Duration::from_millis(50),
             shutdown_timeout: Duration::from_secs(5),
+            reminder_scan_interval: Duration::from_millis(200),
+            reminder_retry: Duration::from_millis(200),
             ..Self::default()
         }
     }

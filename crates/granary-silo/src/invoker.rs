@@ -15,7 +15,9 @@ use granary_core::{
 use crate::activation::{InlineTurn, Routed};
 use crate::cluster::{Cluster, ClusterHost};
 use crate::metrics::Refusal;
-use crate::request::{RemoteCall, ReplyRx, ReplyTx, Request, RequestKind, envelope_of, remote_call};
+use crate::request::{
+    RemoteCall, ReplyRx, ReplyTx, Request, RequestKind, envelope_of, remote_call,
+};
 use crate::router::{Destination, Origin, Router};
 
 /// Calls into one silo. Holds the router strongly, so that a call takes no reference count on

@@ -25,7 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["catalog"],
     &["cluster"],
     &["router"],
-    &["invoker", "collector"],
+    &["invoker", "collector", "reminders"],
     &["silo"],
 ];
 

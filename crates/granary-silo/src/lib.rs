@@ -42,6 +42,7 @@ mod metrics;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod registry;
+mod reminders;
 mod request;
 mod router;
 mod shared;

@@ -368,6 +368,11 @@ impl ActivationHost for Router {
         self.shared.clock().now()
     }
 
+    fn reminder_set(&self, grain: &GrainId, reminder: &granary_core::provider::Reminder) {
+        self.shared
+            .hint_reminder((grain.clone(), reminder.name.clone(), reminder.next_due_ms));
+    }
+
     fn storage_conflict(&self, grain: &GrainId, activation: ActivationId) {
         self.shared.metrics().conflict();
         if let Some(entry) = self.catalog.entry_of(grain, activation) {

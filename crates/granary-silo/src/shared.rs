@@ -72,7 +72,13 @@ pub(crate) struct Shared {
     invoker: OnceLock<Weak<dyn Invoker>>,
     /// Weak for the same reason: the router holds this.
     home: OnceLock<Weak<dyn Home>>,
+    /// Reminders set by commits on this silo, for its reminder service (set when it starts).
+    reminder_hints: OnceLock<tokio::sync::mpsc::Sender<ReminderHint>>,
 }
+
+/// A reminder a commit on this silo set: its grain, name and next due time (ms since the Unix
+/// epoch).
+pub(crate) type ReminderHint = (GrainId, String, u64);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,6 +111,7 @@ impl Shared {
             clock,
             invoker: OnceLock::new(),
             home: OnceLock::new(),
+            reminder_hints: OnceLock::new(),
         }
     }
 
@@ -194,6 +201,21 @@ impl Shared {
     pub(crate) fn set_invoker(&self, invoker: Weak<dyn Invoker>) {
         if self.invoker.set(invoker).is_err() {
             tracing::error!("the silo's invoker is set once; a second one is ignored");
+        }
+    }
+
+    /// Tells the reminder service that a commit set a reminder. Dropped when the service is
+    /// busy (its queue is bounded): its next scan finds the reminder anyway.
+    pub(crate) fn hint_reminder(&self, hint: ReminderHint) {
+        if let Some(hints) = self.reminder_hints.get() {
+            let _ = hints.try_send(hint);
+        }
+    }
+
+    /// Connects the reminder service's hint queue, once, when it starts.
+    pub(crate) fn set_reminder_hints(&self, hints: tokio::sync::mpsc::Sender<ReminderHint>) {
+        if self.reminder_hints.set(hints).is_err() {
+            tracing::error!("the reminder service starts once; a second one is ignored");
         }
     }
 

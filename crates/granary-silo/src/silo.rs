@@ -19,6 +19,7 @@ use crate::invoker::{SiloInvoker, dispatch_wire};
 use crate::memory::{MemoryMembership, MemoryStore};
 use crate::metrics::Census;
 use crate::registry::Registry;
+use crate::reminders;
 use crate::router::Router;
 use crate::shared::{CallObserver, Shared};
 
@@ -274,6 +275,7 @@ impl SiloBuilder {
                 .map_err(StartError::Membership)?;
         }
         shared.spawn(collector::run(router.clone()));
+        shared.spawn(reminders::run(router.clone(), shard_owner(&router)));
         tracing::info!(silo = %silo_id, "silo started");
         Ok(Silo {
             router,
@@ -366,16 +368,7 @@ impl Silo {
     /// one. Outside a cluster the silo owns every shard.
     #[must_use]
     pub fn shard_owner(&self) -> Arc<dyn Fn(u32) -> bool + Send + Sync> {
-        let router = Arc::downgrade(&self.router);
-        Arc::new(move |shard| {
-            let Some(router) = router.upgrade() else {
-                return false;
-            };
-            // Alone, the members are this silo: it owns every shard.
-            let members = router.members();
-            let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
-            owner.is_none_or(|owner| owner == router.shared().silo())
-        })
+        shard_owner(&self.router)
     }
 
     /// A handle on this silo's metrics (Prometheus text), for an HTTP endpoint.
@@ -495,6 +488,20 @@ impl Drop for Silo {
         self.router.catalog().stop_accepting();
         self.router.shared().shutdown().cancel();
     }
+}
+
+/// Whether the silo of `router` owns a shard (see [`Silo::shard_owner`]).
+fn shard_owner(router: &Arc<Router>) -> Arc<dyn Fn(u32) -> bool + Send + Sync> {
+    let router = Arc::downgrade(router);
+    Arc::new(move |shard| {
+        let Some(router) = router.upgrade() else {
+            return false;
+        };
+        // Alone, the members are this silo: it owns every shard.
+        let members = router.members();
+        let owner = members.iter().max_by_key(|silo| rendezvous(silo, shard));
+        owner.is_none_or(|owner| owner == router.shared().silo())
+    })
 }
 
 /// The rendezvous weight of `silo` for `shard`: FNV-1a over the silo's name, generation and

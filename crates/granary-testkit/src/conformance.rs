@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::future::{BoxFuture, join_all};
 use granary::codec::state_codec::{self, StateBlob, StateError};
 use granary::provider::{
-    Claim, Commit, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry, StateChange,
-    StateStore,
+    Claim, Commit, DueReminder, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
+    Reminder, ReminderChange, ReminderTable, StateChange, StateStore,
 };
 use granary::{
     ActivationId, CallError, GrainContext, GrainId, PublishedEvent, Silo, SiloConfig, SiloId,
@@ -63,6 +63,9 @@ macro_rules! store_conformance_tests {
             the_directory_names_the_owner_and_unregisters_only_it,
             a_corrupt_blob_fails_activation_and_is_left_alone,
             an_old_schema_is_upgraded_on_load_and_stored_new_on_write,
+            reminders_commit_with_the_grain_and_are_indexed_by_due_time,
+            a_refused_commit_changes_no_reminder,
+            due_reminders_page_through_a_shard,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -103,8 +106,67 @@ fn write(a: &GrainAddress, expected: u64, data: &[u8], events: Vec<PublishedEven
         expected_version: expected,
         change: StateChange::Write(data.to_vec()),
         events,
+        reminders: Vec::new(),
     }
 }
+
+fn reminder(name: &str, period_ms: u64, next_due_ms: u64) -> Reminder {
+    Reminder {
+        name: name.to_owned(),
+        period_ms,
+        next_due_ms,
+    }
+}
+
+fn reminder_commit(a: &GrainAddress, expected: u64, changes: Vec<ReminderChange>) -> Commit {
+    Commit {
+        grain: a.grain.clone(),
+        activation: a.activation,
+        expected_version: expected,
+        change: StateChange::Unchanged,
+        events: Vec::new(),
+        reminders: changes,
+    }
+}
+
+fn table<S: StoreUnderTest>(store: &S::Store) -> &dyn ReminderTable {
+    store.reminders().expect("the store keeps reminders")
+}
+
+/// Every reminder of `shard` due by `until`, in pages of 7, as (grain, name, due) of `grains`.
+async fn all_due(
+    table: &dyn ReminderTable,
+    shard: u32,
+    until: u64,
+    grains: &[&GrainId],
+) -> Vec<(GrainId, String, u64)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = table.due(shard, until, offset, 7).await.expect("due");
+        offset += page.len();
+        let last = page.len() < 7;
+        // Another test's commit between two pages may shift an entry into the next page
+        // again: keep each once.
+        for DueReminder {
+            grain,
+            name,
+            due_ms,
+        } in page
+        {
+            let entry = (grain, name, due_ms);
+            if grains.contains(&&entry.0) && !out.contains(&entry) {
+                out.push(entry);
+            }
+        }
+        if last {
+            return out;
+        }
+    }
+}
+
+/// A far-future base for due times, so that other tests' reminders (due now) sort before.
+const FAR: u64 = 4_000_000_000_000;
 
 async fn claim_won<S: StoreUnderTest>(h: &S, a: &GrainAddress) -> Loaded {
     match h.store().claim(a, None).await {
@@ -281,6 +343,7 @@ pub async fn clear_deletes_the_state_and_advances_the_version<S: StoreUnderTest>
     let clear = Commit {
         change: StateChange::Clear,
         events: vec![event(1)],
+        reminders: Vec::new(),
         ..write(&a, 1, b"", vec![])
     };
     assert_eq!(store.commit(clear).await, Ok(2));
@@ -315,6 +378,7 @@ pub async fn events_commit_without_a_state_change<S: StoreUnderTest>(h: &S) {
     let only_events = Commit {
         change: StateChange::Unchanged,
         events: vec![event(1), event(2)],
+        reminders: Vec::new(),
         ..write(&a, 1, b"", vec![])
     };
     assert_eq!(store.commit(only_events).await, Ok(2));
@@ -739,6 +803,137 @@ pub async fn an_old_schema_is_upgraded_on_load_and_stored_new_on_write<S: StoreU
         8
     );
     silo.shutdown().await.expect("shutdown");
+}
+
+/// Reminder changes commit with the grain's commit: set (and replaced), listed per grain,
+/// indexed in the grain's shard by next due time, removed from both.
+pub async fn reminders_commit_with_the_grain_and_are_indexed_by_due_time<S: StoreUnderTest>(h: &S) {
+    let store = h.store();
+    let table = table::<S>(&store);
+    let grain = fresh("conformance.r");
+    let shard = table.reminder_shard_of(&grain);
+    assert!(shard < table.reminder_shards());
+    let a = address(&grain, "s1");
+    claim_won(h, &a).await;
+    assert_eq!(table.reminders_of(&grain).await.expect("read"), vec![]);
+    let v = store
+        .commit(reminder_commit(
+            &a,
+            0,
+            vec![
+                ReminderChange::Set(reminder("daily", 86_400_000, FAR + 50)),
+                ReminderChange::Set(reminder("regen", 1_000, FAR + 10)),
+                ReminderChange::Set(reminder("gone", 1_000, FAR + 20)),
+                ReminderChange::Remove("gone".into()),
+            ],
+        ))
+        .await
+        .expect("commit");
+    let mut listed = table.reminders_of(&grain).await.expect("read");
+    listed.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(
+        listed,
+        vec![
+            reminder("daily", 86_400_000, FAR + 50),
+            reminder("regen", 1_000, FAR + 10)
+        ]
+    );
+    assert_eq!(
+        all_due(table, shard, FAR + 49, &[&grain]).await,
+        vec![(grain.clone(), "regen".into(), FAR + 10)],
+        "only what is due by then"
+    );
+    // Advancing a reminder moves it in the index; removing one removes it from both.
+    store
+        .commit(reminder_commit(
+            &a,
+            v,
+            vec![
+                ReminderChange::Set(reminder("regen", 1_000, FAR + 100)),
+                ReminderChange::Remove("daily".into()),
+            ],
+        ))
+        .await
+        .expect("commit");
+    assert_eq!(
+        table.reminders_of(&grain).await.expect("read"),
+        vec![reminder("regen", 1_000, FAR + 100)]
+    );
+    assert_eq!(
+        all_due(table, shard, FAR + 1_000, &[&grain]).await,
+        vec![(grain.clone(), "regen".into(), FAR + 100)]
+    );
+    // A reminder commit is a commit: it advances the version.
+    assert_eq!(h.read_raw(&grain).await.1, v + 1);
+}
+
+/// A commit refused by its fence (stale version, replaced activation) changes no reminder.
+pub async fn a_refused_commit_changes_no_reminder<S: StoreUnderTest>(h: &S) {
+    let store = h.store();
+    let table = table::<S>(&store);
+    let grain = fresh("conformance.r");
+    let shard = table.reminder_shard_of(&grain);
+    let a = address(&grain, "s1");
+    claim_won(h, &a).await;
+    let set = |name: &str| vec![ReminderChange::Set(reminder(name, 1_000, FAR + 1))];
+    store
+        .commit(reminder_commit(&a, 0, set("kept")))
+        .await
+        .expect("commit");
+    assert!(matches!(
+        store.commit(reminder_commit(&a, 0, set("stale"))).await,
+        Err(StorageError::Conflict { .. })
+    ));
+    let b = address(&grain, "s2");
+    assert!(matches!(store.claim(&b, Some(&a)).await, Ok(Claim::Won(_))));
+    let removal = vec![ReminderChange::Remove("kept".into())];
+    assert_eq!(
+        store.commit(reminder_commit(&a, 1, removal)).await,
+        Err(StorageError::NotOwner)
+    );
+    assert_eq!(
+        table.reminders_of(&grain).await.expect("read"),
+        vec![reminder("kept", 1_000, FAR + 1)]
+    );
+    assert_eq!(
+        all_due(table, shard, FAR + 1, &[&grain]).await,
+        vec![(grain.clone(), "kept".into(), FAR + 1)]
+    );
+}
+
+/// Due reminders come earliest first, in pages (`offset`, `max`), each exactly once.
+pub async fn due_reminders_page_through_a_shard<S: StoreUnderTest>(h: &S) {
+    let store = h.store();
+    let table = table::<S>(&store);
+    // Grains of one shard: try ids until 5 land in the first one's shard.
+    let first = fresh("conformance.r");
+    let shard = table.reminder_shard_of(&first);
+    let mut grains = vec![first];
+    while grains.len() < 5 {
+        let g = fresh("conformance.r");
+        if table.reminder_shard_of(&g) == shard {
+            grains.push(g);
+        }
+    }
+    let mut expected = Vec::new();
+    for (i, grain) in grains.iter().enumerate() {
+        let a = address(grain, "s1");
+        claim_won(h, &a).await;
+        let changes = (0..4u64)
+            .map(|n| {
+                let due = FAR + 2_000 + n * 10 + i as u64;
+                expected.push((grain.clone(), format!("r{n}"), due));
+                ReminderChange::Set(reminder(&format!("r{n}"), 1_000, due))
+            })
+            .collect();
+        store
+            .commit(reminder_commit(&a, 0, changes))
+            .await
+            .expect("commit");
+    }
+    expected.sort_by_key(|(_, _, due)| *due);
+    let refs: Vec<&GrainId> = grains.iter().collect();
+    assert_eq!(all_due(table, shard, FAR + 10_000, &refs).await, expected);
 }
 
 impl StoreUnderTest for Arc<granary::provider::MemoryStore> {

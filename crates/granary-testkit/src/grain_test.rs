@@ -374,6 +374,89 @@ impl<G: Grain> GrainTest<G> {
         fired
     }
 
+    /// The grain's committed reminders (what `ctx.register_reminder` stored), by name.
+    #[must_use]
+    pub fn reminders(&self) -> Vec<granary_core::provider::Reminder> {
+        let table: &dyn granary_core::provider::ReminderTable = &*self.host.store;
+        table
+            .reminders_of(&self.id)
+            .now_or_never()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    }
+
+    /// Delivers the reminder `name`'s tick due now (at its stored next due time) as a silo's
+    /// reminder service would, at the virtual clock's current time: advance the clock past
+    /// several periods first to see `missed` ticks reported. Returns the reminder's next due
+    /// time as the grain committed it (`None`: it has no such reminder any more, or none was
+    /// due), as milliseconds since the Unix epoch.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use granary_testkit::GrainTest;
+    /// # use granary::{grain, GrainContext, ReminderTick, Result};
+    /// # use serde::{Serialize, Deserialize};
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// pub struct Energy { points: u64 }
+    /// #[derive(Default)]
+    /// pub struct PlayerGrain;
+    /// #[grain(name = "player", state = Energy)]
+    /// impl PlayerGrain {
+    ///     pub async fn start_regen(&self, ctx: &GrainContext<Self>) -> Result<()> {
+    ///         let minute = Duration::from_secs(60);
+    ///         ctx.register_reminder("regen", minute, minute).await
+    ///     }
+    ///     #[on_reminder]
+    ///     async fn regen(&self, ctx: &GrainContext<Self>, _name: &str, tick: ReminderTick) -> Result<()> {
+    ///         ctx.state().points += 1 + tick.missed; // one point per minute, offline too
+    ///         ctx.write_state().await
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kit = GrainTest::<PlayerGrain>::new("p-1").await?;
+    /// kit.reference().start_regen().await?;
+    /// let due = kit.reminders()[0].next_due_ms;
+    /// kit.advance(Duration::from_secs(3 * 60 + 30)).await; // offline for 3.5 minutes
+    /// let next = kit.fire_reminder("regen").await?;
+    /// assert_eq!(kit.stored_state().map(|s| s.points), Some(3)); // 1 due + 2 missed
+    /// assert_eq!(next, Some(due + 3 * 60_000));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// What the grain's `#[on_reminder]` method (or its commit) returned.
+    pub async fn fire_reminder(&self, name: &str) -> Result<Option<u64>, CallError> {
+        let Some(due) = self
+            .reminders()
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.next_due_ms)
+        else {
+            return Ok(None);
+        };
+        let outcome = run_turn(
+            &self.cell,
+            &self.host,
+            TurnKind::Call {
+                method: granary_core::REMINDER_METHOD.id,
+                args: Payload::local((name.to_owned(), due)),
+            },
+            CallChain::root(),
+            false,
+        )
+        .await;
+        settle(outcome, &self.id, name)?.take("reminder tick reply")
+    }
+
+    /// The virtual clock as wall-clock milliseconds since the Unix epoch (what reminder due
+    /// times are compared with): [`wall_time`](Self::wall_time) in milliseconds.
+    #[must_use]
+    pub fn now_ms(&self) -> u64 {
+        granary_core::provider::unix_ms(granary_core::ActivationHost::now(&*self.host))
+    }
+
     /// Whether the grain asked to be deactivated (or a commit conflicted).
     #[must_use]
     pub fn deactivation_requested(&self) -> bool {

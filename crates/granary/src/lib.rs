@@ -5,7 +5,8 @@
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
     GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId, MethodInfo,
-    PublishedEvent, Result, SiloId, StateGuard, StorageError, SystemClock, TraceId, TypedRef,
+    PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId, StateGuard,
+    StorageError, SystemClock, TraceId, TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{

@@ -36,6 +36,10 @@ pub struct Commit {
     pub change: StateChange,
     /// The turn's events, committed with the change or not at all.
     pub events: Vec<PublishedEvent>,
+    /// The turn's reminder changes, in order, committed with the change or not at all. A
+    /// store without a [`ReminderTable`](crate::provider::ReminderTable) refuses a commit that
+    /// carries any with [`StorageError::Malformed`].
+    pub reminders: Vec<crate::provider::ReminderChange>,
 }
 
 /// The stable id of a committed event: `(origin, grain, version, index)`. A consumer that has
@@ -104,6 +108,12 @@ pub trait StateStore: Send + Sync + 'static {
     /// was written), [`StorageError::Unavailable`] when the backend cannot be reached,
     /// [`StorageError::DataLost`] if it no longer holds the cluster's data.
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>>;
+
+    /// The store's reminder table, if it keeps reminders (the memory and Redis stores do).
+    /// Reminder changes are written by [`commit`](Self::commit). The default keeps none.
+    fn reminders(&self) -> Option<&dyn crate::provider::ReminderTable> {
+        None
+    }
 }
 
 /// What [`StateStore::claim`] found.

@@ -60,3 +60,22 @@ fn garbage_fields_do_not_parse() {
         assert_eq!(parse_grain_field(bad), None, "{bad:?}");
     }
 }
+
+#[test]
+fn reminder_members_round_trip_whatever_the_name_and_key_hold() {
+    for (name, key) in [
+        ("regen", GrainKey::from("alice")),
+        ("a:b:c", GrainKey::from("7:x:s:y")),
+        ("", GrainKey::Int(-3)),
+        ("né", GrainKey::Uuid(Uuid::now_v7())),
+    ] {
+        let grain = GrainId::new("player", key);
+        let member = reminder_member(name, &grain_field(&grain));
+        assert_eq!(
+            parse_reminder_member(&member),
+            Some((grain, name.to_owned()))
+        );
+    }
+    assert_eq!(parse_reminder_member("9:short"), None);
+    assert_eq!(parse_reminder_member("x:name6:player:s:a"), None);
+}

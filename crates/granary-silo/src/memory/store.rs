@@ -8,8 +8,8 @@ use futures::future::{BoxFuture, FutureExt, ready};
 use parking_lot::Mutex;
 
 use granary_core::provider::{
-    Claim, Commit, DeadLetter, EventId, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
-    OutboxPosition, StateChange, StateStore,
+    Claim, Commit, DeadLetter, DueReminder, EventId, GrainAddress, GrainDirectory, Loaded, Outbox,
+    OutboxEntry, OutboxPosition, Reminder, ReminderChange, ReminderTable, StateChange, StateStore,
 };
 use granary_core::{ActivationId, BuildGrainIdHasher, GrainId, StorageError};
 
@@ -18,6 +18,8 @@ struct Record {
     owner: Option<GrainAddress>,
     data: Option<Vec<u8>>,
     version: u64,
+    /// The grain's reminders by name, each with its key in the due index.
+    reminders: std::collections::BTreeMap<String, (Reminder, (u64, u64))>,
 }
 
 /// Grain state with versioned, fenced commits, a transactional outbox and the grain directory,
@@ -33,6 +35,9 @@ pub struct MemoryStore {
     dead: Mutex<VecDeque<(DeadLetter, OutboxEntry)>>,
     /// Wakes a relay waiting for new entries.
     appended: tokio::sync::Notify,
+    /// Every reminder by (next due, sequence): the one reminder shard's index.
+    due: Mutex<std::collections::BTreeMap<(u64, u64), (GrainId, String)>>,
+    due_seq: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -52,6 +57,8 @@ impl Default for MemoryStore {
             outbox_seq: std::sync::atomic::AtomicU64::default(),
             dead: Mutex::default(),
             appended: tokio::sync::Notify::default(),
+            due: Mutex::default(),
+            due_seq: std::sync::atomic::AtomicU64::default(),
         }
     }
 }
@@ -121,6 +128,26 @@ impl MemoryStore {
             StateChange::Unchanged => {}
         }
         record.version = version;
+        if !commit.reminders.is_empty() {
+            let mut due = self.due.lock();
+            for change in commit.reminders {
+                let name = match &change {
+                    ReminderChange::Set(r) => r.name.clone(),
+                    ReminderChange::Remove(name) => name.clone(),
+                };
+                if let Some((_, key)) = record.reminders.remove(&name) {
+                    due.remove(&key);
+                }
+                if let ReminderChange::Set(reminder) = change {
+                    let seq = self
+                        .due_seq
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let key = (reminder.next_due_ms, seq);
+                    due.insert(key, (commit.grain.clone(), name.clone()));
+                    record.reminders.insert(name, (reminder, key));
+                }
+            }
+        }
         // The outbox append happens under the record's lock: no reader sees the state without
         // its events or the other way round.
         let mut outbox = self.outbox.lock();
@@ -174,6 +201,58 @@ impl StateStore for MemoryStore {
 
     fn commit(&self, commit: Commit) -> BoxFuture<'_, Result<u64, StorageError>> {
         ready(self.apply(commit)).boxed()
+    }
+
+    fn reminders(&self) -> Option<&dyn ReminderTable> {
+        Some(self)
+    }
+}
+
+/// One reminder shard: the store is one process's memory.
+impl ReminderTable for MemoryStore {
+    fn reminder_shards(&self) -> u32 {
+        1
+    }
+
+    fn reminder_shard_of(&self, _grain: &GrainId) -> u32 {
+        0
+    }
+
+    fn reminders_of<'a>(
+        &'a self,
+        grain: &'a GrainId,
+    ) -> BoxFuture<'a, Result<Vec<Reminder>, StorageError>> {
+        let found = self
+            .grains
+            .get(grain)
+            .map(|r| r.reminders.values().map(|(r, _)| r.clone()).collect())
+            .unwrap_or_default();
+        ready(Ok(found)).boxed()
+    }
+
+    fn due(
+        &self,
+        shard: u32,
+        until_ms: u64,
+        offset: usize,
+        max: usize,
+    ) -> BoxFuture<'_, Result<Vec<DueReminder>, StorageError>> {
+        if shard != 0 {
+            return ready(Ok(Vec::new())).boxed();
+        }
+        let found = self
+            .due
+            .lock()
+            .range(..=(until_ms, u64::MAX))
+            .skip(offset)
+            .take(max)
+            .map(|(&(due_ms, _), (grain, name))| DueReminder {
+                grain: grain.clone(),
+                name: name.clone(),
+                due_ms,
+            })
+            .collect();
+        ready(Ok(found)).boxed()
     }
 }
 

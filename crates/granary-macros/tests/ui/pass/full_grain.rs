@@ -120,6 +120,17 @@ pub mod player {
             Ok(())
         }
 
+        #[on_reminder]
+        async fn remind(
+            &self,
+            _ctx: &GrainContext<Self>,
+            name: &str,
+            tick: granary::ReminderTick,
+        ) -> Result<()> {
+            let _ = (name, tick.missed);
+            Ok(())
+        }
+
         fn helper(&self) -> u32 {
             1
         }
