@@ -385,6 +385,12 @@ impl Cluster {
             .sort_by(|a, b| (a.name(), a.generation()).cmp(&(b.name(), b.generation())));
         let (changed, newly_dead) = {
             let mut current = self.view.write();
+            if view.version < current.version {
+                // Refreshes run concurrently (the periodic one, an owner check, the detector):
+                // a read of an older table that finishes last must not take the view back,
+                // e.g. make a silo declared dead meanwhile look active again.
+                return Ok(());
+            }
             let changed = current.active != view.active;
             let newly_dead = view.rows.get(&self.me).is_some_and(|(status, _)| {
                 *status == SiloStatus::Dead
