@@ -106,6 +106,16 @@ impl Registry {
         self.types.get(type_name)
     }
 
+    /// Keeps only the types named in `hosted`; returns the first name that is not registered.
+    pub(crate) fn retain(&mut self, hosted: &[&'static str]) -> Result<(), &'static str> {
+        if let Some(missing) = hosted.iter().find(|n| !self.types.contains_key(*n)) {
+            return Err(missing);
+        }
+        self.types.retain(|name, _| hosted.contains(name));
+        self.idle.retain(|name, _| hosted.contains(name));
+        Ok(())
+    }
+
     /// The registered type names, sorted.
     pub(crate) fn type_names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.types.keys().copied().collect();

@@ -32,6 +32,17 @@ pub struct MembershipEntry {
     /// Votes of other silos that could not reach it; enough recent ones declare it dead.
     #[serde(default)]
     pub suspicions: Vec<Suspicion>,
+    /// The grain types the silo hosts, sorted; placement puts a new activation only on a
+    /// silo that hosts its type. `None` in the rows of silos that predate this field: such
+    /// a silo is taken to host every type, as placement did before (during a rolling restart
+    /// an old silo stays eligible; if it lacks the type it answers `UnknownGrainType`, as
+    /// before). Silos of this version always write the list.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// The silo's roles (e.g. `"sim"`): a grain type that asks for a role is placed only on
+    /// silos that have it. Empty when the silo declared none (or predates roles).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl MembershipEntry {
@@ -43,7 +54,24 @@ impl MembershipEntry {
             address: address.into(),
             status,
             suspicions: Vec::new(),
+            hosts: None,
+            roles: Vec::new(),
         }
+    }
+
+    /// Whether the silo hosts grain type `type_name`: it is in [`hosts`](Self::hosts), or the
+    /// row predates the list (`None`: every type).
+    #[must_use]
+    pub fn hosts_type(&self, type_name: &str) -> bool {
+        self.hosts
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == type_name))
+    }
+
+    /// Whether the silo has role `role`.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
     }
 }
 
