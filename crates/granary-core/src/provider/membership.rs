@@ -150,3 +150,51 @@ pub trait MembershipTable: Send + Sync + 'static {
     /// [`StorageError::Unavailable`] if the table cannot be reached.
     fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_written_before_hosted_types_decodes_as_hosting_every_type() {
+        // A row as a silo of the previous version wrote it (JSON, as the Redis table keeps it).
+        let old = r#"{"silo":{"name":"s0","generation":7},"address":"127.0.0.1:1","status":"Active","suspicions":[]}"#;
+        let silo = SiloId::new("s0", 7);
+        let encoded = serde_json::to_string(&MembershipEntry::new(
+            silo.clone(),
+            "127.0.0.1:1",
+            SiloStatus::Active,
+        ))
+        .unwrap_or_default();
+        // The fixture above has the shape this version writes, less the new fields.
+        assert!(encoded.starts_with(&old[..old.len() - 1]), "{encoded}");
+        let row: MembershipEntry = serde_json::from_str(old).expect("an old row decodes");
+        assert_eq!(row.silo, silo);
+        assert_eq!(row.hosts, None);
+        assert!(row.roles.is_empty());
+        assert!(row.hosts_type("any.type"));
+        assert!(!row.has_role("sim"));
+    }
+
+    #[test]
+    fn hosted_types_and_roles_round_trip_and_decide_eligibility() {
+        let row = MembershipEntry {
+            hosts: Some(vec!["game".into()]),
+            roles: vec!["sim".into()],
+            ..MembershipEntry::new(SiloId::new("s1", 1), "127.0.0.1:2", SiloStatus::Joining)
+        };
+        let json = serde_json::to_string(&row).unwrap_or_default();
+        let back: MembershipEntry = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, row);
+        assert!(back.hosts_type("game"));
+        assert!(!back.hosts_type("player"));
+        assert!(back.has_role("sim"));
+        assert!(!back.has_role("social"));
+        // A silo that hosts nothing is eligible for nothing (not "everything").
+        let none = MembershipEntry {
+            hosts: Some(Vec::new()),
+            ..row
+        };
+        assert!(!none.hosts_type("game"));
+    }
+}
