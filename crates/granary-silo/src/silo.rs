@@ -157,9 +157,16 @@ impl SiloBuilder {
     /// and placement puts a new activation only on a silo that hosts its type; a call for a
     /// type no active silo hosts fails with [`CallError::NoHost`](granary_core::CallError::NoHost).
     #[must_use]
-    pub fn hosts<G: Grain>(mut self) -> Self {
-        if !self.hosts.contains(&G::TYPE_NAME) {
-            self.hosts.push(G::TYPE_NAME);
+    pub fn hosts<G: Grain>(self) -> Self {
+        self.hosts_type(G::TYPE_NAME)
+    }
+
+    /// As [`hosts`](Self::hosts), by type name (one of [`grain_types`](Self::grain_types)):
+    /// for tools that read the hosted types from their settings.
+    #[must_use]
+    pub fn hosts_type(mut self, type_name: &'static str) -> Self {
+        if !self.hosts.contains(&type_name) {
+            self.hosts.push(type_name);
         }
         self
     }
