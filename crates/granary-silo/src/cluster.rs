@@ -158,8 +158,10 @@ impl ClusterConfig {
     }
 
     /// Places new activations of grain type `type_name` only on silos with role `role` (that
-    /// also host the type). Every silo of the cluster should be given the same requirements:
-    /// each applies its own when it places a call.
+    /// also host the type). A silo with this requirement that registers the type but lacks the
+    /// role does not host it (its membership row leaves the type out), so other silos place the
+    /// type right even without the requirement; give it at least to every silo that registers
+    /// the type.
     #[must_use]
     pub fn require_role(mut self, type_name: &str, role: impl Into<String>) -> Self {
         self.role_by_type.insert(type_name.to_owned(), role.into());

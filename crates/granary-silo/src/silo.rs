@@ -276,31 +276,42 @@ impl SiloBuilder {
             self.observer,
             self.clock,
         ));
-        let hosted: Vec<String> = self
-            .registry
-            .type_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let catalog = Catalog::new(shared.clone(), self.registry);
-        let cluster = match self.cluster {
-            Some(mut config) => Some({
-                for role in &self.roles {
-                    if !config.roles.contains(role) {
-                        config.roles.push(role.clone());
-                    }
+        let cluster = self.cluster.map(|mut config| {
+            for role in &self.roles {
+                if !config.roles.contains(role) {
+                    config.roles.push(role.clone());
                 }
-                config
-            }),
-            None => None,
-        };
+            }
+            config
+        });
+        if let Some(config) = &cluster {
+            // A type that asks for a role this silo lacks is not hosted here, whatever is
+            // registered: the membership row says so, and no silo places it here.
+            let eligible: Vec<&'static str> = self
+                .registry
+                .type_names()
+                .into_iter()
+                .filter(|t| {
+                    config
+                        .role_by_type
+                        .get(*t)
+                        .is_none_or(|role| config.roles.contains(role))
+                })
+                .collect();
+            self.registry
+                .retain(&eligible)
+                .map_err(StartError::HostsUnregistered)?;
+        }
         let profile = Profile {
-            hosts: hosted,
-            roles: cluster
-                .as_ref()
-                .map(|c| c.roles.clone())
-                .unwrap_or(self.roles),
+            hosts: self
+                .registry
+                .type_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            roles: cluster.as_ref().map_or(self.roles, |c| c.roles.clone()),
         };
+        let catalog = Catalog::new(shared.clone(), self.registry);
         let cluster = match cluster {
             Some(config) => Some(
                 Cluster::bind(config, shared.clone(), membership.clone())
