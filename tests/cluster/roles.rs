@@ -16,11 +16,11 @@ use granary_testkit::redis_server::{shared_redis_url, unique_name};
 
 const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
 
-/// A match, hosted only by simulation silos.
+/// A match, hosted only by simulation silos (silos with the role `sim`).
 #[derive(Debug, Default)]
 pub struct GameGrain;
 
-#[grain(name = "roles.game", state = ())]
+#[grain(name = "roles.game", state = (), role = "sim")]
 impl GameGrain {
     pub async fn ping(&self, ctx: &GrainContext<Self>) -> Result<()> {
         let _ = ctx;
@@ -113,7 +113,8 @@ async fn games_land_only_on_the_sim_silo_and_players_spread_over_the_rest() {
         &url,
         &cluster,
         "sim",
-        Some("sim"),
+        // The role games ask for comes from `#[grain(role = "sim")]` in this test.
+        None,
         |b| {
             b.register::<GameGrain>()
                 .register::<PlayerGrain>()
@@ -126,7 +127,7 @@ async fn games_land_only_on_the_sim_silo_and_players_spread_over_the_rest() {
         &url,
         &cluster,
         "meta1",
-        Some("sim"),
+        None,
         |b| b.register::<GameGrain>().register::<PlayerGrain>(),
         &["social"],
     )
@@ -135,7 +136,8 @@ async fn games_land_only_on_the_sim_silo_and_players_spread_over_the_rest() {
         &url,
         &cluster,
         "meta2",
-        // No requirement here: the hosted types in the rows are enough to place games.
+        // Without games registered, this silo does not know their role: the hosted types in
+        // the rows are enough to place them.
         None,
         |b| b.register::<PlayerGrain>(),
         &[],
@@ -281,20 +283,24 @@ async fn a_call_for_a_type_no_active_silo_hosts_fails_at_once_with_no_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_type_asking_for_a_role_no_silo_has_fails_with_no_host_naming_the_role() {
     let (cluster, url) = new_cluster().await;
-    // The silo registers games, but games ask for the "sim" role, which it lacks.
-    let (a, _) = start(
+    // The silo registers games and has the role `sim` their attribute asks for, but its
+    // configuration asks for `referee` instead (it overrides the attribute): it does not host
+    // games.
+    let (a, store) = start(
         &url,
         &cluster,
         "a",
-        Some("sim"),
-        |b| b.register::<GameGrain>(),
-        &["social"],
+        Some("referee"),
+        |b| b.register::<GameGrain>().register::<PlayerGrain>(),
+        &["sim"],
     )
     .await;
     settle(&[&a], 1).await;
+    let table = RedisMembership::new(store).read().await.unwrap();
+    assert_eq!(table.entries[0].hosts, Some(vec![PLAYER.to_owned()]));
     let err = a.client().grain::<GameGrain>(1).ping().await.unwrap_err();
-    assert!(is_no_host(&err, Some("sim")), "{err:?}");
-    assert!(err.to_string().contains("\"sim\""), "{err}");
+    assert!(is_no_host(&err, Some("referee")), "{err:?}");
+    assert!(err.to_string().contains("\"referee\""), "{err}");
     assert!(!a.is_active(&GrainId::new(GAME, 1)));
     a.shutdown().await.unwrap();
 }

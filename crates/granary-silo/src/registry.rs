@@ -51,6 +51,8 @@ pub(crate) struct Registry {
     types: HashMap<&'static str, Arc<dyn GrainFactory>>,
     /// How long each type's activations may stay idle (`G::IDLE_AFTER` unless overridden).
     idle: HashMap<&'static str, IdleAfter>,
+    /// The role each type asks for (`G::ROLE`), if any.
+    roles: HashMap<&'static str, &'static str>,
 }
 
 impl fmt::Debug for Registry {
@@ -75,6 +77,9 @@ impl Registry {
         };
         self.types.insert(G::TYPE_NAME, Arc::new(factory));
         self.idle.insert(G::TYPE_NAME, G::IDLE_AFTER);
+        if let Some(role) = G::ROLE {
+            self.roles.insert(G::TYPE_NAME, role);
+        }
         true
     }
 
@@ -113,7 +118,13 @@ impl Registry {
         }
         self.types.retain(|name, _| hosted.contains(name));
         self.idle.retain(|name, _| hosted.contains(name));
+        self.roles.retain(|name, _| hosted.contains(name));
         Ok(())
+    }
+
+    /// The role each registered type asks for with `#[grain(role = "...")]`.
+    pub(crate) fn roles(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.roles.iter().map(|(t, r)| (*t, *r))
     }
 
     /// The registered type names, sorted.

@@ -282,6 +282,13 @@ impl SiloBuilder {
                     config.roles.push(role.clone());
                 }
             }
+            // `#[grain(role = "...")]`, unless the configuration names another role.
+            for (grain_type, role) in self.registry.roles() {
+                config
+                    .role_by_type
+                    .entry(grain_type.to_owned())
+                    .or_insert_with(|| role.to_owned());
+            }
             config
         });
         if let Some(config) = &cluster {
