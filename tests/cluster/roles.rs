@@ -48,12 +48,12 @@ async fn new_cluster() -> (String, String) {
     (unique_name("roles"), shared_redis_url().await)
 }
 
-/// Starts one silo of cluster `cluster`, every type asking for `game_role` if given.
+/// Starts one silo of cluster `cluster`, its cluster configuration changed by `configure`.
 async fn start(
     url: &str,
     cluster: &str,
     name: &str,
-    game_role: Option<&str>,
+    configure: impl FnOnce(ClusterConfig) -> ClusterConfig,
     build: impl FnOnce(SiloBuilder) -> SiloBuilder,
     roles: &[&str],
 ) -> (Silo, Arc<RedisStore>) {
@@ -62,11 +62,9 @@ async fn start(
             .await
             .unwrap(),
     );
-    let mut config =
-        ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
-    if let Some(role) = game_role {
-        config = config.require_role(GAME, role);
-    }
+    let mut config = configure(
+        ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile(),
+    );
     for role in roles {
         config = config.role(*role);
     }
@@ -114,7 +112,7 @@ async fn games_land_only_on_the_sim_silo_and_players_spread_over_the_rest() {
         &cluster,
         "sim",
         // The role games ask for comes from `#[grain(role = "sim")]` in this test.
-        None,
+        |c| c,
         |b| {
             b.register::<GameGrain>()
                 .register::<PlayerGrain>()
@@ -127,7 +125,7 @@ async fn games_land_only_on_the_sim_silo_and_players_spread_over_the_rest() {
         &url,
         &cluster,
         "meta1",
-        None,
+        |c| c,
         |b| b.register::<GameGrain>().register::<PlayerGrain>(),
         &["social"],
     )
@@ -138,7 +136,7 @@ async fn games_land_only_on_the_sim_silo_and_players_spread_over_the_rest() {
         "meta2",
         // Without games registered, this silo does not know their role: the hosted types in
         // the rows are enough to place them.
-        None,
+        |c| c,
         |b| b.register::<PlayerGrain>(),
         &[],
     )
@@ -233,7 +231,7 @@ async fn a_call_for_a_type_no_active_silo_hosts_fails_at_once_with_no_host() {
         &url,
         &cluster,
         "a",
-        None,
+        |c| c,
         |b| b.register::<PlayerGrain>(),
         &[],
     )
@@ -242,7 +240,7 @@ async fn a_call_for_a_type_no_active_silo_hosts_fails_at_once_with_no_host() {
         &url,
         &cluster,
         "b",
-        None,
+        |c| c,
         |b| b.register::<PlayerGrain>(),
         &[],
     )
@@ -290,7 +288,7 @@ async fn a_type_asking_for_a_role_no_silo_has_fails_with_no_host_naming_the_role
         &url,
         &cluster,
         "a",
-        Some("referee"),
+        |c| c.require_role(GAME, "referee"),
         |b| b.register::<GameGrain>().register::<PlayerGrain>(),
         &["sim"],
     )
@@ -317,4 +315,40 @@ async fn hosting_a_type_that_is_not_registered_is_a_start_error() {
         matches!(err, granary::StartError::HostsUnregistered(GAME)),
         "{err:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grain_whose_partner_is_active_nowhere_goes_to_a_silo_that_hosts_it() {
+    let (cluster, url) = new_cluster().await;
+    // Players are co-located with the game of the same key; the sim silo hosts no players.
+    let colocate =
+        |c: ClusterConfig| c.colocate(PLAYER, |g| Some(GrainId::new(GAME, g.key().clone())));
+    let (sim, _) = start(
+        &url,
+        &cluster,
+        "sim",
+        colocate,
+        |b| b.register::<GameGrain>(),
+        &["sim"],
+    )
+    .await;
+    let (meta, _) = start(
+        &url,
+        &cluster,
+        "meta",
+        colocate,
+        |b| b.register::<PlayerGrain>(),
+        &[],
+    )
+    .await;
+    settle(&[&sim, &meta], 2).await;
+    // Game 5 is active nowhere: the player cannot stay on the sim silo (the call made there is
+    // placed again, on a silo that hosts players).
+    sim.client().grain::<PlayerGrain>(5).join(5).await.unwrap();
+    let silos = [&sim, &meta];
+    assert_eq!(active_on(&silos, &GrainId::new(PLAYER, 5)), vec![1]);
+    assert_eq!(active_on(&silos, &GrainId::new(GAME, 5)), vec![0]);
+    for silo in [meta, sim] {
+        silo.shutdown().await.unwrap();
+    }
 }
