@@ -20,6 +20,7 @@ mod limits;
 mod metrics;
 mod multi_silo;
 mod processes;
+mod roles;
 mod tidy;
 mod turns;
 mod webdriver;

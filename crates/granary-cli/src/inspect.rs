@@ -64,6 +64,14 @@ pub(crate) async fn status(store: Arc<RedisStore>) -> anyhow::Result<()> {
             age,
             activations
         );
+        match &entry.hosts {
+            Some(types) if types.is_empty() => println!("    hosts: no grain types"),
+            Some(types) => println!("    hosts: {}", types.join(", ")),
+            None => println!("    hosts: every type (a silo older than hosted types)"),
+        }
+        if !entry.roles.is_empty() {
+            println!("    roles: {}", entry.roles.join(", "));
+        }
         for (grain_type, n) in beat.map(|b| b.by_type.as_slice()).unwrap_or_default() {
             println!("    {grain_type:<40} {n:>12}");
         }

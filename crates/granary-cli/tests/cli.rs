@@ -102,6 +102,7 @@ async fn status_grain_and_events_tail_show_a_running_cluster() {
             .test_profile(),
         )
         .register::<CounterGrain>()
+        .role("sim")
         .start()
         .await
         .unwrap();
@@ -131,6 +132,12 @@ async fn status_grain_and_events_tail_show_a_running_cluster() {
         out.contains("inspected@") && out.contains("Active"),
         "{out}"
     );
+    // The silo's hosted types and roles, under its row.
+    assert!(
+        out.lines().any(|l| l.trim() == "hosts: cli.counter"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.trim() == "roles: sim"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["cli.counter", "1"]),
@@ -333,7 +340,7 @@ async fn a_host_binary_runs_a_silo_that_serves_calls_and_stops_on_sigterm() {
         &host_binary(),
         &["silo", "--config", file.to_str().unwrap()],
         "hosted",
-        &[],
+        &[("GRANARY_ROLES", "sim, eu")],
     )
     .await;
     std::fs::remove_file(&file).unwrap();
@@ -352,6 +359,14 @@ async fn a_host_binary_runs_a_silo_that_serves_calls_and_stops_on_sigterm() {
     let status = command(&host, &[&base[..], &["status"]].concat(), &[]);
     assert!(status.status.success(), "{}", stderr(&status));
     assert!(stdout(&status).contains("hosted@"), "{}", stdout(&status));
+    // GRANARY_ROLES reached the silo's membership row.
+    assert!(
+        stdout(&status)
+            .lines()
+            .any(|l| l.trim() == "roles: sim, eu"),
+        "{}",
+        stdout(&status)
+    );
     let shown = command(
         &host,
         &[&base[..], &["grain", "host.greeter", "ann"]].concat(),

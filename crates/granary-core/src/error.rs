@@ -218,6 +218,18 @@ pub enum CallError {
         #[source]
         source: ReminderError,
     },
+    /// No active silo of the cluster hosts this grain type (or has the role the type asks
+    /// for), so a new activation has nowhere to go: the call failed at once, without running.
+    /// Start a silo that registers the type (and has the role), or check the silos' hosted
+    /// types and roles (`granary status` lists them). Not retryable as such: retry once such
+    /// a silo has joined.
+    #[error("no active silo hosts grain type {grain_type}{}", role_suffix(role.as_deref()))]
+    NoHost {
+        /// The grain type that has no host.
+        grain_type: String,
+        /// The role the type asks for, if any.
+        role: Option<String>,
+    },
 }
 
 /// Why a reminder was refused (in [`CallError::Reminder`]).
@@ -255,6 +267,11 @@ pub enum ReminderError {
     /// store or the Redis store, which do.
     #[error("the state store does not support reminders")]
     Unsupported,
+}
+
+fn role_suffix(role: Option<&str>) -> String {
+    role.map(|r| format!(" with role {r:?}"))
+        .unwrap_or_default()
 }
 
 fn display_chain(chain: &[GrainId]) -> String {

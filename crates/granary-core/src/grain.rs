@@ -95,6 +95,10 @@ pub trait Grain: Send + Sync + Sized + 'static {
     /// How long an idle activation of this type lives (`#[grain(idle_after = "...")]`); the
     /// silo's builder may override it. Default: the silo's idle timeout.
     const IDLE_AFTER: IdleAfter = IdleAfter::SiloDefault;
+    /// The silo role new activations of this type ask for (`#[grain(role = "sim")]`): only
+    /// silos with the role host the type. `ClusterConfig::require_role` overrides it. Default:
+    /// none.
+    const ROLE: Option<&'static str> = None;
 
     /// Upgrades a stored state payload of schema version `from` to `from + 1`. Loading a state of
     /// an older version runs the steps in order; the next write stores

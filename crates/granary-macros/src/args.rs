@@ -23,6 +23,8 @@ pub(crate) struct GrainArgs {
     pub(crate) upgrade: Option<Path>,
     /// `idle_after = "90s"` or `"never"`: how long an idle activation lives.
     pub(crate) idle_after: Option<IdleAfterArg>,
+    /// `role = "sim"`: the silo role the type asks for.
+    pub(crate) role: Option<LitStr>,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
 }
@@ -97,7 +99,7 @@ pub(crate) fn parse_idle_after(text: &str) -> Result<IdleAfterArg, String> {
     Ok(IdleAfterArg::Millis(total))
 }
 
-const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"` or `crate = \"path\"`";
+const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"` or `crate = \"path\"`";
 
 impl GrainArgs {
     /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
@@ -112,6 +114,7 @@ impl GrainArgs {
         let mut state_version: Option<LitInt> = None;
         let mut upgrade: Option<Path> = None;
         let mut idle_after: Option<IdleAfterArg> = None;
+        let mut role: Option<LitStr> = None;
         let mut unknown: Vec<syn::Error> = Vec::new();
 
         let parser = syn::meta::parser(|meta| {
@@ -200,6 +203,18 @@ impl GrainArgs {
                             .map_err(|message| syn::Error::new(lit.span(), message))?,
                     );
                 }
+                "role" => {
+                    if role.is_some() {
+                        return Err(duplicate());
+                    }
+                    let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`role` takes a string: `role = \"sim\"`")
+                    })?;
+                    if lit.value().trim().is_empty() {
+                        return Err(syn::Error::new(lit.span(), "the role must not be empty"));
+                    }
+                    role = Some(lit);
+                }
                 "crate" => {
                     if krate.is_some() {
                         return Err(duplicate());
@@ -258,6 +273,7 @@ impl GrainArgs {
             state_version,
             upgrade,
             idle_after,
+            role,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
         }
     }

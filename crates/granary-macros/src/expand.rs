@@ -172,6 +172,10 @@ fn grain_impl(
         };
         quote!(const IDLE_AFTER: #core::IdleAfter = #value;)
     });
+    let role = args
+        .role
+        .as_ref()
+        .map(|role| quote!(const ROLE: ::core::option::Option<&'static str> = ::core::option::Option::Some(#role);));
     let upgrade = args.upgrade.as_ref().map(|path| {
         quote! {
             fn upgrade_state(
@@ -188,6 +192,7 @@ fn grain_impl(
             const REENTRANT: bool = #reentrant;
             #state_version
             #idle_after
+            #role
             const METHODS: &'static [#core::MethodInfo] = &[#(#infos),*];
             type State = #state;
             type Ref = #ref_ident;

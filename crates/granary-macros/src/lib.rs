@@ -127,6 +127,9 @@ use proc_macro::TokenStream;
 ///   parts with the units `ms`, `s`, `min`, `h`, `d` (`"1h30min"`), more than zero; or
 ///   `idle_after = "never"` to keep activations until they ask to go, are deactivated on request
 ///   or the silo stops. Timer ticks are not calls. `SiloBuilder::idle_after` overrides it.
+/// - `role = "sim"`: new activations of this type go only to silos with this role
+///   (`SiloBuilder::role`); a silo that registers the type without the role does not host it.
+///   `ClusterConfig::require_role` overrides it.
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
 ///

@@ -27,6 +27,9 @@
 //! | `GRANARY_LISTEN` | the transport's listen address | `0.0.0.0:11111` |
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
+//! | `GRANARY_HOSTS` | the grain types the silo hosts, comma-separated (each registered) | every registered type |
+//! | `GRANARY_ROLES` | the silo's roles, comma-separated | none |
+//! | `GRANARY_TYPE_ROLES` | the role a grain type asks for: `game=sim; lobby=social` | none |
 //! | `GRANARY_PROFILE` | `production` or `test` (fast timings: failure detection in about a second) | `production` |
 //! | `GRANARY_BOOTSTRAP` | `join`: start only if the cluster exists in Redis (a Redis that lost its data is not taken for a new, empty cluster); `create`: create the cluster if it does not exist, else join it (the first silo of a new cluster) | `join` |
 //! | `GRANARY_IDLE_AFTER` | deactivate a grain after this long without calls: a number with `ms`, `s`, `m` or `h` (`90s`, `15m`) | the profile's: `15m` in production, `200ms` in test |

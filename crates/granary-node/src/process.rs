@@ -103,6 +103,12 @@ async fn serve(
     let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
     cluster.advertise = r.advertise;
     cluster.placement = r.placement;
+    for role in &r.roles {
+        cluster = cluster.role(role.clone());
+    }
+    for (grain_type, role) in &r.type_roles {
+        cluster = cluster.require_role(grain_type, role.clone());
+    }
     let mut config = SiloConfig {
         name: r.name,
         ..SiloConfig::default()
@@ -126,7 +132,7 @@ async fn serve(
         .storage(store.clone())
         .membership(Arc::new(RedisMembership::new(store.clone())))
         .cluster(cluster);
-    let silo = register(builder).start().await?;
+    let silo = host_only(register(builder), &r.hosts)?.start().await?;
     started(&silo);
     let relay = relay.owner(silo.shard_owner()).start();
     let dashboard = r
@@ -185,5 +191,38 @@ async fn stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Limits the silo to the grain types `hosts` names (`GRANARY_HOSTS`); all registered types if
+/// it names none.
+fn host_only(mut builder: SiloBuilder, hosts: &[String]) -> Result<SiloBuilder, NodeError> {
+    let registered = builder.grain_types();
+    for name in hosts {
+        let Some(known) = registered.iter().find(|t| **t == name.as_str()) else {
+            return Err(NodeError::Setting {
+                name: "GRANARY_HOSTS",
+                problem: format!(
+                    "{name:?} is not a grain type of this silo; it registers {}",
+                    registered.join(", ")
+                ),
+            });
+        };
+        builder = builder.hosts_type(known);
+    }
+    Ok(builder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosting_a_type_the_silo_does_not_register_is_a_setting_error() {
+        assert!(host_only(Silo::builder(), &[]).is_ok());
+        let err = host_only(Silo::builder(), &["game".into()]).err().unwrap();
+        assert!(err.to_string().contains("GRANARY_HOSTS"), "{err}");
+        assert!(err.to_string().contains("\"game\""), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 }

@@ -27,6 +27,12 @@ pub struct Settings {
     pub advertise: Option<String>,
     /// The placement of new activations.
     pub placement: Option<String>,
+    /// The grain types this silo hosts, comma-separated (default: every registered type).
+    pub hosts: Option<String>,
+    /// This silo's roles, comma-separated, e.g. `sim,eu`.
+    pub roles: Option<String>,
+    /// The role each grain type asks for: `game=sim; lobby=social`.
+    pub type_roles: Option<String>,
     /// `production` or `test`.
     pub profile: Option<String>,
     /// `join` (the default: the cluster must exist) or `create` (create it if missing).
@@ -111,6 +117,9 @@ impl Settings {
             ("GRANARY_LISTEN", &mut self.listen),
             ("GRANARY_ADVERTISE", &mut self.advertise),
             ("GRANARY_PLACEMENT", &mut self.placement),
+            ("GRANARY_HOSTS", &mut self.hosts),
+            ("GRANARY_ROLES", &mut self.roles),
+            ("GRANARY_TYPE_ROLES", &mut self.type_roles),
             ("GRANARY_PROFILE", &mut self.profile),
             ("GRANARY_BOOTSTRAP", &mut self.bootstrap),
             ("GRANARY_IDLE_AFTER", &mut self.idle_after),
@@ -172,6 +181,13 @@ pub(crate) struct Resolved {
     pub(crate) listen: SocketAddr,
     pub(crate) advertise: Option<SocketAddr>,
     pub(crate) placement: Placement,
+    /// `GRANARY_HOSTS`: the grain types to host, if limited (checked against the registered
+    /// types when the silo is built).
+    pub(crate) hosts: Vec<String>,
+    /// `GRANARY_ROLES`.
+    pub(crate) roles: Vec<String>,
+    /// `GRANARY_TYPE_ROLES`: (grain type, role).
+    pub(crate) type_roles: Vec<(String, String)>,
     pub(crate) test_profile: bool,
     /// Create the cluster in Redis if it does not exist.
     pub(crate) create: bool,
@@ -253,6 +269,41 @@ fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
                 })
         })
         .transpose()
+}
+
+/// The non-empty items of a comma-separated list.
+fn list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GRANARY_TYPE_ROLES`: `type=role` pairs separated by `;`.
+fn type_roles(value: Option<&str>) -> Result<Vec<(String, String)>, NodeError> {
+    let mut pairs = Vec::new();
+    for item in value.unwrap_or_default().split(';').map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        match item.split_once('=').map(|(t, r)| (t.trim(), r.trim())) {
+            Some((grain_type, role)) if !grain_type.is_empty() && !role.is_empty() => {
+                pairs.push((grain_type.to_owned(), role.to_owned()));
+            }
+            _ => {
+                return Err(NodeError::Setting {
+                    name: "GRANARY_TYPE_ROLES",
+                    problem: format!(
+                        "{item:?} is not grain-type=role (e.g. game=sim; lobby=social)"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(pairs)
 }
 
 /// Checks every setting; the error names the first one that is missing or wrong.
@@ -345,6 +396,9 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         }
     }
     let otlp = settings.otlp.as_deref().map(otlp_traces_url).transpose()?;
+    let hosts = list(settings.hosts.as_deref());
+    let roles = list(settings.roles.as_deref());
+    let type_roles = type_roles(settings.type_roles.as_deref())?;
     let routing = sinks::Routing::resolve(settings)?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
@@ -359,6 +413,9 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 11111))),
         advertise: address(settings.advertise.as_ref(), "GRANARY_ADVERTISE")?,
         placement,
+        hosts,
+        roles,
+        type_roles,
         test_profile,
         create,
         idle_after,
@@ -405,6 +462,35 @@ mod tests {
         ];
         pairs.extend_from_slice(extra);
         resolve(&env(&pairs))
+    }
+
+    #[test]
+    fn hosted_types_roles_and_type_roles_are_read_and_checked() {
+        let r = with(&[]).unwrap();
+        assert!(r.hosts.is_empty() && r.roles.is_empty() && r.type_roles.is_empty());
+        let r = with(&[
+            ("GRANARY_HOSTS", "game, lobby"),
+            ("GRANARY_ROLES", "sim,eu,"),
+            ("GRANARY_TYPE_ROLES", "game=sim; lobby = social;"),
+        ])
+        .unwrap();
+        assert_eq!(r.hosts, ["game", "lobby"]);
+        assert_eq!(r.roles, ["sim", "eu"]);
+        assert_eq!(
+            r.type_roles,
+            [
+                ("game".to_owned(), "sim".to_owned()),
+                ("lobby".to_owned(), "social".to_owned())
+            ]
+        );
+        for bad in ["game", "game=", "=sim", "game=sim; lobby"] {
+            let err = with(&[("GRANARY_TYPE_ROLES", bad)]).err().unwrap();
+            assert!(
+                err.to_string().contains("GRANARY_TYPE_ROLES"),
+                "{bad}: {err}"
+            );
+            assert_eq!(err.exit_code(), 2);
+        }
     }
 
     #[test]

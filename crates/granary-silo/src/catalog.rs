@@ -96,6 +96,11 @@ impl Catalog {
         self.registry.static_names(type_name, id)
     }
 
+    /// Whether this silo hosts (has registered) grain type `type_name`.
+    pub(crate) fn hosts_type(&self, type_name: &str) -> bool {
+        self.registry.get(type_name).is_some()
+    }
+
     /// The name of method `id` of grain type `type_name`.
     pub(crate) fn method_name(&self, type_name: &str, id: MethodId) -> Option<&'static str> {
         self.registry.method_name(type_name, id)

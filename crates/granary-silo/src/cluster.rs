@@ -83,6 +83,12 @@ pub struct ClusterConfig {
     pub votes_for_death: u32,
     /// How long a vote counts. Default 60 s.
     pub vote_expiry: Duration,
+    /// This silo's roles (e.g. `"sim"`), written in its membership row. Default none.
+    pub roles: Vec<String>,
+    /// The role each grain type asks for, by type name: a new activation of the type goes
+    /// only to an active silo that hosts the type and has the role. Types not listed go to any
+    /// silo that hosts them.
+    pub role_by_type: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -117,6 +123,8 @@ impl ClusterConfig {
             missed_probes: 3,
             votes_for_death: 2,
             vote_expiry: Duration::from_secs(60),
+            roles: Vec::new(),
+            role_by_type: HashMap::new(),
         }
     }
 
@@ -138,6 +146,28 @@ impl ClusterConfig {
     pub fn place(mut self, type_name: &str, placement: Placement) -> Self {
         self.placement_by_type
             .insert(type_name.to_owned(), placement);
+        self
+    }
+
+    /// Gives this silo role `role` (written in its membership row): grain types that ask for
+    /// the role (see [`require_role`](Self::require_role)) may be placed here.
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        let role = role.into();
+        if !self.roles.contains(&role) {
+            self.roles.push(role);
+        }
+        self
+    }
+
+    /// Places new activations of grain type `type_name` only on silos with role `role` (that
+    /// also host the type). A silo with this requirement that registers the type but lacks the
+    /// role does not host it (its membership row leaves the type out), so other silos place the
+    /// type right even without the requirement; give it at least to every silo that registers
+    /// the type.
+    #[must_use]
+    pub fn require_role(mut self, type_name: &str, role: impl Into<String>) -> Self {
+        self.role_by_type.insert(type_name.to_owned(), role.into());
         self
     }
 
@@ -185,6 +215,9 @@ struct View {
     rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>), BuildHasherDefault<Fnv>>,
     /// Activations per silo, from their last heartbeats.
     load: HashMap<SiloId, u64>,
+    /// The hosted types (`None`: a silo that predates the list, taken to host all) and the
+    /// roles of each active silo.
+    profiles: HashMap<SiloId, (Option<Vec<String>>, Vec<String>)>,
 }
 
 /// FNV-1a, for the view's maps: their keys come from the membership table (written by the
@@ -373,6 +406,10 @@ impl Cluster {
         for entry in snapshot.entries {
             if entry.status == SiloStatus::Active {
                 view.active.push(entry.silo.clone());
+                view.profiles.insert(
+                    entry.silo.clone(),
+                    (entry.hosts.clone(), entry.roles.clone()),
+                );
             }
             if entry.status == SiloStatus::Dead && entry.silo != self.me {
                 // Dead is final: its links close and its handshakes are refused.
@@ -537,11 +574,57 @@ impl Cluster {
             .and_then(|partner| partner(grain))
     }
 
+    /// Whether this silo has the role grain type `type_name` asks for (true if it asks none).
+    pub(crate) fn has_role_for(&self, type_name: &str) -> bool {
+        self.config
+            .role_by_type
+            .get(type_name)
+            .is_none_or(|role| self.config.roles.contains(role))
+    }
+
     /// Where the type's placement puts a new activation of `grain`, this silo holding
-    /// `local_load` activations: `None` for this silo.
-    pub(crate) fn place(&self, grain: &GrainId, local_load: u64) -> Option<SiloId> {
+    /// `local_load` activations and able to host it if `hosted_here` (it hosts the type and
+    /// has the role the type asks for): `Ok(None)` for this silo. Only active silos that host the type (and have the role the type asks for) are
+    /// candidates.
+    ///
+    /// # Errors
+    /// [`CallError::NoHost`] when no active silo hosts the type and this one does not either.
+    pub(crate) fn place(
+        &self,
+        grain: &GrainId,
+        local_load: u64,
+        hosted_here: bool,
+    ) -> Result<Option<SiloId>, CallError> {
         let view = self.view.read().clone();
-        let placement = self.config.placement_of(grain.type_name());
+        let type_name = grain.type_name();
+        let placement = self.config.placement_of(type_name);
+        let role = self.config.role_by_type.get(type_name);
+        let eligible = |silo: &SiloId| {
+            view.profiles.get(silo).is_some_and(|(hosts, roles)| {
+                hosts
+                    .as_ref()
+                    .is_none_or(|types| types.iter().any(|t| t == type_name))
+                    && role.is_none_or(|role| roles.contains(role))
+            })
+        };
+        let here = hosted_here;
+        let candidates: Vec<SiloId> = view
+            .active
+            .iter()
+            .filter(|s| eligible(s))
+            .cloned()
+            .collect();
+        if candidates.is_empty() {
+            // This silo before it is active in its own view (joining) still hosts what it can.
+            return if here {
+                Ok(None)
+            } else {
+                Err(CallError::NoHost {
+                    grain_type: type_name.to_owned(),
+                    role: role.cloned(),
+                })
+            };
+        }
         let load = |silo: &SiloId| {
             if *silo == self.me {
                 local_load
@@ -549,8 +632,15 @@ impl Cluster {
                 view.load.get(silo).copied().unwrap_or(0)
             }
         };
-        let target = placement.pick(grain, &view.active, &self.me, load);
-        (*target != self.me).then(|| target.clone())
+        // Prefer-local cannot keep a grain on a silo that does not host it: it falls back to
+        // the hash, so every such silo sends a given grain to the same host.
+        let placement = if !here && placement == Placement::PreferLocal {
+            Placement::Hash
+        } else {
+            placement
+        };
+        let target = placement.pick(grain, &candidates, &self.me, load);
+        Ok((*target != self.me).then(|| target.clone()))
     }
 
     /// The live silo other than this one where `partner` is active, from the directory.

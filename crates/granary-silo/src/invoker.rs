@@ -47,8 +47,10 @@ impl Invoker for SiloInvoker {
         let timeout = call
             .timeout
             .unwrap_or(router.shared().config().call_timeout);
-        let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
-            return invoke_here(router, call, timeout);
+        let (cluster, away) = match leaving(router.destination(&call.target, Origin::Call)) {
+            Ok(Some(away)) => away,
+            Ok(None) => return invoke_here(router, call, timeout),
+            Err(err) => return Invoked::Ready(Err(err)),
         };
         let router = router.clone();
         Invoked::Pending(
@@ -75,8 +77,10 @@ impl Invoker for SiloInvoker {
     fn send_now(&self, call: OutgoingCall) -> Invoked<()> {
         let router = &self.router;
         let timeout = router.shared().config().call_timeout;
-        let Some((cluster, away)) = leaving(router.destination(&call.target, Origin::Call)) else {
-            return Invoked::Ready(send_here(router, call));
+        let (cluster, away) = match leaving(router.destination(&call.target, Origin::Call)) {
+            Ok(Some(away)) => away,
+            Ok(None) => return Invoked::Ready(send_here(router, call)),
+            Err(err) => return Invoked::Ready(Err(err)),
         };
         let router = router.clone();
         Invoked::Pending(
@@ -109,12 +113,16 @@ impl Away {
     }
 }
 
-/// The cluster and the way off this silo of a call whose destination is not `Local`.
-fn leaving(destination: Destination<'_>) -> Option<(Arc<Cluster>, Away)> {
+/// The cluster and the way off this silo of a call whose destination is not `Local`; the
+/// error of a call that has nowhere to go.
+fn leaving(destination: Destination<'_>) -> Result<Option<(Arc<Cluster>, Away)>, CallError> {
     match destination {
-        Destination::Local => None,
-        Destination::Remote(cluster, to) => Some((cluster.clone(), Away::Silo(to))),
-        Destination::NextTo(cluster, partner) => Some((cluster.clone(), Away::Partner(partner))),
+        Destination::Local => Ok(None),
+        Destination::Remote(cluster, to) => Ok(Some((cluster.clone(), Away::Silo(to)))),
+        Destination::NextTo(cluster, partner) => {
+            Ok(Some((cluster.clone(), Away::Partner(partner))))
+        }
+        Destination::Nowhere(err) => Err(err),
     }
 }
 

@@ -51,6 +51,8 @@ pub(crate) struct Registry {
     types: HashMap<&'static str, Arc<dyn GrainFactory>>,
     /// How long each type's activations may stay idle (`G::IDLE_AFTER` unless overridden).
     idle: HashMap<&'static str, IdleAfter>,
+    /// The role each type asks for (`G::ROLE`), if any.
+    roles: HashMap<&'static str, &'static str>,
 }
 
 impl fmt::Debug for Registry {
@@ -75,6 +77,9 @@ impl Registry {
         };
         self.types.insert(G::TYPE_NAME, Arc::new(factory));
         self.idle.insert(G::TYPE_NAME, G::IDLE_AFTER);
+        if let Some(role) = G::ROLE {
+            self.roles.insert(G::TYPE_NAME, role);
+        }
         true
     }
 
@@ -114,6 +119,22 @@ impl Registry {
 
     pub(crate) fn get(&self, type_name: &str) -> Option<&Arc<dyn GrainFactory>> {
         self.types.get(type_name)
+    }
+
+    /// Keeps only the types named in `hosted`; returns the first name that is not registered.
+    pub(crate) fn retain(&mut self, hosted: &[&'static str]) -> Result<(), &'static str> {
+        if let Some(missing) = hosted.iter().find(|n| !self.types.contains_key(*n)) {
+            return Err(missing);
+        }
+        self.types.retain(|name, _| hosted.contains(name));
+        self.idle.retain(|name, _| hosted.contains(name));
+        self.roles.retain(|name, _| hosted.contains(name));
+        Ok(())
+    }
+
+    /// The role each registered type asks for with `#[grain(role = "...")]`.
+    pub(crate) fn roles(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.roles.iter().map(|(t, r)| (*t, *r))
     }
 
     /// The registered type names, sorted.

@@ -34,6 +34,8 @@ pub(crate) enum Destination<'a> {
     /// Wherever this other grain (its co-location partner) is active, which the directory
     /// tells; this silo if it is active nowhere.
     NextTo(&'a Arc<Cluster>, GrainId),
+    /// Nowhere: no active silo hosts the grain's type ([`CallError::NoHost`]).
+    Nowhere(CallError),
 }
 
 /// Where a request comes from, which decides how far the router may look.
@@ -111,8 +113,10 @@ impl Router {
     }
 
     /// Where a request for `grain` goes. Alone, always here. In a cluster: here if the grain
-    /// is active here; where the directory cache says it lives; then, for a new call only, to
-    /// its co-location partner's silo or where its type's placement puts it.
+    /// is active here; where the directory cache says it lives; then, for a new call (or a
+    /// request placed here although this silo does not host the type), to its co-location
+    /// partner's silo (new calls only) or where its type's placement puts it, among the silos
+    /// that host the type.
     pub(crate) fn destination(&self, grain: &GrainId, origin: Origin) -> Destination<'_> {
         let Topology::Cluster(cluster) = &self.topology else {
             return Destination::Local;
@@ -123,10 +127,14 @@ impl Router {
         if let Some(owner) = cluster.cached_elsewhere(grain) {
             return Destination::Remote(cluster, owner);
         }
-        if origin == Origin::Placed {
+        let hosted_here =
+            self.catalog.hosts_type(grain.type_name()) && cluster.has_role_for(grain.type_name());
+        if origin == Origin::Placed && hosted_here {
             return Destination::Local;
         }
-        if let Some(partner) = cluster.partner_of(grain) {
+        // A request placed on a silo that does not host its type (a client's gateway) is
+        // placed again, on a silo that does.
+        if let Some(partner) = cluster.partner_of(grain).filter(|_| origin == Origin::Call) {
             if self.catalog.contains(&partner) {
                 return Destination::Local;
             }
@@ -136,9 +144,10 @@ impl Router {
             };
         }
         let local_load = self.catalog.len() as u64;
-        match cluster.place(grain, local_load) {
-            None => Destination::Local,
-            Some(to) => Destination::Remote(cluster, to),
+        match cluster.place(grain, local_load, hosted_here) {
+            Ok(None) => Destination::Local,
+            Ok(Some(to)) => Destination::Remote(cluster, to),
+            Err(err) => Destination::Nowhere(err),
         }
     }
 
@@ -185,6 +194,11 @@ impl Router {
                         // Known to live on another silo: forward instead of activating here.
                         let rx = req.channel();
                         self.forward(cluster, req, owner);
+                        return Routed::waiting(rx);
+                    }
+                    Destination::Nowhere(err) => {
+                        let rx = req.channel();
+                        req.fail(err);
                         return Routed::waiting(rx);
                     }
                     Destination::Local | Destination::NextTo(..) => {

@@ -44,6 +44,10 @@ pub enum StartError {
     /// calls. Give a positive duration, or `IdleAfter::Never`.
     #[error("grain type {0:?} has an idle time of zero")]
     ZeroIdleAfter(&'static str),
+    /// [`SiloBuilder::hosts`] names a grain type that is not registered; register it (before
+    /// or after) or drop it from the hosted types.
+    #[error("the silo is to host grain type {0:?}, which is not registered")]
+    HostsUnregistered(&'static str),
 }
 
 /// Why a shutdown was not clean. The silo is stopped either way.
@@ -70,6 +74,8 @@ pub struct SiloBuilder {
     cluster: Option<ClusterConfig>,
     idle_overrides: Vec<(&'static str, IdleAfter)>,
     clock: Arc<dyn Clock>,
+    hosts: Vec<&'static str>,
+    roles: Vec<String>,
 }
 
 impl std::fmt::Debug for SiloBuilder {
@@ -101,6 +107,8 @@ impl SiloBuilder {
             cluster: None,
             idle_overrides: Vec::new(),
             clock: Arc::new(SystemClock),
+            hosts: Vec::new(),
+            roles: Vec::new(),
         }
     }
 
@@ -141,6 +149,35 @@ impl SiloBuilder {
     #[must_use]
     pub fn idle_after<G: Grain>(mut self, after: impl Into<IdleAfter>) -> Self {
         self.idle_overrides.push((G::TYPE_NAME, after.into()));
+        self
+    }
+
+    /// Hosts grain type `G` (which must be registered too): once this is called, the silo
+    /// hosts only the types named this way, not every registered one. By default a silo hosts
+    /// all its registered types. The hosted types are written in the silo's membership row,
+    /// and placement puts a new activation only on a silo that hosts its type; a call for a
+    /// type no active silo hosts fails with [`CallError::NoHost`](granary_core::CallError::NoHost).
+    #[must_use]
+    pub fn hosts<G: Grain>(self) -> Self {
+        self.hosts_type(G::TYPE_NAME)
+    }
+
+    /// As [`hosts`](Self::hosts), by type name (one of [`grain_types`](Self::grain_types)):
+    /// for tools that read the hosted types from their settings.
+    #[must_use]
+    pub fn hosts_type(mut self, type_name: &'static str) -> Self {
+        if !self.hosts.contains(&type_name) {
+            self.hosts.push(type_name);
+        }
+        self
+    }
+
+    /// Gives the silo role `role` (e.g. `"sim"`), written in its membership row: grain types
+    /// that ask for the role ([`ClusterConfig::require_role`]) are placed only on silos that
+    /// have it. The same as [`ClusterConfig::role`].
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.roles.push(role.into());
         self
     }
 
@@ -211,6 +248,11 @@ impl SiloBuilder {
                 return Err(StartError::IdleAfterUnregistered(name));
             }
         }
+        if !self.hosts.is_empty() {
+            self.registry
+                .retain(&self.hosts)
+                .map_err(StartError::HostsUnregistered)?;
+        }
         let zero = self
             .registry
             .idle_policies()
@@ -235,8 +277,50 @@ impl SiloBuilder {
             self.observer,
             self.clock,
         ));
+        let cluster = self.cluster.map(|mut config| {
+            for role in &self.roles {
+                if !config.roles.contains(role) {
+                    config.roles.push(role.clone());
+                }
+            }
+            // `#[grain(role = "...")]`, unless the configuration names another role.
+            for (grain_type, role) in self.registry.roles() {
+                config
+                    .role_by_type
+                    .entry(grain_type.to_owned())
+                    .or_insert_with(|| role.to_owned());
+            }
+            config
+        });
+        if let Some(config) = &cluster {
+            // A type that asks for a role this silo lacks is not hosted here, whatever is
+            // registered: the membership row says so, and no silo places it here.
+            let eligible: Vec<&'static str> = self
+                .registry
+                .type_names()
+                .into_iter()
+                .filter(|t| {
+                    config
+                        .role_by_type
+                        .get(*t)
+                        .is_none_or(|role| config.roles.contains(role))
+                })
+                .collect();
+            self.registry
+                .retain(&eligible)
+                .map_err(StartError::HostsUnregistered)?;
+        }
+        let profile = Profile {
+            hosts: self
+                .registry
+                .type_names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            roles: cluster.as_ref().map_or(self.roles, |c| c.roles.clone()),
+        };
         let catalog = Catalog::new(shared.clone(), self.registry);
-        let cluster = match self.cluster {
+        let cluster = match cluster {
             Some(config) => Some(
                 Cluster::bind(config, shared.clone(), membership.clone())
                     .await
@@ -256,23 +340,41 @@ impl SiloBuilder {
             let host: Arc<dyn ClusterHost> = silo_invoker;
             cluster.set_host(Arc::downgrade(&host));
             address = cluster.address().to_string();
-            set_status(&*membership, &silo_id, &address, SiloStatus::Joining)
-                .await
-                .map_err(StartError::Membership)?;
+            set_status(
+                &*membership,
+                &silo_id,
+                &address,
+                &profile,
+                SiloStatus::Joining,
+            )
+            .await
+            .map_err(StartError::Membership)?;
             // The lease runs from here: heartbeats while joining too.
             shared.spawn(cluster.clone().lease_loop(shared.shutdown().clone()));
             cluster.refresh().await.map_err(StartError::Membership)?;
             cluster.join().await;
-            set_status(&*membership, &silo_id, &address, SiloStatus::Active)
-                .await
-                .map_err(StartError::Membership)?;
+            set_status(
+                &*membership,
+                &silo_id,
+                &address,
+                &profile,
+                SiloStatus::Active,
+            )
+            .await
+            .map_err(StartError::Membership)?;
             cluster.refresh().await.map_err(StartError::Membership)?;
             shared.spawn(cluster.clone().refresh_loop(shared.shutdown().clone()));
             shared.spawn(cluster.probe_loop(shared.shutdown().clone()));
         } else {
-            set_status(&*membership, &silo_id, &address, SiloStatus::Active)
-                .await
-                .map_err(StartError::Membership)?;
+            set_status(
+                &*membership,
+                &silo_id,
+                &address,
+                &profile,
+                SiloStatus::Active,
+            )
+            .await
+            .map_err(StartError::Membership)?;
         }
         shared.spawn(collector::run(router.clone()));
         shared.spawn(reminders::run(router.clone(), shard_owner(&router)));
@@ -282,8 +384,18 @@ impl SiloBuilder {
             invoker,
             membership,
             address,
+            profile,
         })
     }
+}
+
+/// What a silo's membership row says it hosts and is.
+#[derive(Debug, Clone)]
+struct Profile {
+    /// The grain types it hosts, sorted.
+    hosts: Vec<String>,
+    /// Its roles.
+    roles: Vec<String>,
 }
 
 /// Writes `status` into the silo's membership row, retrying compare-and-set conflicts.
@@ -291,6 +403,7 @@ async fn set_status(
     table: &dyn MembershipTable,
     silo: &SiloId,
     address: &str,
+    profile: &Profile,
     status: SiloStatus,
 ) -> Result<(), StorageError> {
     loop {
@@ -304,6 +417,8 @@ async fn set_status(
         }
         let entry = MembershipEntry {
             suspicions: current.map(|e| e.suspicions.clone()).unwrap_or_default(),
+            hosts: Some(profile.hosts.clone()),
+            roles: profile.roles.clone(),
             ..MembershipEntry::new(silo.clone(), address, status)
         };
         match table.upsert(entry, snapshot.version).await {
@@ -325,6 +440,8 @@ pub struct Silo {
     membership: Arc<dyn MembershipTable>,
     /// The transport address in a cluster; empty otherwise.
     address: String,
+    /// The hosted types and roles its membership row shows.
+    profile: Profile,
 }
 
 impl std::fmt::Debug for Silo {
@@ -456,6 +573,7 @@ impl Silo {
             &*self.membership,
             shared.silo(),
             &self.address,
+            &self.profile,
             SiloStatus::ShuttingDown,
         )
         .await;
@@ -471,6 +589,7 @@ impl Silo {
             &*self.membership,
             shared.silo(),
             &self.address,
+            &self.profile,
             SiloStatus::Dead,
         )
         .await;

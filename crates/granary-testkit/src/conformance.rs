@@ -6,7 +6,8 @@
 //! missing state, write and read back, version conflicts, racing activations (only one
 //! commits), a replaced activation (it commits neither state nor events), clear, the outbox
 //! (atomic with the state, stable ids, ack), and, through a real silo, corrupt blobs and schema
-//! upgrades.
+//! upgrades. [`membership_rows_keep_hosted_types_and_roles`] checks a membership table's rows
+//! (the in-memory and the Redis table run it).
 //!
 //! ```text
 //! granary_testkit::store_conformance_tests!(async { MyHarness::new().await });
@@ -19,8 +20,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::future::{BoxFuture, join_all};
 use granary::codec::state_codec::{self, StateBlob, StateError};
 use granary::provider::{
-    Claim, Commit, DueReminder, GrainAddress, GrainDirectory, Loaded, Outbox, OutboxEntry,
-    Reminder, ReminderChange, ReminderTable, StateChange, StateStore,
+    Claim, Commit, DueReminder, GrainAddress, GrainDirectory, Loaded, MembershipEntry,
+    MembershipTable, Outbox, OutboxEntry, Reminder, ReminderChange, ReminderTable, SiloStatus,
+    StateChange, StateStore,
 };
 use granary::{
     ActivationId, CallError, GrainContext, GrainId, PublishedEvent, Silo, SiloConfig, SiloId,
@@ -952,4 +954,58 @@ impl StoreUnderTest for Arc<granary::provider::MemoryStore> {
         let stored = self.stored(grain).unwrap_or((None, 0));
         Box::pin(async move { stored })
     }
+}
+
+/// Membership conformance: a row's hosted types and roles are read back as written (placement
+/// depends on them), a row written without them (a silo of an earlier version) reads back as
+/// "not stated", and a status change that carries the row over keeps them. Run it on a fresh,
+/// empty table of the provider under test.
+///
+/// # Panics
+/// When the table loses or changes what was written.
+pub async fn membership_rows_keep_hosted_types_and_roles(table: &dyn MembershipTable) {
+    let start = table.read().await.expect("table readable").version;
+    let sim = MembershipEntry {
+        hosts: Some(vec!["roles.game".into(), "roles.lobby".into()]),
+        roles: vec!["sim".into(), "eu".into()],
+        ..MembershipEntry::new(SiloId::new("sim", 1), "127.0.0.1:1", SiloStatus::Joining)
+    };
+    let old = MembershipEntry::new(SiloId::new("old", 1), "127.0.0.1:2", SiloStatus::Active);
+    let v = table.upsert(sim.clone(), start).await.expect("upsert");
+    let v = table.upsert(old.clone(), v).await.expect("upsert");
+    let snapshot = table.read().await.expect("table readable");
+    let row = |name: &str| {
+        snapshot
+            .entries
+            .iter()
+            .find(|e| e.silo.name() == name)
+            .cloned()
+            .expect("row present")
+    };
+    assert_eq!(
+        row("sim"),
+        sim,
+        "hosted types and roles read back as written"
+    );
+    assert_eq!(
+        row("old").hosts,
+        None,
+        "a row without hosted types stays without"
+    );
+    assert!(row("old").roles.is_empty());
+    // Going active the way a silo does: the rest of the row carried over.
+    let active = MembershipEntry {
+        status: SiloStatus::Active,
+        ..row("sim")
+    };
+    table.upsert(active.clone(), v).await.expect("upsert");
+    let snapshot = table.read().await.expect("table readable");
+    let back = snapshot
+        .entries
+        .iter()
+        .find(|e| e.silo.name() == "sim")
+        .expect("row present");
+    assert_eq!(*back, active);
+    assert!(back.hosts_type("roles.game") && !back.hosts_type("roles.player"));
+    assert!(back.has_role("sim"));
 }

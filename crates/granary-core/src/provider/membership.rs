@@ -32,6 +32,17 @@ pub struct MembershipEntry {
     /// Votes of other silos that could not reach it; enough recent ones declare it dead.
     #[serde(default)]
     pub suspicions: Vec<Suspicion>,
+    /// The grain types the silo hosts, sorted; placement puts a new activation only on a
+    /// silo that hosts its type. `None` in the rows of silos that predate this field: such
+    /// a silo is taken to host every type, as placement did before (during a rolling restart
+    /// an old silo stays eligible; if it lacks the type it answers `UnknownGrainType`, as
+    /// before). Silos of this version always write the list.
+    #[serde(default)]
+    pub hosts: Option<Vec<String>>,
+    /// The silo's roles (e.g. `"sim"`): a grain type that asks for a role is placed only on
+    /// silos that have it. Empty when the silo declared none (or predates roles).
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 impl MembershipEntry {
@@ -43,7 +54,24 @@ impl MembershipEntry {
             address: address.into(),
             status,
             suspicions: Vec::new(),
+            hosts: None,
+            roles: Vec::new(),
         }
+    }
+
+    /// Whether the silo hosts grain type `type_name`: it is in [`hosts`](Self::hosts), or the
+    /// row predates the list (`None`: every type).
+    #[must_use]
+    pub fn hosts_type(&self, type_name: &str) -> bool {
+        self.hosts
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == type_name))
+    }
+
+    /// Whether the silo has role `role`.
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
     }
 }
 
@@ -121,4 +149,52 @@ pub trait MembershipTable: Send + Sync + 'static {
     /// # Errors
     /// [`StorageError::Unavailable`] if the table cannot be reached.
     fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_written_before_hosted_types_decodes_as_hosting_every_type() {
+        // A row as a silo of the previous version wrote it (JSON, as the Redis table keeps it).
+        let old = r#"{"silo":{"name":"s0","generation":7},"address":"127.0.0.1:1","status":"Active","suspicions":[]}"#;
+        let silo = SiloId::new("s0", 7);
+        let encoded = serde_json::to_string(&MembershipEntry::new(
+            silo.clone(),
+            "127.0.0.1:1",
+            SiloStatus::Active,
+        ))
+        .unwrap_or_default();
+        // The fixture above has the shape this version writes, less the new fields.
+        assert!(encoded.starts_with(&old[..old.len() - 1]), "{encoded}");
+        let row: MembershipEntry = serde_json::from_str(old).expect("an old row decodes");
+        assert_eq!(row.silo, silo);
+        assert_eq!(row.hosts, None);
+        assert!(row.roles.is_empty());
+        assert!(row.hosts_type("any.type"));
+        assert!(!row.has_role("sim"));
+    }
+
+    #[test]
+    fn hosted_types_and_roles_round_trip_and_decide_eligibility() {
+        let row = MembershipEntry {
+            hosts: Some(vec!["game".into()]),
+            roles: vec!["sim".into()],
+            ..MembershipEntry::new(SiloId::new("s1", 1), "127.0.0.1:2", SiloStatus::Joining)
+        };
+        let json = serde_json::to_string(&row).unwrap_or_default();
+        let back: MembershipEntry = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, row);
+        assert!(back.hosts_type("game"));
+        assert!(!back.hosts_type("player"));
+        assert!(back.has_role("sim"));
+        assert!(!back.has_role("social"));
+        // A silo that hosts nothing is eligible for nothing (not "everything").
+        let none = MembershipEntry {
+            hosts: Some(Vec::new()),
+            ..row
+        };
+        assert!(!none.hosts_type("game"));
+    }
 }

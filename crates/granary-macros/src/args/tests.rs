@@ -41,3 +41,35 @@ fn bad_durations_say_what_is_wrong() {
         assert!(err.contains(expected), "{text}: {err}");
     }
 }
+
+/// Parses `#[grain(...)]` arguments; the first error's message, if any.
+fn parse_args(tokens: proc_macro2::TokenStream) -> (super::GrainArgs, Option<String>) {
+    let mut errors = crate::errors::Errors::default();
+    let args = super::GrainArgs::parse(tokens, proc_macro2::Span::call_site(), &mut errors);
+    (args, errors.into_syn().map(|e| e.to_string()))
+}
+
+#[test]
+fn a_role_is_a_non_empty_string_given_once() {
+    let (args, err) = parse_args(quote::quote!(name = "game", state = (), role = "sim"));
+    assert_eq!(err, None);
+    assert_eq!(args.role.map(|r| r.value()).as_deref(), Some("sim"));
+    for (tokens, expected) in [
+        (
+            quote::quote!(name = "g", state = (), role = " "),
+            "must not be empty",
+        ),
+        (
+            quote::quote!(name = "g", state = (), role = sim),
+            "`role` takes a string",
+        ),
+        (
+            quote::quote!(name = "g", state = (), role = "a", role = "b"),
+            "duplicate grain argument `role`",
+        ),
+    ] {
+        let (_, err) = parse_args(tokens);
+        let err = err.unwrap_or_default();
+        assert!(err.contains(expected), "{err}");
+    }
+}

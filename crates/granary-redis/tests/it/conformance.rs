@@ -43,3 +43,9 @@ impl StoreUnderTest for Harness {
 }
 
 granary_testkit::store_conformance_tests!(Harness::shared());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_rows_keep_hosted_types_and_roles() {
+    let table = granary_redis::RedisMembership::new(Harness::shared().await.0);
+    granary_testkit::conformance::membership_rows_keep_hosted_types_and_roles(&table).await;
+}
