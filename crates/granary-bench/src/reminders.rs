@@ -113,7 +113,7 @@ pub(crate) fn granary(total: usize) -> f64 {
 }
 
 /// The baseline: `total` tokio tasks, each sleeping until its due time `ROUNDS` times, with
-/// the same due times as [`granary`]; the p99 lateness in ms.
+/// the same due times as [`granary()`]; the p99 lateness in ms.
 pub(crate) fn tokio_sleeps(total: usize) -> f64 {
     multi_thread(2).block_on(async {
         let start = Instant::now();
