@@ -280,9 +280,11 @@ impl Hasher for GrainIdHasher {
 /// `BuildHasher` for maps keyed by [`GrainId`].
 pub type BuildGrainIdHasher = std::hash::BuildHasherDefault<GrainIdHasher>;
 
-/// 64-bit FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`.
-#[derive(Debug)]
-pub(crate) struct FnvHasher(u64);
+/// 64-bit FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`, and cheap
+/// for short keys. Not keyed: use it only for maps whose keys the cluster itself writes (the
+/// membership view's silo ids), never for keys a caller chooses (those use [`GrainIdHasher`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FnvHasher(u64);
 
 impl Default for FnvHasher {
     fn default() -> Self {

@@ -32,7 +32,8 @@ pub use error::{CallError, ReminderError, StorageError};
 pub use event::{Event, PublishedEvent};
 pub use grain::{Grain, GrainState, IdleAfter, MethodInfo, REMINDER_METHOD};
 pub use id::{
-    ActivationId, BuildGrainIdHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN, SiloId,
+    ActivationId, BuildGrainIdHasher, FnvHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN,
+    SiloId,
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};

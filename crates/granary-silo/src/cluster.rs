@@ -16,7 +16,7 @@ mod verdict;
 mod wire;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock, Weak};
@@ -27,7 +27,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use granary_core::provider::{MembershipTable, SiloStatus};
 use granary_core::{
-    BuildGrainIdHasher, CallError, GrainId, MethodId, Payload, SiloId, StorageError, codec,
+    BuildGrainIdHasher, CallError, FnvHasher, GrainId, MethodId, Payload, SiloId, StorageError,
+    codec,
 };
 use granary_transport::{Bytes, Encoded, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
@@ -212,36 +213,12 @@ struct View {
     /// Active silos, sorted: where new activations may go.
     active: Vec<SiloId>,
     /// Every row: status and transport address.
-    rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>), BuildHasherDefault<Fnv>>,
+    rows: HashMap<SiloId, (SiloStatus, Option<SocketAddr>), BuildHasherDefault<FnvHasher>>,
     /// Activations per silo, from their last heartbeats.
     load: HashMap<SiloId, u64>,
     /// The hosted types (`None`: a silo that predates the list, taken to host all) and the
     /// roles of each active silo.
     profiles: HashMap<SiloId, (Option<Vec<String>>, Vec<String>)>,
-}
-
-/// FNV-1a, for the view's maps: their keys come from the membership table (written by the
-/// cluster's own silos), and a call looks its silo up there twice, so SipHash's protection
-/// against chosen keys is not needed and its cost is.
-#[derive(Debug, Clone, Copy)]
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
 }
 
 /// What the cluster part asks of the silo above it: run the calls that arrive, and what the

@@ -626,18 +626,12 @@ fn shard_owner(router: &Arc<Router>) -> Arc<dyn Fn(u32) -> bool + Send + Sync> {
 /// The rendezvous weight of `silo` for `shard`: FNV-1a over the silo's name, generation and
 /// the shard, then mixed; the same on every machine.
 fn rendezvous(silo: &SiloId, shard: u32) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = silo
-        .name()
-        .as_bytes()
-        .iter()
-        .copied()
-        .chain(silo.generation().to_le_bytes())
-        .chain(shard.to_le_bytes());
-    for byte in bytes {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    use std::hash::Hasher as _;
+    let mut fnv = granary_core::FnvHasher::default();
+    fnv.write(silo.name().as_bytes());
+    fnv.write(&silo.generation().to_le_bytes());
+    fnv.write(&shard.to_le_bytes());
+    let mut hash = fnv.finish();
     // FNV alone mixes its last bytes poorly, and silos of one cluster differ little (names,
     // generations close in time): finish with the MurmurHash3 mixer.
     hash ^= hash >> 33;
@@ -650,6 +644,14 @@ fn rendezvous(silo: &SiloId, shard: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rendezvous_weights_stay_what_earlier_versions_computed() {
+        // Silos of two versions share the outbox and reminder shards during a rolling
+        // restart: they must agree on each shard's owner.
+        let silo = SiloId::new("s0", 1_796_128_000_000);
+        assert_eq!(rendezvous(&silo, 7), 0xf75e8bbd6f746c60);
+    }
 
     #[test]
     fn rendezvous_spreads_shards_evenly_over_similar_silos() {
