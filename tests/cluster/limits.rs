@@ -214,6 +214,29 @@ async fn keys_over_the_limit_are_refused_by_references_grain_code_and_the_wire()
     assert_eq!(silo.silo().activation_count(), 1);
     assert_eq!(metric(&silo, "granary_refused_total{limit=\"key\"}"), 1);
 
+    // An envelope whose call chain names a grain with a 64 KiB key.
+    let mut chain = CallChain::root();
+    chain
+        .grains
+        .push(GrainId::new("probe", "c".repeat(64 * 1024)));
+    let envelope = Envelope {
+        target: GrainId::new("probe", "fine"),
+        method: MethodId::of("count"),
+        method_name: "count".into(),
+        args: codec::encode(&()).unwrap(),
+        timeout: Duration::from_secs(2),
+        chain,
+        one_way: false,
+        forwards: 0,
+    };
+    let reply = silo.silo().dispatch_wire(&envelope.encode().unwrap()).await;
+    let err = codec::decode::<std::result::Result<Vec<u8>, CallError>>(&reply)
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(&err, CallError::InvalidKey { .. }), "{err}");
+    assert_eq!(silo.silo().activation_count(), 1, "the call did not run");
+    assert_eq!(metric(&silo, "granary_refused_total{limit=\"key\"}"), 2);
+
     // A key of exactly the limit is fine.
     let longest = "k".repeat(MAX_KEY_LEN);
     assert_eq!(

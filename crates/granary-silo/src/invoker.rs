@@ -310,8 +310,16 @@ async fn dispatch_envelope(router: &Arc<Router>, bytes: &[u8]) -> Result<Vec<u8>
 
 /// Runs a decoded call: see `dispatch_envelope`.
 async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, CallError> {
-    // Decoded from another silo's or a client's bytes: the key has not been checked yet.
-    if let Err(err) = call.target.check_key() {
+    // Decoded from another silo's or a client's bytes: the keys (the target's and those of
+    // the grains on its call chain, which this silo keeps while the call runs) have not been
+    // checked yet.
+    let checked = call.target.check_key().and_then(|()| {
+        call.chain
+            .grains
+            .iter()
+            .try_for_each(granary_core::GrainId::check_key)
+    });
+    if let Err(err) = checked {
         router.shared().metrics().refused(Refusal::Key);
         tracing::debug!(cause = %err, "call envelope refused");
         return Err(err);
