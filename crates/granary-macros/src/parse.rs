@@ -494,8 +494,8 @@ fn check_ctx(sig: &Signature, errors: &mut Errors, message: &str) -> bool {
     is_ctx
 }
 
-/// `T` of a return type written `Result<T>` or `Result<T, E>` (any path ending in `Result`).
-fn result_ok_type(output: &ReturnType) -> Option<&Type> {
+/// The type arguments of a return type written `Result<…>` (any path ending in `Result`).
+fn result_arguments(output: &ReturnType) -> Option<impl Iterator<Item = &GenericArgument>> {
     let ReturnType::Type(_, ty) = output else {
         return None;
     };
@@ -507,7 +507,12 @@ fn result_ok_type(output: &ReturnType) -> Option<&Type> {
     let PathArguments::AngleBracketed(args) = &last.arguments else {
         return None;
     };
-    match args.args.first()? {
+    Some(args.args.iter())
+}
+
+/// `T` of a return type written `Result<T>` or `Result<T, E>` (any path ending in `Result`).
+fn result_ok_type(output: &ReturnType) -> Option<&Type> {
+    match result_arguments(output)?.next()? {
         GenericArgument::Type(ty) => Some(ty),
         _ => None,
     }
@@ -516,18 +521,7 @@ fn result_ok_type(output: &ReturnType) -> Option<&Type> {
 /// `E` of a return type written `Result<T, E>` where `E` is not `CallError` (by its last path
 /// segment): a domain error.
 fn domain_error_type(output: &ReturnType) -> Option<&Type> {
-    let ReturnType::Type(_, ty) = output else {
-        return None;
-    };
-    let Type::Path(path) = &**ty else { return None };
-    let last = path.path.segments.last()?;
-    if last.ident != "Result" {
-        return None;
-    }
-    let PathArguments::AngleBracketed(args) = &last.arguments else {
-        return None;
-    };
-    let GenericArgument::Type(error) = args.args.iter().nth(1)? else {
+    let GenericArgument::Type(error) = result_arguments(output)?.nth(1)? else {
         return None;
     };
     let is_call_error = matches!(

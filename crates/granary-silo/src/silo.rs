@@ -336,7 +336,7 @@ impl SiloBuilder {
         let invoker: Arc<dyn Invoker> = silo_invoker.clone();
         shared.set_invoker(Arc::downgrade(&invoker));
         let mut address = String::new();
-        if let Some(cluster) = cluster {
+        if let Some(cluster) = &cluster {
             let host: Arc<dyn ClusterHost> = silo_invoker;
             cluster.set_host(Arc::downgrade(&host));
             address = cluster.address().to_string();
@@ -353,28 +353,20 @@ impl SiloBuilder {
             shared.spawn(cluster.clone().lease_loop(shared.shutdown().clone()));
             cluster.refresh().await.map_err(StartError::Membership)?;
             cluster.join().await;
-            set_status(
-                &*membership,
-                &silo_id,
-                &address,
-                &profile,
-                SiloStatus::Active,
-            )
-            .await
-            .map_err(StartError::Membership)?;
+        }
+        set_status(
+            &*membership,
+            &silo_id,
+            &address,
+            &profile,
+            SiloStatus::Active,
+        )
+        .await
+        .map_err(StartError::Membership)?;
+        if let Some(cluster) = cluster {
             cluster.refresh().await.map_err(StartError::Membership)?;
             shared.spawn(cluster.clone().refresh_loop(shared.shutdown().clone()));
             shared.spawn(cluster.probe_loop(shared.shutdown().clone()));
-        } else {
-            set_status(
-                &*membership,
-                &silo_id,
-                &address,
-                &profile,
-                SiloStatus::Active,
-            )
-            .await
-            .map_err(StartError::Membership)?;
         }
         shared.spawn(collector::run(router.clone()));
         shared.spawn(reminders::run(router.clone(), shard_owner(&router)));
