@@ -69,6 +69,30 @@ pub const REMINDER_METHOD: MethodInfo = MethodInfo {
     one_way: false,
 };
 
+/// What a caller needs to know of a grain type: its stable name, its methods and its typed
+/// reference. Reference lookups (`Client::grain`, `ClusterClient::grain`,
+/// [`GrainContext::grain`], a test kit's `mock`) take any `GrainInterface`.
+///
+/// Implemented for every [`Grain`] (so `client.grain::<PlayerGrain>(key)` works where the
+/// implementation is linked) and by `#[grain_interface]` for the reference it generates from a
+/// trait (so `client.grain::<PlayerRef>(key)` works with only the interface crate). Both give
+/// the same reference, with the same wire format and method ids: a grain declared with
+/// `#[grain(implements = Player)]` takes its name and methods from the interface.
+pub trait GrainInterface: 'static {
+    /// The stable type name of the grains behind it ([`Grain::TYPE_NAME`]).
+    const TYPE_NAME: &'static str;
+    /// Every method callable through the reference ([`Grain::METHODS`]).
+    const METHODS: &'static [MethodInfo];
+    /// The typed reference (`PlayerRef`).
+    type Ref: TypedRef;
+}
+
+impl<G: Grain> GrainInterface for G {
+    const TYPE_NAME: &'static str = <G as Grain>::TYPE_NAME;
+    const METHODS: &'static [MethodInfo] = <G as Grain>::METHODS;
+    type Ref = <G as Grain>::Ref;
+}
+
 /// A grain type. Implemented by the `#[grain]` attribute on an `impl` block; grain authors do
 /// not implement it by hand.
 ///
