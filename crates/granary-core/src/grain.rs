@@ -93,6 +93,44 @@ impl<G: Grain> GrainInterface for G {
     type Ref = <G as Grain>::Ref;
 }
 
+/// Whether `methods` declares `name` with at least the flags given (a method not in `methods`
+/// passes: the compiler reports it elsewhere). `#[grain(implements = ..)]` checks a grain
+/// method's own `#[read_only]`/`#[one_way]` against its interface with it, at compile time.
+#[doc(hidden)]
+#[must_use]
+pub const fn declares_flags(
+    methods: &[MethodInfo],
+    name: &str,
+    read_only: bool,
+    one_way: bool,
+) -> bool {
+    let mut i = 0;
+    while i < methods.len() {
+        let method = &methods[i];
+        if str_eq(method.name, name) {
+            return (method.read_only || !read_only) && (method.one_way || !one_way);
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `a == b`, in a `const fn`.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A grain type. Implemented by the `#[grain]` attribute on an `impl` block; grain authors do
 /// not implement it by hand.
 ///
@@ -200,3 +238,6 @@ pub trait Grain: Send + Sync + Sized + 'static {
         Self::METHODS.iter().find(|m| m.id == id)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,4 +48,6 @@ pub mod __private {
     //! Items the `#[grain]` macro expands to. Not a public API.
     pub use futures::future::BoxFuture;
     pub use serde;
+
+    pub use crate::grain::declares_flags;
 }

@@ -43,7 +43,7 @@ pub(crate) fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
     let generated = grain.map(|grain| {
         let paths = Paths::new(&args.krate);
         if let Some(trait_path) = &args.implements {
-            return interface::implementation(&args, &grain, trait_path, &paths, &mut errors);
+            return interface::implementation(&args, &grain, trait_path, &paths);
         }
         let ref_ident = reference_ident(&args, &grain);
         let surface = Surface {

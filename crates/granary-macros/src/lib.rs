@@ -137,7 +137,8 @@ use proc_macro::TokenStream;
 /// - `implements = path::Player` (instead of `name`): the grain implements the
 ///   [`grain_interface`] trait `Player`, declared apart (typically in an API crate). The type
 ///   name, the methods (with their `#[read_only]` and `#[one_way]` flags, declared on the
-///   interface only), the reference (`path::PlayerRef`) and the mock (`path::PlayerMock`) come
+///   interface; a grain method may repeat them, and one the interface lacks is a compile error),
+///   the reference (`path::PlayerRef`) and the mock (`path::PlayerMock`) come
 ///   from the interface; the grain's `pub async fn`s must be exactly the interface's methods
 ///   with the same argument and result types, or compilation fails at the grain's code (a
 ///   missing method: "not all trait items implemented"; an extra one: "not a member of trait";
@@ -274,7 +275,8 @@ pub fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// Every item is an `async fn` without a body, taking `&self` and the method's arguments (no
 /// context): the same rules as a `#[grain]` method's arguments and result, domain errors
-/// included, with `#[read_only]` and `#[one_way]` declared here. Hooks belong on the
+/// included, with `#[read_only]` and `#[one_way]` declared here (the implementation may repeat
+/// them; a flag only it has is a compile error). Hooks belong on the
 /// implementation. Method ids are the same FNV-1a hash of the name, so callers through the
 /// interface's reference and through a plain `#[grain]` of the same name interoperate.
 ///

@@ -179,7 +179,6 @@ pub(super) fn implementation(
     grain: &GrainImpl,
     trait_path: &syn::Path,
     paths: &Paths,
-    errors: &mut Errors,
 ) -> TokenStream {
     let core = &paths.core;
     let self_ident = &grain.self_ident;
@@ -188,21 +187,34 @@ pub(super) fn implementation(
         last.ident = format_ident!("{}Ref", last.ident, span = last.ident.span());
         last.arguments = syn::PathArguments::None;
     }
-    for method in &grain.methods {
-        for (set, name) in [(method.read_only, "read_only"), (method.one_way, "one_way")] {
-            if set {
-                errors.at(
-                    method.name.span(),
-                    format!(
-                        "#[{name}] is declared on the interface's method, not on the grain \
-                         implementing it: remove it here (and add it to `{}::{}` if missing)",
-                        quote!(#trait_path).to_string().replace(' ', ""),
-                        method.name
-                    ),
-                );
-            }
+    // The flags come from the interface; a grain method may repeat them (as it had them
+    // before its grain moved to an interface), checked at compile time.
+    let trait_name = quote!(#trait_path).to_string().replace(' ', "");
+    let flag_checks = grain.methods.iter().filter_map(|m| {
+        let (read_only, one_way) = (m.read_only, m.one_way);
+        if !read_only && !one_way {
+            return None;
         }
-    }
+        let name = m.name.to_string();
+        let flag = if read_only { "read_only" } else { "one_way" };
+        let message = format!(
+            "#[{flag}] on `{self_ident}::{name}` is not declared on the interface's method \
+             `{trait_name}::{name}`: declare it there (the interface's flags are the ones callers \
+             and the runtime use)"
+        );
+        Some(quote_spanned! {m.name.span()=>
+            const _: () = ::core::assert!(
+                #core::__private::declares_flags(
+                    <#reference as #core::GrainInterface>::METHODS,
+                    #name,
+                    #read_only,
+                    #one_way,
+                ),
+                #message,
+            );
+        })
+    });
+    let flag_checks: Vec<TokenStream> = flag_checks.collect();
     let grain_impl = grain_impl(args, grain, &Interface::Implements(&reference), paths);
     let fns = grain.methods.iter().map(|m| {
         let name = &m.name;
@@ -231,6 +243,7 @@ pub(super) fn implementation(
     };
     quote! {
         #grain_impl
+        #(#flag_checks)*
 
         impl #core::GrainMock for #self_ident {
             type Mock = <#reference as #core::GrainMock>::Mock;

@@ -1,4 +1,5 @@
-//! With `implements`, the name and the method flags come from the interface.
+//! With `implements`, the name comes from the interface, and a flag the grain's method repeats
+//! must be on the interface's method too.
 use granary::{GrainContext, Result, grain, grain_interface};
 
 /// The interface.
@@ -16,11 +17,13 @@ pub struct PlayerGrain;
 
 #[grain(implements = Player, name = "player", state = u32)]
 impl PlayerGrain {
+    #[read_only]
     pub async fn take_damage(&self, ctx: &GrainContext<Self>, amount: u32) -> Result<u32> {
         let _ = ctx;
         Ok(amount)
     }
 
+    // Repeats the interface's flag: fine.
     #[read_only]
     pub async fn hp(&self, ctx: &GrainContext<Self>) -> Result<u32> {
         Ok(*ctx.state())

@@ -75,7 +75,8 @@ pub mod game {
             Ok(hp)
         }
 
-        /// The health.
+        /// The health; repeats the interface's flag, which is checked against it.
+        #[read_only]
         pub async fn hp(&self, ctx: &GrainContext<Self>) -> Result<u32> {
             Ok(*ctx.state())
         }
