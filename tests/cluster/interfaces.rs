@@ -76,6 +76,8 @@ mod imp {
             Ok(total)
         }
 
+        // Repeats the interface's flag (checked against it at compile time).
+        #[read_only]
         pub async fn total(&self, ctx: &GrainContext<Self>) -> Result<u32> {
             Ok(*ctx.state())
         }
