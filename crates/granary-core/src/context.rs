@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::error::ReminderError;
 use crate::error::{CallError, StorageError};
 use crate::event::{Event, PublishedEvent};
-use crate::grain::Grain;
+use crate::grain::{Grain, GrainInterface};
 use crate::id::{ActivationId, GrainId, GrainKey};
 use crate::provider::{
     Commit, MAX_REMINDER_NAME_LEN, MAX_REMINDERS_PER_GRAIN, MIN_REMINDER_PERIOD, Reminder,
@@ -614,9 +614,10 @@ impl<G: Grain> GrainContext<G> {
         }
     }
 
-    /// A reference to the grain of type `T` with `key`; calls made through it from this turn
-    /// continue this turn's call chain.
-    pub fn grain<T: Grain>(&self, key: impl Into<GrainKey>) -> T::Ref {
+    /// A reference to the grain of type `T` with `key` (`T` a grain type or the reference of a
+    /// grain interface, see [`GrainInterface`]); calls made through it from this turn continue
+    /// this turn's call chain.
+    pub fn grain<T: GrainInterface>(&self, key: impl Into<GrainKey>) -> T::Ref {
         typed_ref::<T>(key, self.host.invoker())
     }
 

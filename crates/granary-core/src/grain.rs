@@ -69,6 +69,68 @@ pub const REMINDER_METHOD: MethodInfo = MethodInfo {
     one_way: false,
 };
 
+/// What a caller needs to know of a grain type: its stable name, its methods and its typed
+/// reference. Reference lookups (`Client::grain`, `ClusterClient::grain`,
+/// [`GrainContext::grain`], a test kit's `mock`) take any `GrainInterface`.
+///
+/// Implemented for every [`Grain`] (so `client.grain::<PlayerGrain>(key)` works where the
+/// implementation is linked) and by `#[grain_interface]` for the reference it generates from a
+/// trait (so `client.grain::<PlayerRef>(key)` works with only the interface crate). Both give
+/// the same reference, with the same wire format and method ids: a grain declared with
+/// `#[grain(implements = Player)]` takes its name and methods from the interface.
+pub trait GrainInterface: 'static {
+    /// The stable type name of the grains behind it ([`Grain::TYPE_NAME`]).
+    const TYPE_NAME: &'static str;
+    /// Every method callable through the reference ([`Grain::METHODS`]).
+    const METHODS: &'static [MethodInfo];
+    /// The typed reference (`PlayerRef`).
+    type Ref: TypedRef;
+}
+
+impl<G: Grain> GrainInterface for G {
+    const TYPE_NAME: &'static str = <G as Grain>::TYPE_NAME;
+    const METHODS: &'static [MethodInfo] = <G as Grain>::METHODS;
+    type Ref = <G as Grain>::Ref;
+}
+
+/// Whether `methods` declares `name` with at least the flags given (a method not in `methods`
+/// passes: the compiler reports it elsewhere). `#[grain(implements = ..)]` checks a grain
+/// method's own `#[read_only]`/`#[one_way]` against its interface with it, at compile time.
+#[doc(hidden)]
+#[must_use]
+pub const fn declares_flags(
+    methods: &[MethodInfo],
+    name: &str,
+    read_only: bool,
+    one_way: bool,
+) -> bool {
+    let mut i = 0;
+    while i < methods.len() {
+        let method = &methods[i];
+        if str_eq(method.name, name) {
+            return (method.read_only || !read_only) && (method.one_way || !one_way);
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `a == b`, in a `const fn`.
+const fn str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// A grain type. Implemented by the `#[grain]` attribute on an `impl` block; grain authors do
 /// not implement it by hand.
 ///
@@ -176,3 +238,6 @@ pub trait Grain: Send + Sync + Sized + 'static {
         Self::METHODS.iter().find(|m| m.id == id)
     }
 }
+
+#[cfg(test)]
+mod tests;

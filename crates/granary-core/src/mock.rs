@@ -11,7 +11,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::error::CallError;
-use crate::grain::Grain;
+use crate::grain::GrainInterface;
 use crate::id::{GrainId, GrainKey};
 use crate::message::Payload;
 
@@ -62,7 +62,7 @@ impl fmt::Debug for MockScope {
 impl MockScope {
     /// A scope for grains of type `G` with `keys`, whose replies go to `sink`.
     #[must_use]
-    pub fn new<G: Grain>(sink: Arc<dyn MockSink>, keys: MockKeys) -> Self {
+    pub fn new<G: GrainInterface>(sink: Arc<dyn MockSink>, keys: MockKeys) -> Self {
         Self {
             sink,
             grain_type: G::TYPE_NAME,
@@ -83,9 +83,10 @@ impl MockScope {
     }
 }
 
-/// A grain type with a generated typed mock (`PlayerMock` for `PlayerGrain`). Implemented by
-/// `#[grain]`.
-pub trait GrainMock: Grain {
+/// A grain type (or interface) with a generated typed mock (`PlayerMock` for `PlayerGrain`).
+/// Implemented by `#[grain]` for the grain type and by `#[grain_interface]` for the interface's
+/// reference, so a test needs only the interface to mock its grains.
+pub trait GrainMock: GrainInterface {
     /// The generated mock: one method per grain method, each taking a closure that gets the
     /// called grain's key and the method's arguments and returns the method's result.
     type Mock: From<MockScope>;

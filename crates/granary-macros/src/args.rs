@@ -1,5 +1,6 @@
-//! The arguments of `#[grain(...)]`: `name`, `state`, and the optional `reentrant`,
-//! `reference`, `state_version`, `upgrade`, `idle_after` and `crate`.
+//! The arguments of `#[grain(...)]`: `name` (or `implements`), `state`, and the optional
+//! `reentrant`, `reference`, `state_version`, `upgrade`, `idle_after`, `role` and `crate`; and
+//! those of `#[grain_interface(...)]`: `name` and `crate`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::Parser;
@@ -25,6 +26,17 @@ pub(crate) struct GrainArgs {
     pub(crate) idle_after: Option<IdleAfterArg>,
     /// `role = "sim"`: the silo role the type asks for.
     pub(crate) role: Option<LitStr>,
+    /// `crate = "path"`: where the facade lives (`::granary` unless given).
+    pub(crate) krate: Path,
+    /// `implements = path::Trait`: the `#[grain_interface]` trait the grain implements, which
+    /// gives its name, methods, reference and mock.
+    pub(crate) implements: Option<Path>,
+}
+
+/// The parsed arguments of one `#[grain_interface(...)]` attribute.
+pub(crate) struct InterfaceArgs {
+    /// `name = "..."`: the stable type name of the grains implementing it.
+    pub(crate) name: LitStr,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
 }
@@ -99,7 +111,7 @@ pub(crate) fn parse_idle_after(text: &str) -> Result<IdleAfterArg, String> {
     Ok(IdleAfterArg::Millis(total))
 }
 
-const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"` or `crate = \"path\"`";
+const EXPECTED: &str = "expected `name = \"...\"`, `implements = Trait`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"` or `crate = \"path\"`";
 
 impl GrainArgs {
     /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
@@ -115,6 +127,7 @@ impl GrainArgs {
         let mut upgrade: Option<Path> = None;
         let mut idle_after: Option<IdleAfterArg> = None;
         let mut role: Option<LitStr> = None;
+        let mut implements: Option<Path> = None;
         let mut unknown: Vec<syn::Error> = Vec::new();
 
         let parser = syn::meta::parser(|meta| {
@@ -129,19 +142,19 @@ impl GrainArgs {
                     if name.is_some() {
                         return Err(duplicate());
                     }
-                    let lit: LitStr = meta.value()?.parse().map_err(|e| {
+                    name = Some(type_name(&meta)?);
+                }
+                "implements" => {
+                    if implements.is_some() {
+                        return Err(duplicate());
+                    }
+                    implements = Some(meta.value()?.parse().map_err(|e| {
                         syn::Error::new(
                             e.span(),
-                            "`name` takes a string literal: `name = \"player\"`",
+                            "`implements` takes the path of a `#[grain_interface]` trait: \
+                             `implements = player_api::Player`",
                         )
-                    })?;
-                    if lit.value().is_empty() {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            "the grain type name must not be empty",
-                        ));
-                    }
-                    name = Some(lit);
+                    })?);
                 }
                 "state" => {
                     if state.is_some() {
@@ -244,7 +257,23 @@ impl GrainArgs {
             // The arguments after the faulty one were not read: do not report them missing.
             errors.push(e);
         } else {
-            if name.is_none() {
+            if implements.is_some() {
+                let from = "comes from the interface it implements";
+                if let Some(name) = &name {
+                    errors.spanned(
+                        name,
+                        format!("a grain with `implements` takes no `name`: its type name {from}"),
+                    );
+                }
+                if let Some(reference) = &reference {
+                    errors.spanned(
+                        reference,
+                        format!(
+                            "a grain with `implements` takes no `reference`: its reference {from}"
+                        ),
+                    );
+                }
+            } else if name.is_none() {
                 errors.at(
                     attr_span,
                     "missing `name = \"...\"`: the grain's stable type name, stored in its ids and on \
@@ -274,6 +303,70 @@ impl GrainArgs {
             upgrade,
             idle_after,
             role,
+            krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
+            implements,
+        }
+    }
+}
+
+/// Reads `name = "..."`: a non-empty string literal.
+fn type_name(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<LitStr> {
+    let lit: LitStr = meta.value()?.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`name` takes a string literal: `name = \"player\"`",
+        )
+    })?;
+    if lit.value().is_empty() {
+        return Err(syn::Error::new(
+            lit.span(),
+            "the grain type name must not be empty",
+        ));
+    }
+    Ok(lit)
+}
+
+impl InterfaceArgs {
+    /// Parses `#[grain_interface(...)]`'s arguments like [`GrainArgs::parse`].
+    pub(crate) fn parse(tokens: TokenStream, attr_span: Span, errors: &mut Errors) -> Self {
+        let mut name: Option<LitStr> = None;
+        let mut krate: Option<Path> = None;
+        let parser = syn::meta::parser(|meta| {
+            if meta.path.is_ident("name") {
+                if name.is_some() {
+                    return Err(meta.error("duplicate grain interface argument `name`"));
+                }
+                name = Some(type_name(&meta)?);
+            } else if meta.path.is_ident("crate") {
+                if krate.is_some() {
+                    return Err(meta.error("duplicate grain interface argument `crate`"));
+                }
+                let lit: LitStr = meta.value()?.parse()?;
+                krate = Some(lit.parse()?);
+            } else {
+                let shown = quote::ToTokens::to_token_stream(&meta.path)
+                    .to_string()
+                    .replace(' ', "");
+                return Err(meta.error(format!(
+                    "unknown grain interface argument `{shown}`; expected `name = \"...\"` or \
+                     `crate = \"path\"` (`state`, `reentrant` and the like belong on the \
+                     implementing `#[grain(implements = ..)]`)"
+                )));
+            }
+            Ok(())
+        });
+        match parser.parse2(tokens) {
+            Err(e) => errors.push(e),
+            Ok(()) if name.is_none() => errors.at(
+                attr_span,
+                "missing `name = \"...\"`: the stable type name of the grains implementing the \
+                 interface, stored in their ids and on the wire \
+                 (e.g. `#[grain_interface(name = \"player\")]`)",
+            ),
+            Ok(()) => {}
+        }
+        Self {
+            name: name.unwrap_or_else(|| LitStr::new("__missing", attr_span)),
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
         }
     }

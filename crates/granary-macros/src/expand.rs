@@ -1,12 +1,16 @@
 //! Code generation: the `Grain` impl (metadata, dispatch, hooks), in
 //! [`reference`](mod@reference) the typed reference and in [`mock`](mod@mock) the typed mock
-//! for test kits.
+//! for test kits, in [`interface`](mod@interface) a `#[grain_interface]` trait and a grain's
+//! implementation of it.
 //!
 //! Errors do not stop the expansion: what could be read is still generated next to the
 //! `compile_error!`s (see [`Errors`]).
 
+mod interface;
 mod mock;
 mod reference;
+
+pub(crate) use interface::grain_interface;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -37,11 +41,24 @@ pub(crate) fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
     let grain = GrainImpl::parse(imp, &mut errors);
     let args = GrainArgs::parse(args, Span::call_site(), &mut errors);
     let generated = grain.map(|grain| {
-        let paths = Paths::new(&args);
+        let paths = Paths::new(&args.krate);
+        if let Some(trait_path) = &args.implements {
+            return interface::implementation(&args, &grain, trait_path, &paths);
+        }
         let ref_ident = reference_ident(&args, &grain);
-        let grain_impl = grain_impl(&args, &grain, &ref_ident, &paths);
-        let reference = reference::expand(&args, &grain, &ref_ident, &paths);
-        let mock = mock::expand(&args, &grain, &mock::ident(&ref_ident), &paths);
+        let surface = Surface {
+            type_name: args.name.value(),
+            owner: &grain.self_ident,
+            methods: &grain.methods,
+        };
+        let grain_impl = grain_impl(&args, &grain, &Interface::Own(&ref_ident), &paths);
+        let reference = reference::expand(&surface, &ref_ident, &paths);
+        let mock = mock::expand(
+            &surface,
+            &mock::ident(&ref_ident),
+            &grain.self_ident,
+            &paths,
+        );
         quote!(#grain_impl #reference #mock)
     });
     let errors = errors.into_compile_errors();
@@ -59,14 +76,32 @@ pub(crate) struct Paths {
 }
 
 impl Paths {
-    fn new(args: &GrainArgs) -> Self {
-        let krate = &args.krate;
+    pub(crate) fn new(krate: &syn::Path) -> Self {
         Self {
             core: quote!(#krate::__private::core),
             box_future: quote!(#krate::__private::BoxFuture),
             serde: quote!(#krate::__private::serde),
         }
     }
+}
+
+/// What the typed reference and the mock are generated from: a `#[grain]` impl block or a
+/// `#[grain_interface]` trait.
+pub(crate) struct Surface<'a> {
+    /// The stable type name (`"player"`).
+    pub(crate) type_name: String,
+    /// What declares the methods, named in docs: `PlayerGrain` or the trait `Player`.
+    pub(crate) owner: &'a Ident,
+    /// The callable methods.
+    pub(crate) methods: &'a [GrainMethod],
+}
+
+/// Where a grain's name, methods and reference come from.
+pub(crate) enum Interface<'a> {
+    /// Its own `#[grain]` block: `name = ..`, its methods, the reference generated next to it.
+    Own(&'a Ident),
+    /// The `#[grain_interface]` whose reference (`player_api::PlayerRef`) is this path.
+    Implements(&'a syn::Path),
 }
 
 /// `reference = Name`, or the grain's name with `Grain` stripped plus `Ref`.
@@ -100,19 +135,36 @@ fn method_info(method: &GrainMethod, core: &TokenStream) -> TokenStream {
     }
 }
 
-fn grain_impl(
+pub(crate) fn grain_impl(
     args: &GrainArgs,
     grain: &GrainImpl,
-    ref_ident: &Ident,
+    interface: &Interface<'_>,
     paths: &Paths,
 ) -> TokenStream {
     let Paths {
         core, box_future, ..
     } = paths;
     let self_ident = &grain.self_ident;
-    let (type_name, state, reentrant) = (&args.name, &args.state, args.reentrant);
-    let infos = grain.methods.iter().map(|m| method_info(m, core));
-    let arms = grain.methods.iter().map(|m| dispatch_arm(args, m, core));
+    let (state, reentrant) = (&args.state, args.reentrant);
+    let (type_name, methods, ref_type) = match interface {
+        Interface::Own(ref_ident) => {
+            let name = &args.name;
+            let infos = grain.methods.iter().map(|m| method_info(m, core));
+            (quote!(#name), quote!(&[#(#infos),*]), quote!(#ref_ident))
+        }
+        // The interface's own name and methods (flags included): callers through its
+        // reference and through this grain's agree on the wire by construction.
+        Interface::Implements(reference) => (
+            quote!(<#reference as #core::GrainInterface>::TYPE_NAME),
+            quote!(<#reference as #core::GrainInterface>::METHODS),
+            quote!(#reference),
+        ),
+    };
+    let label = match interface {
+        Interface::Own(_) => args.name.value(),
+        Interface::Implements(reference) => quote!(#reference).to_string().replace(' ', ""),
+    };
+    let arms = grain.methods.iter().map(|m| dispatch_arm(&label, m, core));
     let unused = grain
         .methods
         .is_empty()
@@ -193,9 +245,9 @@ fn grain_impl(
             #state_version
             #idle_after
             #role
-            const METHODS: &'static [#core::MethodInfo] = &[#(#infos),*];
+            const METHODS: &'static [#core::MethodInfo] = #methods;
             type State = #state;
-            type Ref = #ref_ident;
+            type Ref = #ref_type;
 
             fn invoke<'a>(
                 &'a self,
@@ -226,14 +278,15 @@ fn grain_impl(
 
 /// One `match` arm of `invoke`: decode the argument tuple, run the method, encode the reply
 /// the way the request came.
-fn dispatch_arm(args: &GrainArgs, method: &GrainMethod, core: &TokenStream) -> TokenStream {
+/// `label` names the grain type in decoding errors.
+fn dispatch_arm(label: &str, method: &GrainMethod, core: &TokenStream) -> TokenStream {
     let id = id_literal(method.id);
     let name = &method.name;
     let bindings: Vec<Ident> = (0..method.args.len())
         .map(|i| format_ident!("__arg{}", i))
         .collect();
     let types = method.args.iter().map(|a| &a.ty);
-    let what = format!("{}.{} arguments", args.name.value(), method.name);
+    let what = format!("{label}.{} arguments", method.name);
     // Spanned so that an argument or result type that is not serializable is reported at the
     // method's parameters or result, not at the attribute.
     let take = quote_spanned!(method.params_span=> args.take(#what));

@@ -1,5 +1,7 @@
 //! The `#[grain]` attribute: turns an `impl` block into a grain type, with its dispatch and
-//! its typed reference. Use it through the `granary` facade (`granary::grain`).
+//! its typed reference; and `#[grain_interface]`, which declares a grain's methods on a trait
+//! apart from the implementation. Use them through the `granary` facade (`granary::grain`,
+//! `granary::grain_interface`).
 //!
 //! ```
 //! use granary::{CallError, GrainContext, ReminderTick, Result, grain};
@@ -132,6 +134,15 @@ use proc_macro::TokenStream;
 ///   `ClusterConfig::require_role` overrides it.
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
+/// - `implements = path::Player` (instead of `name`): the grain implements the
+///   [`grain_interface`] trait `Player`, declared apart (typically in an API crate). The type
+///   name, the methods (with their `#[read_only]` and `#[one_way]` flags, declared on the
+///   interface; a grain method may repeat them, and one the interface lacks is a compile error),
+///   the reference (`path::PlayerRef`) and the mock (`path::PlayerMock`) come
+///   from the interface; the grain's `pub async fn`s must be exactly the interface's methods
+///   with the same argument and result types, or compilation fails at the grain's code (a
+///   missing method: "not all trait items implemented"; an extra one: "not a member of trait";
+///   another type: "incompatible type for trait"). `reference` cannot be given.
 ///
 /// # Methods and hooks
 ///
@@ -162,6 +173,10 @@ use proc_macro::TokenStream;
 ///
 /// # Generated items
 ///
+/// With `implements = path::Player`, only `impl Grain`, `impl GrainMock` (the interface's
+/// mock) and `impl path::Player for PlayerGrain` (delegating to the grain's methods) are
+/// generated. Without it:
+///
 /// - `impl Grain for PlayerGrain`: `TYPE_NAME`, `REENTRANT`, `METHODS` (and `STATE_VERSION`,
 ///   `IDLE_AFTER` when given), the dispatch and the hooks.
 /// - `pub struct PlayerRef`: `Clone`, `Debug`, `Eq` and `Hash` by grain id, serialized as its
@@ -179,4 +194,102 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::grain(args.into(), item.into()).into()
+}
+
+/// Declares a grain's callable surface apart from any implementation: a trait whose methods a
+/// front end calls through the generated reference, and a grain type implements with
+/// `#[grain(implements = Trait)]`. A crate with only the interface depends on `granary` alone.
+///
+/// ```
+/// mod api {
+///     // The interface crate: no grain logic.
+///     use granary::{Result, grain_interface};
+///
+///     /// What a player grain answers.
+///     #[grain_interface(name = "player")]
+///     pub trait Player {
+///         /// Deals damage; returns the health left.
+///         async fn take_damage(&self, amount: u32) -> Result<u32>;
+///         /// The player's health.
+///         #[read_only]
+///         async fn hp(&self) -> Result<u32>;
+///     }
+/// }
+///
+/// mod game {
+///     // The game's crate: the implementation, checked against the interface.
+///     use granary::{GrainContext, Result, grain};
+///
+///     /// A player.
+///     #[derive(Default)]
+///     pub struct PlayerGrain;
+///
+///     #[grain(implements = super::api::Player, state = u32)]
+///     impl PlayerGrain {
+///         pub async fn take_damage(&self, ctx: &GrainContext<Self>, amount: u32) -> Result<u32> {
+///             let hp = {
+///                 let mut hp = ctx.state();
+///                 *hp = hp.saturating_sub(amount);
+///                 *hp
+///             };
+///             ctx.write_state().await?;
+///             Ok(hp)
+///         }
+///
+///         pub async fn hp(&self, ctx: &GrainContext<Self>) -> Result<u32> {
+///             Ok(*ctx.state())
+///         }
+///
+///         #[on_activate]
+///         async fn start(&self, ctx: &GrainContext<Self>) -> Result<()> {
+///             if ctx.version() == 0 {
+///                 *ctx.state() = 100;
+///             }
+///             Ok(())
+///         }
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let silo = granary::Silo::builder().register::<game::PlayerGrain>().start().await?;
+/// // A caller names only the interface's reference.
+/// let player = silo.client().grain::<api::PlayerRef>("alice");
+/// assert_eq!(player.take_damage(30).await?, 70);
+/// assert_eq!(player.hp().await?, 70);
+/// // The same grain through the implementation's type: the same reference.
+/// let same: api::PlayerRef = silo.client().grain::<game::PlayerGrain>("alice");
+/// assert_eq!(same, player);
+/// silo.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Arguments
+///
+/// - `name = "player"` (required): the stable type name of the grains implementing the
+///   interface, as `#[grain(name = ..)]` would give it.
+/// - `crate = "path"`: where the `granary` facade is, as for `#[grain]`.
+///
+/// # Methods
+///
+/// Every item is an `async fn` without a body, taking `&self` and the method's arguments (no
+/// context): the same rules as a `#[grain]` method's arguments and result, domain errors
+/// included, with `#[read_only]` and `#[one_way]` declared here (the implementation may repeat
+/// them; a flag only it has is a compile error). Hooks belong on the
+/// implementation. Method ids are the same FNV-1a hash of the name, so callers through the
+/// interface's reference and through a plain `#[grain]` of the same name interoperate.
+///
+/// # Generated items
+///
+/// - The trait itself, as `pub trait Player: Grain` with each method taking `ctx:
+///   &GrainContext<Self>` after `&self` and returning `impl Future<Output = ..> + Send`;
+///   `#[grain(implements = Player)]` implements it.
+/// - `PlayerRef` (the trait's name plus `Ref`): the typed reference, as `#[grain]` generates
+///   it, and `impl GrainInterface for PlayerRef`, so `client.grain::<PlayerRef>(key)` and
+///   `ctx.grain::<PlayerRef>(key)` work with the interface alone.
+/// - `PlayerMock` and `impl GrainMock for PlayerRef`: `kit.mock::<PlayerRef>()` in a test kit.
+#[proc_macro_attribute]
+pub fn grain_interface(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::grain_interface(args.into(), item.into()).into()
 }

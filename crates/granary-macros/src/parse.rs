@@ -50,6 +50,8 @@ pub(crate) struct GrainMethod {
     pub(crate) one_way: bool,
     /// The span of the parameter list, where unserializable arguments are reported.
     pub(crate) params_span: Span,
+    /// The whole return type as written (`Result<u32>`), for the interface trait's methods.
+    pub(crate) result: Type,
 }
 
 /// One argument of a grain method.
@@ -81,7 +83,7 @@ pub(crate) fn method_id(name: &str) -> u32 {
 
 /// Names the generated reference defines itself (or that a method would shadow confusingly,
 /// `clone`), so grain methods cannot take them.
-const RESERVED: [&str; 3] = ["id", "with_timeout", "clone"];
+pub(crate) const RESERVED: [&str; 3] = ["id", "with_timeout", "clone"];
 
 const OWNED_ARG: &str = "grain method arguments travel between silos and must be owned, serializable types \
                          (use `String` instead of `&str`, `Vec<T>` instead of `&[T]`)";
@@ -89,7 +91,7 @@ const OWNED_OUTPUT: &str =
     "grain method results travel between silos and must be owned, serializable types";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Marker {
+pub(crate) enum Marker {
     ReadOnly,
     OneWay,
     OnActivate,
@@ -99,7 +101,8 @@ enum Marker {
 }
 
 impl Marker {
-    fn of(attr: &Attribute) -> Option<Self> {
+    /// The marker `attr` is, if it is one.
+    pub(crate) fn of(attr: &Attribute) -> Option<Self> {
         let ident = attr.path().get_ident()?;
         Some(match ident.to_string().as_str() {
             "read_only" => Self::ReadOnly,
@@ -112,7 +115,8 @@ impl Marker {
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The attribute's name.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::ReadOnly => "read_only",
             Self::OneWay => "one_way",
@@ -123,7 +127,8 @@ impl Marker {
         }
     }
 
-    fn is_hook(self) -> bool {
+    /// Whether it marks a lifecycle hook.
+    pub(crate) fn is_hook(self) -> bool {
         matches!(
             self,
             Self::OnActivate | Self::OnDeactivate | Self::OnTimer | Self::OnReminder
@@ -229,7 +234,7 @@ impl GrainImpl {
             && function.sig.receiver().is_some();
         if is_candidate {
             if let Some(mut method) =
-                check_method(&function.sig, flag(Marker::OneWay).is_some(), errors)
+                check_method(&function.sig, flag(Marker::OneWay).is_some(), true, errors)
             {
                 method.docs = function
                     .attrs
@@ -298,7 +303,10 @@ fn self_ident(item: &ItemImpl, errors: &mut Errors) -> Option<Ident> {
 }
 
 /// Removes the helper attributes from `attrs` and returns them.
-fn take_markers(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Vec<(Marker, Attribute)> {
+pub(crate) fn take_markers(
+    attrs: &mut Vec<Attribute>,
+    errors: &mut Errors,
+) -> Vec<(Marker, Attribute)> {
     let mut markers: Vec<(Marker, Attribute)> = Vec::new();
     attrs.retain(|attr| {
         let Some(marker) = Marker::of(attr) else {
@@ -316,7 +324,14 @@ fn take_markers(attrs: &mut Vec<Attribute>, errors: &mut Errors) -> Vec<(Marker,
     markers
 }
 
-fn check_method(sig: &Signature, one_way: bool, errors: &mut Errors) -> Option<GrainMethod> {
+/// Checks a grain method's signature: `&self`, the context when `with_ctx` (an interface's
+/// methods have none), owned arguments, a `Result` return.
+pub(crate) fn check_method(
+    sig: &Signature,
+    one_way: bool,
+    with_ctx: bool,
+    errors: &mut Errors,
+) -> Option<GrainMethod> {
     let name = sig.ident.clone();
     let mut ok = check_receiver(sig, errors, || "grain methods take `&self`".to_owned());
     if RESERVED.contains(&name.to_string().as_str()) {
@@ -337,14 +352,17 @@ fn check_method(sig: &Signature, one_way: bool, errors: &mut Errors) -> Option<G
             );
         }
     }
-    ok &= check_ctx(
-        sig,
-        errors,
-        "the second parameter of a grain method must be the grain context: `ctx: &GrainContext<Self>`",
-    );
+    if with_ctx {
+        ok &= check_ctx(
+            sig,
+            errors,
+            "the second parameter of a grain method must be the grain context: `ctx: &GrainContext<Self>`",
+        );
+    }
 
+    let skip = if with_ctx { 2 } else { 1 };
     let mut args = Vec::new();
-    for (i, input) in sig.inputs.iter().enumerate().skip(2) {
+    for (i, input) in sig.inputs.iter().enumerate().skip(skip) {
         let FnArg::Typed(typed) = input else { continue };
         if let Err(e) = check_owned(&typed.ty, OWNED_ARG) {
             ok = false;
@@ -354,7 +372,7 @@ fn check_method(sig: &Signature, one_way: bool, errors: &mut Errors) -> Option<G
             Pat::Ident(p) if p.subpat.is_none() && !p.ident.to_string().starts_with('_') => {
                 p.ident.clone()
             }
-            _ => Ident::new(&format!("arg{}", i - 2), typed.pat.span()),
+            _ => Ident::new(&format!("arg{}", i - skip), typed.pat.span()),
         };
         args.push(Arg {
             name,
@@ -412,6 +430,10 @@ fn check_method(sig: &Signature, one_way: bool, errors: &mut Errors) -> Option<G
         read_only: false,
         one_way,
         params_span: sig.paren_token.span.join(),
+        result: match &sig.output {
+            ReturnType::Type(_, ty) => (**ty).clone(),
+            ReturnType::Default => syn::parse_quote!(()),
+        },
     })
 }
 
@@ -595,7 +617,7 @@ fn check_owned(ty: &Type, message: &str) -> syn::Result<()> {
 }
 
 /// Reports (and drops) methods whose ids collide with an earlier one.
-fn check_ids(methods: &mut Vec<GrainMethod>, errors: &mut Errors) {
+pub(crate) fn check_ids(methods: &mut Vec<GrainMethod>, errors: &mut Errors) {
     let mut kept: Vec<GrainMethod> = Vec::with_capacity(methods.len());
     for method in methods.drain(..) {
         if let Some(earlier) = kept.iter().find(|m| m.id == method.id) {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use granary_core::{Grain, GrainKey, Invoker, typed_ref};
+use granary_core::{GrainInterface, GrainKey, Invoker, typed_ref};
 
 /// A handle that creates grain references, for code outside any grain (a game front-end task,
 /// a test). Cheap to clone.
@@ -18,8 +18,9 @@ impl Client {
     }
 
     /// A reference to the grain of type `G` with `key`. The grain always exists: the first call
-    /// activates it.
-    pub fn grain<G: Grain>(&self, key: impl Into<GrainKey>) -> G::Ref {
+    /// activates it. `G` is a grain type (`PlayerGrain`) or, where only a grain interface is
+    /// linked, the interface's reference (`PlayerRef`): both give the same reference.
+    pub fn grain<G: GrainInterface>(&self, key: impl Into<GrainKey>) -> G::Ref {
         typed_ref::<G>(key, self.invoker.clone())
     }
 }

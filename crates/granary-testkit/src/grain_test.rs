@@ -255,7 +255,9 @@ impl<G: Grain> GrainTest<G> {
 
     /// The typed mock of grain type `T`, to declare how the calls the grain under test makes
     /// to `T` grains are answered: by method, with the method's own argument and result types,
-    /// for one key or for any key. Calls with no reply declared fail with
+    /// for one key or for any key. `T` is a grain type (`GuildGrain`) or a grain interface's
+    /// reference (`GuildRef` from `#[grain_interface] trait Guild`), so a test needs only the
+    /// interface of the grains it mocks. Calls with no reply declared fail with
     /// `CallError::Rejected` (and are still recorded); a one-way call with none succeeds.
     ///
     /// ```

@@ -10,8 +10,8 @@ use granary_core::{GrainId, GrainKey, GrainMock, MockKeys, MockResponder, MockSc
 
 use crate::host::KitHost;
 
-/// Hands out the typed mock of grain type `T` (`PlayerMock` for `PlayerGrain`), bound to one
-/// key or to every key. Get one from [`GrainTest::mock`](crate::GrainTest::mock).
+/// Hands out the typed mock of grain type `T` (`PlayerMock` for `PlayerGrain`, or for the
+/// interface reference `PlayerRef`), bound to one key or to every key. Get one from [`GrainTest::mock`](crate::GrainTest::mock).
 pub struct Mocks<T: GrainMock> {
     sink: Arc<dyn MockSink>,
     grain: PhantomData<fn() -> T>,

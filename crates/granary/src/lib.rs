@@ -4,11 +4,11 @@
 
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
-    GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId, MethodInfo,
-    PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId, StateGuard,
-    StorageError, SystemClock, TraceId, TypedRef,
+    GrainInterface, GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId,
+    MethodInfo, PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId,
+    StateGuard, StorageError, SystemClock, TraceId, TypedRef,
 };
-pub use granary_macros::grain;
+pub use granary_macros::{grain, grain_interface};
 pub use granary_silo::{
     Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
     DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,

@@ -7,13 +7,12 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::Ident;
 use syn::spanned::Spanned;
 
-use super::Paths;
-use crate::args::GrainArgs;
-use crate::parse::{GrainImpl, GrainMethod};
+use super::{Paths, Surface};
+use crate::parse::GrainMethod;
 
 /// The mock's name: the reference's without a trailing `Ref`, plus `Mock` (`PlayerRef` →
 /// `PlayerMock`, `PlayerHandle` → `PlayerHandleMock`).
-pub(super) fn ident(reference: &Ident) -> Ident {
+pub(crate) fn ident(reference: &Ident) -> Ident {
     let name = reference.to_string();
     let base = name
         .strip_suffix("Ref")
@@ -22,24 +21,25 @@ pub(super) fn ident(reference: &Ident) -> Ident {
     format_ident!("{}Mock", base, span = reference.span())
 }
 
-/// The mock struct, its methods and `impl GrainMock`.
-pub(super) fn expand(
-    args: &GrainArgs,
-    grain: &GrainImpl,
+/// The mock struct, its methods and `impl GrainMock for #target`.
+pub(crate) fn expand(
+    surface: &Surface<'_>,
     ident: &Ident,
+    target: &Ident,
     paths: &Paths,
 ) -> TokenStream {
     let core = &paths.core;
-    let self_ident = &grain.self_ident;
-    let type_name = args.name.value();
+    let Surface {
+        type_name, owner, ..
+    } = surface;
     let doc = format!(
-        " A typed mock of `{type_name}` grains (`{self_ident}`), for test kits: declares how calls \
+        " A typed mock of `{type_name}` grains (`{owner}`), for test kits: declares how calls \
          to each method are answered, for one grain or for any. Get one from the test kit \
          (`GrainTest::mock`); each method takes a closure of the called grain's key and the \
          method's arguments that returns the method's result, and returns the mock to declare \
          more."
     );
-    let methods = grain.methods.iter().map(|m| method(&type_name, m, core));
+    let methods = surface.methods.iter().map(|m| method(type_name, m, core));
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
@@ -57,7 +57,7 @@ pub(super) fn expand(
             }
         }
 
-        impl #core::GrainMock for #self_ident {
+        impl #core::GrainMock for #target {
             type Mock = #ident;
         }
     }

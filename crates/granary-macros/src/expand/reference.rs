@@ -6,27 +6,20 @@ use quote::{quote, quote_spanned};
 use syn::Ident;
 use syn::spanned::Spanned;
 
-use super::{Paths, method_info};
-use crate::args::GrainArgs;
-use crate::parse::{GrainImpl, GrainMethod};
+use super::{Paths, Surface, method_info};
+use crate::parse::GrainMethod;
 
 /// The reference struct, its trait impls and its methods.
-pub(super) fn expand(
-    args: &GrainArgs,
-    grain: &GrainImpl,
-    ident: &Ident,
-    paths: &Paths,
-) -> TokenStream {
+pub(crate) fn expand(surface: &Surface<'_>, ident: &Ident, paths: &Paths) -> TokenStream {
     let Paths { core, serde, .. } = paths;
     let serde_crate = serde.to_string().replace(' ', "");
-    let type_name = args.name.value();
     let doc = format!(
-        " A typed reference to a `{type_name}` grain (`{}`): call its methods from anywhere in the \
+        " A typed reference to a `{}` grain (`{}`): call its methods from anywhere in the \
          cluster. It serializes as its grain id.",
-        grain.self_ident
+        surface.type_name, surface.owner
     );
     let debug_name = ident.to_string();
-    let methods = grain.methods.iter().map(|m| method(m, core));
+    let methods = surface.methods.iter().map(|m| method(m, core));
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, #serde::Serialize, #serde::Deserialize)]

@@ -19,7 +19,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use granary_core::{
-    CallError, Envelope, Grain, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec, typed_ref,
+    CallError, Envelope, GrainInterface, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec,
+    typed_ref,
 };
 use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
@@ -188,8 +189,9 @@ impl ClusterClient {
         })
     }
 
-    /// A reference to the grain of type `G` with `key`.
-    pub fn grain<G: Grain>(&self, key: impl Into<GrainKey>) -> G::Ref {
+    /// A reference to the grain of type `G` with `key`: a grain type (`PlayerGrain`) or a grain
+    /// interface's reference (`PlayerRef`), so a front end needs only the interface crate.
+    pub fn grain<G: GrainInterface>(&self, key: impl Into<GrainKey>) -> G::Ref {
         typed_ref::<G>(key, Arc::new(ClientInvoker(self.inner.clone())))
     }
 
