@@ -1,6 +1,7 @@
 //! Tidy checks of the source tree (after rust-analyzer's): every Rust file opens with a `//!`
 //! doc, no `todo!`/`dbg!` debris is left, `docs/ARCHITECTURE.md` names every crate, and every
-//! code name it writes in backticks exists in the source.
+//! code name it writes in backticks exists in the source; the README's test command is the
+//! `./test` script that `.ci/run` runs.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -265,4 +266,36 @@ fn architecture_names_only_code_that_exists() {
          NOT_OUR_NAMES in tests/cluster/tidy.rs, with the reason.",
         missing.join(", ")
     );
+}
+
+#[test]
+fn the_readme_test_command_is_the_script_ci_runs_and_it_runs_the_whole_suite() {
+    let read = |path: &str| std::fs::read_to_string(workspace().join(path)).unwrap();
+    let (readme, script, ci) = (read("README.md"), read("test"), read(".ci/run"));
+    assert!(
+        readme.lines().any(|l| l.starts_with("./test ")),
+        "the README's quick start names `./test` as the test command"
+    );
+    for command in [
+        "cargo nextest run --workspace --locked",
+        "cargo test --workspace --doc --locked",
+    ] {
+        assert!(
+            script.lines().any(|l| l.trim_start().starts_with(command)),
+            "./test runs `{command}`"
+        );
+    }
+    assert!(
+        ci.lines().any(|l| l.starts_with("./test 2>&1 | tee")),
+        ".ci/run runs the tests through ./test (and reads its summary)"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(workspace().join("test"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o111, 0, "./test is executable");
+    }
 }

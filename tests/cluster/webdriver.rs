@@ -61,7 +61,7 @@ impl Browser {
     /// If Chromium or chromedriver is not installed (the message says how to install them), if
     /// chromedriver does not answer within 30 s, or if it cannot start Chromium.
     pub async fn start() -> Self {
-        let install = "apt-get install -y chromium chromium-driver (.ci/run installs them)";
+        let install = "apt-get install -y chromium chromium-driver (./test installs them)";
         let chromium = which("chromium").unwrap_or_else(|| {
             panic!("chromium is not installed: the dashboard's browser test needs it: {install}")
         });

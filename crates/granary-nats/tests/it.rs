@@ -24,7 +24,7 @@ fn nats_url() -> String {
     assert!(
         std::net::TcpStream::connect(&addr).is_ok(),
         "these tests need NATS with JetStream at {url}: start `nats-server -js` (Debian: apt-get \
-         install nats-server), or set GRANARY_TEST_NATS; `bash .ci/run` does it for you"
+         install nats-server), or set GRANARY_TEST_NATS; `./test` does it for you"
     );
     url
 }

@@ -1,13 +1,18 @@
-//! The silo's HTTP server: `/metrics` (the silo's metrics, then its relay's) and the dashboard's
-//! routes when `GRANARY_DASHBOARD_TOKEN` is set.
+//! The silo's HTTP server: `/metrics` (the silo's metrics, then its relay's), the health probes
+//! and the dashboard's routes when `GRANARY_DASHBOARD_TOKEN` is set. It serves from before the
+//! silo joins (the probes say it is starting) until after it stopped.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use granary_events::RelayMetrics;
 use granary_redis::{RedisMembership, RedisStore, RedisStreamsSink};
 
+use crate::health::Probes;
 use crate::{NodeError, dashboard};
+
+/// The metrics `/metrics` serves, set once the silo and its relay run.
+pub(crate) type MetricsSlot = Arc<OnceLock<(granary::SiloMetrics, RelayMetrics)>>;
 
 /// Binds the `GRANARY_METRICS` address, before the silo joins (a silo that cannot serve its
 /// metrics never joins).
@@ -34,23 +39,27 @@ pub(crate) fn dashboard(
     ))
 }
 
-/// The text `/metrics` serves: the silo's metrics, then its relay's; `None` once the silo is
-/// gone.
-fn render_metrics(silo: &granary::SiloMetrics, relay: &RelayMetrics) -> Option<String> {
+/// The text `/metrics` serves: the silo's metrics, then its relay's; `Err` before the silo
+/// joined and once it is gone, saying which.
+fn render_metrics(metrics: &MetricsSlot) -> Result<String, &'static str> {
+    let Some((silo, relay)) = metrics.get() else {
+        return Err("the silo is starting: no metrics before it joins");
+    };
     let mut text = String::new();
     if !silo.encode(&mut text) {
-        return None;
+        return Err("the silo stopped");
     }
     relay.encode(&mut text);
     text.push_str("# EOF\n");
-    Some(text)
+    Ok(text)
 }
 
-/// Serves `/metrics` (Prometheus text: the silo's and its relay's), and the dashboard if there
-/// is one, on `listener`; returns the handle that stops the server.
+/// Serves `/metrics` (Prometheus text: the silo's and its relay's, once `metrics` is set), the
+/// health probes, and the dashboard if there is one, on `listener`; returns the handle that
+/// stops the server.
 pub(crate) fn serve_http(
-    silo: granary::SiloMetrics,
-    relay: RelayMetrics,
+    metrics: MetricsSlot,
+    probes: Arc<Probes>,
     dashboard: Option<Arc<dashboard::Dashboard>>,
     listener: std::net::TcpListener,
 ) -> Result<actix_web::dev::ServerHandle, NodeError> {
@@ -58,29 +67,29 @@ pub(crate) fn serve_http(
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-    let with_dashboard = dashboard.is_some();
     let server = HttpServer::new(move || {
-        let (silo, relay) = (silo.clone(), relay.clone());
+        let metrics = metrics.clone();
         let dashboard = dashboard.clone();
         App::new()
             .route(
                 "/metrics",
                 web::get().to(move || {
-                    let text = render_metrics(&silo, &relay);
+                    let text = render_metrics(&metrics);
                     async move {
                         match text {
-                            Some(text) => HttpResponse::Ok()
+                            Ok(text) => HttpResponse::Ok()
                                 // prometheus-client writes OpenMetrics text (`# EOF`
                                 // ends it): Prometheus parses it by this content type.
                                 .content_type(
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 )
                                 .body(text),
-                            None => HttpResponse::ServiceUnavailable().body("the silo stopped"),
+                            Err(why) => HttpResponse::ServiceUnavailable().body(why),
                         }
                     }
                 }),
             )
+            .configure(|config| probes.routes(config))
             .configure(|config| {
                 if let Some(dashboard) = &dashboard {
                     dashboard.routes(config);
@@ -97,13 +106,5 @@ pub(crate) fn serve_http(
     .run();
     let handle = server.handle();
     tokio::spawn(server);
-    #[allow(clippy::print_stdout, reason = "the process's interface")]
-    {
-        if with_dashboard {
-            println!("dashboard at http://{addr}/dashboard?token=<GRANARY_DASHBOARD_TOKEN>");
-        } else {
-            println!("dashboard off: set GRANARY_DASHBOARD_TOKEN to serve it");
-        }
-    }
     Ok(handle)
 }

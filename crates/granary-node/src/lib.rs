@@ -35,7 +35,7 @@
 //! | `GRANARY_IDLE_AFTER` | deactivate a grain after this long without calls: a number with `ms`, `s`, `m` or `h` (`90s`, `15m`) | the profile's: `15m` in production, `200ms` in test |
 //! | `GRANARY_MAX_EVENT_SIZE` | the largest event `ctx.publish` takes, in bytes of JSON (raise it only if every queue the event goes to takes it) | `1048576` (1 MiB) |
 //! | `GRANARY_RELAY_MAX_REFUSALS` | how many times a sink may refuse an event before the relay moves it to its shard's dead-letter stream (`granary events dead`) | `5` |
-//! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, and the dashboard when a token is set | off |
+//! | `GRANARY_METRICS` | the HTTP address: Prometheus metrics at `http://<address>/metrics`, the health probes `/health/live` and `/health/ready`, and the dashboard when a token is set | off |
 //! | `GRANARY_DASHBOARD_TOKEN` | serve the dashboard at `http://<GRANARY_METRICS>/dashboard?token=<token>`; at least 16 characters; needs `GRANARY_METRICS` | off |
 //! | `GRANARY_EVENTS_PREFIX` | events go to the Redis streams `<prefix><event type>` | `events:` |
 //! | `GRANARY_NATS` | also to NATS JetStream at this URL (stream `GRANARY_NATS_STREAM`, subjects `<GRANARY_NATS_SUBJECTS><type>`) | off |
@@ -67,6 +67,15 @@
 //! any silo, are one OTel trace. The spans are sent in batches; the last ones when the silo
 //! stops on SIGINT or SIGTERM. Set without the feature, `GRANARY_OTLP` is a settings error.
 //!
+//! # Health probes
+//!
+//! With `GRANARY_METRICS` set, the silo serves `/health/live` (200 while the HTTP server
+//! answers) and `/health/ready` (200 only while the silo is `Active` in its own view of
+//! membership, its lease holding, and its Redis answers a `PING` within 800 ms; otherwise 503
+//! with a JSON body naming the failed checks), without the dashboard's token. The server
+//! answers from before the silo joins (not ready: starting) until it stopped (not ready from
+//! SIGTERM on). `docs/operating.md` has the Kubernetes probes.
+//!
 //! # Dashboard
 //!
 //! With `GRANARY_METRICS` and `GRANARY_DASHBOARD_TOKEN` set, the silo serves a web page of the
@@ -84,6 +93,7 @@
 
 mod dashboard;
 mod error;
+mod health;
 mod http;
 mod process;
 mod settings;

@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use granary::{ClusterConfig, Silo, SiloBuilder, SiloConfig, SiloEvent};
-use granary_events::{Relay, RelayConfig};
+use granary_events::{Relay, RelayBuilder, RelayConfig};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 
+use crate::health::Probes;
 use crate::settings::{Resolved, resolve};
 use crate::{NodeError, Settings, http, telemetry};
 
@@ -132,13 +133,52 @@ async fn serve(
         .storage(store.clone())
         .membership(Arc::new(RedisMembership::new(store.clone())))
         .cluster(cluster);
-    let silo = host_only(register(builder), &r.hosts)?.start().await?;
+    let builder = host_only(register(builder), &r.hosts)?;
+    // The HTTP server answers from here, before the silo joins: the probes say it is starting
+    // (not ready), `/metrics` that there is nothing yet.
+    let metrics = http::MetricsSlot::default();
+    let probes = Probes::new(store.clone());
+    let http = match http_listener {
+        Some(listener) => {
+            let dashboard = r
+                .dashboard_token
+                .clone()
+                .map(|token| http::dashboard(&r.cluster, token, &store, prefix));
+            let with_dashboard = dashboard.is_some();
+            let server = http::serve_http(metrics.clone(), probes.clone(), dashboard, listener)?;
+            Some((server, with_dashboard))
+        }
+        None => None,
+    };
+    let announce = r
+        .http
+        .zip(http.as_ref().map(|(_, with_dashboard)| *with_dashboard));
+    let result = Box::pin(run_silo(
+        builder, relay, &metrics, &probes, announce, started,
+    ))
+    .await;
+    if let Some((server, _)) = http {
+        server.stop(true).await;
+    }
+    result
+}
+
+/// Starts the silo and its relay, fills in what the HTTP server serves, prints the ready line
+/// (then where the HTTP server at `announce` serves, and whether with the dashboard), and runs
+/// until a stop signal (a clean stop) or until the cluster declares the silo dead.
+async fn run_silo(
+    builder: SiloBuilder,
+    relay: RelayBuilder,
+    metrics: &http::MetricsSlot,
+    probes: &Probes,
+    announce: Option<(std::net::SocketAddr, bool)>,
+    started: impl FnOnce(&Silo),
+) -> Result<(), NodeError> {
+    let silo = builder.start().await?;
     started(&silo);
     let relay = relay.owner(silo.shard_owner()).start();
-    let dashboard = r
-        .dashboard_token
-        .clone()
-        .map(|token| http::dashboard(&r.cluster, token, &store, prefix));
+    let _ = metrics.set((silo.metrics(), relay.metrics()));
+    probes.joined(silo.health());
     let mut events = silo.events();
     #[allow(
         clippy::print_stdout,
@@ -150,19 +190,15 @@ async fn serve(
             silo.id(),
             silo.address().map_or_else(String::new, |a| a.to_string())
         );
-        if let Some(addr) = r.http {
-            println!("metrics at http://{addr}/metrics");
+        if let Some((addr, with_dashboard)) = announce {
+            println!("metrics at http://{addr}/metrics; probes at /health/live and /health/ready");
+            if with_dashboard {
+                println!("dashboard at http://{addr}/dashboard?token=<GRANARY_DASHBOARD_TOKEN>");
+            } else {
+                println!("dashboard off: set GRANARY_DASHBOARD_TOKEN to serve it");
+            }
         }
     }
-    let http = match http_listener {
-        Some(listener) => Some(http::serve_http(
-            silo.metrics(),
-            relay.metrics(),
-            dashboard,
-            listener,
-        )?),
-        None => None,
-    };
     let dead = events.next_where(|e| matches!(e, SiloEvent::DeclaredDead));
     let result = tokio::select! {
         () = stop_signal() => {
@@ -172,9 +208,6 @@ async fn serve(
         Some(_) = dead => Err(NodeError::DeclaredDead),
     };
     relay.stop().await;
-    if let Some(server) = http {
-        server.stop(true).await;
-    }
     result
 }
 

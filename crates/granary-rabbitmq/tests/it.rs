@@ -25,7 +25,7 @@ fn amqp_uri() -> String {
         std::net::TcpStream::connect("127.0.0.1:5672").is_ok(),
         "these tests need RabbitMQ at 127.0.0.1:5672 (guest/guest): start `rabbitmq-server \
          -detached` (Debian: apt-get install rabbitmq-server), or set GRANARY_TEST_AMQP; \
-         `bash .ci/run` does it for you"
+         `./test` does it for you"
     );
     "amqp://guest:guest@127.0.0.1:5672/%2f".into()
 }

@@ -169,6 +169,19 @@ impl RedisStore {
             .await
     }
 
+    /// Whether Redis answers now: one `PING` under the command deadline. For health checks
+    /// (`granary-node`'s readiness probe); the store's operations need no prior ping.
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis does not answer in time or refuses the command.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: String = self
+            .bounded(async move { redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        Ok(())
+    }
+
     /// Runs one Redis operation under the command deadline.
     pub(crate) async fn bounded<T>(
         &self,

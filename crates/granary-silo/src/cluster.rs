@@ -40,6 +40,7 @@ pub use client::{ClientConfig, ClusterClient, ConnectError};
 pub use placement::Placement;
 
 use crate::events::SiloEvent;
+use crate::health::NotReady;
 use crate::request::{RemoteCall, Request, RequestKind};
 use crate::shared::{OwnerState, Shared};
 use lease::Lease;
@@ -460,6 +461,32 @@ impl Cluster {
                 .into(),
             outcome_unknown: false,
         })
+    }
+
+    /// Whether this silo is ready to serve, as far as the cluster part knows: not declared
+    /// dead, its own row `Active` in the view it last read, and its lease holding.
+    pub(crate) fn readiness(&self) -> Result<(), NotReady> {
+        if self.dead.is_cancelled() {
+            return Err(NotReady::DeclaredDead);
+        }
+        let status = self
+            .view
+            .read()
+            .rows
+            .get(&self.me)
+            .map(|(status, _)| *status);
+        match status {
+            Some(SiloStatus::Active) => {}
+            Some(SiloStatus::Dead) => return Err(NotReady::DeclaredDead),
+            status => return Err(NotReady::NotActive { status }),
+        }
+        if self.lease.holds(Instant::now()) {
+            Ok(())
+        } else {
+            Err(NotReady::LeaseExpired {
+                window: self.lease.window(),
+            })
+        }
     }
 
     /// The lease ran out: calls are refused until it is renewed.

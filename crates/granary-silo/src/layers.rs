@@ -1,7 +1,7 @@
 //! The silo core's layers, checked: each module names (`crate::<module>`, in `use` lines or
 //! in paths) only modules of the layers below its own, so the modules cannot import each other
 //! in a cycle again. A lower layer that must reach up does it through a small trait it owns
-//! (`shared::Home`, `cluster::ClusterHost`, `metrics::Census`), which an upper layer
+//! (`shared::Home`, `cluster::ClusterHost`, `metrics::Census`, `health::Standing`), which an upper layer
 //! implements. `docs/ARCHITECTURE.md` draws the same layers.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
         "request",
         "admission",
         "metrics",
+        "health",
         "client",
         "memory",
         "otel",

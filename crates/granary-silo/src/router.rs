@@ -20,6 +20,7 @@ use crate::activation::Routed;
 use crate::catalog::Catalog;
 use crate::cluster::Cluster;
 use crate::events::DeactivationReason;
+use crate::health::{NotReady, Standing};
 use crate::metrics::{Census, Metrics};
 use crate::request::Request;
 use crate::shared::{Home, OwnerState, Shared};
@@ -392,6 +393,23 @@ impl ActivationHost for Router {
         if let Some(entry) = self.catalog.entry_of(grain, activation) {
             entry.request_deactivation(DeactivationReason::StorageConflict);
         }
+    }
+}
+
+impl Standing for Router {
+    fn readiness(&self) -> Result<(), NotReady> {
+        let in_cluster = match &self.topology {
+            Topology::Alone => Ok(()),
+            Topology::Cluster(cluster) => cluster.readiness(),
+        };
+        // A silo declared dead also stops accepting: say the cause, not the symptom.
+        if in_cluster == Err(NotReady::DeclaredDead) {
+            return in_cluster;
+        }
+        if !self.catalog.accepting() {
+            return Err(NotReady::ShuttingDown);
+        }
+        in_cluster
     }
 }
 

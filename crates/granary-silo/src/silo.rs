@@ -488,6 +488,15 @@ impl Silo {
         crate::SiloMetrics { source }
     }
 
+    /// A handle on this silo's readiness (in its own view: not shutting down, and in a
+    /// cluster `Active` in the membership table with its lease holding), for a health endpoint.
+    #[must_use]
+    pub fn health(&self) -> crate::SiloHealth {
+        let source: std::sync::Weak<Router> = Arc::downgrade(&self.router);
+        let source: std::sync::Weak<dyn crate::health::Standing> = source;
+        crate::SiloHealth { source }
+    }
+
     /// The switch that simulates network partitions in tests: frames to and from the silos
     /// it cuts are dropped on this silo's links (see `granary_transport::Faults`). `None`
     /// outside a cluster. Not for production use.

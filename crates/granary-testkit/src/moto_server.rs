@@ -63,7 +63,7 @@ impl PrivateMoto {
             .unwrap_or_else(|err| {
                 panic!(
                     "cannot start `{program}` ({err}): the SQS tests need moto's server, an \
-                     SQS-compatible server: `pip install 'moto[server]'` (`bash .ci/run` does it)"
+                     SQS-compatible server: `pip install 'moto[server]'` (`./test` does it)"
                 )
             });
         let child = self.child.insert(child);

@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use crate::private_server::{free_port, kill, wait_until_serving};
 use crate::redis_server::unique_name;
 
-/// How `nats-server` is installed on Debian (`.ci/run` does it once per machine).
+/// How `nats-server` is installed on Debian (`./test` does it once per machine).
 pub const INSTALL: &str = "apt-get install nats-server";
 
 /// A `nats-server -js` process, stopped (SIGKILL, by its `Child`) and its store directory
@@ -76,7 +76,7 @@ impl PrivateNats {
                     "cannot start `{program}` ({err}): this test needs its own NATS server with \
                      JetStream: `{INSTALL}` (Debian), or a release from \
                      https://github.com/nats-io/nats-server/releases on the PATH, or \
-                     GRANARY_NATS_SERVER naming it; `bash .ci/run` installs it for you"
+                     GRANARY_NATS_SERVER naming it; `./test` installs it for you"
                 )
             });
         let child = self.child.insert(child);

@@ -43,7 +43,7 @@ pub async fn shared_redis_url() -> String {
         answers,
         "these tests need a Redis at {url} and nothing answers there. Start one with \
          `redis-server --daemonize yes --port 6379 --save '' --appendonly no` (Debian: \
-         `apt-get install redis-server`), or point GRANARY_TEST_REDIS at one; `bash .ci/run` \
+         `apt-get install redis-server`), or point GRANARY_TEST_REDIS at one; `./test` \
          installs and starts it for you"
     );
     url

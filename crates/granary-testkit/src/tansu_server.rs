@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 
 use crate::private_server::{free_port, kill, wait_until_serving};
 
-/// How `tansu` is installed (`.ci/run` does it once per machine).
+/// How `tansu` is installed (`./test` does it once per machine).
 pub const INSTALL: &str = "cargo install tansu --locked --features dynostore,postgres";
 
 /// The `tansu` binary: `GRANARY_TANSU`, else `tansu` on the `PATH`, else `~/.cargo/bin/tansu`.
@@ -37,7 +37,7 @@ pub fn tansu_binary() -> PathBuf {
         panic!(
             "this needs `tansu`, a Kafka-protocol broker: install it with `{INSTALL}` (about 10 \
              minutes; without --locked the postgres feature fails to build, without dynostore \
-             the memory:// storage is refused); `bash .ci/run` does it for you"
+             the memory:// storage is refused); `./test` does it for you"
         )
     })
 }

@@ -11,8 +11,8 @@ pub use granary_core::{
 pub use granary_macros::{grain, grain_interface};
 pub use granary_silo::{
     Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
-    DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
-    SiloEvents, SiloMetrics, StartError, WaitTimeout,
+    DeactivationReason, NotReady, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig,
+    SiloEvent, SiloEvents, SiloHealth, SiloMetrics, StartError, WaitTimeout,
 };
 
 pub mod provider {
