@@ -1,5 +1,6 @@
 //! The arguments of `#[grain(...)]`: `name`, `state`, and the optional `reentrant`,
-//! `reference`, `state_version`, `upgrade`, `idle_after` and `crate`.
+//! `reference`, `state_version`, `upgrade`, `idle_after`, `role`, `stateless_worker` and
+//! `crate`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::Parser;
@@ -25,8 +26,19 @@ pub(crate) struct GrainArgs {
     pub(crate) idle_after: Option<IdleAfterArg>,
     /// `role = "sim"`: the silo role the type asks for.
     pub(crate) role: Option<LitStr>,
+    /// `stateless_worker` or `stateless_worker = N`: a stateless worker type.
+    pub(crate) stateless_worker: Option<StatelessArg>,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
+}
+
+/// A parsed `stateless_worker` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StatelessArg {
+    /// `stateless_worker`: one activation per core and key.
+    PerCore,
+    /// `stateless_worker = N`, `N >= 1`.
+    Max(LitInt),
 }
 
 /// A parsed `idle_after = "..."`.
@@ -99,7 +111,7 @@ pub(crate) fn parse_idle_after(text: &str) -> Result<IdleAfterArg, String> {
     Ok(IdleAfterArg::Millis(total))
 }
 
-const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"` or `crate = \"path\"`";
+const EXPECTED: &str = "expected `name = \"...\"`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"`, `stateless_worker`, `stateless_worker = N` or `crate = \"path\"`";
 
 impl GrainArgs {
     /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
@@ -115,6 +127,7 @@ impl GrainArgs {
         let mut upgrade: Option<Path> = None;
         let mut idle_after: Option<IdleAfterArg> = None;
         let mut role: Option<LitStr> = None;
+        let mut stateless_worker: Option<StatelessArg> = None;
         let mut unknown: Vec<syn::Error> = Vec::new();
 
         let parser = syn::meta::parser(|meta| {
@@ -215,6 +228,30 @@ impl GrainArgs {
                     }
                     role = Some(lit);
                 }
+                "stateless_worker" => {
+                    if stateless_worker.is_some() {
+                        return Err(duplicate());
+                    }
+                    if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
+                        stateless_worker = Some(StatelessArg::PerCore);
+                    } else {
+                        let lit: LitInt = meta.value()?.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "`stateless_worker` takes a maximum of activations per key and \
+                                 silo: `stateless_worker = 4`, or no value for one per core",
+                            )
+                        })?;
+                        if !matches!(lit.base10_parse::<usize>(), Ok(1..)) {
+                            return Err(syn::Error::new(
+                                lit.span(),
+                                "`stateless_worker = N` needs at least 1 activation per key; \
+                                 write `stateless_worker` alone for one per core",
+                            ));
+                        }
+                        stateless_worker = Some(StatelessArg::Max(lit));
+                    }
+                }
                 "crate" => {
                     if krate.is_some() {
                         return Err(duplicate());
@@ -257,7 +294,23 @@ impl GrainArgs {
                     "`upgrade = path` needs `state_version = N`: the version its steps lead to",
                 );
             }
-            if state.is_none() {
+            if let (Some(_), Some(ty)) = (&stateless_worker, &state)
+                && !is_unit(ty)
+            {
+                errors.push(syn::Error::new_spanned(
+                    ty,
+                    "a stateless worker has no state: it writes nothing to the store and its \
+                     activations share nothing; remove `state = ..` (or write `state = ()`) and keep \
+                     state in an ordinary grain the worker calls",
+                ));
+            }
+            if stateless_worker.is_some() && (state_version.is_some() || upgrade.is_some()) {
+                errors.at(
+                    attr_span,
+                    "a stateless worker has no state: `state_version` and `upgrade` do not apply",
+                );
+            }
+            if state.is_none() && stateless_worker.is_none() {
                 errors.at(
                     attr_span,
                     "missing `state = Type`: the grain's persisted state (`state = ()` for a grain \
@@ -274,8 +327,19 @@ impl GrainArgs {
             upgrade,
             idle_after,
             role,
+            stateless_worker,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
         }
+    }
+}
+
+/// Whether `ty` is the unit type `()` (possibly in parentheses).
+fn is_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(tuple) => tuple.elems.is_empty(),
+        Type::Paren(inner) => is_unit(&inner.elem),
+        Type::Group(inner) => is_unit(&inner.elem),
+        _ => false,
     }
 }
 

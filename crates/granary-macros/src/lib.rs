@@ -130,6 +130,13 @@ use proc_macro::TokenStream;
 /// - `role = "sim"`: new activations of this type go only to silos with this role
 ///   (`SiloBuilder::role`); a silo that registers the type without the role does not host it.
 ///   `ClusterConfig::require_role` overrides it.
+/// - `stateless_worker` or `stateless_worker = 4`: a stateless worker (Orleans'
+///   `[StatelessWorker]`): no state (`state` may be left out; any state but `()` is refused),
+///   nothing written to the store, each call served by the silo that receives it, with up to
+///   this many activations of one key running side by side on each silo (alone: one per core).
+///   `SiloBuilder::stateless_workers` overrides the maximum. Its context refuses
+///   `write_state`, `clear_state`, `publish` and reminders with `CallError::StatelessWorker`;
+///   timers belong to the one activation that set them.
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
 ///
@@ -163,7 +170,7 @@ use proc_macro::TokenStream;
 /// # Generated items
 ///
 /// - `impl Grain for PlayerGrain`: `TYPE_NAME`, `REENTRANT`, `METHODS` (and `STATE_VERSION`,
-///   `IDLE_AFTER` when given), the dispatch and the hooks.
+///   `IDLE_AFTER`, `ROLE`, `STATELESS_WORKER` when given), the dispatch and the hooks.
 /// - `pub struct PlayerRef`: `Clone`, `Debug`, `Eq` and `Hash` by grain id, serialized as its
 ///   grain id, `From<GrainRef>`, `TypedRef`, `id()`, `with_timeout(..)`, and for each grain
 ///   method an `async fn` of the same name and arguments (without `ctx`) returning

@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["shared"],
     &["activation"],
+    &["workers"],
     &["registry"],
     &["catalog"],
     &["cluster"],
