@@ -140,6 +140,54 @@ use proc_macro::TokenStream;
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
 ///
+/// # Stateless workers
+///
+/// `#[grain(stateless_worker)]` makes a type whose keys are served by several activations at
+/// once on every silo that hosts it (up to one per core, or `stateless_worker = N`): for work
+/// that keeps nothing, such as checking login tokens, matchmaking fan-out or reading hot
+/// catalogue data. Each call is served by the silo that receives it; each activation still
+/// runs one turn at a time. In the example, the barrier opens only when three turns of the
+/// one key run side by side:
+///
+/// ```
+/// use std::sync::Arc;
+/// use granary::{GrainContext, Result, Silo, grain};
+/// use tokio::sync::Barrier;
+///
+/// /// Checks login tokens: no state, up to three activations per key and silo.
+/// pub struct TokenCheck {
+///     barrier: Arc<Barrier>,
+/// }
+///
+/// #[grain(name = "token_check", stateless_worker = 3)]
+/// impl TokenCheck {
+///     pub async fn check(&self, ctx: &GrainContext<Self>, token: String) -> Result<bool> {
+///         let _ = ctx; // no `ctx.state()`: a stateless worker has none
+///         self.barrier.wait().await;
+///         Ok(token.starts_with("ok-"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let barrier = Arc::new(Barrier::new(3));
+/// let silo = Silo::builder()
+///     .register_with::<TokenCheck>(move |_| TokenCheck { barrier: barrier.clone() })
+///     .start()
+///     .await?;
+/// let login = silo.client().grain::<TokenCheck>("login");
+/// let (a, b, c) = tokio::join!(
+///     login.check("ok-1".into()),
+///     login.check("ok-2".into()),
+///     login.check("stolen".into()),
+/// );
+/// assert_eq!((a?, b?, c?), (true, true, false));
+/// assert_eq!(silo.activation_count(), 3, "three activations of one key");
+/// silo.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// # Methods and hooks
 ///
 /// Every `pub async fn` taking `&self` is a grain method. Its second parameter is the context,
