@@ -509,6 +509,34 @@ async fn a_worker_has_timers_of_its_own_and_deactivates_on_request() {
     silo.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_turns_finish_and_ends_every_worker() {
+    let gate = Gate::new();
+    let silo = TestSilo::start_with(config(), |b| {
+        b.register_with::<LookupGrain>(lookup(&gate, "a"))
+    })
+    .await
+    .unwrap();
+    let id = GrainId::new(LOOKUP, "busy");
+    let calls = hold_calls(&silo, "busy", 3);
+    gate.wait_inside(3).await;
+    let mut events = silo.events();
+    let shutdown = tokio::spawn(silo.shutdown());
+    gate.permits.add_permits(3);
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    shutdown.await.unwrap().unwrap();
+    for _ in 0..3 {
+        events
+            .wait_for(|e| {
+                matches!(e, SiloEvent::Deactivated(g, DeactivationReason::Shutdown) if *g == id)
+            })
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_zero_maximum_or_an_ordinary_type_is_refused_at_start() {
     let gate = Gate::new();

@@ -44,6 +44,9 @@ struct Workers<G: Grain> {
     list: Vec<Arc<Activation<G>>>,
     /// The last worker left: the pool is out of the catalog and takes no request.
     closed: bool,
+    /// The whole key is being deactivated (on request, or the silo stops): no new worker;
+    /// requests wait in the closing workers' queues and are routed again when they close.
+    draining: bool,
 }
 
 impl<G: Grain> WorkerPool<G> {
@@ -66,6 +69,7 @@ impl<G: Grain> WorkerPool<G> {
             workers: Mutex::new(Workers {
                 list: Vec::new(),
                 closed: false,
+                draining: false,
             }),
             me: me.clone(),
         })
@@ -91,7 +95,7 @@ impl<G: Grain> WorkerPool<G> {
                 least = Some((worker, serving, load));
             }
         }
-        if workers.list.len() < self.max {
+        if workers.list.len() < self.max && !workers.draining {
             let me: Weak<dyn Pool> = self.me.clone();
             let grain = (self.make)(&self.id);
             let worker =
@@ -184,7 +188,17 @@ impl<G: Grain> ActivationEntry for WorkerPool<G> {
     }
 
     fn request_deactivation(self: Arc<Self>, reason: DeactivationReason) {
-        let workers = self.workers.lock().list.clone();
+        let (workers, emptied) = {
+            let mut workers = self.workers.lock();
+            workers.draining = true;
+            // A pool that never got its first worker has nobody to take it out of the catalog.
+            let emptied = workers.list.is_empty() && !workers.closed;
+            workers.closed |= emptied;
+            (workers.list.clone(), emptied)
+        };
+        if emptied && let Some(home) = self.shared.home() {
+            home.remove(&self.id, self.pool_id);
+        }
         for worker in workers {
             worker.request_deactivation(reason);
         }
