@@ -548,13 +548,15 @@ impl Silo {
         SiloEvents::new(self.router.shared().subscribe())
     }
 
-    /// How many activations the silo holds now (activating, active or deactivating).
+    /// How many activations the silo holds now (activating, active or deactivating), every
+    /// activation of a stateless worker key counted.
     #[must_use]
     pub fn activation_count(&self) -> usize {
         self.router.catalog().len()
     }
 
-    /// Whether `grain` has an activation on this silo now.
+    /// Whether `grain` has an activation on this silo now (for a stateless worker key: at
+    /// least one).
     #[must_use]
     pub fn is_active(&self, grain: &GrainId) -> bool {
         self.router.catalog().contains(grain)
@@ -565,7 +567,8 @@ impl Silo {
     /// Calls that arrive meanwhile wait and reach the next activation, which loads the
     /// committed state. Returns whether there was an activation to ask; await
     /// [`SiloEvent::Deactivated`](crate::SiloEvent::Deactivated) (reason
-    /// [`Requested`](crate::DeactivationReason::Requested)) to know it is done.
+    /// [`Requested`](crate::DeactivationReason::Requested)) to know it is done. For a stateless
+    /// worker key, every one of its activations here is asked (one event each).
     pub fn deactivate(&self, grain: &GrainId) -> bool {
         match self.router.catalog().get(grain) {
             Some(entry) => {
