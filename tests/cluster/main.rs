@@ -23,6 +23,7 @@ mod metrics;
 mod multi_silo;
 mod processes;
 mod roles;
+mod stateless;
 mod tidy;
 mod turns;
 mod webdriver;

@@ -3,7 +3,8 @@
 //! fixed CPU placement), P5 (cold activation from Redis, against `GET` and the claim script),
 //! P6 (state + events commit to Redis; P6c, fenced against unfenced), P7 (event relay), P8
 //! (memory per idle activation; P8-1M at 1,000,000), P9 (failover), P10 (Redis bytes per
-//! persisted grain).
+//! persisted grain), P11 (reminder lateness), P12 (one stateless worker key against as many
+//! ordinary grains as callers).
 //! Each repetition runs the baseline(s) and the candidate back to back, starting with a different
 //! engine each time (so no engine always runs first or last); medians are reported.
 
@@ -419,6 +420,29 @@ pub(crate) fn p11(reps: usize, scale: usize) -> anyhow::Result<()> {
     }
     .print_with(&format!("redis_bytes_per_reminder={bytes:.0}"));
     Ok(())
+}
+
+/// P12: calls/s to one stateless worker key from 8 callers on 2 worker threads (its default
+/// maximum: one activation per core), against the same callers each calling an ordinary grain
+/// of its own, on the same silo and runtime shape as P1b.
+pub(crate) fn p12(reps: usize, scale: usize) {
+    let (callers, per_caller) = (8, 200_000 / scale);
+    let [s, g] = interleave(
+        reps,
+        [&|| granary::p12_stateless(callers, per_caller), &|| {
+            granary::p12_grains(callers, per_caller)
+        }],
+    );
+    Line {
+        id: "P12",
+        what: "calls_per_sec_1_stateless_key_8callers_2threads",
+        value: median(&s),
+        baseline: median(&g),
+        baseline_name: "8_ordinary_grains_one_per_caller",
+        unit: "calls/s",
+        goal: "ratio>=0.8",
+    }
+    .print();
 }
 
 /// P3: cross-silo call latency, one call in flight, p50 and p99, against a raw TCP

@@ -229,7 +229,9 @@ impl<G: Grain> GrainContext<G> {
     /// [`CallError::Codec`] if the event cannot be encoded as JSON;
     /// [`CallError::EventTooLarge`] if its JSON is larger than the silo's `max_event_size`
     /// (default [`DEFAULT_MAX_EVENT_SIZE`]). Nothing is buffered then.
+    /// [`CallError::StatelessWorker`] from a stateless worker: it has no outbox.
     pub fn publish<E: Event>(&self, event: &E) -> Result<(), CallError> {
+        self.refuse_if_stateless("publish")?;
         let event = PublishedEvent::encode(event).map_err(|e| CallError::Codec {
             what: format!("event {}", E::TYPE_NAME),
             reason: e.to_string(),
@@ -254,11 +256,13 @@ impl<G: Grain> GrainContext<G> {
     /// [`CallError::StorageConflict`] if another activation committed or owns the grain: the
     /// activation is then deactivated and the next call reloads. [`CallError::Storage`] if the
     /// store failed. The turn's buffered events are discarded in both cases.
+    /// [`CallError::StatelessWorker`] from a stateless worker, which has no stored state.
     ///
     /// # Cancel safety
     /// Not cancel safe: dropping the future after the store received the commit leaves this
     /// activation's version behind, and its next commit fails with a conflict.
     pub async fn write_state(&self) -> Result<(), CallError> {
+        self.refuse_if_stateless("write_state")?;
         let _serial = self.commit_lock.lock().await;
         let data = {
             let state = self.state.lock();
@@ -284,6 +288,7 @@ impl<G: Grain> GrainContext<G> {
     /// # Errors
     /// As [`write_state`](Self::write_state).
     pub async fn clear_state(&self) -> Result<(), CallError> {
+        self.refuse_if_stateless("clear_state")?;
         let _serial = self.commit_lock.lock().await;
         self.commit(StateChange::Clear).await?;
         *self.state.lock() = G::State::default();
@@ -447,13 +452,16 @@ impl<G: Grain> GrainContext<G> {
     /// [`CallError::Reminder`] when the period is under 1 s
     /// ([`MIN_REMINDER_PERIOD`]), the name is empty or over [`MAX_REMINDER_NAME_LEN`] bytes,
     /// the grain already has [`MAX_REMINDERS_PER_GRAIN`] reminders, or the store keeps no
-    /// reminders; [`CallError::Storage`] if the grain's reminders could not be loaded.
+    /// reminders; [`CallError::Storage`] if the grain's reminders could not be loaded;
+    /// [`CallError::StatelessWorker`] from a stateless worker: it has no stable identity for a
+    /// reminder to fire to (use a timer, which lives with one of its activations).
     pub async fn register_reminder(
         &self,
         name: &str,
         first_due: Duration,
         period: Duration,
     ) -> Result<(), CallError> {
+        self.refuse_if_stateless("register_reminder")?;
         if name.is_empty() || name.len() > MAX_REMINDER_NAME_LEN {
             return Err(self.reminder_error(
                 name,
@@ -507,8 +515,10 @@ impl<G: Grain> GrainContext<G> {
     ///
     /// # Errors
     /// [`CallError::Reminder`] if the store keeps no reminders; [`CallError::Storage`] if the
-    /// grain's reminders could not be loaded.
+    /// grain's reminders could not be loaded; [`CallError::StatelessWorker`] from a stateless
+    /// worker.
     pub async fn unregister_reminder(&self, name: &str) -> Result<(), CallError> {
+        self.refuse_if_stateless("unregister_reminder")?;
         self.load_reminders().await?;
         if self.effective_reminders().contains_key(name) {
             self.reminder_changes
@@ -523,6 +533,7 @@ impl<G: Grain> GrainContext<G> {
     /// # Errors
     /// As [`unregister_reminder`](Self::unregister_reminder).
     pub async fn reminders(&self) -> Result<Vec<Reminder>, CallError> {
+        self.refuse_if_stateless("read reminders")?;
         self.load_reminders().await?;
         Ok(self.effective_reminders().into_values().collect())
     }
@@ -607,6 +618,17 @@ impl<G: Grain> GrainContext<G> {
             .and_then(|m| m.get(name).map(|r| r.next_due_ms))
     }
 
+    /// Refuses `operation` for a stateless worker, which writes nothing to the store.
+    fn refuse_if_stateless(&self, operation: &str) -> Result<(), CallError> {
+        if G::STATELESS_WORKER.is_some() {
+            return Err(CallError::StatelessWorker {
+                grain: self.id.clone(),
+                operation: operation.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
     fn storage_error(&self, source: StorageError) -> CallError {
         CallError::Storage {
             grain: self.id.clone(),
@@ -629,7 +651,9 @@ impl<G: Grain> GrainContext<G> {
 
     /// Arms the timer `name`: the grain's `#[on_timer]` method runs `due` from now, then every
     /// `period` after the previous run finished (so runs never overlap), as an ordinary turn.
-    /// Re-arming an armed timer replaces it. Timers die with the activation.
+    /// Re-arming an armed timer replaces it. Timers die with the activation. A stateless
+    /// worker's timer belongs to the one activation that set it: each of a key's activations
+    /// has timers of its own.
     pub fn set_timer(&self, name: &str, due: Duration, period: Option<Duration>) {
         self.host
             .set_timer(&self.id, self.activation, name, due, period);

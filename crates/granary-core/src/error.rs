@@ -230,6 +230,17 @@ pub enum CallError {
         /// The role the type asks for, if any.
         role: Option<String>,
     },
+    /// A stateless worker (`#[grain(stateless_worker)]`) tried something only a grain with a
+    /// stored identity can do: write or clear state, publish an event, or use reminders.
+    /// Stateless workers write nothing to the store; give the work to an ordinary grain (call
+    /// it from the worker) instead. Not retryable: the same call meets the same refusal.
+    #[error("{grain} is a stateless worker and cannot {operation}; call an ordinary grain for it")]
+    StatelessWorker {
+        /// The stateless worker.
+        grain: GrainId,
+        /// What it tried (`write_state`, `clear_state`, `publish`, `register_reminder`, ...).
+        operation: String,
+    },
 }
 
 /// Why a reminder was refused (in [`CallError::Reminder`]).

@@ -45,6 +45,28 @@ impl From<std::time::Duration> for IdleAfter {
     }
 }
 
+/// How many activations of one stateless worker key a silo may run side by side
+/// (`#[grain(stateless_worker)]` or `#[grain(stateless_worker = 4)]`; `SiloBuilder::stateless_workers`
+/// overrides it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatelessWorker {
+    /// One per core of the silo's machine (`std::thread::available_parallelism`).
+    PerCore,
+    /// At most this many (at least 1; the macro and the builder refuse 0).
+    Max(usize),
+}
+
+impl StatelessWorker {
+    /// The maximum number of local activations per key this gives on this machine.
+    #[must_use]
+    pub fn max_activations(self) -> usize {
+        match self {
+            Self::PerCore => std::thread::available_parallelism().map_or(1, usize::from),
+            Self::Max(n) => n,
+        }
+    }
+}
+
 /// What the runtime knows of one grain method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodInfo {
@@ -161,6 +183,11 @@ pub trait Grain: Send + Sync + Sized + 'static {
     /// silos with the role host the type. `ClusterConfig::require_role` overrides it. Default:
     /// none.
     const ROLE: Option<&'static str> = None;
+    /// `Some` for a stateless worker (`#[grain(stateless_worker)]`): no state, nothing in the
+    /// store, served by the silo that receives the call, with up to this many activations of
+    /// one key running side by side on each silo. Default: `None`, an ordinary grain (one
+    /// activation in the cluster).
+    const STATELESS_WORKER: Option<StatelessWorker> = None;
 
     /// Upgrades a stored state payload of schema version `from` to `from + 1`. Loading a state of
     /// an older version runs the steps in order; the next write stores

@@ -30,7 +30,9 @@ pub use context::{ActivationHost, DEFAULT_MAX_EVENT_SIZE, GrainContext, StateGua
 pub use deadline::deadline_in;
 pub use error::{CallError, ReminderError, StorageError};
 pub use event::{Event, PublishedEvent};
-pub use grain::{Grain, GrainInterface, GrainState, IdleAfter, MethodInfo, REMINDER_METHOD};
+pub use grain::{
+    Grain, GrainInterface, GrainState, IdleAfter, MethodInfo, REMINDER_METHOD, StatelessWorker,
+};
 pub use id::{
     ActivationId, BuildGrainIdHasher, FnvHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN,
     SiloId,

@@ -1,6 +1,6 @@
 //! The arguments of `#[grain(...)]`: `name` (or `implements`), `state`, and the optional
-//! `reentrant`, `reference`, `state_version`, `upgrade`, `idle_after`, `role` and `crate`; and
-//! those of `#[grain_interface(...)]`: `name` and `crate`.
+//! `reentrant`, `reference`, `state_version`, `upgrade`, `idle_after`, `role`,
+//! `stateless_worker` and `crate`; and those of `#[grain_interface(...)]`: `name` and `crate`.
 
 use proc_macro2::{Span, TokenStream, TokenTree};
 use syn::parse::Parser;
@@ -26,6 +26,8 @@ pub(crate) struct GrainArgs {
     pub(crate) idle_after: Option<IdleAfterArg>,
     /// `role = "sim"`: the silo role the type asks for.
     pub(crate) role: Option<LitStr>,
+    /// `stateless_worker` or `stateless_worker = N`: a stateless worker type.
+    pub(crate) stateless_worker: Option<StatelessArg>,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
     /// `implements = path::Trait`: the `#[grain_interface]` trait the grain implements, which
@@ -39,6 +41,15 @@ pub(crate) struct InterfaceArgs {
     pub(crate) name: LitStr,
     /// `crate = "path"`: where the facade lives (`::granary` unless given).
     pub(crate) krate: Path,
+}
+
+/// A parsed `stateless_worker` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StatelessArg {
+    /// `stateless_worker`: one activation per core and key.
+    PerCore,
+    /// `stateless_worker = N`, `N >= 1`.
+    Max(LitInt),
 }
 
 /// A parsed `idle_after = "..."`.
@@ -111,7 +122,7 @@ pub(crate) fn parse_idle_after(text: &str) -> Result<IdleAfterArg, String> {
     Ok(IdleAfterArg::Millis(total))
 }
 
-const EXPECTED: &str = "expected `name = \"...\"`, `implements = Trait`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"` or `crate = \"path\"`";
+const EXPECTED: &str = "expected `name = \"...\"`, `implements = Trait`, `state = Type`, `reentrant`, `reference = Name`, `state_version = N`, `upgrade = path`, `idle_after = \"90s\"`, `role = \"sim\"`, `stateless_worker`, `stateless_worker = N` or `crate = \"path\"`";
 
 impl GrainArgs {
     /// Parses the attribute's arguments, recording what is wrong in `errors`; missing or faulty
@@ -128,6 +139,7 @@ impl GrainArgs {
         let mut idle_after: Option<IdleAfterArg> = None;
         let mut role: Option<LitStr> = None;
         let mut implements: Option<Path> = None;
+        let mut stateless_worker: Option<StatelessArg> = None;
         let mut unknown: Vec<syn::Error> = Vec::new();
 
         let parser = syn::meta::parser(|meta| {
@@ -228,6 +240,30 @@ impl GrainArgs {
                     }
                     role = Some(lit);
                 }
+                "stateless_worker" => {
+                    if stateless_worker.is_some() {
+                        return Err(duplicate());
+                    }
+                    if meta.input.is_empty() || meta.input.peek(syn::Token![,]) {
+                        stateless_worker = Some(StatelessArg::PerCore);
+                    } else {
+                        let lit: LitInt = meta.value()?.parse().map_err(|e| {
+                            syn::Error::new(
+                                e.span(),
+                                "`stateless_worker` takes a maximum of activations per key and \
+                                 silo: `stateless_worker = 4`, or no value for one per core",
+                            )
+                        })?;
+                        if !matches!(lit.base10_parse::<usize>(), Ok(1..)) {
+                            return Err(syn::Error::new(
+                                lit.span(),
+                                "`stateless_worker = N` needs at least 1 activation per key; \
+                                 write `stateless_worker` alone for one per core",
+                            ));
+                        }
+                        stateless_worker = Some(StatelessArg::Max(lit));
+                    }
+                }
                 "crate" => {
                     if krate.is_some() {
                         return Err(duplicate());
@@ -286,7 +322,23 @@ impl GrainArgs {
                     "`upgrade = path` needs `state_version = N`: the version its steps lead to",
                 );
             }
-            if state.is_none() {
+            if let (Some(_), Some(ty)) = (&stateless_worker, &state)
+                && !is_unit(ty)
+            {
+                errors.push(syn::Error::new_spanned(
+                    ty,
+                    "a stateless worker has no state: it writes nothing to the store and its \
+                     activations share nothing; remove `state = ..` (or write `state = ()`) and keep \
+                     state in an ordinary grain the worker calls",
+                ));
+            }
+            if stateless_worker.is_some() && (state_version.is_some() || upgrade.is_some()) {
+                errors.at(
+                    attr_span,
+                    "a stateless worker has no state: `state_version` and `upgrade` do not apply",
+                );
+            }
+            if state.is_none() && stateless_worker.is_none() {
                 errors.at(
                     attr_span,
                     "missing `state = Type`: the grain's persisted state (`state = ()` for a grain \
@@ -303,6 +355,7 @@ impl GrainArgs {
             upgrade,
             idle_after,
             role,
+            stateless_worker,
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
             implements,
         }
@@ -369,6 +422,16 @@ impl InterfaceArgs {
             name: name.unwrap_or_else(|| LitStr::new("__missing", attr_span)),
             krate: krate.unwrap_or_else(|| syn::parse_quote!(::granary)),
         }
+    }
+}
+
+/// Whether `ty` is the unit type `()` (possibly in parentheses).
+fn is_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(tuple) => tuple.elems.is_empty(),
+        Type::Paren(inner) => is_unit(&inner.elem),
+        Type::Group(inner) => is_unit(&inner.elem),
+        _ => false,
     }
 }
 

@@ -17,7 +17,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, Item, LitInt};
 
-use crate::args::{GrainArgs, IdleAfterArg};
+use crate::args::{GrainArgs, IdleAfterArg, StatelessArg};
 use crate::errors::Errors;
 use crate::parse::{GrainImpl, GrainMethod, Hook};
 
@@ -228,6 +228,17 @@ pub(crate) fn grain_impl(
         .role
         .as_ref()
         .map(|role| quote!(const ROLE: ::core::option::Option<&'static str> = ::core::option::Option::Some(#role);));
+    let stateless = args.stateless_worker.as_ref().map(|arg| {
+        let value = match arg {
+            StatelessArg::PerCore => quote!(#core::StatelessWorker::PerCore),
+            StatelessArg::Max(n) => {
+                // Unsuffixed: `4u32` must still give a `usize`.
+                let n = LitInt::new(n.base10_digits(), n.span());
+                quote!(#core::StatelessWorker::Max(#n))
+            }
+        };
+        quote!(const STATELESS_WORKER: ::core::option::Option<#core::StatelessWorker> = ::core::option::Option::Some(#value);)
+    });
     let upgrade = args.upgrade.as_ref().map(|path| {
         quote! {
             fn upgrade_state(
@@ -245,6 +256,7 @@ pub(crate) fn grain_impl(
             #state_version
             #idle_after
             #role
+            #stateless
             const METHODS: &'static [#core::MethodInfo] = #methods;
             type State = #state;
             type Ref = #ref_type;

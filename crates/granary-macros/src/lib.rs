@@ -132,6 +132,13 @@ use proc_macro::TokenStream;
 /// - `role = "sim"`: new activations of this type go only to silos with this role
 ///   (`SiloBuilder::role`); a silo that registers the type without the role does not host it.
 ///   `ClusterConfig::require_role` overrides it.
+/// - `stateless_worker` or `stateless_worker = 4`: a stateless worker (Orleans'
+///   `[StatelessWorker]`): no state (`state` may be left out; any state but `()` is refused),
+///   nothing written to the store, each call served by the silo that receives it, with up to
+///   this many activations of one key running side by side on each silo (alone: one per core).
+///   `SiloBuilder::stateless_workers` overrides the maximum. Its context refuses
+///   `write_state`, `clear_state`, `publish` and reminders with `CallError::StatelessWorker`;
+///   timers belong to the one activation that set them.
 /// - `crate = "path"`: where the `granary` facade is, for crates that cannot name it
 ///   `::granary`. The path must provide `__private::{core, BoxFuture, serde}`.
 /// - `implements = path::Player` (instead of `name`): the grain implements the
@@ -143,6 +150,54 @@ use proc_macro::TokenStream;
 ///   with the same argument and result types, or compilation fails at the grain's code (a
 ///   missing method: "not all trait items implemented"; an extra one: "not a member of trait";
 ///   another type: "incompatible type for trait"). `reference` cannot be given.
+///
+/// # Stateless workers
+///
+/// `#[grain(stateless_worker)]` makes a type whose keys are served by several activations at
+/// once on every silo that hosts it (up to one per core, or `stateless_worker = N`): for work
+/// that keeps nothing, such as checking login tokens, matchmaking fan-out or reading hot
+/// catalogue data. Each call is served by the silo that receives it; each activation still
+/// runs one turn at a time. In the example, the barrier opens only when three turns of the
+/// one key run side by side:
+///
+/// ```
+/// use std::sync::Arc;
+/// use granary::{GrainContext, Result, Silo, grain};
+/// use tokio::sync::Barrier;
+///
+/// /// Checks login tokens: no state, up to three activations per key and silo.
+/// pub struct TokenCheck {
+///     barrier: Arc<Barrier>,
+/// }
+///
+/// #[grain(name = "token_check", stateless_worker = 3)]
+/// impl TokenCheck {
+///     pub async fn check(&self, ctx: &GrainContext<Self>, token: String) -> Result<bool> {
+///         let _ = ctx; // no `ctx.state()`: a stateless worker has none
+///         self.barrier.wait().await;
+///         Ok(token.starts_with("ok-"))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+/// let barrier = Arc::new(Barrier::new(3));
+/// let silo = Silo::builder()
+///     .register_with::<TokenCheck>(move |_| TokenCheck { barrier: barrier.clone() })
+///     .start()
+///     .await?;
+/// let login = silo.client().grain::<TokenCheck>("login");
+/// let (a, b, c) = tokio::join!(
+///     login.check("ok-1".into()),
+///     login.check("ok-2".into()),
+///     login.check("stolen".into()),
+/// );
+/// assert_eq!((a?, b?, c?), (true, true, false));
+/// assert_eq!(silo.activation_count(), 3, "three activations of one key");
+/// silo.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// # Methods and hooks
 ///
@@ -178,7 +233,7 @@ use proc_macro::TokenStream;
 /// generated. Without it:
 ///
 /// - `impl Grain for PlayerGrain`: `TYPE_NAME`, `REENTRANT`, `METHODS` (and `STATE_VERSION`,
-///   `IDLE_AFTER` when given), the dispatch and the hooks.
+///   `IDLE_AFTER`, `ROLE`, `STATELESS_WORKER` when given), the dispatch and the hooks.
 /// - `pub struct PlayerRef`: `Clone`, `Debug`, `Eq` and `Hash` by grain id, serialized as its
 ///   grain id, `From<GrainRef>`, `TypedRef`, `id()`, `with_timeout(..)`, and for each grain
 ///   method an `async fn` of the same name and arguments (without `ctx`) returning

@@ -5,8 +5,8 @@
 //! task spawned when the turn is admitted, and that task goes on with the next admitted request
 //! when its turn ends, so an idle activation costs no task, no channel and no timer.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -62,6 +62,30 @@ pub(crate) trait ActivationEntry: Send + Sync + 'static {
     fn cancel_timer(&self, name: &str);
     /// Finishes an unfinished inline turn on a task of the silo.
     fn detach(&self, turn: BoxFuture<'static, TurnReply>);
+    /// How many activations this entry stands for: 1, or a stateless worker pool's workers.
+    fn activations(&self) -> usize {
+        1
+    }
+    /// The activation `activation` inside this entry, if it is not the entry itself (a worker
+    /// of a stateless worker pool).
+    fn worker(&self, activation: ActivationId) -> Option<Arc<dyn ActivationEntry>> {
+        let _ = activation;
+        None
+    }
+    /// Deactivates what has been idle for `passes` collection epochs at epoch `now_epoch`
+    /// (the idle collector; a pool collects its idle workers one by one).
+    fn collect_idle(self: Arc<Self>, now_epoch: u64, passes: u64) {
+        if self.idle_for(now_epoch).is_some_and(|idle| idle >= passes) {
+            self.request_deactivation(DeactivationReason::Idle);
+        }
+    }
+}
+
+/// The stateless worker pool an activation belongs to (`crate::workers`): it leaves the pool
+/// instead of the catalog when it closes.
+pub(crate) trait Pool: Send + Sync + 'static {
+    /// `activation` closed: it takes no more requests.
+    fn leave(&self, activation: ActivationId);
 }
 
 /// What became of a routed request (see `Router::route_with`).
@@ -146,6 +170,9 @@ pub(crate) struct Activation<G: Grain> {
     timers: Mutex<Vec<(Box<str>, CancellationToken)>>,
     /// The metric handles of `G`'s methods, in `G::METHODS` order (shared by its activations).
     method_metrics: Arc<[crate::metrics::MethodMetrics]>,
+    /// The stateless worker pool this activation is a worker of (`None`: an ordinary grain's
+    /// one activation, in the catalog itself).
+    pool: Option<Weak<dyn Pool>>,
 }
 
 impl<G: Grain> Activation<G> {
@@ -155,6 +182,28 @@ impl<G: Grain> Activation<G> {
         activation: ActivationId,
         shared: &Arc<Shared>,
         host: Arc<dyn granary_core::ActivationHost>,
+    ) -> Arc<Self> {
+        Self::with_pool(grain, id, activation, shared, host, None)
+    }
+
+    /// An activation that is a worker of the stateless worker pool `pool`.
+    pub(crate) fn new_worker(
+        grain: G,
+        id: GrainId,
+        shared: &Arc<Shared>,
+        host: Arc<dyn granary_core::ActivationHost>,
+        pool: Weak<dyn Pool>,
+    ) -> Arc<Self> {
+        Self::with_pool(grain, id, ActivationId::new(), shared, host, Some(pool))
+    }
+
+    fn with_pool(
+        grain: G,
+        id: GrainId,
+        activation: ActivationId,
+        shared: &Arc<Shared>,
+        host: Arc<dyn granary_core::ActivationHost>,
+        pool: Option<Weak<dyn Pool>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             shared: shared.clone(),
@@ -167,7 +216,22 @@ impl<G: Grain> Activation<G> {
             last_call_epoch: AtomicU64::new(shared.epoch()),
             timers: Mutex::new(Vec::new()),
             method_metrics: shared.metrics().methods_of(G::TYPE_NAME, G::METHODS),
+            pool,
         })
+    }
+
+    /// For a stateless worker pool choosing a worker: `None` once the activation closed,
+    /// else whether it serves now (active, no deactivation pending) and how many requests it
+    /// runs or queues.
+    pub(crate) fn load(&self) -> Option<(bool, usize)> {
+        let admin = self.admin.lock();
+        let sched = &admin.sched;
+        let serving = match sched.phase() {
+            crate::admission::Phase::Closed => return None,
+            crate::admission::Phase::Active => !sched.deactivation_pending(),
+            crate::admission::Phase::Activating | crate::admission::Phase::Deactivating => false,
+        };
+        Some((serving, sched.running() as usize + sched.queued()))
     }
 
     fn id(&self) -> &GrainId {
@@ -419,12 +483,21 @@ impl<G: Grain> Activation<G> {
 
     /// Claim and load → `on_activate` → serve what queued meanwhile.
     async fn activate(self: Arc<Self>) {
-        let loaded = match self.claim().await {
-            Ok(loaded) => loaded,
-            Err(ClaimFailure::Failed(failure)) => {
-                return self.fail_activation(failure, false).await;
+        let loaded = if G::STATELESS_WORKER.is_some() {
+            // A stateless worker claims nothing and loads nothing: it is one of several
+            // activations of its key, on any silo, and writes nothing to the store.
+            Loaded {
+                data: None,
+                version: 0,
             }
-            Err(ClaimFailure::Elsewhere(owner)) => return self.hand_over(&owner),
+        } else {
+            match self.claim().await {
+                Ok(loaded) => loaded,
+                Err(ClaimFailure::Failed(failure)) => {
+                    return self.fail_activation(failure, false).await;
+                }
+                Err(ClaimFailure::Elsewhere(owner)) => return self.hand_over(&owner),
+            }
         };
         // Decoded inside a turn scope, so that references kept in the state bind to this silo.
         let scope = self.scope(CallChain::root(), true);
@@ -560,7 +633,10 @@ impl<G: Grain> Activation<G> {
     /// Ends a failed activation: every waiting call gets `failure`, none is lost.
     async fn fail_activation(self: Arc<Self>, failure: CallError, claimed: bool) {
         tracing::error!(grain = %self.id(), %failure, "activation failed");
-        if claimed && let Err(err) = self.shared.directory().unregister(&self.address()).await {
+        if claimed
+            && G::STATELESS_WORKER.is_none()
+            && let Err(err) = self.shared.directory().unregister(&self.address()).await
+        {
             tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a failed activation");
         }
         let queue = self.close();
@@ -571,10 +647,20 @@ impl<G: Grain> Activation<G> {
         }
     }
 
-    /// Removes the activation from the catalog, then closes it; returns what was queued.
+    /// Removes the activation from the catalog (or its worker pool), then closes it; returns
+    /// what was queued.
     fn close(&self) -> std::collections::VecDeque<(Request, bool)> {
-        if let Some(home) = self.shared.home() {
-            home.remove(self.id(), self.ctx.activation_id());
+        match &self.pool {
+            Some(pool) => {
+                if let Some(pool) = pool.upgrade() {
+                    pool.leave(self.ctx.activation_id());
+                }
+            }
+            None => {
+                if let Some(home) = self.shared.home() {
+                    home.remove(self.id(), self.ctx.activation_id());
+                }
+            }
         }
         let mut admin = self.admin.lock();
         admin.sched.close()
@@ -592,7 +678,9 @@ impl<G: Grain> Activation<G> {
         {
             tracing::warn!(grain = %self.id(), cause = %err, "on_deactivate failed");
         }
-        if let Err(err) = self.shared.directory().unregister(&self.address()).await {
+        if G::STATELESS_WORKER.is_none()
+            && let Err(err) = self.shared.directory().unregister(&self.address()).await
+        {
             tracing::warn!(grain = %self.id(), cause = %err, "could not unregister a deactivated activation");
         }
         let queue = self.close();

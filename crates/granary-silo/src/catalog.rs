@@ -1,6 +1,7 @@
 //! [`Catalog`]: the activations one silo holds, by grain, and the grain types it can
-//! activate. At most one activation of a grain per silo: an entry is created under the
-//! `DashMap` shard lock.
+//! activate. At most one entry per grain per silo: an entry is created under the `DashMap`
+//! shard lock. The entry of a stateless worker key is its worker pool (`crate::workers`),
+//! which holds several activations.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -71,9 +72,15 @@ impl Catalog {
         self.entries.contains_key(id)
     }
 
-    /// How many activations there are (activating, active or deactivating).
+    /// How many activations there are (activating, active or deactivating), each worker of a
+    /// stateless worker pool included.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.shared.extra_workers()
+    }
+
+    /// Whether grain type `type_name` is a stateless worker type registered here.
+    pub(crate) fn is_stateless(&self, type_name: &str) -> bool {
+        self.registry.is_stateless(type_name)
     }
 
     /// Whether new activations may be created.
@@ -164,26 +171,29 @@ impl Catalog {
         id: &GrainId,
         activation: ActivationId,
     ) -> Option<Arc<dyn ActivationEntry>> {
-        self.entries
-            .get(id)
-            .filter(|e| e.activation_id() == activation)
-            .map(|e| e.clone())
+        let entry = self.entries.get(id)?.clone();
+        if entry.activation_id() == activation {
+            Some(entry)
+        } else {
+            entry.worker(activation)
+        }
     }
 
-    /// The activations idle at epoch `now` for at least as many collection epochs as
-    /// `passes` gives for their grain type (`u64::MAX`: never collected).
+    /// The entries with an activation idle at epoch `now` for at least as many collection
+    /// epochs as `passes` gives for their grain type (`u64::MAX`: never collected), each with
+    /// that number of epochs (for [`ActivationEntry::collect_idle`]).
     pub(crate) fn idle(
         &self,
         now: u64,
         passes: impl Fn(&str) -> u64,
-    ) -> Vec<Arc<dyn ActivationEntry>> {
+    ) -> Vec<(Arc<dyn ActivationEntry>, u64)> {
         self.entries
             .iter()
-            .filter(|e| {
+            .filter_map(|e| {
                 let passes = passes(e.key().type_name());
-                passes != u64::MAX && e.idle_for(now).is_some_and(|idle| idle >= passes)
+                let idle = passes != u64::MAX && e.idle_for(now).is_some_and(|idle| idle >= passes);
+                idle.then(|| (e.clone(), passes))
             })
-            .map(|e| e.clone())
             .collect()
     }
 
@@ -197,10 +207,11 @@ impl Catalog {
         let mut per_type: BTreeMap<String, u64> = BTreeMap::new();
         for entry in &self.entries {
             let name = entry.key().type_name();
+            let n = entry.activations() as u64;
             match per_type.get_mut(name) {
-                Some(n) => *n += 1,
+                Some(count) => *count += n,
                 None => {
-                    per_type.insert(name.to_owned(), 1);
+                    per_type.insert(name.to_owned(), n);
                 }
             }
         }

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use granary_core::IdleAfter;
 
-use crate::events::DeactivationReason;
 use crate::router::Router;
 
 /// The shortest pass interval: a type idle after a few microseconds must not make the
@@ -109,8 +108,8 @@ pub(crate) async fn run(router: Arc<Router>) {
             now,
             "idle collection pass"
         );
-        for entry in idle {
-            entry.request_deactivation(DeactivationReason::Idle);
+        for (entry, passes) in idle {
+            entry.collect_idle(now, passes);
         }
     }
 }

@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
     ],
     &["shared"],
     &["activation"],
+    &["workers"],
     &["registry"],
     &["catalog"],
     &["cluster"],

@@ -48,6 +48,7 @@ mod request;
 mod router;
 mod shared;
 mod silo;
+mod workers;
 
 pub use client::Client;
 pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Placement};

@@ -3,11 +3,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use granary_core::{ActivationHost, ActivationId, Grain, GrainId, IdleAfter, MethodId};
 
 use crate::activation::{Activation, ActivationEntry};
 use crate::shared::Shared;
+use crate::workers::{MakeGrain, WorkerPool};
 
 /// Creates activations of one grain type.
 pub(crate) trait GrainFactory: Send + Sync + 'static {
@@ -22,26 +24,51 @@ pub(crate) trait GrainFactory: Send + Sync + 'static {
 
     /// The name of the type's method `id`.
     fn method_name(&self, id: MethodId) -> Option<&'static str>;
+
+    /// For a stateless worker type, the most activations of one key this silo runs side by
+    /// side; `None` for an ordinary grain type.
+    fn stateless_workers(&self) -> Option<usize>;
+
+    /// Sets the most activations per key of a stateless worker type. Returns false for an
+    /// ordinary grain type.
+    fn set_stateless_workers(&self, max: usize) -> bool;
 }
 
-struct TypedFactory<G, F> {
-    make: F,
-    _grain: std::marker::PhantomData<fn() -> G>,
+struct TypedFactory<G: Grain> {
+    make: MakeGrain<G>,
+    /// The most workers per key of a stateless worker type (0 for an ordinary grain type).
+    workers: AtomicUsize,
 }
 
-impl<G: Grain, F: Fn(&GrainId) -> G + Send + Sync + 'static> GrainFactory for TypedFactory<G, F> {
+impl<G: Grain> GrainFactory for TypedFactory<G> {
     fn create(
         &self,
         id: GrainId,
         shared: &Arc<Shared>,
         host: Arc<dyn ActivationHost>,
     ) -> Arc<dyn ActivationEntry> {
+        if G::STATELESS_WORKER.is_some() {
+            let max = self.workers.load(Ordering::Relaxed);
+            return WorkerPool::new(id, max, shared, host, self.make.clone());
+        }
         let grain = (self.make)(&id);
         Activation::new(grain, id, ActivationId::new(), shared, host)
     }
 
     fn method_name(&self, id: MethodId) -> Option<&'static str> {
         G::method(id).map(|m| m.name)
+    }
+
+    fn stateless_workers(&self) -> Option<usize> {
+        G::STATELESS_WORKER.map(|_| self.workers.load(Ordering::Relaxed))
+    }
+
+    fn set_stateless_workers(&self, max: usize) -> bool {
+        if G::STATELESS_WORKER.is_none() {
+            return false;
+        }
+        self.workers.store(max, Ordering::Relaxed);
+        true
     }
 }
 
@@ -71,9 +98,11 @@ impl Registry {
         if self.types.contains_key(G::TYPE_NAME) {
             return false;
         }
-        let factory = TypedFactory {
-            make,
-            _grain: std::marker::PhantomData,
+        let factory = TypedFactory::<G> {
+            make: Arc::new(make),
+            workers: AtomicUsize::new(
+                G::STATELESS_WORKER.map_or(0, granary_core::StatelessWorker::max_activations),
+            ),
         };
         self.types.insert(G::TYPE_NAME, Arc::new(factory));
         self.idle.insert(G::TYPE_NAME, G::IDLE_AFTER);
@@ -115,6 +144,21 @@ impl Registry {
     /// The name of method `id` of grain type `type_name`.
     pub(crate) fn method_name(&self, type_name: &str, id: MethodId) -> Option<&'static str> {
         self.types.get(type_name)?.method_name(id)
+    }
+
+    /// Sets the most activations per key of the stateless worker type `type_name`. Returns
+    /// false if it is not a registered stateless worker type.
+    pub(crate) fn set_stateless_workers(&self, type_name: &str, max: usize) -> bool {
+        self.types
+            .get(type_name)
+            .is_some_and(|factory| factory.set_stateless_workers(max))
+    }
+
+    /// Whether `type_name` is a registered stateless worker type.
+    pub(crate) fn is_stateless(&self, type_name: &str) -> bool {
+        self.types
+            .get(type_name)
+            .is_some_and(|factory| factory.stateless_workers().is_some())
     }
 
     pub(crate) fn get(&self, type_name: &str) -> Option<&Arc<dyn GrainFactory>> {

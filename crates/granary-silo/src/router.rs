@@ -114,7 +114,9 @@ impl Router {
     }
 
     /// Where a request for `grain` goes. Alone, always here. In a cluster: here if the grain
-    /// is active here; where the directory cache says it lives; then, for a new call (or a
+    /// is active here, or if it is a stateless worker whose type this silo hosts (a stateless
+    /// worker is served by the silo that receives the call); where the directory cache says it
+    /// lives; then, for a new call (or a
     /// request placed here although this silo does not host the type), to its co-location
     /// partner's silo (new calls only) or where its type's placement puts it, among the silos
     /// that host the type.
@@ -123,6 +125,10 @@ impl Router {
             return Destination::Local;
         };
         if self.catalog.contains(grain) {
+            return Destination::Local;
+        }
+        let type_name = grain.type_name();
+        if self.catalog.is_stateless(type_name) && cluster.has_role_for(type_name) {
             return Destination::Local;
         }
         if let Some(owner) = cluster.cached_elsewhere(grain) {

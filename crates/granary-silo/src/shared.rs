@@ -3,7 +3,7 @@
 //! activation reaches the layers above it (the catalog that holds it, the router that routes
 //! its requests) without importing them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use futures::future::BoxFuture;
@@ -65,6 +65,9 @@ pub(crate) struct Shared {
     /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
     /// its activation; no clock is read on the call path).
     epoch: AtomicU64,
+    /// Stateless worker activations beyond the first of each pool (the catalog counts one
+    /// entry per pool): with it, the activation count stays truthful.
+    extra_workers: AtomicUsize,
     observer: Option<CallObserver>,
     /// The wall clock grains read (`GrainContext::now`).
     clock: Arc<dyn Clock>,
@@ -107,6 +110,7 @@ impl Shared {
             events: broadcast::channel(4096).0,
             metrics: Metrics::new(),
             epoch: AtomicU64::new(0),
+            extra_workers: AtomicUsize::new(0),
             observer,
             clock,
             invoker: OnceLock::new(),
@@ -176,6 +180,22 @@ impl Shared {
     /// Starts the next idle-collection epoch; returns it.
     pub(crate) fn advance_epoch(&self) -> u64 {
         self.epoch.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts `delta` (1 or -1) stateless worker activations beyond the first of their pool.
+    pub(crate) fn count_extra_workers(&self, delta: isize) {
+        if delta >= 0 {
+            self.extra_workers
+                .fetch_add(delta.unsigned_abs(), Ordering::Relaxed);
+        } else {
+            self.extra_workers
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
+    /// Stateless worker activations beyond the first of each pool.
+    pub(crate) fn extra_workers(&self) -> usize {
+        self.extra_workers.load(Ordering::Relaxed)
     }
 
     /// The wall clock grains read.

@@ -48,6 +48,16 @@ pub enum StartError {
     /// or after) or drop it from the hosted types.
     #[error("the silo is to host grain type {0:?}, which is not registered")]
     HostsUnregistered(&'static str),
+    /// [`SiloBuilder::stateless_workers`] gives a stateless worker type a maximum of zero
+    /// activations per key: no call could ever run. Give at least 1.
+    #[error("grain type {0:?} is given at most 0 stateless workers per key; give at least 1")]
+    ZeroStatelessWorkers(&'static str),
+    /// [`SiloBuilder::stateless_workers`] names a grain type that is not a registered
+    /// stateless worker type (`#[grain(stateless_worker)]`); register it, or drop the setting.
+    #[error(
+        "stateless_workers is set for grain type {0:?}, which is not a registered stateless worker type"
+    )]
+    NotStatelessWorker(&'static str),
 }
 
 /// Why a shutdown was not clean. The silo is stopped either way.
@@ -73,6 +83,7 @@ pub struct SiloBuilder {
     observer: Option<CallObserver>,
     cluster: Option<ClusterConfig>,
     idle_overrides: Vec<(&'static str, IdleAfter)>,
+    worker_overrides: Vec<(&'static str, usize)>,
     clock: Arc<dyn Clock>,
     hosts: Vec<&'static str>,
     roles: Vec<String>,
@@ -106,6 +117,7 @@ impl SiloBuilder {
             observer: None,
             cluster: None,
             idle_overrides: Vec::new(),
+            worker_overrides: Vec::new(),
             clock: Arc::new(SystemClock),
             hosts: Vec::new(),
             roles: Vec::new(),
@@ -149,6 +161,19 @@ impl SiloBuilder {
     #[must_use]
     pub fn idle_after<G: Grain>(mut self, after: impl Into<IdleAfter>) -> Self {
         self.idle_overrides.push((G::TYPE_NAME, after.into()));
+        self
+    }
+
+    /// Lets this silo run at most `max` activations side by side of each key of the stateless
+    /// worker type `G` (`#[grain(stateless_worker)]`), instead of what the type says (one per
+    /// core by default).
+    ///
+    /// `G` must be a registered stateless worker type (registered before or after) and `max`
+    /// at least 1; [`start`](Self::start) fails otherwise
+    /// ([`StartError::NotStatelessWorker`], [`StartError::ZeroStatelessWorkers`]).
+    #[must_use]
+    pub fn stateless_workers<G: Grain>(mut self, max: usize) -> Self {
+        self.worker_overrides.push((G::TYPE_NAME, max));
         self
     }
 
@@ -246,6 +271,14 @@ impl SiloBuilder {
         for (name, after) in std::mem::take(&mut self.idle_overrides) {
             if !self.registry.set_idle_after(name, after) {
                 return Err(StartError::IdleAfterUnregistered(name));
+            }
+        }
+        for (name, max) in std::mem::take(&mut self.worker_overrides) {
+            if max == 0 {
+                return Err(StartError::ZeroStatelessWorkers(name));
+            }
+            if !self.registry.set_stateless_workers(name, max) {
+                return Err(StartError::NotStatelessWorker(name));
             }
         }
         if !self.hosts.is_empty() {
@@ -524,13 +557,15 @@ impl Silo {
         SiloEvents::new(self.router.shared().subscribe())
     }
 
-    /// How many activations the silo holds now (activating, active or deactivating).
+    /// How many activations the silo holds now (activating, active or deactivating), every
+    /// activation of a stateless worker key counted.
     #[must_use]
     pub fn activation_count(&self) -> usize {
         self.router.catalog().len()
     }
 
-    /// Whether `grain` has an activation on this silo now.
+    /// Whether `grain` has an activation on this silo now (for a stateless worker key: at
+    /// least one).
     #[must_use]
     pub fn is_active(&self, grain: &GrainId) -> bool {
         self.router.catalog().contains(grain)
@@ -541,7 +576,8 @@ impl Silo {
     /// Calls that arrive meanwhile wait and reach the next activation, which loads the
     /// committed state. Returns whether there was an activation to ask; await
     /// [`SiloEvent::Deactivated`](crate::SiloEvent::Deactivated) (reason
-    /// [`Requested`](crate::DeactivationReason::Requested)) to know it is done.
+    /// [`Requested`](crate::DeactivationReason::Requested)) to know it is done. For a stateless
+    /// worker key, every one of its activations here is asked (one event each).
     pub fn deactivate(&self, grain: &GrainId) -> bool {
         match self.router.catalog().get(grain) {
             Some(entry) => {

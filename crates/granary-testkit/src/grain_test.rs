@@ -476,8 +476,10 @@ impl<G: Grain> GrainTest<G> {
         // move to the next activation).
         drop(self.cell.admin.lock().close());
         settle(outcome, &self.id, "on_deactivate")?;
-        let address = address_of(&self.id, self.cell.ctx.activation_id());
-        let _ = self.host.store.unregister(&address).await;
+        if G::STATELESS_WORKER.is_none() {
+            let address = address_of(&self.id, self.cell.ctx.activation_id());
+            let _ = self.host.store.unregister(&address).await;
+        }
         {
             let mut state = self.host.state.lock();
             state.timers.clear();
@@ -508,12 +510,19 @@ async fn activate<G: Grain>(
         grain: id.clone(),
         source,
     };
-    let loaded = match host
-        .store
-        .claim(&address_of(id, activation), None)
-        .await
-        .map_err(storage)?
-    {
+    // A stateless worker claims nothing and has no stored state.
+    let claimed = if G::STATELESS_WORKER.is_some() {
+        Claim::Won(granary_core::provider::Loaded {
+            data: None,
+            version: 0,
+        })
+    } else {
+        host.store
+            .claim(&address_of(id, activation), None)
+            .await
+            .map_err(storage)?
+    };
+    let loaded = match claimed {
         Claim::Won(loaded) => loaded,
         Claim::Owned(owner) => {
             return Err(CallError::ActivationFailed {

@@ -100,7 +100,8 @@ impl TestSilo {
 
     /// Deactivates `grain` now, whatever its idle time (`Never` included), and waits until it
     /// is gone: `on_deactivate` ran once its running turns finished. The next call activates it
-    /// again from what it committed. Returns false if the grain had no activation.
+    /// again from what it committed. Returns false if the grain had no activation. For a
+    /// stateless worker key, every one of its activations on the silo is deactivated.
     ///
     /// ```
     /// # use granary::{grain, GrainContext, GrainId, Result};
@@ -133,9 +134,11 @@ impl TestSilo {
         if !self.silo.deactivate(grain) {
             return Ok(false);
         }
+        // A stateless worker key may have several activations: wait for the last one.
         events
             .wait_for(|e| {
                 matches!(e, SiloEvent::Deactivated(g, _) | SiloEvent::ActivationFailed(g) if g == grain)
+                    && !self.silo.is_active(grain)
             })
             .await?;
         Ok(true)

@@ -279,6 +279,63 @@ async fn a_test_silo_moves_its_clock_and_deactivates_one_grain_on_demand() {
     silo.shutdown().await.unwrap();
 }
 
+/// A stateless worker: counts the calls its activation served.
+#[derive(Debug, Default)]
+pub struct TokenGrain {
+    served: std::sync::atomic::AtomicU32,
+}
+
+#[grain(name = "kit.token", stateless_worker = 2)]
+impl TokenGrain {
+    /// Whether `token` is valid; how many calls this activation served.
+    pub async fn check(&self, ctx: &GrainContext<Self>, token: String) -> Result<(bool, u32)> {
+        let _ = ctx;
+        let served = self
+            .served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        Ok((token.starts_with("ok-"), served))
+    }
+
+    /// Tries to save: refused, a stateless worker has no state.
+    pub async fn save(&self, ctx: &GrainContext<Self>) -> Result<()> {
+        ctx.write_state().await
+    }
+}
+
+#[tokio::test]
+async fn grain_test_and_test_silo_host_a_stateless_worker() {
+    let kit = GrainTest::<TokenGrain>::new("eu").await.unwrap();
+    assert_eq!(
+        kit.reference().check("ok-1".into()).await.unwrap(),
+        (true, 1)
+    );
+    assert_eq!(
+        kit.reference().check("bad".into()).await.unwrap(),
+        (false, 2)
+    );
+    let err = kit.reference().save().await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::StatelessWorker { operation, .. } if operation == "write_state"),
+        "{err:?}"
+    );
+    assert_eq!(
+        kit.store().stored(kit.id()),
+        None,
+        "nothing stored, not even a claim"
+    );
+
+    let silo = TestSilo::start(|b| b.register::<TokenGrain>())
+        .await
+        .unwrap();
+    let token = silo.client().grain::<TokenGrain>("eu");
+    assert_eq!(token.check("ok-2".into()).await.unwrap(), (true, 1));
+    assert_eq!(silo.store().stored(token.id()), None);
+    assert!(silo.deactivate(token.id()).await.unwrap());
+    assert!(!silo.silo().is_active(token.id()));
+    silo.shutdown().await.unwrap();
+}
+
 /// The keys of `cluster` on the Redis at `url`, found the way an operator would.
 async fn keys_of(url: &str, cluster: &str) -> Vec<String> {
     let client = redis::Client::open(url).unwrap();

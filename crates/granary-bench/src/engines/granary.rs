@@ -6,7 +6,7 @@ use std::time::Instant;
 use granary::{GrainContext, Result, Silo, SiloConfig, grain};
 use tokio::sync::Notify;
 
-use super::{Target, current_thread, drive_callers, multi_thread, p50_of};
+use super::{Target, current_thread, drive_callers, drive_own, multi_thread, p50_of};
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 static TICK_TARGET: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -33,6 +33,25 @@ impl BenchGrain {
     }
 }
 
+/// P12's stateless worker: the same ping as [`BenchGrain`], with one activation per core of
+/// each key (the default maximum).
+#[derive(Debug, Default)]
+pub(crate) struct StatelessBenchGrain;
+
+#[grain(name = "bench.stateless", stateless_worker)]
+impl StatelessBenchGrain {
+    /// Answers `x + 1`.
+    pub async fn ping(&self, _ctx: &GrainContext<Self>, x: u64) -> Result<u64> {
+        Ok(x + 1)
+    }
+}
+
+impl Target for StatelessBenchRef {
+    async fn call(&self, x: u64) -> u64 {
+        self.ping(x).await.expect("ping")
+    }
+}
+
 /// A silo with the default settings, except room for the 1,000,000 grains (and the warm-up
 /// grain) of P1b-1M and P8-1M.
 async fn silo() -> Silo {
@@ -42,6 +61,7 @@ async fn silo() -> Silo {
             ..SiloConfig::default()
         })
         .register::<BenchGrain>()
+        .register::<StatelessBenchGrain>()
         .start()
         .await
         .expect("silo starts")
@@ -78,6 +98,38 @@ pub(crate) fn p1b(actors: usize, callers: usize, per_caller: usize) -> f64 {
             r.ping(0).await.expect("activate");
         }
         let rate = drive_callers(refs, callers, per_caller).await;
+        silo.shutdown().await.expect("clean shutdown");
+        rate
+    })
+}
+
+/// P12's candidate: `callers` callers on 2 worker threads, each making `per_caller`
+/// sequential calls to one and the same stateless worker key; calls/s.
+pub(crate) fn p12_stateless(callers: usize, per_caller: usize) -> f64 {
+    multi_thread(2).block_on(async {
+        let silo = silo().await;
+        let worker = silo.client().grain::<StatelessBenchGrain>(1_i64);
+        worker.ping(0).await.expect("activate");
+        let refs = vec![worker; callers];
+        let rate = drive_own(refs, per_caller).await;
+        silo.shutdown().await.expect("clean shutdown");
+        rate
+    })
+}
+
+/// P12's baseline: the same callers, each calling a grain of its own (`callers` distinct
+/// ordinary grains, so no caller ever waits behind another); calls/s.
+pub(crate) fn p12_grains(callers: usize, per_caller: usize) -> f64 {
+    multi_thread(2).block_on(async {
+        let silo = silo().await;
+        let client = silo.client();
+        let refs: Vec<BenchRef> = (0..callers as i64)
+            .map(|k| client.grain::<BenchGrain>(k))
+            .collect();
+        for r in &refs {
+            r.ping(0).await.expect("activate");
+        }
+        let rate = drive_own(refs, per_caller).await;
         silo.shutdown().await.expect("clean shutdown");
         rate
     })

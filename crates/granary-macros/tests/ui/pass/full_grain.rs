@@ -161,6 +161,35 @@ mod lobby {
     }
 }
 
+mod workers {
+    use super::*;
+
+    /// A stateless worker with one activation per core (no `state`: implied `()`).
+    #[derive(Default)]
+    pub(crate) struct TokenCheck;
+
+    #[grain(name = "token_check", stateless_worker)]
+    impl TokenCheck {
+        #[read_only]
+        pub async fn check(&self, ctx: &GrainContext<Self>, token: String) -> Result<bool> {
+            let _ = ctx;
+            Ok(!token.is_empty())
+        }
+    }
+
+    /// At most three activations per key and silo.
+    #[derive(Default)]
+    pub(crate) struct Matchmaker;
+
+    #[grain(name = "matchmaker", state = (), stateless_worker = 3u32, idle_after = "30s")]
+    impl Matchmaker {
+        pub async fn find(&self, ctx: &GrainContext<Self>) -> Result<u32> {
+            let _ = ctx;
+            Ok(0)
+        }
+    }
+}
+
 async fn play(player: &player::PlayerRef, lobby: &lobby::LobbyHandle) -> Result<bool> {
     player.ping(1).await?;
     let healed: std::result::Result<i32, player::HealError> = player.heal(5).await;
@@ -195,6 +224,15 @@ fn main() {
         granary::IdleAfter::After(std::time::Duration::from_secs(5400))
     );
     assert_eq!(<lobby::Lobby as Grain>::IDLE_AFTER, granary::IdleAfter::Never);
+    assert_eq!(<lobby::Lobby as Grain>::STATELESS_WORKER, None);
+    assert_eq!(
+        <workers::TokenCheck as Grain>::STATELESS_WORKER,
+        Some(granary::StatelessWorker::PerCore)
+    );
+    assert_eq!(
+        <workers::Matchmaker as Grain>::STATELESS_WORKER,
+        Some(granary::StatelessWorker::Max(3))
+    );
     fn typed<R: TypedRef>() {}
     typed::<player::PlayerRef>();
     typed::<lobby::LobbyHandle>();
