@@ -34,6 +34,7 @@ mod cluster;
 mod collector;
 mod config;
 mod events;
+mod filter;
 mod invoker;
 #[cfg(test)]
 mod layers;
@@ -52,6 +53,6 @@ pub use client::Client;
 pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Placement};
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
+pub use filter::{CallFilter, CallKind, CallObserver, FilterCall, Refusal};
 pub use metrics::SiloMetrics;
-pub use shared::CallObserver;
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};

@@ -12,15 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use granary_core::provider::{GrainDirectory, StateStore};
-use granary_core::{ActivationHost, ActivationId, Clock, GrainId, Invoker, MethodId, SiloId};
+use granary_core::{ActivationHost, ActivationId, Clock, GrainId, Invoker, SiloId};
 
 use crate::config::SiloConfig;
 use crate::events::SiloEvent;
+use crate::filter::Filters;
 use crate::metrics::Metrics;
 use crate::request::Request;
-
-/// Observes every call a silo dispatches: grain, method and whether it arrived encoded.
-pub type CallObserver = Arc<dyn Fn(&GrainId, MethodId, bool) + Send + Sync>;
 
 /// Where the owner of a grain's claim is, as the silo's router tells an activation that
 /// found the claim held by another silo.
@@ -65,7 +63,10 @@ pub(crate) struct Shared {
     /// Idle collection passes so far: the coarse clock of idle tracking (a call stores it in
     /// its activation; no clock is read on the call path).
     epoch: AtomicU64,
-    observer: Option<CallObserver>,
+    /// The incoming call filters (the call observer among them), `None` without any.
+    incoming: Option<Filters>,
+    /// The outgoing call filters of the silo's grains and client, `None` without any.
+    outgoing: Option<Filters>,
     /// The wall clock grains read (`GrainContext::now`).
     clock: Arc<dyn Clock>,
     /// Weak: the invoker holds the router, which holds this strongly.
@@ -94,7 +95,7 @@ impl Shared {
         config: SiloConfig,
         store: Arc<dyn StateStore>,
         directory: Arc<dyn GrainDirectory>,
-        observer: Option<CallObserver>,
+        (incoming, outgoing): (Option<Filters>, Option<Filters>),
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -107,7 +108,8 @@ impl Shared {
             events: broadcast::channel(4096).0,
             metrics: Metrics::new(),
             epoch: AtomicU64::new(0),
-            observer,
+            incoming,
+            outgoing,
             clock,
             invoker: OnceLock::new(),
             home: OnceLock::new(),
@@ -183,9 +185,14 @@ impl Shared {
         &*self.clock
     }
 
-    /// The call observer, if the silo was built with one.
-    pub(crate) fn observer(&self) -> Option<&CallObserver> {
-        self.observer.as_ref()
+    /// The incoming call filters, if the silo has any.
+    pub(crate) fn incoming_filters(&self) -> Option<&Filters> {
+        self.incoming.as_ref()
+    }
+
+    /// The outgoing call filters, if the silo has any.
+    pub(crate) fn outgoing_filters(&self) -> Option<&Filters> {
+        self.outgoing.as_ref()
     }
 
     /// The silo's invoker (references deserialized in a turn bind to it), or one that fails

@@ -4,15 +4,17 @@
 
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
-    GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId, MethodInfo,
-    PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId, StateGuard,
-    StorageError, SystemClock, TraceId, TypedRef,
+    GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES,
+    MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent, REMINDER_METHOD, ReminderError,
+    ReminderTick, RequestContext, Result, SiloId, StateGuard, StorageError, SystemClock, TraceId,
+    TypedRef,
 };
 pub use granary_macros::grain;
 pub use granary_silo::{
-    Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
-    DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
-    SiloEvents, SiloMetrics, StartError, WaitTimeout,
+    CallFilter, CallKind, Client, ClientConfig, ClusterClient, ClusterConfig,
+    ConnectError as ClientConnectError, DeactivationReason, FilterCall, Placement, Refusal,
+    ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents, SiloMetrics, StartError,
+    WaitTimeout,
 };
 
 pub mod provider {

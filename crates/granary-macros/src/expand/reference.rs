@@ -48,6 +48,17 @@ pub(super) fn expand(
                 Self { inner: self.inner.with_timeout(timeout) }
             }
 
+            /// The same reference with `key` set to `value` in the request context of the
+            /// calls made through it (see `GrainRef::with_context`).
+            #[must_use]
+            pub fn with_context(
+                self,
+                key: impl ::core::convert::Into<::std::string::String>,
+                value: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { inner: self.inner.with_context(key, value) }
+            }
+
             #(#methods)*
         }
 
