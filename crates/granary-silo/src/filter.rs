@@ -1,25 +1,12 @@
 //! Call filters: code that runs around the calls a silo serves (incoming filters) and the
-//! calls it or a client makes (outgoing filters), to authorize, audit, tag or time them.
+//! calls it or a client makes (outgoing filters), to authorize, audit, tag or time them. The
+//! user's side is [`CallFilter`] (where and in which order filters run is documented there);
+//! the runtime's, [`Filters::around`].
 //!
-//! A filter is a [`CallFilter`]: an async [`before`](CallFilter::before) hook that sees the
-//! call (grain, method, [`CallKind`], call chain, request context), may change its request
-//! context and may refuse it with a [`Refusal`], and a synchronous
-//! [`after`](CallFilter::after) hook that sees how it ended and how long it took. Filters run
-//! in registration order; their `after` hooks in the reverse order, each only if its own
-//! `before` let the call through (a refusal by a later filter is the outcome it sees).
-//!
-//! Before/after hooks rather than an around-filter that calls `next`: the runtime keeps
-//! the turn in its own hands (a filter cannot skip it, run it twice or hold it), each hook is
-//! one small future whose panic is caught on its own, and a silo without filters runs none of
-//! this code (one `Option` test per call).
-//!
-//! Where they run: incoming filters on the silo that runs the turn, inside the turn (after
-//! admission, before the method), on every path: inline turns, queued turns, calls from other
-//! silos and clients, one-way calls, timer ticks ([`CallKind::Timer`]) and reminder ticks
-//! ([`CallKind::Reminder`]). Outgoing filters where a call is made: calls of the silo's grains
-//! and of its [`Client`](crate::Client) (`SiloBuilder::outgoing_filter`), or of a
-//! [`ClusterClient`](crate::ClusterClient) (`ClusterClient::outgoing_filter`), before the call
-//! is sent; the runtime's own reminder ticks pass incoming filters only.
+//! Before/after hooks rather than an around-filter that calls `next`: the runtime keeps the
+//! turn in its own hands (a filter cannot skip it, run it twice or hold it), each hook is one
+//! small future whose panic is caught on its own, and a silo without filters runs none of this
+//! code (one `Option` test per call).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -152,7 +139,26 @@ impl Refusal {
     }
 }
 
-/// A call filter (see the [module](self) documentation for where filters run).
+/// A call filter: an async [`before`](Self::before) hook that sees the call (grain, method,
+/// [`CallKind`], call chain, request context), may change its request context and may refuse
+/// it with a [`Refusal`], and a synchronous [`after`](Self::after) hook that sees how it ended
+/// and how long it took.
+///
+/// **Where filters run.** Incoming filters
+/// ([`SiloBuilder::incoming_filter`](crate::SiloBuilder::incoming_filter)) on the silo that
+/// runs the turn, inside the turn (after admission, before the method), on every path: inline
+/// turns, queued turns, calls from other silos and clients, one-way calls, timer ticks
+/// ([`CallKind::Timer`]) and reminder ticks ([`CallKind::Reminder`]). Outgoing filters where a
+/// call is made, before it is sent: calls of the silo's grains and of its
+/// [`Client`](crate::Client)
+/// ([`SiloBuilder::outgoing_filter`](crate::SiloBuilder::outgoing_filter)), or of a
+/// [`ClusterClient`](crate::ClusterClient)
+/// ([`ClusterClient::outgoing_filter`](crate::ClusterClient::outgoing_filter)); the runtime's
+/// own reminder ticks pass incoming filters only.
+///
+/// **Order.** Filters run in registration order; their `after` hooks in the reverse order,
+/// each only if its own `before` let the call through (a refusal by a later filter is then
+/// the result it sees).
 ///
 /// A filter that panics fails the call it was looking at with [`CallError::FilterPanicked`]
 /// (a panic in `after` is logged: the call has run by then); the grain and the silo carry on.
