@@ -130,7 +130,7 @@ impl CallFilter for Region {
     }
 }
 
-/// Starts a silo of `cluster` hosting `hosts` of the registered types.
+/// Starts a silo of `cluster` on the Redis at `url`, built by `build`.
 async fn cluster_silo(
     url: &str,
     cluster: &str,
