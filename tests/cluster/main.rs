@@ -15,6 +15,7 @@ mod bad_input;
 mod collection;
 mod dashboard;
 mod failures;
+mod filters;
 mod health;
 mod interfaces;
 mod lifecycle;

@@ -24,7 +24,7 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 /// Runs Granary's benchmarks against their baselines.
 #[derive(Debug, Parser)]
 struct Args {
-    /// Metrics to run: all, P1, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
+    /// Metrics to run: all, P1, P1a-filter, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
     /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P7 or one P7
     /// sink (P7-redis-streams, P7-nats, P7-rabbitmq, P7-kafka, P7-sqs), P8, P8-1M, P9 (also
     /// prints P9-prod), P10, P11, P12. P3–P7, P9 and P10 need Redis, `GRANARY_BENCH_REDIS`; P7 also
@@ -108,6 +108,9 @@ fn main() -> anyhow::Result<()> {
     if wants("P1") {
         metrics::p1(args.reps, scale)?;
     }
+    if wants("P1a-filter") {
+        metrics::p1a_filter(args.reps, scale);
+    }
     if wants("P1b-1M") {
         metrics::p1b_1m(args.reps, scale);
     }
@@ -155,9 +158,26 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 18] = [
-    "P1", "P1b-1M", "P2", "P5", "P6", "P6c", "P3", "P4", "P3-tonic", "P4-tonic", "P7", "P9",
-    "P9-prod", "P8", "P8-1M", "P10", "P11", "P12",
+const IDS: [&str; 19] = [
+    "P1",
+    "P1a-filter",
+    "P1b-1M",
+    "P2",
+    "P5",
+    "P6",
+    "P6c",
+    "P3",
+    "P4",
+    "P3-tonic",
+    "P4-tonic",
+    "P7",
+    "P9",
+    "P9-prod",
+    "P8",
+    "P8-1M",
+    "P10",
+    "P11",
+    "P12",
 ];
 
 /// The metrics a run was asked for.

@@ -1,4 +1,5 @@
-//! The metrics: P1 (local call; P1b-1M, its throughput over 1,000,000 grains), P2 (one-way
+//! The metrics: P1 (local call; P1b-1M, its throughput over 1,000,000 grains; P1a-filter, a
+//! local call through one no-op call filter), P2 (one-way
 //! message), P3/P4 (cross-silo call latency and throughput, with their tonic gRPC peers, in a
 //! fixed CPU placement), P5 (cold activation from Redis, against `GET` and the claim script),
 //! P6 (state + events commit to Redis; P6c, fenced against unfenced), P7 (event relay), P8
@@ -104,6 +105,26 @@ pub(crate) fn p1(reps: usize, scale: usize) -> anyhow::Result<()> {
         .print();
     }
     Ok(())
+}
+
+/// P1a-filter: the P1a workload on a silo with one no-op incoming call filter, against P1a
+/// without filters measured in the same run: what installing a filter costs a call.
+pub(crate) fn p1a_filter(reps: usize, scale: usize) {
+    let calls = 200_000 / scale;
+    let [plain, filtered] = interleave(
+        reps,
+        [&|| granary::p1a(calls), &|| granary::p1a_filtered(calls)],
+    );
+    Line {
+        id: "P1a-filter",
+        what: "sequential_call_p50_one_noop_incoming_filter",
+        value: median(&filtered),
+        baseline: median(&plain),
+        baseline_name: "granary_P1a_no_filter_same_run",
+        unit: "ns",
+        goal: "ratio<=1.2",
+    }
+    .print();
 }
 
 /// P2: one-way grain messages from one sender against actix `do_send` on the same arbiter.

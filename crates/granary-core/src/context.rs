@@ -192,6 +192,15 @@ impl<G: Grain> GrainContext<G> {
         crate::turn::current_trace().expect("trace_id is called inside a turn")
     }
 
+    /// The request context of the running turn: what the caller (a client, another grain,
+    /// an incoming call filter) set on the call chain. Calls this turn makes carry it on,
+    /// one-way calls included; add to it for one call with `ctx.grain::<T>(key)
+    /// .with_context(..)`. Empty outside a turn, for timer ticks and for reminder ticks.
+    #[must_use]
+    pub fn request_context(&self) -> crate::RequestContext {
+        crate::turn::current_context()
+    }
+
     /// The current wall-clock time: the system clock in a silo (or the [`Clock`](crate::Clock)
     /// given to its builder), the virtual clock in the test kit, which tests move forward.
     ///

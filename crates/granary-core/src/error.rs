@@ -241,6 +241,50 @@ pub enum CallError {
         /// What it tried (`write_state`, `clear_state`, `publish`, `register_reminder`, ...).
         operation: String,
     },
+    /// A call filter refused the call (an authorization check, say): the method did not run.
+    /// `reason` is the filter's. Not retryable as such: the same call is refused again until
+    /// what the filter checks changes (log in, fix the request context).
+    #[error("call filter {filter} refused {method} on {grain}: {reason}")]
+    Refused {
+        /// The grain that was called.
+        grain: GrainId,
+        /// The method (a timer's name for a timer tick).
+        method: String,
+        /// The filter's name (`CallFilter::name`).
+        filter: String,
+        /// Why, as the filter said.
+        reason: String,
+    },
+    /// A call filter panicked while it looked at the call: the method did not run, and only
+    /// this call failed (the filter, the grain and the silo carry on). A bug in the filter:
+    /// see `message`.
+    #[error("call filter {filter} panicked on {method} of {grain}: {message}")]
+    FilterPanicked {
+        /// The grain that was called.
+        grain: GrainId,
+        /// The method (a timer's name for a timer tick).
+        method: String,
+        /// The filter's name (`CallFilter::name`).
+        filter: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The call's request context is over its bounds
+    /// ([`MAX_CONTEXT_ENTRIES`](crate::MAX_CONTEXT_ENTRIES) entries,
+    /// [`MAX_CONTEXT_BYTES`](crate::MAX_CONTEXT_BYTES) bytes of keys and values): the call was
+    /// not sent. Keep the context to small identifiers (a user id, a region) and pass data as
+    /// arguments.
+    #[error(
+        "request context of {entries} entries and {bytes} bytes is over the limit ({} entries, {} bytes)",
+        crate::MAX_CONTEXT_ENTRIES,
+        crate::MAX_CONTEXT_BYTES
+    )]
+    ContextTooLarge {
+        /// The entries the context had.
+        entries: usize,
+        /// The bytes of its keys and values.
+        bytes: usize,
+    },
 }
 
 /// Why a reminder was refused (in [`CallError::Reminder`]).

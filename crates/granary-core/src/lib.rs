@@ -22,6 +22,7 @@ mod message;
 mod mock;
 pub mod provider;
 mod reference;
+mod request_context;
 pub mod state_codec;
 pub mod turn;
 
@@ -41,6 +42,7 @@ pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, Trac
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
 pub use provider::ReminderTick;
 pub use reference::{CallOptions, GrainRef, Invoked, Invoker, OutgoingCall, TypedRef, typed_ref};
+pub use request_context::{MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, RequestContext};
 
 /// The result of a grain call: the method's value, or what went wrong.
 pub type Result<T, E = CallError> = std::result::Result<T, E>;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{self, CodecError};
 use crate::error::CallError;
 use crate::id::GrainId;
+use crate::request_context::RequestContext;
 
 /// A method's stable id within its grain type: the 32-bit FNV-1a hash of the method's name.
 ///
@@ -194,6 +195,9 @@ pub struct CallChain {
     /// The trace the call belongs to: the same across every silo the chain crosses, and in
     /// the events its turns publish.
     pub trace: TraceId,
+    /// The request context the chain carries (inherited by every call its turns make,
+    /// one-way calls included); empty unless a client, a grain or a filter set some.
+    pub context: RequestContext,
 }
 
 /// The id of one logical operation across calls, silos and events (a W3C trace id: 16 bytes,
@@ -242,7 +246,18 @@ impl CallChain {
             id: ChainId::new(),
             grains: Vec::new(),
             trace,
+            context: RequestContext::new(),
         }
+    }
+
+    /// This chain with `context` set on its context (the entries of `context` win). An empty
+    /// `context` costs nothing.
+    #[must_use]
+    pub fn with_context(mut self, context: &RequestContext) -> Self {
+        if !context.is_empty() {
+            self.context = self.context.merged(context);
+        }
+        self
     }
 
     /// The chain of a call made by a turn of `caller` that runs on this chain.
@@ -255,6 +270,7 @@ impl CallChain {
             id: self.id,
             grains,
             trace: self.trace,
+            context: self.context.clone(),
         }
     }
 

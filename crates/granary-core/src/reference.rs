@@ -13,6 +13,7 @@ use crate::error::CallError;
 use crate::grain::{GrainInterface, MethodInfo};
 use crate::id::{GrainId, GrainKey};
 use crate::message::{CallChain, Payload};
+use crate::request_context::RequestContext;
 use crate::turn;
 
 /// One outgoing call, as a reference hands it to its [`Invoker`].
@@ -91,6 +92,8 @@ pub struct GrainRef {
     id: GrainId,
     invoker: Option<Arc<dyn Invoker>>,
     options: CallOptions,
+    /// Set on the context of every call made through the reference.
+    context: RequestContext,
 }
 
 impl GrainRef {
@@ -101,6 +104,7 @@ impl GrainRef {
             id,
             invoker: Some(invoker),
             options: CallOptions::default(),
+            context: RequestContext::new(),
         }
     }
 
@@ -111,6 +115,7 @@ impl GrainRef {
             id,
             invoker: None,
             options: CallOptions::default(),
+            context: RequestContext::new(),
         }
     }
 
@@ -127,11 +132,35 @@ impl GrainRef {
         self
     }
 
+    /// The same reference with `key` set to `value` in the request context of the calls made
+    /// through it (over the context the caller already has: a turn's incoming context, or
+    /// the client's). Bounds are checked when a call is made: see [`RequestContext`].
+    #[must_use]
+    pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.insert(key, value);
+        self
+    }
+
+    /// The same reference with the entries of `context` set on the request context of the
+    /// calls made through it (see [`with_context`](Self::with_context)).
+    #[must_use]
+    pub fn with_request_context(mut self, context: &RequestContext) -> Self {
+        self.context = self.context.merged(context);
+        self
+    }
+
+    /// The request context this reference sets on its calls (empty unless set).
+    #[must_use]
+    pub fn request_context(&self) -> &RequestContext {
+        &self.context
+    }
+
     /// Calls `method` with `args` and decodes the reply. Used by generated references.
     ///
     /// # Errors
     /// Whatever the call produced; see [`CallError`]. [`CallError::InvalidKey`] at once when
-    /// the reference's key is too long.
+    /// the reference's key is too long; [`CallError::ContextTooLarge`] at once when the call's
+    /// request context is over its bounds.
     ///
     /// # Cancel safety
     /// Dropping the future abandons the wait, not the call: the grain may still run it.
@@ -141,11 +170,9 @@ impl GrainRef {
         args: impl Serialize + Send + 'static,
     ) -> Result<R, CallError> {
         let invoker = self.invoker()?;
-        let call = self.outgoing(
-            method,
-            Payload::local(args),
-            turn::chain_for_outgoing_call(),
-        );
+        let chain = turn::chain_for_outgoing_call().with_context(&self.context);
+        chain.context.check()?;
+        let call = self.outgoing(method, Payload::local(args), chain);
         let reply = match invoker.invoke_now(call) {
             Invoked::Ready(reply) => {
                 // A loop of such calls touches no tokio resource: spend cooperative budget so
@@ -165,14 +192,18 @@ impl GrainRef {
     ///
     /// # Errors
     /// Only delivery failures: the method's own outcome is not reported.
-    /// [`CallError::InvalidKey`] at once when the reference's key is too long.
+    /// [`CallError::InvalidKey`] at once when the reference's key is too long;
+    /// [`CallError::ContextTooLarge`] at once when the call's request context is over its
+    /// bounds.
     pub async fn send(
         &self,
         method: &'static MethodInfo,
         args: impl Serialize + Send + 'static,
     ) -> Result<(), CallError> {
         let invoker = self.invoker()?;
-        let call = self.outgoing(method, Payload::local(args), turn::chain_for_one_way_call());
+        let chain = turn::chain_for_one_way_call().with_context(&self.context);
+        chain.context.check()?;
+        let call = self.outgoing(method, Payload::local(args), chain);
         match invoker.send_now(call) {
             Invoked::Ready(accepted) => accepted,
             Invoked::Pending(accepted) => accepted.await,
@@ -208,6 +239,7 @@ impl fmt::Debug for GrainRef {
         f.debug_struct("GrainRef")
             .field("id", &self.id)
             .field("bound", &self.invoker.is_some())
+            .field("context", &self.context)
             .finish()
     }
 }

@@ -59,10 +59,23 @@ pub fn current_trace() -> Option<crate::message::TraceId> {
     TURN.try_with(|t| t.chain.trace).ok()
 }
 
-/// The chain of a one-way call made now: a new chain, in the running turn's trace if any.
+/// The chain of a one-way call made now: a new chain, in the running turn's trace and with
+/// its request context, if any.
 #[must_use]
 pub fn chain_for_one_way_call() -> CallChain {
-    current_trace().map_or_else(CallChain::root, CallChain::root_in)
+    TURN.try_with(|t| {
+        let mut chain = CallChain::root_in(t.chain.trace);
+        chain.context = t.chain.context.clone();
+        chain
+    })
+    .unwrap_or_else(|_| CallChain::root())
+}
+
+/// The request context of the running turn (empty outside a turn).
+#[must_use]
+pub fn current_context() -> crate::request_context::RequestContext {
+    TURN.try_with(|t| t.chain.context.clone())
+        .unwrap_or_default()
 }
 
 /// The runtime of the running turn, if any (binds deserialized references).

@@ -24,6 +24,7 @@ use granary_core::{
 
 use crate::admission::{Admission, Class, Scheduler};
 use crate::events::{DeactivationReason, SiloEvent};
+use crate::filter::{CallKind, FilterCall};
 use crate::metrics::Refusal;
 use crate::request::{ReplyRx, ReplyTx, Request, RequestKind};
 use crate::shared::{OwnerState, Shared};
@@ -340,7 +341,8 @@ impl<G: Grain> Activation<G> {
     }
 
     /// One turn: a call or a timer tick, answered when it ends; an
-    /// [inline](ReplyTx::Inline) reply is returned instead.
+    /// [inline](ReplyTx::Inline) reply is returned instead. The silo's incoming filters, if
+    /// any, run around it.
     async fn turn(&self, req: Request, queued: bool) -> TurnReply {
         let Request {
             kind,
@@ -359,9 +361,10 @@ impl<G: Grain> Activation<G> {
                 }
                 // One scan of `G::METHODS` per turn: the method's name and its metrics slot.
                 let index = G::METHODS.iter().position(|m| m.id == method);
+                let reminder = method == granary_core::REMINDER_METHOD.id;
                 let name = index.map_or_else(
                     || {
-                        if method == granary_core::REMINDER_METHOD.id {
+                        if reminder {
                             granary_core::REMINDER_METHOD.name
                         } else {
                             "?"
@@ -386,39 +389,28 @@ impl<G: Grain> Activation<G> {
                     };
                 }
                 let encoded = args.is_encoded();
-                if let Some(observe) = self.shared.observer() {
-                    observe(self.id(), method, encoded);
-                }
-                // One span per call: grain, method, silo and the trace it belongs to, which is
-                // the same on every silo the call chain crosses.
-                let span = tracing::debug_span!(
-                    "grain.call",
-                    grain = %self.id(),
-                    method = name,
-                    silo = %self.shared.silo(),
-                    trace = %chain.trace,
-                );
-                #[cfg(feature = "opentelemetry")]
-                crate::otel::join_trace(&span, chain.trace);
                 // Two-way calls are timed; one-way calls (nobody waits for them) only counted.
                 let started = reply.is_some().then(Instant::now);
-                let kind = TurnKind::Call { method, args };
-                let scope = self.scope(chain, encoded);
-                // Boxed on its own: in place, it would make the inline turn (boxed by the
-                // caller) larger than the allocator's per-thread cache serves (1,032 bytes,
-                // glibc's tcache), and that allocation would take the slow path on every call.
-                // Two small boxes cost less than one large one.
-                let execute = Box::pin(turn::execute(&self.grain, &self.ctx, kind, scope));
-                // A disabled span (no subscriber wants it) is not entered on every poll.
-                let outcome = if span.is_disabled() {
-                    execute.await
-                } else {
-                    tracing::Instrument::instrument(execute, span).await
+                let result = match self.shared.incoming_filters() {
+                    None => self.call_turn(method, args, chain, name).await,
+                    Some(filters) => {
+                        let kind = match (reminder, &reply) {
+                            (true, _) => CallKind::Reminder,
+                            (false, Some(_)) => CallKind::Call,
+                            (false, None) => CallKind::OneWay,
+                        };
+                        let call =
+                            FilterCall::new(self.id(), name, kind, chain).arrived(method, encoded);
+                        // Boxed: only a silo with filters pays for their future.
+                        Box::pin(
+                            filters.around(call, |chain| self.call_turn(method, args, chain, name)),
+                        )
+                        .await
+                    }
                 };
                 if let Some(i) = index {
                     self.method_metrics[i].record(started.map(|t| t.elapsed()));
                 }
-                let result = self.settle(outcome, name);
                 match reply {
                     Some(ReplyTx::Inline) => return Some(result),
                     Some(reply) => {
@@ -433,21 +425,69 @@ impl<G: Grain> Activation<G> {
                 None
             }
             RequestKind::Timer { name, done } => {
-                // Boxed, as a call's: in place it would make every turn's future larger.
-                let outcome = Box::pin(turn::execute(
-                    &self.grain,
-                    &self.ctx,
-                    TurnKind::Timer(name.to_string()),
-                    self.scope(chain, true),
-                ))
-                .await;
-                if let Err(err) = self.settle(outcome, &name) {
+                let result = match self.shared.incoming_filters() {
+                    None => self.timer_turn(&name, chain).await,
+                    Some(filters) => {
+                        let call = FilterCall::new(self.id(), &*name, CallKind::Timer, chain);
+                        Box::pin(filters.around(call, |chain| self.timer_turn(&name, chain))).await
+                    }
+                };
+                if let Err(err) = result {
                     tracing::warn!(grain = %self.id(), timer = %name, cause = %err, "timer turn failed");
                 }
                 let _ = done.send(());
                 None
             }
         }
+    }
+
+    /// The turn of a call to `method` (called `name`) on `chain`: the method in its span.
+    async fn call_turn(
+        &self,
+        method: granary_core::MethodId,
+        args: Payload,
+        chain: CallChain,
+        name: &str,
+    ) -> Result<Payload, CallError> {
+        // One span per call: grain, method, silo and the trace it belongs to, which is the
+        // same on every silo the call chain crosses.
+        let span = tracing::debug_span!(
+            "grain.call",
+            grain = %self.id(),
+            method = name,
+            silo = %self.shared.silo(),
+            trace = %chain.trace,
+        );
+        #[cfg(feature = "opentelemetry")]
+        crate::otel::join_trace(&span, chain.trace);
+        let encoded = args.is_encoded();
+        let kind = TurnKind::Call { method, args };
+        let scope = self.scope(chain, encoded);
+        // Boxed on its own: in place, it would make the inline turn (boxed by the caller)
+        // larger than the allocator's per-thread cache serves (1,032 bytes, glibc's tcache),
+        // and that allocation would take the slow path on every call. Two small boxes cost
+        // less than one large one.
+        let execute = Box::pin(turn::execute(&self.grain, &self.ctx, kind, scope));
+        // A disabled span (no subscriber wants it) is not entered on every poll.
+        let outcome = if span.is_disabled() {
+            execute.await
+        } else {
+            tracing::Instrument::instrument(execute, span).await
+        };
+        self.settle(outcome, name)
+    }
+
+    /// The turn of a tick of timer `name`.
+    async fn timer_turn(&self, name: &str, chain: CallChain) -> Result<Payload, CallError> {
+        // Boxed, as a call's: in place it would make every turn's future larger.
+        let outcome = Box::pin(turn::execute(
+            &self.grain,
+            &self.ctx,
+            TurnKind::Timer(name.to_owned()),
+            self.scope(chain, true),
+        ))
+        .await;
+        self.settle(outcome, name)
     }
 
     /// Turns an outcome into the caller's result; a panic tears the activation down.

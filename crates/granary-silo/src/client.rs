@@ -3,25 +3,39 @@
 use std::fmt;
 use std::sync::Arc;
 
-use granary_core::{GrainInterface, GrainKey, Invoker, typed_ref};
+use granary_core::{GrainId, GrainInterface, GrainKey, GrainRef, Invoker, RequestContext};
 
 /// A handle that creates grain references, for code outside any grain (a game front-end task,
 /// a test). Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     invoker: Arc<dyn Invoker>,
+    context: RequestContext,
 }
 
 impl Client {
     pub(crate) fn new(invoker: Arc<dyn Invoker>) -> Self {
-        Self { invoker }
+        Self {
+            invoker,
+            context: RequestContext::new(),
+        }
     }
 
     /// A reference to the grain of type `G` with `key`. The grain always exists: the first call
     /// activates it. `G` is a grain type (`PlayerGrain`) or, where only a grain interface is
     /// linked, the interface's reference (`PlayerRef`): both give the same reference.
     pub fn grain<G: GrainInterface>(&self, key: impl Into<GrainKey>) -> G::Ref {
-        typed_ref::<G>(key, self.invoker.clone())
+        let reference = GrainRef::new(GrainId::new(G::TYPE_NAME, key), self.invoker.clone());
+        G::Ref::from(reference.with_request_context(&self.context))
+    }
+
+    /// The same client, setting `key` to `value` in the request context of every call made
+    /// through its references (a session's user id, say): see
+    /// [`RequestContext`](granary_core::RequestContext).
+    #[must_use]
+    pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.insert(key, value);
+        self
     }
 }
 

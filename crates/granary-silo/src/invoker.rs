@@ -14,6 +14,7 @@ use granary_core::{
 
 use crate::activation::{InlineTurn, Routed};
 use crate::cluster::{Cluster, ClusterHost};
+use crate::filter::{self, CallKind, Filters};
 use crate::metrics::Refusal;
 use crate::request::{
     RemoteCall, ReplyRx, ReplyTx, Request, RequestKind, envelope_of, remote_call,
@@ -43,6 +44,55 @@ impl Invoker for SiloInvoker {
     }
 
     fn invoke_now(&self, call: OutgoingCall) -> Invoked<Payload> {
+        if let Some(filters) = outgoing_filters(&self.router, &call) {
+            let invoker = Self::new(self.router.clone());
+            return Invoked::Pending(
+                filter::outgoing(filters, call, CallKind::Call, move |call| {
+                    match invoker.invoke_unfiltered(call) {
+                        Invoked::Ready(reply) => futures::future::ready(reply).boxed(),
+                        Invoked::Pending(reply) => reply,
+                    }
+                })
+                .boxed(),
+            );
+        }
+        self.invoke_unfiltered(call)
+    }
+
+    fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
+        match self.send_now(call) {
+            Invoked::Ready(accepted) => futures::future::ready(accepted).boxed(),
+            Invoked::Pending(accepted) => accepted,
+        }
+    }
+
+    fn send_now(&self, call: OutgoingCall) -> Invoked<()> {
+        if let Some(filters) = outgoing_filters(&self.router, &call) {
+            let invoker = Self::new(self.router.clone());
+            return Invoked::Pending(
+                filter::outgoing(filters, call, CallKind::OneWay, move |call| {
+                    match invoker.send_unfiltered(call) {
+                        Invoked::Ready(accepted) => futures::future::ready(accepted).boxed(),
+                        Invoked::Pending(accepted) => accepted,
+                    }
+                })
+                .boxed(),
+            );
+        }
+        self.send_unfiltered(call)
+    }
+}
+
+/// The silo's outgoing filters, if it has any and `call` is not a reminder tick (the
+/// runtime's own: it passes the incoming filters only).
+fn outgoing_filters(router: &Router, call: &OutgoingCall) -> Option<Filters> {
+    let filters = router.shared().outgoing_filters()?;
+    (call.method.id != granary_core::REMINDER_METHOD.id).then(|| filters.clone())
+}
+
+impl SiloInvoker {
+    /// A call, past the outgoing filters.
+    fn invoke_unfiltered(&self, call: OutgoingCall) -> Invoked<Payload> {
         let router = &self.router;
         let timeout = call
             .timeout
@@ -67,14 +117,8 @@ impl Invoker for SiloInvoker {
         )
     }
 
-    fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
-        match self.send_now(call) {
-            Invoked::Ready(accepted) => futures::future::ready(accepted).boxed(),
-            Invoked::Pending(accepted) => accepted,
-        }
-    }
-
-    fn send_now(&self, call: OutgoingCall) -> Invoked<()> {
+    /// A one-way call, past the outgoing filters.
+    fn send_unfiltered(&self, call: OutgoingCall) -> Invoked<()> {
         let router = &self.router;
         let timeout = router.shared().config().call_timeout;
         let (cluster, away) = match leaving(router.destination(&call.target, Origin::Call)) {

@@ -12,6 +12,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "config",
         "events",
+        "filter",
         "request",
         "admission",
         "metrics",

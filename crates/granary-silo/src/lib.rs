@@ -34,6 +34,7 @@ mod cluster;
 mod collector;
 mod config;
 mod events;
+mod filter;
 mod health;
 mod invoker;
 #[cfg(test)]
@@ -54,7 +55,7 @@ pub use client::Client;
 pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Placement};
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
+pub use filter::{CallFilter, CallKind, CallObserver, FilterCall, Refusal};
 pub use health::{NotReady, SiloHealth};
 pub use metrics::SiloMetrics;
-pub use shared::CallObserver;
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};

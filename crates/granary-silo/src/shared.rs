@@ -12,15 +12,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use granary_core::provider::{GrainDirectory, StateStore};
-use granary_core::{ActivationHost, ActivationId, Clock, GrainId, Invoker, MethodId, SiloId};
+use granary_core::{ActivationHost, ActivationId, Clock, GrainId, Invoker, SiloId};
 
 use crate::config::SiloConfig;
 use crate::events::SiloEvent;
+use crate::filter::Filters;
 use crate::metrics::Metrics;
 use crate::request::Request;
-
-/// Observes every call a silo dispatches: grain, method and whether it arrived encoded.
-pub type CallObserver = Arc<dyn Fn(&GrainId, MethodId, bool) + Send + Sync>;
 
 /// Where the owner of a grain's claim is, as the silo's router tells an activation that
 /// found the claim held by another silo.
@@ -68,7 +66,10 @@ pub(crate) struct Shared {
     /// Stateless worker activations beyond the first of each pool (the catalog counts one
     /// entry per pool): with it, the activation count stays truthful.
     extra_workers: AtomicUsize,
-    observer: Option<CallObserver>,
+    /// The incoming call filters (the call observer among them), `None` without any.
+    incoming: Option<Filters>,
+    /// The outgoing call filters of the silo's grains and client, `None` without any.
+    outgoing: Option<Filters>,
     /// The wall clock grains read (`GrainContext::now`).
     clock: Arc<dyn Clock>,
     /// Weak: the invoker holds the router, which holds this strongly.
@@ -97,7 +98,7 @@ impl Shared {
         config: SiloConfig,
         store: Arc<dyn StateStore>,
         directory: Arc<dyn GrainDirectory>,
-        observer: Option<CallObserver>,
+        (incoming, outgoing): (Option<Filters>, Option<Filters>),
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
@@ -111,7 +112,8 @@ impl Shared {
             metrics: Metrics::new(),
             epoch: AtomicU64::new(0),
             extra_workers: AtomicUsize::new(0),
-            observer,
+            incoming,
+            outgoing,
             clock,
             invoker: OnceLock::new(),
             home: OnceLock::new(),
@@ -203,9 +205,14 @@ impl Shared {
         &*self.clock
     }
 
-    /// The call observer, if the silo was built with one.
-    pub(crate) fn observer(&self) -> Option<&CallObserver> {
-        self.observer.as_ref()
+    /// The incoming call filters, if the silo has any.
+    pub(crate) fn incoming_filters(&self) -> Option<&Filters> {
+        self.incoming.as_ref()
+    }
+
+    /// The outgoing call filters, if the silo has any.
+    pub(crate) fn outgoing_filters(&self) -> Option<&Filters> {
+        self.outgoing.as_ref()
     }
 
     /// The silo's invoker (references deserialized in a turn bind to it), or one that fails

@@ -15,13 +15,14 @@ use crate::cluster::{Cluster, ClusterConfig, ClusterHost};
 use crate::collector;
 use crate::config::SiloConfig;
 use crate::events::SiloEvents;
+use crate::filter::{CallFilter, FilterList};
 use crate::invoker::{SiloInvoker, dispatch_wire};
 use crate::memory::{MemoryMembership, MemoryStore};
 use crate::metrics::Census;
 use crate::registry::Registry;
 use crate::reminders;
 use crate::router::Router;
-use crate::shared::{CallObserver, Shared};
+use crate::shared::Shared;
 
 /// Why a silo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,8 @@ pub struct SiloBuilder {
     duplicate: Option<&'static str>,
     store: Option<(Arc<dyn StateStore>, Arc<dyn GrainDirectory>)>,
     membership: Option<Arc<dyn MembershipTable>>,
-    observer: Option<CallObserver>,
+    incoming: FilterList,
+    outgoing: FilterList,
     cluster: Option<ClusterConfig>,
     idle_overrides: Vec<(&'static str, IdleAfter)>,
     worker_overrides: Vec<(&'static str, usize)>,
@@ -114,7 +116,8 @@ impl SiloBuilder {
             duplicate: None,
             store: None,
             membership: None,
-            observer: None,
+            incoming: FilterList::default(),
+            outgoing: FilterList::default(),
             cluster: None,
             idle_overrides: Vec::new(),
             worker_overrides: Vec::new(),
@@ -249,13 +252,34 @@ impl SiloBuilder {
 
     /// Calls `observer` for every call the silo dispatches, with the grain, the method and
     /// whether the call arrived encoded (for metrics and tests). Keep it cheap: it runs on the
-    /// call path.
+    /// call path. It is an incoming filter that only looks (in registration order with the
+    /// others, see [`incoming_filter`](Self::incoming_filter)); timer ticks do not reach it.
     #[must_use]
     pub fn observe_calls(
         mut self,
         observer: impl Fn(&GrainId, MethodId, bool) + Send + Sync + 'static,
     ) -> Self {
-        self.observer = Some(Arc::new(observer));
+        self.incoming.observe(Arc::new(observer));
+        self
+    }
+
+    /// Adds an incoming call filter: it runs on this silo around every turn of a call,
+    /// one-way call, timer tick and reminder tick, whichever path the call took (see
+    /// [`CallFilter`]). Filters run in the order they were added; their `after` hooks in the
+    /// reverse order.
+    #[must_use]
+    pub fn incoming_filter(mut self, filter: impl CallFilter) -> Self {
+        self.incoming.push(filter);
+        self
+    }
+
+    /// Adds an outgoing call filter: it runs before every call the silo's grains and its
+    /// [`Client`] make is sent (the runtime's reminder ticks excepted), and may add to the
+    /// call's request context. Filters run in the order they were added; their `after` hooks
+    /// in the reverse order.
+    #[must_use]
+    pub fn outgoing_filter(mut self, filter: impl CallFilter) -> Self {
+        self.outgoing.push(filter);
         self
     }
 
@@ -307,7 +331,7 @@ impl SiloBuilder {
             self.config,
             store,
             directory,
-            self.observer,
+            (self.incoming.build(), self.outgoing.build()),
             self.clock,
         ));
         let cluster = self.cluster.map(|mut config| {

@@ -32,6 +32,9 @@ pub struct RecordedCall {
     pub method: &'static str,
     /// The encoded argument tuple; see [`RecordedCall::args`].
     pub args: Vec<u8>,
+    /// The request context the call carried (the grain's incoming context and what it set
+    /// on the reference).
+    pub context: granary_core::RequestContext,
 }
 
 impl RecordedCall {

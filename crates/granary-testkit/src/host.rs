@@ -72,6 +72,7 @@ impl KitHost {
                 target: call.target.clone(),
                 method: name,
                 args: args.clone(),
+                context: call.chain.context.clone(),
             });
             state.replies.find(&call.target, name)
         };

@@ -1,6 +1,7 @@
 //! The kit's own helpers: typed mocks answering a `GrainTest`'s calls for one key or any key,
 //! the virtual wall clock behind `ctx.now()` in `GrainTest` and `TestSilo`, deactivating one
-//! grain of a `TestSilo` on demand, and removing a test cluster's keys from a shared Redis.
+//! grain of a `TestSilo` on demand, removing a test cluster's keys from a shared Redis, and a
+//! request context set on a `GrainTest` call.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
@@ -114,6 +115,11 @@ impl ShopGrain {
         Ok(ctx.grain::<EnergyGrain>(buyer).spend(price).await)
     }
 
+    /// The `user` of the call's request context.
+    pub async fn whoami(&self, ctx: &GrainContext<Self>) -> Result<Option<String>> {
+        Ok(ctx.request_context().get("user").map(str::to_owned))
+    }
+
     /// The energy of all `buyers` together.
     pub async fn total(&self, ctx: &GrainContext<Self>, buyers: Vec<String>) -> Result<u32> {
         let mut total = 0;
@@ -147,6 +153,23 @@ async fn a_mock_answers_for_one_key_and_for_any_key_with_the_key_called() {
         kit.reference().total(buyers).await.unwrap(),
         7 + 1 + 100,
         "a later declaration replaces the earlier one for its keys only"
+    );
+}
+
+#[tokio::test]
+async fn a_grain_test_call_carries_a_request_context_into_the_grain_and_its_calls() {
+    let kit = GrainTest::<ShopGrain>::new("s-1").await.unwrap();
+    kit.mock::<EnergyGrain>().any_key().points(|_| Ok(1));
+    let shop = kit.reference().with_context("user", "ann");
+    assert_eq!(shop.whoami().await.unwrap().as_deref(), Some("ann"));
+    assert_eq!(kit.reference().whoami().await.unwrap(), None);
+    shop.total(vec!["ann".into()]).await.unwrap();
+    let calls = kit.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].context.get("user"),
+        Some("ann"),
+        "inherited by the shop's call"
     );
 }
 

@@ -4,15 +4,17 @@
 
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
-    GrainInterface, GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId,
-    MethodInfo, PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId,
-    StateGuard, StatelessWorker, StorageError, SystemClock, TraceId, TypedRef,
+    GrainInterface, GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_CONTEXT_BYTES,
+    MAX_CONTEXT_ENTRIES, MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent, REMINDER_METHOD,
+    ReminderError, ReminderTick, RequestContext, Result, SiloId, StateGuard, StatelessWorker,
+    StorageError, SystemClock, TraceId, TypedRef,
 };
 pub use granary_macros::{grain, grain_interface};
 pub use granary_silo::{
-    Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
-    DeactivationReason, NotReady, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig,
-    SiloEvent, SiloEvents, SiloHealth, SiloMetrics, StartError, WaitTimeout,
+    CallFilter, CallKind, Client, ClientConfig, ClusterClient, ClusterConfig,
+    ConnectError as ClientConnectError, DeactivationReason, FilterCall, NotReady, Placement,
+    Refusal, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents, SiloHealth,
+    SiloMetrics, StartError, WaitTimeout,
 };
 
 pub mod provider {

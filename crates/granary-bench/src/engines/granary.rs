@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use granary::{GrainContext, Result, Silo, SiloConfig, grain};
+use granary::{
+    CallFilter, FilterCall, GrainContext, Refusal, Result, Silo, SiloBuilder, SiloConfig, grain,
+};
 use tokio::sync::Notify;
 
 use super::{Target, current_thread, drive_callers, drive_own, multi_thread, p50_of};
@@ -55,6 +57,10 @@ impl Target for StatelessBenchRef {
 /// A silo with the default settings, except room for the 1,000,000 grains (and the warm-up
 /// grain) of P1b-1M and P8-1M.
 async fn silo() -> Silo {
+    builder().start().await.expect("silo starts")
+}
+
+fn builder() -> SiloBuilder {
     Silo::builder()
         .config(SiloConfig {
             max_activations: 2_000_000,
@@ -62,14 +68,31 @@ async fn silo() -> Silo {
         })
         .register::<BenchGrain>()
         .register::<StatelessBenchGrain>()
-        .start()
-        .await
-        .expect("silo starts")
+}
+
+/// The incoming filter of `P1a-filter`: lets every call through, written as a user would
+/// write one (an `async fn` that looks at the call).
+struct NoOpFilter;
+
+impl CallFilter for NoOpFilter {
+    async fn before(&self, call: &mut FilterCall<'_>) -> std::result::Result<(), Refusal> {
+        std::hint::black_box(call.kind());
+        Ok(())
+    }
 }
 
 pub(crate) fn p1a(calls: usize) -> f64 {
+    p1a_on(calls, builder())
+}
+
+/// P1a on a silo with one no-op incoming filter.
+pub(crate) fn p1a_filtered(calls: usize) -> f64 {
+    p1a_on(calls, builder().incoming_filter(NoOpFilter))
+}
+
+fn p1a_on(calls: usize, builder: SiloBuilder) -> f64 {
     current_thread().block_on(async {
-        let silo = silo().await;
+        let silo = builder.start().await.expect("silo starts");
         let grain = silo.client().grain::<BenchGrain>(1_i64);
         let p50 = p50_of(calls, |i| {
             let grain = &grain;

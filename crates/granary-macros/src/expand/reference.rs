@@ -41,6 +41,17 @@ pub(crate) fn expand(surface: &Surface<'_>, ident: &Ident, paths: &Paths) -> Tok
                 Self { inner: self.inner.with_timeout(timeout) }
             }
 
+            /// The same reference with `key` set to `value` in the request context of the
+            /// calls made through it (see `GrainRef::with_context`).
+            #[must_use]
+            pub fn with_context(
+                self,
+                key: impl ::core::convert::Into<::std::string::String>,
+                value: impl ::core::convert::Into<::std::string::String>,
+            ) -> Self {
+                Self { inner: self.inner.with_context(key, value) }
+            }
+
             #(#methods)*
         }
 

@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use granary_core::{
-    CallError, Envelope, GrainInterface, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec,
-    typed_ref,
+    CallError, Envelope, GrainId, GrainInterface, GrainKey, GrainRef, Invoker, OutgoingCall,
+    Payload, RequestContext, SiloId, codec,
 };
 use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::MembersView;
 use super::wire::{CallOut, Outgoing, ReplyIn, Served, encode_reply};
+use crate::filter::{self, CallFilter, CallKind, FilterList, Filters};
 
 /// How a [`ClusterClient`] reaches the cluster.
 #[derive(Clone)]
@@ -120,6 +121,12 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct ClusterClient {
     inner: Arc<Inner>,
+    /// The outgoing filters added to this handle.
+    filters: FilterList,
+    /// What [`Self::grain`] references run: `filters`, built; `None` without any.
+    outgoing: Option<Filters>,
+    /// Set on the calls of every reference this handle makes.
+    context: RequestContext,
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -176,7 +183,12 @@ impl ClusterClient {
                     // The client's one task, outside any silo: it ends when the client is
                     // closed or dropped.
                     tokio::spawn(refresh_loop(Arc::downgrade(&inner)));
-                    return Ok(Self { inner });
+                    return Ok(Self {
+                        inner,
+                        filters: FilterList::default(),
+                        outgoing: None,
+                        context: RequestContext::new(),
+                    });
                 }
                 Ok(_) => reasons.push(format!("{gateway}: no active silo")),
                 Err(err) => reasons.push(format!("{gateway}: {err}")),
@@ -192,7 +204,29 @@ impl ClusterClient {
     /// A reference to the grain of type `G` with `key`: a grain type (`PlayerGrain`) or a grain
     /// interface's reference (`PlayerRef`), so a front end needs only the interface crate.
     pub fn grain<G: GrainInterface>(&self, key: impl Into<GrainKey>) -> G::Ref {
-        typed_ref::<G>(key, Arc::new(ClientInvoker(self.inner.clone())))
+        let invoker = Arc::new(ClientInvoker(self.inner.clone(), self.outgoing.clone()));
+        let reference = GrainRef::new(GrainId::new(G::TYPE_NAME, key), invoker);
+        G::Ref::from(reference.with_request_context(&self.context))
+    }
+
+    /// The same client (sharing its connections), setting `key` to `value` in the request
+    /// context of every call made through its references (a session's user id, say): see
+    /// [`RequestContext`](granary_core::RequestContext).
+    #[must_use]
+    pub fn with_context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.insert(key, value);
+        self
+    }
+
+    /// The same client (sharing its connections), running `filter` before every call made
+    /// through its references is sent: it sees the call and may add to its request context or
+    /// refuse it (see [`CallFilter`]). Filters run in the order they were added; their
+    /// `after` hooks in the reverse order.
+    #[must_use]
+    pub fn outgoing_filter(mut self, filter: impl CallFilter) -> Self {
+        self.filters.push(filter);
+        self.outgoing = self.filters.build();
+        self
     }
 
     /// The gateways the client currently uses.
@@ -337,7 +371,7 @@ fn call_order(all: &[SocketAddr], silent: &[SocketAddr], start: usize) -> Vec<So
     (0..n).map(|i| turn[(start + i) % n]).chain(rest).collect()
 }
 
-struct ClientInvoker(Arc<Inner>);
+struct ClientInvoker(Arc<Inner>, Option<Filters>);
 
 impl ClientInvoker {
     /// Sends `envelope` through the gateways, starting with the next in turn; moves on to
@@ -419,21 +453,27 @@ impl Invoker for ClientInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
         let inner = self.0.clone();
         let timeout = call.timeout.unwrap_or(inner.config.call_timeout);
-        async move {
+        let send = move |call| async move {
             let envelope = crate::request::envelope_of(call, timeout, false)?;
             Self::route(inner, envelope, false).await
+        };
+        match self.1.clone() {
+            None => send(call).boxed(),
+            Some(filters) => filter::outgoing(filters, call, CallKind::Call, send).boxed(),
         }
-        .boxed()
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
         let inner = self.0.clone();
         let timeout = inner.config.call_timeout;
-        async move {
+        let send = move |call| async move {
             let envelope = crate::request::envelope_of(call, timeout, true)?;
             Self::route(inner, envelope, true).await.map(drop)
+        };
+        match self.1.clone() {
+            None => send(call).boxed(),
+            Some(filters) => filter::outgoing(filters, call, CallKind::OneWay, send).boxed(),
         }
-        .boxed()
     }
 }
 

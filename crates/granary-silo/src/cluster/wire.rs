@@ -9,7 +9,10 @@
 //!
 //! Protocol 3 (transport [`PROTOCOL_VERSION`](granary_transport::PROTOCOL_VERSION)): a reply
 //! names the silo that served the call as [`Served`], which is one byte when that is the
-//! silo that answered (version 2 sent the silo's id with every reply).
+//! silo that answered (version 2 sent the silo's id with every reply). Protocol 4: the call
+//! chain carries the request context ([`RequestContext`](granary_core::RequestContext): a
+//! sequence of key–value pairs, one byte when empty), refused while it is read when it is
+//! over its bounds.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
