@@ -24,8 +24,11 @@ struct Record {
     version: u64,
     /// The grain's reminders by name, each with its key in the due index; `None` while it has
     /// none.
-    reminders: Option<Box<std::collections::BTreeMap<String, (Reminder, (u64, u64))>>>,
+    reminders: Option<Box<GrainReminders>>,
 }
+
+/// A grain's reminders by name, each with its key (next due, sequence) in the due index.
+type GrainReminders = std::collections::BTreeMap<String, (Reminder, (u64, u64))>;
 
 impl Record {
     /// Whether `address` (of this record's grain) is the owner.
