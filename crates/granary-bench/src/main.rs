@@ -49,10 +49,18 @@ struct Args {
     #[arg(long)]
     profile: Option<String>,
     /// With `--profile p4`: the calls of the 256-in-flight phase (default 400,000, or 40,000
-    /// with `--quick`). Two runs with different counts give the cost of one call under
-    /// `valgrind --tool=callgrind --trace-children=yes` (the difference over the extra calls).
+    /// with `--quick`); with `--profile p1b`, the calls of all 8 callers together (default
+    /// 1,000,000, or 100,000 with `--quick`). Two runs with different counts give the cost of
+    /// one call under `valgrind --tool=callgrind --trace-children=yes` (the difference over
+    /// the extra calls).
     #[arg(long, requires = "profile")]
     calls: Option<usize>,
+    /// With `--profile p1b` or `p8`: the grains called or activated (default 1,000 for p1b,
+    /// 100,000 for p8, a tenth of that with `--quick`). P1b runs with two counts under
+    /// `valgrind --tool=cachegrind` show what a large catalog costs a call in cache misses; p8
+    /// under `valgrind --tool=dhat` attributes an idle activation's bytes.
+    #[arg(long, requires = "profile")]
+    grains: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,9 +82,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(workload) = &args.profile {
         let value = match workload.as_str() {
             "p1a" => engines::granary::p1a(1_000_000 / scale),
-            "p1b" => engines::granary::p1b(1_000, 8, 1_000_000 / scale),
+            "p1b" => engines::granary::p1b(
+                args.grains.unwrap_or(1_000),
+                8,
+                args.calls.unwrap_or(1_000_000 / scale) / 8,
+            ),
             "p2" => engines::granary::p2(5_000_000 / scale),
-            "p8" => engines::granary::p8(100_000 / scale),
+            "p8" => engines::granary::p8(args.grains.unwrap_or(100_000 / scale)),
             // P3 then P4's Granary side (a silo process is started): calls/s of P4.
             "p4" => {
                 cluster::granary_calls(

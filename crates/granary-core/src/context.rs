@@ -1,5 +1,6 @@
 //! [`GrainContext`]: what a grain's methods see of the runtime.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -114,14 +115,42 @@ pub struct GrainContext<G: Grain> {
     /// Whether the state changed since it was loaded or last saved.
     unsaved: AtomicBool,
     version: AtomicU64,
-    events: parking_lot::Mutex<Vec<PublishedEvent>>,
+    /// What the running turn commits with its next commit: events, and reminder changes.
+    pending: parking_lot::Mutex<Pending>,
     commit_lock: tokio::sync::Mutex<()>,
-    /// Reminder changes made by the running turn, committed with its next commit.
-    reminder_changes: parking_lot::Mutex<Vec<ReminderChange>>,
-    /// The grain's reminders as committed, loaded on first use (this activation is their only
-    /// writer while it owns the grain).
-    reminders: parking_lot::Mutex<Option<std::collections::BTreeMap<String, Reminder>>>,
     host: Arc<dyn ActivationHost>,
+}
+
+/// What a turn commits with its next commit. One lock for both: the end of every turn asks
+/// whether anything is pending.
+#[derive(Default)]
+struct Pending {
+    events: Vec<PublishedEvent>,
+    /// Boxed and allocated on first use: most activations never touch a reminder, and each
+    /// one carries this context (a million idle activations pay for every byte here).
+    reminders: Option<Box<Reminders>>,
+}
+
+/// An activation's reminders.
+#[derive(Default)]
+struct Reminders {
+    /// Changes made by the running turn, committed with its next commit.
+    changes: Vec<ReminderChange>,
+    /// As committed, loaded on first use (this activation is their only writer while it owns
+    /// the grain).
+    loaded: Option<BTreeMap<String, Reminder>>,
+}
+
+impl Pending {
+    /// The reminders, allocated if this is their first use.
+    fn reminders(&mut self) -> &mut Reminders {
+        self.reminders.get_or_insert_with(Box::default)
+    }
+
+    /// The committed reminder `name`, if the reminders are loaded and it exists.
+    fn loaded_reminder(&self, name: &str) -> Option<&Reminder> {
+        self.reminders.as_ref()?.loaded.as_ref()?.get(name)
+    }
 }
 
 impl<G: Grain> GrainContext<G> {
@@ -140,10 +169,8 @@ impl<G: Grain> GrainContext<G> {
             state: parking_lot::Mutex::new(state),
             unsaved: AtomicBool::new(false),
             version: AtomicU64::new(version),
-            events: parking_lot::Mutex::new(Vec::new()),
+            pending: parking_lot::Mutex::new(Pending::default()),
             commit_lock: tokio::sync::Mutex::const_new(()),
-            reminder_changes: parking_lot::Mutex::new(Vec::new()),
-            reminders: parking_lot::Mutex::new(None),
             host,
         }
     }
@@ -254,7 +281,7 @@ impl<G: Grain> GrainContext<G> {
                 limit,
             });
         }
-        self.events.lock().push(event);
+        self.pending.lock().events.push(event);
         Ok(())
     }
 
@@ -322,23 +349,37 @@ impl<G: Grain> GrainContext<G> {
     /// Whether events were published, or reminders changed, and not committed yet.
     #[doc(hidden)]
     pub fn has_pending_events(&self) -> bool {
-        !self.events.lock().is_empty() || !self.reminder_changes.lock().is_empty()
+        let pending = self.pending.lock();
+        !pending.events.is_empty()
+            || pending
+                .reminders
+                .as_ref()
+                .is_some_and(|r| !r.changes.is_empty())
     }
 
     /// Drops events published and reminder changes made but not committed. The runtime calls
     /// this when a turn fails: a reminder registered or removed by a failed turn is not.
     #[doc(hidden)]
     pub fn discard_pending_events(&self) -> usize {
-        self.reminder_changes.lock().clear();
-        let mut events = self.events.lock();
-        let n = events.len();
-        events.clear();
+        let mut pending = self.pending.lock();
+        if let Some(reminders) = pending.reminders.as_mut() {
+            reminders.changes.clear();
+        }
+        let n = pending.events.len();
+        pending.events.clear();
         n
     }
 
     async fn commit(&self, change: StateChange) -> Result<(), CallError> {
-        let events = std::mem::take(&mut *self.events.lock());
-        let reminders = std::mem::take(&mut *self.reminder_changes.lock());
+        let (events, reminders) = {
+            let mut pending = self.pending.lock();
+            let changes = pending
+                .reminders
+                .as_mut()
+                .map(|r| std::mem::take(&mut r.changes))
+                .unwrap_or_default();
+            (std::mem::take(&mut pending.events), changes)
+        };
         let expected_version = self.version();
         let applied = (!reminders.is_empty()).then(|| reminders.clone());
         let commit = Commit {
@@ -380,7 +421,8 @@ impl<G: Grain> GrainContext<G> {
 
     /// Records committed reminder changes in the loaded view, and tells the host.
     fn apply_reminder_changes(&self, changes: &[ReminderChange]) {
-        let mut loaded = self.reminders.lock();
+        let mut pending = self.pending.lock();
+        let mut loaded = pending.reminders().loaded.as_mut();
         for change in changes {
             match change {
                 ReminderChange::Set(reminder) => {
@@ -400,7 +442,13 @@ impl<G: Grain> GrainContext<G> {
 
     /// Loads the grain's committed reminders, once per activation.
     async fn load_reminders(&self) -> Result<(), CallError> {
-        if self.reminders.lock().is_some() {
+        if self
+            .pending
+            .lock()
+            .reminders
+            .as_ref()
+            .is_some_and(|r| r.loaded.is_some())
+        {
             return Ok(());
         }
         let table = self
@@ -412,7 +460,8 @@ impl<G: Grain> GrainContext<G> {
             .reminders_of(&self.id)
             .await
             .map_err(|e| self.storage_error(e))?;
-        let mut loaded = self.reminders.lock();
+        let mut pending = self.pending.lock();
+        let loaded = &mut pending.reminders().loaded;
         if loaded.is_none() {
             *loaded = Some(stored.into_iter().map(|r| (r.name.clone(), r)).collect());
         }
@@ -420,9 +469,11 @@ impl<G: Grain> GrainContext<G> {
     }
 
     /// The committed reminders with this turn's uncommitted changes applied.
-    fn effective_reminders(&self) -> std::collections::BTreeMap<String, Reminder> {
-        let mut map = self.reminders.lock().clone().unwrap_or_default();
-        for change in self.reminder_changes.lock().iter() {
+    fn effective_reminders(&self) -> BTreeMap<String, Reminder> {
+        let mut pending = self.pending.lock();
+        let reminders = pending.reminders();
+        let mut map = reminders.loaded.clone().unwrap_or_default();
+        for change in &reminders.changes {
             match change {
                 ReminderChange::Set(r) => {
                     map.insert(r.name.clone(), r.clone());
@@ -509,8 +560,10 @@ impl<G: Grain> GrainContext<G> {
                 },
             ));
         }
-        self.reminder_changes
+        self.pending
             .lock()
+            .reminders()
+            .changes
             .push(ReminderChange::Set(Reminder {
                 name: name.to_owned(),
                 period_ms,
@@ -530,8 +583,10 @@ impl<G: Grain> GrainContext<G> {
         self.refuse_if_stateless("unregister_reminder")?;
         self.load_reminders().await?;
         if self.effective_reminders().contains_key(name) {
-            self.reminder_changes
+            self.pending
                 .lock()
+                .reminders()
+                .changes
                 .push(ReminderChange::Remove(name.to_owned()));
         }
         Ok(())
@@ -559,12 +614,7 @@ impl<G: Grain> GrainContext<G> {
         due_ms: u64,
     ) -> Result<Result<crate::provider::ReminderTick, Option<u64>>, CallError> {
         self.load_reminders().await?;
-        let Some(stored) = self
-            .reminders
-            .lock()
-            .as_ref()
-            .and_then(|m| m.get(name).cloned())
-        else {
+        let Some(stored) = self.pending.lock().loaded_reminder(name).cloned() else {
             return Ok(Err(None));
         };
         if stored.next_due_ms > due_ms {
@@ -576,8 +626,10 @@ impl<G: Grain> GrainContext<G> {
         let next_due_ms = stored
             .next_due_ms
             .saturating_add(missed.saturating_add(1).saturating_mul(period));
-        self.reminder_changes
+        self.pending
             .lock()
+            .reminders()
+            .changes
             .push(ReminderChange::Set(Reminder {
                 next_due_ms,
                 ..stored.clone()
@@ -594,12 +646,7 @@ impl<G: Grain> GrainContext<G> {
     /// the tick was delivered, so the next one is due after it.
     #[doc(hidden)]
     pub fn keep_reminder_advance(&self, name: &str, tick: &crate::provider::ReminderTick) {
-        let Some(stored) = self
-            .reminders
-            .lock()
-            .as_ref()
-            .and_then(|m| m.get(name).cloned())
-        else {
+        let Some(stored) = self.pending.lock().loaded_reminder(name).cloned() else {
             return;
         };
         let due = crate::provider::unix_ms(tick.due);
@@ -608,8 +655,10 @@ impl<G: Grain> GrainContext<G> {
                 .saturating_add(1)
                 .saturating_mul(stored.period_ms.max(1)),
         );
-        self.reminder_changes
+        self.pending
             .lock()
+            .reminders()
+            .changes
             .push(ReminderChange::Set(Reminder {
                 next_due_ms,
                 ..stored
@@ -621,10 +670,10 @@ impl<G: Grain> GrainContext<G> {
     #[doc(hidden)]
     #[must_use]
     pub fn committed_next_due(&self, name: &str) -> Option<u64> {
-        self.reminders
+        self.pending
             .lock()
-            .as_ref()
-            .and_then(|m| m.get(name).map(|r| r.next_due_ms))
+            .loaded_reminder(name)
+            .map(|r| r.next_due_ms)
     }
 
     /// Refuses `operation` for a stateless worker, which writes nothing to the store.

@@ -160,6 +160,9 @@ enum AfterTurn {
 struct Admin {
     sched: Scheduler<Request>,
     pending_reason: Option<DeactivationReason>,
+    /// The armed timers. Under the admission lock rather than one of their own: few grains
+    /// arm timers, and every activation would carry the second lock.
+    timers: Vec<(Box<str>, CancellationToken)>,
 }
 
 pub(crate) struct Activation<G: Grain> {
@@ -168,7 +171,6 @@ pub(crate) struct Activation<G: Grain> {
     ctx: GrainContext<G>,
     admin: Mutex<Admin>,
     last_call_epoch: AtomicU64,
-    timers: Mutex<Vec<(Box<str>, CancellationToken)>>,
     /// The metric handles of `G`'s methods, in `G::METHODS` order (shared by its activations).
     method_metrics: Arc<[crate::metrics::MethodMetrics]>,
     /// The stateless worker pool this activation is a worker of (`None`: an ordinary grain's
@@ -213,9 +215,9 @@ impl<G: Grain> Activation<G> {
             admin: Mutex::new(Admin {
                 sched: Scheduler::new(),
                 pending_reason: None,
+                timers: Vec::new(),
             }),
             last_call_epoch: AtomicU64::new(shared.epoch()),
-            timers: Mutex::new(Vec::new()),
             method_metrics: shared.metrics().methods_of(G::TYPE_NAME, G::METHODS),
             pool,
         })
@@ -708,7 +710,8 @@ impl<G: Grain> Activation<G> {
 
     /// `on_deactivate` (unless the state is suspect) → unregister → close → re-route the queue.
     async fn deactivate(self: Arc<Self>, reason: DeactivationReason) {
-        for (_, timer) in self.timers.lock().drain(..) {
+        let timers = std::mem::take(&mut self.admin.lock().timers);
+        for (_, timer) in timers {
             timer.cancel();
         }
         if reason.runs_hook()
@@ -900,7 +903,7 @@ impl<G: Grain> ActivationEntry for Activation<G> {
     fn set_timer(self: Arc<Self>, name: &str, due: Duration, period: Option<Duration>) {
         let stop = self.shared.shutdown().child_token();
         {
-            let mut timers = self.timers.lock();
+            let timers = &mut self.admin.lock().timers;
             if let Some(i) = timers.iter().position(|(n, _)| &**n == name) {
                 timers.swap_remove(i).1.cancel();
             }
@@ -922,7 +925,7 @@ impl<G: Grain> ActivationEntry for Activation<G> {
     }
 
     fn cancel_timer(&self, name: &str) {
-        let mut timers = self.timers.lock();
+        let timers = &mut self.admin.lock().timers;
         if let Some(i) = timers.iter().position(|(n, _)| &**n == name) {
             timers.swap_remove(i).1.cancel();
         }

@@ -11,15 +11,41 @@ use granary_core::provider::{
     Claim, Commit, DeadLetter, DueReminder, EventId, GrainAddress, GrainDirectory, Loaded, Outbox,
     OutboxEntry, OutboxPosition, Reminder, ReminderChange, ReminderTable, StateChange, StateStore,
 };
-use granary_core::{ActivationId, BuildGrainIdHasher, GrainId, StorageError};
+use granary_core::{ActivationId, BuildGrainIdHasher, GrainId, SiloId, StorageError};
 
+/// One grain's record. Every grain the store has seen keeps one, in a map whose buckets are
+/// as large as a record: the rare parts are boxed and the owner does not repeat the grain (the
+/// map's key), which keeps a million idle grains' records small.
 #[derive(Debug, Default)]
 struct Record {
-    owner: Option<GrainAddress>,
-    data: Option<Vec<u8>>,
+    /// The owning activation: its silo and its id.
+    owner: Option<(SiloId, ActivationId)>,
+    data: Option<Box<[u8]>>,
     version: u64,
-    /// The grain's reminders by name, each with its key in the due index.
-    reminders: std::collections::BTreeMap<String, (Reminder, (u64, u64))>,
+    /// The grain's reminders by name, each with its key in the due index; `None` while it has
+    /// none.
+    reminders: Option<Box<GrainReminders>>,
+}
+
+/// A grain's reminders by name, each with its key (next due, sequence) in the due index.
+type GrainReminders = std::collections::BTreeMap<String, (Reminder, (u64, u64))>;
+
+impl Record {
+    /// Whether `address` (of this record's grain) is the owner.
+    fn owned_by(&self, address: &GrainAddress) -> bool {
+        self.owner.as_ref().is_some_and(|(silo, activation)| {
+            *silo == address.silo && *activation == address.activation
+        })
+    }
+
+    /// The owner's address; `grain` is this record's grain.
+    fn owner_address(&self, grain: &GrainId) -> Option<GrainAddress> {
+        self.owner.as_ref().map(|(silo, activation)| GrainAddress {
+            grain: grain.clone(),
+            silo: silo.clone(),
+            activation: *activation,
+        })
+    }
 }
 
 /// Grain state with versioned, fenced commits, a transactional outbox and the grain directory,
@@ -80,13 +106,15 @@ impl MemoryStore {
     /// The stored state bytes and version of `grain` (for tests and tools).
     #[must_use]
     pub fn stored(&self, grain: &GrainId) -> Option<(Option<Vec<u8>>, u64)> {
-        self.grains.get(grain).map(|r| (r.data.clone(), r.version))
+        self.grains
+            .get(grain)
+            .map(|r| (r.data.as_deref().map(<[u8]>::to_vec), r.version))
     }
 
     /// Writes raw state bytes for `grain` outside any activation (tests: seed or corrupt data).
     pub fn put_raw(&self, grain: &GrainId, data: Vec<u8>) {
         let mut record = self.grains.entry(grain.clone()).or_default();
-        record.data = Some(data);
+        record.data = Some(data.into_boxed_slice());
         record.version += 1;
     }
 
@@ -107,7 +135,7 @@ impl MemoryStore {
         record
             .owner
             .as_ref()
-            .is_some_and(|o| o.activation == activation)
+            .is_some_and(|(_, owner)| *owner == activation)
     }
 
     fn apply(&self, commit: Commit) -> Result<u64, StorageError> {
@@ -123,7 +151,7 @@ impl MemoryStore {
         }
         let version = record.version + 1;
         match commit.change {
-            StateChange::Write(data) => record.data = Some(data),
+            StateChange::Write(data) => record.data = Some(data.into_boxed_slice()),
             StateChange::Clear => record.data = None,
             StateChange::Unchanged => {}
         }
@@ -135,7 +163,7 @@ impl MemoryStore {
                     ReminderChange::Set(r) => r.name.clone(),
                     ReminderChange::Remove(name) => name.clone(),
                 };
-                if let Some((_, key)) = record.reminders.remove(&name) {
+                if let Some((_, key)) = record.reminders.as_mut().and_then(|r| r.remove(&name)) {
                     due.remove(&key);
                 }
                 if let ReminderChange::Set(reminder) = change {
@@ -144,8 +172,14 @@ impl MemoryStore {
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let key = (reminder.next_due_ms, seq);
                     due.insert(key, (commit.grain.clone(), name.clone()));
-                    record.reminders.insert(name, (reminder, key));
+                    record
+                        .reminders
+                        .get_or_insert_default()
+                        .insert(name, (reminder, key));
                 }
+            }
+            if record.reminders.as_ref().is_some_and(|r| r.is_empty()) {
+                record.reminders = None;
             }
         }
         // The outbox append happens under the record's lock: no reader sees the state without
@@ -185,16 +219,27 @@ impl StateStore for MemoryStore {
         replace: Option<&GrainAddress>,
     ) -> BoxFuture<'_, Result<Claim, StorageError>> {
         let mut record = self.grains.entry(address.grain.clone()).or_default();
-        if record.owner.is_none() || record.owner.as_ref() == replace {
-            record.owner = Some(address.clone());
+        let replaceable = match replace {
+            None => record.owner.is_none(),
+            Some(replace) => {
+                record.owner.is_none()
+                    || (replace.grain == address.grain && record.owned_by(replace))
+            }
+        };
+        if replaceable {
+            record.owner = Some((address.silo.clone(), address.activation));
         }
-        let claim = match &record.owner {
-            Some(owner) if owner == address => Claim::Won(Loaded {
-                data: record.data.clone(),
+        let claim = if record.owned_by(address) {
+            Claim::Won(Loaded {
+                data: record.data.as_deref().map(<[u8]>::to_vec),
                 version: record.version,
-            }),
-            Some(owner) => Claim::Owned(owner.clone()),
-            None => unreachable!("an owner was just set or kept"),
+            })
+        } else {
+            Claim::Owned(
+                record
+                    .owner_address(&address.grain)
+                    .expect("an owner was just set or kept"),
+            )
         };
         ready(Ok(claim)).boxed()
     }
@@ -225,7 +270,13 @@ impl ReminderTable for MemoryStore {
         let found = self
             .grains
             .get(grain)
-            .map(|r| r.reminders.values().map(|(r, _)| r.clone()).collect())
+            .map(|r| {
+                r.reminders
+                    .iter()
+                    .flat_map(|m| m.values())
+                    .map(|(r, _)| r.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         ready(Ok(found)).boxed()
     }
@@ -407,12 +458,13 @@ impl Outbox for MemoryStore {
 
 impl GrainDirectory for MemoryStore {
     fn lookup(&self, grain: &GrainId) -> BoxFuture<'_, Result<Option<GrainAddress>, StorageError>> {
-        ready(Ok(self.grains.get(grain).and_then(|r| r.owner.clone()))).boxed()
+        let owner = self.grains.get(grain).and_then(|r| r.owner_address(grain));
+        ready(Ok(owner)).boxed()
     }
 
     fn unregister(&self, address: &GrainAddress) -> BoxFuture<'_, Result<(), StorageError>> {
         if let Some(mut record) = self.grains.get_mut(&address.grain)
-            && record.owner.as_ref() == Some(address)
+            && record.owned_by(address)
         {
             record.owner = None;
         }
