@@ -620,7 +620,8 @@ impl<G: Grain> GrainContext<G> {
         if stored.next_due_ms > due_ms {
             return Ok(Err(Some(stored.next_due_ms)));
         }
-        let now = crate::provider::unix_ms(self.host.now()).max(stored.next_due_ms);
+        let clock = self.host.now();
+        let now = crate::provider::unix_ms(clock).max(stored.next_due_ms);
         let period = stored.period_ms.max(1);
         let missed = (now - stored.next_due_ms) / period;
         let next_due_ms = stored
@@ -635,9 +636,11 @@ impl<G: Grain> GrainContext<G> {
                 ..stored.clone()
             }));
         let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+        let due = at(stored.next_due_ms);
         Ok(Ok(crate::provider::ReminderTick {
-            due: at(stored.next_due_ms),
-            fired_at: at(now),
+            due,
+            // The clock as read, not cut to the millisecond the due times are kept in.
+            fired_at: clock.max(due),
             missed,
         }))
     }

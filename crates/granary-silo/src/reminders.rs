@@ -7,6 +7,12 @@
 //! heap by due time, and sleeps until the earliest is due, the next scan, a hint (a reminder
 //! of an owned shard set by a commit on this silo) or a finished tick, whichever comes first.
 //!
+//! Lateness is kept to the timer's: a scan reads one page at a time while ticks go out (a
+//! scan of tens of thousands of reminders, or a store's round trips, never holds a due tick
+//! back), the sleep ends at the earliest due time to the nanosecond of the wall clock (not from
+//! the millisecond it was cut to), and the hints and finished ticks that queued up while the
+//! loop was busy are handled in one pass.
+//!
 //! A tick is a call to the grain through the ordinary call path
 //! ([`REMINDER_METHOD`]), so the grain is activated wherever placement says. The grain's side
 //! delivers each due time once: a tick older than the stored next due was delivered already
@@ -18,12 +24,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
+use futures::future::BoxFuture;
 use tokio::sync::{Semaphore, mpsc};
 
-use granary_core::provider::{ReminderTable, unix_ms};
-use granary_core::{CallError, GrainId, GrainRef, REMINDER_METHOD};
+use granary_core::provider::{DueReminder, ReminderTable, unix_ms};
+use granary_core::{CallError, GrainId, GrainRef, REMINDER_METHOD, StorageError};
 
 use crate::router::Router;
 use crate::shared::ReminderHint;
@@ -83,6 +90,17 @@ impl Schedule {
         );
     }
 
+    /// Schedules `grain`'s reminder `name` to send its tick due at `due_ms` then, unless it is
+    /// scheduled already (a scan or a hint finding what a tick's reply scheduled).
+    fn put_new(&mut self, grain: GrainId, name: String, due_ms: u64) {
+        let key = (grain, name);
+        if self.by_key.contains_key(&key) {
+            return;
+        }
+        self.put(key.0, key.1, due_ms, due_ms);
+    }
+
+    #[cfg(test)]
     fn contains(&self, grain: &GrainId, name: &str) -> bool {
         self.by_key.contains_key(&(grain.clone(), name.to_owned()))
     }
@@ -123,15 +141,13 @@ pub(crate) async fn run(router: Arc<Router>, owns: ShardOwner) {
     let (fired_tx, mut fired) = mpsc::channel::<Fired>(config.max_reminder_ticks_in_flight.max(1));
     let stop = shared.shutdown().child_token();
     let mut schedule = Schedule::default();
+    let mut scan: Option<Scan<'_>> = None;
     let mut next_scan = 0u64;
     loop {
-        let now = unix_ms(shared.clock().now());
-        if now >= next_scan {
-            // Cancellable: with the store unreachable a scan takes its command deadlines.
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = scan(table, &*owns, now + lookahead, &mut schedule) => {}
-            }
+        let clock = shared.clock().now();
+        let now = unix_ms(clock);
+        if scan.is_none() && now >= next_scan {
+            scan = Scan::start(table, &*owns, now + lookahead);
             next_scan = now + millis(scan_every);
         }
         // Send what is due, as far as the in-flight bound allows.
@@ -162,27 +178,119 @@ pub(crate) async fn run(router: Arc<Router>, owns: ShardOwner) {
             .next_at()
             .filter(|_| permits.available_permits() > 0)
             .map_or(next_scan, |at| at.min(next_scan));
-        let sleep = Duration::from_millis(wake_at.saturating_sub(now));
+        // To the nanosecond of the wall clock, not from the millisecond `now` was cut to: a
+        // tick is sent as soon as its due millisecond has begun.
+        let sleep = (UNIX_EPOCH + Duration::from_millis(wake_at))
+            .duration_since(clock)
+            .unwrap_or_default();
+        // A scan reads its pages while ticks go out: reading never holds a tick back.
+        let scanning = scan.is_some();
+        let page = async {
+            match scan.as_mut() {
+                Some(scan) => scan.page.as_mut().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(sleep) => {}
-            Some((grain, name, due_ms)) = hints.recv() => {
+            page = page, if scanning => {
+                if let Some(current) = scan.take() {
+                    scan = current.next(page, &*owns, &mut schedule);
+                }
+            }
+            Some(hint) = hints.recv() => {
                 // Only for shards this silo owns: the owner of another shard finds the
                 // reminder at its next scan, and a second sender would only cost calls.
                 let horizon = unix_ms(shared.clock().now()) + lookahead;
-                if due_ms <= horizon
-                    && owns(table.reminder_shard_of(&grain))
-                    && !schedule.contains(&grain, &name)
-                {
-                    schedule.put(grain, name, due_ms, due_ms);
+                let mut next = Some(hint);
+                while let Some((grain, name, due_ms)) = next {
+                    if due_ms <= horizon && owns(table.reminder_shard_of(&grain)) {
+                        schedule.put_new(grain, name, due_ms);
+                    }
+                    next = hints.try_recv().ok();
                 }
             }
-            Some(Fired { seq, result }) = fired.recv() => {
+            Some(done) = fired.recv() => {
                 let now = unix_ms(shared.clock().now());
                 let window = Window { now, lookahead, retry };
-                settle(&mut schedule, seq, result, table, &*owns, &window);
+                let mut next = Some(done);
+                while let Some(Fired { seq, result }) = next {
+                    settle(&mut schedule, seq, result, table, &*owns, &window);
+                    next = fired.try_recv().ok();
+                }
             }
         }
+    }
+}
+
+/// A scan of the owned shards' reminders due by `until`, one page at a time.
+struct Scan<'t> {
+    table: &'t dyn ReminderTable,
+    until: u64,
+    shard: u32,
+    offset: usize,
+    page: BoxFuture<'t, Result<Vec<DueReminder>, StorageError>>,
+}
+
+impl<'t> Scan<'t> {
+    /// Starts reading the reminders due by `until` from the first shard this silo owns
+    /// (`None`: it owns none).
+    fn start(
+        table: &'t dyn ReminderTable,
+        owns: &(dyn Fn(u32) -> bool + Send + Sync),
+        until: u64,
+    ) -> Option<Self> {
+        let shard = (0..table.reminder_shards()).find(|s| owns(*s))?;
+        Some(Self {
+            table,
+            until,
+            shard,
+            offset: 0,
+            page: table.due(shard, until, 0, PAGE),
+        })
+    }
+
+    /// Puts a page read into the schedule (the reminders not scheduled already) and asks for
+    /// the next one: more of the same shard, or the next owned shard (`None`: done).
+    fn next(
+        self,
+        page: Result<Vec<DueReminder>, StorageError>,
+        owns: &(dyn Fn(u32) -> bool + Send + Sync),
+        schedule: &mut Schedule,
+    ) -> Option<Self> {
+        let Self {
+            table,
+            until,
+            shard,
+            offset,
+            ..
+        } = self;
+        let more = match page {
+            Ok(page) => {
+                let more = page.len() >= PAGE;
+                let offset = offset + page.len();
+                for due in page {
+                    schedule.put_new(due.grain, due.name, due.due_ms);
+                }
+                more.then_some(offset)
+            }
+            Err(err) => {
+                tracing::warn!(shard, cause = %err, "could not read due reminders; next scan tries again");
+                None
+            }
+        };
+        let (shard, offset) = match more {
+            Some(offset) => (shard, offset),
+            None => ((shard + 1..table.reminder_shards()).find(|s| owns(*s))?, 0),
+        };
+        Some(Self {
+            table,
+            until,
+            shard,
+            offset,
+            page: table.due(shard, until, offset, PAGE),
+        })
     }
 }
 
@@ -225,41 +333,6 @@ fn settle(
         Err(err) => {
             tracing::debug!(grain = %slot.grain, reminder = %slot.name, cause = %err, "reminder tick failed; trying again");
             schedule.put(slot.grain, slot.name, slot.due_ms, now + retry);
-        }
-    }
-}
-
-/// Reads the reminders due by `until` of every shard this silo owns into the schedule (those
-/// not scheduled already).
-async fn scan(
-    table: &dyn ReminderTable,
-    owns: &(dyn Fn(u32) -> bool + Send + Sync),
-    until: u64,
-    schedule: &mut Schedule,
-) {
-    for shard in 0..table.reminder_shards() {
-        if !owns(shard) {
-            continue;
-        }
-        let mut offset = 0;
-        loop {
-            let page = match table.due(shard, until, offset, PAGE).await {
-                Ok(page) => page,
-                Err(err) => {
-                    tracing::warn!(shard, cause = %err, "could not read due reminders; next scan tries again");
-                    break;
-                }
-            };
-            offset += page.len();
-            let last = page.len() < PAGE;
-            for due in page {
-                if !schedule.contains(&due.grain, &due.name) {
-                    schedule.put(due.grain, due.name, due.due_ms, due.due_ms);
-                }
-            }
-            if last {
-                break;
-            }
         }
     }
 }

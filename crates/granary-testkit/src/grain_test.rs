@@ -326,57 +326,211 @@ impl<G: Grain> GrainTest<G> {
             .collect()
     }
 
-    /// Advances the virtual clock by `by`, running every timer that falls due on the way, in
-    /// order, each as a turn. A periodic timer is re-armed `period` after its run, so it never
-    /// overlaps itself. Returns the names of the timers that ran.
+    /// Advances the virtual clock by `by`, running on the way every timer and every reminder
+    /// tick that falls due, in due order, each as a turn at the time it falls due (a timer
+    /// before a reminder due at the same instant, reminders of one instant by name). Returns
+    /// the names of the timers and reminders that ran, in that order.
+    ///
+    /// - A periodic timer is re-armed `period` after its run, so it never overlaps itself.
+    /// - A reminder fires **once per period** the clock passes, as a silo that stayed up would
+    ///   fire it: each tick has its own `due`, `fired_at == due` and `missed == 0`, and the
+    ///   next tick is read from what the turn committed (a handler that unregisters or
+    ///   re-registers its reminder is followed). To see `missed` ticks reported, as after a
+    ///   downtime of the cluster, move the clock with
+    ///   [`advance_while_down`](Self::advance_while_down) first.
+    /// - A tick whose handler fails still counts as delivered (as in a silo); a tick whose
+    ///   advance could not be committed is not sent again within this call (a silo would retry
+    ///   it after `reminder_retry`): the next `advance` or
+    ///   [`fire_reminder`](Self::fire_reminder) sends it again.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use granary_testkit::GrainTest;
+    /// # use granary::{grain, GrainContext, ReminderTick, Result};
+    /// # use serde::{Serialize, Deserialize};
+    /// #[derive(Default, Serialize, Deserialize)]
+    /// pub struct Energy { points: u64, ticks: u64 }
+    /// #[derive(Default)]
+    /// pub struct PlayerGrain;
+    /// #[grain(name = "player", state = Energy)]
+    /// impl PlayerGrain {
+    ///     pub async fn start_regen(&self, ctx: &GrainContext<Self>) -> Result<()> {
+    ///         let minute = Duration::from_secs(60);
+    ///         ctx.register_reminder("regen", minute, minute).await
+    ///     }
+    ///     #[on_reminder]
+    ///     async fn regen(&self, ctx: &GrainContext<Self>, _name: &str, tick: ReminderTick) -> Result<()> {
+    ///         {
+    ///             let mut s = ctx.state();
+    ///             s.points += 1 + tick.missed;
+    ///             s.ticks += 1;
+    ///         }
+    ///         ctx.write_state().await
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kit = GrainTest::<PlayerGrain>::new("p-1").await?;
+    /// kit.reference().start_regen().await?;
+    /// let ran = kit.advance(Duration::from_secs(3 * 60 + 30)).await;
+    /// assert_eq!(ran, ["regen", "regen", "regen"]); // at 1, 2 and 3 minutes
+    /// assert_eq!(kit.stored_state().map(|s| (s.points, s.ticks)), Some((3, 3)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn advance(&self, by: Duration) -> Vec<String> {
         let target = self.now() + by;
         let mut fired = Vec::new();
+        // Reminders whose tick did not advance (its commit failed): left for the next call.
+        let mut stuck = std::collections::HashSet::new();
         loop {
-            let next = {
-                let mut state = self.host.state.lock();
-                let due = state
+            let timer = {
+                let state = self.host.state.lock();
+                state
                     .timers
                     .iter()
                     .filter(|t| t.due <= target)
                     .min_by_key(|t| (t.due, t.seq))
-                    .cloned();
-                if let Some(timer) = &due {
-                    state.now = timer.due;
-                    state.timers.retain(|t| t.name != timer.name);
-                    state.touched.remove(&timer.name);
-                }
-                due
+                    .cloned()
             };
-            let Some(timer) = next else { break };
-            let outcome = run_turn(
-                &self.cell,
-                &self.host,
-                TurnKind::Timer(timer.name.clone()),
-                CallChain::root(),
-                false,
-            )
-            .await;
-            if let TurnOutcome::Failed(err) = &outcome {
-                tracing::warn!(timer = %timer.name, cause = %err, "timer turn failed");
-            }
-            fired.push(timer.name.clone());
-            if let Some(period) = timer.period {
-                let mut state = self.host.state.lock();
-                // The turn may have re-armed or cancelled it; only re-arm an untouched timer.
-                if !state.touched.contains(&timer.name) {
-                    state.seq += 1;
-                    let rearmed = crate::host::Timer {
-                        due: state.now + period,
-                        seq: state.seq,
-                        ..timer
-                    };
-                    state.timers.push(rearmed);
+            let reminder = self
+                .reminders()
+                .into_iter()
+                .filter(|r| !stuck.contains(&r.name))
+                .map(|r| (since_epoch(r.next_due_ms), r))
+                .filter(|(at, _)| *at <= target)
+                .min_by(|(a, x), (b, y)| (a, &x.name).cmp(&(b, &y.name)));
+            let next = match (timer, reminder) {
+                (None, None) => break,
+                (Some(timer), Some((at, _))) if timer.due <= at => Due::Timer(timer),
+                (Some(timer), None) => Due::Timer(timer),
+                (_, Some((at, reminder))) => Due::Reminder(at, reminder),
+            };
+            match next {
+                Due::Timer(timer) => {
+                    fired.push(timer.name.clone());
+                    self.run_timer(timer).await;
+                }
+                Due::Reminder(at, reminder) => {
+                    self.move_to(at);
+                    let due = reminder.next_due_ms;
+                    if let Err(err) = self.tick(&reminder.name, due).await {
+                        tracing::warn!(reminder = %reminder.name, cause = %err, "reminder turn failed");
+                    }
+                    let advanced = self
+                        .reminders()
+                        .iter()
+                        .find(|r| r.name == reminder.name)
+                        .is_none_or(|r| r.next_due_ms > due);
+                    if !advanced {
+                        stuck.insert(reminder.name.clone());
+                    }
+                    fired.push(reminder.name);
                 }
             }
         }
-        self.host.state.lock().now = target;
+        self.move_to(target);
         fired
+    }
+    /// Moves the virtual clock by `by` as if no silo were running meanwhile (the cluster was
+    /// down): no timer runs and no reminder fires. The reminder ticks that fell due in between
+    /// are then delivered by the next [`advance`](Self::advance) or
+    /// [`fire_reminder`](Self::fire_reminder) as one tick per reminder, at that time, that
+    /// reports them in `missed`, as a silo does after a downtime. Timers that fell due run
+    /// late, at the next `advance`. The grain stays active: [`reactivate`](Self::reactivate)
+    /// it too to see what a restarted cluster loads.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use granary_testkit::GrainTest;
+    /// # use granary::{grain, GrainContext, ReminderTick, Result};
+    /// # use serde::{Serialize, Deserialize};
+    /// # #[derive(Default, Serialize, Deserialize)]
+    /// # pub struct Missed { missed: Vec<u64> }
+    /// # #[derive(Default)]
+    /// # pub struct PlayerGrain;
+    /// # #[grain(name = "player", state = Missed)]
+    /// # impl PlayerGrain {
+    /// #     pub async fn start(&self, ctx: &GrainContext<Self>) -> Result<()> {
+    /// #         ctx.register_reminder("regen", Duration::from_secs(60), Duration::from_secs(60)).await
+    /// #     }
+    /// #     #[on_reminder]
+    /// #     async fn regen(&self, ctx: &GrainContext<Self>, _name: &str, tick: ReminderTick) -> Result<()> {
+    /// #         ctx.state().missed.push(tick.missed);
+    /// #         ctx.write_state().await
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let kit = GrainTest::<PlayerGrain>::new("p-1").await?;
+    /// kit.reference().start().await?; // a tick every minute
+    /// kit.advance_while_down(Duration::from_secs(3 * 60 + 30));
+    /// assert_eq!(kit.advance(Duration::ZERO).await, ["regen"]);
+    /// assert_eq!(kit.stored_state().map(|s| s.missed), Some(vec![2])); // due at 1 min; 2 and 3 missed
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn advance_while_down(&self, by: Duration) {
+        let mut state = self.host.state.lock();
+        state.now += by;
+    }
+
+    /// Sets the clock to `at` unless it is past it already.
+    fn move_to(&self, at: Duration) {
+        let mut state = self.host.state.lock();
+        state.now = state.now.max(at);
+    }
+
+    /// Runs `timer` (due now or earlier) as a turn, and re-arms it if it is periodic and its
+    /// turn left it alone.
+    async fn run_timer(&self, timer: crate::host::Timer) {
+        {
+            let mut state = self.host.state.lock();
+            state.now = state.now.max(timer.due);
+            state.timers.retain(|t| t.name != timer.name);
+            state.touched.remove(&timer.name);
+        }
+        let outcome = run_turn(
+            &self.cell,
+            &self.host,
+            TurnKind::Timer(timer.name.clone()),
+            CallChain::root(),
+            false,
+        )
+        .await;
+        if let TurnOutcome::Failed(err) = &outcome {
+            tracing::warn!(timer = %timer.name, cause = %err, "timer turn failed");
+        }
+        if let Some(period) = timer.period {
+            let mut state = self.host.state.lock();
+            // The turn may have re-armed or cancelled it; only re-arm an untouched timer.
+            if !state.touched.contains(&timer.name) {
+                state.seq += 1;
+                let rearmed = crate::host::Timer {
+                    due: state.now + period,
+                    seq: state.seq,
+                    ..timer
+                };
+                state.timers.push(rearmed);
+            }
+        }
+    }
+
+    /// Sends reminder `name`'s tick due at `due_ms` as the silo's reminder service does; the
+    /// reply is the next due time the grain committed.
+    async fn tick(&self, name: &str, due_ms: u64) -> Result<Option<u64>, CallError> {
+        let outcome = run_turn(
+            &self.cell,
+            &self.host,
+            TurnKind::Call {
+                method: granary_core::REMINDER_METHOD.id,
+                args: Payload::local((name.to_owned(), due_ms)),
+            },
+            CallChain::root(),
+            false,
+        )
+        .await;
+        settle(outcome, &self.id, name)?.take("reminder tick reply")
     }
 
     /// The grain's committed reminders (what `ctx.register_reminder` stored), by name.
@@ -390,9 +544,11 @@ impl<G: Grain> GrainTest<G> {
             .unwrap_or_default()
     }
 
-    /// Delivers the reminder `name`'s tick due now (at its stored next due time) as a silo's
-    /// reminder service would, at the virtual clock's current time: advance the clock past
-    /// several periods first to see `missed` ticks reported. Returns the reminder's next due
+    /// Delivers the reminder `name`'s next tick (at its stored next due time) as a silo's
+    /// reminder service would, at once, at the virtual clock's current time: move the clock
+    /// past several periods with [`advance_while_down`](Self::advance_while_down) first to see
+    /// `missed` ticks reported ([`advance`](Self::advance) fires every period on the way).
+    /// Returns the reminder's next due
     /// time as the grain committed it (`None`: it has no such reminder any more, or none was
     /// due), as milliseconds since the Unix epoch.
     ///
@@ -422,7 +578,7 @@ impl<G: Grain> GrainTest<G> {
     /// let kit = GrainTest::<PlayerGrain>::new("p-1").await?;
     /// kit.reference().start_regen().await?;
     /// let due = kit.reminders()[0].next_due_ms;
-    /// kit.advance(Duration::from_secs(3 * 60 + 30)).await; // offline for 3.5 minutes
+    /// kit.advance_while_down(Duration::from_secs(3 * 60 + 30)); // no silo for 3.5 minutes
     /// let next = kit.fire_reminder("regen").await?;
     /// assert_eq!(kit.stored_state().map(|s| s.points), Some(3)); // 1 due + 2 missed
     /// assert_eq!(next, Some(due + 3 * 60_000));
@@ -441,18 +597,7 @@ impl<G: Grain> GrainTest<G> {
         else {
             return Ok(None);
         };
-        let outcome = run_turn(
-            &self.cell,
-            &self.host,
-            TurnKind::Call {
-                method: granary_core::REMINDER_METHOD.id,
-                args: Payload::local((name.to_owned(), due)),
-            },
-            CallChain::root(),
-            false,
-        )
-        .await;
-        settle(outcome, &self.id, name)?.take("reminder tick reply")
+        self.tick(name, due).await
     }
 
     /// The virtual clock as wall-clock milliseconds since the Unix epoch (what reminder due
@@ -493,6 +638,20 @@ impl<G: Grain> GrainTest<G> {
         self.cell = cell;
         Ok(())
     }
+}
+
+/// What falls due next during [`GrainTest::advance`].
+enum Due {
+    Timer(crate::host::Timer),
+    /// A reminder, with its due time on the virtual clock.
+    Reminder(Duration, granary_core::provider::Reminder),
+}
+
+/// A wall-clock time in ms since the Unix epoch as a time on the kit's virtual clock (zero:
+/// before the clock started).
+fn since_epoch(ms: u64) -> Duration {
+    let epoch = granary_core::provider::unix_ms(crate::clock::virtual_epoch());
+    Duration::from_millis(ms.saturating_sub(epoch))
 }
 
 fn address_of(id: &GrainId, activation: ActivationId) -> GrainAddress {

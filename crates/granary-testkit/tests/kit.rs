@@ -1,13 +1,16 @@
 //! The kit's own helpers: typed mocks answering a `GrainTest`'s calls for one key or any key,
-//! the virtual wall clock behind `ctx.now()` in `GrainTest` and `TestSilo`, deactivating one
-//! grain of a `TestSilo` on demand, removing a test cluster's keys from a shared Redis, and a
-//! request context set on a `GrainTest` call.
+//! the virtual wall clock behind `ctx.now()` in `GrainTest` and `TestSilo` (and the timers and
+//! reminder ticks `GrainTest::advance` fires on it), deactivating one grain of a `TestSilo` on
+//! demand, removing a test cluster's keys from a shared Redis, and a request context set on a
+//! `GrainTest` call.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use granary::{CallError, DeactivationReason, GrainContext, Result, SiloEvent, grain};
+use granary::{
+    CallError, DeactivationReason, GrainContext, ReminderTick, Result, SiloEvent, grain,
+};
 use granary_redis::{RedisConfig, RedisStore};
 use granary_testkit::redis_server::{
     CleanupError, remove_cluster_keys, shared_redis_url, unique_name,
@@ -128,6 +131,213 @@ impl ShopGrain {
         }
         Ok(total)
     }
+}
+
+/// What a [`RemindedGrain`] saw: a reminder tick or a timer run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    /// The reminder's or the timer's name.
+    name: String,
+    /// The tick's due time, seconds after the virtual epoch (a timer: when it ran).
+    due_s: u64,
+    /// When the tick was delivered, seconds after the virtual epoch.
+    fired_s: u64,
+    /// Ticks missed before this one (0 for a timer).
+    missed: u64,
+}
+
+/// Seconds after the virtual epoch of `t`.
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(virtual_epoch()).unwrap().as_secs()
+}
+
+/// Records every reminder tick and timer run in its state. Reminder `thrice` unregisters
+/// itself at its third tick and registers `after` (first due 5 s later, every 100 s);
+/// reminder `fails` fails every tick.
+#[derive(Debug, Default)]
+pub struct RemindedGrain;
+
+#[grain(name = "reminded", state = Vec<Seen>)]
+impl RemindedGrain {
+    /// Registers reminder `name`, first due in `first_s`, then every `period_s`.
+    pub async fn remind(
+        &self,
+        ctx: &GrainContext<Self>,
+        name: String,
+        first_s: u64,
+        period_s: u64,
+    ) -> Result<()> {
+        let s = Duration::from_secs;
+        ctx.register_reminder(&name, s(first_s), s(period_s)).await
+    }
+
+    /// Arms the one-shot timer `name` due in `due_s`.
+    pub async fn timer(&self, ctx: &GrainContext<Self>, name: String, due_s: u64) -> Result<()> {
+        ctx.set_timer(&name, Duration::from_secs(due_s), None);
+        Ok(())
+    }
+
+    #[on_timer]
+    async fn ran(&self, ctx: &GrainContext<Self>, name: &str) -> Result<()> {
+        let now = secs(ctx.now());
+        ctx.state().push(Seen {
+            name: name.to_owned(),
+            due_s: now,
+            fired_s: now,
+            missed: 0,
+        });
+        ctx.write_state().await
+    }
+
+    #[on_reminder]
+    async fn ticked(&self, ctx: &GrainContext<Self>, name: &str, tick: ReminderTick) -> Result<()> {
+        if name == "fails" {
+            return Err(CallError::rejected(ctx.id(), "this reminder always fails"));
+        }
+        let thrice = {
+            let mut seen = ctx.state();
+            seen.push(Seen {
+                name: name.to_owned(),
+                due_s: secs(tick.due),
+                fired_s: secs(tick.fired_at),
+                missed: tick.missed,
+            });
+            seen.iter().filter(|t| t.name == "thrice").count()
+        };
+        if name == "thrice" && thrice == 3 {
+            ctx.unregister_reminder("thrice").await?;
+            let s = Duration::from_secs;
+            ctx.register_reminder("after", s(5), s(100)).await?;
+        }
+        ctx.write_state().await
+    }
+}
+
+fn seen(name: &str, due_s: u64, fired_s: u64, missed: u64) -> Seen {
+    Seen {
+        name: name.to_owned(),
+        due_s,
+        fired_s,
+        missed,
+    }
+}
+
+#[tokio::test]
+async fn advance_fires_every_reminder_tick_in_due_order_with_the_timers() {
+    let kit = GrainTest::<RemindedGrain>::new("r-1").await.unwrap();
+    let grain = kit.reference();
+    grain.remind("fast".into(), 10, 10).await.unwrap();
+    grain.remind("slow".into(), 15, 30).await.unwrap();
+    grain.remind("later".into(), 100, 10).await.unwrap();
+    grain.timer("t".into(), 12).await.unwrap();
+    grain.timer("tie".into(), 20).await.unwrap();
+    let ran = kit.advance(Duration::from_secs(65)).await;
+    assert_eq!(
+        ran,
+        [
+            "fast", "t", "slow", "tie", "fast", "fast", "fast", "slow", "fast", "fast"
+        ],
+        "in due order; a timer before a reminder due at the same instant"
+    );
+    let ticks: Vec<Seen> = kit.stored_state().unwrap();
+    let fast: Vec<Seen> = ticks.iter().filter(|t| t.name == "fast").cloned().collect();
+    assert_eq!(
+        fast,
+        [10, 20, 30, 40, 50, 60].map(|at| seen("fast", at, at, 0)),
+        "each period fired at its due time, none missed"
+    );
+    assert!(ticks.contains(&seen("slow", 45, 45, 0)));
+    assert!(ticks.contains(&seen("t", 12, 12, 0)));
+    assert_eq!(kit.wall_time(), virtual_epoch() + Duration::from_secs(65));
+    let next = |name: &str| {
+        kit.reminders()
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.next_due())
+    };
+    let at = |s: u64| Some(virtual_epoch() + Duration::from_secs(s));
+    assert_eq!(next("fast"), at(70));
+    assert_eq!(next("slow"), at(75));
+    assert_eq!(next("later"), at(100), "not due yet: untouched");
+    assert_eq!(
+        kit.advance(Duration::from_secs(4)).await,
+        Vec::<String>::new(),
+        "nothing falls due before 70 s"
+    );
+    assert_eq!(
+        kit.advance(Duration::from_secs(1)).await,
+        ["fast"],
+        "due at 70 s exactly"
+    );
+}
+
+#[tokio::test]
+async fn advance_follows_what_a_reminder_tick_changed_in_the_reminders() {
+    let kit = GrainTest::<RemindedGrain>::new("r-2").await.unwrap();
+    kit.reference().remind("thrice".into(), 1, 1).await.unwrap();
+    let ran = kit.advance(Duration::from_secs(200)).await;
+    assert_eq!(
+        ran,
+        ["thrice", "thrice", "thrice", "after", "after"],
+        "unregistered at its third tick; the one it registered fires at 8 s and 108 s"
+    );
+    assert_eq!(
+        kit.stored_state().unwrap(),
+        [
+            seen("thrice", 1, 1, 0),
+            seen("thrice", 2, 2, 0),
+            seen("thrice", 3, 3, 0),
+            seen("after", 8, 8, 0),
+            seen("after", 108, 108, 0),
+        ]
+    );
+    let names: Vec<String> = kit.reminders().into_iter().map(|r| r.name).collect();
+    assert_eq!(names, ["after"]);
+}
+
+#[tokio::test]
+async fn advance_while_down_reports_the_missed_ticks_in_the_next_tick() {
+    let kit = GrainTest::<RemindedGrain>::new("r-3").await.unwrap();
+    kit.reference()
+        .remind("regen".into(), 10, 10)
+        .await
+        .unwrap();
+    kit.reference().timer("t".into(), 5).await.unwrap();
+    kit.advance_while_down(Duration::from_secs(35));
+    assert!(
+        kit.stored_state().is_none(),
+        "nothing ran while the cluster was down"
+    );
+    assert_eq!(
+        kit.advance(Duration::from_secs(10)).await,
+        ["t", "regen", "regen"],
+        "the late timer, one catch-up tick at 35 s, then the tick due at 40 s on time"
+    );
+    assert_eq!(
+        kit.stored_state().unwrap(),
+        [
+            seen("t", 35, 35, 0),
+            seen("regen", 10, 35, 2),
+            seen("regen", 40, 40, 0),
+        ],
+        "due at 10 s, delivered at 35 s: the ticks of 20 s and 30 s missed"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_reminder_handler_still_moves_its_reminder_on() {
+    let kit = GrainTest::<RemindedGrain>::new("r-4").await.unwrap();
+    kit.reference().remind("fails".into(), 1, 1).await.unwrap();
+    let ran = kit.advance(Duration::from_secs(3)).await;
+    assert_eq!(ran, ["fails", "fails", "fails"], "each tick delivered once");
+    assert!(
+        kit.stored_state().is_none(),
+        "the failed turns' changes are discarded"
+    );
+    assert_eq!(
+        kit.reminders()[0].next_due(),
+        virtual_epoch() + Duration::from_secs(4)
+    );
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! A match lives in a game grain (integer key). Players (string keys) join it in the lobby, the
 //! match starts, players damage each other, die (the player notifies its game and publishes
 //! `PlayerDied`), and the match ends when one player is left standing (`MatchEnded`).
+//! Entering a match costs energy, which a durable reminder regenerates, one point a second,
+//! while the player is offline too.
 //!
 //! Calls between the two grains are arranged so that no call chain reenters a waiting grain:
 //! the player calls its game when it dies, and the game tells every other player about the end
@@ -18,7 +20,8 @@ mod player;
 pub use events::{MatchCreated, MatchEnded, MatchStarted, PlayerDied};
 pub use game::{GameGrain, GameInfo, GameRef, GameState, JoinOutcome, MatchPhase, MatchResult};
 pub use player::{
-    BUFF_TICK, Buff, BuffKind, DamageOutcome, PlayerGrain, PlayerRef, PlayerState, PlayerStatus,
+    BUFF_TICK, Buff, BuffKind, DamageOutcome, ENERGY_REGEN, ENERGY_REMINDER, MATCH_ENERGY,
+    MAX_ENERGY, PlayerGrain, PlayerRef, PlayerState, PlayerStatus, Regen,
 };
 
 /// How much health a fresh or respawned player has.

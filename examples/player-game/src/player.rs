@@ -1,8 +1,10 @@
-//! [`PlayerGrain`]: health, buffs, deaths and kills of one player.
+//! [`PlayerGrain`]: health, buffs, deaths and kills of one player, and its energy, which a
+//! durable reminder regenerates.
 
 use std::time::Duration;
 
-use granary::{CallError, GrainContext, Result, grain};
+use granary::provider::unix_ms;
+use granary::{CallError, GrainContext, ReminderTick, Result, grain};
 use serde::{Deserialize, Serialize};
 
 use crate::MAX_HEALTH;
@@ -49,6 +51,33 @@ pub struct PlayerState {
     /// counts once.
     #[serde(default)]
     pub credited: Vec<String>,
+    /// Energy points, up to [`MAX_ENERGY`]: entering a match costs [`MATCH_ENERGY`], and the
+    /// durable reminder [`ENERGY_REMINDER`] brings one back every [`ENERGY_REGEN`], also while
+    /// the player is not active.
+    #[serde(default = "full_energy")]
+    pub energy: u32,
+    /// What the energy reminder delivered so far.
+    #[serde(default)]
+    pub regen: Regen,
+}
+
+/// What a player's energy reminder delivered: the ticks applied, the periods they caught up
+/// on, and the ticks that arrived for a due time already applied (the runtime delivers each
+/// due time once, so this stays 0; the demo's summary shows it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regen {
+    /// Ticks applied.
+    pub ticks: u32,
+    /// Periods missed before the ticks applied (each one point too, as the tick reports them).
+    pub missed: u64,
+    /// Ticks that arrived for a due time already applied, counted and otherwise ignored.
+    pub duplicates: u32,
+    /// The due time of the last tick applied, in ms since the Unix epoch.
+    pub last_due_ms: u64,
+}
+
+fn full_energy() -> u32 {
+    MAX_ENERGY
 }
 
 impl Default for PlayerState {
@@ -61,6 +90,8 @@ impl Default for PlayerState {
             kills: 0,
             wins: 0,
             credited: Vec::new(),
+            energy: MAX_ENERGY,
+            regen: Regen::default(),
         }
     }
 }
@@ -98,6 +129,10 @@ pub struct PlayerStatus {
     pub kills: u32,
     /// Matches won.
     pub wins: u32,
+    /// Energy points.
+    pub energy: u32,
+    /// What the energy reminder delivered.
+    pub regen: Regen,
 }
 
 /// One player. Its state is persisted on every change that matters (damage, death, buffs,
@@ -115,6 +150,19 @@ const BUFF_TIMER: &str = "buff-tick";
 
 /// How often buffs are counted down while a player has any.
 pub const BUFF_TICK: Duration = Duration::from_secs(1);
+
+/// The most energy a player has (and what a new player starts with).
+pub const MAX_ENERGY: u32 = 10;
+
+/// The energy entering a match costs (a player with less still plays, and has none left).
+pub const MATCH_ENERGY: u32 = 2;
+
+/// One energy point comes back every `ENERGY_REGEN` until the player is full.
+pub const ENERGY_REGEN: Duration = Duration::from_secs(1);
+
+/// The name of the durable reminder that regenerates energy: registered when a player spends
+/// energy and is not regenerating yet, unregistered when full.
+pub const ENERGY_REMINDER: &str = "energy";
 
 #[grain(name = "player", state = PlayerState)]
 impl PlayerGrain {
@@ -249,8 +297,20 @@ impl PlayerGrain {
                     s.health = MAX_HEALTH;
                     s.buffs.clear();
                     s.credited.clear();
+                    s.energy = s.energy.saturating_sub(MATCH_ENERGY);
                 }
             }
+        }
+        // Registered on first use, with the energy spent (one commit). Registering again
+        // while it runs would move its next tick, so only when it is not registered.
+        let registered = ctx
+            .reminders()
+            .await?
+            .iter()
+            .any(|r| r.name == ENERGY_REMINDER);
+        if !registered && ctx.state().energy < MAX_ENERGY {
+            ctx.register_reminder(ENERGY_REMINDER, ENERGY_REGEN, ENERGY_REGEN)
+                .await?;
         }
         ctx.write_state().await?;
         Ok(true)
@@ -315,7 +375,43 @@ impl PlayerGrain {
             deaths: s.deaths,
             kills: s.kills,
             wins: s.wins,
+            energy: s.energy,
+            regen: s.regen,
         })
+    }
+
+    /// The energy reminder's tick: one point for the tick and one for each period it missed
+    /// (the cluster was down, or the silo firing it died), up to the maximum; full, the
+    /// reminder is unregistered in the same commit. A tick for a due time already applied
+    /// is counted as a duplicate and changes nothing else.
+    #[on_reminder]
+    async fn regenerate(
+        &self,
+        ctx: &GrainContext<Self>,
+        name: &str,
+        tick: ReminderTick,
+    ) -> Result<()> {
+        if name != ENERGY_REMINDER {
+            return ctx.unregister_reminder(name).await;
+        }
+        let due_ms = unix_ms(tick.due);
+        let full = {
+            let mut s = ctx.state();
+            if due_ms <= s.regen.last_due_ms {
+                s.regen.duplicates += 1;
+            } else {
+                s.regen.last_due_ms = due_ms;
+                s.regen.ticks += 1;
+                s.regen.missed += tick.missed;
+                let points = u32::try_from(tick.missed.saturating_add(1)).unwrap_or(u32::MAX);
+                s.energy = s.energy.saturating_add(points).min(MAX_ENERGY);
+            }
+            s.energy >= MAX_ENERGY
+        };
+        if full {
+            ctx.unregister_reminder(ENERGY_REMINDER).await?;
+        }
+        ctx.write_state().await
     }
 
     /// Counts buffs down by one tick and drops the expired ones; stops ticking when none is

@@ -1,5 +1,6 @@
 //! The README's demo command, small: three silos in one process, one killed part-way, and the
-//! reconciliation at the end.
+//! reconciliation at the end (energy included: every player's refilled by its reminder, no
+//! tick applied twice).
 
 use std::process::Command;
 
@@ -46,6 +47,16 @@ fn the_demo_kills_a_silo_and_still_reconciles() {
         line("players still in a match"),
         [0, 0],
         "and 0 duplicates: {stdout}"
+    );
+    let ticks = line("energy regen ticks");
+    assert!(
+        ticks.first().is_some_and(|&t| t >= 2400),
+        "each of the 2400 players spent energy, and got it back by at least one tick: {stdout}"
+    );
+    assert_eq!(
+        line("players refilled"),
+        [2400, 0, 2400],
+        "every player full again, no tick applied twice across the kill: {stdout}"
     );
     assert!(
         stdout.contains("OK: nothing lost, nothing duplicated"),

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use example_player_game::{
-    BUFF_TICK, Buff, BuffKind, DamageOutcome, GameGrain, GameState, JoinOutcome, MatchCreated,
-    MatchEnded, MatchPhase, MatchStarted, PlayerDied, PlayerGrain, PlayerState,
+    BUFF_TICK, Buff, BuffKind, DamageOutcome, ENERGY_REGEN, ENERGY_REMINDER, GameGrain, GameState,
+    JoinOutcome, MATCH_ENERGY, MAX_ENERGY, MatchCreated, MatchEnded, MatchPhase, MatchStarted,
+    PlayerDied, PlayerGrain, PlayerState, Regen,
 };
 use granary::CallError;
 use granary_testkit::GrainTest;
@@ -259,6 +260,101 @@ async fn a_player_is_in_one_match_at_a_time() {
     player.leave_game(1).await.unwrap();
     assert!(player.enter_game(2).await.unwrap());
     assert_eq!(kit.stored_state().unwrap().game, Some(2));
+}
+
+#[tokio::test]
+async fn entering_a_match_spends_energy_that_a_reminder_regenerates_until_full() {
+    let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
+    let player = kit.reference();
+    assert!(kit.reminders().is_empty(), "a full player has no reminder");
+    assert!(player.enter_game(1).await.unwrap());
+    assert!(
+        player.enter_game(1).await.unwrap(),
+        "entering again is free"
+    );
+    let stored = kit.stored_state().unwrap();
+    assert_eq!(stored.energy, MAX_ENERGY - MATCH_ENERGY);
+    let reminders = kit.reminders();
+    assert_eq!(reminders.len(), 1, "registered with the energy spent");
+    assert_eq!(reminders[0].name, ENERGY_REMINDER);
+    assert_eq!(reminders[0].period(), ENERGY_REGEN);
+
+    let ran = kit.advance(ENERGY_REGEN * 10).await;
+    assert_eq!(
+        ran, [ENERGY_REMINDER; 2],
+        "one point a period; full after the second, then nothing more fires"
+    );
+    let stored = kit.stored_state().unwrap();
+    assert_eq!(stored.energy, MAX_ENERGY);
+    assert_eq!(
+        (
+            stored.regen.ticks,
+            stored.regen.missed,
+            stored.regen.duplicates
+        ),
+        (2, 0, 0)
+    );
+    assert_eq!(
+        stored.regen.last_due_ms,
+        kit.now_ms() - 8 * 1_000,
+        "the second tick was due 2 s after the start, 8 s ago"
+    );
+    assert!(kit.reminders().is_empty(), "unregistered when full");
+}
+
+#[tokio::test]
+async fn energy_catches_up_on_the_ticks_missed_while_no_silo_ran() {
+    let kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
+    let player = kit.reference();
+    for game in 1..=3 {
+        assert!(player.enter_game(game).await.unwrap());
+        player.match_ended(game, false).await.unwrap();
+    }
+    assert_eq!(
+        kit.stored_state().unwrap().energy,
+        MAX_ENERGY - 3 * MATCH_ENERGY
+    );
+    assert_eq!(kit.reminders().len(), 1, "registered once, on first use");
+    // The cluster is down for 3.5 periods: the first tick after it reports 2 missed.
+    kit.advance_while_down(ENERGY_REGEN * 7 / 2);
+    assert_eq!(kit.advance(Duration::ZERO).await, [ENERGY_REMINDER]);
+    let stored = kit.stored_state().unwrap();
+    assert_eq!(
+        stored.energy,
+        MAX_ENERGY - 3 * MATCH_ENERGY + 3,
+        "1 due + 2 missed"
+    );
+    assert_eq!(
+        stored.regen,
+        Regen {
+            ticks: 1,
+            missed: 2,
+            duplicates: 0,
+            last_due_ms: kit.now_ms() - 2_500,
+        },
+        "the tick due at 1 s, delivered at 3.5 s"
+    );
+    // The next tick is due at 4 s: three more points fill it up.
+    assert_eq!(kit.advance(ENERGY_REGEN * 5).await, [ENERGY_REMINDER; 3]);
+    let stored = kit.stored_state().unwrap();
+    assert_eq!(stored.energy, MAX_ENERGY);
+    assert_eq!((stored.regen.ticks, stored.regen.missed), (4, 2));
+    assert!(kit.reminders().is_empty());
+}
+
+#[tokio::test]
+async fn energy_regenerates_while_the_player_is_deactivated_and_never_past_the_maximum() {
+    let mut kit = GrainTest::<PlayerGrain>::new("p1").await.unwrap();
+    assert!(kit.reference().enter_game(1).await.unwrap());
+    kit.reactivate().await.unwrap();
+    // Down long enough to owe far more than the 2 points spent: capped at the maximum.
+    kit.advance_while_down(ENERGY_REGEN * 60);
+    kit.reactivate().await.unwrap();
+    assert_eq!(kit.advance(Duration::ZERO).await, [ENERGY_REMINDER]);
+    let status = kit.reference().status().await.unwrap();
+    assert_eq!(status.energy, MAX_ENERGY);
+    assert_eq!((status.regen.ticks, status.regen.missed), (1, 59));
+    assert!(kit.reminders().is_empty());
 }
 
 #[tokio::test]

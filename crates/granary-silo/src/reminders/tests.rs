@@ -84,3 +84,72 @@ fn a_delivered_tick_schedules_the_next_only_when_due_soon_and_owned() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_scan_reads_every_page_of_the_owned_shards_and_keeps_what_is_scheduled() {
+    use granary_core::provider::{
+        Claim, Commit, GrainAddress, Reminder, ReminderChange, StateChange, StateStore,
+    };
+    use granary_core::{ActivationId, SiloId};
+    let table = table();
+    // More than a page: the scan must ask for the next one.
+    let (grains, per_grain) = (21_u32, 100_u64);
+    for g in 0..grains {
+        let address = GrainAddress {
+            grain: grain(g),
+            silo: SiloId::new("t", 1),
+            activation: ActivationId::new(),
+        };
+        let Claim::Won(loaded) = table.claim(&address, None).await.unwrap() else {
+            panic!("a fresh grain is free");
+        };
+        let reminders = (0..per_grain)
+            .map(|i| {
+                ReminderChange::Set(Reminder {
+                    name: format!("r{i}"),
+                    period_ms: 1_000,
+                    next_due_ms: 1_000 + i,
+                })
+            })
+            .collect();
+        table
+            .commit(Commit {
+                grain: address.grain.clone(),
+                activation: address.activation,
+                expected_version: loaded.version,
+                change: StateChange::Unchanged,
+                events: Vec::new(),
+                reminders,
+            })
+            .await
+            .unwrap();
+    }
+    assert!(u64::from(grains) * per_grain > PAGE as u64);
+    let mut schedule = Schedule::default();
+    // Already scheduled (a retry after a failure, say): the scan leaves it alone.
+    schedule.put(grain(0), "r0".into(), 1_000, 7_000);
+    let owns = |_: u32| true;
+    let mut scan = Scan::start(&table, &owns, 5_000);
+    let mut pages = 0;
+    while let Some(mut current) = scan {
+        let page = current.page.as_mut().await;
+        pages += 1;
+        scan = current.next(page, &owns, &mut schedule);
+    }
+    assert_eq!(pages, 2);
+    assert_eq!(
+        schedule.slots.len(),
+        (u64::from(grains) * per_grain) as usize
+    );
+    let seq = schedule.by_key[&(grain(0), "r0".to_owned())];
+    assert_eq!(schedule.slots[&seq].due_ms, 1_000);
+    assert_eq!(
+        schedule.next_at(),
+        Some(1_000),
+        "the others, from their due times"
+    );
+    assert!(
+        Scan::start(&table, &|_: u32| false, 5_000).is_none(),
+        "a silo that owns no shard reads nothing"
+    );
+}

@@ -1,10 +1,14 @@
 //! The proof at the end of the demo: the totals derived from the committed events equal the
-//! totals in the grains' state, and no change was committed twice.
+//! totals in the grains' state, no change was committed twice, and every player's energy came
+//! back through its reminder with no tick applied twice.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use anyhow::bail;
-use example_player_game::{MatchEnded, PlayerDied, PlayerGrain};
+use example_player_game::{
+    ENERGY_REGEN, MATCH_ENERGY, MAX_ENERGY, MatchEnded, PlayerDied, PlayerGrain, PlayerStatus,
+};
 use futures::StreamExt;
 use granary::ClusterClient;
 use granary_events::EventEnvelope;
@@ -61,18 +65,12 @@ pub(crate) async fn reconcile(
     let names: Vec<String> = (0..u64::from(matches))
         .flat_map(|game| (0..players).map(move |p| player_name(game, p)))
         .collect();
-    let statuses: Vec<anyhow::Result<_>> = futures::stream::iter(names.iter())
-        .map(|name| {
-            let player = client.grain::<PlayerGrain>(name.as_str());
-            async move { retry(counters, "status", || player.status()).await }
-        })
-        .buffered(64)
-        .collect()
-        .await;
+    let mut statuses = read_statuses(client, counters, &names).await?;
+    let refilled = wait_for_energy(client, counters, &names, &mut statuses).await?;
     let (mut deaths, mut kills, mut wins, mut in_match) = (0_u64, 0_u64, 0_u64, 0_u64);
+    let (mut ticks, mut missed, mut doubled) = (0_u64, 0_u64, 0_u64);
     let mut stuck = Vec::new();
     for (name, status) in names.iter().zip(statuses) {
-        let status = status?;
         if status.game.is_some() && stuck.len() < 8 {
             stuck.push(format!("{name}: {status:?}"));
         }
@@ -80,6 +78,9 @@ pub(crate) async fn reconcile(
         kills += u64::from(status.kills);
         wins += u64::from(status.wins);
         in_match += u64::from(status.game.is_some());
+        ticks += u64::from(status.regen.ticks);
+        missed += status.regen.missed;
+        doubled += u64::from(status.regen.duplicates);
     }
 
     println!("reconciliation (events as committed, state as the grains hold it):");
@@ -94,6 +95,11 @@ pub(crate) async fn reconcile(
     println!("  kills in events     {event_kills:>8}   kills in state      {kills:>8}");
     println!("  winners in events   {winners:>8}   wins in state       {wins:>8}");
     println!("  players still in a match {in_match:>3}   duplicates          {duplicates:>8}");
+    println!("  energy regen ticks  {ticks:>8}   missed ticks        {missed:>8}");
+    println!(
+        "  players refilled    {refilled:>8}   ticks doubled       {doubled:>8}   (of {} players)",
+        names.len()
+    );
     if redelivered > 0 {
         println!(
             "  ({redelivered} events delivered twice by a relay taking over; same id, dropped)"
@@ -104,13 +110,60 @@ pub(crate) async fn reconcile(
         && event_kills == kills
         && winners == wins
         && in_match == 0
-        && duplicates == 0;
+        && duplicates == 0
+        && refilled == names.len()
+        && doubled == 0;
     if !ok {
         for line in &stuck {
             println!("  still in a match: {line}");
         }
-        bail!("reconciliation failed: events and state disagree");
+        bail!("reconciliation failed: events and state disagree, or energy was not refilled once");
     }
     println!("  OK: nothing lost, nothing duplicated");
     Ok(())
+}
+
+/// Every player's status, read through the cluster.
+async fn read_statuses(
+    client: &ClusterClient,
+    counters: &Counters,
+    names: &[String],
+) -> anyhow::Result<Vec<PlayerStatus>> {
+    futures::stream::iter(names)
+        .map(|name| {
+            let player = client.grain::<PlayerGrain>(name.as_str());
+            async move { retry(counters, "status", || player.status()).await }
+        })
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// Waits until every player's energy is full again (the last matches' players get theirs
+/// back a few periods after the end), reading again only those still regenerating; returns
+/// how many are full. Gives up after a bounded wait: the summary then shows who is not.
+async fn wait_for_energy(
+    client: &ClusterClient,
+    counters: &Counters,
+    names: &[String],
+    statuses: &mut [PlayerStatus],
+) -> anyhow::Result<usize> {
+    // Each spent point takes a period; a silo's death or a scan delays a tick by seconds.
+    let deadline = tokio::time::Instant::now() + ENERGY_REGEN * (MATCH_ENERGY + 20);
+    loop {
+        let pending: Vec<usize> = (0..names.len())
+            .filter(|&i| statuses[i].energy < MAX_ENERGY)
+            .collect();
+        if pending.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(names.len() - pending.len());
+        }
+        tokio::time::sleep(ENERGY_REGEN.min(Duration::from_millis(500))).await;
+        let again: Vec<String> = pending.iter().map(|&i| names[i].clone()).collect();
+        let fresh = read_statuses(client, counters, &again).await?;
+        for (i, status) in pending.into_iter().zip(fresh) {
+            statuses[i] = status;
+        }
+    }
 }
