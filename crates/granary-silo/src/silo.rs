@@ -578,6 +578,10 @@ impl Silo {
             SiloStatus::ShuttingDown,
         )
         .await;
+        // Its own view without itself at once: calls it routes from here on are placed on the
+        // others, and it owns no relay or reminder shard (the others take them over when they
+        // read the table, within `membership_refresh`).
+        self.router.refresh_members().await;
         let left = catalog
             .deactivate_all(shared.config().shutdown_timeout)
             .await;
@@ -586,6 +590,9 @@ impl Silo {
         let drained = tokio::time::timeout_at(deadline, shared.tracker().wait())
             .await
             .is_ok();
+        // Closed before the row says Dead: the others and the clients cut their links to a
+        // dead silo at once, which would fail the calls it is still answering.
+        self.router.close_transport(deadline).await;
         let membership = set_status(
             &*self.membership,
             shared.silo(),
@@ -594,7 +601,6 @@ impl Silo {
             SiloStatus::Dead,
         )
         .await;
-        self.router.close_transport().await;
         tracing::info!(silo = %shared.silo(), left, drained, "silo stopped");
         if left > 0 {
             return Err(ShutdownError::Timeout(left));
