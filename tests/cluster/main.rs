@@ -17,6 +17,7 @@ mod dashboard;
 mod failures;
 mod health;
 mod interfaces;
+mod leaving;
 mod lifecycle;
 mod limits;
 mod metrics;

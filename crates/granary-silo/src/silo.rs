@@ -559,9 +559,15 @@ impl Silo {
         dispatch_wire(&self.router, envelope).await
     }
 
-    /// Stops the silo: admits no new activations, deactivates every grain (running
-    /// `on_deactivate`, which may persist), stops timers and background tasks, and leaves the
-    /// membership table, all within `shutdown_timeout`.
+    /// Stops the silo, leaving the cluster gracefully: marks it `ShuttingDown` in the
+    /// membership table (the others stop placing grains on it and take over its relay and
+    /// reminder shards at their next read; calls it receives for grains not active on it are
+    /// placed on them), admits no new activations, deactivates every grain (running
+    /// `on_deactivate`, which may persist, and releasing its directory claim so that the next
+    /// call activates it elsewhere at once), stops timers and background tasks, closes its
+    /// links once the calls it took are answered (refusing new ones with the retryable
+    /// [`CallError::ShuttingDown`](granary_core::CallError::ShuttingDown)), and marks its row
+    /// `Dead`, all within `shutdown_timeout`.
     ///
     /// # Errors
     /// [`ShutdownError`] when something did not finish in time or membership was unreachable;

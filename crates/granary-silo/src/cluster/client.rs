@@ -8,7 +8,12 @@
 //! fail at once with [`CallError::SiloUnavailable`] (`outcome_unknown`: the call may have run
 //! there), as calls between silos do, instead of waiting out their deadline. A gateway that
 //! did not answer the last round (stopped, cut off, overloaded) is tried last by new calls
-//! until it answers again.
+//! until it answers again, and so is a gateway that is not active (shutting down).
+//!
+//! A call every gateway refused without running it (a silo shutting down answers
+//! [`CallError::ShuttingDown`]) is tried again after a short pause, transparently, until its
+//! deadline: a rolling restart fails no call ([`ClusterClient::retries`] counts these rounds).
+//! A call that may have run (a timeout, a link cut with the call in flight) is never retried.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
