@@ -299,7 +299,7 @@ struct InFlight {
     closing: AtomicBool,
     /// Notified when the count drops to zero.
     idle: tokio::sync::Notify,
-    /// When the last call arrived (answered or refused).
+    /// When closing began or, after that, the last call arrived (and was refused).
     last_arrival: parking_lot::Mutex<Option<Instant>>,
 }
 
@@ -311,8 +311,8 @@ impl Answering {
     fn start(cluster: Arc<Cluster>) -> Option<Self> {
         let in_flight = &cluster.in_flight;
         in_flight.count.fetch_add(1, Ordering::AcqRel);
-        *in_flight.last_arrival.lock() = Some(Instant::now());
         if in_flight.closing.load(Ordering::Acquire) {
+            *in_flight.last_arrival.lock() = Some(Instant::now());
             // Checked after counting: the drain sees either this call or its refusal.
             drop(Self(cluster));
             return None;
@@ -955,11 +955,13 @@ impl Cluster {
 
     /// Closes the transport: from now on calls that arrive are refused with
     /// [`CallError::ShuttingDown`] (not run: clients and silos try elsewhere); once the calls
-    /// being answered are answered and none arrived for twice `membership_refresh` (the others
-    /// saw this silo leave and stopped sending to it), or at `deadline`, every link closes. A
+    /// being answered are answered and none arrived for twice `membership_refresh` (since
+    /// closing began: the others saw this silo leave and stopped sending to it), or at
+    /// `deadline`, every link closes. A
     /// call cut by the close would fail with an unknown outcome; the drain and the quiet period
     /// are what spare the callers that.
     pub(crate) async fn shutdown(&self, deadline: Instant) {
+        *self.in_flight.last_arrival.lock() = Some(Instant::now());
         self.in_flight.closing.store(true, Ordering::Release);
         let quiet = self.config.membership_refresh * 2;
         let drained = tokio::time::timeout_at(deadline, async {
@@ -973,7 +975,7 @@ impl Cluster {
                 if since >= quiet {
                     break;
                 }
-                // Quiet for `quiet` yet: a call may still be on its way.
+                // Not quiet for `quiet` yet: a call may still be on its way.
                 tokio::time::sleep(quiet - since).await;
             }
         })
