@@ -571,4 +571,33 @@ mod tests {
         assert_eq!(call_order(&g, &g, 2), vec![g[2], g[0], g[1]]);
         assert!(call_order(&[], &[], 7).is_empty());
     }
+
+    #[test]
+    fn only_refusals_that_certainly_did_not_run_are_retried() {
+        let grain = granary_core::GrainId::new("t", 1);
+        let unavailable = |outcome_unknown| CallError::SiloUnavailable {
+            silo: "s0@1".into(),
+            reason: "r".into(),
+            outcome_unknown,
+        };
+        assert!(certainly_not_run(&CallError::ShuttingDown));
+        assert!(certainly_not_run(&unavailable(false)));
+        assert!(certainly_not_run(&CallError::Unavailable {
+            grain: grain.clone(),
+            attempts: 3,
+        }));
+        // It may have run: never retried behind the caller's back.
+        assert!(!certainly_not_run(&unavailable(true)));
+        assert!(!certainly_not_run(&CallError::Timeout {
+            grain: grain.clone(),
+            method: "m".into(),
+            timeout: Duration::from_secs(1),
+        }));
+        // The application's answer, or its limits to pace: the caller's to handle.
+        assert!(!certainly_not_run(&CallError::rejected(&grain, "no")));
+        assert!(!certainly_not_run(&CallError::QueueFull {
+            grain,
+            limit: 1
+        }));
+    }
 }
