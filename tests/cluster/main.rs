@@ -18,6 +18,7 @@ mod failures;
 mod filters;
 mod health;
 mod interfaces;
+mod leaving;
 mod lifecycle;
 mod limits;
 mod metrics;

@@ -1,5 +1,6 @@
 //! The fault drivers: SIGKILL and restart a silo, SIGSTOP one until it is declared dead and
-//! SIGCONT it (it must exit with status 3), restart Redis, partition one silo from the others.
+//! SIGCONT it (it must exit with status 3), restart Redis, partition one silo from the others,
+//! restart every silo in turn gracefully (SIGTERM; it must exit with status 0).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +56,11 @@ pub struct FaultReport {
     pub unexpected_exits: Vec<String>,
     /// Silo processes started after the first ones.
     pub restarts: usize,
+    /// Exit of each silo stopped by SIGTERM in a rolling restart (`exit 0` expected).
+    pub graceful_exits: Vec<String>,
+    /// Silos that did not exit with status 0 within the detection time after SIGTERM (a
+    /// violation).
+    pub unclean_stops: usize,
 }
 
 impl FaultReport {
@@ -62,7 +68,7 @@ impl FaultReport {
     /// dead.
     #[must_use]
     pub fn violations(&self) -> usize {
-        self.zombies_not_dead + self.healthy_declared_dead.len()
+        self.zombies_not_dead + self.healthy_declared_dead.len() + self.unclean_stops
     }
 }
 
@@ -204,6 +210,7 @@ impl Cluster {
             FaultKind::Kill => self.kill(victim).await,
             FaultKind::Stop => self.stop(victim).await,
             FaultKind::Partition => self.partition(victim).await,
+            FaultKind::Rolling => self.rolling().await,
             FaultKind::RedisRestart => {
                 let redis = redis.ok_or_else(|| {
                     ChaosError::Options("the redis-restart fault needs the run's own Redis".into())
@@ -244,6 +251,27 @@ impl Cluster {
             .zombie_exits
             .push(format!("{} {}", self.silos[victim].id, describe(status)));
         self.replace(victim).await
+    }
+
+    /// Restarts every silo in turn, as an operator's rolling restart does: SIGTERM, wait for
+    /// the exit, start it again (on its address) and wait for its ready line (printed once it
+    /// is active in the membership) before the next.
+    async fn rolling(&mut self) -> Result<(), ChaosError> {
+        self.record(FaultKind::Rolling);
+        for index in 0..self.silos.len() {
+            self.silos[index].signal("TERM")?;
+            let status = self.silos[index].wait_exit(self.timing.detection).await;
+            if status.and_then(|s| s.code()) != Some(0) {
+                self.report.unclean_stops += 1;
+            }
+            self.report.graceful_exits.push(format!(
+                "{} {}",
+                self.silos[index].id,
+                describe(status)
+            ));
+            self.replace(index).await?;
+        }
+        Ok(())
     }
 
     async fn partition(&mut self, victim: usize) -> Result<(), ChaosError> {

@@ -21,6 +21,10 @@ pub enum FaultKind {
     /// Cut one silo off from the others (both directions) while every silo still reaches
     /// Redis, then heal.
     Partition,
+    /// Restart every silo in turn, gracefully: SIGTERM, wait for it to exit (status 0
+    /// expected), start it again and wait for its ready line before the next. No call may
+    /// fail with a non-retryable error.
+    Rolling,
 }
 
 impl FaultKind {
@@ -32,6 +36,7 @@ impl FaultKind {
             Self::Stop => "stop",
             Self::RedisRestart => "redis-restart",
             Self::Partition => "partition",
+            Self::Rolling => "rolling",
         }
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! A run (the `granary-chaos` binary; see `docs/chaos.md`) starts `chaos-silo` processes
 //! hosting [`ListGrain`], drives a list-append [`workload`] through a `ClusterClient` while the
-//! [`faults`] SIGKILL, SIGSTOP, partition silos or restart Redis, reads back the final lists
-//! and the event stream, and hands the [`History`] to the [`check`]er. It prints one JSON
-//! [`Summary`] line and exits non-zero on any violation.
+//! [`faults`] SIGKILL, SIGSTOP, partition or gracefully restart silos or restart Redis, reads
+//! back the final lists and the event stream, and hands the [`History`] to the [`check`]er. It
+//! prints one JSON [`Summary`] line and exits non-zero on any violation.
 //!
 //! ```
 //! use granary_chaos::{History, ListDigest, Attempt, Outcome, check};

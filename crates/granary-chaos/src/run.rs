@@ -17,6 +17,7 @@ use crate::error::ChaosError;
 use crate::faults::{Cluster, FaultReport, Timing};
 use crate::grain::{Appended, LIST_TYPE, ListGrain};
 use crate::history::{EventRecord, FaultKind, History, Outcome};
+use crate::unavailability::Percentiles;
 use crate::workload::{Load, Workload};
 
 /// The cluster secret of every run (the silos listen on loopback only).
@@ -130,6 +131,15 @@ pub struct Summary {
     pub failures: usize,
     /// Failures per `CallError` variant.
     pub failures_by_kind: BTreeMap<String, usize>,
+    /// Failures with an error that is not retryable (`CallError::is_retryable`); a violation
+    /// when the only fault is `rolling`: a graceful restart fails no call that way.
+    pub non_retryable_failures: usize,
+    /// Calls the client tried again, transparently, after every gateway refused them without
+    /// running them (a silo shutting down).
+    pub client_retries: u64,
+    /// The duration of the acknowledged calls, in milliseconds (the client's transparent
+    /// retries included).
+    pub call_ms: Percentiles,
     /// Values in the final lists.
     pub committed: usize,
     /// Entries in the event stream (redeliveries included).
@@ -265,7 +275,9 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         Ok::<_, ChaosError>(())
     }
     .await;
+    let non_retryable_failures = workload.non_retryable();
     let attempts = workload.stop().await;
+    let client_retries = client.retries();
     let end = t0.elapsed();
     client.close().await;
     if let Err(err) = result {
@@ -294,7 +306,22 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         }
     }
     let failures = failures_by_kind.values().sum();
-    let violations = verdict.violations() + fault_report.violations();
+    let graceful_only = options.faults.iter().all(|f| *f == FaultKind::Rolling);
+    let violations = verdict.violations()
+        + fault_report.violations()
+        + if graceful_only {
+            non_retryable_failures
+        } else {
+            0
+        };
+    let call_ms = Percentiles::of(
+        history
+            .attempts
+            .iter()
+            .filter(|a| matches!(a.outcome, Outcome::Acked(_)))
+            .map(|a| u64::try_from(a.end.saturating_sub(a.start).as_millis()).unwrap_or(u64::MAX))
+            .collect(),
+    );
     Ok(Summary {
         ok: violations == 0,
         violations,
@@ -309,6 +336,9 @@ pub async fn run(options: &Options) -> Result<Summary, ChaosError> {
         acks: history.attempts.len() - failures,
         failures,
         failures_by_kind,
+        non_retryable_failures,
+        client_retries,
+        call_ms,
         committed: history.final_lists.values().map(Vec::len).sum(),
         events: history.events.len(),
         verdict,

@@ -2,7 +2,7 @@
 //! `ClusterClient`, recording every attempt.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use granary::{CallError, ClusterClient};
@@ -26,6 +26,7 @@ pub struct Load {
 #[derive(Debug)]
 pub struct Workload {
     stop: Arc<AtomicBool>,
+    non_retryable: Arc<AtomicUsize>,
     callers: JoinSet<Vec<Attempt>>,
 }
 
@@ -34,11 +35,24 @@ impl Workload {
     #[must_use]
     pub fn start(client: &ClusterClient, load: Load, t0: Instant) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let non_retryable = Arc::new(AtomicUsize::new(0));
         let mut callers = JoinSet::new();
         for caller in 0..load.callers {
-            callers.spawn(call(client.clone(), load, caller, t0, stop.clone()));
+            let (stop, non_retryable) = (stop.clone(), non_retryable.clone());
+            callers.spawn(call(client.clone(), load, caller, t0, stop, non_retryable));
         }
-        Self { stop, callers }
+        Self {
+            stop,
+            non_retryable,
+            callers,
+        }
+    }
+
+    /// How many calls so far failed with an error that is not
+    /// [retryable](granary::CallError::is_retryable).
+    #[must_use]
+    pub fn non_retryable(&self) -> usize {
+        self.non_retryable.load(Ordering::Relaxed)
     }
 
     /// Stops the callers after their current call and returns every attempt.
@@ -61,6 +75,7 @@ async fn call(
     caller: u32,
     t0: Instant,
     stop: Arc<AtomicBool>,
+    non_retryable: Arc<AtomicUsize>,
 ) -> Vec<Attempt> {
     let mut rng = fastrand::Rng::with_seed(u64::from(caller) ^ 0x5eed);
     let mut attempts = Vec::new();
@@ -74,7 +89,12 @@ async fn call(
         let end = t0.elapsed();
         let outcome = match result {
             Ok(list) => Outcome::Acked(ListDigest::of(&list)),
-            Err(err) => Outcome::Failed(kind(&err)),
+            Err(err) => {
+                if !err.is_retryable() {
+                    non_retryable.fetch_add(1, Ordering::Relaxed);
+                }
+                Outcome::Failed(kind(&err))
+            }
         };
         let failed = matches!(outcome, Outcome::Failed(_));
         attempts.push(Attempt {

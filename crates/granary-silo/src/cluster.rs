@@ -18,7 +18,7 @@ mod wire;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -285,6 +285,48 @@ pub(crate) struct Cluster {
     beats: AtomicU64,
     /// Cancelled when this silo learns it was declared dead: its detector and lease stop.
     dead: CancellationToken,
+    /// The calls from other silos and clients being answered, drained before the transport
+    /// closes.
+    in_flight: InFlight,
+}
+
+/// The calls that arrived and are not answered yet; once closing, new ones are refused.
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Calls being answered.
+    count: AtomicUsize,
+    /// Set by [`Cluster::shutdown`]: calls that arrive are refused with `ShuttingDown`.
+    closing: AtomicBool,
+    /// Notified when the count drops to zero.
+    idle: tokio::sync::Notify,
+    /// When closing began or, after that, the last call arrived (and was refused).
+    last_arrival: parking_lot::Mutex<Option<Instant>>,
+}
+
+/// One call being answered; counted until dropped.
+struct Answering(Arc<Cluster>);
+
+impl Answering {
+    /// Counts a call that arrived, unless the silo is closing its transport.
+    fn start(cluster: Arc<Cluster>) -> Option<Self> {
+        let in_flight = &cluster.in_flight;
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        if in_flight.closing.load(Ordering::Acquire) {
+            *in_flight.last_arrival.lock() = Some(Instant::now());
+            // Checked after counting: the drain sees either this call or its refusal.
+            drop(Self(cluster));
+            return None;
+        }
+        Some(Self(cluster))
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if self.0.in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.in_flight.idle.notify_waiters();
+        }
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -327,6 +369,7 @@ impl Cluster {
             liveness: parking_lot::Mutex::new(Liveness::new(stale_after)),
             beats: AtomicU64::new(0),
             dead: CancellationToken::new(),
+            in_flight: InFlight::default(),
             config,
             shared,
             host: OnceLock::new(),
@@ -615,7 +658,7 @@ impl Cluster {
         let candidates: Vec<SiloId> = view
             .active
             .iter()
-            .filter(|s| eligible(s))
+            .filter(|s| eligible(s) && (here || **s != self.me))
             .cloned()
             .collect();
         if candidates.is_empty() {
@@ -663,7 +706,15 @@ impl Cluster {
         if owner == self.me {
             return None;
         }
-        if self.address_of(&owner).is_none() {
+        let leaving = self
+            .view
+            .read()
+            .rows
+            .get(&owner)
+            .is_some_and(|(status, _)| *status == SiloStatus::ShuttingDown);
+        if leaving || self.address_of(&owner).is_none() {
+            // A silo shutting down deactivates its grains: place the grain again (the
+            // directory sends the call to the old activation while it still holds its claim).
             self.cache.remove(grain);
             return None;
         }
@@ -733,6 +784,10 @@ impl Cluster {
                     Served::Responder => self.learn(target, to),
                     Served::Other(host) => self.learn(target, host),
                     Served::Unknown => {}
+                }
+                if matches!(reply.result, Err(CallError::ShuttingDown)) {
+                    // Its grains are moving: the next call places the grain again.
+                    self.cache.remove(target);
                 }
                 reply.result.map(|bytes| Payload::Encoded(bytes.to_vec()))
             }
@@ -898,8 +953,38 @@ impl Cluster {
         });
     }
 
-    /// Closes the transport.
-    pub(crate) async fn shutdown(&self) {
+    /// Closes the transport: from now on calls that arrive are refused with
+    /// [`CallError::ShuttingDown`] (not run: clients and silos try elsewhere); once the calls
+    /// being answered are answered and none arrived for twice `membership_refresh` (since
+    /// closing began: the others saw this silo leave and stopped sending to it), or at
+    /// `deadline`, every link closes. A
+    /// call cut by the close would fail with an unknown outcome; the drain and the quiet period
+    /// are what spare the callers that.
+    pub(crate) async fn shutdown(&self, deadline: Instant) {
+        *self.in_flight.last_arrival.lock() = Some(Instant::now());
+        self.in_flight.closing.store(true, Ordering::Release);
+        let quiet = self.config.membership_refresh * 2;
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                let idle = self.in_flight.idle.notified();
+                if self.in_flight.count.load(Ordering::Acquire) > 0 {
+                    idle.await;
+                    continue;
+                }
+                let since = (*self.in_flight.last_arrival.lock()).map_or(quiet, |at| at.elapsed());
+                if since >= quiet {
+                    break;
+                }
+                // Not quiet for `quiet` yet: a call may still be on its way.
+                tokio::time::sleep(quiet - since).await;
+            }
+        })
+        .await
+        .is_ok();
+        if !drained {
+            let left = self.in_flight.count.load(Ordering::Acquire);
+            tracing::warn!(silo = %self.me, left, "calls still being answered when the transport closed");
+        }
         self.transport.shutdown().await;
     }
 }
@@ -933,6 +1018,9 @@ impl Handler for Incoming {
             let message = codec::decode_borrowed::<wire::Incoming<'_>>(&body);
             match (live, message) {
                 (Some((cluster, host)), Ok(ClusterMessage::Call(call))) => {
+                    let Some(_answering) = Answering::start(cluster.clone()) else {
+                        return encode_reply(Err(&CallError::ShuttingDown), &Served::Unknown);
+                    };
                     let call = call.into_call(|t, m| host.static_names(t, m));
                     dispatch_remote(&cluster, host, call).await
                 }

@@ -134,8 +134,10 @@ impl Router {
         if let Some(owner) = cluster.cached_elsewhere(grain) {
             return Destination::Remote(cluster, owner);
         }
-        let hosted_here =
-            self.catalog.hosts_type(grain.type_name()) && cluster.has_role_for(grain.type_name());
+        // A silo shutting down creates no activation: its calls are placed on the others.
+        let hosted_here = self.catalog.accepting()
+            && self.catalog.hosts_type(grain.type_name())
+            && cluster.has_role_for(grain.type_name());
         if origin == Origin::Placed && hosted_here {
             return Destination::Local;
         }
@@ -154,6 +156,8 @@ impl Router {
         match cluster.place(grain, local_load, hosted_here) {
             Ok(None) => Destination::Local,
             Ok(Some(to)) => Destination::Remote(cluster, to),
+            // Shutting down, with no other silo to place it on: refused as retryable.
+            Err(_) if !self.catalog.accepting() => Destination::Nowhere(CallError::ShuttingDown),
             Err(err) => Destination::Nowhere(err),
         }
     }
@@ -289,10 +293,21 @@ impl Router {
         }
     }
 
-    /// Closes the transport (in a cluster).
-    pub(crate) async fn close_transport(&self) {
+    /// Closes the transport (in a cluster), answering the calls already taken until
+    /// `deadline` and refusing new ones with `ShuttingDown`.
+    pub(crate) async fn close_transport(&self, deadline: tokio::time::Instant) {
         if let Topology::Cluster(cluster) = &self.topology {
-            cluster.shutdown().await;
+            cluster.shutdown(deadline).await;
+        }
+    }
+
+    /// Reads the membership table again (in a cluster), so that this silo's view holds what it
+    /// just wrote there (its own `ShuttingDown`).
+    pub(crate) async fn refresh_members(&self) {
+        if let Topology::Cluster(cluster) = &self.topology
+            && let Err(err) = cluster.refresh().await
+        {
+            tracing::warn!(cause = %err, "cannot read the membership table; keeping the last view");
         }
     }
 }

@@ -619,9 +619,15 @@ impl Silo {
         dispatch_wire(&self.router, envelope).await
     }
 
-    /// Stops the silo: admits no new activations, deactivates every grain (running
-    /// `on_deactivate`, which may persist), stops timers and background tasks, and leaves the
-    /// membership table, all within `shutdown_timeout`.
+    /// Stops the silo, leaving the cluster gracefully: marks it `ShuttingDown` in the
+    /// membership table (the others stop placing grains on it and take over its relay and
+    /// reminder shards at their next read; calls it receives for grains not active on it are
+    /// placed on them), admits no new activations, deactivates every grain (running
+    /// `on_deactivate`, which may persist, and releasing its directory claim so that the next
+    /// call activates it elsewhere at once), stops timers and background tasks, closes its
+    /// links once the calls it took are answered (refusing new ones with the retryable
+    /// [`CallError::ShuttingDown`](granary_core::CallError::ShuttingDown)), and marks its row
+    /// `Dead`, all within `shutdown_timeout`.
     ///
     /// # Errors
     /// [`ShutdownError`] when something did not finish in time or membership was unreachable;
@@ -638,6 +644,10 @@ impl Silo {
             SiloStatus::ShuttingDown,
         )
         .await;
+        // Its own view without itself at once: calls it routes from here on are placed on the
+        // others, and it owns no relay or reminder shard (the others take them over when they
+        // read the table, within `membership_refresh`).
+        self.router.refresh_members().await;
         let left = catalog
             .deactivate_all(shared.config().shutdown_timeout)
             .await;
@@ -646,6 +656,9 @@ impl Silo {
         let drained = tokio::time::timeout_at(deadline, shared.tracker().wait())
             .await
             .is_ok();
+        // Closed before the row says Dead: the others and the clients cut their links to a
+        // dead silo at once, which would fail the calls it is still answering.
+        self.router.close_transport(deadline).await;
         let membership = set_status(
             &*self.membership,
             shared.silo(),
@@ -654,7 +667,6 @@ impl Silo {
             SiloStatus::Dead,
         )
         .await;
-        self.router.close_transport().await;
         tracing::info!(silo = %shared.silo(), left, drained, "silo stopped");
         if left > 0 {
             return Err(ShutdownError::Timeout(left));

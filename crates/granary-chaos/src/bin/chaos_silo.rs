@@ -34,6 +34,9 @@ async fn main() {
         eprintln!("chaos-silo: {err}");
         std::process::exit(err.exit_code());
     }
+    // Stopped cleanly (SIGTERM). Exit here: returning would drop the runtime, which waits for
+    // the blocking read of stdin, open as long as the driver runs.
+    std::process::exit(0);
 }
 
 /// Applies the commands read from stdin to `switch`; never returns (after stdin closed, it

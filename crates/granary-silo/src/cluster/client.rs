@@ -8,12 +8,17 @@
 //! fail at once with [`CallError::SiloUnavailable`] (`outcome_unknown`: the call may have run
 //! there), as calls between silos do, instead of waiting out their deadline. A gateway that
 //! did not answer the last round (stopped, cut off, overloaded) is tried last by new calls
-//! until it answers again.
+//! until it answers again, and so is a gateway that is not active (shutting down).
+//!
+//! A call every gateway refused without running it (a silo shutting down answers
+//! [`CallError::ShuttingDown`]) is tried again after a short pause, transparently, until its
+//! deadline: a rolling restart fails no call ([`ClusterClient::retries`] counts these rounds).
+//! A call that may have run (a timeout, a link cut with the call in flight) is never retried.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -103,6 +108,8 @@ struct Inner {
     /// The gateways that did not answer the last refresh: new calls try them last.
     silent: RwLock<Vec<SocketAddr>>,
     next: AtomicUsize,
+    /// Rounds of gateways tried again after every gateway refused a call.
+    retries: AtomicU64,
     config: ClientConfig,
     stop: CancellationToken,
 }
@@ -170,6 +177,7 @@ impl ClusterClient {
             gateways: RwLock::new(config.gateways.clone()),
             silent: RwLock::new(Vec::new()),
             next: AtomicUsize::new(0),
+            retries: AtomicU64::new(0),
             config,
             stop: CancellationToken::new(),
         });
@@ -227,6 +235,14 @@ impl ClusterClient {
         self.filters.push(filter);
         self.outgoing = self.filters.build();
         self
+    }
+
+    /// How many times a call was tried again because every gateway refused it without running
+    /// it (a silo shutting down, a grain moving): the retries the client made transparently,
+    /// since it connected.
+    #[must_use]
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     /// The gateways the client currently uses.
@@ -305,16 +321,23 @@ async fn refresh(inner: &Inner) {
         }
     }
     let wait = inner.config.refresh.min(Duration::from_secs(5));
-    let views: Vec<MembersView> =
-        join_all(known.iter().map(|gateway| view_of(inner, *gateway, wait)))
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+    let answers: Vec<Option<MembersView>> =
+        join_all(known.iter().map(|gateway| view_of(inner, *gateway, wait))).await;
+    let mut silent: Vec<SocketAddr> = known
+        .iter()
+        .zip(&answers)
+        .filter(|(_, view)| view.is_none())
+        .map(|(gateway, _)| *gateway)
+        .collect();
+    let views: Vec<MembersView> = answers.into_iter().flatten().collect();
     let Some(freshest) = views.iter().max_by_key(|v| v.version) else {
+        *inner.silent.write() = silent;
         return;
     };
     let active: Vec<SocketAddr> = freshest.active.iter().map(|(_, addr)| *addr).collect();
+    // A gateway that is not active (a seed shutting down, or restarting) is tried last.
+    silent.extend(known.iter().filter(|g| !active.contains(g)));
+    *inner.silent.write() = silent;
     // Dead is final, so every view's dead silos are dead (a view may just be older).
     let mut dead: HashMap<SiloId, Option<SocketAddr>> = HashMap::new();
     for view in &views {
@@ -375,29 +398,69 @@ struct ClientInvoker(Arc<Inner>, Option<Filters>);
 
 impl ClientInvoker {
     /// Sends `envelope` through the gateways, starting with the next in turn; moves on to
-    /// another gateway only when the call was certainly not sent.
+    /// another gateway when the call was certainly not run there: not sent (the gateway is
+    /// unreachable), or refused with an error that says it did not run
+    /// ([`certainly_not_run`]: a silo shutting down, a grain moving). When every gateway
+    /// refused, it starts over after a short pause (reading the gateways again: the refresh may
+    /// have learned new ones) until the call's deadline; then the last refusal is the error.
     async fn route(
         inner: Arc<Inner>,
-        envelope: Envelope,
+        mut envelope: Envelope,
         one_way: bool,
     ) -> Result<Payload, CallError> {
+        let deadline = tokio::time::Instant::now() + envelope.timeout;
+        let mut pause = RETRY_PAUSE_MIN;
+        loop {
+            let refused = match Self::route_once(&inner, &envelope, one_way).await {
+                Ok(payload) => return Ok(payload),
+                Err(Failed::Final(err)) => return Err(err),
+                Err(Failed::Refused(err)) => err,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left <= pause {
+                return Err(refused);
+            }
+            tracing::debug!(grain = %envelope.target, cause = %refused, "call refused by every gateway; retrying");
+            inner.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = inner.stop.cancelled() => return Err(refused),
+            }
+            pause = (pause * 2).min(RETRY_PAUSE_MAX);
+            envelope.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+        }
+    }
+
+    /// One round of [`route`](Self::route): each gateway in turn until one takes the call.
+    /// [`Failed::Refused`] when a gateway answered with a refusal and none took the call;
+    /// when no gateway could be reached at all, the failure is final (at once, as a client cut
+    /// off from the cluster should learn).
+    async fn route_once(
+        inner: &Arc<Inner>,
+        envelope: &Envelope,
+        one_way: bool,
+    ) -> Result<Payload, Failed> {
         let (target, method, timeout) = (
             envelope.target.clone(),
             envelope.method_name.clone(),
             envelope.timeout,
         );
-        let bytes =
-            codec::encode(&Outgoing::Call(CallOut::of_envelope(&envelope))).map_err(|e| {
-                CallError::Codec {
-                    what: format!("call {method} on {target}"),
-                    reason: e.to_string(),
-                }
-            })?;
+        let bytes = codec::encode(&Outgoing::Call(CallOut::of_envelope(envelope)))
+            .map_err(|e| CallError::Codec {
+                what: format!("call {method} on {target}"),
+                reason: e.to_string(),
+            })
+            .map_err(Failed::Final)?;
         let gateways = {
             let start = inner.next.fetch_add(1, Ordering::Relaxed);
             call_order(&inner.gateways.read(), &inner.silent.read(), start)
         };
-        let mut last = String::from("no gateway known");
+        let mut refused = false;
+        let mut last = CallError::SiloUnavailable {
+            silo: "every gateway".into(),
+            reason: "no gateway known".into(),
+            outcome_unknown: false,
+        };
         for gateway in gateways {
             let sent = if one_way {
                 inner
@@ -415,38 +478,93 @@ impl ClientInvoker {
             match sent {
                 Ok(None) => return Ok(Payload::Encoded(Vec::new())),
                 Ok(Some(reply)) => {
-                    let reply = ReplyIn::decode(&reply)?;
-                    return reply.result.map(|bytes| Payload::Encoded(bytes.to_vec()));
+                    let reply = ReplyIn::decode(&reply).map_err(Failed::Final)?;
+                    match reply.result {
+                        Ok(bytes) => return Ok(Payload::Encoded(bytes.to_vec())),
+                        // Refused without running (the gateway, or the silo it forwarded
+                        // to, is shutting down): another gateway may take it.
+                        Err(err) if certainly_not_run(&err) => {
+                            if matches!(err, CallError::ShuttingDown) {
+                                // Until the refresh says otherwise, new calls try it last.
+                                let mut silent = inner.silent.write();
+                                if !silent.contains(&gateway) {
+                                    silent.push(gateway);
+                                }
+                            }
+                            refused = true;
+                            last = err;
+                        }
+                        Err(err) => return Err(Failed::Final(err)),
+                    }
                 }
                 Err(TransportError::Timeout { .. }) => {
-                    return Err(CallError::Timeout {
+                    return Err(Failed::Final(CallError::Timeout {
                         grain: target,
                         method,
                         timeout,
-                    });
+                    }));
                 }
                 Err(err @ TransportError::ConnectionLost { .. }) => {
-                    return Err(CallError::SiloUnavailable {
+                    return Err(Failed::Final(CallError::SiloUnavailable {
                         silo: gateway.to_string(),
                         reason: err.to_string(),
                         outcome_unknown: true,
-                    });
+                    }));
                 }
                 Err(err @ (TransportError::TooLarge { .. } | TransportError::Refused { .. })) => {
-                    return Err(CallError::Codec {
+                    return Err(Failed::Final(CallError::Codec {
                         what: format!("call {method} on {target}"),
                         reason: err.to_string(),
-                    });
+                    }));
                 }
-                Err(err) => last = err.to_string(),
+                Err(err) if refused => {
+                    tracing::debug!(%gateway, cause = %err, "gateway unreachable");
+                }
+                Err(err) => {
+                    last = CallError::SiloUnavailable {
+                        silo: "every gateway".into(),
+                        reason: err.to_string(),
+                        outcome_unknown: false,
+                    };
+                }
             }
         }
-        Err(CallError::SiloUnavailable {
-            silo: "every gateway".into(),
-            reason: last,
-            outcome_unknown: false,
+        Err(if refused {
+            Failed::Refused(last)
+        } else {
+            Failed::Final(last)
         })
     }
+}
+
+/// How a round of gateways failed a call.
+enum Failed {
+    /// The error is the call's.
+    Final(CallError),
+    /// A gateway refused the call without running it: another round may succeed.
+    Refused(CallError),
+}
+
+/// The first pause before a call every gateway refused is tried again; it doubles up to
+/// [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// The longest pause between two rounds of a refused call.
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// Whether `err` says the call did not run and another try (another gateway, a moment later)
+/// may succeed: a silo shutting down, a grain whose activation kept moving, a silo that could
+/// not be reached before the call was sent. The limits (`TooManyActivations`, `QueueFull`) and
+/// `StorageConflict` are retryable too, but are the application's to pace.
+fn certainly_not_run(err: &CallError) -> bool {
+    matches!(
+        err,
+        CallError::ShuttingDown
+            | CallError::Unavailable { .. }
+            | CallError::SiloUnavailable {
+                outcome_unknown: false,
+                ..
+            }
+    )
 }
 
 impl Invoker for ClientInvoker {
@@ -492,5 +610,34 @@ mod tests {
         // All silent: in turn anyway.
         assert_eq!(call_order(&g, &g, 2), vec![g[2], g[0], g[1]]);
         assert!(call_order(&[], &[], 7).is_empty());
+    }
+
+    #[test]
+    fn only_refusals_that_certainly_did_not_run_are_retried() {
+        let grain = granary_core::GrainId::new("t", 1);
+        let unavailable = |outcome_unknown| CallError::SiloUnavailable {
+            silo: "s0@1".into(),
+            reason: "r".into(),
+            outcome_unknown,
+        };
+        assert!(certainly_not_run(&CallError::ShuttingDown));
+        assert!(certainly_not_run(&unavailable(false)));
+        assert!(certainly_not_run(&CallError::Unavailable {
+            grain: grain.clone(),
+            attempts: 3,
+        }));
+        // It may have run: never retried behind the caller's back.
+        assert!(!certainly_not_run(&unavailable(true)));
+        assert!(!certainly_not_run(&CallError::Timeout {
+            grain: grain.clone(),
+            method: "m".into(),
+            timeout: Duration::from_secs(1),
+        }));
+        // The application's answer, or its limits to pace: the caller's to handle.
+        assert!(!certainly_not_run(&CallError::rejected(&grain, "no")));
+        assert!(!certainly_not_run(&CallError::QueueFull {
+            grain,
+            limit: 1
+        }));
     }
 }
