@@ -20,6 +20,7 @@ mod grain;
 mod id;
 mod message;
 mod mock;
+mod observer;
 pub mod provider;
 mod reference;
 pub mod state_codec;
@@ -37,6 +38,10 @@ pub use id::{
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
+pub use observer::{
+    Notified, OBSERVER_PREFIX, ObserverAddress, ObserverDispatch, ObserverInterface,
+    ObserverObject, ObserverSet,
+};
 pub use provider::ReminderTick;
 pub use reference::{CallOptions, GrainRef, Invoked, Invoker, OutgoingCall, TypedRef, typed_ref};
 

@@ -9,6 +9,7 @@
 //! silo that served the call, so callers cache it.
 
 mod client;
+mod clients;
 mod detector;
 mod lease;
 mod placement;
@@ -42,6 +43,7 @@ pub use placement::Placement;
 use crate::events::SiloEvent;
 use crate::request::{RemoteCall, Request, RequestKind};
 use crate::shared::{OwnerState, Shared};
+pub(crate) use clients::client_peer;
 use lease::Lease;
 use verdict::Liveness;
 use wire::{CallOut, ClusterMessage, Outgoing, ReplyIn, Served, encode_reply};
@@ -284,6 +286,8 @@ pub(crate) struct Cluster {
     beats: AtomicU64,
     /// Cancelled when this silo learns it was declared dead: its detector and lease stop.
     dead: CancellationToken,
+    /// The pushes in flight to each client connected here (bounded per client).
+    pushes: clients::Pushes,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -326,6 +330,7 @@ impl Cluster {
             liveness: parking_lot::Mutex::new(Liveness::new(stale_after)),
             beats: AtomicU64::new(0),
             dead: CancellationToken::new(),
+            pushes: clients::Pushes::default(),
             config,
             shared,
             host: OnceLock::new(),
@@ -532,7 +537,7 @@ impl Cluster {
         }
     }
 
-    fn address_of(&self, silo: &SiloId) -> Option<SocketAddr> {
+    pub(crate) fn address_of(&self, silo: &SiloId) -> Option<SocketAddr> {
         let view = self.view.read();
         match view.rows.get(silo) {
             Some((

@@ -39,6 +39,7 @@ mod invoker;
 mod layers;
 pub mod memory;
 mod metrics;
+pub mod observers;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod registry;
@@ -53,5 +54,6 @@ pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Plac
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
 pub use metrics::SiloMetrics;
+pub use observers::{ObserverHandle, ObserverTable};
 pub use shared::CallObserver;
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};

@@ -17,6 +17,7 @@ use granary_core::{ActivationHost, ActivationId, Clock, GrainId, Invoker, Method
 use crate::config::SiloConfig;
 use crate::events::SiloEvent;
 use crate::metrics::Metrics;
+use crate::observers::ObserverTable;
 use crate::request::Request;
 
 /// Observes every call a silo dispatches: grain, method and whether it arrived encoded.
@@ -72,6 +73,8 @@ pub(crate) struct Shared {
     invoker: OnceLock<Weak<dyn Invoker>>,
     /// Weak for the same reason: the router holds this.
     home: OnceLock<Weak<dyn Home>>,
+    /// The observer objects of this silo's clients.
+    observers: Arc<ObserverTable>,
     /// Reminders set by commits on this silo, for its reminder service (set when it starts).
     reminder_hints: OnceLock<tokio::sync::mpsc::Sender<ReminderHint>>,
 }
@@ -97,13 +100,21 @@ impl Shared {
         observer: Option<CallObserver>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let observers = Arc::new(ObserverTable::new(
+            silo.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
         Self {
             silo,
             config,
             store,
             directory,
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
+            tracker,
+            shutdown,
+            observers,
             events: broadcast::channel(4096).0,
             metrics: Metrics::new(),
             epoch: AtomicU64::new(0),
@@ -118,6 +129,11 @@ impl Shared {
     /// This silo's id.
     pub(crate) fn silo(&self) -> &SiloId {
         &self.silo
+    }
+
+    /// The observer objects this silo's clients serve.
+    pub(crate) fn observers(&self) -> &Arc<ObserverTable> {
+        &self.observers
     }
 
     /// The silo's configuration.

@@ -5,10 +5,11 @@
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
     GrainInterface, GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_KEY_LEN, MethodId,
-    MethodInfo, PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId,
-    StateGuard, StorageError, SystemClock, TraceId, TypedRef,
+    MethodInfo, Notified, ObserverAddress, ObserverInterface, ObserverObject, ObserverSet,
+    PublishedEvent, REMINDER_METHOD, ReminderError, ReminderTick, Result, SiloId, StateGuard,
+    StorageError, SystemClock, TraceId, TypedRef,
 };
-pub use granary_macros::{grain, grain_interface};
+pub use granary_macros::{grain, grain_interface, observer};
 pub use granary_silo::{
     Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
     DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,

@@ -12,22 +12,25 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use granary_core::{
-    CallError, Envelope, GrainInterface, GrainKey, Invoker, OutgoingCall, Payload, SiloId, codec,
-    typed_ref,
+    CallError, Envelope, GrainInterface, GrainKey, Invoker, ObserverAddress, ObserverInterface,
+    ObserverObject, OutgoingCall, Payload, SiloId, codec, typed_ref,
 };
 use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::MembersView;
-use super::wire::{CallOut, Outgoing, ReplyIn, Served, encode_reply};
+use super::wire::{CallOut, ClusterMessage, Incoming, Outgoing, ReplyIn, Served, encode_reply};
+use crate::observers::{ObserverHandle, ObserverTable};
+use crate::request::RemoteCall;
 
 /// How a [`ClusterClient`] reaches the cluster.
 #[derive(Clone)]
@@ -104,6 +107,12 @@ struct Inner {
     next: AtomicUsize,
     config: ClientConfig,
     stop: CancellationToken,
+    /// The client's transport id: what its observers' references name as the client.
+    id: SiloId,
+    /// The observer objects it serves (set once it knows its gateway).
+    observers: Arc<OnceLock<Arc<ObserverTable>>>,
+    /// The tasks that drain its observers' queues.
+    tasks: TaskTracker,
 }
 
 impl Drop for Inner {
@@ -130,19 +139,75 @@ impl std::fmt::Debug for ClusterClient {
     }
 }
 
-/// A client answers no calls.
-struct NoCalls;
+/// What a client answers: the calls to its observers (through the gateway that holds its
+/// connection); it hosts no grains.
+struct ClientCalls {
+    /// Set once the client knows its gateway.
+    observers: Arc<OnceLock<Arc<ObserverTable>>>,
+}
 
-impl Handler for NoCalls {
-    fn request(&self, _: &SiloId, _: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
-        let refusal = CallError::Rejected {
-            grain: granary_core::GrainId::new("client", 0),
-            reason: "a client hosts no grains".into(),
+impl ClientCalls {
+    /// The call in `body`, if it is one for an observer served here.
+    fn observer_call(&self, body: &[u8]) -> Result<(Arc<ObserverTable>, RemoteCall), CallError> {
+        let call = match codec::decode_borrowed::<Incoming<'_>>(body) {
+            Ok(ClusterMessage::Call(call)) => call.into_call(|_, _| None),
+            Ok(_) => {
+                return Err(CallError::Rejected {
+                    grain: granary_core::GrainId::new("client", 0),
+                    reason: "a client answers only calls to its observers".into(),
+                });
+            }
+            Err(err) => {
+                return Err(CallError::Codec {
+                    what: "message to a client".into(),
+                    reason: err.to_string(),
+                });
+            }
         };
-        futures::future::ready(encode_reply(Err(&refusal), &Served::Unknown)).boxed()
+        match self.observers.get() {
+            Some(table) if ObserverAddress::is_observer(&call.target) => Ok((table.clone(), call)),
+            _ => Err(CallError::Rejected {
+                grain: call.target,
+                reason: "a client hosts no grains".into(),
+            }),
+        }
+    }
+}
+
+impl Handler for ClientCalls {
+    fn request(&self, _: &SiloId, body: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
+        let (table, call) = match self.observer_call(&body) {
+            Ok(found) => found,
+            Err(err) => {
+                return futures::future::ready(encode_reply(Err(&err), &Served::Unknown)).boxed();
+            }
+        };
+        let name = call.method_name.clone();
+        let reply = table.invoke(
+            call.target,
+            call.method_name,
+            call.method,
+            Payload::Encoded(call.args),
+            call.timeout,
+        );
+        async move {
+            let result = match reply.await {
+                Ok(reply) => reply.into_bytes(&name),
+                Err(err) => Err(err),
+            };
+            encode_reply(result.as_deref().map_err(|e| e), &Served::Unknown)
+        }
+        .boxed()
     }
 
-    fn one_way(&self, _: &SiloId, _: Bytes) {}
+    fn one_way(&self, _: &SiloId, body: Bytes) {
+        let pushed = self.observer_call(&body).and_then(|(table, call)| {
+            table.send(call.target, call.method, Payload::Encoded(call.args))
+        });
+        if let Err(err) = pushed {
+            tracing::debug!(cause = %err, "one-way message to the client not delivered");
+        }
+    }
 }
 
 impl ClusterClient {
@@ -152,10 +217,13 @@ impl ClusterClient {
     /// [`ConnectError::NoGateway`] if none answers.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
         let id = SiloId::new(format!("client-{}", uuid_simple()), 0);
+        let observers = Arc::new(OnceLock::new());
         let transport = Transport::bind(
-            TransportConfig::new(&config.cluster, config.secret.clone(), id),
+            TransportConfig::new(&config.cluster, config.secret.clone(), id.clone()),
             "127.0.0.1:0".parse().expect("a socket address"),
-            Arc::new(NoCalls),
+            Arc::new(ClientCalls {
+                observers: observers.clone(),
+            }),
         )
         .await?;
         let inner = Arc::new(Inner {
@@ -165,11 +233,21 @@ impl ClusterClient {
             next: AtomicUsize::new(0),
             config,
             stop: CancellationToken::new(),
+            id,
+            observers,
+            tasks: TaskTracker::new(),
         });
         let mut reasons = Vec::new();
         for gateway in inner.config.gateways.clone() {
             match members(&inner, gateway).await {
                 Ok(found) if !found.is_empty() => {
+                    // The gateway that answered first holds the client's observers: their
+                    // references name it, and it reaches them over this connection.
+                    if let Ok(home) = inner.transport.peer_id(gateway).await {
+                        let table =
+                            ObserverTable::new(home, inner.tasks.clone(), inner.stop.clone());
+                        let _ = inner.observers.set(Arc::new(table));
+                    }
                     if inner.config.discover {
                         *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
                     }
@@ -195,6 +273,27 @@ impl ClusterClient {
         typed_ref::<G>(key, Arc::new(ClientInvoker(self.inner.clone())))
     }
 
+    /// Serves `object` (made by the generated `MatchWatcherRef::object(..)`) until the
+    /// returned handle is dropped. Its reference names the gateway the client connected
+    /// through first, which reaches the object over the client's connection; grains on any
+    /// silo call it through that gateway. If the gateway dies, calls fail with `ObserverGone`:
+    /// observe again (a new reference) and subscribe again.
+    ///
+    /// # Panics
+    /// Never: a connected client always knows its gateway.
+    pub fn observe<I: ObserverInterface>(&self, object: ObserverObject<I>) -> ObserverHandle<I> {
+        let table = self
+            .inner
+            .observers
+            .get()
+            .expect("a connected client knows the gateway that holds its observers");
+        table.register(
+            self.inner.id.name(),
+            object,
+            Arc::new(ClientInvoker(self.inner.clone())),
+        )
+    }
+
     /// The gateways the client currently uses.
     #[must_use]
     pub fn gateways(&self) -> Vec<SocketAddr> {
@@ -205,6 +304,8 @@ impl ClusterClient {
     pub async fn close(&self) {
         self.inner.stop.cancel();
         self.inner.transport.shutdown().await;
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 }
 

@@ -9,7 +9,9 @@
 //!
 //! Protocol 3 (transport [`PROTOCOL_VERSION`](granary_transport::PROTOCOL_VERSION)): a reply
 //! names the silo that served the call as [`Served`], which is one byte when that is the
-//! silo that answered (version 2 sent the silo's id with every reply).
+//! silo that answered (version 2 sent the silo's id with every reply). Protocol 4: a call's
+//! error may be `CallError::ObserverGone`, and a gateway sends calls for a client's observers
+//! to the client over the client's connection (the same `Call` message, answered as a reply).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
