@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use granary::{
-    ClientConfig, ClusterClient, ClusterConfig, GrainContext, GrainId, ObserverObject, ObserverSet,
-    Result, Silo, SiloConfig, SiloEvent, grain, observer,
+    CallError, ClientConfig, ClusterClient, ClusterConfig, GrainContext, GrainId, ObserverObject,
+    ObserverSet, Result, Silo, SiloConfig, SiloEvent, grain, observer,
 };
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
@@ -122,6 +122,23 @@ impl MatchGrain {
         ))
     }
 
+    /// Pushes `n` scores to every watcher without waiting; how many were accepted and how
+    /// many refused because a watcher's queue was full.
+    pub async fn flood(&self, ctx: &GrainContext<Self>, n: u32) -> Result<(u32, u32)> {
+        let watchers: Vec<MatchWatcherRef> = ctx.state().watchers.iter().cloned().collect();
+        let (mut accepted, mut full) = (0, 0);
+        for watcher in watchers {
+            for i in 0..n {
+                match watcher.on_score(i, 0).await {
+                    Ok(()) => accepted += 1,
+                    Err(CallError::QueueFull { .. }) => full += 1,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok((accepted, full))
+    }
+
     /// Asks every watcher whether it is there (request/response); the answers in order.
     pub async fn roll_call(&self, ctx: &GrainContext<Self>) -> Result<Vec<String>> {
         let watchers: Vec<MatchWatcherRef> = ctx.state().watchers.iter().cloned().collect();
@@ -136,6 +153,43 @@ impl MatchGrain {
         }
         Ok(names)
     }
+}
+
+/// A client that stops reading: every push it takes never ends.
+struct Stuck;
+
+impl MatchWatcher for Stuck {
+    async fn on_score(&self, _: u32, _: u32) -> Result<()> {
+        std::future::pending().await
+    }
+
+    async fn are_you_there(&self) -> Result<String> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_never_holds_the_grains_turn() {
+    let kit = GrainTest::<MatchGrain>::new("m4").await.unwrap();
+    let stuck = kit.observe(MatchWatcherRef::object(Stuck));
+    let game = kit.reference();
+    assert_eq!(game.subscribe(stuck.reference(), 60).await, Ok(1));
+    // Far more one-way pushes than the object's queue holds: the turn ends, the pushes over
+    // the bound are refused with `QueueFull` (and logged), the watcher is kept (its lease
+    // decides).
+    let (accepted, full) = game
+        .flood(granary::OBSERVER_QUEUE as u32 + 100)
+        .await
+        .unwrap();
+    assert!(full >= 99, "accepted {accepted}, refused {full}");
+    assert!(
+        accepted <= granary::OBSERVER_QUEUE as u32 + 1,
+        "accepted {accepted}"
+    );
+    // A request to it ends at its deadline with an unknown outcome, not never.
+    let err = game.roll_call().await.unwrap_err();
+    assert!(err.outcome_unknown(), "{err:?}");
+    assert_eq!(kit.state().watchers.len(), 1);
 }
 
 #[tokio::test]

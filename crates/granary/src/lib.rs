@@ -10,10 +10,11 @@ pub use granary_core::{
     StorageError, SystemClock, TraceId, TypedRef,
 };
 pub use granary_macros::{grain, grain_interface, observer};
+pub use granary_silo::observers::OBSERVER_QUEUE;
 pub use granary_silo::{
     Client, ClientConfig, ClusterClient, ClusterConfig, ConnectError as ClientConnectError,
-    DeactivationReason, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent,
-    SiloEvents, SiloMetrics, StartError, WaitTimeout,
+    DeactivationReason, ObserverHandle, Placement, ShutdownError, Silo, SiloBuilder, SiloConfig,
+    SiloEvent, SiloEvents, SiloMetrics, StartError, WaitTimeout,
 };
 
 pub mod provider {

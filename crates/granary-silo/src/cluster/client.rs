@@ -195,7 +195,7 @@ impl Handler for ClientCalls {
                 Ok(reply) => reply.into_bytes(&name),
                 Err(err) => Err(err),
             };
-            encode_reply(result.as_deref().map_err(|e| e), &Served::Unknown)
+            encode_reply(result.as_deref(), &Served::Unknown)
         }
         .boxed()
     }
@@ -541,6 +541,41 @@ impl Invoker for ClientInvoker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_client_answers_what_is_no_observer_call_with_a_clear_error() {
+        let calls = ClientCalls {
+            observers: Arc::new(OnceLock::new()),
+        };
+        let from = SiloId::new("gateway", 1);
+        let answer = |body: Vec<u8>| {
+            let calls = &calls;
+            let from = &from;
+            async move {
+                let reply = calls
+                    .request(from, Bytes::from(body), Duration::from_secs(1))
+                    .await;
+                ReplyIn::decode(&reply).map(|r| r.result.map(<[u8]>::to_vec))
+            }
+        };
+        // Garbage, and a message kind from a later build: a codec error that says so.
+        for body in [vec![0xff; 3], vec![42, 0, 0, 0]] {
+            let err = answer(body).await.unwrap().unwrap_err();
+            assert!(
+                matches!(&err, CallError::Codec { what, .. } if what == "message to a client"),
+                "{err:?}"
+            );
+        }
+        // A message a silo would answer: refused by name.
+        let members = codec::encode(&Outgoing::Members).unwrap();
+        let err = answer(members).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, CallError::Rejected { reason, .. } if reason.contains("observers")),
+            "{err:?}"
+        );
+        // A one-way message of any kind is dropped, never a panic.
+        calls.one_way(&from, Bytes::from(vec![0xff; 3]));
+    }
 
     #[test]
     fn calls_take_the_answering_gateways_in_turn_and_the_silent_ones_last() {
