@@ -322,3 +322,74 @@ async fn a_grain_on_silo_b_pushes_to_a_client_connected_to_silo_a() {
         silo.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_gateway_leaves_fails_over_and_keeps_receiving_after_subscribing_again() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("observers-failover");
+    let mut silos: Vec<Silo> = Vec::new();
+    for name in ["a", "b"] {
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
+                .await
+                .unwrap(),
+        );
+        let config =
+            ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+        let mut builder = Silo::builder()
+            .config(SiloConfig {
+                name: name.to_owned(),
+                ..SiloConfig::test_profile()
+            })
+            .storage(store.clone())
+            .membership(Arc::new(RedisMembership::new(store)))
+            .cluster(config);
+        if name == "b" {
+            builder = builder.register::<MatchGrain>();
+        }
+        silos.push(builder.start().await.unwrap());
+    }
+    for silo in &silos {
+        if silo.members().len() < 2 {
+            silo.events()
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+                .await
+                .unwrap();
+        }
+    }
+    let gateways = silos.iter().map(|s| s.address().unwrap()).collect();
+    let mut config = ClientConfig::new(&cluster, SECRET, gateways);
+    config.call_timeout = Duration::from_secs(5);
+    config.refresh = Duration::from_millis(100);
+    let client = ClusterClient::connect(config).await.unwrap();
+    let mut home = client.observer_gateway();
+    assert_eq!(
+        *home.borrow_and_update(),
+        silos[0].id().clone(),
+        "a answered first"
+    );
+    let (object, mut scores) = screen("erin");
+    let erin = client.observe(object);
+    let game = client.grain::<MatchGrain>("m5");
+    assert_eq!(game.subscribe(erin.reference(), 60).await, Ok(1));
+    assert_eq!(game.goal().await, Ok((1, 0, 0, 1)));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+
+    // The gateway leaves: the client moves its observers to b and subscribes again.
+    let b = silos[1].id().clone();
+    silos.remove(0).shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), home.changed())
+        .await
+        .expect("the client fails over within its refreshes")
+        .unwrap();
+    assert_eq!(*home.borrow(), b);
+    assert_eq!(game.subscribe(erin.reference(), 60).await, Ok(2));
+    // The old reference is found gone (its gateway left) and dropped; the new one is told.
+    assert_eq!(game.goal().await, Ok((1, 1, 0, 1)));
+    assert_eq!(scores.recv().await, Some((2, 0)));
+    assert_eq!(game.roll_call().await, Ok(vec!["erin".to_owned()]));
+    client.close().await;
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}

@@ -8,7 +8,6 @@
 //! longer has fails with `ObserverGone`.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -39,7 +38,8 @@ struct Served {
 
 /// The observer objects served by one process, by client and object number.
 pub struct ObserverTable {
-    gateway: SiloId,
+    /// Changes when a client fails over to another gateway.
+    gateway: parking_lot::RwLock<SiloId>,
     objects: DashMap<(Arc<str>, u64), Served>,
     next: AtomicU64,
     clients: AtomicU64,
@@ -51,7 +51,7 @@ pub struct ObserverTable {
 impl fmt::Debug for ObserverTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ObserverTable")
-            .field("gateway", &self.gateway)
+            .field("gateway", &*self.gateway.read())
             .field("objects", &self.objects.len())
             .finish_non_exhaustive()
     }
@@ -63,7 +63,7 @@ impl ObserverTable {
     #[must_use]
     pub fn new(gateway: SiloId, tracker: TaskTracker, stop: CancellationToken) -> Self {
         Self {
-            gateway,
+            gateway: parking_lot::RwLock::new(gateway),
             objects: DashMap::new(),
             next: AtomicU64::new(1),
             clients: AtomicU64::new(1),
@@ -82,8 +82,14 @@ impl ObserverTable {
 
     /// The gateway its references name.
     #[must_use]
-    pub fn gateway(&self) -> &SiloId {
-        &self.gateway
+    pub fn gateway(&self) -> SiloId {
+        self.gateway.read().clone()
+    }
+
+    /// Names `gateway` in the references made from now on (a client failed over to it): the
+    /// objects stay, [`ObserverHandle::reference`] gives the new references.
+    pub fn set_gateway(&self, gateway: SiloId) {
+        *self.gateway.write() = gateway;
     }
 
     /// A new client name, unique in this table (`local-<n>`).
@@ -141,20 +147,14 @@ impl ObserverTable {
                 queue,
             },
         );
-        let address = ObserverAddress {
-            gateway: self.gateway.clone(),
-            client: client.to_string(),
-            object: number,
-        };
-        ObserverHandle {
-            reference: I::Ref::from(GrainRef::new(
-                GrainId::new(I::TYPE_NAME, address.to_key()),
-                invoker,
-            )),
+        let handle = ObserverHandle {
             table: Arc::downgrade(self),
             key: (client, number),
-            interface: PhantomData,
-        }
+            invoker,
+            reference: parking_lot::Mutex::new(None),
+        };
+        handle.refresh(&self.gateway());
+        handle
     }
 
     /// Stops serving every object of `client` (its connection is gone); how many.
@@ -272,30 +272,62 @@ impl ObserverTable {
 /// An observer object a client serves, and its reference. Dropping it stops serving the object:
 /// calls to the reference then fail with `ObserverGone`.
 pub struct ObserverHandle<I: ObserverInterface> {
-    reference: I::Ref,
     table: Weak<ObserverTable>,
     key: (Arc<str>, u64),
-    interface: PhantomData<fn() -> I>,
+    invoker: Arc<dyn Invoker>,
+    /// The reference naming the gateway it was last made for.
+    reference: parking_lot::Mutex<Option<(SiloId, I::Ref)>>,
 }
 
 impl<I: ObserverInterface> ObserverHandle<I> {
-    /// The reference to hand to grains (a subscribe call's argument); it stays valid as long
-    /// as the handle lives.
+    /// The reference to hand to grains (a subscribe call's argument). It names the gateway
+    /// the client reaches the cluster through now: after a failover (see
+    /// `ClusterClient::observer_gateway`) this gives a new reference, to subscribe again with.
     #[must_use]
     pub fn reference(&self) -> I::Ref {
-        self.reference.clone()
+        let gateway = self.table.upgrade().map(|t| t.gateway());
+        match gateway {
+            Some(gateway) => self.refresh(&gateway),
+            None => self
+                .reference
+                .lock()
+                .as_ref()
+                .map(|(_, r)| r.clone())
+                .expect("a handle is made with its reference"),
+        }
     }
 
     /// The reference's id.
     #[must_use]
-    pub fn id(&self) -> &GrainId {
-        self.reference.grain_ref().id()
+    pub fn id(&self) -> GrainId {
+        self.reference().grain_ref().id().clone()
+    }
+
+    /// The reference for `gateway`, made again if the gateway changed.
+    fn refresh(&self, gateway: &SiloId) -> I::Ref {
+        let mut cached = self.reference.lock();
+        if let Some((at, reference)) = &*cached
+            && at == gateway
+        {
+            return reference.clone();
+        }
+        let address = ObserverAddress {
+            gateway: gateway.clone(),
+            client: self.key.0.to_string(),
+            object: self.key.1,
+        };
+        let reference = I::Ref::from(GrainRef::new(
+            GrainId::new(I::TYPE_NAME, address.to_key()),
+            self.invoker.clone(),
+        ));
+        *cached = Some((gateway.clone(), reference.clone()));
+        reference
     }
 }
 
 impl<I: ObserverInterface> fmt::Debug for ObserverHandle<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ObserverHandle").field(self.id()).finish()
+        f.debug_tuple("ObserverHandle").field(&self.key).finish()
     }
 }
 

@@ -24,6 +24,7 @@ use granary_core::{
 };
 use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -113,6 +114,8 @@ struct Inner {
     observers: Arc<OnceLock<Arc<ObserverTable>>>,
     /// The tasks that drain its observers' queues.
     tasks: TaskTracker,
+    /// The gateway that holds its observers (changes when it fails over).
+    home: watch::Sender<SiloId>,
 }
 
 impl Drop for Inner {
@@ -236,6 +239,7 @@ impl ClusterClient {
             id,
             observers,
             tasks: TaskTracker::new(),
+            home: watch::Sender::new(SiloId::new("", 0)),
         });
         let mut reasons = Vec::new();
         for gateway in inner.config.gateways.clone() {
@@ -244,6 +248,7 @@ impl ClusterClient {
                     // The gateway that answered first holds the client's observers: their
                     // references name it, and it reaches them over this connection.
                     if let Ok(home) = inner.transport.peer_id(gateway).await {
+                        inner.home.send_replace(home.clone());
                         let table =
                             ObserverTable::new(home, inner.tasks.clone(), inner.stop.clone());
                         let _ = inner.observers.set(Arc::new(table));
@@ -292,6 +297,16 @@ impl ClusterClient {
             object,
             Arc::new(ClientInvoker(self.inner.clone())),
         )
+    }
+
+    /// The gateway that holds the client's observers, watched: it changes when that gateway
+    /// leaves the cluster or dies and the client fails over to another active silo. The
+    /// objects stay served; their handles' `reference()` then names the new gateway, and the
+    /// client subscribes again with it (grains drop the old references when a push finds them
+    /// gone, or at the end of their lease).
+    #[must_use]
+    pub fn observer_gateway(&self) -> watch::Receiver<SiloId> {
+        self.inner.home.subscribe()
     }
 
     /// The gateways the client currently uses.
@@ -398,6 +413,7 @@ async fn refresh(inner: &Inner) {
         .filter(|addr| !active.contains(addr))
         .copied()
         .collect();
+    fail_over(inner, &freshest.active).await;
     let mut gateways = inner.gateways.write();
     if inner.config.discover && !active.is_empty() {
         let seeds: Vec<SocketAddr> = inner
@@ -410,6 +426,27 @@ async fn refresh(inner: &Inner) {
         *gateways = with_seeds(active, &seeds);
     } else if inner.config.discover {
         gateways.retain(|g| !dead_addrs.contains(g));
+    }
+}
+
+/// Moves the client's observers to another active silo when their gateway is no longer
+/// active (it left or was declared dead): the first of `active` that answers.
+async fn fail_over(inner: &Inner, active: &[(SiloId, SocketAddr)]) {
+    let Some(table) = inner.observers.get() else {
+        return;
+    };
+    let home = table.gateway();
+    if active.is_empty() || active.iter().any(|(silo, _)| *silo == home) {
+        return;
+    }
+    for (silo, addr) in active {
+        // Connects (the gateway reaches the client over this link) and checks who is there.
+        if inner.transport.peer_id(*addr).await.ok().as_ref() == Some(silo) {
+            tracing::info!(from = %home, to = %silo, "observers fail over to another gateway");
+            table.set_gateway(silo.clone());
+            inner.home.send_replace(silo.clone());
+            return;
+        }
     }
 }
 
