@@ -2,32 +2,25 @@
 //! the objects live with a client. Tested on one silo (the reference stored in state survives
 //! a deactivation), in a `GrainTest` on the virtual clock (an expired observer is dropped), and
 //! across silos on a real Redis: a grain on silo B pushes to a `ClusterClient` connected only
-//! to silo A, and a client that disconnects is dropped from the set.
+//! to silo A, a client that disconnects is dropped from the set, and a client whose gateway
+//! leaves (in process) or is SIGKILLed (`test-silo` processes) fails over and keeps receiving
+//! after subscribing again. The grain and the observer interface are in the crate's lib, so
+//! that `test-silo` hosts them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use granary::{
-    CallError, ClientConfig, ClusterClient, ClusterConfig, GrainContext, GrainId, ObserverObject,
-    ObserverSet, Result, Silo, SiloConfig, SiloEvent, grain, observer,
+    ClientConfig, ClusterClient, ClusterConfig, GrainId, ObserverObject, Result, Silo, SiloConfig,
+    SiloEvent,
 };
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use granary_testkit::{GrainTest, TestSilo};
-use serde::{Deserialize, Serialize};
+use granary_tests::{MatchGrain, MatchWatcher, MatchWatcherRef};
 use tokio::sync::mpsc;
 
 const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
-
-/// What a match tells its watchers.
-#[observer(name = "obs.match_watcher")]
-pub trait MatchWatcher {
-    /// The score changed.
-    #[one_way]
-    async fn on_score(&self, home: u32, away: u32) -> Result<()>;
-    /// Whether the watcher is still there (answered by its client).
-    async fn are_you_there(&self) -> Result<String>;
-}
 
 /// A watcher that forwards the scores it is told to the test.
 struct Screen {
@@ -60,99 +53,6 @@ fn screen(
         }),
         rx,
     )
-}
-
-/// A match's state: its watchers with their leases, and the score.
-#[derive(Default, Serialize, Deserialize)]
-pub struct MatchState {
-    watchers: ObserverSet<MatchWatcherRef>,
-    home: u32,
-}
-
-/// What one push did: delivered, gone, expired, and the watchers left.
-type Pushed = (usize, usize, usize, usize);
-
-#[derive(Default)]
-pub struct MatchGrain;
-
-#[grain(name = "obs.match", state = MatchState, idle_after = "never")]
-impl MatchGrain {
-    /// Subscribes (or renews) `watcher` for `lease_secs`; returns how many watch.
-    pub async fn subscribe(
-        &self,
-        ctx: &GrainContext<Self>,
-        watcher: MatchWatcherRef,
-        lease_secs: u64,
-    ) -> Result<usize> {
-        let now = ctx.now();
-        let watching = {
-            let mut state = ctx.state();
-            state
-                .watchers
-                .subscribe(watcher, now, Duration::from_secs(lease_secs));
-            state.watchers.len()
-        };
-        ctx.write_state().await?;
-        Ok(watching)
-    }
-
-    /// The home side scores: every watcher is told, one-way.
-    pub async fn goal(&self, ctx: &GrainContext<Self>) -> Result<Pushed> {
-        let now = ctx.now();
-        let pushes = {
-            let mut state = ctx.state();
-            state.home += 1;
-            let home = state.home;
-            state
-                .watchers
-                .notify(now, move |w| async move { w.on_score(home, 0).await })
-        };
-        let notified = pushes.await;
-        let left = {
-            let mut state = ctx.state();
-            state.watchers.settle(&notified);
-            state.watchers.len()
-        };
-        ctx.write_state().await?;
-        Ok((
-            notified.delivered,
-            notified.gone.len(),
-            notified.expired,
-            left,
-        ))
-    }
-
-    /// Pushes `n` scores to every watcher without waiting; how many were accepted and how
-    /// many refused because a watcher's queue was full.
-    pub async fn flood(&self, ctx: &GrainContext<Self>, n: u32) -> Result<(u32, u32)> {
-        let watchers: Vec<MatchWatcherRef> = ctx.state().watchers.iter().cloned().collect();
-        let (mut accepted, mut full) = (0, 0);
-        for watcher in watchers {
-            for i in 0..n {
-                match watcher.on_score(i, 0).await {
-                    Ok(()) => accepted += 1,
-                    Err(CallError::QueueFull { .. }) => full += 1,
-                    Err(err) => return Err(err),
-                }
-            }
-        }
-        Ok((accepted, full))
-    }
-
-    /// Asks every watcher whether it is there (request/response); the answers in order.
-    pub async fn roll_call(&self, ctx: &GrainContext<Self>) -> Result<Vec<String>> {
-        let watchers: Vec<MatchWatcherRef> = ctx.state().watchers.iter().cloned().collect();
-        let mut names = Vec::new();
-        for watcher in watchers {
-            names.push(
-                watcher
-                    .with_timeout(Duration::from_secs(5))
-                    .are_you_there()
-                    .await?,
-            );
-        }
-        Ok(names)
-    }
 }
 
 /// A client that stops reading: every push it takes never ends.
@@ -392,4 +292,59 @@ async fn a_client_whose_gateway_leaves_fails_over_and_keeps_receiving_after_subs
     for silo in silos {
         silo.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keeps_receiving_after_its_gateway_process_is_sigkilled() {
+    let cluster = unique_name("observers-kill");
+    let a = crate::processes::start(&cluster, "a", "random").await;
+    let b = crate::processes::start(&cluster, "b", "random").await;
+    let c = crate::processes::start(&cluster, "c", "random").await;
+    let mut config = ClientConfig::new(&cluster, SECRET, vec![a.addr]);
+    config.call_timeout = Duration::from_secs(3);
+    config.refresh = Duration::from_millis(200);
+    let client = ClusterClient::connect(config).await.unwrap();
+    let mut home = client.observer_gateway();
+    assert_eq!(home.borrow_and_update().name(), "a");
+    // The client knows the other gateways before its own goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client.gateways().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            client.gateways()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (object, mut scores) = screen("finn");
+    let finn = client.observe(object);
+    let game = client.grain::<MatchGrain>("m6");
+    assert_eq!(game.subscribe(finn.reference(), 60).await, Ok(1));
+    assert_eq!(game.goal().await.map(|p| p.0), Ok(1));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+
+    a.signal("-KILL");
+    tokio::time::timeout(Duration::from_secs(60), home.changed())
+        .await
+        .expect("the client fails over once the cluster declares its gateway dead")
+        .unwrap();
+    let moved_to = home.borrow().name().to_owned();
+    assert!(moved_to == "b" || moved_to == "c", "{moved_to}");
+    // Subscribe again (the match may have lived on the killed silo: retried until it is
+    // served again), then the next goal reaches the client through its new gateway.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match game.subscribe(finn.reference(), 60).await {
+            Ok(_) => break,
+            Err(err) => assert!(tokio::time::Instant::now() < deadline, "{err:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (delivered, _, _, _) = game.goal().await.unwrap();
+    assert_eq!(delivered, 1, "only the new reference is reached");
+    let (home_goals, _) = scores.recv().await.unwrap();
+    assert!(home_goals >= 2);
+    assert_eq!(game.roll_call().await, Ok(vec!["finn".to_owned()]));
+    client.close().await;
+    drop((b, c));
 }
