@@ -340,11 +340,45 @@ async fn a_client_keeps_receiving_after_its_gateway_process_is_sigkilled() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (delivered, _, _, _) = game.goal().await.unwrap();
-    assert_eq!(delivered, 1, "only the new reference is reached");
-    let (home_goals, _) = scores.recv().await.unwrap();
-    assert!(home_goals >= 2);
-    assert_eq!(game.roll_call().await, Ok(vec!["finn".to_owned()]));
+    // Every goal reaches the new reference. The old one is dropped once the match's silo,
+    // too, sees its gateway gone (until then a push to it fails without being sent, and it
+    // is kept).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (delivered, _, _, left) = match game.goal().await {
+            Ok(pushed) => pushed,
+            // A stale directory cache at a gateway (see below): the goal did not run.
+            Err(err) if err.is_retryable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(err) => panic!("{err:?}"),
+        };
+        assert_eq!(delivered, 1, "the new reference is reached");
+        let (home_goals, _) = scores.recv().await.unwrap();
+        assert!(home_goals >= 2);
+        if left == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old reference is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A gateway whose directory cache still names the killed silo as the match's host fails
+    // the call before sending it (retryable) until it learns better.
+    loop {
+        match game.roll_call().await {
+            Ok(names) => {
+                assert_eq!(names, vec!["finn".to_owned()]);
+                break;
+            }
+            Err(err) if err.is_retryable() && tokio::time::Instant::now() < deadline => {}
+            Err(err) => panic!("{err:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     client.close().await;
     drop((b, c));
 }
