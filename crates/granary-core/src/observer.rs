@@ -139,9 +139,10 @@ impl<I> fmt::Debug for ObserverObject<I> {
 /// [`settle`](Self::settle) drops the ones that answered "gone".
 ///
 /// Times come from the grain (`ctx.now()`), so the test kit's virtual clock drives expiry.
-/// The state lock cannot be held across an `await`, so a notification takes three steps:
+/// The state lock cannot be held across an `await`, so a notification takes three steps (a
+/// whole grain doing it is in `docs/writing-grains.md`, "Observers"):
 ///
-/// ```ignore
+/// ```text
 /// let pushes = ctx.state().watchers.notify(ctx.now(), |w| {
 ///     let update = update.clone();
 ///     async move { w.on_update(update).await }
