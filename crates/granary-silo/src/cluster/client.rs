@@ -247,12 +247,16 @@ impl ClusterClient {
                 Ok(found) if !found.is_empty() => {
                     // The gateway that answered first holds the client's observers: their
                     // references name it, and it reaches them over this connection.
-                    if let Ok(home) = inner.transport.peer_id(gateway).await {
-                        inner.home.send_replace(home.clone());
-                        let table =
-                            ObserverTable::new(home, inner.tasks.clone(), inner.stop.clone());
-                        let _ = inner.observers.set(Arc::new(table));
-                    }
+                    let home = match inner.transport.peer_id(gateway).await {
+                        Ok(home) => home,
+                        Err(err) => {
+                            reasons.push(format!("{gateway}: {err}"));
+                            continue;
+                        }
+                    };
+                    inner.home.send_replace(home.clone());
+                    let table = ObserverTable::new(home, inner.tasks.clone(), inner.stop.clone());
+                    let _ = inner.observers.set(Arc::new(table));
                     if inner.config.discover {
                         *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
                     }
@@ -285,7 +289,7 @@ impl ClusterClient {
     /// observe again (a new reference) and subscribe again.
     ///
     /// # Panics
-    /// Never: a connected client always knows its gateway.
+    /// Never: `connect` succeeds only once it knows the gateway that holds the observers.
     pub fn observe<I: ObserverInterface>(&self, object: ObserverObject<I>) -> ObserverHandle<I> {
         let table = self
             .inner
