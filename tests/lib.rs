@@ -1,6 +1,8 @@
 //! What the cluster tests share with the `test-silo` process they start: the grain types.
 
-use granary::{Event, GrainContext, Result, grain};
+use std::time::Duration;
+
+use granary::{CallError, Event, GrainContext, ObserverSet, Result, grain, observer};
 use serde::{Deserialize, Serialize};
 
 /// The persisted count of a [`CounterGrain`].
@@ -250,5 +252,111 @@ impl ReminderGrain {
             missed: tick.missed,
         });
         ctx.write_state().await
+    }
+}
+
+/// What a match tells its watchers.
+#[observer(name = "obs.match_watcher")]
+pub trait MatchWatcher {
+    /// The score changed.
+    #[one_way]
+    async fn on_score(&self, home: u32, away: u32) -> Result<()>;
+    /// Whether the watcher is still there (answered by its client).
+    async fn are_you_there(&self) -> Result<String>;
+}
+
+/// A match's state: its watchers with their leases, and the score.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MatchState {
+    /// The watchers and their leases.
+    pub watchers: ObserverSet<MatchWatcherRef>,
+    /// The home side's goals.
+    pub home: u32,
+}
+
+/// What one push did: delivered, gone, expired, and the watchers left.
+type Pushed = (usize, usize, usize, usize);
+
+/// A match that pushes its score to its watchers (observers of its clients).
+#[derive(Debug, Default)]
+pub struct MatchGrain;
+
+#[grain(name = "obs.match", state = MatchState, idle_after = "never")]
+impl MatchGrain {
+    /// Subscribes (or renews) `watcher` for `lease_secs`; returns how many watch.
+    pub async fn subscribe(
+        &self,
+        ctx: &GrainContext<Self>,
+        watcher: MatchWatcherRef,
+        lease_secs: u64,
+    ) -> Result<usize> {
+        let now = ctx.now();
+        let watching = {
+            let mut state = ctx.state();
+            state
+                .watchers
+                .subscribe(watcher, now, Duration::from_secs(lease_secs));
+            state.watchers.len()
+        };
+        ctx.write_state().await?;
+        Ok(watching)
+    }
+
+    /// The home side scores: every watcher is told, one-way.
+    pub async fn goal(&self, ctx: &GrainContext<Self>) -> Result<Pushed> {
+        let now = ctx.now();
+        let pushes = {
+            let mut state = ctx.state();
+            state.home += 1;
+            let home = state.home;
+            state
+                .watchers
+                .notify(now, move |w| async move { w.on_score(home, 0).await })
+        };
+        let notified = pushes.await;
+        let left = {
+            let mut state = ctx.state();
+            state.watchers.settle(&notified);
+            state.watchers.len()
+        };
+        ctx.write_state().await?;
+        Ok((
+            notified.delivered,
+            notified.gone.len(),
+            notified.expired,
+            left,
+        ))
+    }
+
+    /// Pushes `n` scores to every watcher without waiting; how many were accepted and how
+    /// many refused because a watcher's queue was full.
+    pub async fn flood(&self, ctx: &GrainContext<Self>, n: u32) -> Result<(u32, u32)> {
+        let watchers: Vec<MatchWatcherRef> = ctx.state().watchers.iter().cloned().collect();
+        let (mut accepted, mut full) = (0, 0);
+        for watcher in watchers {
+            for i in 0..n {
+                match watcher.on_score(i, 0).await {
+                    Ok(()) => accepted += 1,
+                    Err(CallError::QueueFull { .. }) => full += 1,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok((accepted, full))
+    }
+
+    /// Asks every watcher whether it is there (request/response); the answers in order.
+    pub async fn roll_call(&self, ctx: &GrainContext<Self>) -> Result<Vec<String>> {
+        let watchers: Vec<MatchWatcherRef> = ctx.state().watchers.iter().cloned().collect();
+        let mut names = Vec::new();
+        for watcher in watchers {
+            names.push(
+                watcher
+                    .with_timeout(Duration::from_secs(5))
+                    .are_you_there()
+                    .await?,
+            );
+        }
+        Ok(names)
     }
 }

@@ -1,7 +1,7 @@
 //! A silo process hosting the test grains, configured by `GRANARY_*` variables (see
 //! `granary-node`): the multi-process cluster tests start, SIGKILL and SIGSTOP it.
 
-use granary_tests::{CounterGrain, ReminderGrain};
+use granary_tests::{CounterGrain, MatchGrain, ReminderGrain};
 
 #[tokio::main]
 async fn main() {
@@ -13,7 +13,9 @@ async fn main() {
         }
     };
     if let Err(err) = granary_node::run(settings, |silo| {
-        silo.register::<CounterGrain>().register::<ReminderGrain>()
+        silo.register::<CounterGrain>()
+            .register::<ReminderGrain>()
+            .register::<MatchGrain>()
     })
     .await
     {

@@ -23,6 +23,7 @@ mod lifecycle;
 mod limits;
 mod metrics;
 mod multi_silo;
+mod observers;
 mod processes;
 mod roles;
 mod stateless;

@@ -285,6 +285,17 @@ pub enum CallError {
         /// The bytes of its keys and values.
         bytes: usize,
     },
+    /// The observer the call was for is gone: its client disconnected or dropped the
+    /// observer object, or the gateway that held the client's connection no longer knows it.
+    /// The call did not run. Drop the reference (an [`ObserverSet`](crate::ObserverSet) does
+    /// so on its own); the client subscribes again with a new one.
+    #[error("observer {observer} is gone: {reason}")]
+    ObserverGone {
+        /// The observer's reference id.
+        observer: GrainId,
+        /// Why it is known to be gone.
+        reason: String,
+    },
 }
 
 /// Why a reminder was refused (in [`CallError::Reminder`]).
@@ -373,6 +384,13 @@ impl CallError {
                     ..
                 }
         )
+    }
+
+    /// Whether the call went to an observer that is gone ([`ObserverGone`](Self::ObserverGone)):
+    /// the reference will never work again and should be dropped.
+    #[must_use]
+    pub fn is_gone(&self) -> bool {
+        matches!(self, Self::ObserverGone { .. })
     }
 
     /// An application-level refusal, for grain code: `return Err(CallError::rejected(ctx.id(), "match is full"))`.

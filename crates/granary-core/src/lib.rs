@@ -20,6 +20,7 @@ mod grain;
 mod id;
 mod message;
 mod mock;
+mod observer;
 pub mod provider;
 mod reference;
 mod request_context;
@@ -40,6 +41,10 @@ pub use id::{
 };
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
+pub use observer::{
+    Notified, OBSERVER_PREFIX, ObserverAddress, ObserverDispatch, ObserverInterface,
+    ObserverObject, ObserverSet,
+};
 pub use provider::ReminderTick;
 pub use reference::{CallOptions, GrainRef, Invoked, Invoker, OutgoingCall, TypedRef, typed_ref};
 pub use request_context::{MAX_CONTEXT_BYTES, MAX_CONTEXT_ENTRIES, RequestContext};

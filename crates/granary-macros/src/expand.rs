@@ -1,16 +1,18 @@
 //! Code generation: the `Grain` impl (metadata, dispatch, hooks), in
 //! [`reference`](mod@reference) the typed reference and in [`mock`](mod@mock) the typed mock
 //! for test kits, in [`interface`](mod@interface) a `#[grain_interface]` trait and a grain's
-//! implementation of it.
+//! implementation of it, in [`observer`](mod@observer) an `#[observer]` trait.
 //!
 //! Errors do not stop the expansion: what could be read is still generated next to the
 //! `compile_error!`s (see [`Errors`]).
 
 mod interface;
 mod mock;
+mod observer;
 mod reference;
 
 pub(crate) use interface::grain_interface;
+pub(crate) use observer::observer;
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};

@@ -348,3 +348,77 @@ pub fn grain(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn grain_interface(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::grain_interface(args.into(), item.into()).into()
 }
+
+/// Declares an observer interface: what grains may call on an object that a client (a game
+/// front end, a test) serves, to push to it. The generated reference (`MatchWatcherRef`) is
+/// serializable, so a grain keeps it in its state (alone or in an `ObserverSet`) and calls it
+/// like a grain reference: one-way (`#[one_way]`, fire and forget: queued for the client, never
+/// waiting on it) or request/response with a deadline.
+///
+/// ```
+/// use granary::{Result, observer};
+///
+/// /// What a player's screen is told about a match.
+/// #[observer(name = "match_watcher")]
+/// pub trait MatchWatcher {
+///     /// The score changed.
+///     #[one_way]
+///     async fn on_score(&self, home: u32, away: u32) -> Result<()>;
+///     /// Asks whether the player is still looking; answered by the client.
+///     async fn are_you_there(&self) -> Result<bool>;
+/// }
+///
+/// /// The client's object behind the reference.
+/// struct Screen(tokio::sync::mpsc::UnboundedSender<(u32, u32)>);
+///
+/// impl MatchWatcher for Screen {
+///     async fn on_score(&self, home: u32, away: u32) -> Result<()> {
+///         let _ = self.0.send((home, away));
+///         Ok(())
+///     }
+///     async fn are_you_there(&self) -> Result<bool> {
+///         Ok(true)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let silo = granary::Silo::builder().start().await?;
+/// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+/// let screen = silo.client().observe(MatchWatcherRef::object(Screen(tx)));
+/// // What a grain would do with the reference it was given.
+/// let watcher: MatchWatcherRef = screen.reference();
+/// watcher.on_score(1, 0).await?;
+/// assert!(watcher.are_you_there().await?);
+/// assert_eq!(rx.recv().await, Some((1, 0)));
+/// // Dropping the handle ends the object: calls then fail with `ObserverGone`.
+/// drop(screen);
+/// assert!(watcher.are_you_there().await.unwrap_err().is_gone());
+/// silo.shutdown().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Arguments
+///
+/// - `name = "match_watcher"` (required): the interface's stable name; the reference's type
+///   name is `observer:` followed by it.
+/// - `crate = "path"`: where the `granary` facade is, as for `#[grain]`.
+///
+/// # Methods
+///
+/// As for [`grain_interface`]: `async fn`s without a body taking `&self` and owned,
+/// serializable arguments, returning `Result<T>` (or a domain error), `#[one_way]` allowed.
+///
+/// # Generated items
+///
+/// - The trait itself, `pub trait MatchWatcher: Send + Sync + 'static`, each method returning
+///   `impl Future<Output = ..> + Send` (implement it with `async fn`).
+/// - `MatchWatcherRef`: the typed reference, as for a grain interface, with `impl
+///   GrainInterface` and `impl ObserverInterface`, and `MatchWatcherRef::object(object)`,
+///   which wraps an object for `observe`.
+/// - `MatchWatcherMock`: `kit.mock::<MatchWatcherRef>()` in a test kit.
+#[proc_macro_attribute]
+pub fn observer(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::observer(args.into(), item.into()).into()
+}

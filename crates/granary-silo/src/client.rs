@@ -3,22 +3,46 @@
 use std::fmt;
 use std::sync::Arc;
 
-use granary_core::{GrainId, GrainInterface, GrainKey, GrainRef, Invoker, RequestContext};
+use granary_core::{
+    GrainId, GrainInterface, GrainKey, GrainRef, Invoker, ObserverInterface, ObserverObject,
+    RequestContext,
+};
+
+use crate::observers::{ObserverHandle, ObserverTable};
 
 /// A handle that creates grain references, for code outside any grain (a game front-end task,
-/// a test). Cheap to clone.
+/// a test), and serves observer objects for grains to call. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
     invoker: Arc<dyn Invoker>,
     context: RequestContext,
+    observers: Arc<ObserverTable>,
+    /// Names this client in its observers' references.
+    name: Arc<str>,
 }
 
 impl Client {
-    pub(crate) fn new(invoker: Arc<dyn Invoker>) -> Self {
+    pub(crate) fn new(
+        invoker: Arc<dyn Invoker>,
+        observers: Arc<ObserverTable>,
+        name: Arc<str>,
+    ) -> Self {
         Self {
             invoker,
             context: RequestContext::new(),
+            observers,
+            name,
         }
+    }
+
+    /// Serves `object` (made by the generated `MatchWatcherRef::object(..)`) until the
+    /// returned handle is dropped; the handle's [`reference`](ObserverHandle::reference) is
+    /// what grains call (pass it to a subscribe method). One-way calls queue for the object
+    /// (at most [`OBSERVER_QUEUE`](crate::observers::OBSERVER_QUEUE), then refused with
+    /// `QueueFull`); requests run it at once, within the caller's deadline.
+    pub fn observe<I: ObserverInterface>(&self, object: ObserverObject<I>) -> ObserverHandle<I> {
+        self.observers
+            .register(&self.name, object, self.invoker.clone())
     }
 
     /// A reference to the grain of type `G` with `key`. The grain always exists: the first call

@@ -9,6 +9,7 @@
 //! silo that served the call, so callers cache it.
 
 mod client;
+mod clients;
 mod detector;
 mod lease;
 mod placement;
@@ -43,6 +44,7 @@ use crate::events::SiloEvent;
 use crate::health::NotReady;
 use crate::request::{RemoteCall, Request, RequestKind};
 use crate::shared::{OwnerState, Shared};
+pub(crate) use clients::client_peer;
 use lease::Lease;
 use verdict::Liveness;
 use wire::{CallOut, ClusterMessage, Outgoing, ReplyIn, Served, encode_reply};
@@ -288,6 +290,8 @@ pub(crate) struct Cluster {
     /// The calls from other silos and clients being answered, drained before the transport
     /// closes.
     in_flight: InFlight,
+    /// The pushes in flight to each client connected here (bounded per client).
+    pushes: clients::Pushes,
 }
 
 /// The calls that arrived and are not answered yet; once closing, new ones are refused.
@@ -370,6 +374,7 @@ impl Cluster {
             beats: AtomicU64::new(0),
             dead: CancellationToken::new(),
             in_flight: InFlight::default(),
+            pushes: clients::Pushes::default(),
             config,
             shared,
             host: OnceLock::new(),
@@ -602,7 +607,7 @@ impl Cluster {
         }
     }
 
-    fn address_of(&self, silo: &SiloId) -> Option<SocketAddr> {
+    pub(crate) fn address_of(&self, silo: &SiloId) -> Option<SocketAddr> {
         let view = self.view.read();
         match view.rows.get(silo) {
             Some((

@@ -8,12 +8,12 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use granary_core::{
-    CallError, Envelope, GrainId, Invoked, Invoker, MethodId, OutgoingCall, Payload, SiloId, codec,
-    deadline_in,
+    CallError, Envelope, GrainId, Invoked, Invoker, MethodId, ObserverAddress, OutgoingCall,
+    Payload, SiloId, codec, deadline_in,
 };
 
 use crate::activation::{InlineTurn, Routed};
-use crate::cluster::{Cluster, ClusterHost};
+use crate::cluster::{Cluster, ClusterHost, client_peer};
 use crate::filter::{self, CallKind, Filters};
 use crate::metrics::Refusal;
 use crate::request::{
@@ -97,6 +97,9 @@ impl SiloInvoker {
         let timeout = call
             .timeout
             .unwrap_or(router.shared().config().call_timeout);
+        if ObserverAddress::is_observer(&call.target) {
+            return Invoked::Pending(to_observer(router, call, timeout, false));
+        }
         let (cluster, away) = match leaving(router.destination(&call.target, Origin::Call)) {
             Ok(Some(away)) => away,
             Ok(None) => return invoke_here(router, call, timeout),
@@ -121,6 +124,10 @@ impl SiloInvoker {
     fn send_unfiltered(&self, call: OutgoingCall) -> Invoked<()> {
         let router = &self.router;
         let timeout = router.shared().config().call_timeout;
+        if ObserverAddress::is_observer(&call.target) {
+            let sent = to_observer(router, call, timeout, true);
+            return Invoked::Pending(async move { sent.await.map(drop) }.boxed());
+        }
         let (cluster, away) = match leaving(router.destination(&call.target, Origin::Call)) {
             Ok(Some(away)) => away,
             Ok(None) => return Invoked::Ready(send_here(router, call)),
@@ -137,6 +144,68 @@ impl SiloInvoker {
             .boxed(),
         )
     }
+}
+
+/// A call to an observer: run by this silo's observer table when the observer's client is
+/// connected here; otherwise sent to the gateway silo its reference names, which holds the
+/// client's connection. A one-way call never waits on the client.
+fn to_observer(
+    router: &Arc<Router>,
+    call: OutgoingCall,
+    timeout: std::time::Duration,
+    one_way: bool,
+) -> BoxFuture<'static, Result<Payload, CallError>> {
+    let shared = router.shared();
+    let Some(address) = ObserverAddress::of(&call.target) else {
+        let gone = CallError::ObserverGone {
+            observer: call.target,
+            reason: "its reference does not name a gateway".into(),
+        };
+        return futures::future::ready(Err(gone)).boxed();
+    };
+    if address.gateway == *shared.silo() {
+        let cluster = match router.cluster() {
+            Some(cluster) if !shared.observers().contains(&address) => cluster.clone(),
+            _ => return shared.observers().call(call, timeout, one_way),
+        };
+        // A client connected to this silo from outside: over its connection.
+        let client = client_peer(&address.client);
+        let call = match remote_call(call, timeout, one_way) {
+            Ok(call) => call,
+            Err(err) => return futures::future::ready(Err(err)).boxed(),
+        };
+        if one_way {
+            let pushed = cluster.push_to_client(client, call);
+            return futures::future::ready(pushed.map(|()| Payload::local(()))).boxed();
+        }
+        return async move { cluster.call_client(&client, call).await }.boxed();
+    }
+    let Some(cluster) = router.cluster().cloned() else {
+        let gone = CallError::ObserverGone {
+            observer: call.target,
+            reason: format!("its gateway {} is not this silo", address.gateway),
+        };
+        return futures::future::ready(Err(gone)).boxed();
+    };
+    if cluster.address_of(&address.gateway).is_none() {
+        // The gateway left the cluster (or never was in it): its clients' connections went
+        // with it, and they come back through another gateway with new references.
+        let gone = CallError::ObserverGone {
+            observer: call.target,
+            reason: format!("its gateway {} is not an active silo", address.gateway),
+        };
+        return futures::future::ready(Err(gone)).boxed();
+    }
+    // A one-way call goes as a request too: the gateway answers as soon as it queued the
+    // push for the client (never waiting on the client), so that the caller learns when the
+    // observer is gone.
+    async move {
+        let reply = cluster
+            .call(&address.gateway, remote_call(call, timeout, one_way)?)
+            .await?;
+        Ok(if one_way { Payload::local(()) } else { reply })
+    }
+    .boxed()
 }
 
 /// Where a call that may leave this silo goes.
@@ -368,6 +437,9 @@ async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, Cal
         tracing::debug!(cause = %err, "call envelope refused");
         return Err(err);
     }
+    if ObserverAddress::is_observer(&call.target) {
+        return observer_call_here(router, call).await;
+    }
     // The timeout came from the wire: `deadline_in` never overflows, whatever it says.
     let deadline = deadline_in(call.timeout);
     let RemoteCall {
@@ -419,6 +491,46 @@ async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, Cal
             timeout,
         }),
     }
+}
+
+/// A call to an observer that arrived from another silo: this silo is the gateway its
+/// reference names, or the observer is gone (a reference is never forwarded further).
+async fn observer_call_here(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, CallError> {
+    let shared = router.shared();
+    let Some(address) = ObserverAddress::of(&call.target).filter(|a| a.gateway == *shared.silo())
+    else {
+        return Err(CallError::ObserverGone {
+            observer: call.target,
+            reason: format!("silo {} is not its gateway", shared.silo()),
+        });
+    };
+    let table = shared.observers();
+    if let Some(cluster) = router.cluster()
+        && !table.contains(&address)
+    {
+        let client = client_peer(&address.client);
+        if call.one_way {
+            cluster.push_to_client(client, call)?;
+            return Ok(Vec::new());
+        }
+        let name = call.method_name.clone();
+        return cluster.call_client(&client, call).await?.into_bytes(&name);
+    }
+    if call.one_way {
+        table.send(call.target, call.method, Payload::Encoded(call.args))?;
+        return Ok(Vec::new());
+    }
+    let name = call.method_name.clone();
+    let reply = table
+        .invoke(
+            call.target,
+            call.method_name,
+            call.method,
+            Payload::Encoded(call.args),
+            call.timeout,
+        )
+        .await?;
+    reply.into_bytes(&name)
 }
 
 /// Where the reply of a routed call comes from.

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 /// From the bottom up. A module may use the modules of the layers listed before its own.
 const LAYERS: &[&[&str]] = &[
+    // The observer objects a process serves (a silo's clients, a cluster client, a test kit).
+    &["observers"],
     // Vocabulary and pure logic: no part of a running silo.
     &[
         "config",

@@ -41,6 +41,7 @@ mod invoker;
 mod layers;
 pub mod memory;
 mod metrics;
+pub mod observers;
 #[cfg(feature = "opentelemetry")]
 mod otel;
 mod registry;
@@ -58,4 +59,5 @@ pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
 pub use filter::{CallFilter, CallKind, CallObserver, FilterCall, Refusal};
 pub use health::{NotReady, SiloHealth};
 pub use metrics::SiloMetrics;
+pub use observers::{ObserverHandle, ObserverTable};
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};

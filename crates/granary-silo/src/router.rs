@@ -91,6 +91,14 @@ impl Router {
         Self::new(shared, catalog, Topology::Cluster(cluster))
     }
 
+    /// The cluster this silo is a member of, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        match &self.topology {
+            Topology::Alone => None,
+            Topology::Cluster(cluster) => Some(cluster),
+        }
+    }
+
     fn new(shared: Arc<Shared>, catalog: Catalog, topology: Topology) -> Arc<Self> {
         let router = Arc::new_cyclic(|me| Self {
             shared,

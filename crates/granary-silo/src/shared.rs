@@ -18,6 +18,7 @@ use crate::config::SiloConfig;
 use crate::events::SiloEvent;
 use crate::filter::Filters;
 use crate::metrics::Metrics;
+use crate::observers::ObserverTable;
 use crate::request::Request;
 
 /// Where the owner of a grain's claim is, as the silo's router tells an activation that
@@ -76,6 +77,8 @@ pub(crate) struct Shared {
     invoker: OnceLock<Weak<dyn Invoker>>,
     /// Weak for the same reason: the router holds this.
     home: OnceLock<Weak<dyn Home>>,
+    /// The observer objects of this silo's clients.
+    observers: Arc<ObserverTable>,
     /// Reminders set by commits on this silo, for its reminder service (set when it starts).
     reminder_hints: OnceLock<tokio::sync::mpsc::Sender<ReminderHint>>,
 }
@@ -101,13 +104,21 @@ impl Shared {
         (incoming, outgoing): (Option<Filters>, Option<Filters>),
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let observers = Arc::new(ObserverTable::new(
+            silo.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        ));
         Self {
             silo,
             config,
             store,
             directory,
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
+            tracker,
+            shutdown,
+            observers,
             events: broadcast::channel(4096).0,
             metrics: Metrics::new(),
             epoch: AtomicU64::new(0),
@@ -124,6 +135,11 @@ impl Shared {
     /// This silo's id.
     pub(crate) fn silo(&self) -> &SiloId {
         &self.silo
+    }
+
+    /// The observer objects this silo's clients serve.
+    pub(crate) fn observers(&self) -> &Arc<ObserverTable> {
+        &self.observers
     }
 
     /// The silo's configuration.

@@ -572,7 +572,12 @@ impl Silo {
     /// A client whose references call grains through this silo.
     #[must_use]
     pub fn client(&self) -> Client {
-        Client::new(self.invoker.clone())
+        let observers = self.router.shared().observers();
+        Client::new(
+            self.invoker.clone(),
+            observers.clone(),
+            observers.client_name(),
+        )
     }
 
     /// Subscribes to the silo's life-cycle events (only events after this call).

@@ -13,9 +13,10 @@ use granary_core::provider::{Claim, GrainAddress, GrainDirectory, StateStore};
 use granary_core::turn::{self, TurnKind, TurnOutcome, TurnScope};
 use granary_core::{
     ActivationId, CallChain, CallError, ChainId, Event, Grain, GrainContext, GrainId, GrainKey,
-    GrainMock, Invoker, OutgoingCall, Payload, PublishedEvent, SiloId, StateGuard, StorageError,
-    codec, state_codec, typed_ref,
+    GrainMock, Invoker, ObserverInterface, ObserverObject, OutgoingCall, Payload, PublishedEvent,
+    SiloId, StateGuard, StorageError, codec, state_codec, typed_ref,
 };
+use granary_silo::ObserverHandle;
 use granary_silo::admission::{Admission, Class, Scheduler};
 use granary_silo::memory::MemoryStore;
 use tokio::sync::oneshot;
@@ -254,6 +255,18 @@ impl<G: Grain> GrainTest<G> {
     /// Returns and forgets the calls recorded so far.
     pub fn take_calls(&self) -> Vec<RecordedCall> {
         std::mem::take(&mut self.host.state.lock().calls)
+    }
+
+    /// Serves `object` (made by the generated `MatchWatcherRef::object(..)`) as a client
+    /// would, until the handle is dropped: pass [`ObserverHandle::reference`] to the grain
+    /// (a subscribe call), and the grain's calls to it reach `object`, one-way ones through
+    /// its bounded queue. After the handle is dropped, they fail with `ObserverGone`. Calls to
+    /// other observer references go to the mocks (`mock::<MatchWatcherRef>()`).
+    pub fn observe<I: ObserverInterface>(&self, object: ObserverObject<I>) -> ObserverHandle<I> {
+        let client = self.host.observers.client_name();
+        self.host
+            .observers
+            .register(&client, object, self.host.clone())
     }
 
     /// The typed mock of grain type `T`, to declare how the calls the grain under test makes

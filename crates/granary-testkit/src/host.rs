@@ -11,9 +11,13 @@ use parking_lot::Mutex;
 
 use granary_core::provider::StateStore;
 use granary_core::{
-    ActivationHost, ActivationId, CallError, GrainId, Invoker, OutgoingCall, Payload,
+    ActivationHost, ActivationId, CallError, GrainId, Invoker, ObserverAddress, OutgoingCall,
+    Payload, SiloId,
 };
+use granary_silo::ObserverTable;
 use granary_silo::memory::MemoryStore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::grain_test::RecordedCall;
 use crate::mock::Replies;
@@ -49,6 +53,8 @@ pub(crate) struct KitHost {
     pub(crate) grain: GrainId,
     pub(crate) state: Mutex<KitState>,
     pub(crate) dispatch: OnceLock<SelfDispatch>,
+    /// The observer objects the test serves (`GrainTest::observe`).
+    pub(crate) observers: Arc<ObserverTable>,
     me: std::sync::Weak<KitHost>,
 }
 
@@ -59,8 +65,18 @@ impl KitHost {
             grain,
             state: Mutex::new(KitState::default()),
             dispatch: OnceLock::new(),
+            observers: Arc::new(ObserverTable::new(
+                SiloId::new("testkit", 0),
+                TaskTracker::new(),
+                CancellationToken::new(),
+            )),
             me: me.clone(),
         })
+    }
+
+    /// Whether `call` goes to an observer object the test serves (others go to the mocks).
+    fn serves(&self, call: &OutgoingCall) -> bool {
+        ObserverAddress::of(&call.target).is_some_and(|a| self.observers.contains(&a))
     }
 
     fn outgoing(&self, call: OutgoingCall) -> Result<Payload, CallError> {
@@ -92,6 +108,18 @@ impl KitHost {
 
 impl Invoker for KitHost {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
+        if self.serves(&call) {
+            let timeout = call.timeout.unwrap_or(Duration::from_secs(30));
+            let OutgoingCall {
+                target,
+                method,
+                args,
+                ..
+            } = call;
+            return self
+                .observers
+                .invoke(target, method.name.into(), method.id, args, timeout);
+        }
         if call.target == self.grain {
             let dispatch = self
                 .dispatch
@@ -104,6 +132,10 @@ impl Invoker for KitHost {
     }
 
     fn send(&self, call: OutgoingCall) -> BoxFuture<'static, Result<(), CallError>> {
+        if self.serves(&call) {
+            let sent = self.observers.send(call.target, call.method.id, call.args);
+            return futures::future::ready(sent).boxed();
+        }
         if call.target == self.grain {
             let fut = self.invoke(call);
             return async move { fut.await.map(|_| ()) }.boxed();

@@ -72,6 +72,13 @@ pub enum TransportError {
         /// The silo that answers there.
         silo: granary_core::SiloId,
     },
+    /// No link with the peer is open, and this request does not dial (a gateway reaching a
+    /// client over the client's own connection): the peer disconnected.
+    #[error("no open connection with {peer}")]
+    NotConnected {
+        /// The peer.
+        peer: String,
+    },
     /// The transport is shutting down.
     #[error("the transport is shut down")]
     Closed,

@@ -30,7 +30,8 @@ pub const HANDSHAKE_FRAME_LIMIT: usize = 1024;
 /// The protocol version this build speaks; a peer with another is refused. Version 2: frames
 /// after the handshake have a fixed header instead of a bincode encoding. Version 3: a silo's
 /// reply to a call names the silo that served it in one byte when that is itself. Version 4:
-/// a call's chain carries its request context (one byte when empty).
+/// a call's chain carries its request context (one byte when empty), a call error may be
+/// `ObserverGone`, and gateways send calls to their clients' observers.
 pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The frames of the handshake (tags 0 and 1 of the frame table).

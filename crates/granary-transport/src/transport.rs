@@ -113,6 +113,9 @@ struct Inner {
     refused: parking_lot::RwLock<HashSet<SiloId>>,
     /// Every link started, dialed or accepted (closed ones are pruned as links start).
     links: parking_lot::Mutex<Vec<Weak<Link>>>,
+    /// The newest link with each peer, dialed or accepted: how a gateway reaches a client that
+    /// connected to it (pruned as links start).
+    by_peer: parking_lot::RwLock<HashMap<SiloId, Weak<Link>>>,
     /// Permits of the connections in their handshake.
     pending: Arc<Semaphore>,
     /// Rate limit of the refusal warnings.
@@ -144,6 +147,10 @@ impl Inner {
         links.retain(|l| l.upgrade().is_some_and(|l| l.is_open()));
         links.push(Arc::downgrade(&link));
         drop(links);
+        let mut by_peer = self.by_peer.write();
+        by_peer.retain(|_, l| l.upgrade().is_some_and(|l| l.is_open()));
+        by_peer.insert(link.peer().clone(), Arc::downgrade(&link));
+        drop(by_peer);
         // A refusal that raced this handshake: the link does not survive it.
         if self.is_refused(link.peer()) {
             link.close("refused: the peer silo was declared dead");
@@ -237,6 +244,7 @@ impl Transport {
             local_addr,
             refused: parking_lot::RwLock::new(HashSet::new()),
             links: parking_lot::Mutex::new(Vec::new()),
+            by_peer: parking_lot::RwLock::new(HashMap::new()),
             pending: Arc::new(Semaphore::new(config_pending.min(Semaphore::MAX_PERMITS))),
             refusals: RefusalLog::new(config_interval),
         });
@@ -319,6 +327,56 @@ impl Transport {
         let link = self.link_by(addr, deadline_in(timeout), timeout).await?;
         check_peer(&link, silo, addr)?;
         link.one_way(&body).await
+    }
+
+    /// Sends `body` to the peer `peer` over the link it opened or accepted, if one is open (a
+    /// gateway answering its client over the client's own connection), and waits for the
+    /// answer, at most `timeout`. Never dials.
+    ///
+    /// # Errors
+    /// [`TransportError::NotConnected`] when no link with `peer` is open; otherwise as
+    /// [`request`](Self::request).
+    pub async fn request_peer<B: Body + Send>(
+        &self,
+        peer: &SiloId,
+        body: B,
+        timeout: Duration,
+    ) -> Result<Bytes, TransportError> {
+        self.peer_link(peer)?.request(&body, timeout).await
+    }
+
+    /// As [`request_peer`](Self::request_peer), expecting no answer.
+    ///
+    /// # Errors
+    /// As [`request_peer`](Self::request_peer).
+    pub async fn send_peer<B: Body + Send>(
+        &self,
+        peer: &SiloId,
+        body: B,
+    ) -> Result<(), TransportError> {
+        self.peer_link(peer)?.one_way(&body).await
+    }
+
+    /// Whether a link with `peer` is open.
+    #[must_use]
+    pub fn is_connected(&self, peer: &SiloId) -> bool {
+        self.peer_link(peer).is_ok()
+    }
+
+    /// The open link with `peer`.
+    fn peer_link(&self, peer: &SiloId) -> Result<Arc<Link>, TransportError> {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(TransportError::Closed);
+        }
+        self.inner
+            .by_peer
+            .read()
+            .get(peer)
+            .and_then(Weak::upgrade)
+            .filter(|l| l.is_open())
+            .ok_or_else(|| TransportError::NotConnected {
+                peer: peer.to_string(),
+            })
     }
 
     /// The silo at `addr`, as its handshake named it (connecting if needed).

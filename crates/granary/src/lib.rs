@@ -5,16 +5,18 @@
 pub use granary_core::{
     ActivationId, CallChain, CallError, CallOptions, Clock, Event, Grain, GrainContext, GrainId,
     GrainInterface, GrainKey, GrainMock, GrainRef, GrainState, IdleAfter, MAX_CONTEXT_BYTES,
-    MAX_CONTEXT_ENTRIES, MAX_KEY_LEN, MethodId, MethodInfo, PublishedEvent, REMINDER_METHOD,
-    ReminderError, ReminderTick, RequestContext, Result, SiloId, StateGuard, StatelessWorker,
-    StorageError, SystemClock, TraceId, TypedRef,
+    MAX_CONTEXT_ENTRIES, MAX_KEY_LEN, MethodId, MethodInfo, Notified, ObserverAddress,
+    ObserverInterface, ObserverObject, ObserverSet, PublishedEvent, REMINDER_METHOD, ReminderError,
+    ReminderTick, RequestContext, Result, SiloId, StateGuard, StatelessWorker, StorageError,
+    SystemClock, TraceId, TypedRef,
 };
-pub use granary_macros::{grain, grain_interface};
+pub use granary_macros::{grain, grain_interface, observer};
+pub use granary_silo::observers::OBSERVER_QUEUE;
 pub use granary_silo::{
     CallFilter, CallKind, Client, ClientConfig, ClusterClient, ClusterConfig,
-    ConnectError as ClientConnectError, DeactivationReason, FilterCall, NotReady, Placement,
-    Refusal, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents, SiloHealth,
-    SiloMetrics, StartError, WaitTimeout,
+    ConnectError as ClientConnectError, DeactivationReason, FilterCall, NotReady, ObserverHandle,
+    Placement, Refusal, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents,
+    SiloHealth, SiloMetrics, StartError, WaitTimeout,
 };
 
 pub mod provider {

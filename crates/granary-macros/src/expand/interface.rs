@@ -62,7 +62,7 @@ pub(crate) fn grain_interface(args: TokenStream, item: TokenStream) -> TokenStre
 }
 
 /// Checks the trait and its methods; the methods that are sound, in source order.
-fn read_trait(item: &mut ItemTrait, errors: &mut Errors) -> Vec<GrainMethod> {
+pub(super) fn read_trait(item: &mut ItemTrait, errors: &mut Errors) -> Vec<GrainMethod> {
     if !item.generics.params.is_empty() || item.generics.where_clause.is_some() {
         errors.spanned(
             &item.generics,

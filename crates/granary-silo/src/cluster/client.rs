@@ -17,23 +17,27 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::{BoxFuture, join_all};
 use granary_core::{
-    CallError, Envelope, GrainId, GrainInterface, GrainKey, GrainRef, Invoker, OutgoingCall,
-    Payload, RequestContext, SiloId, codec,
+    CallError, Envelope, GrainId, GrainInterface, GrainKey, GrainRef, Invoker, ObserverAddress,
+    ObserverInterface, ObserverObject, OutgoingCall, Payload, RequestContext, SiloId, codec,
 };
 use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::MembersView;
-use super::wire::{CallOut, Outgoing, ReplyIn, Served, encode_reply};
+use super::wire::{CallOut, ClusterMessage, Incoming, Outgoing, ReplyIn, Served, encode_reply};
 use crate::filter::{self, CallFilter, CallKind, FilterList, Filters};
+use crate::observers::{ObserverHandle, ObserverTable};
+use crate::request::RemoteCall;
 
 /// How a [`ClusterClient`] reaches the cluster.
 #[derive(Clone)]
@@ -112,6 +116,14 @@ struct Inner {
     retries: AtomicU64,
     config: ClientConfig,
     stop: CancellationToken,
+    /// The client's transport id: what its observers' references name as the client.
+    id: SiloId,
+    /// The observer objects it serves (set once it knows its gateway).
+    observers: Arc<OnceLock<Arc<ObserverTable>>>,
+    /// The tasks that drain its observers' queues.
+    tasks: TaskTracker,
+    /// The gateway that holds its observers (changes when it fails over).
+    home: watch::Sender<SiloId>,
 }
 
 impl Drop for Inner {
@@ -144,19 +156,75 @@ impl std::fmt::Debug for ClusterClient {
     }
 }
 
-/// A client answers no calls.
-struct NoCalls;
+/// What a client answers: the calls to its observers (through the gateway that holds its
+/// connection); it hosts no grains.
+struct ClientCalls {
+    /// Set once the client knows its gateway.
+    observers: Arc<OnceLock<Arc<ObserverTable>>>,
+}
 
-impl Handler for NoCalls {
-    fn request(&self, _: &SiloId, _: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
-        let refusal = CallError::Rejected {
-            grain: granary_core::GrainId::new("client", 0),
-            reason: "a client hosts no grains".into(),
+impl ClientCalls {
+    /// The call in `body`, if it is one for an observer served here.
+    fn observer_call(&self, body: &[u8]) -> Result<(Arc<ObserverTable>, RemoteCall), CallError> {
+        let call = match codec::decode_borrowed::<Incoming<'_>>(body) {
+            Ok(ClusterMessage::Call(call)) => call.into_call(|_, _| None),
+            Ok(_) => {
+                return Err(CallError::Rejected {
+                    grain: granary_core::GrainId::new("client", 0),
+                    reason: "a client answers only calls to its observers".into(),
+                });
+            }
+            Err(err) => {
+                return Err(CallError::Codec {
+                    what: "message to a client".into(),
+                    reason: err.to_string(),
+                });
+            }
         };
-        futures::future::ready(encode_reply(Err(&refusal), &Served::Unknown)).boxed()
+        match self.observers.get() {
+            Some(table) if ObserverAddress::is_observer(&call.target) => Ok((table.clone(), call)),
+            _ => Err(CallError::Rejected {
+                grain: call.target,
+                reason: "a client hosts no grains".into(),
+            }),
+        }
+    }
+}
+
+impl Handler for ClientCalls {
+    fn request(&self, _: &SiloId, body: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
+        let (table, call) = match self.observer_call(&body) {
+            Ok(found) => found,
+            Err(err) => {
+                return futures::future::ready(encode_reply(Err(&err), &Served::Unknown)).boxed();
+            }
+        };
+        let name = call.method_name.clone();
+        let reply = table.invoke(
+            call.target,
+            call.method_name,
+            call.method,
+            Payload::Encoded(call.args),
+            call.timeout,
+        );
+        async move {
+            let result = match reply.await {
+                Ok(reply) => reply.into_bytes(&name),
+                Err(err) => Err(err),
+            };
+            encode_reply(result.as_deref(), &Served::Unknown)
+        }
+        .boxed()
     }
 
-    fn one_way(&self, _: &SiloId, _: Bytes) {}
+    fn one_way(&self, _: &SiloId, body: Bytes) {
+        let pushed = self.observer_call(&body).and_then(|(table, call)| {
+            table.send(call.target, call.method, Payload::Encoded(call.args))
+        });
+        if let Err(err) = pushed {
+            tracing::debug!(cause = %err, "one-way message to the client not delivered");
+        }
+    }
 }
 
 impl ClusterClient {
@@ -166,10 +234,13 @@ impl ClusterClient {
     /// [`ConnectError::NoGateway`] if none answers.
     pub async fn connect(config: ClientConfig) -> Result<Self, ConnectError> {
         let id = SiloId::new(format!("client-{}", uuid_simple()), 0);
+        let observers = Arc::new(OnceLock::new());
         let transport = Transport::bind(
-            TransportConfig::new(&config.cluster, config.secret.clone(), id),
+            TransportConfig::new(&config.cluster, config.secret.clone(), id.clone()),
             "127.0.0.1:0".parse().expect("a socket address"),
-            Arc::new(NoCalls),
+            Arc::new(ClientCalls {
+                observers: observers.clone(),
+            }),
         )
         .await?;
         let inner = Arc::new(Inner {
@@ -180,11 +251,27 @@ impl ClusterClient {
             retries: AtomicU64::new(0),
             config,
             stop: CancellationToken::new(),
+            id,
+            observers,
+            tasks: TaskTracker::new(),
+            home: watch::Sender::new(SiloId::new("", 0)),
         });
         let mut reasons = Vec::new();
         for gateway in inner.config.gateways.clone() {
             match members(&inner, gateway).await {
                 Ok(found) if !found.is_empty() => {
+                    // The gateway that answered first holds the client's observers: their
+                    // references name it, and it reaches them over this connection.
+                    let home = match inner.transport.peer_id(gateway).await {
+                        Ok(home) => home,
+                        Err(err) => {
+                            reasons.push(format!("{gateway}: {err}"));
+                            continue;
+                        }
+                    };
+                    inner.home.send_replace(home.clone());
+                    let table = ObserverTable::new(home, inner.tasks.clone(), inner.stop.clone());
+                    let _ = inner.observers.set(Arc::new(table));
                     if inner.config.discover {
                         *inner.gateways.write() = with_seeds(found, &inner.config.gateways);
                     }
@@ -245,6 +332,37 @@ impl ClusterClient {
         self.inner.retries.load(Ordering::Relaxed)
     }
 
+    /// Serves `object` (made by the generated `MatchWatcherRef::object(..)`) until the
+    /// returned handle is dropped. Its reference names the gateway the client connected
+    /// through first, which reaches the object over the client's connection; grains on any
+    /// silo call it through that gateway. If the gateway dies, calls fail with `ObserverGone`:
+    /// observe again (a new reference) and subscribe again.
+    ///
+    /// # Panics
+    /// Never: `connect` succeeds only once it knows the gateway that holds the observers.
+    pub fn observe<I: ObserverInterface>(&self, object: ObserverObject<I>) -> ObserverHandle<I> {
+        let table = self
+            .inner
+            .observers
+            .get()
+            .expect("a connected client knows the gateway that holds its observers");
+        table.register(
+            self.inner.id.name(),
+            object,
+            Arc::new(ClientInvoker(self.inner.clone(), self.outgoing.clone())),
+        )
+    }
+
+    /// The gateway that holds the client's observers, watched: it changes when that gateway
+    /// leaves the cluster or dies and the client fails over to another active silo. The
+    /// objects stay served; their handles' `reference()` then names the new gateway, and the
+    /// client subscribes again with it (grains drop the old references when a push finds them
+    /// gone, or at the end of their lease).
+    #[must_use]
+    pub fn observer_gateway(&self) -> watch::Receiver<SiloId> {
+        self.inner.home.subscribe()
+    }
+
     /// The gateways the client currently uses.
     #[must_use]
     pub fn gateways(&self) -> Vec<SocketAddr> {
@@ -255,6 +373,8 @@ impl ClusterClient {
     pub async fn close(&self) {
         self.inner.stop.cancel();
         self.inner.transport.shutdown().await;
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
     }
 }
 
@@ -354,6 +474,7 @@ async fn refresh(inner: &Inner) {
         .filter(|addr| !active.contains(addr))
         .copied()
         .collect();
+    fail_over(inner, &freshest.active).await;
     let mut gateways = inner.gateways.write();
     if inner.config.discover && !active.is_empty() {
         let seeds: Vec<SocketAddr> = inner
@@ -366,6 +487,27 @@ async fn refresh(inner: &Inner) {
         *gateways = with_seeds(active, &seeds);
     } else if inner.config.discover {
         gateways.retain(|g| !dead_addrs.contains(g));
+    }
+}
+
+/// Moves the client's observers to another active silo when their gateway is no longer
+/// active (it left or was declared dead): the first of `active` that answers.
+async fn fail_over(inner: &Inner, active: &[(SiloId, SocketAddr)]) {
+    let Some(table) = inner.observers.get() else {
+        return;
+    };
+    let home = table.gateway();
+    if active.is_empty() || active.iter().any(|(silo, _)| *silo == home) {
+        return;
+    }
+    for (silo, addr) in active {
+        // Connects (the gateway reaches the client over this link) and checks who is there.
+        if inner.transport.peer_id(*addr).await.ok().as_ref() == Some(silo) {
+            tracing::info!(from = %home, to = %silo, "observers fail over to another gateway");
+            table.set_gateway(silo.clone());
+            inner.home.send_replace(silo.clone());
+            return;
+        }
     }
 }
 
@@ -598,6 +740,41 @@ impl Invoker for ClientInvoker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_client_answers_what_is_no_observer_call_with_a_clear_error() {
+        let calls = ClientCalls {
+            observers: Arc::new(OnceLock::new()),
+        };
+        let from = SiloId::new("gateway", 1);
+        let answer = |body: Vec<u8>| {
+            let calls = &calls;
+            let from = &from;
+            async move {
+                let reply = calls
+                    .request(from, Bytes::from(body), Duration::from_secs(1))
+                    .await;
+                ReplyIn::decode(&reply).map(|r| r.result.map(<[u8]>::to_vec))
+            }
+        };
+        // Garbage, and a message kind from a later build: a codec error that says so.
+        for body in [vec![0xff; 3], vec![42, 0, 0, 0]] {
+            let err = answer(body).await.unwrap().unwrap_err();
+            assert!(
+                matches!(&err, CallError::Codec { what, .. } if what == "message to a client"),
+                "{err:?}"
+            );
+        }
+        // A message a silo would answer: refused by name.
+        let members = codec::encode(&Outgoing::Members).unwrap();
+        let err = answer(members).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, CallError::Rejected { reason, .. } if reason.contains("observers")),
+            "{err:?}"
+        );
+        // A one-way message of any kind is dropped, never a panic.
+        calls.one_way(&from, Bytes::from(vec![0xff; 3]));
+    }
 
     #[test]
     fn calls_take_the_answering_gateways_in_turn_and_the_silent_ones_last() {

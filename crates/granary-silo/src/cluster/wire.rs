@@ -12,7 +12,9 @@
 //! silo that answered (version 2 sent the silo's id with every reply). Protocol 4: the call
 //! chain carries the request context ([`RequestContext`](granary_core::RequestContext): a
 //! sequence of key–value pairs, one byte when empty), refused while it is read when it is
-//! over its bounds.
+//! over its bounds; a call's error may be `CallError::ObserverGone`, and a gateway sends calls
+//! for a client's observers to the client over the client's connection (the same `Call`
+//! message, answered as a reply).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;

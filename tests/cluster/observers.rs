@@ -1,0 +1,398 @@
+//! Observers: a grain keeps its subscribers (`ObserverSet`, in its state) and pushes to them;
+//! the objects live with a client. Tested on one silo (the reference stored in state survives
+//! a deactivation), in a `GrainTest` on the virtual clock (an expired observer is dropped), and
+//! across silos on a real Redis: a grain on silo B pushes to a `ClusterClient` connected only
+//! to silo A, a client that disconnects is dropped from the set, and a client whose gateway
+//! leaves (in process) or is SIGKILLed (`test-silo` processes) fails over and keeps receiving
+//! after subscribing again. The grain and the observer interface are in the crate's lib, so
+//! that `test-silo` hosts them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use granary::{
+    ClientConfig, ClusterClient, ClusterConfig, GrainId, ObserverObject, Result, Silo, SiloConfig,
+    SiloEvent,
+};
+use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary_testkit::redis_server::{shared_redis_url, unique_name};
+use granary_testkit::{GrainTest, TestSilo};
+use granary_tests::{MatchGrain, MatchWatcher, MatchWatcherRef};
+use tokio::sync::mpsc;
+
+const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
+
+/// A watcher that forwards the scores it is told to the test.
+struct Screen {
+    name: String,
+    scores: mpsc::UnboundedSender<(u32, u32)>,
+}
+
+impl MatchWatcher for Screen {
+    async fn on_score(&self, home: u32, away: u32) -> Result<()> {
+        let _ = self.scores.send((home, away));
+        Ok(())
+    }
+
+    async fn are_you_there(&self) -> Result<String> {
+        Ok(self.name.clone())
+    }
+}
+
+fn screen(
+    name: &str,
+) -> (
+    ObserverObject<MatchWatcherRef>,
+    mpsc::UnboundedReceiver<(u32, u32)>,
+) {
+    let (scores, rx) = mpsc::unbounded_channel();
+    (
+        MatchWatcherRef::object(Screen {
+            name: name.to_owned(),
+            scores,
+        }),
+        rx,
+    )
+}
+
+/// A client that stops reading: every push it takes never ends.
+struct Stuck;
+
+impl MatchWatcher for Stuck {
+    async fn on_score(&self, _: u32, _: u32) -> Result<()> {
+        std::future::pending().await
+    }
+
+    async fn are_you_there(&self) -> Result<String> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_never_holds_the_grains_turn() {
+    let kit = GrainTest::<MatchGrain>::new("m4").await.unwrap();
+    let stuck = kit.observe(MatchWatcherRef::object(Stuck));
+    let game = kit.reference();
+    assert_eq!(game.subscribe(stuck.reference(), 60).await, Ok(1));
+    // Far more one-way pushes than the object's queue holds: the turn ends, the pushes over
+    // the bound are refused with `QueueFull` (and logged), the watcher is kept (its lease
+    // decides).
+    let (accepted, full) = game
+        .flood(granary::OBSERVER_QUEUE as u32 + 100)
+        .await
+        .unwrap();
+    assert!(full >= 99, "accepted {accepted}, refused {full}");
+    assert!(
+        accepted <= granary::OBSERVER_QUEUE as u32 + 1,
+        "accepted {accepted}"
+    );
+    // A request to it ends at its deadline with an unknown outcome, not never.
+    let err = game.roll_call().await.unwrap_err();
+    assert!(err.outcome_unknown(), "{err:?}");
+    assert_eq!(kit.state().watchers.len(), 1);
+}
+
+#[tokio::test]
+async fn a_grain_pushes_to_a_local_clients_observer_and_keeps_it_across_activations() {
+    let silo = TestSilo::start(|b| b.register::<MatchGrain>())
+        .await
+        .unwrap();
+    let client = silo.client();
+    let (object, mut scores) = screen("alice");
+    let alice = client.observe(object);
+    let game = client.grain::<MatchGrain>("m1");
+    assert_eq!(game.subscribe(alice.reference(), 60).await, Ok(1));
+    assert_eq!(game.goal().await, Ok((1, 0, 0, 1)));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+    assert_eq!(game.roll_call().await, Ok(vec!["alice".to_owned()]));
+
+    // The reference was stored in the grain's state: a new activation reads it back and
+    // reaches the same object.
+    let id = GrainId::new("obs.match", "m1");
+    assert!(silo.deactivate(&id).await.unwrap());
+    assert_eq!(game.goal().await, Ok((1, 0, 0, 1)));
+    assert_eq!(scores.recv().await, Some((2, 0)));
+
+    // The client drops its observer: the next push finds it gone and the set drops it.
+    drop(alice);
+    let err = game.roll_call().await.unwrap_err();
+    assert!(err.is_gone(), "{err:?}");
+    assert_eq!(game.goal().await, Ok((0, 1, 0, 0)));
+    assert_eq!(game.roll_call().await, Ok(Vec::new()));
+}
+
+#[tokio::test]
+async fn an_observer_whose_lease_ended_is_dropped_on_the_virtual_clock() {
+    let kit = GrainTest::<MatchGrain>::new("m2").await.unwrap();
+    let (object, mut scores) = screen("bob");
+    let bob = kit.observe(object);
+    let (object, mut carol_scores) = screen("carol");
+    let carol = kit.observe(object);
+    let game = kit.reference();
+    assert_eq!(game.subscribe(bob.reference(), 60).await, Ok(1));
+    assert_eq!(game.subscribe(carol.reference(), 600).await, Ok(2));
+    assert_eq!(game.goal().await, Ok((2, 0, 0, 2)));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+    assert_eq!(carol_scores.recv().await, Some((1, 0)));
+
+    // Bob never renews: a minute later he is dropped, Carol still hears.
+    kit.advance(Duration::from_secs(61)).await;
+    assert_eq!(game.goal().await, Ok((1, 0, 1, 1)));
+    assert_eq!(carol_scores.recv().await, Some((2, 0)));
+    assert_eq!(game.roll_call().await, Ok(vec!["carol".to_owned()]));
+    assert!(
+        scores.try_recv().is_err(),
+        "an expired observer is told nothing"
+    );
+    assert_eq!(kit.state().watchers.len(), 1);
+    drop(bob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grain_on_silo_b_pushes_to_a_client_connected_to_silo_a() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("observers");
+    let mut silos: Vec<Silo> = Vec::new();
+    // Silo "a" is only a gateway; silo "b" hosts the matches.
+    for name in ["a", "b"] {
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
+                .await
+                .unwrap(),
+        );
+        let config =
+            ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+        let mut builder = Silo::builder()
+            .config(SiloConfig {
+                name: name.to_owned(),
+                ..SiloConfig::test_profile()
+            })
+            .storage(store.clone())
+            .membership(Arc::new(RedisMembership::new(store)))
+            .cluster(config);
+        if name == "b" {
+            builder = builder.register::<MatchGrain>();
+        }
+        silos.push(builder.start().await.unwrap());
+    }
+    for silo in &silos {
+        if silo.members().len() < 2 {
+            silo.events()
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+                .await
+                .unwrap();
+        }
+    }
+    let mut config = ClientConfig::new(&cluster, SECRET, vec![silos[0].address().unwrap()]);
+    config.discover = false;
+    config.call_timeout = Duration::from_secs(5);
+    let client = ClusterClient::connect(config).await.unwrap();
+    let (object, mut scores) = screen("dana");
+    let dana = client.observe(object);
+
+    let game = client.grain::<MatchGrain>("m3");
+    assert_eq!(game.subscribe(dana.reference(), 60).await, Ok(1));
+    let id = GrainId::new("obs.match", "m3");
+    assert!(
+        silos[1].is_active(&id) && !silos[0].is_active(&id),
+        "the match lives on silo b"
+    );
+    assert_eq!(game.goal().await, Ok((1, 0, 0, 1)));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+    // Request/response through the gateway and the client's connection.
+    assert_eq!(game.roll_call().await, Ok(vec!["dana".to_owned()]));
+
+    // The client goes away: once its gateway saw the connection close, pushes find it gone.
+    client.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let via_b = silos[1].client().grain::<MatchGrain>("m3");
+    loop {
+        let pushed = via_b.goal().await.unwrap();
+        if pushed == (0, 1, 0, 0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still pushing: {pushed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(via_b.roll_call().await, Ok(Vec::new()));
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_gateway_leaves_fails_over_and_keeps_receiving_after_subscribing_again() {
+    let url = shared_redis_url().await;
+    let cluster = unique_name("observers-failover");
+    let mut silos: Vec<Silo> = Vec::new();
+    for name in ["a", "b"] {
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
+                .await
+                .unwrap(),
+        );
+        let config =
+            ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+        let mut builder = Silo::builder()
+            .config(SiloConfig {
+                name: name.to_owned(),
+                ..SiloConfig::test_profile()
+            })
+            .storage(store.clone())
+            .membership(Arc::new(RedisMembership::new(store)))
+            .cluster(config);
+        if name == "b" {
+            builder = builder.register::<MatchGrain>();
+        }
+        silos.push(builder.start().await.unwrap());
+    }
+    for silo in &silos {
+        if silo.members().len() < 2 {
+            silo.events()
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+                .await
+                .unwrap();
+        }
+    }
+    let gateways = silos.iter().map(|s| s.address().unwrap()).collect();
+    let mut config = ClientConfig::new(&cluster, SECRET, gateways);
+    config.call_timeout = Duration::from_secs(5);
+    config.refresh = Duration::from_millis(100);
+    let client = ClusterClient::connect(config).await.unwrap();
+    let mut home = client.observer_gateway();
+    assert_eq!(
+        *home.borrow_and_update(),
+        silos[0].id().clone(),
+        "a answered first"
+    );
+    let (object, mut scores) = screen("erin");
+    let erin = client.observe(object);
+    let game = client.grain::<MatchGrain>("m5");
+    assert_eq!(game.subscribe(erin.reference(), 60).await, Ok(1));
+    assert_eq!(game.goal().await, Ok((1, 0, 0, 1)));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+
+    // The gateway leaves: the client moves its observers to b and subscribes again.
+    let b = silos[1].id().clone();
+    silos.remove(0).shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), home.changed())
+        .await
+        .expect("the client fails over within its refreshes")
+        .unwrap();
+    assert_eq!(*home.borrow(), b);
+    assert_eq!(game.subscribe(erin.reference(), 60).await, Ok(2));
+    // The new reference is told every goal. The old one is found gone and dropped once silo
+    // b's view, too, has its gateway gone (the client may have learned it first, from the
+    // leaving silo itself); until then a push to it fails without being sent, and it is kept.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    for goals in 2.. {
+        let (delivered, _, _, left) = game.goal().await.unwrap();
+        assert_eq!(delivered, 1);
+        assert_eq!(scores.recv().await, Some((goals, 0)));
+        if left == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old reference is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(game.roll_call().await, Ok(vec!["erin".to_owned()]));
+    client.close().await;
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keeps_receiving_after_its_gateway_process_is_sigkilled() {
+    let cluster = unique_name("observers-kill");
+    let a = crate::processes::start(&cluster, "a", "random").await;
+    let b = crate::processes::start(&cluster, "b", "random").await;
+    let c = crate::processes::start(&cluster, "c", "random").await;
+    let mut config = ClientConfig::new(&cluster, SECRET, vec![a.addr]);
+    config.call_timeout = Duration::from_secs(3);
+    config.refresh = Duration::from_millis(200);
+    let client = ClusterClient::connect(config).await.unwrap();
+    let mut home = client.observer_gateway();
+    assert_eq!(home.borrow_and_update().name(), "a");
+    // The client knows the other gateways before its own goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while client.gateways().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            client.gateways()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (object, mut scores) = screen("finn");
+    let finn = client.observe(object);
+    let game = client.grain::<MatchGrain>("m6");
+    assert_eq!(game.subscribe(finn.reference(), 60).await, Ok(1));
+    assert_eq!(game.goal().await.map(|p| p.0), Ok(1));
+    assert_eq!(scores.recv().await, Some((1, 0)));
+
+    a.signal("-KILL");
+    tokio::time::timeout(Duration::from_secs(60), home.changed())
+        .await
+        .expect("the client fails over once the cluster declares its gateway dead")
+        .unwrap();
+    let moved_to = home.borrow().name().to_owned();
+    assert!(moved_to == "b" || moved_to == "c", "{moved_to}");
+    // Subscribe again (the match may have lived on the killed silo: retried until it is
+    // served again), then the next goal reaches the client through its new gateway.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match game.subscribe(finn.reference(), 60).await {
+            Ok(_) => break,
+            Err(err) => assert!(tokio::time::Instant::now() < deadline, "{err:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every goal reaches the new reference. The old one is dropped once the match's silo,
+    // too, sees its gateway gone (until then a push to it fails without being sent, and it
+    // is kept).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (delivered, _, _, left) = match game.goal().await {
+            Ok(pushed) => pushed,
+            // A stale directory cache at a gateway (see below): the goal did not run.
+            Err(err) if err.is_retryable() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(err) => panic!("{err:?}"),
+        };
+        assert_eq!(delivered, 1, "the new reference is reached");
+        let (home_goals, _) = scores.recv().await.unwrap();
+        assert!(home_goals >= 2);
+        if left == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the old reference is kept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A gateway whose directory cache still names the killed silo as the match's host fails
+    // the call before sending it (retryable) until it learns better.
+    loop {
+        match game.roll_call().await {
+            Ok(names) => {
+                assert_eq!(names, vec!["finn".to_owned()]);
+                break;
+            }
+            Err(err) if err.is_retryable() && tokio::time::Instant::now() < deadline => {}
+            Err(err) => panic!("{err:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    client.close().await;
+    drop((b, c));
+}
