@@ -12,13 +12,23 @@
 //! of the match (the dying player learns it from the reply). Every cross-grain step is
 //! idempotent, so a caller may retry a call whose outcome is unknown after a silo died, and
 //! nothing is counted twice: the demo kills a silo mid-run and reconciles.
+//!
+//! Players queue into matches through [`MatchmakerGrain`], a stateless worker, and
+//! [`PlayerAuth`], an incoming call filter on every silo of the example, lets a call to a player
+//! through only from that player's session (the request context's [`USER`]) or from inside the
+//! cluster. [`host`] sets up a silo builder with all of it.
 
+mod auth;
 mod events;
 mod game;
+mod matchmaker;
 mod player;
+
+pub use auth::{PlayerAuth, USER, host};
 
 pub use events::{MatchCreated, MatchEnded, MatchStarted, PlayerDied};
 pub use game::{GameGrain, GameInfo, GameRef, GameState, JoinOutcome, MatchPhase, MatchResult};
+pub use matchmaker::{MatchmakerGrain, MatchmakerRef};
 pub use player::{
     BUFF_TICK, Buff, BuffKind, DamageOutcome, ENERGY_REGEN, ENERGY_REMINDER, MATCH_ENERGY,
     MAX_ENERGY, PlayerGrain, PlayerRef, PlayerState, PlayerStatus, Regen,

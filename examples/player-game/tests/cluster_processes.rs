@@ -1,5 +1,6 @@
 //! The README's cluster by hand: three `silo` processes on Redis, and the `client` front end
-//! playing matches through one gateway while the cluster spreads the grains.
+//! playing matches through one gateway while the cluster spreads the grains (its players
+//! queued by the matchmaker, a forged call refused by the silos' authorization filter).
 
 use granary_testkit::process::SiloProcess;
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
@@ -40,6 +41,12 @@ async fn a_client_plays_matches_on_three_silo_processes() {
         "{stdout}"
     );
     assert_eq!(stdout.matches(" won").count(), 6, "{stdout}");
+    // The client's forged call (one player's session acting as another) went through the
+    // gateway to a silo process, whose authorization filter refused it.
+    assert!(
+        stdout.contains("forged call refused: user c0-p0 may not act as player c0-p1"),
+        "{stdout}"
+    );
     // The silos' relays put the events in Redis Streams; the analytics service reads them.
     let board = tokio::process::Command::new(env!("CARGO_BIN_EXE_leaderboard"))
         .args(["--redis", &redis, "--count", "6", "--prefix", &prefix])

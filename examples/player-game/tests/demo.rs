@@ -1,6 +1,7 @@
 //! The README's demo command, small: three silos in one process, one killed part-way, and the
 //! reconciliation at the end (energy included: every player's refilled by its reminder, no
-//! tick applied twice).
+//! tick applied twice; every player queued by the matchmaker; one forged call refused by the
+//! authorization filter).
 
 use std::process::Command;
 
@@ -57,6 +58,11 @@ fn the_demo_kills_a_silo_and_still_reconciles() {
         line("players refilled"),
         [2400, 0, 2400],
         "every player full again, no tick applied twice across the kill: {stdout}"
+    );
+    assert_eq!(
+        line("matchmaker queued"),
+        [2400, 1],
+        "every player queued once through the matchmaker, the one forged call refused: {stdout}"
     );
     assert!(
         stdout.contains("OK: nothing lost, nothing duplicated"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use example_player_game::{
     BUFF_TICK, Buff, BuffKind, DamageOutcome, ENERGY_REGEN, ENERGY_REMINDER, GameGrain, GameState,
     JoinOutcome, MATCH_ENERGY, MAX_ENERGY, MatchCreated, MatchEnded, MatchPhase, MatchStarted,
-    PlayerDied, PlayerGrain, PlayerState, Regen,
+    MatchmakerGrain, PlayerAuth, PlayerDied, PlayerGrain, PlayerState, Regen, USER,
 };
 use granary::CallError;
 use granary_testkit::GrainTest;
@@ -700,6 +700,74 @@ async fn a_game_with_a_string_key_refuses_politely() {
     assert!(err.to_string().contains("integers"), "{err}");
 }
 
+// ---- Matchmaker ----
+
+/// A matchmaker whose open matches answer a join with `outcomes`, match `i` with `outcomes[i]`,
+/// ids from 1.
+async fn matchmaker(outcomes: &'static [JoinOutcome]) -> (GrainTest<MatchmakerGrain>, Vec<i64>) {
+    let kit = GrainTest::<MatchmakerGrain>::new("lobby").await.unwrap();
+    let mut open = Vec::new();
+    for (id, outcome) in (1_i64..).zip(outcomes) {
+        kit.mock::<GameGrain>()
+            .key(id)
+            .join(move |_, _| Ok(*outcome));
+        open.push(id);
+    }
+    (kit, open)
+}
+
+#[tokio::test]
+async fn the_matchmaker_passes_over_matches_without_room() {
+    // Wherever the player's hash starts, only match 3 has room.
+    let (kit, open) = matchmaker(&[
+        JoinOutcome::Full,
+        JoinOutcome::NotInLobby,
+        JoinOutcome::Joined,
+    ])
+    .await;
+    let mm = kit.reference();
+    assert_eq!(mm.queue("ann".into(), open.clone()).await.unwrap(), 3);
+    // A retry (the game answers AlreadyJoined) lands in the same match.
+    let (kit, open) = matchmaker(&[JoinOutcome::Full, JoinOutcome::AlreadyJoined]).await;
+    assert_eq!(kit.reference().queue("ann".into(), open).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn the_matchmaker_picks_the_same_match_for_the_same_player() {
+    let (kit, open) = matchmaker(&[JoinOutcome::Joined; 4]).await;
+    let mm = kit.reference();
+    let first = mm.queue("m7-p3".into(), open.clone()).await.unwrap();
+    kit.take_calls();
+    assert_eq!(mm.queue("m7-p3".into(), open.clone()).await.unwrap(), first);
+    let calls = kit.take_calls();
+    assert_eq!(calls.len(), 1, "the first choice had room: {calls:?}");
+    // Different players spread over the open matches.
+    let mut picked = std::collections::BTreeSet::new();
+    for p in 0..32 {
+        picked.insert(mm.queue(format!("m7-p{p}"), open.clone()).await.unwrap());
+    }
+    assert!(picked.len() > 1, "32 players all hashed to {picked:?}");
+}
+
+#[tokio::test]
+async fn the_matchmaker_refuses_when_no_match_has_room() {
+    let (kit, open) = matchmaker(&[JoinOutcome::Full, JoinOutcome::Full]).await;
+    let mm = kit.reference();
+    let err = mm.queue("ann".into(), open).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Rejected { reason, .. } if reason.contains("open another")),
+        "{err}"
+    );
+    let err = mm.queue("ann".into(), Vec::new()).await.unwrap_err();
+    assert!(matches!(err, CallError::Rejected { .. }), "{err}");
+    let (kit, open) = matchmaker(&[JoinOutcome::InAnotherMatch]).await;
+    let err = kit.reference().queue("ann".into(), open).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Rejected { reason, .. } if reason.contains("another match")),
+        "{err}"
+    );
+}
+
 // ---- Both grains in a whole silo ----
 
 /// `TestSilo`: the real runtime in-process (in-memory storage, the fast test profile). Calls
@@ -737,5 +805,63 @@ async fn a_game_and_its_players_in_a_test_silo() {
     assert_eq!(info.result.unwrap().winner.as_deref(), Some("alice"));
     let alice = alice.status().await.unwrap();
     assert_eq!((alice.kills, alice.wins, alice.game), (1, 1, None));
+    silo.shutdown().await.unwrap();
+}
+
+/// The example's silo set-up (`example_player_game::host`): players queue through the
+/// matchmaker, and the authorization filter lets a player's own session and the grains' calls
+/// to players through, and refuses a forged call or one without a user.
+#[tokio::test]
+async fn the_authorization_filter_refuses_forged_calls_to_players() {
+    use granary_testkit::TestSilo;
+
+    let silo = TestSilo::start(example_player_game::host).await.unwrap();
+    let client = silo.client();
+    let game = client.grain::<GameGrain>(9_i64);
+    game.create(2).await.unwrap();
+    // The matchmaker (a stateless worker) joins each player through the game, which calls the
+    // player: a call chain with grains on it, let through without a user.
+    let mm = client.grain::<MatchmakerGrain>("lobby");
+    for player in ["ann", "bob"] {
+        assert_eq!(mm.queue(player.into(), vec![9]).await.unwrap(), 9);
+    }
+    game.start().await.unwrap();
+
+    let ann = client.grain::<PlayerGrain>("ann").with_context(USER, "ann");
+    assert_eq!(
+        ann.status().await.unwrap().game,
+        Some(9),
+        "ann's own session"
+    );
+
+    let forged = client.grain::<PlayerGrain>("bob").with_context(USER, "ann");
+    let err = forged.take_damage(150, "ann".into()).await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Refused { filter, reason, .. }
+            if filter == PlayerAuth::NAME && reason.contains("ann may not act as player bob")),
+        "{err}"
+    );
+    let anonymous = client.grain::<PlayerGrain>("bob");
+    let err = anonymous.status().await.unwrap_err();
+    assert!(
+        matches!(&err, CallError::Refused { reason, .. } if reason.contains("no user")),
+        "{err}"
+    );
+
+    // The refused hit did nothing; bob's own session takes it, and the game (a grain) tells
+    // ann she won.
+    let bob = client.grain::<PlayerGrain>("bob").with_context(USER, "bob");
+    assert_eq!(
+        bob.status().await.unwrap().health,
+        example_player_game::MAX_HEALTH
+    );
+    assert_eq!(
+        bob.take_damage(150, "ann".into()).await.unwrap(),
+        DamageOutcome::Died
+    );
+    let ann = ann.status().await.unwrap();
+    assert_eq!((ann.kills, ann.wins, ann.game), (1, 1, None));
+    // Other grain types need no user.
+    assert_eq!(game.info().await.unwrap().phase, MatchPhase::Ended);
     silo.shutdown().await.unwrap();
 }

@@ -1,5 +1,7 @@
 //! A game front end that hosts no grains: plays matches on a running cluster through its
-//! gateway silos.
+//! gateway silos. Its players queue through the matchmaker, each player's calls carry the
+//! player as the request context's user, and at the end one forged call (a player's session
+//! acting as another) shows the silos' authorization filter refusing it.
 //!
 //! ```sh
 //! GRANARY_CLUSTER=demo GRANARY_SECRET=0123456789abcdef0123456789abcdef \
@@ -9,10 +11,12 @@
 
 use std::net::SocketAddr;
 
-use anyhow::ensure;
+use anyhow::{bail, ensure};
 use clap::Parser;
-use example_player_game::{DamageOutcome, GameGrain, JoinOutcome, MatchPhase, PlayerGrain};
-use granary::{ClientConfig, ClusterClient};
+use example_player_game::{
+    DamageOutcome, GameGrain, MatchPhase, MatchmakerGrain, PlayerAuth, PlayerGrain, USER,
+};
+use granary::{CallError, ClientConfig, ClusterClient};
 
 /// Plays matches on a cluster through its gateways.
 #[derive(Debug, Parser)]
@@ -54,10 +58,11 @@ async fn main() -> anyhow::Result<()> {
         let names: Vec<String> = (0..args.players)
             .map(|p| format!("c{game_id}-p{p}"))
             .collect();
+        let matchmaker = client.grain::<MatchmakerGrain>("lobby");
         for name in &names {
             ensure!(
-                game.join(name.clone()).await? == JoinOutcome::Joined,
-                "{name} could not join"
+                matchmaker.queue(name.clone(), vec![game_id]).await? == game_id,
+                "{name} was not queued into match {game_id}"
             );
         }
         game.start().await?;
@@ -70,7 +75,9 @@ async fn main() -> anyhow::Result<()> {
             if alive[victim_index] == attacker {
                 continue;
             }
-            let victim = client.grain::<PlayerGrain>(alive[victim_index].as_str());
+            let victim = client
+                .grain::<PlayerGrain>(alive[victim_index].as_str())
+                .with_context(USER, alive[victim_index].as_str());
             if victim.take_damage(35, attacker).await? == DamageOutcome::Died {
                 alive.swap_remove(victim_index);
             }
@@ -83,6 +90,23 @@ async fn main() -> anyhow::Result<()> {
         println!("match {game_id}: {} won", alive[0]);
     }
     println!("played {} matches through the cluster", args.matches);
+    // A forged call: one player's session asks for another's status; the silos' authorization
+    // filter refuses it.
+    let first = format!("c{}-p0", args.first);
+    let forged = client
+        .grain::<PlayerGrain>(format!("c{}-p1", args.first).as_str())
+        .with_context(USER, first)
+        .status()
+        .await;
+    match forged {
+        Err(CallError::Refused { filter, reason, .. }) if filter == PlayerAuth::NAME => {
+            println!("forged call refused: {reason}");
+        }
+        other => bail!(
+            "a forged call was not refused by {}: {other:?}",
+            PlayerAuth::NAME
+        ),
+    }
     client.close().await;
     Ok(())
 }

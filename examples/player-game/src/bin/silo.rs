@@ -11,9 +11,10 @@
 //!
 //! (`GRANARY_BOOTSTRAP=create` for the first silo of a new cluster; without it a silo only
 //! joins a cluster that exists.)
-
-use example_player_game::{GameGrain, PlayerGrain};
+//!
+//! Its silos host the Player, Game and Matchmaker grains and run the example's authorization
+//! filter (`example_player_game::host`).
 
 fn main() {
-    granary_cli::main_with(|silo| silo.register::<PlayerGrain>().register::<GameGrain>())
+    granary_cli::main_with(example_player_game::host)
 }

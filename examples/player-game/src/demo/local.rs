@@ -9,7 +9,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use example_player_game::{GameGrain, PlayerGrain};
 use granary::provider::{MembershipTable, MemoryMembership, MemoryStore, Outbox};
 use granary::{ClusterConfig, Silo, SiloConfig};
 use granary_events::EventEnvelope;
@@ -48,7 +47,7 @@ impl LocalCluster {
             let name = crate::silo_name(index);
             let (ready_tx, ready_rx) = oneshot::channel();
             let (stop_tx, stop_rx) = oneshot::channel();
-            let builder = Silo::builder()
+            let builder = example_player_game::host(Silo::builder())
                 .config(SiloConfig {
                     name: name.clone(),
                     ..SiloConfig::default()
@@ -62,9 +61,7 @@ impl LocalCluster {
                         SocketAddr::from(([127, 0, 0, 1], 0)),
                     )
                     .test_profile(),
-                )
-                .register::<PlayerGrain>()
-                .register::<GameGrain>();
+                );
             let thread = std::thread::Builder::new()
                 .name(name.clone())
                 .spawn(move || run_silo(builder, ready_tx, stop_rx))

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use clap::Parser;
-use example_player_game::{GameGrain, PlayerGrain};
 use granary::provider::{MembershipTable, SiloStatus};
 use granary::{ClientConfig, ClusterClient};
 use granary_events::EventEnvelope;
@@ -296,8 +295,15 @@ async fn demo(args: Args, taps: &mut queues::Taps) -> anyhow::Result<()> {
     }
 
     let events = cluster.committed_events().await?;
-    let mut outcome =
-        reconcile::reconcile(&client, &counters, &events, args.matches, args.players).await;
+    let mut outcome = reconcile::reconcile(
+        &client,
+        &counters,
+        &events,
+        args.matches,
+        args.players,
+        !args.verify,
+    )
+    .await;
     let queues = taps.settle(&events).await;
     if outcome.is_ok() {
         outcome = queues;
@@ -422,9 +428,6 @@ async fn progress(
 /// `--serve-silo`: one silo process hosting the game's grains, configured by `GRANARY_*`
 /// (the `silo` command of the game's host binary).
 async fn serve_silo() -> anyhow::Result<()> {
-    granary_cli::run(["granary", "silo"], |silo| {
-        silo.register::<PlayerGrain>().register::<GameGrain>()
-    })
-    .await?;
+    granary_cli::run(["granary", "silo"], example_player_game::host).await?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The simulated players: each worker plays matches through a cluster client, retrying a call
 //! that failed because a silo died (every step of the game is idempotent, so a retry never
-//! counts anything twice).
+//! counts anything twice). Players queue through the matchmaker (a stateless worker), and each
+//! player's own calls carry its name as the request context's user, which the silos'
+//! authorization filter checks.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure};
 use example_player_game::{
-    Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchPhase, PlayerGrain,
+    Buff, BuffKind, DamageOutcome, GameGrain, MatchPhase, MatchmakerGrain, PlayerGrain, PlayerRef,
+    USER,
 };
 use granary::{CallError, ClusterClient};
 
@@ -19,6 +22,8 @@ pub(crate) struct Counters {
     pub(crate) finished: AtomicU64,
     /// Calls retried after a failure a dead silo caused.
     pub(crate) retries: AtomicU64,
+    /// Players the matchmaker put into a match.
+    pub(crate) queued: AtomicU64,
 }
 
 /// A small xorshift generator: the demo needs variety, not statistics.
@@ -45,6 +50,16 @@ impl Rng {
 pub(crate) fn player_name(game: u64, index: u32) -> String {
     format!("m{game}-p{index}")
 }
+
+/// Player `name`, called from its own session: the request context's user is the player, as
+/// the silos' authorization filter requires.
+pub(crate) fn player_session(client: &ClusterClient, name: &str) -> PlayerRef {
+    client.grain::<PlayerGrain>(name).with_context(USER, name)
+}
+
+/// The key of the matchmaker every worker queues through: one key, served by several
+/// activations on each silo.
+pub(crate) const LOBBY: &str = "lobby";
 
 /// Whether a failed call is worth retrying: its silo died or was being replaced. The outcome
 /// may be unknown, which the game's idempotent methods make safe.
@@ -78,7 +93,9 @@ where
     }
 }
 
-/// One match: create, join, start, fight until one player is left.
+/// One match: create, queue its players through the matchmaker (this match is the only open
+/// one, so every player lands in it and the reconciliation's totals hold), start, fight until
+/// one player is left.
 pub(crate) async fn play_match(
     client: &ClusterClient,
     counters: &Counters,
@@ -89,12 +106,18 @@ pub(crate) async fn play_match(
     let game = client.grain::<GameGrain>(i64::try_from(game_id)?);
     retry(counters, "create", || game.create(players)).await?;
     let names: Vec<String> = (0..players).map(|p| player_name(game_id, p)).collect();
+    let matchmaker = client.grain::<MatchmakerGrain>(LOBBY);
+    let open = vec![i64::try_from(game_id)?];
     for name in &names {
-        let joined = retry(counters, "join", || game.join(name.clone())).await?;
+        let joined = retry(counters, "queue", || {
+            matchmaker.queue(name.clone(), open.clone())
+        })
+        .await?;
         ensure!(
-            matches!(joined, JoinOutcome::Joined | JoinOutcome::AlreadyJoined),
-            "{name} could not join match {game_id}: {joined:?}"
+            open == [joined],
+            "the matchmaker put {name} into match {joined}, not {game_id}"
         );
+        counters.queued.fetch_add(1, Ordering::Relaxed);
     }
     retry(counters, "start", || game.start()).await?;
     let mut alive = names.clone();
@@ -104,7 +127,7 @@ pub(crate) async fn play_match(
         if alive[victim_index] == attacker {
             continue;
         }
-        let victim = client.grain::<PlayerGrain>(alive[victim_index].as_str());
+        let victim = player_session(client, &alive[victim_index]);
         if rng.below(10) == 0 {
             let buff = Buff {
                 kind: BuffKind::Shield,

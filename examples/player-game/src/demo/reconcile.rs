@@ -1,27 +1,32 @@
 //! The proof at the end of the demo: the totals derived from the committed events equal the
 //! totals in the grains' state, no change was committed twice, and every player's energy came
-//! back through its reminder with no tick applied twice.
+//! back through its reminder with no tick applied twice; and a forged call (one player's
+//! session acting as another) is refused by the silos' authorization filter.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::bail;
 use example_player_game::{
-    ENERGY_REGEN, MATCH_ENERGY, MAX_ENERGY, MatchEnded, PlayerDied, PlayerGrain, PlayerStatus,
+    ENERGY_REGEN, MATCH_ENERGY, MAX_ENERGY, MatchEnded, PlayerAuth, PlayerDied, PlayerGrain,
+    PlayerStatus, USER,
 };
 use futures::StreamExt;
-use granary::ClusterClient;
+use granary::{CallError, ClusterClient};
 use granary_events::EventEnvelope;
 
-use crate::play::{Counters, player_name, retry};
+use crate::play::{Counters, player_name, player_session, retry};
 
-/// Compares the committed events with every player's state, read through the cluster.
+/// Compares the committed events with every player's state, read through the cluster. `played`:
+/// this run played the matches (so the matchmaker queued every player once), rather than
+/// reloading what an earlier run played.
 pub(crate) async fn reconcile(
     client: &ClusterClient,
     counters: &Counters,
     events: &[EventEnvelope],
     matches: u32,
     players: u32,
+    played: bool,
 ) -> anyhow::Result<()> {
     // A relay that took over a dead silo's outbox shards may deliver an event again: the same
     // id, dropped here as any consumer drops it.
@@ -67,6 +72,8 @@ pub(crate) async fn reconcile(
         .collect();
     let mut statuses = read_statuses(client, counters, &names).await?;
     let refilled = wait_for_energy(client, counters, &names, &mut statuses).await?;
+    let forged = forge_call(client, counters, &names).await?;
+    let queued = counters.queued.load(std::sync::atomic::Ordering::Relaxed);
     let (mut deaths, mut kills, mut wins, mut in_match) = (0_u64, 0_u64, 0_u64, 0_u64);
     let (mut ticks, mut missed, mut doubled) = (0_u64, 0_u64, 0_u64);
     let mut stuck = Vec::new();
@@ -100,6 +107,7 @@ pub(crate) async fn reconcile(
         "  players refilled    {refilled:>8}   ticks doubled       {doubled:>8}   (of {} players)",
         names.len()
     );
+    println!("  matchmaker queued   {queued:>8}   refused forged calls {forged:>7}");
     if redelivered > 0 {
         println!(
             "  ({redelivered} events delivered twice by a relay taking over; same id, dropped)"
@@ -112,12 +120,17 @@ pub(crate) async fn reconcile(
         && in_match == 0
         && duplicates == 0
         && refilled == names.len()
-        && doubled == 0;
+        && doubled == 0
+        && queued == if played { names.len() as u64 } else { 0 }
+        && forged == 1;
     if !ok {
         for line in &stuck {
             println!("  still in a match: {line}");
         }
-        bail!("reconciliation failed: events and state disagree, or energy was not refilled once");
+        bail!(
+            "reconciliation failed: events and state disagree, energy was not refilled once, \
+             a player was not queued once, or a forged call went through"
+        );
     }
     println!("  OK: nothing lost, nothing duplicated");
     Ok(())
@@ -131,7 +144,7 @@ async fn read_statuses(
 ) -> anyhow::Result<Vec<PlayerStatus>> {
     futures::stream::iter(names)
         .map(|name| {
-            let player = client.grain::<PlayerGrain>(name.as_str());
+            let player = player_session(client, name);
             async move { retry(counters, "status", || player.status()).await }
         })
         .buffered(64)
@@ -166,4 +179,29 @@ async fn wait_for_energy(
             statuses[i] = status;
         }
     }
+}
+
+/// One deliberate forged call: the session of the first player asks for the status of the
+/// second. Returns how many calls the authorization filter refused (1, or 0 if the call went
+/// through); a failure of any other kind is an error.
+async fn forge_call(
+    client: &ClusterClient,
+    counters: &Counters,
+    names: &[String],
+) -> anyhow::Result<u64> {
+    let (Some(forger), Some(victim)) = (names.first(), names.get(1)) else {
+        bail!("a forged call needs two players");
+    };
+    let forged = client
+        .grain::<PlayerGrain>(victim.as_str())
+        .with_context(USER, forger.as_str());
+    let refused = retry(counters, "forged status", || async {
+        match forged.status().await {
+            Ok(_) => Ok(false),
+            Err(CallError::Refused { filter, .. }) if filter == PlayerAuth::NAME => Ok(true),
+            Err(err) => Err(err),
+        }
+    })
+    .await?;
+    Ok(u64::from(refused))
 }
