@@ -150,39 +150,8 @@ async fn an_observer_whose_lease_ended_is_dropped_on_the_virtual_clock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grain_on_silo_b_pushes_to_a_client_connected_to_silo_a() {
-    let url = shared_redis_url().await;
     let cluster = unique_name("observers");
-    let mut silos: Vec<Silo> = Vec::new();
-    // Silo "a" is only a gateway; silo "b" hosts the matches.
-    for name in ["a", "b"] {
-        let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
-                .await
-                .unwrap(),
-        );
-        let config =
-            ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
-        let mut builder = Silo::builder()
-            .config(SiloConfig {
-                name: name.to_owned(),
-                ..SiloConfig::test_profile()
-            })
-            .storage(store.clone())
-            .membership(Arc::new(RedisMembership::new(store)))
-            .cluster(config);
-        if name == "b" {
-            builder = builder.register::<MatchGrain>();
-        }
-        silos.push(builder.start().await.unwrap());
-    }
-    for silo in &silos {
-        if silo.members().len() < 2 {
-            silo.events()
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
-                .await
-                .unwrap();
-        }
-    }
+    let silos = gateway_and_host(&cluster).await;
     let mut config = ClientConfig::new(&cluster, SECRET, vec![silos[0].address().unwrap()]);
     config.discover = false;
     config.call_timeout = Duration::from_secs(5);
@@ -225,38 +194,8 @@ async fn a_grain_on_silo_b_pushes_to_a_client_connected_to_silo_a() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_whose_gateway_leaves_fails_over_and_keeps_receiving_after_subscribing_again() {
-    let url = shared_redis_url().await;
     let cluster = unique_name("observers-failover");
-    let mut silos: Vec<Silo> = Vec::new();
-    for name in ["a", "b"] {
-        let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
-                .await
-                .unwrap(),
-        );
-        let config =
-            ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
-        let mut builder = Silo::builder()
-            .config(SiloConfig {
-                name: name.to_owned(),
-                ..SiloConfig::test_profile()
-            })
-            .storage(store.clone())
-            .membership(Arc::new(RedisMembership::new(store)))
-            .cluster(config);
-        if name == "b" {
-            builder = builder.register::<MatchGrain>();
-        }
-        silos.push(builder.start().await.unwrap());
-    }
-    for silo in &silos {
-        if silo.members().len() < 2 {
-            silo.events()
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
-                .await
-                .unwrap();
-        }
-    }
+    let mut silos = gateway_and_host(&cluster).await;
     let gateways = silos.iter().map(|s| s.address().unwrap()).collect();
     let mut config = ClientConfig::new(&cluster, SECRET, gateways);
     config.call_timeout = Duration::from_secs(5);
@@ -395,4 +334,41 @@ async fn a_client_keeps_receiving_after_its_gateway_process_is_sigkilled() {
     }
     client.close().await;
     drop((b, c));
+}
+
+/// Two clustered silos on the shared Redis, both active in each other's view: "a" is only a
+/// gateway (it hosts no grain type), "b" hosts the matches.
+async fn gateway_and_host(cluster: &str) -> Vec<Silo> {
+    let url = shared_redis_url().await;
+    let mut silos: Vec<Silo> = Vec::new();
+    for name in ["a", "b"] {
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig::new(&url, cluster).shards(8))
+                .await
+                .unwrap(),
+        );
+        let config =
+            ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+        let mut builder = Silo::builder()
+            .config(SiloConfig {
+                name: name.to_owned(),
+                ..SiloConfig::test_profile()
+            })
+            .storage(store.clone())
+            .membership(Arc::new(RedisMembership::new(store)))
+            .cluster(config);
+        if name == "b" {
+            builder = builder.register::<MatchGrain>();
+        }
+        silos.push(builder.start().await.unwrap());
+    }
+    for silo in &silos {
+        if silo.members().len() < 2 {
+            silo.events()
+                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+                .await
+                .unwrap();
+        }
+    }
+    silos
 }
