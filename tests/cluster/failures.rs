@@ -66,15 +66,7 @@ async fn silo_at(
 
 /// Waits until every silo sees all of them.
 async fn all_see_each_other(silos: &[Silo]) {
-    for silo in silos {
-        let mut events = silo.events();
-        if silo.members().len() < silos.len() {
-            events
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == silos.len()))
-                .await
-                .unwrap();
-        }
-    }
+    crate::multi_silo::all_see_each_other(silos).await;
 }
 
 async fn table(url: &str, cluster: &str) -> Vec<(String, SiloStatus)> {

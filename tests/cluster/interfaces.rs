@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use granary::{
     ClientConfig, ClusterClient, ClusterConfig, Grain, GrainId, GrainInterface, Placement, Silo,
-    SiloConfig, SiloEvent,
+    SiloConfig,
 };
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
@@ -272,14 +272,7 @@ async fn a_cluster_client_calls_grains_across_silos_through_the_interface_alone(
             .unwrap();
         silos.push(silo);
     }
-    for silo in &silos {
-        if silo.members().len() < 2 {
-            silo.events()
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
-                .await
-                .unwrap();
-        }
-    }
+    crate::multi_silo::all_see_each_other(&silos).await;
     let gateways = silos.iter().map(|s| s.address().unwrap()).collect();
     let client = ClusterClient::connect(ClientConfig::new(&cluster, SECRET, gateways))
         .await

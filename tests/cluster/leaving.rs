@@ -76,15 +76,7 @@ async fn start(n: usize, gate: &Arc<Gate>) -> Vec<Silo> {
             .unwrap();
         silos.push(silo);
     }
-    for silo in &silos {
-        let mut events = silo.events();
-        if silo.members().len() < n {
-            events
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == n))
-                .await
-                .unwrap();
-        }
-    }
+    crate::multi_silo::all_see_each_other(&silos).await;
     silos
 }
 

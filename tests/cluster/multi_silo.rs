@@ -52,7 +52,15 @@ async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConf
             .unwrap();
         silos.push(silo);
     }
-    for silo in &silos {
+    all_see_each_other(&silos).await;
+    silos
+}
+
+/// Waits until every silo's membership view lists all of `silos` as active. Each silo's events
+/// are subscribed to before its view is read, so a change between the two is not missed.
+pub(crate) async fn all_see_each_other(silos: &[Silo]) {
+    let n = silos.len();
+    for silo in silos {
         let mut events = silo.events();
         if silo.members().len() < n {
             events
@@ -61,7 +69,6 @@ async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConf
                 .unwrap();
         }
     }
-    silos
 }
 
 /// Shuts every silo down.

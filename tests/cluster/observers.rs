@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use granary::{
     ClientConfig, ClusterClient, ClusterConfig, GrainId, ObserverObject, Result, Silo, SiloConfig,
-    SiloEvent,
 };
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
@@ -362,13 +361,6 @@ async fn gateway_and_host(cluster: &str) -> Vec<Silo> {
         }
         silos.push(builder.start().await.unwrap());
     }
-    for silo in &silos {
-        if silo.members().len() < 2 {
-            silo.events()
-                .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
-                .await
-                .unwrap();
-        }
-    }
+    crate::multi_silo::all_see_each_other(&silos).await;
     silos
 }
