@@ -223,6 +223,98 @@ impl<G: Grain> Activation<G> {
         })
     }
 
+    /// Admits `req`: runs it (inline when `inline`, with [`Routed::Turn`]), queues it, or
+    /// fails it at once. With `queue_if_busy` false, a request that would have to wait (or
+    /// would close a call cycle) is handed back instead, for a stateless worker pool to try
+    /// its next worker; `Err` also hands it back when the activation closed.
+    pub(crate) fn admit_request(
+        self: Arc<Self>,
+        mut req: Request,
+        inline: bool,
+        queue_if_busy: bool,
+    ) -> Result<Routed, Request> {
+        let read_only = match &req.kind {
+            RequestKind::Call { method, .. } => match G::method(*method) {
+                // A reminder tick is an exclusive turn and counts as activity.
+                None if *method == granary_core::REMINDER_METHOD.id => {
+                    self.last_call_epoch
+                        .store(self.shared.epoch(), Ordering::Relaxed);
+                    false
+                }
+                Some(info) => {
+                    self.last_call_epoch
+                        .store(self.shared.epoch(), Ordering::Relaxed);
+                    info.read_only
+                }
+                None => {
+                    let err = CallError::UnknownMethod {
+                        grain_type: G::TYPE_NAME.to_owned(),
+                        method: method.0,
+                    };
+                    tracing::warn!(grain = %self.id(), cause = %err, "call refused");
+                    let rx = req.channel();
+                    req.fail(err);
+                    return Ok(Routed::waiting(rx));
+                }
+            },
+            RequestKind::Timer { .. } => false,
+        };
+        let mut admin = self.admin.lock();
+        let class = Class {
+            read_only,
+            chain_id: req.chain.id,
+            chain: &req.chain.grains,
+        };
+        match admin.sched.admit(self.id(), G::REENTRANT, class) {
+            Admission::Run { exclusive } => {
+                drop(admin);
+                if inline {
+                    let owner: Arc<dyn ActivationEntry> = self.clone();
+                    let turn = Box::pin(self.run_inline(req, exclusive));
+                    return Ok(Routed::Turn(InlineTurn {
+                        turn: Some(turn),
+                        owner,
+                    }));
+                }
+                let rx = req.channel();
+                self.spawn_run(req, exclusive, false);
+                Ok(Routed::waiting(rx))
+            }
+            Admission::Queue if !queue_if_busy => Err(req),
+            Admission::Queue => {
+                let limit = self.shared.config().max_queued_requests;
+                let rx = req.channel();
+                if admin.sched.queued() >= limit && !matches!(req.kind, RequestKind::Timer { .. }) {
+                    // Refused at once: waiting behind a queue this long would most likely end
+                    // in a timeout, with the grain still working through calls nobody awaits.
+                    drop(admin);
+                    self.shared.metrics().refused(Refusal::Queue);
+                    tracing::debug!(grain = %self.id(), limit, "call refused: the queue is full");
+                    req.fail(CallError::QueueFull {
+                        grain: self.id().clone(),
+                        limit,
+                    });
+                } else {
+                    admin.sched.enqueue(req, read_only);
+                }
+                Ok(Routed::waiting(rx))
+            }
+            Admission::Cycle if !queue_if_busy => Err(req),
+            Admission::Cycle => {
+                drop(admin);
+                let mut chain = req.chain.grains.clone();
+                chain.push(self.id().clone());
+                let rx = req.channel();
+                req.fail(CallError::Cycle {
+                    grain: self.id().clone(),
+                    chain,
+                });
+                Ok(Routed::waiting(rx))
+            }
+            Admission::Reroute => Err(req),
+        }
+    }
+
     /// For a stateless worker pool choosing a worker: `None` once the activation closed,
     /// else whether it serves now (active, no deactivation pending) and how many requests it
     /// runs or queues.
@@ -393,8 +485,10 @@ impl<G: Grain> Activation<G> {
                 let encoded = args.is_encoded();
                 // Two-way calls are timed; one-way calls (nobody waits for them) only counted.
                 let started = reply.is_some().then(Instant::now);
-                let result = match self.shared.incoming_filters() {
-                    None => self.call_turn(method, args, chain, name).await,
+                // The filters' hooks around the method, unboxed: the turn awaits the method
+                // in one place, with or without filters.
+                let admitted = match self.shared.incoming_filters() {
+                    None => Ok((chain, None)),
                     Some(filters) => {
                         let kind = match (reminder, &reply) {
                             (true, _) => CallKind::Reminder,
@@ -403,11 +497,20 @@ impl<G: Grain> Activation<G> {
                         };
                         let call =
                             FilterCall::new(self.id(), name, kind, chain).arrived(method, encoded);
-                        // Boxed: only a silo with filters pays for their future.
-                        Box::pin(
-                            filters.around(call, |chain| self.call_turn(method, args, chain, name)),
-                        )
-                        .await
+                        filters
+                            .admit(call)
+                            .await
+                            .map(|passed| (passed.chain(), Some(passed)))
+                    }
+                };
+                let result = match admitted {
+                    Err(err) => Err(err),
+                    Ok((chain, passed)) => {
+                        let result = self.call_turn(method, args, chain, name).await;
+                        if let Some(passed) = passed {
+                            passed.finish(result.as_ref().map(drop));
+                        }
+                        result
                     }
                 };
                 if let Some(i) = index {
@@ -798,85 +901,8 @@ impl<G: Grain> ActivationEntry for Activation<G> {
         shared.spawn(self.activate());
     }
 
-    fn deliver(self: Arc<Self>, mut req: Request, inline: bool) -> Result<Routed, Request> {
-        let read_only = match &req.kind {
-            RequestKind::Call { method, .. } => match G::method(*method) {
-                // A reminder tick is an exclusive turn and counts as activity.
-                None if *method == granary_core::REMINDER_METHOD.id => {
-                    self.last_call_epoch
-                        .store(self.shared.epoch(), Ordering::Relaxed);
-                    false
-                }
-                Some(info) => {
-                    self.last_call_epoch
-                        .store(self.shared.epoch(), Ordering::Relaxed);
-                    info.read_only
-                }
-                None => {
-                    let err = CallError::UnknownMethod {
-                        grain_type: G::TYPE_NAME.to_owned(),
-                        method: method.0,
-                    };
-                    tracing::warn!(grain = %self.id(), cause = %err, "call refused");
-                    let rx = req.channel();
-                    req.fail(err);
-                    return Ok(Routed::waiting(rx));
-                }
-            },
-            RequestKind::Timer { .. } => false,
-        };
-        let mut admin = self.admin.lock();
-        let class = Class {
-            read_only,
-            chain_id: req.chain.id,
-            chain: &req.chain.grains,
-        };
-        match admin.sched.admit(self.id(), G::REENTRANT, class) {
-            Admission::Run { exclusive } => {
-                drop(admin);
-                if inline {
-                    let owner: Arc<dyn ActivationEntry> = self.clone();
-                    let turn = Box::pin(self.run_inline(req, exclusive));
-                    return Ok(Routed::Turn(InlineTurn {
-                        turn: Some(turn),
-                        owner,
-                    }));
-                }
-                let rx = req.channel();
-                self.spawn_run(req, exclusive, false);
-                Ok(Routed::waiting(rx))
-            }
-            Admission::Queue => {
-                let limit = self.shared.config().max_queued_requests;
-                let rx = req.channel();
-                if admin.sched.queued() >= limit && !matches!(req.kind, RequestKind::Timer { .. }) {
-                    // Refused at once: waiting behind a queue this long would most likely end
-                    // in a timeout, with the grain still working through calls nobody awaits.
-                    drop(admin);
-                    self.shared.metrics().refused(Refusal::Queue);
-                    tracing::debug!(grain = %self.id(), limit, "call refused: the queue is full");
-                    req.fail(CallError::QueueFull {
-                        grain: self.id().clone(),
-                        limit,
-                    });
-                } else {
-                    admin.sched.enqueue(req, read_only);
-                }
-                Ok(Routed::waiting(rx))
-            }
-            Admission::Cycle => {
-                drop(admin);
-                let mut chain = req.chain.grains.clone();
-                chain.push(self.id().clone());
-                let rx = req.channel();
-                req.fail(CallError::Cycle {
-                    grain: self.id().clone(),
-                    chain,
-                });
-                Ok(Routed::waiting(rx))
-            }
-            Admission::Reroute => Err(req),
-        }
+    fn deliver(self: Arc<Self>, req: Request, inline: bool) -> Result<Routed, Request> {
+        self.admit_request(req, inline, true)
     }
 
     fn idle_for(&self, now_epoch: u64) -> Option<u64> {

@@ -328,12 +328,28 @@ impl Filters {
     /// `after` hooks of the filters that let the call through, last first.
     pub(crate) async fn around<T, F>(
         &self,
-        mut call: FilterCall<'_>,
+        call: FilterCall<'_>,
         run: impl FnOnce(CallChain) -> F,
     ) -> Result<T, CallError>
     where
         F: Future<Output = Result<T, CallError>>,
     {
+        let passed = self.admit(call).await?;
+        let result = run(passed.chain()).await;
+        passed.finish(result.as_ref().map(drop));
+        result
+    }
+
+    /// The first half of [`around`](Self::around), for a caller that runs the call itself
+    /// (a turn, whose future should not grow by the filters' when there are none): every
+    /// `before` in order (a refusal or a panic ends the call there, after the `after` hooks of
+    /// the filters that let it through), then the context's bounds checked again (a filter may
+    /// have grown it). The call runs with [`Passed::chain`], then ends with
+    /// [`Passed::finish`].
+    pub(crate) async fn admit<'a>(
+        &'a self,
+        mut call: FilterCall<'a>,
+    ) -> Result<Passed<'a>, CallError> {
         if let Err((passed, err)) = self.before(&mut call).await {
             self.after(passed, &call, Err(&err), Duration::ZERO);
             return Err(err);
@@ -342,15 +358,11 @@ impl Filters {
             self.after(self.0.len(), &call, Err(&err), Duration::ZERO);
             return Err(err);
         }
-        let started = Instant::now();
-        let result = run(call.chain.clone()).await;
-        self.after(
-            self.0.len(),
-            &call,
-            result.as_ref().map(drop),
-            started.elapsed(),
-        );
-        result
+        Ok(Passed {
+            filters: self,
+            call,
+            started: Instant::now(),
+        })
     }
 
     /// Every filter's `before`, in order, until one refuses or panics: that error, with how
@@ -401,6 +413,28 @@ impl Filters {
                 tracing::error!(grain = %call.grain, method = %call.method, filter = filter.name(), %message, "call filter panicked after the call");
             }
         }
+    }
+}
+
+/// A call every filter let through ([`Filters::admit`]), running: its `after` hooks run when
+/// it [finishes](Self::finish).
+pub(crate) struct Passed<'a> {
+    filters: &'a Filters,
+    call: FilterCall<'a>,
+    started: Instant,
+}
+
+impl Passed<'_> {
+    /// The call chain to run the call with, with the request context the filters left it.
+    pub(crate) fn chain(&self) -> CallChain {
+        self.call.chain.clone()
+    }
+
+    /// Runs every filter's `after` hook with how the call ended and how long it ran.
+    pub(crate) fn finish(self, result: Result<(), &CallError>) {
+        let elapsed = self.started.elapsed();
+        self.filters
+            .after(self.filters.0.len(), &self.call, result, elapsed);
     }
 }
 

@@ -10,12 +10,19 @@
 //! A worker that closes (idle collection, a panic, shutdown) leaves the pool; the last one to
 //! leave removes the pool from the catalog, and a request that meets a closed pool is routed
 //! again, which creates a new one.
+//!
+//! Calls from many threads meet here, so the common case takes no exclusive lock: under the
+//! list's read lock, a request tries the workers in turn, starting from a worker of its
+//! thread's own (so two threads do not start at the same one), and runs on the first that can
+//! start it at once. Only when none can (all busy, or none yet) does it take the write lock to
+//! add a worker or to queue behind the least busy one.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use parking_lot::Mutex;
+use parking_lot::RwLock;
 
 use granary_core::{ActivationHost, ActivationId, Grain, GrainId};
 
@@ -36,7 +43,7 @@ pub(crate) struct WorkerPool<G: Grain> {
     shared: Arc<Shared>,
     host: Arc<dyn ActivationHost>,
     make: MakeGrain<G>,
-    workers: Mutex<Workers<G>>,
+    workers: RwLock<Workers<G>>,
     me: Weak<Self>,
 }
 
@@ -66,7 +73,7 @@ impl<G: Grain> WorkerPool<G> {
             shared: shared.clone(),
             host,
             make,
-            workers: Mutex::new(Workers {
+            workers: RwLock::new(Workers {
                 list: Vec::new(),
                 closed: false,
                 draining: false,
@@ -110,10 +117,41 @@ impl<G: Grain> WorkerPool<G> {
     }
 }
 
+impl<G: Grain> WorkerPool<G> {
+    /// Runs `req` on a worker that can start it at once, trying each once from this thread's
+    /// own starting point, under the shared lock; hands it back when none can.
+    fn try_free_worker(&self, mut req: Request, inline: bool) -> Result<Routed, Request> {
+        let workers = self.workers.read();
+        let n = workers.list.len();
+        if workers.closed || n == 0 {
+            return Err(req);
+        }
+        let first = thread_slot() % n;
+        for i in 0..n {
+            let worker = workers.list[(first + i) % n].clone();
+            match worker.admit_request(req, inline, false) {
+                Ok(routed) => return Ok(routed),
+                Err(back) => req = back,
+            }
+        }
+        Err(req)
+    }
+}
+
+/// The current thread's slot: threads take consecutive numbers as they first deliver to a
+/// pool, so the runtime's worker threads start their search at different workers.
+fn thread_slot() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    SLOT.with(|s| *s)
+}
+
 impl<G: Grain> Pool for WorkerPool<G> {
     fn leave(&self, activation: ActivationId) {
         let emptied = {
-            let mut workers = self.workers.lock();
+            let mut workers = self.workers.write();
             let Some(i) = workers
                 .list
                 .iter()
@@ -142,7 +180,7 @@ impl<G: Grain> ActivationEntry for WorkerPool<G> {
     }
 
     fn queued(&self) -> usize {
-        let workers = self.workers.lock().list.clone();
+        let workers = self.workers.read().list.clone();
         workers.iter().map(|w| w.queued()).sum()
     }
 
@@ -151,12 +189,17 @@ impl<G: Grain> ActivationEntry for WorkerPool<G> {
     }
 
     fn deliver(self: Arc<Self>, mut req: Request, inline: bool) -> Result<Routed, Request> {
+        // The common case: a worker that can start the request now.
+        req = match self.try_free_worker(req, inline) {
+            Ok(routed) => return Ok(routed),
+            Err(req) => req,
+        };
         // A worker that closed between the choice and the delivery hands the request back;
         // the next choice skips it. Bounded: each try either delivers or finds one more closed
         // worker, and the list is at most `max` long.
         for _ in 0..=self.max {
             let (worker, created) = {
-                let mut workers = self.workers.lock();
+                let mut workers = self.workers.write();
                 match self.choose(&mut workers) {
                     Some(chosen) => chosen,
                     None => return Err(req),
@@ -176,12 +219,12 @@ impl<G: Grain> ActivationEntry for WorkerPool<G> {
     }
 
     fn idle_for(&self, now_epoch: u64) -> Option<u64> {
-        let workers = self.workers.lock().list.clone();
+        let workers = self.workers.read().list.clone();
         workers.iter().filter_map(|w| w.idle_for(now_epoch)).max()
     }
 
     fn collect_idle(self: Arc<Self>, now_epoch: u64, passes: u64) {
-        let workers = self.workers.lock().list.clone();
+        let workers = self.workers.read().list.clone();
         for worker in workers {
             worker.collect_idle(now_epoch, passes);
         }
@@ -189,7 +232,7 @@ impl<G: Grain> ActivationEntry for WorkerPool<G> {
 
     fn request_deactivation(self: Arc<Self>, reason: DeactivationReason) {
         let (workers, emptied) = {
-            let mut workers = self.workers.lock();
+            let mut workers = self.workers.write();
             workers.draining = true;
             // A pool that never got its first worker has nobody to take it out of the catalog.
             let emptied = workers.list.is_empty() && !workers.closed;
@@ -221,11 +264,11 @@ impl<G: Grain> ActivationEntry for WorkerPool<G> {
     }
 
     fn activations(&self) -> usize {
-        self.workers.lock().list.len()
+        self.workers.read().list.len()
     }
 
     fn worker(&self, activation: ActivationId) -> Option<Arc<dyn ActivationEntry>> {
-        let workers = self.workers.lock();
+        let workers = self.workers.read();
         let worker = workers
             .list
             .iter()
