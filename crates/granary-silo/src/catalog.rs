@@ -36,8 +36,9 @@ pub(crate) struct Catalog {
     created: AtomicU64,
     /// False once the silo stops: no new activation is created.
     accepting: AtomicBool,
-    /// Notified whenever an entry leaves.
-    changed: Notify,
+    /// Notified when the last entry leaves (not at every removal: a notification takes a
+    /// lock, and a silo removes entries all the time).
+    emptied: Notify,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -58,7 +59,7 @@ impl Catalog {
             count: AtomicUsize::new(0),
             created: AtomicU64::new(0),
             accepting: AtomicBool::new(true),
-            changed: Notify::new(),
+            emptied: Notify::new(),
         }
     }
 
@@ -159,10 +160,10 @@ impl Catalog {
             .entries
             .remove_if(id, |_, entry| entry.activation_id() == activation)
             .is_some()
+            && self.count.fetch_sub(1, Ordering::Relaxed) == 1
         {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+            self.emptied.notify_waiters();
         }
-        self.changed.notify_waiters();
     }
 
     /// The entry of `id` if it is still `activation`.
@@ -228,15 +229,17 @@ impl Catalog {
     pub(crate) async fn deactivate_all(&self, timeout: Duration) -> usize {
         let deadline = granary_core::deadline_in(timeout);
         // Each activation is asked once. The catalog is scanned again only when an entry was
-        // created since the last scan (an activation that a re-routed call created meanwhile),
-        // and then at most every 100 ms: asking every entry at every change of the catalog made
-        // shutdown quadratic, and rescanning a million entries every 100 ms left a
-        // current-thread runtime no time to deactivate them.
+        // created since the last scan (an activation that a call admitted just before the silo
+        // stopped accepting created meanwhile), and then at most every 100 ms: asking every
+        // entry at every change of the catalog made shutdown quadratic, and rescanning a
+        // million entries every 100 ms left a current-thread runtime no time to deactivate
+        // them. Between scans it sleeps until the catalog empties (or 100 ms pass: a count
+        // raced by a refused activation may miss the notification), not at every removal.
         let mut asked = HashSet::new();
         let mut next_scan = Instant::now();
         let mut scanned: Option<u64> = None;
         loop {
-            let notified = self.changed.notified();
+            let emptied = self.emptied.notified();
             if self.entries.is_empty() {
                 return 0;
             }
@@ -257,9 +260,9 @@ impl Catalog {
                     asked.insert(entry.activation_id());
                     entry.request_deactivation(DeactivationReason::Shutdown);
                 }
-                next_scan = now + Duration::from_millis(100);
             }
-            let _ = tokio::time::timeout_at(next_scan.min(deadline), notified).await;
+            next_scan = next_scan.max(now + Duration::from_millis(100));
+            let _ = tokio::time::timeout_at(next_scan.min(deadline), emptied).await;
         }
     }
 }
