@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use granary::{
-    ClusterConfig, GrainContext, GrainId, Placement, Result, Silo, SiloConfig, SiloEvent, grain,
+    ClusterConfig, GrainContext, GrainId, Placement, Result, Silo, SiloConfig, SiloEvent,
+    SiloMetrics, grain,
 };
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
@@ -181,6 +182,116 @@ async fn a_leaving_silo_hands_over_members_shards_and_grains_before_it_is_gone()
     );
 
     gate.release.add_permits(1);
+    shutdown.await.unwrap().unwrap();
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}
+
+/// The value of the unlabelled metric `name` in `metrics` (0 when absent).
+fn gauge(metrics: &SiloMetrics, name: &str) -> u64 {
+    let text = metrics.render().expect("metrics render");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |n| n.parse().expect("a number"))
+}
+
+/// A grain's call (here through a silo's own client, which calls as its grains do) to a grain
+/// it last found on a silo that has left since is placed again and answered by a remaining
+/// silo with the grain's committed state: the caller sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_grain_on_a_silo_that_left_is_placed_again_and_answered() {
+    let gate = Arc::new(Gate {
+        deactivating: Notify::new(),
+        release: Semaphore::new(1),
+    });
+    let mut silos = start(3, &gate).await;
+    let client = silos[0].client();
+    let mut moved = None;
+    for key in 0..64_i64 {
+        client.grain::<CounterGrain>(key).bump().await.unwrap();
+        if silos[2].is_active(&GrainId::new("cluster.counter", key)) {
+            moved = Some(key);
+            break;
+        }
+    }
+    let key = moved.expect("hash placement put a counter on s2");
+    let mut events = silos[0].events();
+    silos.pop().unwrap().shutdown().await.unwrap();
+    if silos[0].members().len() != 2 {
+        events
+            .wait_for(|e| matches!(e, SiloEvent::MembersChanged(m) if m.len() == 2))
+            .await
+            .unwrap();
+    }
+    let (count, _) = client
+        .grain::<CounterGrain>(key)
+        .bump()
+        .await
+        .expect("the call was placed again and answered");
+    assert_eq!(count, 2, "the counter kept its committed state");
+    for silo in silos {
+        silo.shutdown().await.unwrap();
+    }
+}
+
+/// A grain's call (here through a silo's own client, which calls as its grains do) to a grain
+/// that its leaving silo is deactivating waits there, and is answered by a remaining silo once
+/// the deactivation released the grain: the caller sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_grain_its_leaving_silo_deactivates_is_answered_by_another() {
+    let gate = Arc::new(Gate {
+        deactivating: Notify::new(),
+        release: Semaphore::new(0),
+    });
+    let mut silos = start(3, &gate).await;
+    let client = silos[0].client();
+    let mut hold_key = None;
+    for key in 0..64_i64 {
+        client.grain::<HoldGrain>(key).touch().await.unwrap();
+        if silos[2].is_active(&GrainId::new("leaving.hold", key)) {
+            hold_key = Some(key);
+            break;
+        }
+    }
+    let hold_key = hold_key.expect("hash placement put a held grain on s2");
+    let leaving = silos.pop().unwrap();
+    let leaving_metrics = leaving.metrics();
+    let shutdown = tokio::spawn(leaving.shutdown());
+    tokio::time::timeout(Duration::from_secs(30), gate.deactivating.notified())
+        .await
+        .expect("the shutdown deactivates the held grain");
+
+    // The held grain's directory entry still names s2, where the call waits behind the
+    // deactivation; once that ends, s2 (no longer accepting) sends it on.
+    let call = {
+        let grain = client
+            .grain::<HoldGrain>(hold_key)
+            .with_timeout(Duration::from_secs(60));
+        tokio::spawn(async move { grain.touch().await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while gauge(&leaving_metrics, "granary_queued_requests") == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never reached the held grain on s2"
+        );
+        assert!(
+            !call.is_finished(),
+            "the call ended before reaching s2: {:?}",
+            call.await
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.release.add_permits(1);
+    call.await
+        .unwrap()
+        .expect("the call was answered by a remaining silo");
+    let id = GrainId::new("leaving.hold", hold_key);
+    assert!(
+        silos.iter().any(|s| s.is_active(&id)),
+        "the held grain answered from a remaining silo"
+    );
     shutdown.await.unwrap().unwrap();
     for silo in silos {
         silo.shutdown().await.unwrap();

@@ -760,7 +760,7 @@ impl Cluster {
     /// restarted on `to`'s address is another silo, and must not take the calls meant for its
     /// predecessor (they fail as unavailable until the predecessor is declared dead, which its
     /// successor's answers to probes bring about).
-    pub(crate) async fn call(&self, to: &SiloId, call: RemoteCall) -> Result<Payload, CallError> {
+    pub(crate) async fn call(&self, to: &SiloId, call: &RemoteCall) -> Result<Payload, CallError> {
         let Some(addr) = self.address_of(to) else {
             self.cache.remove(&call.target);
             return Err(CallError::SiloUnavailable {
@@ -778,7 +778,7 @@ impl Cluster {
             .request_to(
                 to,
                 addr,
-                Encoded(&Outgoing::Call(CallOut::of(&call))),
+                Encoded(&Outgoing::Call(CallOut::of(call))),
                 timeout,
             )
             .await;
@@ -947,7 +947,7 @@ impl Cluster {
         self.shared.spawn(async move {
             match reply {
                 Some(reply) => {
-                    let _ = reply.send(cluster.call(&to, call).await);
+                    let _ = reply.send(cluster.call(&to, &call).await);
                 }
                 None => {
                     if let Err(err) = cluster.send(&to, call).await {

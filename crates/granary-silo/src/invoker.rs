@@ -19,6 +19,7 @@ use crate::metrics::Refusal;
 use crate::request::{
     RemoteCall, ReplyRx, ReplyTx, Request, RequestKind, envelope_of, remote_call,
 };
+use crate::retry::{Backoff, certainly_not_run};
 use crate::router::{Destination, Origin, Router};
 
 /// Calls into one silo. Holds the router strongly, so that a call takes no reference count on
@@ -108,13 +109,16 @@ impl SiloInvoker {
         let router = router.clone();
         Invoked::Pending(
             async move {
-                match away.silo(&cluster).await {
-                    Some(to) => cluster.call(&to, remote_call(call, timeout, false)?).await,
-                    None => match invoke_here(&router, call, timeout) {
-                        Invoked::Ready(reply) => reply,
-                        Invoked::Pending(reply) => reply.await,
-                    },
-                }
+                let to = match away.silo(&cluster).await {
+                    Some(to) => to,
+                    None => {
+                        return match invoke_here(&router, call, timeout) {
+                            Invoked::Ready(reply) => reply,
+                            Invoked::Pending(reply) => reply.await,
+                        };
+                    }
+                };
+                call_away(&router, &cluster, to, remote_call(call, timeout, false)?).await
             }
             .boxed(),
         )
@@ -143,6 +147,42 @@ impl SiloInvoker {
             }
             .boxed(),
         )
+    }
+}
+
+/// Sends `call` to the silo `to` and waits for the reply. A refusal that says the call did
+/// not run there ([`certainly_not_run`]: the silo is shutting down and its grains are moving)
+/// places the call afresh and sends it again after a pause, until its deadline, as a
+/// [`ClusterClient`](crate::ClusterClient) does: a grain calling a grain on a silo that leaves
+/// gracefully does not see the refusal.
+async fn call_away(
+    router: &Arc<Router>,
+    cluster: &Arc<Cluster>,
+    mut to: SiloId,
+    mut call: RemoteCall,
+) -> Result<Payload, CallError> {
+    let mut backoff = Backoff::new(call.timeout);
+    loop {
+        let refused = match cluster.call(&to, &call).await {
+            Err(err) if certainly_not_run(&err) => err,
+            reply => return reply,
+        };
+        tracing::debug!(grain = %call.target, silo = %to, cause = %refused, "call refused without running; placing it again");
+        if !backoff.pause(router.shared().shutdown()).await {
+            return Err(refused);
+        }
+        router.shared().metrics().retried();
+        call.timeout = backoff.left();
+        let away = match leaving(router.destination(&call.target, Origin::Call)) {
+            Ok(Some((_, away))) => away.silo(cluster).await,
+            Ok(None) => None,
+            Err(err) => return Err(err),
+        };
+        match away {
+            Some(next) => to = next,
+            // Placed here now: run as a call that arrived from another silo.
+            None => return run_call(router, call).await.map(Payload::Encoded),
+        }
     }
 }
 
@@ -201,7 +241,7 @@ fn to_observer(
     // observer is gone.
     async move {
         let reply = cluster
-            .call(&address.gateway, remote_call(call, timeout, one_way)?)
+            .call(&address.gateway, &remote_call(call, timeout, one_way)?)
             .await?;
         Ok(if one_way { Payload::local(()) } else { reply })
     }

@@ -47,6 +47,7 @@ mod otel;
 mod registry;
 mod reminders;
 mod request;
+mod retry;
 mod router;
 mod shared;
 mod silo;

@@ -8,6 +8,7 @@
 //! | `granary_queued_requests` | gauge | |
 //! | `granary_storage_conflicts_total` | counter | |
 //! | `granary_forwards_total` | counter | |
+//! | `granary_call_retries_total` | counter | |
 //! | `granary_membership_changes_total` | counter | |
 //! | `granary_refused_total` | counter | `limit`: `activations`, `queue`, `key` |
 
@@ -78,6 +79,7 @@ pub(crate) struct Metrics {
     queued: Gauge,
     conflicts: Counter,
     forwards: Counter,
+    retries: Counter,
     membership_changes: Counter,
     /// The refusal counters, in `Refusal::ALL` order.
     refusals: [Counter; 3],
@@ -170,6 +172,7 @@ impl Metrics {
         let queued = Gauge::default();
         let conflicts = Counter::default();
         let forwards = Counter::default();
+        let retries = Counter::default();
         let membership_changes = Counter::default();
         let refusals = Family::<RefusalLabels, Counter>::default();
         let types = Arc::new(MethodsByType::new());
@@ -194,6 +197,11 @@ impl Metrics {
             forwards.clone(),
         );
         registry.register(
+            "call_retries",
+            "Calls of this silo's grains that another silo refused without running them (it was shutting down), placed and sent again",
+            retries.clone(),
+        );
+        registry.register(
             "membership_changes",
             "Changes of the active silos seen by this silo",
             membership_changes.clone(),
@@ -216,6 +224,7 @@ impl Metrics {
             queued,
             conflicts,
             forwards,
+            retries,
             membership_changes,
             refusals,
             types,
@@ -230,6 +239,11 @@ impl Metrics {
     /// Counts a call forwarded towards its grain's owner.
     pub(crate) fn forwarded(&self) {
         self.forwards.inc();
+    }
+
+    /// Counts a call sent again after a refusal that said it did not run.
+    pub(crate) fn retried(&self) {
+        self.retries.inc();
     }
 
     /// Counts a change of the active silos.

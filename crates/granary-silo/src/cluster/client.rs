@@ -38,6 +38,7 @@ use super::wire::{CallOut, ClusterMessage, Incoming, Outgoing, ReplyIn, Served, 
 use crate::filter::{self, CallFilter, CallKind, FilterList, Filters};
 use crate::observers::{ObserverHandle, ObserverTable};
 use crate::request::RemoteCall;
+use crate::retry::{Backoff, certainly_not_run};
 
 /// How a [`ClusterClient`] reaches the cluster.
 #[derive(Clone)]
@@ -550,26 +551,19 @@ impl ClientInvoker {
         mut envelope: Envelope,
         one_way: bool,
     ) -> Result<Payload, CallError> {
-        let deadline = tokio::time::Instant::now() + envelope.timeout;
-        let mut pause = RETRY_PAUSE_MIN;
+        let mut backoff = Backoff::new(envelope.timeout);
         loop {
             let refused = match Self::route_once(&inner, &envelope, one_way).await {
                 Ok(payload) => return Ok(payload),
                 Err(Failed::Final(err)) => return Err(err),
                 Err(Failed::Refused(err)) => err,
             };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left <= pause {
+            tracing::debug!(grain = %envelope.target, cause = %refused, "call refused by every gateway; retrying");
+            if !backoff.pause(&inner.stop).await {
                 return Err(refused);
             }
-            tracing::debug!(grain = %envelope.target, cause = %refused, "call refused by every gateway; retrying");
             inner.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = inner.stop.cancelled() => return Err(refused),
-            }
-            pause = (pause * 2).min(RETRY_PAUSE_MAX);
-            envelope.timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
+            envelope.timeout = backoff.left();
         }
     }
 
@@ -687,28 +681,6 @@ enum Failed {
     Refused(CallError),
 }
 
-/// The first pause before a call every gateway refused is tried again; it doubles up to
-/// [`RETRY_PAUSE_MAX`].
-const RETRY_PAUSE_MIN: Duration = Duration::from_millis(10);
-/// The longest pause between two rounds of a refused call.
-const RETRY_PAUSE_MAX: Duration = Duration::from_millis(200);
-
-/// Whether `err` says the call did not run and another try (another gateway, a moment later)
-/// may succeed: a silo shutting down, a grain whose activation kept moving, a silo that could
-/// not be reached before the call was sent. The limits (`TooManyActivations`, `QueueFull`) and
-/// `StorageConflict` are retryable too, but are the application's to pace.
-fn certainly_not_run(err: &CallError) -> bool {
-    matches!(
-        err,
-        CallError::ShuttingDown
-            | CallError::Unavailable { .. }
-            | CallError::SiloUnavailable {
-                outcome_unknown: false,
-                ..
-            }
-    )
-}
-
 impl Invoker for ClientInvoker {
     fn invoke(&self, call: OutgoingCall) -> BoxFuture<'static, Result<Payload, CallError>> {
         let inner = self.0.clone();
@@ -787,34 +759,5 @@ mod tests {
         // All silent: in turn anyway.
         assert_eq!(call_order(&g, &g, 2), vec![g[2], g[0], g[1]]);
         assert!(call_order(&[], &[], 7).is_empty());
-    }
-
-    #[test]
-    fn only_refusals_that_certainly_did_not_run_are_retried() {
-        let grain = granary_core::GrainId::new("t", 1);
-        let unavailable = |outcome_unknown| CallError::SiloUnavailable {
-            silo: "s0@1".into(),
-            reason: "r".into(),
-            outcome_unknown,
-        };
-        assert!(certainly_not_run(&CallError::ShuttingDown));
-        assert!(certainly_not_run(&unavailable(false)));
-        assert!(certainly_not_run(&CallError::Unavailable {
-            grain: grain.clone(),
-            attempts: 3,
-        }));
-        // It may have run: never retried behind the caller's back.
-        assert!(!certainly_not_run(&unavailable(true)));
-        assert!(!certainly_not_run(&CallError::Timeout {
-            grain: grain.clone(),
-            method: "m".into(),
-            timeout: Duration::from_secs(1),
-        }));
-        // The application's answer, or its limits to pace: the caller's to handle.
-        assert!(!certainly_not_run(&CallError::rejected(&grain, "no")));
-        assert!(!certainly_not_run(&CallError::QueueFull {
-            grain,
-            limit: 1
-        }));
     }
 }
