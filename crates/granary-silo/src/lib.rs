@@ -50,6 +50,7 @@ mod request;
 mod router;
 mod shared;
 mod silo;
+mod subscriptions;
 mod workers;
 
 pub use client::Client;
@@ -61,3 +62,4 @@ pub use health::{NotReady, SiloHealth};
 pub use metrics::SiloMetrics;
 pub use observers::{ObserverHandle, ObserverTable};
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};
+pub use subscriptions::Subscription;
