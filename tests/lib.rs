@@ -360,3 +360,5 @@ impl MatchGrain {
         Ok(names)
     }
 }
+
+pub mod subscribed;

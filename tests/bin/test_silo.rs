@@ -13,9 +13,11 @@ async fn main() {
         }
     };
     if let Err(err) = granary_node::run(settings, |silo| {
-        silo.register::<CounterGrain>()
+        let silo = silo
+            .register::<CounterGrain>()
             .register::<ReminderGrain>()
-            .register::<MatchGrain>()
+            .register::<MatchGrain>();
+        granary_tests::subscribed::subscribe(silo)
     })
     .await
     {

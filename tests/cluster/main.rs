@@ -27,6 +27,7 @@ mod observers;
 mod processes;
 mod roles;
 mod stateless;
+mod subscriptions;
 mod tidy;
 mod turns;
 mod webdriver;

@@ -79,7 +79,7 @@ const SQS_BATCH: usize = 10;
 /// Batches in flight: [`SqsSink`]'s default lanes.
 const SQS_LANES: usize = 4;
 
-fn name() -> String {
+pub(crate) fn name() -> String {
     format!("bench{}", uuid::Uuid::now_v7().simple())
 }
 
@@ -305,7 +305,7 @@ impl Servers {
     }
 }
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("GRANARY_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -881,6 +881,32 @@ fn sqs_entry((position, event): (usize, &EventEnvelope)) -> SendMessageBatchRequ
         .expect("id and body are set")
 }
 
+/// P7-delivery on its own (P14's baseline): [`delivery_p99`] on a stream of its own, removed
+/// after.
+pub(crate) fn stream_delivery_p99() -> f64 {
+    multi_thread(2).block_on(async {
+        let store = Arc::new(
+            RedisStore::connect(RedisConfig::new(redis_url(), name()))
+                .await
+                .expect("P7-delivery needs Redis (GRANARY_BENCH_REDIS)"),
+        );
+        let prefix = format!("{}:", name());
+        let p99 = delivery_p99(store.clone(), &prefix).await;
+        let stream = RedisStreamsSink::new(store, &prefix).stream("delivery");
+        let mut conn = redis::Client::open(redis_url())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let _: () = redis::cmd("DEL")
+            .arg(stream)
+            .query_async(&mut conn)
+            .await
+            .expect("clean up");
+        p99
+    })
+}
+
 /// Commit-to-delivery p99 (ms) of 1,000 events committed one by one (every 2 ms) while the
 /// relay runs, read back from the Redis stream by a blocking reader.
 async fn delivery_p99(store: Arc<RedisStore>, prefix: &str) -> f64 {
@@ -952,7 +978,7 @@ async fn delivery_p99(store: Arc<RedisStore>, prefix: &str) -> f64 {
     lags[(lags.len() * 99 / 100).min(lags.len() - 1)]
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

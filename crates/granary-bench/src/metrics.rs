@@ -696,3 +696,27 @@ pub(crate) fn p7(reps: usize, scale: usize, wanted: &dyn Fn(&str) -> bool) {
     }
     .print();
 }
+
+/// P14: event → subscribed grain delivery p99 (a board grain applies each event once and
+/// commits; the relay with P7's settings), against P7-delivery (commit → Redis stream) at the
+/// same cadence.
+pub(crate) fn p14(reps: usize, scale: usize) {
+    let events = 1_000 / scale.min(5);
+    let [grains, stream] = interleave(
+        reps,
+        [
+            &|| crate::subscriptions::p14(events),
+            &events::stream_delivery_p99,
+        ],
+    );
+    Line {
+        id: "P14",
+        what: &format!("event_to_subscribed_grain_p99_{events}_events_every_2ms"),
+        value: median(&grains),
+        baseline: median(&stream),
+        baseline_name: "p7_commit_to_redis_stream_p99",
+        unit: "ms",
+        goal: "value<=10",
+    }
+    .print();
+}

@@ -12,12 +12,14 @@
 //! consume the events. A grain that receives events (a subscription: a consumer's handler calls
 //! the grain with each envelope) keeps [`RecentEvents`] in its state to apply each event once.
 
+mod applied;
 mod dedupe;
 mod envelope;
 mod metrics;
 mod relay;
 mod sink;
 
+pub use applied::{AppliedEvents, Delivery};
 pub use dedupe::RecentEvents;
 pub use envelope::{EnvelopeError, EventEnvelope, Format, Source, event_id};
 pub use metrics::RelayMetrics;

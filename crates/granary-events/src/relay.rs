@@ -111,6 +111,8 @@ pub struct RelayBuilder {
     routes: HashMap<String, Vec<Route>>,
     owner: ShardOwner,
     config: RelayConfig,
+    /// `(event type, sink)`: delivered there as well as to the type's routes or defaults.
+    extra: Vec<(String, Arc<dyn Sink>)>,
 }
 
 impl std::fmt::Debug for RelayBuilder {
@@ -146,6 +148,18 @@ impl RelayBuilder {
         self
     }
 
+    /// Delivers events of type `type_name` to `sink` **as well as** to the sinks the type is
+    /// routed to (or the defaults), on a topic named after the event type: how a silo's
+    /// subscribed grains get their events (`Silo::deliver_subscriptions`). The sink is one more
+    /// sink of the relay, with the same guarantees: at least once, in commit order per grain,
+    /// retried with backoff, dead-lettered after [`max_refusals`](RelayConfig::max_refusals)
+    /// refusals.
+    #[must_use]
+    pub fn subscriber(mut self, type_name: &str, sink: Arc<dyn Sink>) -> Self {
+        self.extra.push((type_name.to_owned(), sink));
+        self
+    }
+
     /// Serves only the shards `owner` accepts (default: all).
     #[must_use]
     pub fn owner(mut self, owner: ShardOwner) -> Self {
@@ -168,7 +182,14 @@ impl RelayBuilder {
     /// # Panics
     /// If no sink is configured: events would stay in the outbox forever.
     #[must_use]
-    pub fn start(self) -> Relay {
+    pub fn start(mut self) -> Relay {
+        for (type_name, sink) in std::mem::take(&mut self.extra) {
+            let defaults = &self.defaults;
+            self.routes
+                .entry(type_name)
+                .or_insert_with(|| defaults.clone())
+                .push(Route { sink, topic: None });
+        }
         assert!(
             !self.defaults.is_empty() || !self.routes.is_empty(),
             "a relay needs at least one sink"
@@ -274,6 +295,7 @@ impl Relay {
             routes: HashMap::new(),
             owner: Arc::new(|_| true),
             config: RelayConfig::default(),
+            extra: Vec::new(),
         }
     }
 

@@ -176,7 +176,10 @@ async fn run_silo(
 ) -> Result<(), NodeError> {
     let silo = builder.start().await?;
     started(&silo);
-    let relay = relay.owner(silo.shard_owner()).start();
+    // The relay of the shards this silo owns, with its subscribed grains as one more sink.
+    let relay = silo
+        .deliver_subscriptions(relay.owner(silo.shard_owner()))
+        .start();
     let _ = metrics.set((silo.metrics(), relay.metrics()));
     probes.joined(silo.health());
     let mut events = silo.events();

@@ -23,6 +23,8 @@ const LAYERS: &[&[&str]] = &[
         "memory",
         "otel",
     ],
+    // Events to grains: calls subscribed grains through a client.
+    &["subscriptions"],
     &["shared"],
     &["activation"],
     &["workers"],

@@ -51,6 +51,7 @@ mod retry;
 mod router;
 mod shared;
 mod silo;
+mod subscriptions;
 mod workers;
 
 pub use client::Client;
@@ -62,3 +63,4 @@ pub use health::{NotReady, SiloHealth};
 pub use metrics::SiloMetrics;
 pub use observers::{ObserverHandle, ObserverTable};
 pub use silo::{ShutdownError, Silo, SiloBuilder, StartError};
+pub use subscriptions::Subscription;

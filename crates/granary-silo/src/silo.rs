@@ -8,6 +8,8 @@ use granary_core::provider::{
 use granary_core::{
     Clock, Grain, GrainId, IdleAfter, Invoker, MethodId, SiloId, StorageError, SystemClock,
 };
+use granary_core::{Event, GrainInterface};
+use granary_events::RelayBuilder;
 
 use crate::catalog::Catalog;
 use crate::client::Client;
@@ -23,6 +25,7 @@ use crate::registry::Registry;
 use crate::reminders;
 use crate::router::Router;
 use crate::shared::Shared;
+use crate::subscriptions::{Subscription, SubscriptionList};
 
 /// Why a silo could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,7 @@ pub struct SiloBuilder {
     clock: Arc<dyn Clock>,
     hosts: Vec<&'static str>,
     roles: Vec<String>,
+    subscriptions: SubscriptionList,
 }
 
 impl std::fmt::Debug for SiloBuilder {
@@ -124,6 +128,7 @@ impl SiloBuilder {
             clock: Arc::new(SystemClock),
             hosts: Vec::new(),
             roles: Vec::new(),
+            subscriptions: SubscriptionList::default(),
         }
     }
 
@@ -283,6 +288,21 @@ impl SiloBuilder {
         self
     }
 
+    /// Subscribes grain type (or interface) `G` to events of type `E`: each committed event,
+    /// wherever it was published, is delivered to the grain its [`Subscription`]'s key
+    /// function chooses, by the event relay of the silo that owns the event's outbox shard
+    /// (so register the same subscriptions on every silo; the relay gets them from
+    /// [`Silo::deliver_subscriptions`]). See the `subscriptions` section of
+    /// `docs/writing-grains.md`.
+    #[must_use]
+    pub fn subscribe<E: Event, G: GrainInterface>(
+        mut self,
+        subscription: Subscription<E, G>,
+    ) -> Self {
+        self.subscriptions.add(subscription);
+        self
+    }
+
     /// Starts the silo on the current tokio runtime: joins the membership table, starts idle
     /// collection and opens for calls.
     ///
@@ -434,6 +454,7 @@ impl SiloBuilder {
             membership,
             address,
             profile,
+            subscriptions: self.subscriptions,
         })
     }
 }
@@ -491,6 +512,8 @@ pub struct Silo {
     address: String,
     /// The hosted types and roles its membership row shows.
     profile: Profile,
+    /// What [`deliver_subscriptions`](Self::deliver_subscriptions) adds to a relay.
+    subscriptions: SubscriptionList,
 }
 
 impl std::fmt::Debug for Silo {
@@ -578,6 +601,16 @@ impl Silo {
             observers.clone(),
             observers.client_name(),
         )
+    }
+
+    /// Adds this silo's subscriptions ([`SiloBuilder::subscribe`]) to `relay`: one sink,
+    /// named `grains`, that calls the subscribed grains through this silo, for every
+    /// subscribed event type, beside the type's other sinks. Give it the relay of this silo's
+    /// shards (`relay.owner(silo.shard_owner())`); without subscriptions it returns `relay`
+    /// as it is.
+    #[must_use]
+    pub fn deliver_subscriptions(&self, relay: RelayBuilder) -> RelayBuilder {
+        self.subscriptions.attach(self.client(), relay)
     }
 
     /// Subscribes to the silo's life-cycle events (only events after this call).
