@@ -3,6 +3,7 @@
 //! | metric | kind | labels |
 //! |--------|------|--------|
 //! | `granary_calls_total` | counter | `grain_type`, `method` |
+//! | `granary_call_errors_total` | counter (calls whose turn ended in an error) | `grain_type`, `method` |
 //! | `granary_call_duration_seconds` | histogram (two-way calls) | `grain_type`, `method` |
 //! | `granary_activations` | gauge | `grain_type` |
 //! | `granary_queued_requests` | gauge | |
@@ -95,9 +96,10 @@ pub(crate) struct MethodMetrics {
 }
 
 impl MethodMetrics {
-    /// Records one call, and how long it took if it was timed.
-    pub(crate) fn record(&self, took: Option<Duration>) {
-        self.stats.record(took);
+    /// Records one call, how long it took if it was timed, and whether it `failed` (its turn
+    /// ended in an error: a domain error, a rejection, a storage failure, …).
+    pub(crate) fn record(&self, took: Option<Duration>, failed: bool) {
+        self.stats.record(took, failed);
     }
 
     fn labels(&self) -> CallLabels {
@@ -108,8 +110,8 @@ impl MethodMetrics {
     }
 }
 
-/// Encodes `granary_calls_total` and `granary_call_duration_seconds` from the methods'
-/// sharded counters at each scrape.
+/// Encodes `granary_calls_total`, `granary_call_errors_total` and
+/// `granary_call_duration_seconds` from the methods' sharded counters at each scrape.
 #[derive(Debug)]
 struct CallCollector {
     types: Arc<MethodsByType>,
@@ -135,6 +137,19 @@ impl Collector for CallCollector {
                 calls
                     .encode_family(&m.labels())?
                     .encode_counter::<NoLabelSet, _, u64>(&m.stats.calls(), None)?;
+            }
+        }
+        {
+            let mut errors = encoder.encode_descriptor(
+                "call_errors",
+                "Calls whose turn ended in an error, by grain type and method",
+                None,
+                MetricType::Counter,
+            )?;
+            for m in methods() {
+                errors
+                    .encode_family(&m.labels())?
+                    .encode_counter::<NoLabelSet, _, u64>(&m.stats.errors(), None)?;
             }
         }
         let mut durations = encoder.encode_descriptor(
