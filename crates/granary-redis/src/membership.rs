@@ -27,7 +27,9 @@ return {'ok', next}
 /// version in the field `#version` and each silo's row, as JSON, in the field
 /// `<silo name>#<generation>`. Rows change only by compare-and-set on the version. Heartbeats
 /// (a [`Heartbeat`] as JSON) go to the hash `granary:<cluster>:membership:alive`, under the
-/// same fields, and leave the version alone.
+/// same fields, and leave the version alone. Silo processes that serve HTTP (`/metrics`)
+/// publish its address in the hash `granary:<cluster>:membership:http`, under the same fields,
+/// for the dashboard to read every silo's metrics.
 #[derive(Debug, Clone)]
 pub struct RedisMembership {
     store: Arc<RedisStore>,
@@ -166,5 +168,64 @@ impl MembershipTable for RedisMembership {
 
     fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>> {
         Box::pin(self.read_beats())
+    }
+}
+
+impl RedisMembership {
+    /// Publishes `address` (`host:port`) as where `silo`'s HTTP server answers (its `/metrics`):
+    /// the dashboard of any silo reads every silo's metrics there. The field stays after the
+    /// silo is gone (readers skip the silos that are not in the table, or dead).
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached.
+    pub async fn publish_http_address(
+        &self,
+        silo: &SiloId,
+        address: &str,
+    ) -> Result<(), StorageError> {
+        let (key, field) = (self.http_key(), silo_field(silo));
+        let address = address.to_owned();
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(field)
+                    .arg(address)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// The HTTP addresses the silos published with
+    /// [`publish_http_address`](Self::publish_http_address).
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached, [`StorageError::Malformed`]
+    /// if a field does not name a silo.
+    pub async fn http_addresses(&self) -> Result<Vec<(SiloId, String)>, StorageError> {
+        let key = self.http_key();
+        let mut conn = self.store.conn.clone();
+        let fields: HashMap<String, String> = self
+            .store
+            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
+            .await?;
+        fields
+            .into_iter()
+            .map(|(field, address)| {
+                let silo = field
+                    .rsplit_once('#')
+                    .and_then(|(name, generation)| {
+                        Some(SiloId::new(name, generation.parse().ok()?))
+                    })
+                    .ok_or_else(|| StorageError::Malformed(format!("HTTP address of {field:?}")))?;
+                Ok((silo, address))
+            })
+            .collect()
+    }
+
+    fn http_key(&self) -> String {
+        format!("{}:http", self.key)
     }
 }
