@@ -118,9 +118,12 @@ fn parse_bound(le: &str) -> Option<f64> {
     }
 }
 
+/// A sample line's labels, `(name, value)` in their order.
+type Labels = Vec<(String, String)>;
+
 /// One sample line: `name{label="value",…} value [timestamp]`; `None` for comments and
 /// malformed lines.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<(&str, Labels, f64)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;
