@@ -53,12 +53,7 @@ impl RedisMembership {
     }
 
     async fn read_table(&self) -> Result<MembershipSnapshot, StorageError> {
-        let mut conn = self.store.conn.clone();
-        let key = self.key.clone();
-        let fields: HashMap<String, String> = self
-            .store
-            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
-            .await?;
+        let fields = self.hgetall(self.key.clone()).await?;
         let mut snapshot = MembershipSnapshot::default();
         for (field, value) in fields {
             if field == "#version" {
@@ -113,26 +108,11 @@ impl RedisMembership {
         let (key, field) = (self.alive_key.clone(), silo_field(silo));
         let value = serde_json::to_string(&beat)
             .map_err(|e| StorageError::Malformed(format!("heartbeat not encoded: {e}")))?;
-        let mut conn = self.store.conn.clone();
-        self.store
-            .bounded(async move {
-                redis::cmd("HSET")
-                    .arg(&key)
-                    .arg(field)
-                    .arg(value)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await
+        self.hset(key, field, value).await
     }
 
     async fn read_beats(&self) -> Result<Vec<(SiloId, Heartbeat)>, StorageError> {
-        let key = self.alive_key.clone();
-        let mut conn = self.store.conn.clone();
-        let fields: HashMap<String, String> = self
-            .store
-            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
-            .await?;
+        let fields = self.hgetall(self.alive_key.clone()).await?;
         let mut beats = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             let parsed = (|| {
@@ -183,18 +163,7 @@ impl RedisMembership {
         silo: &SiloId,
         address: &str,
     ) -> Result<(), StorageError> {
-        let (key, field) = (self.http_key(), silo_field(silo));
-        let address = address.to_owned();
-        let mut conn = self.store.conn.clone();
-        self.store
-            .bounded(async move {
-                redis::cmd("HSET")
-                    .arg(&key)
-                    .arg(field)
-                    .arg(address)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
+        self.hset(self.http_key(), silo_field(silo), address.to_owned())
             .await
     }
 
@@ -205,12 +174,7 @@ impl RedisMembership {
     /// [`StorageError::Unavailable`] if Redis cannot be reached, [`StorageError::Malformed`]
     /// if a field does not name a silo.
     pub async fn http_addresses(&self) -> Result<Vec<(SiloId, String)>, StorageError> {
-        let key = self.http_key();
-        let mut conn = self.store.conn.clone();
-        let fields: HashMap<String, String> = self
-            .store
-            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
-            .await?;
+        let fields = self.hgetall(self.http_key()).await?;
         fields
             .into_iter()
             .map(|(field, address)| {
@@ -227,5 +191,28 @@ impl RedisMembership {
 
     fn http_key(&self) -> String {
         format!("{}:http", self.key)
+    }
+
+    /// Every field of the hash `key`.
+    async fn hgetall(&self, key: String) -> Result<HashMap<String, String>, StorageError> {
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
+            .await
+    }
+
+    /// Sets `field` of the hash `key` to `value`.
+    async fn hset(&self, key: String, field: String, value: String) -> Result<(), StorageError> {
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(field)
+                    .arg(value)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
     }
 }

@@ -110,6 +110,9 @@ impl MethodMetrics {
     }
 }
 
+/// A counter of a method's calls (`CallStats::calls`, `CallStats::errors`).
+type CountOf = fn(&CallStats) -> u64;
+
 /// Encodes `granary_calls_total`, `granary_call_errors_total` and
 /// `granary_call_duration_seconds` from the methods' sharded counters at each scrape.
 #[derive(Debug)]
@@ -126,30 +129,24 @@ impl Collector for CallCollector {
         if methods().next().is_none() {
             return Ok(()); // no family without a member, as `Family` does
         }
-        {
-            let mut calls = encoder.encode_descriptor(
+        let counters: [(&str, &str, CountOf); 2] = [
+            (
                 "calls",
                 "Calls handled, by grain type and method",
-                None,
-                MetricType::Counter,
-            )?;
-            for m in methods() {
-                calls
-                    .encode_family(&m.labels())?
-                    .encode_counter::<NoLabelSet, _, u64>(&m.stats.calls(), None)?;
-            }
-        }
-        {
-            let mut errors = encoder.encode_descriptor(
+                CallStats::calls,
+            ),
+            (
                 "call_errors",
                 "Calls whose turn ended in an error, by grain type and method",
-                None,
-                MetricType::Counter,
-            )?;
+                CallStats::errors,
+            ),
+        ];
+        for (name, help, count) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for m in methods() {
-                errors
+                family
                     .encode_family(&m.labels())?
-                    .encode_counter::<NoLabelSet, _, u64>(&m.stats.errors(), None)?;
+                    .encode_counter::<NoLabelSet, _, u64>(&count(&m.stats), None)?;
             }
         }
         let mut durations = encoder.encode_descriptor(
