@@ -426,3 +426,172 @@ async fn the_dashboard_page_shows_the_live_cluster_in_a_headless_chromium() {
     browser.close().await;
     cluster.client.close().await;
 }
+
+/// What the page's charts, legends and per-method table show, read from its DOM: each chart's
+/// paths with their data points (counted in the path's `d`, the drawing itself) and largest
+/// value, each legend entry's state, each method row's counts.
+const READ_CHARTS: &str = r##"
+const charts = {};
+for (const svg of document.querySelectorAll("svg.chart")) {
+  charts[svg.id] = [...svg.querySelectorAll("path[data-series]")].map(p => ({
+    series: p.dataset.series, label: p.dataset.label,
+    points: Number(p.dataset.points), drawn: (p.getAttribute("d").match(/[ML]/g) || []).length,
+    max: Number(p.dataset.max),
+  }));
+}
+const legends = {};
+for (const ul of document.querySelectorAll("ul.legend")) {
+  legends[ul.id] = [...ul.querySelectorAll("li")].map(li => ({
+    label: li.dataset.label, state: li.dataset.state || null,
+    mark: (li.querySelector(".mark") || {}).textContent || null,
+  }));
+}
+return {
+  charts, legends,
+  samples: Number(document.getElementById("history-note").dataset.samples),
+  methods: [...document.querySelectorAll("#methods tr[data-method]")].map(r => ({
+    method: r.dataset.method,
+    calls: Number(r.querySelector('[data-field="calls"]').dataset.value),
+    errors: Number(r.querySelector('[data-field="errors"]').dataset.value),
+  })),
+  silos: [...document.querySelectorAll("#silos tr[data-silo]")].map(r => ({
+    name: r.dataset.silo, state: r.dataset.state,
+  })),
+};
+"##;
+
+/// The paths of chart `id` in what [`READ_CHARTS`] read.
+fn paths<'a>(page: &'a Value, id: &str) -> &'a [Value] {
+    page["charts"][id].as_array().map_or(&[], Vec::as_slice)
+}
+
+/// The largest value path `label` of chart `id` drew with at least `points` data points, each
+/// drawn.
+fn drawn_max(page: &Value, id: &str, label: &str, points: u64) -> Option<f64> {
+    paths(page, id)
+        .iter()
+        .find(|p| {
+            p["label"] == label && p["points"].as_u64() >= Some(points) && p["drawn"] == p["points"]
+        })
+        .and_then(|p| p["max"].as_f64())
+}
+
+/// The `(calls, errors)` the per-method table shows for `method` (`<grain type>/<method>`).
+fn method_row(page: &Value, method: &str) -> Option<(u64, u64)> {
+    page["methods"]
+        .as_array()?
+        .iter()
+        .find(|m| m["method"] == method)
+        .map(|m| (m["calls"].as_u64().unwrap(), m["errors"].as_u64().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_charts_draw_live_history_and_mark_a_stopped_silo_in_a_headless_chromium() {
+    let cluster = cluster("dash-chart").await;
+    let history = "/dashboard/history.json";
+    assert_eq!(get(&cluster.http, history, None).await.0, 401, "the token");
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = load(&cluster.client, 0..4, &stop);
+    // A failing call: its turn ends in a rejection, counted as an error of its method.
+    let failed = cluster
+        .client
+        .grain::<granary_tests::ReminderGrain>(1)
+        .unregister_then_fail("none".into())
+        .await;
+    assert!(
+        matches!(failed, Err(granary::CallError::Rejected { .. })),
+        "{failed:?}"
+    );
+
+    let browser = Browser::start().await;
+    assert_eq!(get(&cluster.http, history, Some(TOKEN)).await.0, 200);
+    browser
+        .goto(&format!("http://{}/dashboard?token={TOKEN}", cluster.http))
+        .await
+        .unwrap();
+    // A sample every 2 s: at least 5 drawn points of live data after some 10 s.
+    const POINTS: u64 = 5;
+    let page = wait_for(
+        "the charts draw ≥ 5 points of calls/s, p99 and activations, with non-zero values, \
+         and the method table counts the failed call",
+        async || {
+            let page = browser
+                .execute(READ_CHARTS, vec![])
+                .await
+                .map_err(|e| format!("reading the page: {e}"))?;
+            let silos_calling = ["a", "b"]
+                .iter()
+                .filter(|silo| {
+                    drawn_max(&page, "chart-calls", silo, POINTS).is_some_and(|m| m > 0.0)
+                })
+                .count();
+            let p99 = ["a", "b"]
+                .iter()
+                .any(|silo| drawn_max(&page, "chart-p99", silo, POINTS).is_some_and(|m| m > 0.0));
+            let activations =
+                drawn_max(&page, "chart-activations", COUNTER, POINTS).is_some_and(|m| m >= 1.0);
+            let events = paths(&page, "chart-events")
+                .iter()
+                .any(|p| p["max"].as_f64() > Some(0.0));
+            let failing = method_row(&page, "cluster.reminded/unregister_then_fail");
+            let bumps = method_row(&page, "cluster.counter/bump_and_announce");
+            let ok = silos_calling == 2
+                && p99
+                && activations
+                && events
+                && failing == Some((1, 1))
+                && bumps.is_some_and(|(calls, errors)| calls > 0 && errors == 0);
+            if ok { Ok(page) } else { Err(page.to_string()) }
+        },
+    )
+    .await;
+    // The activations chart's line reaches the 4 counters (hash placement spreads them).
+    assert_eq!(
+        drawn_max(&page, "chart-activations", COUNTER, POINTS),
+        Some(4.0),
+        "{page}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let calls = running.await.unwrap();
+    assert!(calls > 0);
+
+    // b stops without a word: within a sample or two its series and row are marked.
+    cluster.b.signal("-KILL");
+    let page = wait_for("the page marks b suspected or dead", async || {
+        let page = browser
+            .execute(READ_CHARTS, vec![])
+            .await
+            .map_err(|e| format!("reading the page: {e}"))?;
+        let marked = |state: &Value| state == "Suspected" || state == "Dead";
+        let legend = page["legends"]["legend-calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["label"] == "b" && marked(&l["state"]) && l["mark"].is_string());
+        let row = page["silos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "b" && marked(&s["state"]));
+        let a_fine = page["legends"]["legend-calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["label"] == "a" && l["state"] == "Active");
+        if legend && row && a_fine {
+            Ok(page)
+        } else {
+            Err(page.to_string())
+        }
+    })
+    .await;
+    assert!(page["samples"].as_u64().unwrap() > POINTS, "{page}");
+
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-charts.png");
+    let png = browser.screenshot().await.unwrap();
+    std::fs::write(&shot, &png).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{} bytes", png.len());
+    eprintln!("dashboard charts screenshot: {}", shot.display());
+    browser.close().await;
+    cluster.client.close().await;
+}

@@ -1,14 +1,22 @@
 //! The dashboard: a web page of the live cluster (silos and their status, activations per grain
-//! type, calls per second, recent events), served beside `/metrics` when a token is set.
+//! type, calls per second, recent events) and charts of its last 10 minutes, served beside
+//! `/metrics` when a token is set.
 //!
-//! Everything it shows comes from Redis, so any silo shows the whole cluster: the membership
-//! table and the heartbeats (`RedisMembership`), and the newest entries of the event streams
-//! (`RedisStreamsSink::recent`). A silo's call rate is the difference between the `calls`
-//! counters of two heartbeats this server has seen, over the time between them.
+//! The tables of the moment come from Redis, so any silo shows the whole cluster: the
+//! membership table and the heartbeats (`RedisMembership`), and the newest entries of the event
+//! streams (`RedisStreamsSink::recent`). A silo's call rate there is the difference between the
+//! `calls` counters of two heartbeats this server has seen, over the time between them.
+//!
+//! The charts come from the server's [`History`]: every [`SAMPLE_EVERY`] the dashboard reads
+//! the membership table, the heartbeats, and the `/metrics` of every silo that is not dead, at
+//! the HTTP address each silo process publishes in Redis
+//! (`RedisMembership::publish_http_address`), and keeps the sample in a bounded ring. A page
+//! opened late shows the last 10 minutes at once.
 //!
 //! Routes, each requiring the token (`Authorization: Bearer <token>` or `?token=<token>`):
-//! `/dashboard` (the page, one static file; it polls the API every second) and
-//! `/dashboard/api/cluster` (the JSON the page shows).
+//! `/dashboard` (the page, one static file; it polls the API every second and the history
+//! every sample), `/dashboard/api/cluster` (the JSON of the tables) and
+//! `/dashboard/history.json` (the samples and the per-method table).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +29,11 @@ use granary::provider::{MembershipTable, SiloStatus};
 use granary_redis::{RedisMembership, RedisStreamsSink};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
+
+use self::history::{History, Reading, SAMPLE_EVERY};
+
+mod history;
+mod scrape;
 
 /// The page: HTML with its CSS and JavaScript inline, no build step.
 const PAGE: &str = include_str!("dashboard/page.html");
@@ -45,6 +58,7 @@ pub(crate) struct Dashboard {
     streams: RedisStreamsSink,
     rates: Mutex<Rates>,
     topics: Mutex<Option<(Instant, Vec<String>)>>,
+    history: Mutex<History>,
 }
 
 impl std::fmt::Debug for Dashboard {
@@ -72,7 +86,85 @@ impl Dashboard {
             streams,
             rates: Mutex::new(Rates::default()),
             topics: Mutex::new(None),
+            history: Mutex::new(History::default()),
         }
+    }
+
+    /// Samples the cluster into the history every [`SAMPLE_EVERY`], from now until the
+    /// dashboard is dropped.
+    pub(crate) fn start_sampling(self: &Arc<Self>) {
+        let dashboard = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(dashboard) = dashboard.upgrade() else {
+                    return;
+                };
+                dashboard.sample().await;
+            }
+        });
+    }
+
+    /// Takes one sample: the table and heartbeats from Redis, each live silo's `/metrics`.
+    async fn sample(&self) {
+        match self.readings().await {
+            Ok(readings) => self
+                .history
+                .lock()
+                .expect("no panic while the lock is held")
+                .record(now_ms(), Instant::now(), readings),
+            Err(err) => {
+                tracing::warn!(cause = %err, "the dashboard could not sample the cluster");
+                self.history
+                    .lock()
+                    .expect("no panic while the lock is held")
+                    .failed(format!("the cluster cannot be read: {err}"));
+            }
+        }
+    }
+
+    async fn readings(&self) -> Result<Vec<Reading>, granary::StorageError> {
+        let snapshot = self.membership.read().await?;
+        let beats = self.membership.heartbeats().await?;
+        let addresses = self.membership.http_addresses().await?;
+        let now = now_ms();
+        // The scrapes run side by side: a silo that does not answer delays the sample by the
+        // scrape timeout once, not once per silo.
+        let scrapes: Vec<_> = snapshot
+            .entries
+            .iter()
+            .map(|entry| {
+                let address = addresses
+                    .iter()
+                    .find(|(silo, _)| *silo == entry.silo)
+                    .map(|(_, address)| address.clone());
+                address
+                    .filter(|_| entry.status != SiloStatus::Dead)
+                    .map(|address| tokio::spawn(async move { scrape::fetch(&address).await }))
+            })
+            .collect();
+        let mut readings = Vec::with_capacity(snapshot.entries.len());
+        for (entry, scrape) in snapshot.entries.iter().zip(scrapes) {
+            let scrape = match scrape {
+                Some(task) => Some(match task.await {
+                    Ok(text) => text.map(|text| scrape::parse(&text)),
+                    Err(err) => Err(format!("the scrape failed: {err}")),
+                }),
+                None => None,
+            };
+            let beat = beats.iter().find(|(s, _)| *s == entry.silo).map(|(_, b)| b);
+            readings.push(Reading {
+                silo: entry.silo.clone(),
+                status: format!("{:?}", entry.status),
+                suspicions: !entry.suspicions.is_empty(),
+                heartbeat_age_ms: beat.map(|b| now.saturating_sub(b.at_ms)),
+                by_type: beat.map(|b| b.by_type.clone()).unwrap_or_default(),
+                scrape,
+            });
+        }
+        Ok(readings)
     }
 
     /// Adds the dashboard's routes to an actix-web app.
@@ -80,7 +172,8 @@ impl Dashboard {
         config
             .app_data(web::Data::from(self.clone()))
             .route("/dashboard", web::get().to(page))
-            .route("/dashboard/api/cluster", web::get().to(api));
+            .route("/dashboard/api/cluster", web::get().to(api))
+            .route("/dashboard/history.json", web::get().to(history));
     }
 
     fn authorized(&self, req: &HttpRequest) -> bool {
@@ -222,6 +315,21 @@ async fn api(req: HttpRequest, dashboard: web::Data<Dashboard>) -> HttpResponse 
             .content_type("text/plain; charset=utf-8")
             .body(format!("the cluster cannot be read: {err}")),
     }
+}
+
+/// `GET /dashboard/history.json`: the samples of the last 10 minutes and the per-method table
+/// (`history::HistoryView`).
+async fn history(req: HttpRequest, dashboard: web::Data<Dashboard>) -> HttpResponse {
+    if !dashboard.authorized(&req) {
+        return unauthorized();
+    }
+    let history = dashboard
+        .history
+        .lock()
+        .expect("no panic while the lock is held");
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(history.view(&dashboard.cluster, now_ms()))
 }
 
 fn unauthorized() -> HttpResponse {

@@ -24,19 +24,48 @@ pub(crate) fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, NodeError>
 }
 
 /// The dashboard of cluster `cluster`, behind `token`: it reads the membership table, the
-/// heartbeats and the event streams `<prefix><type>` from `store`'s Redis.
+/// heartbeats and the event streams `<prefix><type>` from `store`'s Redis, and samples the
+/// cluster for its charts from now on.
 pub(crate) fn dashboard(
     cluster: &str,
     token: String,
     store: &Arc<RedisStore>,
     prefix: &str,
 ) -> Arc<dashboard::Dashboard> {
-    Arc::new(dashboard::Dashboard::new(
+    let dashboard = Arc::new(dashboard::Dashboard::new(
         cluster,
         token,
         RedisMembership::new(store.clone()),
         RedisStreamsSink::new(store.clone(), prefix),
-    ))
+    ));
+    dashboard.start_sampling();
+    dashboard
+}
+
+/// Publishes where this silo's HTTP server answers, for the dashboards of the cluster to read
+/// its `/metrics`: `addr`, or, if it listens on every interface (`0.0.0.0`, `::`), its port
+/// on the host of the silo's transport address. A failure is logged: the silo runs on, and the
+/// dashboards show it without charts.
+pub(crate) async fn publish_address(
+    membership: &RedisMembership,
+    silo: &granary::Silo,
+    addr: SocketAddr,
+) {
+    let published = match silo.address() {
+        Some(transport) if addr.ip().is_unspecified() => {
+            SocketAddr::new(transport.ip(), addr.port())
+        }
+        _ => addr,
+    };
+    if let Err(err) = membership
+        .publish_http_address(silo.id(), &published.to_string())
+        .await
+    {
+        tracing::warn!(
+            address = %published, cause = %err,
+            "the HTTP address could not be published: dashboards show no charts of this silo"
+        );
+    }
 }
 
 /// The text `/metrics` serves: the silo's metrics, then its relay's; `Err` before the silo

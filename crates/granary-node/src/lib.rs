@@ -82,9 +82,13 @@
 //! live cluster at `/dashboard`: every silo of the membership table with its status, heartbeat
 //! age, activations (per grain type) and calls per second, and the newest events of the event
 //! streams (`GRANARY_EVENTS_PREFIX`). It reads everything from Redis, so any silo shows the
-//! whole cluster, and it refreshes every second. Open it as `/dashboard?token=<token>`; the
-//! page sends the token to its JSON API, `/dashboard/api/cluster`, as
-//! `Authorization: Bearer <token>` (either form works on both routes). A request without the
+//! whole cluster, and it refreshes every second. Its charts of the last 10 minutes (calls/s and
+//! p99 latency per silo, activations per type, events/s and relay lag per sink) and its
+//! per-method call and error counts come from a ring of samples the silo takes every 2 s of
+//! every silo's `/metrics`, at the HTTP address each silo process publishes in Redis when it
+//! joins. Open it as `/dashboard?token=<token>`; the page sends the token to its JSON API,
+//! `/dashboard/api/cluster` and `/dashboard/history.json`, as
+//! `Authorization: Bearer <token>` (either form works on every route). A request without the
 //! right token gets 401 and a message saying how to pass it. Without a token the routes are not
 //! served, and the silo says so when it starts. The token is never logged.
 //!

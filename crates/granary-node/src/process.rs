@@ -153,8 +153,14 @@ async fn serve(
     let announce = r
         .http
         .zip(http.as_ref().map(|(_, with_dashboard)| *with_dashboard));
+    let membership = RedisMembership::new(store.clone());
     let result = Box::pin(run_silo(
-        builder, relay, &metrics, &probes, announce, started,
+        builder,
+        relay,
+        &metrics,
+        &probes,
+        (announce, &membership),
+        started,
     ))
     .await;
     if let Some((server, _)) = http {
@@ -164,14 +170,15 @@ async fn serve(
 }
 
 /// Starts the silo and its relay, fills in what the HTTP server serves, prints the ready line
-/// (then where the HTTP server at `announce` serves, and whether with the dashboard), and runs
-/// until a stop signal (a clean stop) or until the cluster declares the silo dead.
+/// (then where the HTTP server at `announce` serves, and whether with the dashboard), publishes
+/// that address in `membership` for the dashboards, and runs until a stop signal (a clean
+/// stop) or until the cluster declares the silo dead.
 async fn run_silo(
     builder: SiloBuilder,
     relay: RelayBuilder,
     metrics: &http::MetricsSlot,
     probes: &Probes,
-    announce: Option<(std::net::SocketAddr, bool)>,
+    (announce, membership): (Option<(std::net::SocketAddr, bool)>, &RedisMembership),
     started: impl FnOnce(&Silo),
 ) -> Result<(), NodeError> {
     let silo = builder.start().await?;
@@ -182,6 +189,9 @@ async fn run_silo(
         .start();
     let _ = metrics.set((silo.metrics(), relay.metrics()));
     probes.joined(silo.health());
+    if let Some((addr, _)) = announce {
+        http::publish_address(membership, &silo, addr).await;
+    }
     let mut events = silo.events();
     #[allow(
         clippy::print_stdout,

@@ -27,7 +27,9 @@ return {'ok', next}
 /// version in the field `#version` and each silo's row, as JSON, in the field
 /// `<silo name>#<generation>`. Rows change only by compare-and-set on the version. Heartbeats
 /// (a [`Heartbeat`] as JSON) go to the hash `granary:<cluster>:membership:alive`, under the
-/// same fields, and leave the version alone.
+/// same fields, and leave the version alone. Silo processes that serve HTTP (`/metrics`)
+/// publish its address in the hash `granary:<cluster>:membership:http`, under the same fields,
+/// for the dashboard to read every silo's metrics.
 #[derive(Debug, Clone)]
 pub struct RedisMembership {
     store: Arc<RedisStore>,
@@ -51,12 +53,7 @@ impl RedisMembership {
     }
 
     async fn read_table(&self) -> Result<MembershipSnapshot, StorageError> {
-        let mut conn = self.store.conn.clone();
-        let key = self.key.clone();
-        let fields: HashMap<String, String> = self
-            .store
-            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
-            .await?;
+        let fields = self.hgetall(self.key.clone()).await?;
         let mut snapshot = MembershipSnapshot::default();
         for (field, value) in fields {
             if field == "#version" {
@@ -111,26 +108,11 @@ impl RedisMembership {
         let (key, field) = (self.alive_key.clone(), silo_field(silo));
         let value = serde_json::to_string(&beat)
             .map_err(|e| StorageError::Malformed(format!("heartbeat not encoded: {e}")))?;
-        let mut conn = self.store.conn.clone();
-        self.store
-            .bounded(async move {
-                redis::cmd("HSET")
-                    .arg(&key)
-                    .arg(field)
-                    .arg(value)
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await
+        self.hset(key, field, value).await
     }
 
     async fn read_beats(&self) -> Result<Vec<(SiloId, Heartbeat)>, StorageError> {
-        let key = self.alive_key.clone();
-        let mut conn = self.store.conn.clone();
-        let fields: HashMap<String, String> = self
-            .store
-            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
-            .await?;
+        let fields = self.hgetall(self.alive_key.clone()).await?;
         let mut beats = Vec::with_capacity(fields.len());
         for (field, value) in fields {
             let parsed = (|| {
@@ -166,5 +148,71 @@ impl MembershipTable for RedisMembership {
 
     fn heartbeats(&self) -> BoxFuture<'_, Result<Vec<(SiloId, Heartbeat)>, StorageError>> {
         Box::pin(self.read_beats())
+    }
+}
+
+impl RedisMembership {
+    /// Publishes `address` (`host:port`) as where `silo`'s HTTP server answers (its `/metrics`):
+    /// the dashboard of any silo reads every silo's metrics there. The field stays after the
+    /// silo is gone (readers skip the silos that are not in the table, or dead).
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached.
+    pub async fn publish_http_address(
+        &self,
+        silo: &SiloId,
+        address: &str,
+    ) -> Result<(), StorageError> {
+        self.hset(self.http_key(), silo_field(silo), address.to_owned())
+            .await
+    }
+
+    /// The HTTP addresses the silos published with
+    /// [`publish_http_address`](Self::publish_http_address).
+    ///
+    /// # Errors
+    /// [`StorageError::Unavailable`] if Redis cannot be reached, [`StorageError::Malformed`]
+    /// if a field does not name a silo.
+    pub async fn http_addresses(&self) -> Result<Vec<(SiloId, String)>, StorageError> {
+        let fields = self.hgetall(self.http_key()).await?;
+        fields
+            .into_iter()
+            .map(|(field, address)| {
+                let silo = field
+                    .rsplit_once('#')
+                    .and_then(|(name, generation)| {
+                        Some(SiloId::new(name, generation.parse().ok()?))
+                    })
+                    .ok_or_else(|| StorageError::Malformed(format!("HTTP address of {field:?}")))?;
+                Ok((silo, address))
+            })
+            .collect()
+    }
+
+    fn http_key(&self) -> String {
+        format!("{}:http", self.key)
+    }
+
+    /// Every field of the hash `key`.
+    async fn hgetall(&self, key: String) -> Result<HashMap<String, String>, StorageError> {
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move { redis::cmd("HGETALL").arg(&key).query_async(&mut conn).await })
+            .await
+    }
+
+    /// Sets `field` of the hash `key` to `value`.
+    async fn hset(&self, key: String, field: String, value: String) -> Result<(), StorageError> {
+        let mut conn = self.store.conn.clone();
+        self.store
+            .bounded(async move {
+                redis::cmd("HSET")
+                    .arg(&key)
+                    .arg(field)
+                    .arg(value)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
     }
 }

@@ -514,7 +514,7 @@ impl<G: Grain> Activation<G> {
                     }
                 };
                 if let Some(i) = index {
-                    self.method_metrics[i].record(started.map(|t| t.elapsed()));
+                    self.method_metrics[i].record(started.map(|t| t.elapsed()), result.is_err());
                 }
                 match reply {
                     Some(ReplyTx::Inline) => return Some(result),

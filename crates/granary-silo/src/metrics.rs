@@ -3,6 +3,7 @@
 //! | metric | kind | labels |
 //! |--------|------|--------|
 //! | `granary_calls_total` | counter | `grain_type`, `method` |
+//! | `granary_call_errors_total` | counter (calls whose turn ended in an error) | `grain_type`, `method` |
 //! | `granary_call_duration_seconds` | histogram (two-way calls) | `grain_type`, `method` |
 //! | `granary_activations` | gauge | `grain_type` |
 //! | `granary_queued_requests` | gauge | |
@@ -97,9 +98,10 @@ pub(crate) struct MethodMetrics {
 }
 
 impl MethodMetrics {
-    /// Records one call, and how long it took if it was timed.
-    pub(crate) fn record(&self, took: Option<Duration>) {
-        self.stats.record(took);
+    /// Records one call, how long it took if it was timed, and whether it `failed` (its turn
+    /// ended in an error: a domain error, a rejection, a storage failure, …).
+    pub(crate) fn record(&self, took: Option<Duration>, failed: bool) {
+        self.stats.record(took, failed);
     }
 
     fn labels(&self) -> CallLabels {
@@ -110,8 +112,11 @@ impl MethodMetrics {
     }
 }
 
-/// Encodes `granary_calls_total` and `granary_call_duration_seconds` from the methods'
-/// sharded counters at each scrape.
+/// A counter of a method's calls (`CallStats::calls`, `CallStats::errors`).
+type CountOf = fn(&CallStats) -> u64;
+
+/// Encodes `granary_calls_total`, `granary_call_errors_total` and
+/// `granary_call_duration_seconds` from the methods' sharded counters at each scrape.
 #[derive(Debug)]
 struct CallCollector {
     types: Arc<MethodsByType>,
@@ -126,17 +131,24 @@ impl Collector for CallCollector {
         if methods().next().is_none() {
             return Ok(()); // no family without a member, as `Family` does
         }
-        {
-            let mut calls = encoder.encode_descriptor(
+        let counters: [(&str, &str, CountOf); 2] = [
+            (
                 "calls",
                 "Calls handled, by grain type and method",
-                None,
-                MetricType::Counter,
-            )?;
+                CallStats::calls,
+            ),
+            (
+                "call_errors",
+                "Calls whose turn ended in an error, by grain type and method",
+                CallStats::errors,
+            ),
+        ];
+        for (name, help, count) in counters {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for m in methods() {
-                calls
+                family
                     .encode_family(&m.labels())?
-                    .encode_counter::<NoLabelSet, _, u64>(&m.stats.calls(), None)?;
+                    .encode_counter::<NoLabelSet, _, u64>(&count(&m.stats), None)?;
             }
         }
         let mut durations = encoder.encode_descriptor(

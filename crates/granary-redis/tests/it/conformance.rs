@@ -49,3 +49,35 @@ async fn membership_rows_keep_hosted_types_and_roles() {
     let table = granary_redis::RedisMembership::new(Harness::shared().await.0);
     granary_testkit::conformance::membership_rows_keep_hosted_types_and_roles(&table).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silos_publish_their_http_address_for_the_dashboards() {
+    let table = granary_redis::RedisMembership::new(Harness::shared().await.0);
+    assert!(table.http_addresses().await.unwrap().is_empty(), "none yet");
+    let (a, b) = (granary::SiloId::new("a", 1), granary::SiloId::new("b", 2));
+    table
+        .publish_http_address(&a, "10.0.0.1:9100")
+        .await
+        .unwrap();
+    table
+        .publish_http_address(&b, "10.0.0.2:9100")
+        .await
+        .unwrap();
+    // A silo that publishes again (a new port) replaces its address.
+    table
+        .publish_http_address(&a, "10.0.0.1:9200")
+        .await
+        .unwrap();
+    let mut published = table.http_addresses().await.unwrap();
+    published.sort_by(|x, y| x.0.name().cmp(y.0.name()));
+    assert_eq!(
+        published,
+        [
+            (a, "10.0.0.1:9200".to_owned()),
+            (b, "10.0.0.2:9100".to_owned())
+        ]
+    );
+    // Another cluster's table on the same Redis sees none of them.
+    let other = granary_redis::RedisMembership::new(Harness::shared().await.0);
+    assert!(other.http_addresses().await.unwrap().is_empty());
+}

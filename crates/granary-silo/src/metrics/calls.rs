@@ -25,6 +25,8 @@ const FIRST_BOUND_NANOS: u64 = 10_000;
 struct Shard {
     /// Calls handled (one-way and two-way).
     calls: AtomicU64,
+    /// Calls whose turn ended in an error.
+    errors: AtomicU64,
     /// The summed durations of the timed (two-way) calls, in nanoseconds.
     sum_nanos: AtomicU64,
     /// Timed calls per duration bucket (not cumulative); the last one is `+Inf`.
@@ -42,6 +44,8 @@ pub(crate) struct CallStats {
 pub(crate) struct CallSnapshot {
     /// Calls handled.
     pub(crate) calls: u64,
+    /// Calls whose turn ended in an error.
+    pub(crate) errors: u64,
     /// The summed durations of the timed calls, in seconds.
     pub(crate) sum_seconds: f64,
     /// Timed calls.
@@ -51,10 +55,13 @@ pub(crate) struct CallSnapshot {
 }
 
 impl CallStats {
-    /// Records one call, and how long it took if it was timed.
-    pub(crate) fn record(&self, took: Option<Duration>) {
+    /// Records one call, how long it took if it was timed, and whether it `failed`.
+    pub(crate) fn record(&self, took: Option<Duration>, failed: bool) {
         let shard = &self.shards[shard_index()];
         shard.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            shard.errors.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(took) = took {
             let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
             shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -67,6 +74,14 @@ impl CallStats {
         self.shards
             .iter()
             .map(|s| s.calls.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Calls whose turn ended in an error so far.
+    pub(crate) fn errors(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.errors.load(Ordering::Relaxed))
             .sum()
     }
 
@@ -88,6 +103,7 @@ impl CallStats {
             .collect();
         CallSnapshot {
             calls: self.calls(),
+            errors: self.errors(),
             sum_seconds: Duration::from_nanos(sum_nanos).as_secs_f64(),
             timed: per_bucket.iter().sum(),
             buckets,

@@ -39,7 +39,7 @@ fn calls_from_many_threads_are_all_counted_and_only_timed_ones_are_in_the_histog
                             Duration::from_micros(1)
                         }
                     });
-                    stats.record(took);
+                    stats.record(took, i % 10 == 0);
                 }
             })
         })
@@ -49,6 +49,7 @@ fn calls_from_many_threads_are_all_counted_and_only_timed_ones_are_in_the_histog
     }
     let snap = stats.snapshot();
     assert_eq!(snap.calls, 12_000);
+    assert_eq!(snap.errors, 1_200, "every tenth call failed");
     assert_eq!(snap.timed, 6_000);
     assert_eq!(snap.buckets.len(), BUCKETS + 1);
     assert_eq!(snap.buckets[0].1, 5_999);
