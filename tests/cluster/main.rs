@@ -28,6 +28,7 @@ mod processes;
 mod roles;
 mod stateless;
 mod tidy;
+mod tls;
 mod turns;
 mod webdriver;
 mod wire;

@@ -479,7 +479,14 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
         [
             &|| cluster::raw_calls(sequential, total, 64, placement),
             &|| {
-                cluster::granary_calls(sequential, grains, total, placement, cluster::Profile::Test)
+                cluster::granary_calls(
+                    sequential,
+                    grains,
+                    total,
+                    placement,
+                    cluster::Profile::Test,
+                    None,
+                )
             },
             &|| cluster::tonic_calls(sequential, total, placement),
         ],
@@ -566,6 +573,68 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
         }
         .print_with(&placement);
     }
+}
+
+/// P3-tls and P4-tls: P3's and P4's Granary workloads (same sizes, same [`CpuPlacement`]) with
+/// every link over mutual TLS, against the same workloads in plaintext in the same run.
+///
+/// # Errors
+/// The certificate files cannot be written.
+pub(crate) fn p3_p4_tls(reps: usize, scale: usize) -> anyhow::Result<()> {
+    let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
+    let placement = CpuPlacement::for_this_machine();
+    let tls = crate::tls::BenchTls::new()?;
+    let calls = |tls| {
+        cluster::granary_calls(
+            sequential,
+            grains,
+            total,
+            placement,
+            cluster::Profile::Test,
+            tls,
+        )
+    };
+    let [p, t] = interleave_values(reps, [&|| calls(None), &|| calls(Some(&tls))]);
+    let (plain, secure) = (cluster::medians(&p), cluster::medians(&t));
+    let placement = placement.to_string();
+    for (id, what, value, baseline, unit, goal) in [
+        (
+            "P3-tls",
+            "cross_silo_call_p50_mutual_tls",
+            secure.p50_ns,
+            plain.p50_ns,
+            "ns",
+            "ratio<=1.5",
+        ),
+        (
+            "P3-tls-p99",
+            "cross_silo_call_p99_mutual_tls",
+            secure.p99_ns,
+            plain.p99_ns,
+            "ns",
+            "info",
+        ),
+        (
+            "P4-tls",
+            &format!("cross_silo_calls_per_sec_256_in_flight_{grains}grains_mutual_tls"),
+            secure.calls_per_sec,
+            plain.calls_per_sec,
+            "calls/s",
+            "ratio>=0.5",
+        ),
+    ] {
+        Line {
+            id,
+            what,
+            value,
+            baseline,
+            baseline_name: "granary_plaintext_same_placement",
+            unit,
+            goal,
+        }
+        .print_with(&placement);
+    }
+    Ok(())
 }
 
 /// P9: a silo hosting 1,000 grains is SIGKILLed: p99 time until each answers again from the

@@ -89,6 +89,7 @@ pub struct SiloBuilder {
     clock: Arc<dyn Clock>,
     hosts: Vec<&'static str>,
     roles: Vec<String>,
+    tls: Option<granary_transport::TlsConfig>,
 }
 
 impl std::fmt::Debug for SiloBuilder {
@@ -124,6 +125,7 @@ impl SiloBuilder {
             clock: Arc::new(SystemClock),
             hosts: Vec::new(),
             roles: Vec::new(),
+            tls: None,
         }
     }
 
@@ -243,6 +245,16 @@ impl SiloBuilder {
         self
     }
 
+    /// Runs the links of the silo's cluster (given with [`cluster`](Self::cluster), before or
+    /// after) over TLS: to the other silos and to clients. It replaces the configuration's
+    /// [`ClusterConfig::tls`]. A silo that is not in a cluster has no links: there it has no
+    /// effect.
+    #[must_use]
+    pub fn tls(mut self, tls: granary_transport::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Uses `membership` as the membership table. Default: a fresh [`MemoryMembership`].
     #[must_use]
     pub fn membership(mut self, membership: Arc<dyn MembershipTable>) -> Self {
@@ -335,6 +347,9 @@ impl SiloBuilder {
             self.clock,
         ));
         let cluster = self.cluster.map(|mut config| {
+            if let Some(tls) = self.tls {
+                config.tls = Some(tls);
+            }
             for role in &self.roles {
                 if !config.roles.contains(role) {
                     config.roles.push(role.clone());
