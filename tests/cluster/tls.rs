@@ -439,9 +439,7 @@ async fn a_two_silo_cluster_over_mutual_tls_calls_both_ways_and_serves_a_client(
     let refused = tokio::time::timeout(NO_HANG, ClusterClient::connect(config))
         .await
         .expect("connecting ends, never hangs");
-    let err = refused
-        .err()
-        .expect("a client without a certificate is refused");
+    let err = refused.expect_err("a client without a certificate is refused");
     assert!(err.to_string().contains("GRANARY_TLS_CERT"), "{err}");
     crate::multi_silo::shutdown(silos).await;
 }

@@ -466,28 +466,42 @@ pub(crate) fn p12(reps: usize, scale: usize) {
     .print();
 }
 
+/// P3/P4's sizes at `scale`: sequential calls, grains called, calls with 256 in flight.
+fn p3_p4_sizes(scale: usize) -> (usize, usize, usize) {
+    (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale)
+}
+
+/// P3/P4's Granary side at `scale` in `placement` (test profile), over mutual TLS with `tls`'s
+/// certificates if given.
+fn granary_p3_p4(
+    scale: usize,
+    placement: CpuPlacement,
+    tls: Option<&crate::tls::BenchTls>,
+) -> cluster::Calls {
+    let (sequential, grains, total) = p3_p4_sizes(scale);
+    cluster::granary_calls(
+        sequential,
+        grains,
+        total,
+        placement,
+        cluster::Profile::Test,
+        tls,
+    )
+}
+
 /// P3: cross-silo call latency, one call in flight, p50 and p99, against a raw TCP
 /// request/response of 64-byte frames to another process. P4: calls per second with 256 in
 /// flight over 1,000 grains on another silo process, against the raw pipelined echo.
 /// P3-tonic/P4-tonic: the same calls as tonic gRPC unary calls to another process, printed
 /// against Granary's figures. Every side runs in the same [`CpuPlacement`], printed on each line.
 pub(crate) fn p3_p4(reps: usize, scale: usize) {
-    let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
+    let (sequential, grains, total) = p3_p4_sizes(scale);
     let placement = CpuPlacement::for_this_machine();
     let [r, g, t] = interleave_values(
         reps,
         [
             &|| cluster::raw_calls(sequential, total, 64, placement),
-            &|| {
-                cluster::granary_calls(
-                    sequential,
-                    grains,
-                    total,
-                    placement,
-                    cluster::Profile::Test,
-                    None,
-                )
-            },
+            &|| granary_p3_p4(scale, placement, None),
             &|| cluster::tonic_calls(sequential, total, placement),
         ],
     );
@@ -581,20 +595,15 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
 /// # Errors
 /// The certificate files cannot be written.
 pub(crate) fn p3_p4_tls(reps: usize, scale: usize) -> anyhow::Result<()> {
-    let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
+    let (_, grains, _) = p3_p4_sizes(scale);
     let placement = CpuPlacement::for_this_machine();
     let tls = crate::tls::BenchTls::new()?;
-    let calls = |tls| {
-        cluster::granary_calls(
-            sequential,
-            grains,
-            total,
-            placement,
-            cluster::Profile::Test,
-            tls,
-        )
-    };
-    let [p, t] = interleave_values(reps, [&|| calls(None), &|| calls(Some(&tls))]);
+    let [p, t] = interleave_values(
+        reps,
+        [&|| granary_p3_p4(scale, placement, None), &|| {
+            granary_p3_p4(scale, placement, Some(&tls))
+        }],
+    );
     let (plain, secure) = (cluster::medians(&p), cluster::medians(&t));
     let placement = placement.to_string();
     for (id, what, value, baseline, unit, goal) in [

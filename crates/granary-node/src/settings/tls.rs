@@ -99,7 +99,7 @@ mod tests {
     }
 
     fn error(pairs: &[(&str, &str)], files: &[(&str, &str)]) -> String {
-        let err = tls(pairs, files).err().expect("refused");
+        let err = tls(pairs, files).expect_err("refused");
         assert_eq!(err.exit_code(), 2, "{err}");
         err.to_string()
     }
