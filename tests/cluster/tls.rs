@@ -79,19 +79,39 @@ fn tls_reason(outcome: Result<Bytes, TransportError>) -> String {
     }
 }
 
+/// Why a new transport with `tls` is refused by `to` (a TLS error, or the test fails).
+async fn refusal(cluster: &str, tls: Option<TlsConfig>, to: SocketAddr) -> String {
+    tls_reason(ping(cluster, tls, to).await)
+}
+
+/// A transport with `cert`, trusting `ca`, in mutual mode or not.
+async fn secure(
+    cluster: &str,
+    ca: &TestCa,
+    cert: &TestCert,
+    mutual: bool,
+    echo: Arc<Echo>,
+) -> Transport {
+    let tls = ca.tls(Some(cert)).mutual(mutual).build().unwrap();
+    transport(cluster, "listener", Some(tls), echo).await
+}
+
+/// A transport with a certificate `ca` signed for `address`, not in mutual mode.
+async fn serving(cluster: &str, ca: &TestCa, address: &str) -> Transport {
+    secure(cluster, ca, &ca.issue(&[address]), false, Arc::default()).await
+}
+
+/// TLS that trusts `ca` and presents no certificate.
+fn trusting(ca: &TestCa) -> Option<TlsConfig> {
+    Some(ca.tls(None).build().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_refuses_a_peer_without_a_certificate_the_ca_signed() {
     let cluster = unique_name("tls-mutual");
     let (ca, stranger) = (TestCa::new("cluster CA"), TestCa::new("another CA"));
     let echo = Arc::new(Echo::default());
-    let server = ca.issue(&["127.0.0.1"]);
-    let listener = transport(
-        &cluster,
-        "listener",
-        Some(ca.tls(Some(&server)).mutual(true).build().unwrap()),
-        echo.clone(),
-    )
-    .await;
+    let listener = secure(&cluster, &ca, &ca.issue(&["127.0.0.1"]), true, echo.clone()).await;
     let to = listener.local_addr();
 
     let trusted = ca.tls(Some(&ca.issue(&["127.0.0.1"]))).build().unwrap();
@@ -99,7 +119,7 @@ async fn mutual_tls_refuses_a_peer_without_a_certificate_the_ca_signed() {
     assert_eq!(&answer[..], b"ping");
 
     // No certificate at all: the listener asks for one and refuses the link.
-    let reason = tls_reason(ping(&cluster, Some(ca.tls(None).build().unwrap()), to).await);
+    let reason = refusal(&cluster, trusting(&ca), to).await;
     assert!(reason.contains("GRANARY_TLS_CERT"), "{reason}");
 
     // A certificate, trusting the right CA, but signed by another.
@@ -109,7 +129,7 @@ async fn mutual_tls_refuses_a_peer_without_a_certificate_the_ca_signed() {
         .identity_pem(forged.cert_pem, forged.key_pem)
         .build()
         .unwrap();
-    let reason = tls_reason(ping(&cluster, Some(untrusted), to).await);
+    let reason = refusal(&cluster, Some(untrusted), to).await;
     assert!(
         reason.contains("refused this side's certificate"),
         "{reason}"
@@ -124,41 +144,15 @@ async fn mutual_tls_refuses_a_peer_without_a_certificate_the_ca_signed() {
 async fn a_client_that_trusts_another_ca_is_refused_with_a_clear_error() {
     let cluster = unique_name("tls-wrong-ca");
     let (ca, stranger) = (TestCa::new("cluster CA"), TestCa::new("another CA"));
-    let listener = transport(
-        &cluster,
-        "listener",
-        Some(ca.tls(Some(&ca.issue(&["127.0.0.1"]))).build().unwrap()),
-        Arc::default(),
-    )
-    .await;
-    let reason = tls_reason(
-        ping(
-            &cluster,
-            Some(stranger.tls(None).build().unwrap()),
-            listener.local_addr(),
-        )
-        .await,
-    );
+    let listener = serving(&cluster, &ca, "127.0.0.1").await;
+    let reason = refusal(&cluster, trusting(&stranger), listener.local_addr()).await;
     assert!(
         reason.contains("not signed by the CA this side trusts (GRANARY_TLS_CA)"),
         "{reason}"
     );
     // A certificate for another address is refused too, and the error says how to fix it.
-    let elsewhere = transport(
-        &cluster,
-        "elsewhere",
-        Some(ca.tls(Some(&ca.issue(&["10.1.2.3"]))).build().unwrap()),
-        Arc::default(),
-    )
-    .await;
-    let reason = tls_reason(
-        ping(
-            &cluster,
-            Some(ca.tls(None).build().unwrap()),
-            elsewhere.local_addr(),
-        )
-        .await,
-    );
+    let elsewhere = serving(&cluster, &ca, "10.1.2.3").await;
+    let reason = refusal(&cluster, trusting(&ca), elsewhere.local_addr()).await;
     assert!(reason.contains("GRANARY_TLS_SERVER_NAME"), "{reason}");
     listener.shutdown().await;
     elsewhere.shutdown().await;
@@ -169,46 +163,16 @@ async fn an_expired_certificate_is_refused_on_either_side() {
     let cluster = unique_name("tls-expired");
     let ca = TestCa::new("cluster CA");
     // The listener's certificate expired: the dialer refuses it.
-    let stale = transport(
-        &cluster,
-        "stale",
-        Some(
-            ca.tls(Some(&ca.issue_expired(&["127.0.0.1"])))
-                .build()
-                .unwrap(),
-        ),
-        Arc::default(),
-    )
-    .await;
-    let reason = tls_reason(
-        ping(
-            &cluster,
-            Some(ca.tls(None).build().unwrap()),
-            stale.local_addr(),
-        )
-        .await,
-    );
+    let expired = ca.issue_expired(&["127.0.0.1"]);
+    let stale = secure(&cluster, &ca, &expired, false, Arc::default()).await;
+    let reason = refusal(&cluster, trusting(&ca), stale.local_addr()).await;
     assert!(reason.contains("certificate has expired"), "{reason}");
 
     // The dialer's certificate expired: a listener in mutual mode refuses it.
     let echo = Arc::new(Echo::default());
-    let strict = transport(
-        &cluster,
-        "strict",
-        Some(
-            ca.tls(Some(&ca.issue(&["127.0.0.1"])))
-                .mutual(true)
-                .build()
-                .unwrap(),
-        ),
-        echo.clone(),
-    )
-    .await;
-    let expired = ca
-        .tls(Some(&ca.issue_expired(&["127.0.0.1"])))
-        .build()
-        .unwrap();
-    let reason = tls_reason(ping(&cluster, Some(expired), strict.local_addr()).await);
+    let strict = secure(&cluster, &ca, &ca.issue(&["127.0.0.1"]), true, echo.clone()).await;
+    let dialer = ca.tls(Some(&expired)).build().unwrap();
+    let reason = refusal(&cluster, Some(dialer), strict.local_addr()).await;
     assert!(reason.contains("CertificateExpired"), "{reason}");
     assert_eq!(echo.0.load(Ordering::SeqCst), 0);
     stale.shutdown().await;
@@ -220,30 +184,17 @@ async fn tls_and_plaintext_peers_fail_at_connect_naming_the_setting() {
     let cluster = unique_name("tls-mismatch");
     let ca = TestCa::new("cluster CA");
     let plain = transport(&cluster, "plain", None, Arc::default()).await;
-    let secure = transport(
-        &cluster,
-        "secure",
-        Some(ca.tls(Some(&ca.issue(&["127.0.0.1"]))).build().unwrap()),
-        Arc::default(),
-    )
-    .await;
+    let tls = serving(&cluster, &ca, "127.0.0.1").await;
 
-    let reason = tls_reason(
-        ping(
-            &cluster,
-            Some(ca.tls(None).build().unwrap()),
-            plain.local_addr(),
-        )
-        .await,
-    );
+    let reason = refusal(&cluster, trusting(&ca), plain.local_addr()).await;
     assert!(reason.contains("listens without TLS"), "{reason}");
     assert!(reason.contains("GRANARY_TLS_CA"), "{reason}");
 
-    let reason = tls_reason(ping(&cluster, None, secure.local_addr()).await);
+    let reason = refusal(&cluster, None, tls.local_addr()).await;
     assert!(reason.contains("the peer requires TLS"), "{reason}");
     assert!(reason.contains("GRANARY_TLS_CA"), "{reason}");
     plain.shutdown().await;
-    secure.shutdown().await;
+    tls.shutdown().await;
 }
 
 /// A loopback proxy to `target` that records the bytes of both directions.
