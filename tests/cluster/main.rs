@@ -29,6 +29,7 @@ mod roles;
 mod stateless;
 mod subscriptions;
 mod tidy;
+mod tls;
 mod turns;
 mod webdriver;
 mod wire;

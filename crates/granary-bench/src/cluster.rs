@@ -23,6 +23,7 @@ use crate::engines::granary::{BenchGrain, BenchRef};
 use crate::engines::multi_thread;
 use crate::placement::{CpuPlacement, Pinned};
 use crate::report::median;
+use crate::tls::BenchTls;
 
 const SECRET: &str = "granary-bench cluster secret, 32+ bytes";
 
@@ -117,36 +118,34 @@ async fn start_silo_with(
     name: &str,
     profile: Profile,
     cpu: Option<usize>,
+    tls: Option<&BenchTls>,
 ) -> SiloProcess {
     let redis = redis_url();
     let args = serve_args("silo", cpu);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut process = SiloProcess::start_with_args(
-        &exe(),
-        &args,
-        name,
-        &[
-            ("GRANARY_CLUSTER", cluster),
-            ("GRANARY_SECRET", SECRET),
-            ("GRANARY_REDIS", &redis),
-            ("GRANARY_PLACEMENT", "prefer-local"),
-            (
-                "GRANARY_PROFILE",
-                match profile {
-                    Profile::Test => "test",
-                    Profile::Production => "production",
-                },
-            ),
-        ],
-    )
-    .await;
+    let tls_env = tls.map(BenchTls::env).unwrap_or_default();
+    let mut env = vec![
+        ("GRANARY_CLUSTER", cluster),
+        ("GRANARY_SECRET", SECRET),
+        ("GRANARY_REDIS", &redis),
+        ("GRANARY_PLACEMENT", "prefer-local"),
+        (
+            "GRANARY_PROFILE",
+            match profile {
+                Profile::Test => "test",
+                Profile::Production => "production",
+            },
+        ),
+    ];
+    env.extend(tls_env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut process = SiloProcess::start_with_args(&exe(), &args, name, &env).await;
     process.name = name.to_owned();
     process
 }
 
 /// An in-process silo joining `cluster` with the cluster timings of `profile`, placing new
 /// grains by hash.
-async fn local_silo_with(cluster: &str, profile: Profile) -> Silo {
+async fn local_silo_with(cluster: &str, profile: Profile, tls: Option<&BenchTls>) -> Silo {
     let store = Arc::new(
         RedisStore::connect(RedisConfig::new(redis_url(), cluster))
             .await
@@ -157,6 +156,7 @@ async fn local_silo_with(cluster: &str, profile: Profile) -> Silo {
         config = config.test_profile();
     }
     config.placement = Placement::Hash;
+    config.tls = tls.map(BenchTls::config);
     Silo::builder()
         .config(SiloConfig {
             name: "bench-caller".into(),
@@ -218,19 +218,21 @@ pub(crate) fn percentile(samples: &mut [f64], p: f64) -> f64 {
 
 /// Granary: sequential calls to one grain on another silo process, then 256 calls in flight
 /// over `grains` grains there; this side and the silo process in `placement`, every silo with
-/// the cluster timings of `profile` (`Production` under a profiler, which slows both sides).
+/// the cluster timings of `profile` (`Production` under a profiler, which slows both sides),
+/// over mutual TLS with `tls`'s certificates if given.
 pub(crate) fn granary_calls(
     sequential: usize,
     grains: usize,
     total: usize,
     placement: CpuPlacement,
     profile: Profile,
+    tls: Option<&BenchTls>,
 ) -> Calls {
     let _pinned = pin_client(placement);
     multi_thread(2).block_on(async {
         let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let remote = start_silo_with(&cluster, "remote", profile, placement.server()).await;
-        let silo = local_silo_with(&cluster, profile).await;
+        let remote = start_silo_with(&cluster, "remote", profile, placement.server(), tls).await;
+        let silo = local_silo_with(&cluster, profile, tls).await;
         wait_members(&silo, 2).await;
         let refs = remote_grains(&silo, grains).await;
         let one = &refs[0];
@@ -349,9 +351,9 @@ pub(crate) fn raw_calls(
 pub(crate) fn failover(grains: usize, crash: bool, profile: Profile) -> f64 {
     multi_thread(2).block_on(async {
         let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
-        let victim = start_silo_with(&cluster, "victim", profile, None).await;
-        let survivor = start_silo_with(&cluster, "survivor", profile, None).await;
-        let silo = local_silo_with(&cluster, profile).await;
+        let victim = start_silo_with(&cluster, "victim", profile, None, None).await;
+        let survivor = start_silo_with(&cluster, "survivor", profile, None, None).await;
+        let silo = local_silo_with(&cluster, profile, None).await;
         wait_members(&silo, 3).await;
         // Grains placed on the victim: its address answers for them in the directory.
         let store = RedisStore::connect(RedisConfig::new(redis_url(), &cluster))

@@ -466,21 +466,42 @@ pub(crate) fn p12(reps: usize, scale: usize) {
     .print();
 }
 
+/// P3/P4's sizes at `scale`: sequential calls, grains called, calls with 256 in flight.
+fn p3_p4_sizes(scale: usize) -> (usize, usize, usize) {
+    (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale)
+}
+
+/// P3/P4's Granary side at `scale` in `placement` (test profile), over mutual TLS with `tls`'s
+/// certificates if given.
+fn granary_p3_p4(
+    scale: usize,
+    placement: CpuPlacement,
+    tls: Option<&crate::tls::BenchTls>,
+) -> cluster::Calls {
+    let (sequential, grains, total) = p3_p4_sizes(scale);
+    cluster::granary_calls(
+        sequential,
+        grains,
+        total,
+        placement,
+        cluster::Profile::Test,
+        tls,
+    )
+}
+
 /// P3: cross-silo call latency, one call in flight, p50 and p99, against a raw TCP
 /// request/response of 64-byte frames to another process. P4: calls per second with 256 in
 /// flight over 1,000 grains on another silo process, against the raw pipelined echo.
 /// P3-tonic/P4-tonic: the same calls as tonic gRPC unary calls to another process, printed
 /// against Granary's figures. Every side runs in the same [`CpuPlacement`], printed on each line.
 pub(crate) fn p3_p4(reps: usize, scale: usize) {
-    let (sequential, grains, total) = (5_000 / scale, 1_000 / scale.min(10), 100_000 / scale);
+    let (sequential, grains, total) = p3_p4_sizes(scale);
     let placement = CpuPlacement::for_this_machine();
     let [r, g, t] = interleave_values(
         reps,
         [
             &|| cluster::raw_calls(sequential, total, 64, placement),
-            &|| {
-                cluster::granary_calls(sequential, grains, total, placement, cluster::Profile::Test)
-            },
+            &|| granary_p3_p4(scale, placement, None),
             &|| cluster::tonic_calls(sequential, total, placement),
         ],
     );
@@ -566,6 +587,63 @@ pub(crate) fn p3_p4(reps: usize, scale: usize) {
         }
         .print_with(&placement);
     }
+}
+
+/// P3-tls and P4-tls: P3's and P4's Granary workloads (same sizes, same [`CpuPlacement`]) with
+/// every link over mutual TLS, against the same workloads in plaintext in the same run.
+///
+/// # Errors
+/// The certificate files cannot be written.
+pub(crate) fn p3_p4_tls(reps: usize, scale: usize) -> anyhow::Result<()> {
+    let (_, grains, _) = p3_p4_sizes(scale);
+    let placement = CpuPlacement::for_this_machine();
+    let tls = crate::tls::BenchTls::new()?;
+    let [p, t] = interleave_values(
+        reps,
+        [&|| granary_p3_p4(scale, placement, None), &|| {
+            granary_p3_p4(scale, placement, Some(&tls))
+        }],
+    );
+    let (plain, secure) = (cluster::medians(&p), cluster::medians(&t));
+    let placement = placement.to_string();
+    for (id, what, value, baseline, unit, goal) in [
+        (
+            "P3-tls",
+            "cross_silo_call_p50_mutual_tls",
+            secure.p50_ns,
+            plain.p50_ns,
+            "ns",
+            "ratio<=1.5",
+        ),
+        (
+            "P3-tls-p99",
+            "cross_silo_call_p99_mutual_tls",
+            secure.p99_ns,
+            plain.p99_ns,
+            "ns",
+            "info",
+        ),
+        (
+            "P4-tls",
+            &format!("cross_silo_calls_per_sec_256_in_flight_{grains}grains_mutual_tls"),
+            secure.calls_per_sec,
+            plain.calls_per_sec,
+            "calls/s",
+            "ratio>=0.5",
+        ),
+    ] {
+        Line {
+            id,
+            what,
+            value,
+            baseline,
+            baseline_name: "granary_plaintext_same_placement",
+            unit,
+            goal,
+        }
+        .print_with(&placement);
+    }
+    Ok(())
 }
 
 /// P9: a silo hosting 1,000 grains is SIGKILLed: p99 time until each answers again from the

@@ -36,6 +36,10 @@ pub enum NodeError {
     /// The cluster declared this silo dead; it stopped serving. Restart it: it joins anew.
     #[error("the cluster declared this silo dead; it stopped serving")]
     DeclaredDead,
+    /// The TLS settings (`GRANARY_TLS_*`) name a file that cannot be read or a certificate or
+    /// key that cannot be used; the message names the setting.
+    #[error("TLS setting {0}")]
+    Tls(#[from] granary::TlsError),
 }
 
 impl NodeError {
@@ -47,6 +51,7 @@ impl NodeError {
             Self::DeclaredDead => 3,
             Self::Setting { .. }
             | Self::File { .. }
+            | Self::Tls(_)
             | Self::Redis(granary_redis::ConnectError::Config(_)) => 2,
             _ => 1,
         }

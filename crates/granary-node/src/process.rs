@@ -104,6 +104,7 @@ async fn serve(
     let mut cluster = ClusterConfig::new(&r.cluster, r.secret.as_bytes(), r.listen);
     cluster.advertise = r.advertise;
     cluster.placement = r.placement;
+    cluster.tls = r.tls;
     for role in &r.roles {
         cluster = cluster.role(role.clone());
     }

@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::{NodeError, sinks};
 
+mod tls;
+
 /// How a silo process runs: see the crate docs for each setting.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +72,16 @@ pub struct Settings {
     pub routes: Option<String>,
     /// The OpenTelemetry collector (OTLP/HTTP) the spans are exported to.
     pub otlp: Option<String>,
+    /// The PEM file of the CA that signed the cluster's certificates (turns TLS on).
+    pub tls_ca: Option<String>,
+    /// The PEM file of this silo's certificate chain.
+    pub tls_cert: Option<String>,
+    /// The PEM file of this silo's private key.
+    pub tls_key: Option<String>,
+    /// `1`: peers that dial this silo (silos and clients) must present a certificate.
+    pub tls_mutual: Option<String>,
+    /// The name every silo's certificate carries, checked instead of the address dialed.
+    pub tls_server_name: Option<String>,
 }
 
 impl Settings {
@@ -138,6 +150,11 @@ impl Settings {
             ("GRANARY_QUEUE_PREFIX", &mut self.queue_prefix),
             ("GRANARY_ROUTES", &mut self.routes),
             ("GRANARY_OTLP", &mut self.otlp),
+            ("GRANARY_TLS_CA", &mut self.tls_ca),
+            ("GRANARY_TLS_CERT", &mut self.tls_cert),
+            ("GRANARY_TLS_KEY", &mut self.tls_key),
+            ("GRANARY_TLS_MUTUAL", &mut self.tls_mutual),
+            ("GRANARY_TLS_SERVER_NAME", &mut self.tls_server_name),
         ] {
             if let Some(value) = var(name) {
                 *slot = Some(value);
@@ -203,6 +220,8 @@ pub(crate) struct Resolved {
     pub(crate) otlp: Option<String>,
     /// The event sinks and routes.
     pub(crate) routing: sinks::Routing,
+    /// `GRANARY_TLS_*`: TLS on the silo's links.
+    pub(crate) tls: Option<granary::TlsConfig>,
 }
 
 /// The URL OTLP/HTTP traces are posted to, from `GRANARY_OTLP`; an error in a build without the
@@ -400,6 +419,7 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
     let roles = list(settings.roles.as_deref());
     let type_roles = type_roles(settings.type_roles.as_deref())?;
     let routing = sinks::Routing::resolve(settings)?;
+    let tls = tls::resolve(settings)?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -425,6 +445,7 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         dashboard_token,
         otlp,
         routing,
+        tls,
     })
 }
 

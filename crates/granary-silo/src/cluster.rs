@@ -31,7 +31,9 @@ use granary_core::{
     BuildGrainIdHasher, CallError, FnvHasher, GrainId, MethodId, Payload, SiloId, StorageError,
     codec,
 };
-use granary_transport::{Bytes, Encoded, Handler, Transport, TransportConfig, TransportError};
+use granary_transport::{
+    Bytes, Encoded, Handler, TlsConfig, Transport, TransportConfig, TransportError,
+};
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -93,6 +95,9 @@ pub struct ClusterConfig {
     /// only to an active silo that hosts the type and has the role. Types not listed go to any
     /// silo that hosts them.
     pub role_by_type: HashMap<String, String>,
+    /// TLS on the silo's links, to other silos and to clients (default `None`: plain TCP). Every
+    /// silo and client of the cluster needs it, or none. See [`TlsConfig`].
+    pub tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -129,7 +134,15 @@ impl ClusterConfig {
             vote_expiry: Duration::from_secs(60),
             roles: Vec::new(),
             role_by_type: HashMap::new(),
+            tls: None,
         }
+    }
+
+    /// Runs the silo's links over TLS (see [`tls`](Self::tls)).
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The fast profile for tests and local demos: membership read every 100 ms, probes every
@@ -351,8 +364,10 @@ impl Cluster {
         membership: Arc<dyn MembershipTable>,
     ) -> std::io::Result<Arc<Self>> {
         let me = shared.silo().clone();
-        let transport_config =
-            TransportConfig::new(&config.cluster, config.secret.clone(), me.clone());
+        let transport_config = TransportConfig {
+            tls: config.tls.clone(),
+            ..TransportConfig::new(&config.cluster, config.secret.clone(), me.clone())
+        };
         let slot = Arc::new(OnceLock::new());
         let handler = Arc::new(Incoming {
             cluster: slot.clone(),

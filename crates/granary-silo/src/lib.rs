@@ -59,6 +59,8 @@ pub use cluster::{ClientConfig, ClusterClient, ClusterConfig, ConnectError, Plac
 pub use config::SiloConfig;
 pub use events::{DeactivationReason, SiloEvent, SiloEvents, WaitTimeout};
 pub use filter::{CallFilter, CallKind, CallObserver, FilterCall, Refusal};
+/// TLS on the links of silos and clients (from the transport crate).
+pub use granary_transport::{TlsBuilder, TlsConfig, TlsError};
 pub use health::{NotReady, SiloHealth};
 pub use metrics::SiloMetrics;
 pub use observers::{ObserverHandle, ObserverTable};

@@ -93,6 +93,7 @@ pub struct SiloBuilder {
     hosts: Vec<&'static str>,
     roles: Vec<String>,
     subscriptions: SubscriptionList,
+    tls: Option<granary_transport::TlsConfig>,
 }
 
 impl std::fmt::Debug for SiloBuilder {
@@ -129,6 +130,7 @@ impl SiloBuilder {
             hosts: Vec::new(),
             roles: Vec::new(),
             subscriptions: SubscriptionList::default(),
+            tls: None,
         }
     }
 
@@ -248,6 +250,16 @@ impl SiloBuilder {
         self
     }
 
+    /// Runs the links of the silo's cluster (given with [`cluster`](Self::cluster), before or
+    /// after) over TLS: to the other silos and to clients. It replaces the configuration's
+    /// [`ClusterConfig::tls`]. A silo that is not in a cluster has no links: there it has no
+    /// effect.
+    #[must_use]
+    pub fn tls(mut self, tls: granary_transport::TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Uses `membership` as the membership table. Default: a fresh [`MemoryMembership`].
     #[must_use]
     pub fn membership(mut self, membership: Arc<dyn MembershipTable>) -> Self {
@@ -355,6 +367,9 @@ impl SiloBuilder {
             self.clock,
         ));
         let cluster = self.cluster.map(|mut config| {
+            if let Some(tls) = self.tls {
+                config.tls = Some(tls);
+            }
             for role in &self.roles {
                 if !config.roles.contains(role) {
                     config.roles.push(role.clone());

@@ -23,6 +23,7 @@
 //!
 //! `examples/player-game/tests/grains.rs` is a suite written with both.
 
+pub mod certs;
 mod clock;
 pub mod conformance;
 pub mod events;

@@ -82,4 +82,13 @@ pub enum TransportError {
     /// The transport is shutting down.
     #[error("the transport is shut down")]
     Closed,
+    /// The TLS handshake with the peer failed, or one side has TLS and the other not: the
+    /// reason says which certificate or setting (`GRANARY_TLS_*`) is at fault.
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The peer's address.
+        addr: String,
+        /// What failed, and the setting to check.
+        reason: String,
+    },
 }

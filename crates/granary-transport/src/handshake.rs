@@ -17,7 +17,7 @@ use futures::{SinkExt, StreamExt};
 use granary_core::{SiloId, codec};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::frame::{Handshake, PROTOCOL_VERSION};
@@ -39,7 +39,7 @@ impl std::fmt::Debug for Identity {
     }
 }
 
-type Wire = Framed<TcpStream, LengthDelimitedCodec>;
+type Wire<S> = Framed<S, LengthDelimitedCodec>;
 
 fn nonce() -> [u8; 32] {
     let mut out = [0u8; 32];
@@ -76,17 +76,23 @@ fn mac(
     mac
 }
 
-async fn send(wire: &mut Wire, frame: &Handshake) -> Result<(), String> {
+async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
+    frame: &Handshake,
+) -> Result<(), String> {
     let bytes = codec::encode(frame).map_err(|e| e.to_string())?;
     wire.send(Bytes::from(bytes))
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn receive(wire: &mut Wire) -> Result<Handshake, String> {
+async fn receive<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
+) -> Result<Handshake, String> {
     match wire.next().await {
         Some(Ok(bytes)) => codec::decode(&bytes).map_err(|e| format!("malformed frame: {e}")),
-        Some(Err(e)) => Err(e.to_string()),
+        // A TLS alert (the peer refused this side's certificate) says what to fix.
+        Some(Err(e)) => Err(crate::tls::explain_alert(&e).unwrap_or_else(|| e.to_string())),
         None => Err("the peer closed the connection".into()),
     }
 }
@@ -139,8 +145,8 @@ fn frame_name(frame: &Handshake) -> &'static str {
 }
 
 /// Runs the dialer's side; returns the listener's silo id.
-pub(crate) async fn dial(
-    wire: &mut Wire,
+pub(crate) async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
     identity: &Identity,
     timeout: Duration,
 ) -> Result<SiloId, String> {
@@ -188,8 +194,8 @@ pub(crate) async fn dial(
 /// Runs the listener's side; returns the dialer's silo id. On failure the caller closes the
 /// connection: nothing of the peer has been dispatched. A dialer that proved who it is but is
 /// `refused` (a silo declared dead) gets no proof back: its side fails the handshake.
-pub(crate) async fn accept(
-    wire: &mut Wire,
+pub(crate) async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    wire: &mut Wire<S>,
     identity: &Identity,
     timeout: Duration,
     refused: impl Fn(&SiloId) -> bool,

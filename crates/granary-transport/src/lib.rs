@@ -42,6 +42,8 @@ mod faults;
 mod frame;
 mod handshake;
 mod link;
+mod stream;
+mod tls;
 mod transport;
 
 /// The bytes type of bodies and answers (re-exported, so that users need no dependency of
@@ -52,6 +54,10 @@ pub use error::TransportError;
 pub use faults::Faults;
 pub use frame::{HANDSHAKE_FRAME_LIMIT, PROTOCOL_VERSION};
 pub use link::{Body, Encoded, Handler};
+pub use tls::{
+    TLS_CA_SETTING, TLS_CERT_SETTING, TLS_KEY_SETTING, TLS_MUTUAL_SETTING, TLS_SERVER_NAME_SETTING,
+    TlsBuilder, TlsConfig, TlsError,
+};
 pub use transport::{Transport, TransportConfig};
 
 #[doc(hidden)]

@@ -33,9 +33,6 @@ use granary_core::SiloId;
 use granary_core::codec::{self, CodecError};
 use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use crate::error::TransportError;
 use crate::faults::Faults;
 use crate::frame::{self, Frame, Header};
+use crate::stream::{ReadHalf, Stream, WriteHalf};
 
 /// What a silo does with the requests and messages that arrive.
 pub trait Handler: Send + Sync + 'static {
@@ -153,6 +151,8 @@ pub(crate) struct Link {
     closed: CancellationToken,
     frame_limit: usize,
     faults: Faults,
+    /// Whether the connection is TLS: then only the writer task writes.
+    tls: bool,
 }
 
 /// The write side: one buffer of encoded frames, and the socket when nobody is writing.
@@ -175,14 +175,14 @@ struct Out {
     frames: usize,
     /// The write half; `None` while a task writes with it (it writes what `buf` gained
     /// meanwhile before putting it back).
-    socket: Option<OwnedWriteHalf>,
+    socket: Option<WriteHalf>,
     /// The link closed: nothing more is accepted, and the socket is dropped when returned.
     closed: bool,
 }
 
 /// What a writer took from the buffer.
 struct Taken {
-    socket: OwnedWriteHalf,
+    socket: WriteHalf,
     bytes: Vec<u8>,
     /// Senders may be waiting for room: wake them.
     was_full: bool,
@@ -191,7 +191,7 @@ struct Taken {
 impl Outbox {
     /// Takes the socket and everything to write (see [`Out::take`]), waking the senders that
     /// wait for room.
-    fn take(&self) -> Option<(OwnedWriteHalf, Vec<u8>)> {
+    fn take(&self) -> Option<(WriteHalf, Vec<u8>)> {
         let taken = self.state.lock().take(self.max_frames)?;
         if taken.was_full {
             self.room.notify_waiters();
@@ -249,7 +249,7 @@ impl Out {
     }
 
     /// Gives back the socket and the buffer just written; whether frames wait again.
-    fn give_back(&mut self, socket: OwnedWriteHalf, mut written: Vec<u8>) -> bool {
+    fn give_back(&mut self, socket: WriteHalf, mut written: Vec<u8>) -> bool {
         written.clear();
         if written.capacity() > KEEP_BUFFER {
             written.shrink_to(READ_CHUNK);
@@ -266,7 +266,7 @@ impl Out {
 
     /// Gives back the socket after a write that wrote only `written` bytes of `bytes`: the rest
     /// goes before what was added meanwhile.
-    fn give_back_rest(&mut self, socket: OwnedWriteHalf, mut bytes: Vec<u8>, written: usize) {
+    fn give_back_rest(&mut self, socket: WriteHalf, mut bytes: Vec<u8>, written: usize) {
         bytes.drain(..written);
         bytes.extend_from_slice(&self.buf);
         self.buf = bytes;
@@ -289,7 +289,7 @@ impl std::fmt::Debug for Link {
 impl Link {
     /// Starts the reader and writer tasks of an authenticated connection.
     pub(crate) fn start(
-        wire: Framed<TcpStream, LengthDelimitedCodec>,
+        wire: Framed<Stream, LengthDelimitedCodec>,
         peer: SiloId,
         addr: String,
         handler: Arc<dyn Handler>,
@@ -299,6 +299,7 @@ impl Link {
     ) -> Arc<Self> {
         // What the handshake's framing read past its last frame is the start of the next.
         let parts = wire.into_parts();
+        let tls = matches!(parts.io, Stream::Tls(_));
         let (read, write) = parts.io.into_split();
         let link = Arc::new(Self {
             peer,
@@ -322,6 +323,7 @@ impl Link {
             closed: shutdown.child_token(),
             frame_limit: config.frame_limit,
             faults: config.faults.clone(),
+            tls,
         });
         tracker.spawn(write_loop(link.clone()));
         tracker.spawn(read_loop(
@@ -413,9 +415,11 @@ impl Link {
                 room.await;
                 continue;
             };
+            // A TLS link's frames are all written by the writer task, which flushes the
+            // records (see `WriteHalf::try_write`).
             let write_now = match flush {
-                Flush::Now => self.out.take(),
-                Flush::Writer | Flush::Batch => None,
+                Flush::Now if !self.tls => self.out.take(),
+                Flush::Now | Flush::Writer | Flush::Batch => None,
             };
             match write_now {
                 Some((socket, bytes)) => self.write_now(socket, bytes),
@@ -441,6 +445,12 @@ impl Link {
 
     /// Writes what the reader's batch of answers added, if nobody else is writing.
     fn flush_batch(&self) {
+        if self.tls {
+            if !self.out.state.lock().buf.is_empty() {
+                self.out.wake.notify_one();
+            }
+            return;
+        }
         if let Some((socket, bytes)) = self.out.take() {
             self.write_now(socket, bytes);
         }
@@ -448,7 +458,7 @@ impl Link {
 
     /// Writes `bytes` from this task without waiting; what the socket does not take now goes
     /// back to the buffer, for the writer task.
-    fn write_now(&self, socket: OwnedWriteHalf, bytes: Vec<u8>) {
+    fn write_now(&self, socket: WriteHalf, bytes: Vec<u8>) {
         let mut written = 0;
         while written < bytes.len() {
             match socket.try_write(&bytes[written..]) {
@@ -624,20 +634,6 @@ pub(crate) struct LinkConfig {
     pub(crate) faults: Faults,
 }
 
-/// Writes `bytes` whole, waiting for the socket as needed.
-async fn write_all(socket: &OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match socket.try_write(&bytes[written..]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => socket.writable().await?,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
 /// The writer task: writes what senders left to it, many frames at once.
 async fn write_loop(link: Arc<Link>) {
     let result: std::io::Result<()> = async {
@@ -652,11 +648,11 @@ async fn write_loop(link: Arc<Link>) {
                 tokio::task::yield_now().await;
             }
             loop {
-                let Some((socket, bytes)) = link.out.take() else {
+                let Some((mut socket, bytes)) = link.out.take() else {
                     break;
                 };
                 let written = tokio::select! {
-                    written = write_all(&socket, &bytes) => written,
+                    written = socket.write_all(&bytes) => written,
                     () = link.closed.cancelled() => return Ok(()),
                 };
                 written?;
@@ -672,7 +668,7 @@ async fn write_loop(link: Arc<Link>) {
 
 /// The reader task: reads what the socket has, then handles every complete frame in it.
 async fn read_loop(
-    mut socket: OwnedReadHalf,
+    mut socket: ReadHalf,
     mut buf: BytesMut,
     link: Arc<Link>,
     handler: Arc<dyn Handler>,

@@ -21,6 +21,8 @@ use crate::handshake::{self, Identity};
 #[cfg(doc)]
 use crate::link::Encoded;
 use crate::link::{Body, Handler, Link, LinkConfig};
+use crate::stream::Stream;
+use crate::tls::TlsConfig;
 
 /// How a [`Transport`] identifies itself and sizes its links.
 #[derive(Clone)]
@@ -55,6 +57,10 @@ pub struct TransportConfig {
     /// `max_pending_handshakes`, or a failed handshake); the next one says how many were not
     /// logged (default 10 s).
     pub refusal_log_interval: Duration,
+    /// TLS on every link, dialed and accepted (default `None`: plain TCP). The peers must all
+    /// have it, or all not. The TLS handshake shares `handshake_timeout` with the cluster
+    /// handshake, which still runs inside it.
+    pub tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for TransportConfig {
@@ -64,6 +70,7 @@ impl std::fmt::Debug for TransportConfig {
             .field("silo", &self.silo)
             .field("frame_limit", &self.frame_limit)
             .field("send_queue", &self.send_queue)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -84,6 +91,7 @@ impl TransportConfig {
             backoff_max: Duration::from_secs(2),
             max_pending_handshakes: 64,
             refusal_log_interval: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -130,7 +138,7 @@ impl Inner {
     /// Starts the link of an authenticated connection and registers it.
     fn start_link(
         &self,
-        wire: Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+        wire: Framed<Stream, tokio_util::codec::LengthDelimitedCodec>,
         peer: SiloId,
         addr: String,
     ) -> Arc<Link> {
@@ -543,13 +551,32 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, Transpo
         })?
         .map_err(|e| unreachable(e.to_string()))?;
     let _ = stream.set_nodelay(true);
+    let timeout = inner.config.handshake_timeout;
+    let started = Instant::now();
+    let stream = match &inner.config.tls {
+        Some(tls) => tokio::time::timeout(timeout, tls.connect(stream, addr))
+            .await
+            .map_err(|_| format!("no TLS handshake within {timeout:?}"))
+            .and_then(|connected| connected)
+            .map_err(|reason| TransportError::Tls {
+                addr: addr.to_string(),
+                reason,
+            })?,
+        None => Stream::Tcp(stream),
+    };
     let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
-    let peer = handshake::dial(&mut wire, &inner.identity, inner.config.handshake_timeout)
-        .await
-        .map_err(|reason| TransportError::Handshake {
-            addr: addr.to_string(),
-            reason,
-        })?;
+    let left = timeout.saturating_sub(started.elapsed());
+    let peer = match handshake::dial(&mut wire, &inner.identity, left).await {
+        Ok(peer) => peer,
+        Err(reason) => {
+            return Err(handshake_failed(
+                addr,
+                &wire,
+                inner.config.tls.is_some(),
+                reason,
+            ));
+        }
+    };
     if inner.is_refused(&peer) {
         return Err(TransportError::Handshake {
             addr: addr.to_string(),
@@ -558,6 +585,42 @@ async fn dial(inner: &Arc<Inner>, addr: SocketAddr) -> Result<Arc<Link>, Transpo
     }
     tracing::debug!(silo = %inner.identity.silo, %peer, %addr, "link established");
     Ok(inner.start_link(wire, peer, addr.to_string()))
+}
+
+/// The error of a cluster handshake that failed on a dialed connection; on a plaintext one,
+/// says so when the peer answered with TLS.
+fn handshake_failed(
+    addr: SocketAddr,
+    wire: &Framed<Stream, tokio_util::codec::LengthDelimitedCodec>,
+    tls: bool,
+    reason: String,
+) -> TransportError {
+    let answered_tls = matches!(
+        wire.read_buffer().first_chunk::<2>(),
+        Some([0x15 | 0x16, 0x03])
+    );
+    if let Some(reason) = reason.strip_prefix(crate::tls::TLS_FAILURE) {
+        return TransportError::Tls {
+            addr: addr.to_string(),
+            reason: reason.to_owned(),
+        };
+    }
+    if !tls && answered_tls {
+        return TransportError::Tls {
+            addr: addr.to_string(),
+            reason: format!(
+                "the peer requires TLS and this side has it off: set {} (and {}, {} on a \
+                 silo) like the peer's ({reason})",
+                crate::TLS_CA_SETTING,
+                crate::TLS_CERT_SETTING,
+                crate::TLS_KEY_SETTING
+            ),
+        };
+    }
+    TransportError::Handshake {
+        addr: addr.to_string(),
+        reason,
+    }
 }
 
 async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
@@ -591,20 +654,34 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         let inner2 = inner.clone();
         inner.tracker.spawn(async move {
             let _ = stream.set_nodelay(true);
-            let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
-            let handshake = handshake::accept(
-                &mut wire,
-                &inner2.identity,
-                inner2.config.handshake_timeout,
-                |peer| inner2.is_refused(peer),
-            );
-            let peer = tokio::select! {
+            let handshake = async {
+                let timeout = inner2.config.handshake_timeout;
+                let started = Instant::now();
+                let stream = match &inner2.config.tls {
+                    Some(tls) => tokio::time::timeout(timeout, tls.accept(stream))
+                        .await
+                        .map_err(|_| format!("no TLS handshake within {timeout:?}"))
+                        .and_then(|accepted| accepted)
+                        .map_err(|reason| format!("TLS: {reason}"))?,
+                    None => Stream::Tcp(stream),
+                };
+                let mut wire = Framed::new(stream, codec(HANDSHAKE_FRAME_LIMIT));
+                let peer = handshake::accept(
+                    &mut wire,
+                    &inner2.identity,
+                    timeout.saturating_sub(started.elapsed()),
+                    |peer| inner2.is_refused(peer),
+                )
+                .await?;
+                Ok::<_, String>((wire, peer))
+            };
+            let accepted = tokio::select! {
                 result = handshake => result,
                 () = inner2.shutdown.cancelled() => return,
             };
             drop(permit);
-            match peer {
-                Ok(peer) => {
+            match accepted {
+                Ok((wire, peer)) => {
                     tracing::debug!(silo = %inner2.identity.silo, %peer, %from, "link accepted");
                     inner2.start_link(wire, peer, from.to_string());
                 }

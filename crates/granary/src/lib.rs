@@ -20,6 +20,7 @@ pub use granary_silo::{
     Placement, Refusal, ShutdownError, Silo, SiloBuilder, SiloConfig, SiloEvent, SiloEvents,
     SiloHealth, SiloMetrics, StartError, WaitTimeout,
 };
+pub use granary_silo::{TlsBuilder, TlsConfig, TlsError};
 
 pub mod provider {
     //! Provider traits (where state, events, grain locations and silos are kept) and the

@@ -27,7 +27,7 @@ use granary_core::{
     CallError, Envelope, GrainId, GrainInterface, GrainKey, GrainRef, Invoker, ObserverAddress,
     ObserverInterface, ObserverObject, OutgoingCall, Payload, RequestContext, SiloId, codec,
 };
-use granary_transport::{Bytes, Handler, Transport, TransportConfig, TransportError};
+use granary_transport::{Bytes, Handler, TlsConfig, Transport, TransportConfig, TransportError};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +59,9 @@ pub struct ClientConfig {
     /// `gateways` (e.g. to pin a client to the silos of its own region). Either way the client
     /// learns which gateways were declared dead.
     pub discover: bool,
+    /// TLS on the links to the gateways (default `None`: plain TCP), as the cluster's silos
+    /// have it. A client needs its own certificate only when the silos are in mutual mode.
+    pub tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -85,7 +88,15 @@ impl ClientConfig {
             call_timeout: Duration::from_secs(30),
             refresh: Duration::from_secs(1),
             discover: true,
+            tls: None,
         }
+    }
+
+    /// Reaches the gateways over TLS (see [`tls`](Self::tls)).
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -237,7 +248,10 @@ impl ClusterClient {
         let id = SiloId::new(format!("client-{}", uuid_simple()), 0);
         let observers = Arc::new(OnceLock::new());
         let transport = Transport::bind(
-            TransportConfig::new(&config.cluster, config.secret.clone(), id.clone()),
+            TransportConfig {
+                tls: config.tls.clone(),
+                ..TransportConfig::new(&config.cluster, config.secret.clone(), id.clone())
+            },
             "127.0.0.1:0".parse().expect("a socket address"),
             Arc::new(ClientCalls {
                 observers: observers.clone(),
