@@ -12,6 +12,7 @@ mod events;
 mod grpc;
 mod metrics;
 mod placement;
+mod push;
 mod reminders;
 mod report;
 mod storage;
@@ -27,7 +28,7 @@ struct Args {
     /// Metrics to run: all, P1, P1a-filter, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
     /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P7 or one P7
     /// sink (P7-redis-streams, P7-nats, P7-rabbitmq, P7-kafka, P7-sqs), P8, P8-1M, P9 (also
-    /// prints P9-prod), P10, P11, P12. P3–P7, P9 and P10 need Redis, `GRANARY_BENCH_REDIS`; P7 also
+    /// prints P9-prod), P10, P11, P12, P13. P3–P7, P9, P10 and P13 need Redis, `GRANARY_BENCH_REDIS`; P7 also
     /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
     /// the local servers; and Kafka, `GRANARY_BENCH_KAFKA`, and SQS, `GRANARY_BENCH_SQS`, which
     /// default to a private `tansu` broker and `moto_server` that P7 starts.
@@ -166,11 +167,14 @@ fn main() -> anyhow::Result<()> {
     if wants("P12") {
         metrics::p12(args.reps, scale);
     }
+    if wants("P13") {
+        metrics::p13(args.reps, scale);
+    }
     Ok(())
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 19] = [
+const IDS: [&str; 20] = [
     "P1",
     "P1a-filter",
     "P1b-1M",
@@ -190,6 +194,7 @@ const IDS: [&str; 19] = [
     "P10",
     "P11",
     "P12",
+    "P13",
 ];
 
 /// The metrics a run was asked for.
