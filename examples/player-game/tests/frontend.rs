@@ -4,6 +4,7 @@
 //! frame that does not parse, a browser that stops reading) and a page that reconnects.
 
 #[path = "../../../tests/cluster/webdriver.rs"]
+#[allow(unreachable_pub, reason = "the module is shared with the cluster tests, where it is used as is")]
 mod webdriver;
 
 use std::net::SocketAddr;
