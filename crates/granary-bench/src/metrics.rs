@@ -721,7 +721,13 @@ pub(crate) fn p13(reps: usize, scale: usize) {
             "ns",
             "info",
         ),
-        ("P13-p99", "push_to_observer_p99", |r| r.p99_ns, "ns", "ratio<=2.0"),
+        (
+            "P13-p99",
+            "push_to_observer_p99",
+            |r| r.p99_ns,
+            "ns",
+            "ratio<=2.0",
+        ),
         (
             "P13-throughput",
             "pushes_per_sec",

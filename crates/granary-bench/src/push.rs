@@ -61,7 +61,11 @@ pub(crate) struct Broadcaster;
 #[grain(name = "bench.broadcaster", state = Subscribers)]
 impl Broadcaster {
     /// Subscribes `watcher` for an hour; how many subscribers there are.
-    pub async fn subscribe(&self, ctx: &GrainContext<Self>, watcher: PushWatcherRef) -> Result<u64> {
+    pub async fn subscribe(
+        &self,
+        ctx: &GrainContext<Self>,
+        watcher: PushWatcherRef,
+    ) -> Result<u64> {
         let now = ctx.now();
         let mut state = ctx.state();
         state
@@ -220,11 +224,7 @@ pub(crate) fn raw(clients: usize, rounds: usize) -> Run {
             let mut frame = now_ns().to_le_bytes().to_vec();
             frame.extend_from_slice(&[0; PAYLOAD]);
             let frame = Bytes::from(frame);
-            futures::future::join_all(
-                writers
-                    .iter_mut()
-                    .map(move |w| w.send(frame.clone())),
-            )
+            futures::future::join_all(writers.iter_mut().map(move |w| w.send(frame.clone())))
         };
         for sent in round(&mut writers).await {
             sent.expect("writes");
