@@ -139,7 +139,7 @@ pub(crate) fn granary(clients: usize, rounds: usize) -> Run {
         let url = std::env::var("GRANARY_BENCH_REDIS")
             .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
         let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(url, &cluster))
+            RedisStore::connect(RedisConfig::new(&url, &cluster))
                 .await
                 .expect("P13 needs a Redis (GRANARY_BENCH_REDIS)"),
         );
@@ -193,8 +193,27 @@ pub(crate) fn granary(clients: usize, rounds: usize) -> Run {
             client.close().await;
         }
         silo.shutdown().await.expect("the silo shuts down");
+        delete_keys(&url, &cluster).await;
         run
     })
+}
+
+/// Deletes the keys the run's cluster left in Redis (membership, the broadcaster's claim).
+async fn delete_keys(url: &str, cluster: &str) {
+    let mut conn = redis::Client::open(url)
+        .expect("a Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis answers");
+    let patterns = [format!("granary:{cluster}:*"), format!("granary:{{{cluster}:*")];
+    let keys = crate::storage::scan(&mut conn, &patterns).await;
+    if !keys.is_empty() {
+        let () = redis::cmd("UNLINK")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .expect("UNLINK");
+    }
 }
 
 /// The baseline: the same messages written by one process to `clients` TCP connections.

@@ -255,8 +255,11 @@ impl GameGrain {
             s.health.insert(victim.clone(), health);
         }
         ctx.write_state().await?;
-        self.push(ctx, format!("{attacker} hit {victim}: {health} health left"))
-            .await
+        self.push(
+            ctx,
+            format!("{attacker} hit {victim}: {health} health left"),
+        )
+        .await
     }
 }
 

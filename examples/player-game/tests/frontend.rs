@@ -3,8 +3,13 @@
 //! other on a 2-silo cluster; and, with a raw WebSocket client, the bad input it contains (a
 //! frame that does not parse, a browser that stops reading) and a page that reconnects.
 
+#[path = "support/silos.rs"]
+mod silos;
 #[path = "../../../tests/cluster/webdriver.rs"]
-#[allow(unreachable_pub, reason = "the module is shared with the cluster tests, where it is used as is")]
+#[allow(
+    unreachable_pub,
+    reason = "the module is shared with the cluster tests, where it is used as is"
+)]
 mod webdriver;
 
 use std::net::SocketAddr;
@@ -15,7 +20,6 @@ use fantoccini::Locator;
 use futures::{SinkExt, StreamExt};
 use granary::{ClientConfig, ClusterClient};
 use granary_testkit::process::SiloProcess;
-use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use player_game_api::{GameRef, MatchPhase, MatchView, MatchWatcherRef};
 use player_game_frontend::{Frontend, FrontendConfig};
 use serde_json::{Value, json};
@@ -23,9 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::codec::Framed;
 
+use silos::SECRET;
 use webdriver::Browser;
-
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
 /// How long a test waits for what it expects: generous, the machine is loaded.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -39,20 +42,11 @@ struct Cluster {
 }
 
 async fn cluster(names: &[&str], config: FrontendConfig) -> Cluster {
-    let redis = shared_redis_url().await;
-    let cluster = unique_name("frontend");
-    let prefix = format!("{cluster}:");
-    let env = [
-        ("GRANARY_CLUSTER", cluster.as_str()),
-        ("GRANARY_SECRET", SECRET),
-        ("GRANARY_REDIS", redis.as_str()),
-        ("GRANARY_PLACEMENT", "hash"),
-        ("GRANARY_EVENTS_PREFIX", prefix.as_str()),
-    ];
-    let mut silos = Vec::new();
-    for name in names {
-        silos.push(SiloProcess::start(env!("CARGO_BIN_EXE_silo"), name, &env).await);
-    }
+    let silos::Silos {
+        cluster,
+        processes: silos,
+        ..
+    } = silos::start("frontend", names).await;
     let mut client_config = ClientConfig::new(&cluster, SECRET.as_bytes(), vec![silos[0].addr]);
     client_config.call_timeout = Duration::from_secs(20);
     let client = ClusterClient::connect(client_config).await.unwrap();
@@ -126,7 +120,12 @@ async fn two_headless_chromium_pages_play_a_match_through_the_front_end_on_two_s
     let bob = Browser::start().await;
     for (page, token, name) in [(&alice, "alice-token", "alice"), (&bob, "bob-token", "bob")] {
         page.goto(&url).await.unwrap();
-        see(page, "that it is online", "//span[@id='connection' and .='online']").await;
+        see(
+            page,
+            "that it is online",
+            "//span[@id='connection' and .='online']",
+        )
+        .await;
         page.find(Locator::Id("token"))
             .await
             .unwrap()
@@ -146,7 +145,12 @@ async fn two_headless_chromium_pages_play_a_match_through_the_front_end_on_two_s
     click(&bob, "queue").await;
     // Bob's queueing filled and started the match: alice's page is told by the game grain.
     for page in [&alice, &bob] {
-        see(page, "the match running", "//span[@id='phase' and .='Running']").await;
+        see(
+            page,
+            "the match running",
+            "//span[@id='phase' and .='Running']",
+        )
+        .await;
     }
     // Each action is pushed to both pages: 35 damage a hit, 100 health.
     attack(&alice).await;
@@ -183,10 +187,7 @@ async fn two_headless_chromium_pages_play_a_match_through_the_front_end_on_two_s
         .unwrap();
     let info = cluster.client.grain::<GameRef>(game).info().await.unwrap();
     assert_eq!(info.phase, MatchPhase::Ended);
-    assert_eq!(
-        info.result.and_then(|r| r.winner).as_deref(),
-        Some("alice")
-    );
+    assert_eq!(info.result.and_then(|r| r.winner).as_deref(), Some("alice"));
     alice.close().await;
     bob.close().await;
     cluster.stop().await;
@@ -217,7 +218,10 @@ impl Socket {
         }
         let head = String::from_utf8_lossy(&head);
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        Self(Framed::new(stream, Codec::new().client_mode().max_size(1 << 20)))
+        Self(Framed::new(
+            stream,
+            Codec::new().client_mode().max_size(1 << 20),
+        ))
     }
 
     async fn send_text(&mut self, text: &str) {
@@ -252,6 +256,13 @@ impl Socket {
         reply
     }
 
+    /// The next text frame, which must be an error saying `what`.
+    async fn expect_error(&mut self, what: &str) {
+        let error = self.expect("error").await;
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains(what), "{error}");
+    }
+
     /// Reads updates until one whose last line contains `text`.
     async fn see(&mut self, text: &str) -> Value {
         loop {
@@ -269,30 +280,24 @@ async fn bad_frames_get_error_frames_and_a_page_that_reconnects_is_subscribed_ag
     let addr = cluster.frontend.addr();
     let mut alice = Socket::connect(addr, None).await;
     alice.send_text("this is not JSON").await;
-    let error = alice.expect("error").await;
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("cannot read the message"),
-        "{error}"
-    );
+    alice.expect_error("cannot read the message").await;
     alice.send(json!({"type": "dance"})).await;
-    alice.expect("error").await;
+    alice.expect_error("unknown variant `dance`").await;
     alice.send(json!({"type": "queue"})).await;
-    let error = alice.expect("error").await;
-    assert!(error["message"].as_str().unwrap().contains("log in first"), "{error}");
+    alice.expect_error("log in first").await;
     alice.send(json!({"type": "login", "token": "stolen"})).await;
-    let error = alice.expect("error").await;
-    assert!(error["message"].as_str().unwrap().contains("unknown token"), "{error}");
+    alice.expect_error("unknown token").await;
     // After all that, the socket still works.
-    alice.send(json!({"type": "login", "token": "alice-token"})).await;
+    alice
+        .send(json!({"type": "login", "token": "alice-token"}))
+        .await;
     assert_eq!(alice.expect("welcome").await["player"], "alice");
     alice.send(json!({"type": "queue"})).await;
     let lobby = alice.expect("update").await;
     assert_eq!(lobby["view"]["phase"], "Lobby");
     let mut bob = Socket::connect(addr, None).await;
-    bob.send(json!({"type": "login", "token": "bob-token"})).await;
+    bob.send(json!({"type": "login", "token": "bob-token"}))
+        .await;
     bob.expect("welcome").await;
     bob.send(json!({"type": "queue"})).await;
     assert_eq!(bob.expect("update").await["view"]["phase"], "Running");
@@ -301,13 +306,14 @@ async fn bad_frames_get_error_frames_and_a_page_that_reconnects_is_subscribed_ag
     alice
         .send(json!({"type": "attack", "target": "mallory"}))
         .await;
-    let error = alice.expect("error").await;
-    assert!(error["message"].as_str().unwrap().contains("cannot attack"), "{error}");
+    alice.expect_error("cannot attack").await;
 
     // Alice's page goes away and comes back: it logs in again and is subscribed again.
     drop(alice);
     let mut alice = Socket::connect(addr, None).await;
-    alice.send(json!({"type": "login", "token": "alice-token"})).await;
+    alice
+        .send(json!({"type": "login", "token": "alice-token"}))
+        .await;
     alice.expect("welcome").await;
     assert_eq!(alice.expect("update").await["view"]["phase"], "Running");
     bob.send(json!({"type": "attack"})).await;
@@ -324,14 +330,17 @@ async fn a_browser_that_stops_reading_is_disconnected_and_holds_no_grain() {
     let cluster = cluster(&["a"], config).await;
     let addr = cluster.frontend.addr();
     let mut bob = Socket::connect(addr, None).await;
-    bob.send(json!({"type": "login", "token": "bob-token"})).await;
+    bob.send(json!({"type": "login", "token": "bob-token"}))
+        .await;
     bob.expect("welcome").await;
     bob.send(json!({"type": "queue"})).await;
     let game = bob.expect("update").await["view"]["game"].as_i64().unwrap();
     // Alice's browser joins the match, then stops reading (a small receive buffer fills
     // first).
     let mut alice = Socket::connect(addr, Some(4096)).await;
-    alice.send(json!({"type": "login", "token": "alice-token"})).await;
+    alice
+        .send(json!({"type": "login", "token": "alice-token"}))
+        .await;
     alice.expect("welcome").await;
     alice.send(json!({"type": "queue"})).await;
     assert_eq!(alice.expect("update").await["view"]["phase"], "Running");
@@ -352,7 +361,10 @@ async fn a_browser_that_stops_reading_is_disconnected_and_holds_no_grain() {
     };
     let mut pushed = 0;
     while *disconnects.borrow() == 0 {
-        assert!(pushed < 5_000, "alice is still connected after {pushed} pushes");
+        assert!(
+            pushed < 5_000,
+            "alice is still connected after {pushed} pushes"
+        );
         // One-way: returns once queued; a full queue on the way is refused, not waited on.
         let _ = screen.on_update(filler.clone()).await;
         pushed += 1;

@@ -17,9 +17,7 @@ mod watcher;
 pub use game::{Game, GameInfo, GameMock, GameRef, JoinOutcome, MatchPhase, MatchResult};
 pub use matchmaker::{Matchmaker, MatchmakerMock, MatchmakerRef};
 pub use player::{
-    ATTACK_DAMAGE, Buff, BuffKind, DamageOutcome, MAX_HEALTH, Player, PlayerMock, PlayerRef, can_attack,
-    PlayerStatus, Regen, USER,
+    ATTACK_DAMAGE, Buff, BuffKind, DamageOutcome, MAX_HEALTH, Player, PlayerMock, PlayerRef,
+    PlayerStatus, Regen, USER, can_attack,
 };
-pub use watcher::{
-    MatchView, MatchWatcher, MatchWatcherMock, MatchWatcherRef, WATCH_LEASE,
-};
+pub use watcher::{MatchView, MatchWatcher, MatchWatcherMock, MatchWatcherRef, WATCH_LEASE};

@@ -31,7 +31,11 @@ impl Lobby {
     /// Queues `player` (whose session `client` is) and returns the match it is in: the one it
     /// is already in (a page that queues again after reconnecting), else the open match (created
     /// when there is none, started once it has its two players).
-    pub(crate) async fn queue(&self, client: &ClusterClient, player: &str) -> Result<i64, CallError> {
+    pub(crate) async fn queue(
+        &self,
+        client: &ClusterClient,
+        player: &str,
+    ) -> Result<i64, CallError> {
         if let Some(game) = client.grain::<PlayerRef>(player).status().await?.game {
             return Ok(game);
         }

@@ -131,32 +131,41 @@ impl Frontend {
             screens: Mutex::new(HashMap::new()),
         });
         let data = web::Data::from(shared.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .route(
-                    "/",
-                    web::get().to(|| async {
-                        HttpResponse::Ok()
-                            .content_type("text/html; charset=utf-8")
-                            .body(PAGE)
-                    }),
-                )
-                .route(
-                    "/ws",
-                    web::get().to(move |req: HttpRequest, body: web::Payload, shared: web::Data<Shared>| async move {
-                        let (response, session, stream) = actix_ws::handle(&req, body)?;
-                        let stream = stream.max_frame_size(max_frame);
-                        actix_web::rt::spawn(session::run(shared.into_inner(), session, stream));
-                        Ok::<_, actix_web::Error>(response)
-                    }),
-                )
-        })
-        .workers(workers)
-        .disable_signals()
-        .shutdown_timeout(5)
-        .listen(listener)?
-        .run();
+        let server =
+            HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .route(
+                        "/",
+                        web::get().to(|| async {
+                            HttpResponse::Ok()
+                                .content_type("text/html; charset=utf-8")
+                                .body(PAGE)
+                        }),
+                    )
+                    .route(
+                        "/ws",
+                        web::get().to(
+                            move |req: HttpRequest,
+                                  body: web::Payload,
+                                  shared: web::Data<Shared>| async move {
+                                let (response, session, stream) = actix_ws::handle(&req, body)?;
+                                let stream = stream.max_frame_size(max_frame);
+                                actix_web::rt::spawn(session::run(
+                                    shared.into_inner(),
+                                    session,
+                                    stream,
+                                ));
+                                Ok::<_, actix_web::Error>(response)
+                            },
+                        ),
+                    )
+            })
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(5)
+            .listen(listener)?
+            .run();
         let handle = server.handle();
         Ok(Self {
             shared,

@@ -50,7 +50,9 @@ struct Screen {
 
 /// Keeps `view` as the latest if it is newer than what `latest` holds; whether it was.
 fn keep_newer(latest: &Mutex<Option<MatchView>>, view: &MatchView) -> bool {
-    let mut latest = latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut latest = latest
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let newer = latest
         .as_ref()
         .is_none_or(|old| old.game != view.game || old.seq <= view.seq);
@@ -252,13 +254,10 @@ fn logged_in(player: &mut Option<Player>) -> Result<&mut Player, String> {
 
 /// The first living player of the latest view other than `me`.
 fn opponent(latest: &Mutex<Option<MatchView>>, me: &str) -> Option<String> {
-    let latest = latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    latest
-        .as_ref()?
-        .alive
-        .iter()
-        .find(|p| *p != me)
-        .cloned()
+    let latest = latest
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    latest.as_ref()?.alive.iter().find(|p| *p != me).cloned()
 }
 
 /// Subscribes the session's observer to its match (a new subscription or a renewal) and sends
