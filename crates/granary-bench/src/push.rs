@@ -205,7 +205,10 @@ async fn delete_keys(url: &str, cluster: &str) {
         .get_multiplexed_async_connection()
         .await
         .expect("Redis answers");
-    let patterns = [format!("granary:{cluster}:*"), format!("granary:{{{cluster}:*")];
+    let patterns = [
+        format!("granary:{cluster}:*"),
+        format!("granary:{{{cluster}:*"),
+    ];
     let keys = crate::storage::scan(&mut conn, &patterns).await;
     if !keys.is_empty() {
         let () = redis::cmd("UNLINK")
@@ -239,24 +242,25 @@ pub(crate) fn raw(clients: usize, rounds: usize) -> Run {
             });
             writers.push(FramedWrite::new(server, LengthDelimitedCodec::new()));
         }
-        let round = |writers: &mut Vec<FramedWrite<TcpStream, LengthDelimitedCodec>>| {
-            let mut frame = now_ns().to_le_bytes().to_vec();
-            frame.extend_from_slice(&[0; PAYLOAD]);
-            let frame = Bytes::from(frame);
-            futures::future::join_all(writers.iter_mut().map(move |w| w.send(frame.clone())))
-        };
-        for sent in round(&mut writers).await {
-            sent.expect("writes");
-        }
+        broadcast_raw(&mut writers).await;
         collect(&mut arrivals, clients, &mut Vec::new()).await;
         let mut latencies = Vec::with_capacity(clients * rounds);
         let start = Instant::now();
         for _ in 0..rounds {
-            for sent in round(&mut writers).await {
-                sent.expect("writes");
-            }
+            broadcast_raw(&mut writers).await;
             collect(&mut arrivals, clients, &mut latencies).await;
         }
         summarize(latencies, start.elapsed())
     })
+}
+
+/// Writes one frame, stamped now, to every connection.
+async fn broadcast_raw(writers: &mut [FramedWrite<TcpStream, LengthDelimitedCodec>]) {
+    let mut frame = now_ns().to_le_bytes().to_vec();
+    frame.extend_from_slice(&[0; PAYLOAD]);
+    let frame = Bytes::from(frame);
+    let sends = writers.iter_mut().map(|w| w.send(frame.clone()));
+    for sent in futures::future::join_all(sends).await {
+        sent.expect("writes");
+    }
 }

@@ -285,7 +285,9 @@ async fn bad_frames_get_error_frames_and_a_page_that_reconnects_is_subscribed_ag
     alice.expect_error("unknown variant `dance`").await;
     alice.send(json!({"type": "queue"})).await;
     alice.expect_error("log in first").await;
-    alice.send(json!({"type": "login", "token": "stolen"})).await;
+    alice
+        .send(json!({"type": "login", "token": "stolen"}))
+        .await;
     alice.expect_error("unknown token").await;
     // After all that, the socket still works.
     alice

@@ -131,9 +131,8 @@ impl Frontend {
             screens: Mutex::new(HashMap::new()),
         });
         let data = web::Data::from(shared.clone());
-        let server =
-            HttpServer::new(move || {
-                App::new()
+        let server = HttpServer::new(move || {
+            App::new()
                     .app_data(data.clone())
                     .route(
                         "/",
@@ -160,12 +159,12 @@ impl Frontend {
                             },
                         ),
                     )
-            })
-            .workers(workers)
-            .disable_signals()
-            .shutdown_timeout(5)
-            .listen(listener)?
-            .run();
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .listen(listener)?
+        .run();
         let handle = server.handle();
         Ok(Self {
             shared,

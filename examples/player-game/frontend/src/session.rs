@@ -9,6 +9,7 @@
 //! `ObserverGone` and remove it from the match's watchers (or its lease ends).
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_ws::{Message, MessageStream, Session};
 use granary::{CallError, ClusterClient, ObserverHandle, Result as CallResult};
@@ -113,7 +114,7 @@ pub(crate) async fn run(shared: Arc<Shared>, session: Session, mut stream: Messa
                 Some(Ok(Message::Binary(_))) => {
                     outbox.send(&Reply::error("binary frames are not read: send JSON text"));
                 }
-                Some(Ok(Message::Ping(bytes))) => outbox_pong(&session, &bytes).await,
+                Some(Ok(Message::Ping(bytes))) => pong(&session, &bytes).await,
                 Some(Ok(Message::Close(_))) | None => break false,
                 Some(Ok(_)) => {}
                 Some(Err(err)) => {
@@ -147,15 +148,18 @@ pub(crate) async fn run(shared: Arc<Shared>, session: Session, mut stream: Messa
     }
     let _ = writer.await;
     if !overflowed {
-        let _ = tokio::time::timeout(shared.config.renew, session.close(None)).await;
+        // A close frame, if the socket still takes one; a browser that does not read it
+        // holds nobody up.
+        let _ = tokio::time::timeout(Duration::from_secs(1), session.close(None)).await;
     }
     debug!(player = %name, "session ended");
 }
 
-/// Answers a ping; a browser that cannot take a pong is dealt with by the outbox.
-async fn outbox_pong(session: &Session, bytes: &[u8]) {
+/// Answers a ping, waiting a second at most: a browser that takes no pong is one that does
+/// not read, which its outbox deals with.
+async fn pong(session: &Session, bytes: &[u8]) {
     let mut session = session.clone();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), session.pong(bytes)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), session.pong(bytes)).await;
 }
 
 /// Drains `queued` into the socket until `stop`; a socket that takes no more holds only this

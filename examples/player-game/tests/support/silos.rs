@@ -1,6 +1,9 @@
 //! Silo processes of the example (its `silo` binary) in a new cluster on the shared Redis,
 //! for the tests that run it as operators do.
-#![allow(dead_code, reason = "each test binary that includes it reads the fields it needs")]
+#![allow(
+    dead_code,
+    reason = "each test binary that includes it reads the fields it needs"
+)]
 
 use granary_testkit::process::SiloProcess;
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
