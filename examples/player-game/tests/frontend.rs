@@ -2,6 +2,7 @@
 //! of the example on the real Redis: two headless Chromium pages play a match against each
 //! other on a 2-silo cluster; and, with a raw WebSocket client, the bad input it contains (a
 //! frame that does not parse, a browser that stops reading) and a page that reconnects.
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 #[path = "support/silos.rs"]
 mod silos;
