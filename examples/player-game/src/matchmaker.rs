@@ -11,7 +11,8 @@ use crate::game::GameGrain;
 /// calls locally, with several activations of the one key (`"lobby"` in the demo) running side
 /// by side; the games it joins hold what must last.
 ///
-/// [`MatchmakerRef::queue`] is as idempotent as [`GameGrain::join`]: a player queued again
+/// [`MatchmakerRef::queue`](player_game_api::MatchmakerRef::queue) is as idempotent as
+/// [`GameRef::join`](player_game_api::GameRef::join): a player queued again
 /// (a retry whose outcome was unknown) lands in the match it already joined.
 #[derive(Debug, Default)]
 pub struct MatchmakerGrain;
