@@ -89,7 +89,7 @@ async fn click(page: &Browser, id: &str) {
         .unwrap();
 }
 
-/// Attacks from `page`.
+/// Attacks from `page` (its opponent).
 async fn attack(page: &Browser) {
     click(page, "attack").await;
 }
@@ -154,21 +154,18 @@ async fn two_headless_chromium_pages_play_a_match_through_the_front_end_on_two_s
         .await;
     }
     // Each action is pushed to both pages: 35 damage a hit, 100 health.
-    attack(&alice).await;
-    for page in [&alice, &bob] {
-        see_log(page, "alice hit bob: 65 health left").await;
+    for (attacker, line) in [
+        (&alice, "alice hit bob: 65 health left"),
+        (&bob, "bob hit alice: 65 health left"),
+        (&alice, "alice hit bob: 30 health left"),
+        (&alice, "the match ended: alice won"),
+    ] {
+        attack(attacker).await;
+        for page in [&alice, &bob] {
+            see_log(page, line).await;
+        }
     }
-    attack(&bob).await;
     for page in [&alice, &bob] {
-        see_log(page, "bob hit alice: 65 health left").await;
-    }
-    attack(&alice).await;
-    for page in [&alice, &bob] {
-        see_log(page, "alice hit bob: 30 health left").await;
-    }
-    attack(&alice).await;
-    for page in [&alice, &bob] {
-        see_log(page, "the match ended: alice won").await;
         see(
             page,
             "the winner",
