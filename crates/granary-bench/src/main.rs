@@ -12,6 +12,7 @@ mod events;
 mod grpc;
 mod metrics;
 mod placement;
+mod push;
 mod reminders;
 mod report;
 mod storage;
@@ -29,8 +30,8 @@ struct Args {
     /// Metrics to run: all, P1, P1a-filter, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
     /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P7 or one P7
     /// sink (P7-redis-streams, P7-nats, P7-rabbitmq, P7-kafka, P7-sqs), P8, P8-1M, P9 (also
-    /// prints P9-prod), P10, P11, P12, P14, P3-tls and P4-tls (either prints both, and P3-tls-p99:
-    /// P3/P4's Granary side over mutual TLS against the same in plaintext). P3–P7, P9, P10, P14 and
+    /// prints P9-prod), P10, P11, P12, P13, P14, P3-tls and P4-tls (either prints both, and P3-tls-p99:
+    /// P3/P4's Granary side over mutual TLS against the same in plaintext). P3–P7, P9, P10, P13, P14 and
     /// the TLS ids need Redis, `GRANARY_BENCH_REDIS`; P7 also
     /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
     /// the local servers; and Kafka, `GRANARY_BENCH_KAFKA`, and SQS, `GRANARY_BENCH_SQS`, which
@@ -171,6 +172,9 @@ fn main() -> anyhow::Result<()> {
     if wants("P12") {
         metrics::p12(args.reps, scale);
     }
+    if wants("P13") {
+        metrics::p13(args.reps, scale);
+    }
     if wants("P14") {
         metrics::p14(args.reps, scale);
     }
@@ -181,7 +185,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 22] = [
+const IDS: [&str; 23] = [
     "P1",
     "P1a-filter",
     "P1b-1M",
@@ -201,6 +205,7 @@ const IDS: [&str; 22] = [
     "P10",
     "P11",
     "P12",
+    "P13",
     "P14",
     "P3-tls",
     "P4-tls",

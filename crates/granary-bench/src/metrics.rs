@@ -5,7 +5,8 @@
 //! P6 (state + events commit to Redis; P6c, fenced against unfenced), P7 (event relay), P8
 //! (memory per idle activation; P8-1M at 1,000,000), P9 (failover), P10 (Redis bytes per
 //! persisted grain), P11 (reminder lateness), P12 (one stateless worker key against as many
-//! ordinary grains as callers).
+//! ordinary grains as callers), P13 (a grain's push to 1,000 clients' observers against a raw
+//! TCP broadcast).
 //! Each repetition runs the baseline(s) and the candidate back to back, starting with a different
 //! engine each time (so no engine always runs first or last); medians are reported.
 
@@ -797,4 +798,55 @@ pub(crate) fn p14(reps: usize, scale: usize) {
         goal: "value<=10",
     }
     .print();
+}
+
+/// P13: a grain's push through its `ObserverSet` to `1,000 / scale` clients' observers on one
+/// gateway: latency p50 and p99 from the push to each client's object, and pushes delivered
+/// per second, against a raw TCP broadcast of the same 72-byte messages from one process to
+/// as many connections (see [`crate::push`]).
+pub(crate) fn p13(reps: usize, scale: usize) {
+    let (clients, rounds) = (1_000 / scale, 200 / scale.min(10));
+    let [g, r] = interleave_values(
+        reps,
+        [&|| crate::push::granary(clients, rounds), &|| {
+            crate::push::raw(clients, rounds)
+        }],
+    );
+    let med = |runs: &[crate::push::Run], f: fn(&crate::push::Run) -> f64| {
+        median(&runs.iter().map(f).collect::<Vec<_>>())
+    };
+    for (id, what, f, unit, goal) in [
+        (
+            "P13",
+            "push_to_observer_p50",
+            (|r: &crate::push::Run| r.p50_ns) as fn(&crate::push::Run) -> f64,
+            "ns",
+            "info",
+        ),
+        (
+            "P13-p99",
+            "push_to_observer_p99",
+            |r| r.p99_ns,
+            "ns",
+            "ratio<=2.0",
+        ),
+        (
+            "P13-throughput",
+            "pushes_per_sec",
+            |r| r.pushes_per_sec,
+            "pushes/s",
+            "ratio>=0.5",
+        ),
+    ] {
+        Line {
+            id,
+            what: &format!("{what}_{clients}clients_1gateway"),
+            value: med(&g, f),
+            baseline: med(&r, f),
+            baseline_name: "raw_tcp_broadcast_one_process",
+            unit,
+            goal,
+        }
+        .print_with(&format!("rounds={rounds}"));
+    }
 }

@@ -634,7 +634,7 @@ impl RedisBench {
 }
 
 /// Every key matching one of `patterns` (`SCAN … MATCH`).
-async fn scan(conn: &mut MultiplexedConnection, patterns: &[String]) -> Vec<String> {
+pub(crate) async fn scan(conn: &mut MultiplexedConnection, patterns: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     for pattern in patterns {
         let mut cursor = 0u64;

@@ -2,11 +2,9 @@
 //! builder with the example's grains and that filter.
 
 use granary::{CallFilter, CallKind, FilterCall, Grain, Refusal, SiloBuilder};
+use player_game_api::USER;
 
 use crate::{GameGrain, MatchmakerGrain, PlayerGrain};
-
-/// The request-context key naming the user whose session made a call.
-pub const USER: &str = "user";
 
 /// An incoming call filter that lets a call to a [`PlayerGrain`] through only when it comes
 /// from that player's own session (the request context's [`USER`] is the player's key) or from

@@ -2,39 +2,18 @@
 
 use std::collections::BTreeMap;
 
-use granary::{CallError, GrainContext, Result, grain};
+use granary::{CallError, GrainContext, ObserverSet, Result, grain};
+use player_game_api::{
+    GameInfo, JoinOutcome, MAX_HEALTH, MatchPhase, MatchResult, MatchView, MatchWatcherRef,
+    WATCH_LEASE,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{MatchCreated, MatchEnded, MatchStarted};
 use crate::player::PlayerGrain;
 
-/// Where a match is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum MatchPhase {
-    /// Not created yet.
-    #[default]
-    Unknown,
-    /// Players may join and leave.
-    Lobby,
-    /// Players fight.
-    Running,
-    /// Results are final.
-    Ended,
-}
-
-/// The results of a finished match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MatchResult {
-    /// The last player standing.
-    pub winner: Option<String>,
-    /// Kills per player.
-    pub kills: Vec<(String, u32)>,
-    /// Deaths in the match.
-    pub deaths: u32,
-}
-
 /// The persisted state of a match.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GameState {
     /// The phase.
     pub phase: MatchPhase,
@@ -50,48 +29,26 @@ pub struct GameState {
     pub deaths: u32,
     /// Results, once ended.
     pub result: Option<MatchResult>,
+    /// Each player's health as the match last heard it (set full at the start, then by
+    /// `on_hit` and deaths): what the watchers are shown.
+    #[serde(default)]
+    pub health: BTreeMap<String, i32>,
+    /// The screens watching the match ([`GameRef::watch`](player_game_api::GameRef::watch)),
+    /// with their leases.
+    #[serde(default)]
+    pub watchers: ObserverSet<MatchWatcherRef>,
+    /// How many pushes the match made ([`MatchView::seq`]).
+    #[serde(default)]
+    pub seq: u64,
 }
 
-/// The answer to [`GameRef::join`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum JoinOutcome {
-    /// The player is in the lobby.
-    Joined,
-    /// The player was already in the lobby.
-    AlreadyJoined,
-    /// The lobby is full.
-    Full,
-    /// The match is not in its lobby phase.
-    NotInLobby,
-    /// The player is in another match.
-    InAnotherMatch,
-}
-
-/// A snapshot of a match, from [`GameRef::info`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GameInfo {
-    /// The phase.
-    pub phase: MatchPhase,
-    /// Players.
-    pub players: Vec<String>,
-    /// Players alive.
-    pub alive: Vec<String>,
-    /// Deaths so far.
-    pub deaths: u32,
-    /// Results, once ended.
-    pub result: Option<MatchResult>,
-}
-
-/// One match.
-///
-/// `create`, `join`, `start` and `on_player_death` are idempotent, so that a caller may retry a
-/// call whose outcome is unknown (its silo died while it ran): the same create, a second join
-/// of the same player, a start of a running match and a repeated death report change nothing
-/// twice.
+/// One match: implements [`Game`](player_game_api::Game) (see there for what each method
+/// promises, its idempotence among it), and pushes a [`MatchView`] to its watchers on every
+/// change.
 #[derive(Debug, Default)]
 pub struct GameGrain;
 
-#[grain(name = "game", state = GameState)]
+#[grain(implements = player_game_api::Game, state = GameState)]
 impl GameGrain {
     /// Opens the lobby for up to `max_players` players and publishes `MatchCreated`. Creating
     /// an existing match with the same size again succeeds and changes nothing.
@@ -143,8 +100,9 @@ impl GameGrain {
         {
             return Ok(JoinOutcome::InAnotherMatch);
         }
-        ctx.state().players.push(player);
+        ctx.state().players.push(player.clone());
         ctx.write_state().await?;
+        self.push(ctx, format!("{player} joined")).await?;
         Ok(JoinOutcome::Joined)
     }
 
@@ -185,10 +143,12 @@ impl GameGrain {
             }
             s.phase = MatchPhase::Running;
             s.alive = s.players.clone();
+            s.health = s.players.iter().map(|p| (p.clone(), MAX_HEALTH)).collect();
             s.players.clone()
         };
         ctx.publish(&MatchStarted { game, players })?;
-        ctx.write_state().await
+        ctx.write_state().await?;
+        self.push(ctx, "the match started".to_owned()).await
     }
 
     /// Records that `victim` was killed by `killer` (called by the victim's player grain). The
@@ -218,6 +178,7 @@ impl GameGrain {
                 return Ok(false); // a late or duplicate report
             }
             s.alive.retain(|p| *p != victim);
+            s.health.insert(victim.clone(), 0);
             s.deaths += 1;
             let credit = killer != victim && s.players.contains(&killer);
             if credit {
@@ -235,6 +196,7 @@ impl GameGrain {
             Ok(true)
         } else {
             ctx.write_state().await?;
+            self.push(ctx, format!("{killer} killed {victim}")).await?;
             Ok(false)
         }
     }
@@ -259,9 +221,92 @@ impl GameGrain {
             result: s.result.clone(),
         })
     }
+
+    /// Subscribes `watcher` (or renews it) and returns the match as it is now.
+    pub async fn watch(
+        &self,
+        ctx: &GrainContext<Self>,
+        watcher: MatchWatcherRef,
+    ) -> Result<MatchView> {
+        let game = self.game_id(ctx)?;
+        let now = ctx.now();
+        let view = {
+            let mut s = ctx.state();
+            s.watchers.subscribe(watcher, now, WATCH_LEASE);
+            view(game, &s, String::new())
+        };
+        ctx.write_state().await?;
+        Ok(view)
+    }
+
+    /// Records a hit that `victim` survived with `health`, and tells the watchers.
+    pub async fn on_hit(
+        &self,
+        ctx: &GrainContext<Self>,
+        attacker: String,
+        victim: String,
+        health: i32,
+    ) -> Result<()> {
+        {
+            let mut s = ctx.state();
+            if s.phase != MatchPhase::Running || !s.alive.contains(&victim) {
+                return Ok(());
+            }
+            s.health.insert(victim.clone(), health);
+        }
+        ctx.write_state().await?;
+        self.push(
+            ctx,
+            format!("{attacker} hit {victim}: {health} health left"),
+        )
+        .await
+    }
+}
+
+/// The match in `s` as its watchers see it, `last` saying what just happened.
+fn view(game: i64, s: &GameState, last: String) -> MatchView {
+    MatchView {
+        game,
+        seq: s.seq,
+        phase: s.phase,
+        players: s.players.clone(),
+        alive: s.alive.clone(),
+        health: s
+            .players
+            .iter()
+            .map(|p| (p.clone(), s.health.get(p).copied().unwrap_or(MAX_HEALTH)))
+            .collect(),
+        last,
+        result: s.result.clone(),
+    }
 }
 
 impl GameGrain {
+    /// Pushes the match as it is now to its watchers, `last` saying what happened, with
+    /// one-way calls (each returns once queued for its client: no screen holds this turn),
+    /// drops the watchers found gone or expired, and saves the state.
+    async fn push(&self, ctx: &GrainContext<Self>, last: String) -> Result<()> {
+        let game = self.game_id(ctx)?;
+        let now = ctx.now();
+        let pushes = {
+            let mut s = ctx.state();
+            if s.watchers.is_empty() {
+                return Ok(());
+            }
+            s.seq += 1;
+            let update = view(game, &s, last);
+            s.watchers.notify(now, move |w| {
+                let update = update.clone();
+                async move { w.on_update(update).await }
+            })
+        };
+        let notified = pushes.await;
+        ctx.state().watchers.settle(&notified);
+        // The count went up (and watchers may have gone): saved, so a view after a
+        // reactivation is never numbered below one already pushed.
+        ctx.write_state().await
+    }
+
     fn game_id(&self, ctx: &GrainContext<Self>) -> Result<i64> {
         match ctx.key() {
             granary::GrainKey::Int(id) => Ok(*id),
@@ -302,6 +347,11 @@ impl GameGrain {
         })?;
         ctx.write_state().await?;
         self.tell_players(ctx, in_chain).await?;
+        let last = match &result.winner {
+            Some(winner) => format!("the match ended: {winner} won"),
+            None => "the match ended with no winner".to_owned(),
+        };
+        self.push(ctx, last).await?;
         Ok(result)
     }
 

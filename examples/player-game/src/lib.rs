@@ -1,5 +1,8 @@
-//! The example game: [`PlayerGrain`] and [`GameGrain`], the domain events they publish, and the
-//! types their methods exchange.
+//! The example game: [`PlayerGrain`] and [`GameGrain`], and the domain events they publish.
+//! Their interfaces (`Player`, `Game`, `Matchmaker`), the `MatchWatcher` observer and the types
+//! they exchange live in the interface crate `player-game-api`, which a front end links
+//! instead of this one (the WebSocket front end `player-game-frontend` does); this crate
+//! implements them and re-exports the types.
 //!
 //! A match lives in a game grain (integer key). Players (string keys) join it in the lobby, the
 //! match starts, players damage each other, die (the player notifies its game and publishes
@@ -24,15 +27,18 @@ mod game;
 mod matchmaker;
 mod player;
 
-pub use auth::{PlayerAuth, USER, host};
+pub use auth::{PlayerAuth, host};
 
 pub use events::{MatchCreated, MatchEnded, MatchStarted, PlayerDied};
-pub use game::{GameGrain, GameInfo, GameRef, GameState, JoinOutcome, MatchPhase, MatchResult};
-pub use matchmaker::{MatchmakerGrain, MatchmakerRef};
+pub use game::{GameGrain, GameState};
+pub use matchmaker::MatchmakerGrain;
 pub use player::{
-    BUFF_TICK, Buff, BuffKind, DamageOutcome, ENERGY_REGEN, ENERGY_REMINDER, MATCH_ENERGY,
-    MAX_ENERGY, PlayerGrain, PlayerRef, PlayerState, PlayerStatus, Regen,
+    BUFF_TICK, ENERGY_REGEN, ENERGY_REMINDER, MATCH_ENERGY, MAX_ENERGY, PlayerGrain, PlayerState,
 };
-
-/// How much health a fresh or respawned player has.
-pub const MAX_HEALTH: i32 = 100;
+/// The interfaces these grains implement, and the types they exchange (from
+/// `player-game-api`, re-exported so that the example's code and tests name them here).
+pub use player_game_api::{
+    ATTACK_DAMAGE, Buff, BuffKind, DamageOutcome, GameInfo, GameRef, JoinOutcome, MAX_HEALTH,
+    MatchPhase, MatchResult, MatchView, MatchWatcher, MatchWatcherRef, MatchmakerRef, PlayerRef,
+    PlayerStatus, Regen, USER, WATCH_LEASE,
+};

@@ -2,18 +2,22 @@
 
 use granary::{CallError, GrainContext, Result, grain};
 
-use crate::game::{GameGrain, JoinOutcome};
+use player_game_api::JoinOutcome;
 
-/// Puts players into matches. A stateless worker: it keeps nothing, so every silo serves its
+use crate::game::GameGrain;
+
+/// Puts players into matches: implements [`Matchmaker`](player_game_api::Matchmaker). A
+/// stateless worker: it keeps nothing, so every silo serves its
 /// calls locally, with several activations of the one key (`"lobby"` in the demo) running side
 /// by side; the games it joins hold what must last.
 ///
-/// [`MatchmakerRef::queue`] is as idempotent as [`GameGrain::join`]: a player queued again
+/// [`MatchmakerRef::queue`](player_game_api::MatchmakerRef::queue) is as idempotent as
+/// [`GameRef::join`](player_game_api::GameRef::join): a player queued again
 /// (a retry whose outcome was unknown) lands in the match it already joined.
 #[derive(Debug, Default)]
 pub struct MatchmakerGrain;
 
-#[grain(name = "matchmaker", stateless_worker)]
+#[grain(implements = player_game_api::Matchmaker, stateless_worker)]
 impl MatchmakerGrain {
     /// Joins `player` to one of the `open` matches and returns the match's id. The player's
     /// first choice is picked by a hash of its name (the same player always starts at the same

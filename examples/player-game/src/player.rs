@@ -5,31 +5,13 @@ use std::time::Duration;
 
 use granary::provider::unix_ms;
 use granary::{CallError, GrainContext, ReminderTick, Result, grain};
+use player_game_api::{
+    ATTACK_DAMAGE, Buff, BuffKind, DamageOutcome, MAX_HEALTH, PlayerStatus, Regen, can_attack,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::MAX_HEALTH;
 use crate::events::PlayerDied;
 use crate::game::GameGrain;
-
-/// What a buff does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BuffKind {
-    /// Absorbs up to `amount` damage, then breaks.
-    Shield,
-    /// Marks a stronger player; it has no effect on damage taken.
-    Strength,
-}
-
-/// A temporary effect on a player.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Buff {
-    /// What it does.
-    pub kind: BuffKind,
-    /// How strong it is (a shield's remaining absorption).
-    pub amount: i32,
-    /// How long it has left to run (counted down in ticks of [`BUFF_TICK`]).
-    pub remaining: Duration,
-}
 
 /// The persisted state of a player.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,21 +43,6 @@ pub struct PlayerState {
     pub regen: Regen,
 }
 
-/// What a player's energy reminder delivered: the ticks applied, the periods they caught up
-/// on, and the ticks that arrived for a due time already applied (the runtime delivers each
-/// due time once, so this stays 0; the demo's summary shows it).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Regen {
-    /// Ticks applied.
-    pub ticks: u32,
-    /// Periods missed before the ticks applied (each one point too, as the tick reports them).
-    pub missed: u64,
-    /// Ticks that arrived for a due time already applied, counted and otherwise ignored.
-    pub duplicates: u32,
-    /// The due time of the last tick applied, in ms since the Unix epoch.
-    pub last_due_ms: u64,
-}
-
 fn full_energy() -> u32 {
     MAX_ENERGY
 }
@@ -96,52 +63,14 @@ impl Default for PlayerState {
     }
 }
 
-/// The result of [`PlayerRef::take_damage`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum DamageOutcome {
-    /// The player survived with this much health.
-    Survived {
-        /// Health left.
-        health: i32,
-        /// Damage a shield absorbed.
-        absorbed: i32,
-    },
-    /// This hit killed the player.
-    Died,
-    /// The player was already dead: nothing happened.
-    AlreadyDead,
-}
-
-/// What [`PlayerRef::status`] reports.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlayerStatus {
-    /// Current health.
-    pub health: i32,
-    /// Whether the player is alive.
-    pub alive: bool,
-    /// The current match.
-    pub game: Option<i64>,
-    /// Active buffs.
-    pub buffs: Vec<Buff>,
-    /// Lifetime deaths.
-    pub deaths: u32,
-    /// Lifetime kills.
-    pub kills: u32,
-    /// Matches won.
-    pub wins: u32,
-    /// Energy points.
-    pub energy: u32,
-    /// What the energy reminder delivered.
-    pub regen: Regen,
-}
-
-/// One player. Its state is persisted on every change that matters (damage, death, buffs,
-/// joining and leaving matches).
+/// One player: implements [`Player`](player_game_api::Player) (see there for what each
+/// method promises). Its state is persisted on every change that matters (damage, death,
+/// buffs, joining and leaving matches).
 ///
-/// The methods a game calls are idempotent (entering the same match, a kill credited for the
-/// same victim, the end of the same match), and a retried `take_damage` on a player who
-/// already died reports [`DamageOutcome::AlreadyDead`]: a caller may retry a call whose
-/// outcome is unknown (a silo died while it ran) without counting anything twice.
+/// It is `reentrant` for [`attack`](player_game_api::PlayerRef::attack): a hit that kills ends
+/// in the game crediting the attacker (and, when it ends the match, telling it so) while the
+/// attacker's turn waits on that chain. Reentrancy admits only calls of the waiting turn's own
+/// chain; other callers still wait their turn.
 #[derive(Debug, Default)]
 pub struct PlayerGrain;
 
@@ -164,7 +93,7 @@ pub const ENERGY_REGEN: Duration = Duration::from_secs(1);
 /// energy and is not regenerating yet, unregistered when full.
 pub const ENERGY_REMINDER: &str = "energy";
 
-#[grain(name = "player", state = PlayerState)]
+#[grain(implements = player_game_api::Player, state = PlayerState, reentrant)]
 impl PlayerGrain {
     /// Applies `amount` damage dealt by `source`. A shield absorbs first. When health reaches
     /// zero the player dies: `PlayerDied` is published with the state change, and the player's
@@ -378,6 +307,38 @@ impl PlayerGrain {
             energy: s.energy,
             regen: s.regen,
         })
+    }
+
+    /// Hits `target` for [`ATTACK_DAMAGE`] after checking, with the game, that both are alive
+    /// in its running match; a hit survived is reported to the game (a kill reaches it through
+    /// the victim, as any death does).
+    pub async fn attack(&self, ctx: &GrainContext<Self>, target: String) -> Result<DamageOutcome> {
+        let me = ctx.key().to_string();
+        let Some(game_id) = ctx.state().game else {
+            return Err(CallError::rejected(
+                ctx.id(),
+                "not in a match; queue for one first",
+            ));
+        };
+        let game = ctx.grain::<GameGrain>(game_id);
+        let info = game.info().await?;
+        if !can_attack(&info, &me, &target) {
+            return Err(CallError::rejected(
+                ctx.id(),
+                format!(
+                    "{me} cannot attack {target} in match {game_id} ({:?}, alive: {:?})",
+                    info.phase, info.alive
+                ),
+            ));
+        }
+        let outcome = ctx
+            .grain::<PlayerGrain>(target.as_str())
+            .take_damage(ATTACK_DAMAGE, me.clone())
+            .await?;
+        if let DamageOutcome::Survived { health, .. } = outcome {
+            game.on_hit(me, target, health).await?;
+        }
+        Ok(outcome)
     }
 
     /// The energy reminder's tick: one point for the tick and one for each period it missed

@@ -2,27 +2,19 @@
 //! playing matches through one gateway while the cluster spreads the grains (its players
 //! queued by the matchmaker, a forged call refused by the silos' authorization filter).
 
-use granary_testkit::process::SiloProcess;
-use granary_testkit::redis_server::{shared_redis_url, unique_name};
+#[path = "support/silos.rs"]
+mod silos;
 
-const SECRET: &str = "0123456789abcdef0123456789abcdef";
+use silos::SECRET;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_plays_matches_on_three_silo_processes() {
-    let redis = shared_redis_url().await;
-    let cluster = unique_name("demo");
-    let prefix = format!("{cluster}:");
-    let env = [
-        ("GRANARY_CLUSTER", cluster.as_str()),
-        ("GRANARY_SECRET", SECRET),
-        ("GRANARY_REDIS", redis.as_str()),
-        ("GRANARY_PLACEMENT", "hash"),
-        ("GRANARY_EVENTS_PREFIX", prefix.as_str()),
-    ];
-    let mut silos = Vec::new();
-    for name in ["a", "b", "c"] {
-        silos.push(SiloProcess::start(env!("CARGO_BIN_EXE_silo"), name, &env).await);
-    }
+    let silos::Silos {
+        redis,
+        cluster,
+        prefix,
+        processes: mut silos,
+    } = silos::start("demo", &["a", "b", "c"]).await;
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_client"))
         .env("GRANARY_CLUSTER", &cluster)
         .env("GRANARY_SECRET", SECRET)

@@ -865,3 +865,75 @@ async fn the_authorization_filter_refuses_forged_calls_to_players() {
     assert_eq!(game.info().await.unwrap().phase, MatchPhase::Ended);
     silo.shutdown().await.unwrap();
 }
+
+/// A player's session attacks through its own player grain (the silos' filter lets it act
+/// only as itself), and the game pushes every change to its watchers: the hits, then the kill
+/// that ends the match (its credit comes back to the attacker on the attack's own call chain:
+/// the player grain is reentrant), in push order.
+#[tokio::test]
+async fn attacks_from_a_session_are_pushed_to_the_matchs_watchers_to_the_end() {
+    use example_player_game::{MatchView, MatchWatcher, MatchWatcherRef};
+    use granary_testkit::TestSilo;
+    use tokio::sync::mpsc;
+
+    struct Screen(mpsc::UnboundedSender<MatchView>);
+    impl MatchWatcher for Screen {
+        async fn on_update(&self, view: MatchView) -> granary::Result<()> {
+            let _ = self.0.send(view);
+            Ok(())
+        }
+    }
+
+    let silo = TestSilo::start(example_player_game::host).await.unwrap();
+    let client = silo.client();
+    let game = client.grain::<GameGrain>(11_i64);
+    game.create(2).await.unwrap();
+    let (views, mut pushed) = mpsc::unbounded_channel();
+    let screen = client.observe(MatchWatcherRef::object(Screen(views)));
+    let lobby = game.watch(screen.reference()).await.unwrap();
+    assert_eq!((lobby.phase, lobby.seq), (MatchPhase::Lobby, 0));
+    let mm = client.grain::<MatchmakerGrain>("lobby");
+    for player in ["ann", "bob"] {
+        assert_eq!(mm.queue(player.into(), vec![11]).await.unwrap(), 11);
+    }
+    game.start().await.unwrap();
+    let ann = client.grain::<PlayerGrain>("ann").with_context(USER, "ann");
+    let err = ann.attack("cid".into()).await.unwrap_err();
+    assert!(matches!(err, CallError::Rejected { .. }), "{err}");
+    assert_eq!(
+        ann.attack("bob".into()).await.unwrap(),
+        DamageOutcome::Survived {
+            health: 65,
+            absorbed: 0
+        }
+    );
+    ann.attack("bob".into()).await.unwrap();
+    assert_eq!(ann.attack("bob".into()).await.unwrap(), DamageOutcome::Died);
+    let mut lines = Vec::new();
+    let mut last_seq = 0;
+    while lines.last().is_none_or(|l: &String| !l.contains("ended")) {
+        let view = pushed.recv().await.unwrap();
+        assert!(view.seq > last_seq, "pushes arrive in order");
+        last_seq = view.seq;
+        lines.push(view.last.clone());
+        if view.phase == MatchPhase::Ended {
+            assert_eq!(view.result.unwrap().winner.as_deref(), Some("ann"));
+            assert_eq!(view.health, vec![("ann".into(), 100), ("bob".into(), 0)]);
+        }
+    }
+    assert_eq!(
+        lines,
+        [
+            "ann joined",
+            "bob joined",
+            "the match started",
+            "ann hit bob: 65 health left",
+            "ann hit bob: 30 health left",
+            "the match ended: ann won",
+        ]
+    );
+    let ann = ann.status().await.unwrap();
+    assert_eq!((ann.kills, ann.wins, ann.game), (1, 1, None));
+    drop(screen);
+    silo.shutdown().await.unwrap();
+}
