@@ -74,8 +74,7 @@ impl RedisStore {
             url: url.clone(),
             reason,
         };
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| ConnectError::Config(format!("invalid Redis URL {url}: {e}")))?;
+        let client = config.client().map_err(ConnectError::Config)?;
         let blocking_client = client.clone();
         let manager = ConnectionManagerConfig::new()
             // The deadline is ours (`bounded`): it also covers waiting for a reconnection, and one
