@@ -70,9 +70,15 @@ impl RedisStore {
             return Err(ConnectError::Config("shards must be at least 1".into()));
         }
         let url = config.redacted_url();
+        // Over TLS, a port without TLS only times out or resets: say what to check.
+        let tls_hint = if url.starts_with("rediss://") {
+            " (over TLS: is this Redis's TLS port, and its certificate signed by a trusted CA?)"
+        } else {
+            ""
+        };
         let unreachable = |reason: String| ConnectError::Unreachable {
             url: url.clone(),
-            reason,
+            reason: format!("{reason}{tls_hint}"),
         };
         let client = config.client().map_err(ConnectError::Config)?;
         let blocking_client = client.clone();
