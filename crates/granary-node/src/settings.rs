@@ -7,7 +7,7 @@ use std::path::Path;
 use granary::Placement;
 use serde::Deserialize;
 
-use crate::{NodeError, sinks};
+use crate::{NodeError, sinks, tls};
 
 /// How a silo process runs: see the crate docs for each setting.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -70,6 +70,28 @@ pub struct Settings {
     pub routes: Option<String>,
     /// The OpenTelemetry collector (OTLP/HTTP) the spans are exported to.
     pub otlp: Option<String>,
+    /// The CA (PEM file) a `rediss://` Redis's certificate is checked against, besides the
+    /// system's roots.
+    pub redis_ca: Option<String>,
+    /// The client certificate (PEM file) presented to Redis over TLS.
+    pub redis_cert: Option<String>,
+    /// The private key (PEM file) of `redis_cert`.
+    pub redis_key: Option<String>,
+    /// The CA (PEM file) a `tls://` NATS server's certificate is checked against.
+    pub nats_ca: Option<String>,
+    /// The client certificate (PEM file) presented to NATS.
+    pub nats_cert: Option<String>,
+    /// The private key (PEM file) of `nats_cert`.
+    pub nats_key: Option<String>,
+    /// The CA (PEM file) an `amqps://` RabbitMQ's certificate is checked against.
+    pub amqp_ca: Option<String>,
+    /// The client certificate (PEM file) presented to RabbitMQ.
+    pub amqp_cert: Option<String>,
+    /// The private key (PEM file) of `amqp_cert`.
+    pub amqp_key: Option<String>,
+    /// librdkafka properties for a Kafka that requires TLS or SASL: `name=value` pairs
+    /// separated by `;`, e.g. `security.protocol=SASL_SSL; sasl.mechanism=SCRAM-SHA-512`.
+    pub kafka_properties: Option<String>,
 }
 
 impl Settings {
@@ -138,6 +160,16 @@ impl Settings {
             ("GRANARY_QUEUE_PREFIX", &mut self.queue_prefix),
             ("GRANARY_ROUTES", &mut self.routes),
             ("GRANARY_OTLP", &mut self.otlp),
+            ("GRANARY_REDIS_CA", &mut self.redis_ca),
+            ("GRANARY_REDIS_CERT", &mut self.redis_cert),
+            ("GRANARY_REDIS_KEY", &mut self.redis_key),
+            ("GRANARY_NATS_CA", &mut self.nats_ca),
+            ("GRANARY_NATS_CERT", &mut self.nats_cert),
+            ("GRANARY_NATS_KEY", &mut self.nats_key),
+            ("GRANARY_AMQP_CA", &mut self.amqp_ca),
+            ("GRANARY_AMQP_CERT", &mut self.amqp_cert),
+            ("GRANARY_AMQP_KEY", &mut self.amqp_key),
+            ("GRANARY_KAFKA_PROPERTIES", &mut self.kafka_properties),
         ] {
             if let Some(value) = var(name) {
                 *slot = Some(value);
@@ -203,6 +235,8 @@ pub(crate) struct Resolved {
     pub(crate) otlp: Option<String>,
     /// The event sinks and routes.
     pub(crate) routing: sinks::Routing,
+    /// The certificates of a `rediss://` Redis, if set.
+    pub(crate) redis_tls: Option<tls::TlsFiles>,
 }
 
 /// The URL OTLP/HTTP traces are posted to, from `GRANARY_OTLP`; an error in a build without the
@@ -400,6 +434,12 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
     let roles = list(settings.roles.as_deref());
     let type_roles = type_roles(settings.type_roles.as_deref())?;
     let routing = sinks::Routing::resolve(settings)?;
+    let redis_tls = tls::REDIS.resolve(
+        settings.redis.as_deref(),
+        settings.redis_ca.as_deref(),
+        settings.redis_cert.as_deref(),
+        settings.redis_key.as_deref(),
+    )?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -425,6 +465,7 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         dashboard_token,
         otlp,
         routing,
+        redis_tls,
     })
 }
 
