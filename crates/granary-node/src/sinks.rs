@@ -627,4 +627,41 @@ mod tests {
             assert!(Routing::resolve(&settings(&[("GRANARY_SQS", "aws")])).is_ok());
         }
     }
+
+    #[test]
+    fn kafka_properties_are_name_value_pairs_for_a_configured_kafka() {
+        const KAFKA: (&str, &str) = ("GRANARY_KAFKA", "127.0.0.1:9093");
+        let properties = (
+            "GRANARY_KAFKA_PROPERTIES",
+            "security.protocol=SASL_SSL; sasl.mechanism = SCRAM-SHA-512 ;sasl.password=a=b;",
+        );
+        let message = problem(&[properties]);
+        assert!(
+            message.starts_with("GRANARY_KAFKA_PROPERTIES: set, but GRANARY_KAFKA is not"),
+            "{message}"
+        );
+        if !SinkKind::Kafka.built_in() {
+            return;
+        }
+        let routing = Routing::resolve(&settings(&[KAFKA, properties])).unwrap();
+        assert_eq!(
+            routing.kafka_properties,
+            [
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+                ("sasl.mechanism".to_owned(), "SCRAM-SHA-512".to_owned()),
+                ("sasl.password".to_owned(), "a=b".to_owned()),
+            ]
+        );
+        let message = problem(&[
+            KAFKA,
+            ("GRANARY_KAFKA_PROPERTIES", "ssl.ca.location=x; hunter2"),
+        ]);
+        assert!(message.contains("item 2 is not name=value"), "{message}");
+        assert!(
+            !message.contains("hunter2"),
+            "a value is never shown: {message}"
+        );
+        let message = problem(&[KAFKA, ("GRANARY_KAFKA_PROPERTIES", "acks=1")]);
+        assert!(message.contains("acks is set by Granary"), "{message}");
+    }
 }
