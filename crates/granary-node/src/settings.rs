@@ -434,12 +434,7 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
     let roles = list(settings.roles.as_deref());
     let type_roles = type_roles(settings.type_roles.as_deref())?;
     let routing = sinks::Routing::resolve(settings)?;
-    let redis_tls = tls::REDIS.resolve(
-        settings.redis.as_deref(),
-        settings.redis_ca.as_deref(),
-        settings.redis_cert.as_deref(),
-        settings.redis_key.as_deref(),
-    )?;
+    let redis_tls = tls::REDIS.resolve(settings)?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(

@@ -200,26 +200,14 @@ impl Routing {
             "RabbitMQ exchange name (letters, digits, `-`, `_`, `.` and `:`)",
             |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'),
         )?;
-        let nats_tls = tls::NATS.resolve(
-            settings.nats.as_deref(),
-            settings.nats_ca.as_deref(),
-            settings.nats_cert.as_deref(),
-            settings.nats_key.as_deref(),
-        )?;
-        let amqp_tls = tls::AMQP.resolve(
-            settings.amqp.as_deref(),
-            settings.amqp_ca.as_deref(),
-            settings.amqp_cert.as_deref(),
-            settings.amqp_key.as_deref(),
-        )?;
         Ok(Self {
             configured,
             routes,
             nats_stream: nats_stream.to_owned(),
             nats_subjects: nats_subjects.to_owned(),
             amqp_exchange: amqp_exchange.to_owned(),
-            nats_tls,
-            amqp_tls,
+            nats_tls: tls::NATS.resolve(settings)?,
+            amqp_tls: tls::AMQP.resolve(settings)?,
             kafka_properties: kafka_properties(settings)?,
         })
     }

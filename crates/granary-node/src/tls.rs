@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::NodeError;
+use crate::{NodeError, Settings};
 
 /// A PEM file, read.
 #[derive(Clone, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub(crate) struct TlsSettings {
     pub(crate) key: &'static str,
     /// The URL schemes of the link over TLS.
     schemes: &'static [&'static str],
+    /// The values of the link's URL, CA, certificate and key settings.
+    values: fn(&Settings) -> [Option<&str>; 4],
 }
 
 /// `GRANARY_REDIS_CA`, `_CERT`, `_KEY`, for a `rediss://` URL.
@@ -51,6 +53,14 @@ pub(crate) const REDIS: TlsSettings = TlsSettings {
     cert: "GRANARY_REDIS_CERT",
     key: "GRANARY_REDIS_KEY",
     schemes: &["rediss://"],
+    values: |s| {
+        [
+            s.redis.as_deref(),
+            s.redis_ca.as_deref(),
+            s.redis_cert.as_deref(),
+            s.redis_key.as_deref(),
+        ]
+    },
 };
 
 /// `GRANARY_NATS_CA`, `_CERT`, `_KEY`, for a `tls://` URL.
@@ -60,6 +70,14 @@ pub(crate) const NATS: TlsSettings = TlsSettings {
     cert: "GRANARY_NATS_CERT",
     key: "GRANARY_NATS_KEY",
     schemes: &["tls://"],
+    values: |s| {
+        [
+            s.nats.as_deref(),
+            s.nats_ca.as_deref(),
+            s.nats_cert.as_deref(),
+            s.nats_key.as_deref(),
+        ]
+    },
 };
 
 /// `GRANARY_AMQP_CA`, `_CERT`, `_KEY`, for an `amqps://` URI.
@@ -69,6 +87,14 @@ pub(crate) const AMQP: TlsSettings = TlsSettings {
     cert: "GRANARY_AMQP_CERT",
     key: "GRANARY_AMQP_KEY",
     schemes: &["amqps://"],
+    values: |s| {
+        [
+            s.amqp.as_deref(),
+            s.amqp_ca.as_deref(),
+            s.amqp_cert.as_deref(),
+            s.amqp_key.as_deref(),
+        ]
+    },
 };
 
 impl TlsSettings {
@@ -85,9 +111,15 @@ impl TlsSettings {
         )
     }
 
-    /// Reads and checks the link's certificate files, given the link's `url` and the values of
-    /// its three settings; `None` when none is set.
-    pub(crate) fn resolve(
+    /// Reads and checks the link's certificate files of `settings`; `None` when none is set.
+    pub(crate) fn resolve(&self, settings: &Settings) -> Result<Option<TlsFiles>, NodeError> {
+        let [url, ca, cert, key] = (self.values)(settings);
+        self.resolve_values(url, ca, cert, key)
+    }
+
+    /// As [`resolve`](Self::resolve), given the link's `url` and the values of its three
+    /// settings.
+    fn resolve_values(
         &self,
         url: Option<&str>,
         ca: Option<&str>,

@@ -14,7 +14,7 @@ use granary_testkit::events::{
     wait_until,
 };
 use granary_testkit::redis_server::unique_name;
-use granary_testkit::tls::{TestPki, TlsProxy};
+use granary_testkit::tls::{TestPki, TlsProxy, connect_fails};
 
 /// How long a test waits for the events to arrive.
 const WAIT: Duration = Duration::from_secs(30);
@@ -423,16 +423,9 @@ async fn a_batch_reaches_a_queue_in_exactly_its_order() {
 
 /// Connects a sink to `uri` with `tls`, which must fail within 20 s; the error's message.
 async fn refused_over_tls(uri: &str, tls: &RabbitTls) -> String {
-    let outcome = tokio::time::timeout(
-        Duration::from_secs(20),
-        RabbitSink::connect_with_tls(uri, &unique_name("never"), "game.", tls),
-    )
-    .await
-    .expect("a failing connect ends within its deadline");
-    match outcome {
-        Ok(sink) => panic!("connected: {sink:?}"),
-        Err(err) => err.to_string(),
-    }
+    let exchange = unique_name("never");
+    let connect = RabbitSink::connect_with_tls(uri, &exchange, "game.", tls);
+    connect_fails(Duration::from_secs(20), connect).await
 }
 
 /// The shared broker's address, from its URI.

@@ -131,6 +131,29 @@ fn new_ca(name: &str) -> (CertificateParams, KeyPair) {
     (params, KeyPair::generate().expect("a key pair"))
 }
 
+/// Awaits `connect`, which must fail within `within` (a TLS mistake fails at connect, never
+/// hangs); returns its error's message.
+///
+/// # Panics
+/// If it connects, or has not failed within `within`.
+pub async fn connect_fails<T: std::fmt::Debug, E: std::fmt::Display>(
+    within: Duration,
+    connect: impl Future<Output = Result<T, E>>,
+) -> String {
+    match tokio::time::timeout(within, connect).await {
+        Err(_) => panic!("the connect did not fail within {within:?}"),
+        Ok(Ok(connected)) => panic!("connected: {connected:?}"),
+        Ok(Err(err)) => err.to_string(),
+    }
+}
+
+/// A loopback port that was free a moment ago: for a [`TlsProxy::start_at`] whose address a
+/// server must know before the proxy starts.
+#[must_use]
+pub fn free_port() -> u16 {
+    crate::private_server::free_port()
+}
+
 /// A TLS listener on a free loopback port that forwards each connection, decrypted, to a
 /// plaintext server: a TLS-terminating proxy, as a load balancer in front of a broker would
 /// be. Stops (its connections with it) when dropped.

@@ -28,9 +28,12 @@ fn certificate_files_are_read_and_checked_with_the_settings() {
     let (ca, cert, key) = (path(&pki.ca), path(&pki.client.cert), path(&pki.client.key));
     let tls_url = Some("rediss://r:6380");
 
-    assert_eq!(REDIS.resolve(tls_url, None, None, None).unwrap(), None);
+    assert_eq!(
+        REDIS.resolve_values(tls_url, None, None, None).unwrap(),
+        None
+    );
     let files = REDIS
-        .resolve(tls_url, Some(&ca), Some(&cert), Some(&key))
+        .resolve_values(tls_url, Some(&ca), Some(&cert), Some(&key))
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -44,35 +47,35 @@ fn certificate_files_are_read_and_checked_with_the_settings() {
 
     for (given, expected) in [
         (
-            REDIS.resolve(Some("redis://r:6379"), Some(&ca), None, None),
+            REDIS.resolve_values(Some("redis://r:6379"), Some(&ca), None, None),
             "GRANARY_REDIS_CA: set, but GRANARY_REDIS is not a TLS URL (rediss://…)",
         ),
         (
-            NATS.resolve(Some("nats://n:4222"), None, Some(&cert), Some(&key)),
+            NATS.resolve_values(Some("nats://n:4222"), None, Some(&cert), Some(&key)),
             "GRANARY_NATS_CERT: set, but GRANARY_NATS is not a TLS URL (tls://…)",
         ),
         (
-            AMQP.resolve(None, Some(&ca), None, None),
+            AMQP.resolve_values(None, Some(&ca), None, None),
             "GRANARY_AMQP_CA: set, but GRANARY_AMQP is not a TLS URL",
         ),
         (
-            REDIS.resolve(tls_url, None, Some(&cert), None),
+            REDIS.resolve_values(tls_url, None, Some(&cert), None),
             "GRANARY_REDIS_KEY: missing, but GRANARY_REDIS_CERT is set",
         ),
         (
-            REDIS.resolve(tls_url, None, None, Some(&key)),
+            REDIS.resolve_values(tls_url, None, None, Some(&key)),
             "GRANARY_REDIS_CERT: missing, but GRANARY_REDIS_KEY is set",
         ),
         (
-            REDIS.resolve(tls_url, Some("/nonexistent/ca.pem"), None, None),
+            REDIS.resolve_values(tls_url, Some("/nonexistent/ca.pem"), None, None),
             "GRANARY_REDIS_CA: cannot read \"/nonexistent/ca.pem\"",
         ),
         (
-            REDIS.resolve(tls_url, Some(&key), None, None),
+            REDIS.resolve_values(tls_url, Some(&key), None, None),
             "holds no PEM certificate",
         ),
         (
-            AMQP.resolve(Some("amqps://a"), None, Some(&cert), Some(&cert)),
+            AMQP.resolve_values(Some("amqps://a"), None, Some(&cert), Some(&cert)),
             "GRANARY_AMQP_KEY: ",
         ),
     ] {
@@ -83,7 +86,7 @@ fn certificate_files_are_read_and_checked_with_the_settings() {
         );
     }
     assert!(
-        NATS.resolve(Some("tls://n:4222"), Some(&ca), None, None)
+        NATS.resolve_values(Some("tls://n:4222"), Some(&ca), None, None)
             .unwrap()
             .is_some()
     );
