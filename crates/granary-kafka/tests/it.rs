@@ -425,7 +425,7 @@ async fn refused(brokers: &str, properties: ClientProperties) -> String {
     };
     connect_fails(
         Duration::from_secs(30),
-        KafkaSink::connect(brokers, "never.", config),
+        Box::pin(KafkaSink::connect(brokers, "never.", config)),
     )
     .await
 }

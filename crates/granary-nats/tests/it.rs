@@ -279,7 +279,7 @@ async fn events_of_several_types_reach_one_stream_in_commit_order_per_grain() {
 /// Connects a sink to `url` with `tls`, which must fail within 15 s; the error's message.
 async fn refused_over_tls(url: &str, tls: &NatsTls) -> String {
     let connect = NatsSink::connect_with_tls(url, "EVENTS", "events.", tls);
-    connect_fails(Duration::from_secs(15), connect).await
+    connect_fails(Duration::from_secs(15), Box::pin(connect)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

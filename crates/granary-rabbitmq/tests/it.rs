@@ -425,7 +425,7 @@ async fn a_batch_reaches_a_queue_in_exactly_its_order() {
 async fn refused_over_tls(uri: &str, tls: &RabbitTls) -> String {
     let exchange = unique_name("never");
     let connect = RabbitSink::connect_with_tls(uri, &exchange, "game.", tls);
-    connect_fails(Duration::from_secs(20), connect).await
+    connect_fails(Duration::from_secs(20), Box::pin(connect)).await
 }
 
 /// The shared broker's address, from its URI.

@@ -30,7 +30,11 @@ fn config(url: &str) -> RedisConfig {
 
 /// Connects with `config`, which must fail within 15 s; the error's message.
 async fn refused(config: RedisConfig) -> String {
-    connect_fails(Duration::from_secs(15), RedisStore::connect(config)).await
+    connect_fails(
+        Duration::from_secs(15),
+        Box::pin(RedisStore::connect(config)),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
