@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::RDKafkaErrorCode;
 
-use crate::KafkaError;
+use crate::{ClientProperties, KafkaError};
 
 /// How the topics a sink or consumer creates are laid out. Topics that exist already are used
 /// as they are.
@@ -31,10 +30,11 @@ impl Default for TopicLayout {
     }
 }
 
-pub(crate) fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?)
+pub(crate) fn admin(
+    brokers: &str,
+    properties: &ClientProperties,
+) -> Result<AdminClient<DefaultClientContext>, KafkaError> {
+    Ok(properties.client(brokers).create()?)
 }
 
 /// Creates `topics` that do not exist yet; returns the ones this call created.

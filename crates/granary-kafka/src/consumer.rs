@@ -7,7 +7,6 @@ use granary_events::EventEnvelope;
 use rdkafka::Message;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
@@ -16,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{TopicLayout, admin, create_topics, delete_group, delete_topics};
 use crate::sink::reachable_producer;
-use crate::{KafkaError, KafkaSinkConfig};
+use crate::{ClientProperties, KafkaError, KafkaSinkConfig};
 
 /// How a [`KafkaConsumer`] reads and retries.
 #[derive(Debug, Clone)]
@@ -33,6 +32,8 @@ pub struct KafkaConsumerConfig {
     /// Where a group without committed offsets starts (`auto.offset.reset`): `earliest`
     /// (default: every record the topic holds) or `latest`.
     pub start: &'static str,
+    /// Client properties for a broker that requires TLS or SASL; default none.
+    pub properties: ClientProperties,
 }
 
 impl Default for KafkaConsumerConfig {
@@ -43,6 +44,7 @@ impl Default for KafkaConsumerConfig {
             retry_max: Duration::from_secs(5),
             topics: TopicLayout::default(),
             start: "earliest",
+            properties: ClientProperties::new(),
         }
     }
 }
@@ -91,18 +93,20 @@ impl KafkaConsumer {
             brokers,
             &KafkaSinkConfig {
                 topics: config.topics,
+                properties: config.properties.clone(),
                 ..KafkaSinkConfig::default()
             },
             true,
         )
         .await?;
-        let admin = admin(brokers)?;
+        let admin = admin(brokers, &config.properties)?;
         let topics: Vec<String> = topics.iter().map(|t| (*t).to_owned()).collect();
         let mut all = topics.clone();
         all.extend(topics.iter().map(|t| dead_letter_topic(t)));
         create_topics(&admin, &all, config.topics, Duration::from_secs(10)).await?;
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: StreamConsumer = config
+            .properties
+            .client(brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", config.start)

@@ -43,10 +43,11 @@
 //!
 //! # Known limits
 //!
-//! - Plaintext connections only: librdkafka is built without its `ssl` and `sasl` features
-//!   (they need OpenSSL and Cyrus SASL to build), so a broker that requires TLS or SASL
-//!   authentication (most managed Kafka services) cannot be reached yet; run the silos next to
-//!   a plaintext listener, or turn those `rdkafka` features on.
+//! - GSSAPI (Kerberos) is not built in (it needs Cyrus SASL). TLS and SASL `PLAIN`,
+//!   `SCRAM-SHA-256`, `SCRAM-SHA-512` and `OAUTHBEARER` are: librdkafka is built with OpenSSL
+//!   (the system's: `libssl-dev` on Debian), and [`ClientProperties`] carries the properties
+//!   (`security.protocol`, `sasl.mechanism`, `sasl.username`, `sasl.password`,
+//!   `ssl.ca.location`, …) to every client.
 //! - A broker that loses its data (tansu with `memory://` storage, restarted) comes back without
 //!   the topics: the sink creates them again at its next attempt, with a fresh producer. A
 //!   consumer reading during such a loss is not covered: see below.
@@ -78,9 +79,11 @@
 mod admin;
 mod consumer;
 mod error;
+mod properties;
 mod sink;
 
 pub use admin::TopicLayout;
 pub use consumer::{KafkaConsumer, KafkaConsumerConfig, dead_letter_topic};
 pub use error::KafkaError;
+pub use properties::{ClientProperties, RESERVED};
 pub use sink::{EVENT_ID_HEADER, EVENT_TYPE_HEADER, KafkaSink, KafkaSinkConfig, record_key};

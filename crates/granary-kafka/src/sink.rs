@@ -9,13 +9,12 @@ use futures::future::BoxFuture;
 use granary_events::{Encoded, EventEnvelope, Format, Outgoing, Sink, SinkError, Source, Topics};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use crate::KafkaError;
 use crate::admin::{TopicLayout, admin, create_topics, delete_topics};
+use crate::{ClientProperties, KafkaError};
 
 /// The header carrying the event id.
 pub const EVENT_ID_HEADER: &str = "granary-event-id";
@@ -39,6 +38,8 @@ pub struct KafkaSinkConfig {
     /// the producer's own retries. Default true; a broker that refuses it is detected and the
     /// sink falls back (with a warning) to a plain producer with one request in flight.
     pub idempotence: bool,
+    /// Client properties for a broker that requires TLS or SASL; default none.
+    pub properties: ClientProperties,
 }
 
 impl Default for KafkaSinkConfig {
@@ -48,6 +49,7 @@ impl Default for KafkaSinkConfig {
             linger: Duration::from_millis(5),
             delivery_timeout: Duration::from_secs(30),
             idempotence: true,
+            properties: ClientProperties::new(),
         }
     }
 }
@@ -64,9 +66,8 @@ pub(crate) fn producer(
     config: &KafkaSinkConfig,
     idempotent: bool,
 ) -> Result<FutureProducer, KafkaError> {
-    let mut client = ClientConfig::new();
+    let mut client = config.properties.client(brokers);
     client
-        .set("bootstrap.servers", brokers)
         .set("acks", "all")
         .set("linger.ms", millis(config.linger))
         .set("message.timeout.ms", millis(config.delivery_timeout))
@@ -179,6 +180,7 @@ impl KafkaSink {
         config: KafkaSinkConfig,
     ) -> Result<Self, KafkaError> {
         let producer = reachable_producer(brokers, &config, config.idempotence).await?;
+        let admin = admin(brokers, &config.properties)?;
         Ok(Self {
             brokers: brokers.to_owned(),
             topics: Topics::new(prefix),
@@ -187,7 +189,7 @@ impl KafkaSink {
                 idempotent: config.idempotence,
             }),
             config,
-            admin: admin(brokers)?,
+            admin,
             verified: Mutex::new(HashSet::new()),
             created: Mutex::new(HashSet::new()),
         })

@@ -1,5 +1,6 @@
 //! The Kafka sink and consumer against a real Kafka-protocol broker: a private `tansu broker`
-//! (memory storage) started by each test on a free loopback port.
+//! (memory storage) started by each test on a free loopback port; over TLS and SASL behind a
+//! TLS-terminating proxy.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::collections::{BTreeMap, HashSet};
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 use granary::provider::MemoryStore;
 use granary_events::{EventEnvelope, Relay, RelayConfig};
 use granary_kafka::{
-    EVENT_ID_HEADER, KafkaConsumer, KafkaConsumerConfig, KafkaSink, KafkaSinkConfig,
+    ClientProperties, EVENT_ID_HEADER, KafkaConsumer, KafkaConsumerConfig, KafkaSink,
+    KafkaSinkConfig,
 };
 use granary_testkit::events::{
     Deliveries, HoldAfter, assert_once_in_order, assert_once_in_order_with, bump, bumped_id,
@@ -17,6 +19,7 @@ use granary_testkit::events::{
 };
 use granary_testkit::redis_server::unique_name;
 use granary_testkit::tansu_server::PrivateTansu;
+use granary_testkit::tls::{TestPki, TlsProxy, connect_fails, free_port};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
@@ -401,4 +404,108 @@ async fn a_deleted_consumer_takes_its_dead_letter_topic_along() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The properties of a SASL_SSL client trusting `ca`, authenticating with SASL PLAIN.
+fn sasl_ssl(ca: &std::path::Path) -> ClientProperties {
+    ClientProperties::new()
+        .set("security.protocol", "SASL_SSL")
+        .and_then(|p| p.set("sasl.mechanism", "PLAIN"))
+        .and_then(|p| p.set("sasl.username", "granary"))
+        .and_then(|p| p.set("sasl.password", "not-checked-by-tansu"))
+        .and_then(|p| p.set("ssl.ca.location", ca.to_str().unwrap()))
+        .unwrap()
+}
+
+/// A sink connecting to `brokers` with `properties`, which must fail within 30 s; the message.
+async fn refused(brokers: &str, properties: ClientProperties) -> String {
+    let config = KafkaSinkConfig {
+        properties,
+        ..KafkaSinkConfig::default()
+    };
+    connect_fails(
+        Duration::from_secs(30),
+        Box::pin(KafkaSink::connect(brokers, "never.", config)),
+    )
+    .await
+}
+
+// tansu 0.6 has no TLS listener of its own (its `--cert`/`--key` are not used by its accept
+// loop): a TLS-terminating proxy stands in front of it, and the broker advertises the proxy's
+// address. It requires SASL (`--authentication`), but accepts any PLAIN password, so a wrong
+// password cannot be tested against it, nor SCRAM (its users have to be created through the
+// admin API first, which rdkafka does not offer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_over_tls_with_sasl_and_bad_certificates_fail_at_connect() {
+    let pki = TestPki::generate();
+    let proxy_port = free_port();
+    let brokers = format!("localhost:{proxy_port}");
+    let broker = PrivateTansu::start_advertising(&brokers, true).await;
+    let _proxy = TlsProxy::start_at(proxy_port, broker.addr(), &pki.server).await;
+    let prefix = format!("{}.", unique_name("tls"));
+    let config = KafkaSinkConfig {
+        properties: sasl_ssl(&pki.ca),
+        ..KafkaSinkConfig::default()
+    };
+    let sink = Arc::new(KafkaSink::connect(&brokers, &prefix, config).await.unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let relay = Relay::builder(store.clone())
+        .sink(sink.clone())
+        .config(relay_config())
+        .start();
+    let silo = silo(store.clone()).await;
+    let config = KafkaConsumerConfig {
+        properties: sasl_ssl(&pki.ca),
+        ..KafkaConsumerConfig::default()
+    };
+    let (received, stop, task) =
+        collecting(consumer(&brokers, &sink.topic("bumped"), config).await);
+    bump(&silo, 0..4, 5).await;
+    wait_until(
+        "every event arrived over TLS",
+        Duration::from_secs(60),
+        || received.distinct() >= 20,
+    )
+    .await;
+    outbox_drained(&store, Duration::from_secs(30)).await;
+    stop.cancel();
+    task.await.unwrap();
+    assert_once_in_order(&received.events(), 4, 5);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+
+    let message = refused(&brokers, sasl_ssl(&pki.other_ca)).await;
+    assert!(
+        message.contains("cannot reach Kafka"),
+        "wrong CA: {message}"
+    );
+    // A plaintext client at the TLS port, and a TLS client at the plaintext port.
+    let message = refused(&brokers, ClientProperties::new()).await;
+    assert!(
+        message.contains("cannot reach Kafka"),
+        "plaintext at TLS: {message}"
+    );
+    let message = refused(&broker.brokers(), sasl_ssl(&pki.ca)).await;
+    assert!(
+        message.contains("cannot reach Kafka"),
+        "TLS at plaintext: {message}"
+    );
+    let expired_port = free_port();
+    let _expired = TlsProxy::start_at(expired_port, broker.addr(), &pki.expired_server).await;
+    let message = refused(&format!("localhost:{expired_port}"), sasl_ssl(&pki.ca)).await;
+    assert!(message.contains("cannot reach Kafka"), "expired: {message}");
+}
+
+#[test]
+fn properties_granary_sets_itself_are_refused_and_secrets_are_not_shown() {
+    for reserved in granary_kafka::RESERVED {
+        let err = ClientProperties::new().set(reserved, "x").unwrap_err();
+        assert!(err.contains(reserved), "{err}");
+    }
+    let properties = sasl_ssl(std::path::Path::new("/ca.pem"));
+    let shown = format!("{properties:?}");
+    assert!(
+        shown.contains("SASL_SSL") && !shown.contains("not-checked"),
+        "{shown}"
+    );
 }

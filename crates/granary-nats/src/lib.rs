@@ -15,6 +15,7 @@
 //! Messages carry the [`EventEnvelope`] as payload, JSON unless `with_format` chose MessagePack
 //! for the topic, readable by any NATS client.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, context::PublishAckFuture};
@@ -45,14 +46,66 @@ fn js_error(err: impl std::fmt::Display) -> NatsError {
     NatsError::JetStream(err.to_string())
 }
 
-async fn connect(url: &str) -> Result<jetstream::Context, NatsError> {
-    let client = async_nats::connect(url)
+/// The certificates of a link to NATS over TLS: the CA that signed the server's certificate
+/// and the client certificate to present. The default (neither) connects over TLS only when the
+/// URL is `tls://…` or the server requires it, trusting the system's roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatsTls {
+    /// The CA certificate(s) to trust (PEM file), in addition to the system's roots.
+    pub ca: Option<PathBuf>,
+    /// The client certificate and its private key (PEM files), for a server that verifies
+    /// clients (`nats-server --tlsverify`).
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+impl NatsTls {
+    /// Whether anything is set: the link then requires TLS.
+    fn is_set(&self) -> bool {
+        self.ca.is_some() || self.client.is_some()
+    }
+}
+
+/// How long a connection attempt (TCP, TLS and the NATS greeting) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn connect(url: &str, tls: &NatsTls) -> Result<jetstream::Context, NatsError> {
+    let failed = |reason: String| NatsError::Connect {
+        url: url.to_owned(),
+        reason,
+    };
+    let mut options = async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT);
+    if let Some(ca) = &tls.ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let Some((cert, key)) = &tls.client {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if tls.is_set() {
+        // Custom certificates mean TLS: a server that does not offer it is refused rather
+        // than talked to in plaintext.
+        options = options.require_tls(true);
+    }
+    // The client's own timeout covers one attempt; this bounds the whole connect.
+    let client = tokio::time::timeout(CONNECT_TIMEOUT * 2, options.connect(url))
         .await
-        .map_err(|e| NatsError::Connect {
-            url: url.to_owned(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|_| failed(format!("no connection within {:?}", CONNECT_TIMEOUT * 2)))?
+        .map_err(|e| failed(connect_reason(&e)))?;
     Ok(jetstream::new(client))
+}
+
+/// The error of a failed connect with its sources: async-nats's message alone ("tls error")
+/// does not say which certificate was refused.
+fn connect_reason(err: &async_nats::ConnectError) -> String {
+    let mut reason = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !reason.contains(&cause_text) {
+            reason = format!("{reason}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    reason
 }
 
 /// Publishes events to a JetStream stream, deduplicated by event id on the server.
@@ -69,7 +122,23 @@ impl NatsSink {
     /// # Errors
     /// [`NatsError`] if the server cannot be reached or refuses the stream.
     pub async fn connect(url: &str, stream: &str, prefix: &str) -> Result<Self, NatsError> {
-        let js = connect(url).await?;
+        Self::connect_with_tls(url, stream, prefix, &NatsTls::default()).await
+    }
+
+    /// As [`connect`](Self::connect), over TLS with the certificates of `tls` (a `tls://` URL,
+    /// or any URL once `tls` sets a certificate: the link then requires TLS).
+    ///
+    /// # Errors
+    /// [`NatsError::Connect`] if the server cannot be reached or the TLS handshake fails (a
+    /// server certificate the CA did not sign, or expired; a server without TLS; a client
+    /// certificate it refuses), [`NatsError::JetStream`] if it refuses the stream.
+    pub async fn connect_with_tls(
+        url: &str,
+        stream: &str,
+        prefix: &str,
+        tls: &NatsTls,
+    ) -> Result<Self, NatsError> {
+        let js = connect(url, tls).await?;
         js.get_or_create_stream(jetstream::stream::Config {
             name: stream.to_owned(),
             subjects: vec![format!("{prefix}>")],
@@ -159,6 +228,8 @@ pub struct NatsConsumerConfig {
     /// Where dead events are published (a stream must capture it to keep them); default
     /// `granary.dead.<durable name>`.
     pub dead_letter_subject: Option<String>,
+    /// The certificates of a link over TLS; default none (see [`NatsTls`]).
+    pub tls: NatsTls,
 }
 
 impl Default for NatsConsumerConfig {
@@ -168,6 +239,7 @@ impl Default for NatsConsumerConfig {
             ack_wait: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             dead_letter_subject: None,
+            tls: NatsTls::default(),
         }
     }
 }
@@ -194,7 +266,7 @@ impl NatsConsumer {
         filter_subject: &str,
         config: NatsConsumerConfig,
     ) -> Result<Self, NatsError> {
-        let js = connect(url).await?;
+        let js = connect(url, &config.tls).await?;
         let stream = js.get_stream(stream).await.map_err(js_error)?;
         let consumer = stream
             .get_or_create_consumer(

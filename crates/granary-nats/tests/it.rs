@@ -1,5 +1,6 @@
 //! The NATS JetStream sink and consumer against the real server at 127.0.0.1:4222 (or
-//! `GRANARY_TEST_NATS`).
+//! `GRANARY_TEST_NATS`), and against private servers: one that goes down, and ones that
+//! require TLS.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::sync::Arc;
@@ -8,12 +9,13 @@ use std::time::{Duration, Instant};
 use granary::Silo;
 use granary::provider::MemoryStore;
 use granary_events::{EventEnvelope, Outgoing, Relay, Sink};
-use granary_nats::{NatsConsumer, NatsConsumerConfig, NatsSink};
+use granary_nats::{NatsConsumer, NatsConsumerConfig, NatsSink, NatsTls};
 use granary_testkit::events::{
     Deliveries, assert_once_in_order, bump, bumped_id, silo, spawn_consumer, wait_until,
 };
 use granary_testkit::nats_server::PrivateNats;
 use granary_testkit::redis_server::unique_name;
+use granary_testkit::tls::{TestPki, connect_fails};
 
 /// How long a test waits for the events to arrive.
 const WAIT: Duration = Duration::from_secs(30);
@@ -272,4 +274,84 @@ async fn events_of_several_types_reach_one_stream_in_commit_order_per_grain() {
     relay.stop().await;
     silo.shutdown().await.unwrap();
     clean_up(&url, &[name]).await;
+}
+
+/// Connects a sink to `url` with `tls`, which must fail within 15 s; the error's message.
+async fn refused_over_tls(url: &str, tls: &NatsTls) -> String {
+    let connect = NatsSink::connect_with_tls(url, "EVENTS", "events.", tls);
+    connect_fails(Duration::from_secs(15), Box::pin(connect)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_over_tls_with_client_certificates_and_bad_ones_fail_at_connect() {
+    let pki = TestPki::generate();
+    // The server requires TLS and a client certificate signed by the CA.
+    let server = PrivateNats::start_tls(&pki.server, Some(&pki.ca)).await;
+    let url = server.url().replace("nats://", "tls://");
+    let client = Some((pki.client.cert.clone(), pki.client.key.clone()));
+    let tls = NatsTls {
+        ca: Some(pki.ca.clone()),
+        client: client.clone(),
+    };
+    let sink = Arc::new(
+        NatsSink::connect_with_tls(&url, "EVENTS", "events.", &tls)
+            .await
+            .unwrap(),
+    );
+    let (silo, relay, _store) = publish_through(sink.clone(), 4, 5).await;
+    let config = NatsConsumerConfig {
+        tls: tls.clone(),
+        ..NatsConsumerConfig::default()
+    };
+    let consumer = NatsConsumer::connect(&url, "EVENTS", "reader", &sink.subject(">"), config)
+        .await
+        .unwrap();
+    let received = Deliveries::new();
+    let handler = received.recorder();
+    let (stop, run) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
+    wait_until("every event arrived over TLS", WAIT, || {
+        received.len() >= 20
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert_once_in_order(&received.events(), 4, 5);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+
+    let wrong_ca = NatsTls {
+        ca: Some(pki.other_ca.clone()),
+        client: client.clone(),
+    };
+    let message = refused_over_tls(&url, &wrong_ca).await;
+    assert!(message.contains("UnknownIssuer"), "wrong CA: {message}");
+    let without_client = NatsTls {
+        ca: Some(pki.ca.clone()),
+        client: None,
+    };
+    let message = refused_over_tls(&url, &without_client).await;
+    assert!(
+        message.contains("cannot connect"),
+        "no client certificate: {message}"
+    );
+    // A client that does not trust the server's CA cannot fall back to plaintext.
+    let message = refused_over_tls(&server.url(), &NatsTls::default()).await;
+    assert!(
+        message.contains("cannot connect"),
+        "plaintext client: {message}"
+    );
+
+    // A TLS client at a plaintext server, and a server with an expired certificate.
+    let plain = PrivateNats::start().await;
+    let message = refused_over_tls(&plain.url(), &tls).await;
+    assert!(
+        message.contains("cannot connect"),
+        "TLS at plaintext: {message}"
+    );
+    let expired = PrivateNats::start_tls(&pki.expired_server, None).await;
+    let message = refused_over_tls(&expired.url(), &without_client).await;
+    assert!(
+        message.to_lowercase().contains("expired"),
+        "expired: {message}"
+    );
 }

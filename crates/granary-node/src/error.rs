@@ -58,11 +58,18 @@ impl NodeError {
     }
 }
 
-/// Names the setting when Redis could not be reached or the URL is invalid.
-fn redis_setting(err: &granary_redis::ConnectError) -> &'static str {
+/// Names the setting when Redis could not be reached or the URL is invalid, and the TLS
+/// settings too when the URL is `rediss://` (a refused certificate is one cause then).
+fn redis_setting(err: &granary_redis::ConnectError) -> String {
     match err {
+        granary_redis::ConnectError::Unreachable { url, .. } if crate::tls::REDIS.is_tls(url) => {
+            format!("setting {}: ", crate::tls::REDIS.names())
+        }
+        granary_redis::ConnectError::Config(problem) if problem.contains("TLS") => {
+            format!("setting {}: ", crate::tls::REDIS.names())
+        }
         granary_redis::ConnectError::Config(_)
-        | granary_redis::ConnectError::Unreachable { .. } => "setting GRANARY_REDIS: ",
-        _ => "",
+        | granary_redis::ConnectError::Unreachable { .. } => "setting GRANARY_REDIS: ".into(),
+        _ => String::new(),
     }
 }

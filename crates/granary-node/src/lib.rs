@@ -48,6 +48,18 @@
 //! | `GRANARY_ROUTES` | the event types a sink gets, when not all: `<type>=<sink>[,<sink>…]` separated by `;`, sinks `nats`, `amqp`, `kafka`, `sqs` (see below) | none |
 //! | `GRANARY_OTLP` | export the `grain.call` spans over OTLP/HTTP (JSON) to this collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added unless given); plain HTTP; needs the cargo feature `opentelemetry` | off |
 //!
+//! | `GRANARY_REDIS_CA`, `GRANARY_REDIS_CERT`, `GRANARY_REDIS_KEY` | for a `rediss://` Redis: the CA (PEM file) its certificate is checked against besides the system's roots, and the client certificate and key (PEM files) presented to a Redis that asks for one | off |
+//! | `GRANARY_NATS_CA`, `GRANARY_NATS_CERT`, `GRANARY_NATS_KEY` | likewise for a `tls://` NATS | off |
+//! | `GRANARY_AMQP_CA`, `GRANARY_AMQP_CERT`, `GRANARY_AMQP_KEY` | likewise for an `amqps://` RabbitMQ | off |
+//! | `GRANARY_KAFKA_PROPERTIES` | librdkafka properties of the Kafka sink, for a broker that requires TLS or SASL: `name=value` pairs separated by `;`, e.g. `security.protocol=SASL_SSL; sasl.mechanism=SCRAM-SHA-512; sasl.username=granary; sasl.password=…; ssl.ca.location=/etc/granary/kafka-ca.pem` (the properties Granary sets itself, such as `acks`, are refused) | none |
+//!
+//! The certificate files are read and checked when the settings are (a missing file, one
+//! without a PEM certificate or key, a certificate without its key, or certificates for a
+//! plaintext URL are settings errors); a TLS handshake that fails (a server certificate the CA
+//! did not sign, or expired; a plaintext server; a client certificate refused) fails the start
+//! with an error naming the link's settings. `docs/operating.md` ("TLS") says how to make the
+//! certificates.
+//!
 //! Redis Streams gets every event, and so does every other configured sink that no route
 //! names; a sink that routes name gets only the event types routed to it. With
 //! `GRANARY_ROUTES="match.ended=kafka; player.died=sqs"`, match results go to Kafka, deaths to
@@ -103,6 +115,7 @@ mod process;
 mod settings;
 mod sinks;
 mod telemetry;
+mod tls;
 
 pub use error::NodeError;
 pub use process::{run, run_with};

@@ -66,11 +66,11 @@ async fn serve(
     } else {
         granary_redis::Bootstrap::RequireExisting
     };
-    let store = match RedisStore::connect(
-        RedisConfig::new(&r.redis, &r.cluster).bootstrap(bootstrap),
-    )
-    .await
-    {
+    let mut redis = RedisConfig::new(&r.redis, &r.cluster).bootstrap(bootstrap);
+    if let Some(tls) = &r.redis_tls {
+        redis = redis.tls(tls.redis());
+    }
+    let store = match RedisStore::connect(redis).await {
         Ok(store) => Arc::new(store),
         Err(granary_redis::ConnectError::NoCluster { cluster, url }) => {
             return Err(NodeError::Setting {

@@ -7,9 +7,9 @@ use std::path::Path;
 use granary::Placement;
 use serde::Deserialize;
 
-use crate::{NodeError, sinks};
+use crate::{NodeError, sinks, tls};
 
-mod tls;
+mod link_tls;
 
 /// How a silo process runs: see the crate docs for each setting.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -82,6 +82,28 @@ pub struct Settings {
     pub tls_mutual: Option<String>,
     /// The name every silo's certificate carries, checked instead of the address dialed.
     pub tls_server_name: Option<String>,
+    /// The CA (PEM file) a `rediss://` Redis's certificate is checked against, besides the
+    /// system's roots.
+    pub redis_ca: Option<String>,
+    /// The client certificate (PEM file) presented to Redis over TLS.
+    pub redis_cert: Option<String>,
+    /// The private key (PEM file) of `redis_cert`.
+    pub redis_key: Option<String>,
+    /// The CA (PEM file) a `tls://` NATS server's certificate is checked against.
+    pub nats_ca: Option<String>,
+    /// The client certificate (PEM file) presented to NATS.
+    pub nats_cert: Option<String>,
+    /// The private key (PEM file) of `nats_cert`.
+    pub nats_key: Option<String>,
+    /// The CA (PEM file) an `amqps://` RabbitMQ's certificate is checked against.
+    pub amqp_ca: Option<String>,
+    /// The client certificate (PEM file) presented to RabbitMQ.
+    pub amqp_cert: Option<String>,
+    /// The private key (PEM file) of `amqp_cert`.
+    pub amqp_key: Option<String>,
+    /// librdkafka properties for a Kafka that requires TLS or SASL: `name=value` pairs
+    /// separated by `;`, e.g. `security.protocol=SASL_SSL; sasl.mechanism=SCRAM-SHA-512`.
+    pub kafka_properties: Option<String>,
 }
 
 impl Settings {
@@ -155,6 +177,16 @@ impl Settings {
             ("GRANARY_TLS_KEY", &mut self.tls_key),
             ("GRANARY_TLS_MUTUAL", &mut self.tls_mutual),
             ("GRANARY_TLS_SERVER_NAME", &mut self.tls_server_name),
+            ("GRANARY_REDIS_CA", &mut self.redis_ca),
+            ("GRANARY_REDIS_CERT", &mut self.redis_cert),
+            ("GRANARY_REDIS_KEY", &mut self.redis_key),
+            ("GRANARY_NATS_CA", &mut self.nats_ca),
+            ("GRANARY_NATS_CERT", &mut self.nats_cert),
+            ("GRANARY_NATS_KEY", &mut self.nats_key),
+            ("GRANARY_AMQP_CA", &mut self.amqp_ca),
+            ("GRANARY_AMQP_CERT", &mut self.amqp_cert),
+            ("GRANARY_AMQP_KEY", &mut self.amqp_key),
+            ("GRANARY_KAFKA_PROPERTIES", &mut self.kafka_properties),
         ] {
             if let Some(value) = var(name) {
                 *slot = Some(value);
@@ -222,6 +254,8 @@ pub(crate) struct Resolved {
     pub(crate) routing: sinks::Routing,
     /// `GRANARY_TLS_*`: TLS on the silo's links.
     pub(crate) tls: Option<granary::TlsConfig>,
+    /// The certificates of a `rediss://` Redis, if set.
+    pub(crate) redis_tls: Option<tls::TlsFiles>,
 }
 
 /// The URL OTLP/HTTP traces are posted to, from `GRANARY_OTLP`; an error in a build without the
@@ -419,7 +453,8 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
     let roles = list(settings.roles.as_deref());
     let type_roles = type_roles(settings.type_roles.as_deref())?;
     let routing = sinks::Routing::resolve(settings)?;
-    let tls = tls::resolve(settings)?;
+    let tls = link_tls::resolve(settings)?;
+    let redis_tls = tls::REDIS.resolve(settings)?;
     Ok(Resolved {
         name: settings.name.clone().unwrap_or_else(|| "silo".into()),
         cluster: required(
@@ -446,6 +481,7 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         otlp,
         routing,
         tls,
+        redis_tls,
     })
 }
 

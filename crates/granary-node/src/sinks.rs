@@ -13,7 +13,7 @@ use std::sync::Arc;
 use granary_events::{RelayBuilder, Sink};
 use granary_redis::{RedisStore, RedisStreamsSink};
 
-use crate::{NodeError, Settings};
+use crate::{NodeError, Settings, tls};
 
 /// A kind of sink, as `GRANARY_ROUTES` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +65,16 @@ impl SinkKind {
         (self != Self::Kafka || kafka) && (self != Self::Sqs || sqs)
     }
 
+    /// The settings of its TLS certificates, if it has them.
+    fn tls(self) -> Option<&'static tls::TlsSettings> {
+        match self {
+            Self::Redis => Some(&tls::REDIS),
+            Self::Nats => Some(&tls::NATS),
+            Self::Amqp => Some(&tls::AMQP),
+            Self::Kafka | Self::Sqs => None,
+        }
+    }
+
     fn address(self, settings: &Settings) -> Option<&str> {
         match self {
             Self::Redis => settings.redis.as_deref(),
@@ -89,6 +99,12 @@ pub(crate) struct Routing {
     nats_subjects: String,
     /// The RabbitMQ exchange.
     amqp_exchange: String,
+    /// The certificates of a `tls://` NATS, if set.
+    nats_tls: Option<tls::TlsFiles>,
+    /// The certificates of an `amqps://` RabbitMQ, if set.
+    amqp_tls: Option<tls::TlsFiles>,
+    /// `GRANARY_KAFKA_PROPERTIES`, checked.
+    kafka_properties: Vec<(String, String)>,
 }
 
 /// The default NATS stream (`GRANARY_NATS_STREAM`).
@@ -190,6 +206,9 @@ impl Routing {
             nats_stream: nats_stream.to_owned(),
             nats_subjects: nats_subjects.to_owned(),
             amqp_exchange: amqp_exchange.to_owned(),
+            nats_tls: tls::NATS.resolve(settings)?,
+            amqp_tls: tls::AMQP.resolve(settings)?,
+            kafka_properties: kafka_properties(settings)?,
         })
     }
 
@@ -216,27 +235,45 @@ impl Routing {
         let mut sinks: Vec<(SinkKind, Arc<dyn Sink>)> = Vec::new();
         for kind in &self.configured {
             let address = kind.address(settings).unwrap_or_default();
-            // Names the setting, never the address: a URL may carry a password.
+            // Names the settings, never the address: a URL may carry a password.
+            let settings_named = match kind.tls() {
+                Some(link) if link.is_tls(address) => link.names(),
+                _ => kind.setting().to_owned(),
+            };
             let failed =
-                |e: String| NodeError::Events(format!("{} ({}): {e}", kind.name(), kind.setting()));
+                |e: String| NodeError::Events(format!("{} ({settings_named}): {e}", kind.name()));
             let sink: Arc<dyn Sink> = match kind {
                 SinkKind::Redis => Arc::new(RedisStreamsSink::new(store.clone(), prefix)),
                 SinkKind::Nats => Arc::new(
-                    granary_nats::NatsSink::connect(
+                    granary_nats::NatsSink::connect_with_tls(
                         address,
                         &self.nats_stream,
                         &self.nats_subjects,
+                        &self
+                            .nats_tls
+                            .as_ref()
+                            .map(tls::TlsFiles::nats)
+                            .unwrap_or_default(),
                     )
                     .await
                     .map_err(|e| failed(e.to_string()))?,
                 ),
                 SinkKind::Amqp => Arc::new(
-                    granary_rabbitmq::RabbitSink::connect(address, &self.amqp_exchange, "")
-                        .await
-                        .map_err(|e| failed(e.to_string()))?,
+                    granary_rabbitmq::RabbitSink::connect_with_tls(
+                        address,
+                        &self.amqp_exchange,
+                        "",
+                        &self
+                            .amqp_tls
+                            .as_ref()
+                            .map(tls::TlsFiles::amqp)
+                            .unwrap_or_default(),
+                    )
+                    .await
+                    .map_err(|e| failed(e.to_string()))?,
                 ),
                 #[cfg(feature = "kafka")]
-                SinkKind::Kafka => kafka(address, queue_prefix(settings))
+                SinkKind::Kafka => kafka(address, queue_prefix(settings), &self.kafka_properties)
                     .await
                     .map_err(failed)?,
                 #[cfg(feature = "sqs")]
@@ -352,15 +389,62 @@ fn parse_routes(
     Ok(routes)
 }
 
+/// `GRANARY_KAFKA_PROPERTIES`: `name=value` pairs separated by `;`, for a Kafka sink.
+fn kafka_properties(settings: &Settings) -> Result<Vec<(String, String)>, NodeError> {
+    let problem = |problem: String| NodeError::Setting {
+        name: "GRANARY_KAFKA_PROPERTIES",
+        problem,
+    };
+    let Some(text) = settings.kafka_properties.as_deref() else {
+        return Ok(Vec::new());
+    };
+    if settings.kafka.is_none() {
+        return Err(problem("set, but GRANARY_KAFKA is not".into()));
+    }
+    let mut pairs = Vec::new();
+    for (n, item) in text.split(';').map(str::trim).enumerate() {
+        if item.is_empty() {
+            continue;
+        }
+        // The problem never quotes the item: it may hold a password.
+        let Some((name, value)) = item.split_once('=') else {
+            return Err(problem(format!(
+                "item {} is not name=value (e.g. security.protocol=SASL_SSL); items are \
+                 separated by `;`",
+                n + 1
+            )));
+        };
+        pairs.push((name.trim().to_owned(), value.trim().to_owned()));
+    }
+    #[cfg(feature = "kafka")]
+    client_properties(&pairs).map_err(problem)?;
+    Ok(pairs)
+}
+
+/// The Kafka clients' properties of `pairs`; a message if one is refused.
 #[cfg(feature = "kafka")]
-async fn kafka(brokers: &str, prefix: &str) -> Result<Arc<dyn Sink>, String> {
-    let sink = granary_kafka::KafkaSink::connect(
-        brokers,
-        prefix,
-        granary_kafka::KafkaSinkConfig::default(),
+fn client_properties(
+    pairs: &[(String, String)],
+) -> Result<granary_kafka::ClientProperties, String> {
+    pairs.iter().try_fold(
+        granary_kafka::ClientProperties::new(),
+        |all, (name, value)| all.set(name, value),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka(
+    brokers: &str,
+    prefix: &str,
+    properties: &[(String, String)],
+) -> Result<Arc<dyn Sink>, String> {
+    let config = granary_kafka::KafkaSinkConfig {
+        properties: client_properties(properties)?,
+        ..granary_kafka::KafkaSinkConfig::default()
+    };
+    let sink = granary_kafka::KafkaSink::connect(brokers, prefix, config)
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(Arc::new(sink))
 }
 
@@ -530,5 +614,42 @@ mod tests {
             assert!(message.contains("use `aws`"), "{message}");
             assert!(Routing::resolve(&settings(&[("GRANARY_SQS", "aws")])).is_ok());
         }
+    }
+
+    #[test]
+    fn kafka_properties_are_name_value_pairs_for_a_configured_kafka() {
+        const KAFKA: (&str, &str) = ("GRANARY_KAFKA", "127.0.0.1:9093");
+        let properties = (
+            "GRANARY_KAFKA_PROPERTIES",
+            "security.protocol=SASL_SSL; sasl.mechanism = SCRAM-SHA-512 ;sasl.password=a=b;",
+        );
+        let message = problem(&[properties]);
+        assert!(
+            message.starts_with("GRANARY_KAFKA_PROPERTIES: set, but GRANARY_KAFKA is not"),
+            "{message}"
+        );
+        if !SinkKind::Kafka.built_in() {
+            return;
+        }
+        let routing = Routing::resolve(&settings(&[KAFKA, properties])).unwrap();
+        assert_eq!(
+            routing.kafka_properties,
+            [
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned()),
+                ("sasl.mechanism".to_owned(), "SCRAM-SHA-512".to_owned()),
+                ("sasl.password".to_owned(), "a=b".to_owned()),
+            ]
+        );
+        let message = problem(&[
+            KAFKA,
+            ("GRANARY_KAFKA_PROPERTIES", "ssl.ca.location=x; hunter2"),
+        ]);
+        assert!(message.contains("item 2 is not name=value"), "{message}");
+        assert!(
+            !message.contains("hunter2"),
+            "a value is never shown: {message}"
+        );
+        let message = problem(&[KAFKA, ("GRANARY_KAFKA_PROPERTIES", "acks=1")]);
+        assert!(message.contains("acks is set by Granary"), "{message}");
     }
 }

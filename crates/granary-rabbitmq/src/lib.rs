@@ -30,6 +30,7 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
@@ -66,13 +67,64 @@ fn redacted(uri: &str) -> String {
     }
 }
 
-async fn channel(uri: &str) -> Result<Channel, RabbitError> {
-    let connection = Connection::connect(uri, ConnectionProperties::default())
+/// The certificates of a link to RabbitMQ over TLS (an `amqps://` URI): the CA that signed the
+/// broker's certificate and the client certificate to present. The default (neither) trusts
+/// the system's roots and presents none.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RabbitTls {
+    /// The CA certificate(s) to trust (PEM), in addition to the system's roots.
+    pub ca: Option<String>,
+    /// The client certificate and its PKCS#8 private key (PEM), for a broker that verifies
+    /// clients (`ssl_options.fail_if_no_peer_cert`).
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for RabbitTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the private key.
+        f.debug_struct("RabbitTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl RabbitTls {
+    fn config(&self) -> OwnedTLSConfig {
+        OwnedTLSConfig {
+            identity: self
+                .client
+                .clone()
+                .map(|(pem, key)| OwnedIdentity::PKCS8 { pem, key }),
+            cert_chain: self.ca.clone(),
+        }
+    }
+}
+
+/// How long connecting (TCP, TLS, the AMQP handshake and login) may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn channel(uri: &str, tls: &RabbitTls) -> Result<Channel, RabbitError> {
+    let failed = |reason: String| RabbitError::Connect {
+        uri: redacted(uri),
+        reason,
+    };
+    if tls != &RabbitTls::default() && !uri.starts_with("amqps://") {
+        return Err(failed(
+            "TLS certificates are set but the URI is not amqps://".into(),
+        ));
+    }
+    let runtime = lapin::runtime::default_runtime().map_err(|e| failed(e.to_string()))?;
+    let connect = Connection::connect_with_config(
+        uri,
+        ConnectionProperties::default(),
+        tls.config(),
+        runtime,
+    );
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
-        .map_err(|e| RabbitError::Connect {
-            uri: redacted(uri),
-            reason: e.to_string(),
-        })?;
+        .map_err(|_| failed(format!("no connection within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|e| failed(e.to_string()))?;
     Ok(connection.create_channel().await?)
 }
 
@@ -107,7 +159,24 @@ impl RabbitSink {
     /// # Errors
     /// [`RabbitError`] if the broker cannot be reached or refuses the exchange.
     pub async fn connect(uri: &str, exchange: &str, prefix: &str) -> Result<Self, RabbitError> {
-        let channel = channel(uri).await?;
+        Self::connect_with_tls(uri, exchange, prefix, &RabbitTls::default()).await
+    }
+
+    /// As [`connect`](Self::connect), over TLS (an `amqps://` URI) with the certificates of
+    /// `tls`.
+    ///
+    /// # Errors
+    /// [`RabbitError::Connect`] if the broker cannot be reached, the TLS handshake fails (a
+    /// broker certificate the CA did not sign, or expired; a broker without TLS on that port)
+    /// or `tls` sets certificates for a URI that is not `amqps://`; [`RabbitError::Broker`] if
+    /// it refuses the exchange.
+    pub async fn connect_with_tls(
+        uri: &str,
+        exchange: &str,
+        prefix: &str,
+        tls: &RabbitTls,
+    ) -> Result<Self, RabbitError> {
+        let channel = channel(uri, tls).await?;
         declare_exchange(&channel, exchange).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -248,6 +317,8 @@ pub struct RabbitConsumerConfig {
     pub retry_delay: std::time::Duration,
     /// Unacknowledged events in flight to this consumer. Default 64.
     pub prefetch: u16,
+    /// The certificates of a link over TLS (`amqps://`); default none (see [`RabbitTls`]).
+    pub tls: RabbitTls,
 }
 
 impl Default for RabbitConsumerConfig {
@@ -256,6 +327,7 @@ impl Default for RabbitConsumerConfig {
             max_attempts: 5,
             retry_delay: std::time::Duration::from_secs(1),
             prefetch: 64,
+            tls: RabbitTls::default(),
         }
     }
 }
@@ -284,7 +356,7 @@ impl RabbitConsumer {
         binding_key: &str,
         config: RabbitConsumerConfig,
     ) -> Result<Self, RabbitError> {
-        let channel = channel(uri).await?;
+        let channel = channel(uri, &config.tls).await?;
         declare_exchange(&channel, exchange).await?;
         let dlx = format!("{queue}.dlx");
         channel

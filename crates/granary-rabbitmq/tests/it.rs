@@ -1,5 +1,6 @@
 //! The RabbitMQ sink and consumer against the real broker at 127.0.0.1:5672 (or
-//! `GRANARY_TEST_AMQP`).
+//! `GRANARY_TEST_AMQP`), in plaintext and over TLS (`amqps://`, through a TLS-terminating
+//! proxy in front of it).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::sync::Arc;
@@ -7,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use granary::provider::MemoryStore;
 use granary_events::{EventEnvelope, Relay, RelayConfig};
-use granary_rabbitmq::{RabbitConsumer, RabbitConsumerConfig, RabbitSink};
+use granary_rabbitmq::{RabbitConsumer, RabbitConsumerConfig, RabbitSink, RabbitTls};
 use granary_testkit::events::{
     Deliveries, assert_once_in_order, bump, bumped_id, outbox_drained, silo, spawn_consumer,
     wait_until,
 };
 use granary_testkit::redis_server::unique_name;
+use granary_testkit::tls::{TestPki, TlsProxy, connect_fails};
 
 /// How long a test waits for the events to arrive.
 const WAIT: Duration = Duration::from_secs(30);
@@ -417,4 +419,103 @@ async fn a_batch_reaches_a_queue_in_exactly_its_order() {
         )
         .await
         .unwrap();
+}
+
+/// Connects a sink to `uri` with `tls`, which must fail within 20 s; the error's message.
+async fn refused_over_tls(uri: &str, tls: &RabbitTls) -> String {
+    let exchange = unique_name("never");
+    let connect = RabbitSink::connect_with_tls(uri, &exchange, "game.", tls);
+    connect_fails(Duration::from_secs(20), Box::pin(connect)).await
+}
+
+/// The shared broker's address, from its URI.
+async fn broker_address(uri: &str) -> std::net::SocketAddr {
+    let host_port = uri
+        .rsplit('@')
+        .next()
+        .and_then(|rest| rest.split('/').next())
+        .unwrap();
+    tokio::net::lookup_host(host_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}
+
+// The shared RabbitMQ has no TLS listener, and adding one means restarting it with new
+// configuration: a TLS-terminating proxy in front of it (as a load balancer in front of a
+// broker would be) is the TLS server these tests talk to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_over_amqps_and_bad_certificates_fail_at_connect() {
+    let uri = amqp_uri();
+    let broker = broker_address(&uri).await;
+    let pki = TestPki::generate();
+    let proxy = TlsProxy::start(broker, &pki.server).await;
+    let tls_uri = format!("amqps://guest:guest@localhost:{}/%2f", proxy.port());
+    let tls = RabbitTls {
+        ca: Some(std::fs::read_to_string(&pki.ca).unwrap()),
+        client: None,
+    };
+    let name = unique_name("tls");
+    let queue = format!("{name}-q");
+    let config = RabbitConsumerConfig {
+        tls: tls.clone(),
+        ..RabbitConsumerConfig::default()
+    };
+    let consumer = RabbitConsumer::connect(&tls_uri, &name, &queue, "game.#", config)
+        .await
+        .unwrap();
+    let sink = Arc::new(
+        RabbitSink::connect_with_tls(&tls_uri, &name, "game.", &tls)
+            .await
+            .unwrap(),
+    );
+    let store = Arc::new(MemoryStore::new());
+    let relay = Relay::builder(store.clone()).sink(sink).start();
+    let silo = silo(store.clone()).await;
+    bump(&silo, 0..4, 5).await;
+    let received = Deliveries::new();
+    let handler = received.recorder();
+    let (stop, task) = spawn_consumer(|stop| async move { consumer.run(handler, stop).await });
+    wait_until("every event arrived over TLS", WAIT, || {
+        received.len() >= 20
+    })
+    .await;
+    outbox_drained(&store, WAIT).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    assert_once_in_order(&received.events(), 4, 5);
+    relay.stop().await;
+    silo.shutdown().await.unwrap();
+    clean_up(&uri, &name, &queue).await;
+
+    let wrong_ca = RabbitTls {
+        ca: Some(std::fs::read_to_string(&pki.other_ca).unwrap()),
+        client: None,
+    };
+    let message = refused_over_tls(&tls_uri, &wrong_ca).await;
+    assert!(message.contains("UnknownIssuer"), "wrong CA: {message}");
+    // A plaintext client at the TLS port, and a TLS client at the plaintext port.
+    let plain_at_tls = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let message = refused_over_tls(&plain_at_tls, &RabbitTls::default()).await;
+    assert!(
+        message.contains("cannot connect"),
+        "plaintext at TLS: {message}"
+    );
+    let tls_at_plain = format!("amqps://guest:guest@localhost:{}/%2f", broker.port());
+    let message = refused_over_tls(&tls_at_plain, &tls).await;
+    assert!(
+        message.contains("cannot connect"),
+        "TLS at plaintext: {message}"
+    );
+    // Certificates for a plaintext URI are refused, not silently unused.
+    let message = refused_over_tls(&uri, &tls).await;
+    assert!(message.contains("not amqps://"), "{message}");
+    let expired = TlsProxy::start(broker, &pki.expired_server).await;
+    let expired_uri = format!("amqps://guest:guest@localhost:{}/%2f", expired.port());
+    let message = refused_over_tls(&expired_uri, &tls).await;
+    assert!(
+        message.to_lowercase().contains("expired"),
+        "expired: {message}"
+    );
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use redis::TlsCertificates;
+
 /// What a silo does when Redis holds no epoch for its cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Bootstrap {
@@ -36,6 +38,10 @@ pub struct RedisConfig {
     pub reconnect_attempts: usize,
     /// What to do when Redis holds no epoch for the cluster.
     pub bootstrap: Bootstrap,
+    /// The CA to trust and the client certificate to present over TLS, for a `rediss://` URL
+    /// whose server certificate the system's roots do not sign (or that requires client
+    /// certificates). `None` (the default): a `rediss://` URL trusts the system's roots.
+    pub tls: Option<TlsCertificates>,
 }
 
 impl RedisConfig {
@@ -50,6 +56,38 @@ impl RedisConfig {
             connect_timeout: Duration::from_millis(500),
             reconnect_attempts: 2,
             bootstrap: Bootstrap::default(),
+            tls: None,
+        }
+    }
+
+    /// Sets [`tls`](Self::tls): the CA and client certificate of a `rediss://` URL.
+    #[must_use]
+    pub fn tls(mut self, certificates: TlsCertificates) -> Self {
+        self.tls = Some(certificates);
+        self
+    }
+
+    /// Whether the URL asks for TLS (`rediss://`).
+    fn is_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+
+    /// The client of [`url`](Self::url) with [`tls`](Self::tls).
+    pub(crate) fn client(&self) -> Result<redis::Client, String> {
+        let url = self.redacted_url();
+        if self.is_tls() {
+            install_crypto_provider();
+        }
+        match &self.tls {
+            None => redis::Client::open(self.url.as_str())
+                .map_err(|e| format!("invalid Redis URL {url}: {e}")),
+            Some(_) if !self.is_tls() => Err(format!(
+                "TLS certificates are set but {url} is not a TLS URL: use rediss://"
+            )),
+            Some(certificates) => {
+                redis::Client::build_with_tls(self.url.as_str(), certificates.clone())
+                    .map_err(|e| format!("TLS certificates for {url}: {e}"))
+            }
         }
     }
 
@@ -83,4 +121,13 @@ impl RedisConfig {
             _ => self.url.clone(),
         }
     }
+}
+
+/// Makes ring the process's rustls crypto provider, unless one is installed already. rustls
+/// picks its provider alone only when the build has exactly one; a build with a dependency
+/// that brings aws-lc-rs too (the AWS SDK of the SQS sink) has two, and rustls would panic at
+/// the first TLS connection.
+pub(crate) fn install_crypto_provider() {
+    // An `Err` means a provider is installed already: that one serves.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }

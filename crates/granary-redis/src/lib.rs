@@ -90,6 +90,8 @@ pub use config::{Bootstrap, RedisConfig};
 pub use consumer::{ConsumeError, ConsumerConfig, Idempotency, StreamConsumer};
 pub use error::ConnectError;
 pub use membership::RedisMembership;
+/// The TLS certificates of a `rediss://` URL ([`RedisConfig::tls`]), from the redis crate.
+pub use redis::{ClientTlsConfig, TlsCertificates};
 pub use store::RedisStore;
 pub use streams::{RedisPubSubSink, RedisStreamsSink};
 

@@ -70,12 +70,17 @@ impl RedisStore {
             return Err(ConnectError::Config("shards must be at least 1".into()));
         }
         let url = config.redacted_url();
+        // Over TLS, a port without TLS only times out or resets: say what to check.
+        let tls_hint = if url.starts_with("rediss://") {
+            " (over TLS: is this Redis's TLS port, and its certificate signed by a trusted CA?)"
+        } else {
+            ""
+        };
         let unreachable = |reason: String| ConnectError::Unreachable {
             url: url.clone(),
-            reason,
+            reason: format!("{reason}{tls_hint}"),
         };
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| ConnectError::Config(format!("invalid Redis URL {url}: {e}")))?;
+        let client = config.client().map_err(ConnectError::Config)?;
         let blocking_client = client.clone();
         let manager = ConnectionManagerConfig::new()
             // The deadline is ours (`bounded`): it also covers waiting for a reconnection, and one

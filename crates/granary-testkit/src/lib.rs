@@ -16,6 +16,7 @@
 //! - [`moto_server`] gives tests a private SQS-compatible server they may stop and restart.
 //! - [`tansu_server`] gives tests a private Kafka-protocol broker they may kill and restart.
 //! - [`nats_server`] gives tests a private NATS server with JetStream they may kill and restart.
+//! - [`tls`] gives the TLS tests their certificates and a TLS-terminating proxy.
 //! - [`events`] is the scaffolding of the event adapters' tests: a grain that publishes an event
 //!   per call, handlers that record what a consumer delivered, and the check that every event
 //!   arrived once, in commit order.
@@ -37,6 +38,7 @@ pub mod process;
 pub mod redis_server;
 pub mod tansu_server;
 mod test_silo;
+pub mod tls;
 
 pub use clock::{VirtualClock, virtual_epoch};
 pub use grain_test::{GrainTest, RecordedCall};

@@ -24,6 +24,8 @@ pub struct PrivateNats {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// The TLS arguments, for a server that requires TLS.
+    tls: Vec<std::ffi::OsString>,
 }
 
 impl PrivateNats {
@@ -34,10 +36,39 @@ impl PrivateNats {
     /// If `nats-server` is not installed (the message says how to install it), exits at start,
     /// or does not greet a client within 30 s.
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// Starts a server as [`start`](Self::start) does that requires TLS (`--tls`), presenting
+    /// `server`; with `verify_clients` it also requires client certificates signed by that CA
+    /// (`--tlsverify --tlscacert`). Its URL stays `nats://…`: the server says it requires TLS
+    /// in its greeting.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_tls(
+        server: &crate::tls::CertFiles,
+        verify_clients: Option<&std::path::Path>,
+    ) -> Self {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "--tls".into(),
+            "--tlscert".into(),
+            server.cert.clone().into(),
+            "--tlskey".into(),
+            server.key.clone().into(),
+        ];
+        if let Some(ca) = verify_clients {
+            args.extend(["--tlsverify".into(), "--tlscacert".into(), ca.into()]);
+        }
+        Self::start_with(args).await
+    }
+
+    async fn start_with(tls: Vec<std::ffi::OsString>) -> Self {
         let mut server = Self {
             port: free_port(),
             dir: std::env::temp_dir().join(unique_name("granary-nats")),
             child: None,
+            tls,
         };
         server.restart().await;
         server
@@ -67,6 +98,7 @@ impl PrivateNats {
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
             .arg("-sd")
             .arg(&self.dir)
+            .args(&self.tls)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -170,6 +170,8 @@ pub struct PrivateRedis {
     dir: PathBuf,
     persistence: Persistence,
     child: Option<Child>,
+    /// The TLS listener's port and arguments, if it has one.
+    tls: Option<(u16, Vec<std::ffi::OsString>)>,
 }
 
 impl PrivateRedis {
@@ -187,9 +189,64 @@ impl PrivateRedis {
             dir,
             persistence,
             child: None,
+            tls: None,
         };
         server.restart().await;
         server
+    }
+
+    /// Starts a server (without persistence) with a TLS listener too, presenting `server` and
+    /// trusting `ca` for client certificates, which it requires when `require_client_cert`
+    /// (`--tls-auth-clients yes`, else `optional`); waits until it answers. Its plaintext port
+    /// stays open ([`url`](Self::url)) for the "TLS client to a plaintext port" case.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and if `redis-server` was built without TLS.
+    #[must_use]
+    pub async fn start_tls(
+        server: &crate::tls::CertFiles,
+        ca: &Path,
+        require_client_cert: bool,
+    ) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(unique_name("granary-redis"));
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        let tls_port = free_port();
+        let args = vec![
+            "--tls-port".into(),
+            tls_port.to_string().into(),
+            "--tls-cert-file".into(),
+            server.cert.clone().into(),
+            "--tls-key-file".into(),
+            server.key.clone().into(),
+            "--tls-ca-cert-file".into(),
+            ca.into(),
+            "--tls-auth-clients".into(),
+            if require_client_cert {
+                "yes"
+            } else {
+                "optional"
+            }
+            .into(),
+        ];
+        let mut redis = Self {
+            port,
+            dir,
+            persistence: Persistence::None,
+            child: None,
+            tls: Some((tls_port, args)),
+        };
+        redis.restart().await;
+        redis
+    }
+
+    /// The URL of the TLS listener, `rediss://127.0.0.1:<port>`, if the server has one
+    /// ([`start_tls`](Self::start_tls)).
+    #[must_use]
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(port, _)| format!("rediss://127.0.0.1:{port}"))
     }
 
     /// The server's URL.
@@ -227,6 +284,7 @@ impl PrivateRedis {
             .args(["--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(self.tls.iter().flat_map(|(_, args)| args))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

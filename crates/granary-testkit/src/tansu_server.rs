@@ -47,6 +47,10 @@ pub fn tansu_binary() -> PathBuf {
 pub struct PrivateTansu {
     port: u16,
     child: Option<Child>,
+    /// The address the broker tells clients to use, if not its own.
+    advertised: Option<String>,
+    /// Whether clients must authenticate (SASL).
+    authentication: bool,
 }
 
 impl PrivateTansu {
@@ -55,12 +59,34 @@ impl PrivateTansu {
     /// # Panics
     /// If `tansu` is not installed, exits at start, or does not answer within 30 s.
     pub async fn start() -> Self {
+        Self::start_with(None, false).await
+    }
+
+    /// Starts a broker as [`start`](Self::start) does that tells its clients to connect to
+    /// `advertised` (`host:port`: a TLS-terminating proxy in front of it, say) and, with
+    /// `authentication`, requires them to authenticate with SASL (`--authentication`).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub async fn start_advertising(advertised: &str, authentication: bool) -> Self {
+        Self::start_with(Some(advertised.to_owned()), authentication).await
+    }
+
+    async fn start_with(advertised: Option<String>, authentication: bool) -> Self {
         let mut broker = Self {
             port: free_port(),
             child: None,
+            advertised,
+            authentication,
         };
         broker.restart().await;
         broker
+    }
+
+    /// The broker's own address (not the advertised one).
+    #[must_use]
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
     /// The bootstrap servers, `127.0.0.1:<port>`.
@@ -82,10 +108,20 @@ impl PrivateTansu {
     pub async fn restart(&mut self) {
         self.kill();
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = self
+            .advertised
+            .as_ref()
+            .map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
         let child = Command::new(tansu_binary())
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
+            .args(self.authentication.then_some("--authentication"))
             .env_remove("CLUSTER_ID")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

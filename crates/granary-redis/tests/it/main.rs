@@ -7,3 +7,4 @@ mod counter;
 mod events;
 mod fencing;
 mod outage;
+mod tls;
