@@ -25,7 +25,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 #[derive(Debug, Parser)]
 struct Args {
     /// Metrics to run: all, P1, P1a-filter, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
-    /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P7 or one P7
+    /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P5-cluster and
+    /// P6-cluster (on a private 3-primary Redis Cluster the run starts), P7 or one P7
     /// sink (P7-redis-streams, P7-nats, P7-rabbitmq, P7-kafka, P7-sqs), P8, P8-1M, P9 (also
     /// prints P9-prod), P10, P11, P12. P3–P7, P9 and P10 need Redis, `GRANARY_BENCH_REDIS`; P7 also
     /// NATS, `GRANARY_BENCH_NATS`, and RabbitMQ, `GRANARY_BENCH_AMQP`, all three defaulting to
@@ -137,6 +138,9 @@ fn main() -> anyhow::Result<()> {
     if storage.p5 || storage.p6 || storage.p6c {
         metrics::storage(args.reps, scale, storage)?;
     }
+    if wants("P5-cluster") || wants("P6-cluster") {
+        metrics::storage_cluster(args.reps, scale, wants("P5-cluster"), wants("P6-cluster"))?;
+    }
     if ["P3", "P4", "P3-tonic", "P4-tonic"]
         .iter()
         .any(|id| wants(id))
@@ -170,7 +174,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 19] = [
+const IDS: [&str; 21] = [
     "P1",
     "P1a-filter",
     "P1b-1M",
@@ -178,6 +182,8 @@ const IDS: [&str; 19] = [
     "P5",
     "P6",
     "P6c",
+    "P5-cluster",
+    "P6-cluster",
     "P3",
     "P4",
     "P3-tonic",

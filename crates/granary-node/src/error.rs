@@ -57,7 +57,8 @@ impl NodeError {
 fn redis_setting(err: &granary_redis::ConnectError) -> &'static str {
     match err {
         granary_redis::ConnectError::Config(_)
-        | granary_redis::ConnectError::Unreachable { .. } => "setting GRANARY_REDIS: ",
+        | granary_redis::ConnectError::Unreachable { .. }
+        | granary_redis::ConnectError::Cluster { .. } => "setting GRANARY_REDIS: ",
         _ => "",
     }
 }

@@ -66,10 +66,11 @@ async fn serve(
     } else {
         granary_redis::Bootstrap::RequireExisting
     };
-    let store = match RedisStore::connect(
-        RedisConfig::new(&r.redis, &r.cluster).bootstrap(bootstrap),
-    )
-    .await
+    let mut redis = RedisConfig::new(&r.redis, &r.cluster).bootstrap(bootstrap);
+    if let Some((replicas, wait)) = r.redis_wait_replicas {
+        redis = redis.wait_replicas(replicas, wait);
+    }
+    let store = match RedisStore::connect(redis).await
     {
         Ok(store) => Arc::new(store),
         Err(granary_redis::ConnectError::NoCluster { cluster, url }) => {
