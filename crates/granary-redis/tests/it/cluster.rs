@@ -161,8 +161,12 @@ async fn replica_acknowledged_commits_survive_a_killed_primary() {
 
     // The promoted primary has no replica left: a commit there is applied, but reported as
     // not replicated (typed), and the caller learns the numbers.
+    // The old activation's claim survived the failover too: replace it.
     let new_owner = address(&grain);
-    let loaded = claim(&after, &new_owner).await;
+    let loaded = match after.claim(&new_owner, Some(&owner)).await.expect("claim") {
+        Claim::Won(loaded) => loaded.version,
+        other => panic!("the old owner is replaced: {other:?}"),
+    };
     let err = bounded(after.commit(write(&new_owner, loaded, b"late")))
         .await
         .expect_err("no replica can acknowledge");
