@@ -67,8 +67,8 @@ async fn resharding_under_load_loses_no_acknowledged_append() {
     let stop = Arc::new(AtomicBool::new(false));
     let load: Vec<_> = (0..LISTS).map(|key| appender(&client, key, &stop)).collect();
 
-    // Move the slots of the primary holding shard 0 away, then half of them back, while the
-    // load runs: shard 0's keys move twice, and others with them.
+    // Move every slot of the primary holding shard 0 away, then half as many back, while the
+    // load runs: shard 0's keys move (perhaps twice), and others with them.
     let primaries = redis.primaries().await;
     let from = before[0];
     let to = primaries.iter().map(|(port, _)| *port).find(|p| *p != from).unwrap();

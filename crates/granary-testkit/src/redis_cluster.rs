@@ -34,7 +34,8 @@ pub struct PrivateRedisCluster {
 
 impl PrivateRedisCluster {
     /// Starts 3 primaries with `replicas` replicas each (`cluster-node-timeout` 2 s: a killed
-    /// primary's replica takes over a few seconds later), joins them into a cluster that serves
+    /// primary's replica takes over a few seconds later; `cluster-allow-replica-migration no`:
+    /// a primary emptied by a reshard stays a primary), joins them into a cluster that serves
     /// every slot, and waits until every node says so.
     ///
     /// # Panics
@@ -56,6 +57,9 @@ impl PrivateRedisCluster {
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", "2000"])
+                // A primary whose slots all moved away stays a primary (by default it would
+                // become a replica), so that a test can move slots back to it.
+                .args(["--cluster-allow-replica-migration", "no"])
                 .args(["--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&node_dir)
