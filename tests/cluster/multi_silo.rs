@@ -24,11 +24,8 @@ pub(crate) async fn cluster(n: usize, placement: Placement) -> Vec<Silo> {
 
 async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConfig) -> Vec<Silo> {
     let url = shared_redis_url().await;
-    let register = |builder: SiloBuilder| {
-        builder
-            .register::<CounterGrain>()
-            .register::<GuildGrain>()
-    };
+    let register =
+        |builder: SiloBuilder| builder.register::<CounterGrain>().register::<GuildGrain>();
     silos_on(&url, &unique_name("cl"), n, register, configure).await
 }
 

@@ -47,7 +47,11 @@ fn appender(
 async fn shard_primaries(redis: &PrivateRedisCluster, name: &str) -> Vec<u16> {
     let mut primaries = Vec::new();
     for shard in 0..8 {
-        primaries.push(redis.primary_of(&format!("granary:{{{name}:{shard}}}:epoch")).await);
+        primaries.push(
+            redis
+                .primary_of(&format!("granary:{{{name}:{shard}}}:epoch"))
+                .await,
+        );
     }
     primaries
 }
@@ -65,13 +69,19 @@ async fn resharding_under_load_loses_no_acknowledged_append() {
 
     let before = shard_primaries(&redis, &name).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = (0..LISTS).map(|key| appender(&client, key, &stop)).collect();
+    let load: Vec<_> = (0..LISTS)
+        .map(|key| appender(&client, key, &stop))
+        .collect();
 
     // Move every slot of the primary holding shard 0 away, then half as many back, while the
     // load runs: shard 0's keys move (perhaps twice), and others with them.
     let primaries = redis.primaries().await;
     let from = before[0];
-    let to = primaries.iter().map(|(port, _)| *port).find(|p| *p != from).unwrap();
+    let to = primaries
+        .iter()
+        .map(|(port, _)| *port)
+        .find(|p| *p != from)
+        .unwrap();
     let slots = primaries.iter().find(|(port, _)| *port == from).unwrap().1;
     redis.reshard(from, to, slots).await;
     let moved = shard_primaries(&redis, &name).await;
@@ -85,16 +95,25 @@ async fn resharding_under_load_loses_no_acknowledged_append() {
         acked.insert(key, values);
         failed.extend(errors);
     }
-    assert_ne!(before, moved, "the reshard moved no shard: the test proves nothing");
+    assert_ne!(
+        before, moved,
+        "the reshard moved no shard: the test proves nothing"
+    );
     assert_eq!(moved[0], to, "shard 0 moved with its primary's slots");
-    assert!(failed.is_empty(), "calls failed during the reshard: {failed:#?}");
+    assert!(
+        failed.is_empty(),
+        "calls failed during the reshard: {failed:#?}"
+    );
     for (key, values) in &acked {
         let list = client
             .grain::<ListGrain>(i64::try_from(*key).unwrap())
             .read()
             .await
             .unwrap();
-        assert_eq!(&list, values, "list {key} holds every acknowledged append, once, in order");
+        assert_eq!(
+            &list, values,
+            "list {key} holds every acknowledged append, once, in order"
+        );
     }
     let total: usize = acked.values().map(Vec::len).sum();
     eprintln!("{total} appends acknowledged while {slots} slots moved and half came back");

@@ -195,7 +195,12 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
                 task.await.expect("seed task");
             }
             let epochs = (0..grains.min(self.raw_shards()))
-                .map(|i| redis::cmd("SET").arg(self.raw_claim_keys(i).0).arg("epoch").clone())
+                .map(|i| {
+                    redis::cmd("SET")
+                        .arg(self.raw_claim_keys(i).0)
+                        .arg("epoch")
+                        .clone()
+                })
                 .collect();
             self.run_all(epochs).await;
             for start in (0..grains).step_by(1_000) {
@@ -203,7 +208,12 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
                 for i in start..(start + 1_000).min(grains) {
                     if self.servers.is_none() {
                         // The GET baseline runs on one Redis only.
-                        cmds.push(redis::cmd("SET").arg(self.get_key(i)).arg(&self.blob).clone());
+                        cmds.push(
+                            redis::cmd("SET")
+                                .arg(self.get_key(i))
+                                .arg(&self.blob)
+                                .clone(),
+                        );
                     }
                     cmds.push(
                         redis::cmd("HSET")
@@ -285,13 +295,21 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
 
     /// The hash tags of the raw claim baseline: one on one Redis, [`RAW_SHARDS`] on a cluster.
     fn raw_shards(&self) -> usize {
-        if self.servers.is_some() { RAW_SHARDS } else { 1 }
+        if self.servers.is_some() {
+            RAW_SHARDS
+        } else {
+            1
+        }
     }
 
     /// The epoch key and the grain key of the raw claim of grain `i`, under one hash tag.
     fn raw_claim_keys(&self, i: usize) -> (String, String) {
         let tag = match self.servers {
-            Some(_) => format!("granary-bench:{{{}:raw-p5-{}}}", self.cluster, i % RAW_SHARDS),
+            Some(_) => format!(
+                "granary-bench:{{{}:raw-p5-{}}}",
+                self.cluster,
+                i % RAW_SHARDS
+            ),
             None => format!("granary-bench:{{{}:raw-p5}}", self.cluster),
         };
         (format!("{tag}:epoch"), format!("{tag}:{i}"))
@@ -305,7 +323,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
             for cmd in cmds {
                 pipe.add_command(cmd).ignore();
             }
-            let () = pipe.query_async(&mut self.conn.clone()).await.expect("seed keys");
+            let () = pipe
+                .query_async(&mut self.conn.clone())
+                .await
+                .expect("seed keys");
             return;
         }
         let sent = cmds.into_iter().map(|cmd| {

@@ -70,8 +70,7 @@ async fn serve(
     if let Some((replicas, wait)) = r.redis_wait_replicas {
         redis = redis.wait_replicas(replicas, wait);
     }
-    let store = match RedisStore::connect(redis).await
-    {
+    let store = match RedisStore::connect(redis).await {
         Ok(store) => Arc::new(store),
         Err(granary_redis::ConnectError::NoCluster { cluster, url }) => {
             return Err(NodeError::Setting {

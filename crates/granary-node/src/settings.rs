@@ -513,7 +513,10 @@ mod tests {
             let err = with(&[("GRANARY_REDIS_WAIT_REPLICAS", bad)])
                 .err()
                 .expect("refused");
-            assert!(err.to_string().contains("GRANARY_REDIS_WAIT_REPLICAS"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("GRANARY_REDIS_WAIT_REPLICAS"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -205,7 +205,10 @@ mod tests {
         assert!(several.contains("redis+cluster://host1"), "{several}");
         assert!(!several.contains("secret"), "{several}");
         let database = target("redis+cluster://:secret@h1:1/3").unwrap_err();
-        assert!(database.contains("\"/3\"") && database.contains("database 0"), "{database}");
+        assert!(
+            database.contains("\"/3\"") && database.contains("database 0"),
+            "{database}"
+        );
         assert!(!database.contains("secret"), "{database}");
         let empty = target("redis+cluster://").unwrap_err();
         assert!(empty.contains("no seed node"), "{empty}");

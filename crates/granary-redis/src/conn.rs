@@ -64,7 +64,10 @@ impl Conn {
     /// pipeline (one round trip). On a cluster, whose pipelines must stay within one slot, the
     /// commands on one key go as one pipeline, in their order, and the keys' pipelines all at
     /// once, multiplexed on the connections to the nodes.
-    pub(crate) async fn query_each<T: FromRedisValue>(&self, cmds: Vec<Cmd>) -> RedisResult<Vec<T>> {
+    pub(crate) async fn query_each<T: FromRedisValue>(
+        &self,
+        cmds: Vec<Cmd>,
+    ) -> RedisResult<Vec<T>> {
         match self {
             Self::Single(conn) => {
                 let mut pipe = Pipeline::with_capacity(cmds.len());
@@ -93,16 +96,15 @@ impl Conn {
                     indexes.push(index);
                     pipe.add_command(cmd);
                 }
-                let replies = futures::future::try_join_all(by_key.into_iter().map(
-                    |(_, indexes, pipe)| {
+                let replies =
+                    futures::future::try_join_all(by_key.into_iter().map(|(_, indexes, pipe)| {
                         let mut conn = conn.clone();
                         async move {
                             let values: Vec<Value> = pipe.query_async(&mut conn).await?;
                             Ok::<_, redis::RedisError>(indexes.into_iter().zip(values))
                         }
-                    },
-                ))
-                .await?;
+                    }))
+                    .await?;
                 let mut ordered: Vec<Option<Value>> = vec![None; count];
                 for (index, value) in replies.into_iter().flatten() {
                     ordered[index] = Some(value);
@@ -125,8 +127,11 @@ impl Conn {
         timeout: Duration,
     ) -> RedisResult<i64> {
         let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas)
-            .arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1));
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
         match self {
             Self::Single(conn) => wait.query_async(&mut conn.clone()).await,
             Self::Cluster(conn) => {
@@ -158,7 +163,10 @@ impl Conn {
             return Ok(vec![None]);
         };
         let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-        let reply = conn.clone().route_command(redis::cmd("PING"), routing).await?;
+        let reply = conn
+            .clone()
+            .route_command(redis::cmd("PING"), routing)
+            .await?;
         let Value::Map(nodes) = reply else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
@@ -191,7 +199,9 @@ impl Conn {
                     host: host.clone(),
                     port: *port,
                 });
-                Ok(T::from_redis_value(conn.clone().route_command(cmd, routing).await?)?)
+                Ok(T::from_redis_value(
+                    conn.clone().route_command(cmd, routing).await?,
+                )?)
             }
             _ => self.any_node(cmd).await,
         }

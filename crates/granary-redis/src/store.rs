@@ -111,9 +111,10 @@ impl RedisStore {
                     .map_err(|e| unreachable(e.to_string()))?;
                 (Conn::Single(conn), Some(client))
             }
-            Target::Cluster(seeds) => {
-                (Conn::Cluster(connect_cluster(&seeds, &config, &url, deadline).await?), None)
-            }
+            Target::Cluster(seeds) => (
+                Conn::Cluster(connect_cluster(&seeds, &config, &url, deadline).await?),
+                None,
+            ),
         };
         check_version(&mut conn).await.map_err(|e| match e {
             VersionError::Redis(e) => unreachable(e.to_string()),
@@ -585,7 +586,12 @@ impl RedisStore {
         }
         let deletes = by_shard
             .into_iter()
-            .map(|(shard, ids)| redis::cmd("XDEL").arg(self.keys.outbox(shard)).arg(ids).clone())
+            .map(|(shard, ids)| {
+                redis::cmd("XDEL")
+                    .arg(self.keys.outbox(shard))
+                    .arg(ids)
+                    .clone()
+            })
             .collect();
         self.bounded(self.conn.query_each::<Value>(deletes))
             .await
@@ -1006,7 +1012,12 @@ async fn connect_cluster(
         Conn::Cluster(conn.clone()).any_node(redis::cmd("CLUSTER").arg("INFO").clone()),
     )
     .await
-    .map_err(|_| unreachable(format!("CLUSTER INFO unanswered within {:?}", config.command_timeout)))?
+    .map_err(|_| {
+        unreachable(format!(
+            "CLUSTER INFO unanswered within {:?}",
+            config.command_timeout
+        ))
+    })?
     .map_err(|e| unreachable(e.to_string()))?;
     let field = |name: &str| {
         info.lines()
@@ -1065,10 +1076,7 @@ impl From<RedisError> for EpochError {
 
 /// Reads the cluster's epoch and shard count, creating them if allowed, and checks that every
 /// shard carries the epoch.
-async fn join_epoch(
-    conn: &mut Conn,
-    config: &RedisConfig,
-) -> Result<(String, u32), EpochError> {
+async fn join_epoch(conn: &mut Conn, config: &RedisConfig) -> Result<(String, u32), EpochError> {
     let meta_key = Keys::new(&config.cluster, config.shards).meta();
     let mut meta: HashMap<String, String> = conn.hgetall(&meta_key).await?;
     if meta.is_empty() {

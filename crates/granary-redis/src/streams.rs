@@ -207,8 +207,10 @@ impl RedisStreamsSink {
                     .clone()
             })
             .collect();
-        let replies: Vec<redis::streams::StreamRangeReply> =
-            self.store.bounded(self.store.conn.query_each(reads)).await?;
+        let replies: Vec<redis::streams::StreamRangeReply> = self
+            .store
+            .bounded(self.store.conn.query_each(reads))
+            .await?;
         // Sorted by (commit time, stream entry id).
         let mut entries: Vec<(u64, (u64, u64), EventEnvelope)> = replies
             .into_iter()

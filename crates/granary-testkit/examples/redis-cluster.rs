@@ -17,7 +17,9 @@ use granary_testkit::redis_cluster::PrivateRedisCluster;
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((program, args)) = args.split_first() else {
-        eprintln!("usage: redis-cluster <command> [args…]: runs the command with GRANARY_TEST_REDIS naming a private Redis Cluster");
+        eprintln!(
+            "usage: redis-cluster <command> [args…]: runs the command with GRANARY_TEST_REDIS naming a private Redis Cluster"
+        );
         return ExitCode::from(2);
     };
     let cluster = PrivateRedisCluster::start(0).await;

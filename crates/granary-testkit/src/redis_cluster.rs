@@ -78,7 +78,12 @@ impl PrivateRedisCluster {
             cluster.nodes.push(Node { port, child });
         }
         let mut create = vec!["--cluster".to_owned(), "create".to_owned()];
-        create.extend(cluster.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        create.extend(
+            cluster
+                .nodes
+                .iter()
+                .map(|n| format!("127.0.0.1:{}", n.port)),
+        );
         create.extend([
             "--cluster-replicas".to_owned(),
             replicas.to_string(),
@@ -166,11 +171,12 @@ impl PrivateRedisCluster {
                 .iter()
                 .skip(8)
                 .map(|range| match range.split_once('-') {
-                    Some((a, b)) => b
-                        .parse::<usize>()
-                        .unwrap_or(0)
-                        .saturating_sub(a.parse().unwrap_or(0))
-                        + 1,
+                    Some((a, b)) => {
+                        b.parse::<usize>()
+                            .unwrap_or(0)
+                            .saturating_sub(a.parse().unwrap_or(0))
+                            + 1
+                    }
                     None if !range.starts_with('[') => 1,
                     None => 0,
                 })
@@ -277,11 +283,12 @@ impl PrivateRedisCluster {
                 let info = node_query::<String>(port, redis::cmd("CLUSTER").arg("INFO").clone())
                     .await
                     .unwrap_or_default();
-                let repl = node_query::<String>(port, redis::cmd("INFO").arg("replication").clone())
-                    .await
-                    .unwrap_or_default();
-                let replica_down = repl.contains("role:slave")
-                    && !repl.contains("master_link_status:up");
+                let repl =
+                    node_query::<String>(port, redis::cmd("INFO").arg("replication").clone())
+                        .await
+                        .unwrap_or_default();
+                let replica_down =
+                    repl.contains("role:slave") && !repl.contains("master_link_status:up");
                 if !info.contains("cluster_state:ok")
                     || !info.contains("cluster_slots_ok:16384")
                     || replica_down

@@ -115,9 +115,14 @@ pub async fn remove_cluster_keys(url: &str, cluster: &str) -> Result<usize, Clea
     };
     // A Redis Cluster: every primary holds some of the keys.
     let (auth, seeds) = seeds.rsplit_once('@').map_or(("", seeds), |(a, s)| (a, s));
-    let auth = if auth.is_empty() { String::new() } else { format!("{auth}@") };
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
     let seed = seeds.split(',').next().unwrap_or_default();
-    let client = redis::Client::open(format!("redis://{auth}{seed}")).map_err(CleanupError::Redis)?;
+    let client =
+        redis::Client::open(format!("redis://{auth}{seed}")).map_err(CleanupError::Redis)?;
     let mut conn = bounded(client.get_multiplexed_async_connection()).await?;
     let nodes: String = bounded(redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn)).await?;
     let mut removed = 0;

@@ -32,15 +32,21 @@ async fn bad_cluster_settings_fail_at_connect_with_the_cause() {
         .await
         .expect_err("a single Redis is no cluster seed");
     assert!(matches!(err, ConnectError::Cluster { .. }), "{err:?}");
-    assert!(err.to_string().contains("not a Redis Cluster node"), "{err}");
+    assert!(
+        err.to_string().contains("not a Redis Cluster node"),
+        "{err}"
+    );
 
     let mut cluster = PrivateRedisCluster::start(0).await;
     let ports = cluster.ports();
 
     // A single-Redis URL naming a cluster node.
-    let err = connect(RedisConfig::new(format!("redis://127.0.0.1:{}", ports[0]), "c"))
-        .await
-        .expect_err("a cluster node is no single Redis");
+    let err = connect(RedisConfig::new(
+        format!("redis://127.0.0.1:{}", ports[0]),
+        "c",
+    ))
+    .await
+    .expect_err("a cluster node is no single Redis");
     assert!(matches!(err, ConnectError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("redis+cluster://"), "{err}");
 
@@ -144,7 +150,12 @@ async fn replica_acknowledged_commits_survive_a_killed_primary() {
     let replica = cluster.replicas_of(primary).await[0];
     cluster.kill_node(primary);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !cluster.primaries().await.iter().any(|(port, _)| *port == replica) {
+    while !cluster
+        .primaries()
+        .await
+        .iter()
+        .any(|(port, _)| *port == replica)
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the replica on port {replica} was not promoted within 60 s"
@@ -156,7 +167,10 @@ async fn replica_acknowledged_commits_survive_a_killed_primary() {
         .await
         .expect("the cluster serves again");
     let (data, stored) = bounded(after.read_raw(&grain)).await.expect("read");
-    assert_eq!(stored, 50, "every acknowledged commit survived the failover");
+    assert_eq!(
+        stored, 50,
+        "every acknowledged commit survived the failover"
+    );
     assert_eq!(data, Some(49u32.to_be_bytes().to_vec()));
 
     // The promoted primary has no replica left: a commit there is applied, but reported as
@@ -199,7 +213,14 @@ async fn wait_replicas_on_one_redis_reports_missing_replicas() {
         .await
         .expect_err("a Redis without replicas acknowledges nothing");
     assert!(
-        matches!(err, StorageError::NotReplicated { wanted: 1, acked: 0, .. }),
+        matches!(
+            err,
+            StorageError::NotReplicated {
+                wanted: 1,
+                acked: 0,
+                ..
+            }
+        ),
         "{err:?}"
     );
     // The primary applied it: the outcome was unknown, not a refusal.
