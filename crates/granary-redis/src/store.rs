@@ -77,14 +77,14 @@ impl RedisStore {
         if config.shards == 0 {
             return Err(ConnectError::Config("shards must be at least 1".into()));
         }
-        if let Some(wait) = config.wait_replicas {
-            if wait.replicas == 0 || wait.timeout >= config.command_timeout {
-                return Err(ConnectError::Config(format!(
-                    "wait_replicas needs at least 1 replica and a timeout shorter than the \
-                     command timeout ({:?}); got {} replicas and {:?}",
-                    config.command_timeout, wait.replicas, wait.timeout
-                )));
-            }
+        if let Some(wait) = config.wait_replicas
+            && (wait.replicas == 0 || wait.timeout >= config.command_timeout)
+        {
+            return Err(ConnectError::Config(format!(
+                "wait_replicas needs at least 1 replica and a timeout shorter than the command \
+                 timeout ({:?}); got {} replicas and {:?}",
+                config.command_timeout, wait.replicas, wait.timeout
+            )));
         }
         let url = config.redacted_url();
         let unreachable = |reason: String| ConnectError::Unreachable {

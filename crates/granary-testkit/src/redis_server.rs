@@ -152,7 +152,7 @@ async fn remove_keys_on(url: &str, patterns: &[String]) -> Result<usize, Cleanup
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut conn),
