@@ -344,23 +344,13 @@ fn storage_metrics(
             goal: "ratio<=1.3",
         }
         .print();
-        let (writers, per_writer) = (128, 200 / scale.min(10));
-        let [r, g] = interleave(
+        p6b(
+            bench,
             reps,
-            [&|| bench.p6b_raw(writers, per_writer), &|| {
-                bench.p6b_granary(writers, per_writer)
-            }],
+            scale,
+            ("P6b", "commits_per_sec_128_writers"),
+            "raw_commit_script_128_tasks_one_connection",
         );
-        Line {
-            id: "P6b",
-            what: "commits_per_sec_128_writers",
-            value: median(&g),
-            baseline: median(&r),
-            baseline_name: "raw_commit_script_128_tasks_one_connection",
-            unit: "commits/s",
-            goal: "ratio>=0.8",
-        }
-        .print();
     }
     if p6c {
         let (writers, per_writer) = (128, 200 / scale.min(10));
@@ -725,23 +715,44 @@ pub(crate) fn storage_cluster(reps: usize, scale: usize, p5: bool, p6: bool) -> 
         .print();
     }
     if p6 {
-        let (writers, per_writer) = (128, 200 / scale.min(10));
-        let [r, g] = interleave(
+        p6b(
+            &bench,
             reps,
-            [&|| bench.p6b_raw(writers, per_writer), &|| {
-                bench.p6b_granary(writers, per_writer)
-            }],
+            scale,
+            (
+                "P6-cluster",
+                "commits_per_sec_128_writers_3_primary_redis_cluster",
+            ),
+            "raw_commit_script_128_tasks_one_cluster_connection",
         );
-        Line {
-            id: "P6-cluster",
-            what: "commits_per_sec_128_writers_3_primary_redis_cluster",
-            value: median(&g),
-            baseline: median(&r),
-            baseline_name: "raw_commit_script_128_tasks_one_cluster_connection",
-            unit: "commits/s",
-            goal: "ratio>=0.8",
-        }
-        .print();
     }
     Ok(())
+}
+
+/// P6b on `bench`: commits per second of 128 grains writing at once against the raw commit
+/// script from 128 tasks, printed as `id` and `what`.
+fn p6b<C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static>(
+    bench: &RedisBench<C>,
+    reps: usize,
+    scale: usize,
+    (id, what): (&str, &str),
+    baseline_name: &str,
+) {
+    let (writers, per_writer) = (128, 200 / scale.min(10));
+    let [r, g] = interleave(
+        reps,
+        [&|| bench.p6b_raw(writers, per_writer), &|| {
+            bench.p6b_granary(writers, per_writer)
+        }],
+    );
+    Line {
+        id,
+        what,
+        value: median(&g),
+        baseline: median(&r),
+        baseline_name,
+        unit: "commits/s",
+        goal: "ratio>=0.8",
+    }
+    .print();
 }

@@ -111,15 +111,7 @@ impl RedisBench<ClusterConnection> {
                 .await?;
             anyhow::Ok((servers, store, conn))
         })?;
-        let blob = state_codec::encode::<StoredGrain>(&state())?;
-        Ok(Self {
-            rt,
-            cluster,
-            store: Arc::new(store),
-            conn,
-            blob,
-            servers: Some(servers),
-        })
+        Self::assemble(rt, cluster, store, conn, Some(servers))
     }
 }
 
@@ -138,19 +130,29 @@ impl RedisBench {
                 .await?;
             anyhow::Ok((store, conn))
         })?;
-        let blob = state_codec::encode::<StoredGrain>(&state())?;
+        Self::assemble(rt, cluster, store, conn, None)
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
+    /// The bench of `cluster` on a connected store and baseline connection.
+    fn assemble(
+        rt: Runtime,
+        cluster: String,
+        store: RedisStore,
+        conn: C,
+        servers: Option<PrivateRedisCluster>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             rt,
             cluster,
             store: Arc::new(store),
             conn,
-            blob,
-            servers: None,
+            blob: state_codec::encode::<StoredGrain>(&state())?,
+            servers,
         })
     }
-}
 
-impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
     /// Bytes of one stored state.
     pub(crate) fn state_bytes(&self) -> usize {
         self.blob.len()
