@@ -25,6 +25,7 @@ mod metrics;
 mod multi_silo;
 mod observers;
 mod processes;
+mod redis_cluster;
 mod roles;
 mod stateless;
 mod subscriptions;

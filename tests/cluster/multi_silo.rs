@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use granary::{ClusterConfig, GrainId, Placement, Silo, SiloConfig, SiloEvent};
+use granary::{ClusterConfig, GrainId, Placement, Silo, SiloBuilder, SiloConfig, SiloEvent};
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use granary_tests::{CounterGrain, GUILD_LIMIT, GuildError, GuildGrain};
 
-const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
+pub(crate) const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
 
 /// Starts `n` silos of one new cluster, each with its own Redis connection (as separate
 /// processes would have), and waits until every one sees all of them.
@@ -24,17 +24,31 @@ pub(crate) async fn cluster(n: usize, placement: Placement) -> Vec<Silo> {
 
 async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConfig) -> Vec<Silo> {
     let url = shared_redis_url().await;
-    let cluster = unique_name("cl");
+    let register =
+        |builder: SiloBuilder| builder.register::<CounterGrain>().register::<GuildGrain>();
+    silos_on(&url, &unique_name("cl"), n, register, configure).await
+}
+
+/// Starts `n` silos of the cluster `name` on the Redis (or Redis Cluster) at `url`, each with
+/// its own store connection and the grains `register` adds, and waits until every one sees
+/// all of them.
+pub(crate) async fn silos_on(
+    url: &str,
+    name: &str,
+    n: usize,
+    register: impl Fn(SiloBuilder) -> SiloBuilder,
+    configure: impl Fn(ClusterConfig) -> ClusterConfig,
+) -> Vec<Silo> {
     let mut silos = Vec::new();
     for i in 0..n {
         let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(&url, &cluster).shards(8))
+            RedisStore::connect(RedisConfig::new(url, name).shards(8))
                 .await
                 .unwrap(),
         );
-        let config = ClusterConfig::new(&cluster, SECRET, "127.0.0.1:0".parse().unwrap());
+        let config = ClusterConfig::new(name, SECRET, "127.0.0.1:0".parse().unwrap());
         let config = configure(config.test_profile());
-        let silo = Silo::builder()
+        let builder = Silo::builder()
             .config(SiloConfig {
                 name: format!("s{i}"),
                 // Where a grain is active is what these tests check: no idle collection under
@@ -44,13 +58,8 @@ async fn cluster_with(n: usize, configure: impl Fn(ClusterConfig) -> ClusterConf
             })
             .storage(store.clone())
             .membership(Arc::new(RedisMembership::new(store)))
-            .cluster(config)
-            .register::<CounterGrain>()
-            .register::<GuildGrain>()
-            .start()
-            .await
-            .unwrap();
-        silos.push(silo);
+            .cluster(config);
+        silos.push(register(builder).start().await.unwrap());
     }
     all_see_each_other(&silos).await;
     silos

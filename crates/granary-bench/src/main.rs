@@ -28,7 +28,8 @@ static ALLOCATOR: alloc::Counting = alloc::Counting;
 #[derive(Debug, Parser)]
 struct Args {
     /// Metrics to run: all, P1, P1a-filter, P1b-1M, P2, P3, P4 (P3 or P4 also prints P3-tonic and
-    /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P7 or one P7
+    /// P4-tonic, and either tonic id runs all of them), P5, P6 (with P6c), P6c, P5-cluster and
+    /// P6-cluster (on a private 3-primary Redis Cluster the run starts), P7 or one P7
     /// sink (P7-redis-streams, P7-nats, P7-rabbitmq, P7-kafka, P7-sqs), P8, P8-1M, P9 (also
     /// prints P9-prod), P10, P11, P12, P13, P14, P3-tls and P4-tls (either prints both, and P3-tls-p99:
     /// P3/P4's Granary side over mutual TLS against the same in plaintext). P3–P7, P9, P10, P13, P14 and
@@ -143,6 +144,9 @@ fn main() -> anyhow::Result<()> {
     if storage.p5 || storage.p6 || storage.p6c {
         metrics::storage(args.reps, scale, storage)?;
     }
+    if wants("P5-cluster") || wants("P6-cluster") {
+        metrics::storage_cluster(args.reps, scale, wants("P5-cluster"), wants("P6-cluster"))?;
+    }
     if ["P3", "P4", "P3-tonic", "P4-tonic"]
         .iter()
         .any(|id| wants(id))
@@ -185,7 +189,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// The benchmark ids a run can name (besides `all` and `P7-<sink>`), in the order they run.
-const IDS: [&str; 23] = [
+const IDS: [&str; 25] = [
     "P1",
     "P1a-filter",
     "P1b-1M",
@@ -193,6 +197,8 @@ const IDS: [&str; 23] = [
     "P5",
     "P6",
     "P6c",
+    "P5-cluster",
+    "P6-cluster",
     "P3",
     "P4",
     "P3-tonic",

@@ -17,7 +17,9 @@ use granary::{
     grain,
 };
 use granary_redis::{RedisConfig, RedisStore};
-use redis::aio::MultiplexedConnection;
+use granary_testkit::redis_cluster::PrivateRedisCluster;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
@@ -71,13 +73,46 @@ fn state() -> Stored {
     }
 }
 
-/// One Redis cluster id for the whole run, its store and a plain connection for the baselines.
-pub(crate) struct RedisBench {
+/// One Redis cluster id for the whole run, its store and a plain connection for the baselines:
+/// to one Redis (`C` = [`MultiplexedConnection`]), or to a private Redis Cluster the run
+/// started (`C` = [`ClusterConnection`], P5-cluster and P6-cluster).
+pub(crate) struct RedisBench<C = MultiplexedConnection> {
     rt: Runtime,
     cluster: String,
     store: Arc<RedisStore>,
-    conn: MultiplexedConnection,
+    conn: C,
     blob: Vec<u8>,
+    /// On a Redis Cluster: the servers (killed when the bench is dropped), and the raw claim
+    /// baseline spreads its keys over [`RAW_SHARDS`] hash tags, as the store spreads grains over
+    /// its shards, instead of one.
+    servers: Option<PrivateRedisCluster>,
+}
+
+/// The hash tags the raw claim baseline spreads its keys over on a Redis Cluster.
+const RAW_SHARDS: usize = 64;
+
+impl RedisBench<ClusterConnection> {
+    /// Starts a private 3-primary Redis Cluster and connects the store and the baseline's
+    /// cluster connection to it.
+    pub(crate) fn connect_cluster() -> anyhow::Result<Self> {
+        let rt = multi_thread(2);
+        let cluster = format!("bench-{}", uuid::Uuid::now_v7().simple());
+        let (servers, store, conn) = rt.block_on(async {
+            let servers = PrivateRedisCluster::start(0).await;
+            let store = RedisStore::connect(RedisConfig::new(servers.url(), &cluster))
+                .await
+                .context("P5-cluster/P6-cluster: the store on the private Redis Cluster")?;
+            let seeds = servers
+                .ports()
+                .into_iter()
+                .map(|port| format!("redis://127.0.0.1:{port}"));
+            let conn = redis::cluster::ClusterClient::new(seeds)?
+                .get_async_connection()
+                .await?;
+            anyhow::Ok((servers, store, conn))
+        })?;
+        Self::assemble(rt, cluster, store, conn, Some(servers))
+    }
 }
 
 impl RedisBench {
@@ -95,13 +130,26 @@ impl RedisBench {
                 .await?;
             anyhow::Ok((store, conn))
         })?;
-        let blob = state_codec::encode::<StoredGrain>(&state())?;
+        Self::assemble(rt, cluster, store, conn, None)
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisBench<C> {
+    /// The bench of `cluster` on a connected store and baseline connection.
+    fn assemble(
+        rt: Runtime,
+        cluster: String,
+        store: RedisStore,
+        conn: C,
+        servers: Option<PrivateRedisCluster>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             rt,
             cluster,
             store: Arc::new(store),
             conn,
-            blob,
+            blob: state_codec::encode::<StoredGrain>(&state())?,
+            servers,
         })
     }
 
@@ -148,24 +196,38 @@ impl RedisBench {
             for task in tasks {
                 task.await.expect("seed task");
             }
-            let mut conn = self.conn.clone();
-            let () = redis::cmd("SET")
-                .arg(self.raw_claim_key("epoch"))
-                .arg("epoch")
-                .query_async(&mut conn)
-                .await
-                .expect("seed epoch");
+            let epochs = (0..grains.min(self.raw_shards()))
+                .map(|i| {
+                    redis::cmd("SET")
+                        .arg(self.raw_claim_keys(i).0)
+                        .arg("epoch")
+                        .clone()
+                })
+                .collect();
+            self.run_all(epochs).await;
             for start in (0..grains).step_by(1_000) {
-                let mut pipe = redis::pipe();
+                let mut cmds = Vec::with_capacity(2_000);
                 for i in start..(start + 1_000).min(grains) {
-                    pipe.set(self.get_key(i), &self.blob).ignore();
-                    pipe.hset_multiple(
-                        self.raw_claim_key(&i.to_string()),
-                        &[("v", &b"1"[..]), ("d", &self.blob)],
-                    )
-                    .ignore();
+                    if self.servers.is_none() {
+                        // The GET baseline runs on one Redis only.
+                        cmds.push(
+                            redis::cmd("SET")
+                                .arg(self.get_key(i))
+                                .arg(&self.blob)
+                                .clone(),
+                        );
+                    }
+                    cmds.push(
+                        redis::cmd("HSET")
+                            .arg(self.raw_claim_keys(i).1)
+                            .arg("v")
+                            .arg(&b"1"[..])
+                            .arg("d")
+                            .arg(&self.blob)
+                            .clone(),
+                    );
                 }
-                let () = pipe.query_async(&mut conn).await.expect("seed keys");
+                self.run_all(cmds).await;
             }
         });
     }
@@ -233,8 +295,49 @@ impl RedisBench {
         })
     }
 
-    fn raw_claim_key(&self, name: &str) -> String {
-        format!("granary-bench:{{{}:raw-p5}}:{name}", self.cluster)
+    /// The hash tags of the raw claim baseline: one on one Redis, [`RAW_SHARDS`] on a cluster.
+    fn raw_shards(&self) -> usize {
+        if self.servers.is_some() {
+            RAW_SHARDS
+        } else {
+            1
+        }
+    }
+
+    /// The epoch key and the grain key of the raw claim of grain `i`, under one hash tag.
+    fn raw_claim_keys(&self, i: usize) -> (String, String) {
+        let tag = match self.servers {
+            Some(_) => format!(
+                "granary-bench:{{{}:raw-p5-{}}}",
+                self.cluster,
+                i % RAW_SHARDS
+            ),
+            None => format!("granary-bench:{{{}:raw-p5}}", self.cluster),
+        };
+        (format!("{tag}:epoch"), format!("{tag}:{i}"))
+    }
+
+    /// Runs `cmds`, replies ignored: one pipeline on one Redis; on a cluster, whose pipelines
+    /// stay within one slot, each on its own, all at once (untimed seeding only).
+    async fn run_all(&self, cmds: Vec<redis::Cmd>) {
+        if self.servers.is_none() {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd).ignore();
+            }
+            let () = pipe
+                .query_async(&mut self.conn.clone())
+                .await
+                .expect("seed keys");
+            return;
+        }
+        let sent = cmds.into_iter().map(|cmd| {
+            let mut conn = self.conn.clone();
+            async move { cmd.query_async::<redis::Value>(&mut conn).await }
+        });
+        for reply in futures::future::join_all(sent).await {
+            reply.expect("seed a key");
+        }
     }
 
     /// Claims per second of the claim script alone on `grains` stored grains from
@@ -273,24 +376,22 @@ impl RedisBench {
                     .expect("FUNCTION LOAD");
             }
             for start in (0..grains).step_by(1_000) {
-                let mut pipe = redis::pipe();
-                for i in start..(start + 1_000).min(grains) {
-                    pipe.hdel(self.raw_claim_key(&i.to_string()), "a").ignore();
-                }
-                let () = pipe.query_async(&mut conn).await.expect("reset owners");
+                let resets = (start..(start + 1_000).min(grains))
+                    .map(|i| redis::cmd("HDEL").arg(self.raw_claim_keys(i).1).arg("a").clone())
+                    .collect();
+                self.run_all(resets).await;
             }
             let start = Instant::now();
             let tasks: Vec<_> = (0..concurrency)
                 .map(|c| {
                     let mut conn = self.conn.clone();
                     let call = call.clone();
-                    let epoch = self.raw_claim_key("epoch");
-                    let keys: Vec<String> = (c..grains)
+                    let keys: Vec<(String, String)> = (c..grains)
                         .step_by(concurrency)
-                        .map(|i| self.raw_claim_key(&i.to_string()))
+                        .map(|i| self.raw_claim_keys(i))
                         .collect();
                     tokio::spawn(async move {
-                        for key in keys {
+                        for (epoch, key) in keys {
                             let reply = call.claim(&mut conn, &epoch, &key).await;
                             assert!(
                                 matches!(reply.first(), Some(redis::Value::BulkString(won)) if won == b"won"),
@@ -634,7 +735,7 @@ impl RedisBench {
 }
 
 /// Every key matching one of `patterns` (`SCAN … MATCH`).
-pub(crate) async fn scan(conn: &mut MultiplexedConnection, patterns: &[String]) -> Vec<String> {
+pub(crate) async fn scan(conn: &mut impl ConnectionLike, patterns: &[String]) -> Vec<String> {
     let mut found = Vec::new();
     for pattern in patterns {
         let mut cursor = 0u64;
@@ -696,7 +797,7 @@ impl ClaimCall {
     /// Claims `key` for a fixed owner entry; the reply as the script gives it.
     async fn claim(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut (impl ConnectionLike + Send),
         epoch: &str,
         key: &str,
     ) -> Vec<redis::Value> {
@@ -777,7 +878,7 @@ struct RawWriter {
 }
 
 impl RawWriter {
-    async fn commit(&self, mut conn: MultiplexedConnection) -> u64 {
+    async fn commit(&self, mut conn: impl ConnectionLike + Send) -> u64 {
         let version = self.version.load(Ordering::Relaxed);
         let payload = format!("{{\"n\":{}}}", version + 1);
         let reply: Vec<redis::Value> = self

@@ -94,7 +94,8 @@ fn flag_hint(err: &granary_node::NodeError) -> &'static str {
         }
         | granary_node::NodeError::Redis(
             granary_redis::ConnectError::Config(_)
-            | granary_redis::ConnectError::Unreachable { .. },
+            | granary_redis::ConnectError::Unreachable { .. }
+            | granary_redis::ConnectError::Cluster { .. },
         ) => " (--redis on the command line wins over GRANARY_REDIS)",
         granary_node::NodeError::Setting {
             name: "GRANARY_CLUSTER",

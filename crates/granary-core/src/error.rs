@@ -511,4 +511,19 @@ pub enum StorageError {
     /// The backing service is unreachable or failed; the operation may be retried later.
     #[error("storage backend unavailable: {0}")]
     Unavailable(String),
+    /// The commit was applied by the store's primary, but fewer of its replicas than the
+    /// store requires confirmed it in time: if the primary fails before they catch up, the
+    /// commit may be lost. Its outcome is unknown: the activation is deactivated and the next
+    /// call loads what the store holds.
+    #[error(
+        "the commit was confirmed by {acked} of the {wanted} replicas required within {timeout_ms} ms, and may be lost if the primary fails; check that the replicas are up and in sync"
+    )]
+    NotReplicated {
+        /// Replicas required.
+        wanted: u32,
+        /// Replicas that confirmed in time.
+        acked: u32,
+        /// How long the commit waited, in milliseconds.
+        timeout_ms: u64,
+    },
 }

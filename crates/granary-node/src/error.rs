@@ -69,7 +69,8 @@ fn redis_setting(err: &granary_redis::ConnectError) -> String {
             format!("setting {}: ", crate::tls::REDIS.names())
         }
         granary_redis::ConnectError::Config(_)
-        | granary_redis::ConnectError::Unreachable { .. } => "setting GRANARY_REDIS: ".into(),
+        | granary_redis::ConnectError::Unreachable { .. }
+        | granary_redis::ConnectError::Cluster { .. } => "setting GRANARY_REDIS: ".into(),
         _ => String::new(),
     }
 }

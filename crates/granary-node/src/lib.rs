@@ -23,7 +23,7 @@
 //! | `GRANARY_NAME` | the silo's name | `silo` |
 //! | `GRANARY_CLUSTER` | the cluster id | required |
 //! | `GRANARY_SECRET` | the cluster secret, at least 16 characters (use 32 random bytes, hex) | required |
-//! | `GRANARY_REDIS` | the Redis URL of state, directory and membership | required |
+//! | `GRANARY_REDIS` | the Redis URL of state, directory and membership: `redis://host:port`, or for a Redis Cluster `redis+cluster://host1:port1,host2:port2` (seed nodes) | required |
 //! | `GRANARY_LISTEN` | the transport's listen address | `0.0.0.0:11111` |
 //! | `GRANARY_ADVERTISE` | the address other silos dial, if not the one bound | the bound address |
 //! | `GRANARY_PLACEMENT` | `prefer-local`, `hash`, `random` or `least-loaded` | `prefer-local` |
@@ -47,6 +47,7 @@
 //! | `GRANARY_QUEUE_PREFIX` | prefix of the Kafka topics and SQS queues | empty |
 //! | `GRANARY_ROUTES` | the event types a sink gets, when not all: `<type>=<sink>[,<sink>…]` separated by `;`, sinks `nats`, `amqp`, `kafka`, `sqs` (see below) | none |
 //! | `GRANARY_OTLP` | export the `grain.call` spans over OTLP/HTTP (JSON) to this collector, e.g. `http://127.0.0.1:4318` (`/v1/traces` is added unless given); plain HTTP; needs the cargo feature `opentelemetry` | off |
+//! | `GRANARY_REDIS_WAIT_REPLICAS` | replica-acknowledged commits: each commit waits until this many replicas of its Redis primary confirmed it (`WAIT`), e.g. `1`, or `1/300ms` to set the wait (default 500 ms, under 2 s); fewer in time fails the call (`StorageError::NotReplicated`) | off |
 //!
 //! | `GRANARY_REDIS_CA`, `GRANARY_REDIS_CERT`, `GRANARY_REDIS_KEY` | for a `rediss://` Redis: the CA (PEM file) its certificate is checked against besides the system's roots, and the client certificate and key (PEM files) presented to a Redis that asks for one | off |
 //! | `GRANARY_NATS_CA`, `GRANARY_NATS_CERT`, `GRANARY_NATS_KEY` | likewise for a `tls://` NATS | off |

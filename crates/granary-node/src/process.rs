@@ -70,6 +70,9 @@ async fn serve(
     if let Some(tls) = &r.redis_tls {
         redis = redis.tls(tls.redis());
     }
+    if let Some((replicas, wait)) = r.redis_wait_replicas {
+        redis = redis.wait_replicas(replicas, wait);
+    }
     let store = match RedisStore::connect(redis).await {
         Ok(store) => Arc::new(store),
         Err(granary_redis::ConnectError::NoCluster { cluster, url }) => {

@@ -104,6 +104,8 @@ pub struct Settings {
     /// librdkafka properties for a Kafka that requires TLS or SASL: `name=value` pairs
     /// separated by `;`, e.g. `security.protocol=SASL_SSL; sasl.mechanism=SCRAM-SHA-512`.
     pub kafka_properties: Option<String>,
+    /// Replicas that must acknowledge each commit, optionally with the wait: `1` or `1/500ms`.
+    pub redis_wait_replicas: Option<String>,
 }
 
 impl Settings {
@@ -187,6 +189,7 @@ impl Settings {
             ("GRANARY_AMQP_CERT", &mut self.amqp_cert),
             ("GRANARY_AMQP_KEY", &mut self.amqp_key),
             ("GRANARY_KAFKA_PROPERTIES", &mut self.kafka_properties),
+            ("GRANARY_REDIS_WAIT_REPLICAS", &mut self.redis_wait_replicas),
         ] {
             if let Some(value) = var(name) {
                 *slot = Some(value);
@@ -256,6 +259,37 @@ pub(crate) struct Resolved {
     pub(crate) tls: Option<granary::TlsConfig>,
     /// The certificates of a `rediss://` Redis, if set.
     pub(crate) redis_tls: Option<tls::TlsFiles>,
+    /// `GRANARY_REDIS_WAIT_REPLICAS`: replicas that must acknowledge each commit, and how long
+    /// a commit waits for them.
+    pub(crate) redis_wait_replicas: Option<(u32, std::time::Duration)>,
+}
+
+/// How long a commit waits for its replicas when `GRANARY_REDIS_WAIT_REPLICAS` gives no time:
+/// well under the store's 2 s command deadline.
+const DEFAULT_REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `GRANARY_REDIS_WAIT_REPLICAS`: `<replicas>` or `<replicas>/<wait>`, e.g. `1` or `2/300ms`.
+fn wait_replicas(value: Option<&str>) -> Result<Option<(u32, std::time::Duration)>, NodeError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let (replicas, wait) = value.split_once('/').unwrap_or((value, ""));
+    let replicas = replicas.trim().parse::<u32>().ok().filter(|n| *n >= 1);
+    let wait = if wait.trim().is_empty() {
+        Some(DEFAULT_REPLICA_WAIT)
+    } else {
+        duration(wait).filter(|w| *w < std::time::Duration::from_secs(2))
+    };
+    match (replicas, wait) {
+        (Some(replicas), Some(wait)) => Ok(Some((replicas, wait))),
+        _ => Err(NodeError::Setting {
+            name: "GRANARY_REDIS_WAIT_REPLICAS",
+            problem: format!(
+                "{value:?} is not <replicas> or <replicas>/<wait>: at least 1 replica, and a \
+                 wait under 2s (the Redis command deadline), e.g. 1 or 1/500ms"
+            ),
+        }),
+    }
 }
 
 /// The URL OTLP/HTTP traces are posted to, from `GRANARY_OTLP`; an error in a build without the
@@ -482,6 +516,7 @@ pub(crate) fn resolve(settings: &Settings) -> Result<Resolved, NodeError> {
         routing,
         tls,
         redis_tls,
+        redis_wait_replicas: wait_replicas(settings.redis_wait_replicas.as_deref())?,
     })
 }
 
@@ -519,6 +554,27 @@ mod tests {
         ];
         pairs.extend_from_slice(extra);
         resolve(&env(&pairs))
+    }
+
+    #[test]
+    fn replica_acknowledged_commits_are_read_and_checked() {
+        assert_eq!(with(&[]).unwrap().redis_wait_replicas, None);
+        let one = with(&[("GRANARY_REDIS_WAIT_REPLICAS", "1")]).unwrap();
+        assert_eq!(one.redis_wait_replicas, Some((1, DEFAULT_REPLICA_WAIT)));
+        let two = with(&[("GRANARY_REDIS_WAIT_REPLICAS", "2/300ms")]).unwrap();
+        assert_eq!(
+            two.redis_wait_replicas,
+            Some((2, std::time::Duration::from_millis(300)))
+        );
+        for bad in ["0", "x", "1/5s", "1/soon"] {
+            let err = with(&[("GRANARY_REDIS_WAIT_REPLICAS", bad)])
+                .err()
+                .expect("refused");
+            assert!(
+                err.to_string().contains("GRANARY_REDIS_WAIT_REPLICAS"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -37,4 +37,13 @@ pub enum ConnectError {
     /// Redis or the cluster's data is of a version this build does not support.
     #[error("{0}")]
     Incompatible(String),
+    /// The Redis Cluster cannot serve the store: a seed is not a cluster node, or the
+    /// cluster does not cover every slot (a node is down or slots were never assigned).
+    #[error("Redis Cluster at {url}: {reason}")]
+    Cluster {
+        /// The URL, without password.
+        url: String,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
 }

@@ -66,11 +66,25 @@
 //! | RDB snapshots | only up to the last snapshot: a crash loses later commits, which looks like `DataLost` only if the epoch is lost too, so do not use RDB alone for player data |
 //! | AOF `appendfsync everysec` | a Redis process crash; a machine crash may lose the last second |
 //! | AOF `appendfsync always` | a process or machine crash: every acknowledged commit is on disk (tested) |
-//! | replication | only with `WAIT`-style acknowledgement, which this store does not issue: a failover may lose the last commits acknowledged by the old primary; the new activation's fence still holds |
+//! | replication | by default, what reached the replica: a failover may lose the last commits acknowledged by the old primary; the new activation's fence still holds |
+//! | replication with [`RedisConfig::wait_replicas`] | every acknowledged commit, on a failover to a replica that acknowledged it: each commit is followed by `WAIT` on its primary, and fails with `StorageError::NotReplicated` if fewer replicas confirm in time (tested on a Redis Cluster by killing a primary) |
+//!
+//! # Redis Cluster
+//!
+//! A URL `redis+cluster://host1:port1,host2:port2` (seed nodes) connects to a Redis Cluster
+//! through the `redis` crate's cluster client: each command goes to the primary of its key's
+//! slot, `MOVED`/`ASK` redirections are followed (slots may move while silos run), and
+//! commands on several shards (outbox reads, acknowledgements, a sink's batch) go as one
+//! pipeline per key, all at once, instead of one pipeline. Every script touches the keys of one
+//! shard (one hash tag, one slot); the metadata and membership are single keys. The relay polls
+//! the outbox (a blocking read cannot span slots). Connecting fails with
+//! [`ConnectError::Cluster`] if a seed is not a cluster node or the cluster does not serve every
+//! slot, and with [`ConnectError::Config`] if a `redis://` URL names a cluster node.
 //!
 //! # Living with Redis
 //!
-//! Commands go over one auto-reconnecting [`redis::aio::ConnectionManager`]. Each has a deadline
+//! Commands go over one auto-reconnecting [`redis::aio::ConnectionManager`] (on a Redis
+//! Cluster, the cluster client's connection to each node). Each has a deadline
 //! ([`RedisConfig::command_timeout`]); when Redis is down, calls fail fast with
 //! `StorageError::Unavailable` and the store reconnects on its own when Redis returns. A commit
 //! whose reply is lost has an unknown outcome: the activation is deactivated and the next call
@@ -78,6 +92,7 @@
 //! (`NOSCRIPT` fallback). Redis 7 or later is required.
 
 mod config;
+mod conn;
 mod consumer;
 mod error;
 mod keys;
@@ -86,7 +101,7 @@ mod scripts;
 mod store;
 mod streams;
 
-pub use config::{Bootstrap, RedisConfig};
+pub use config::{Bootstrap, RedisConfig, WaitReplicas};
 pub use consumer::{ConsumeError, ConsumerConfig, Idempotency, StreamConsumer};
 pub use error::ConnectError;
 pub use membership::RedisMembership;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, RedisError, Value};
 
@@ -17,7 +18,8 @@ use granary_core::provider::{
 };
 use granary_core::{ActivationId, GrainId, PublishedEvent, SiloId, StorageError};
 
-use crate::config::{Bootstrap, RedisConfig};
+use crate::config::{Bootstrap, RedisConfig, Target, WaitReplicas};
+use crate::conn::Conn;
 use crate::error::ConnectError;
 use crate::keys::{Keys, grain_field, parse_grain_field, parse_reminder_member, validate_cluster};
 use crate::scripts::Scripts;
@@ -28,9 +30,10 @@ const LAYOUT_VERSION: &str = "1";
 /// Grain state, the transactional outbox and the grain directory in Redis.
 ///
 /// Cheap to share behind an `Arc`; every operation uses one auto-reconnecting multiplexed
-/// connection. See the crate docs for the key layout and what "committed" means.
+/// connection (to one Redis, or to each node of a Redis Cluster). See the crate docs for the
+/// key layout and what "committed" means.
 pub struct RedisStore {
-    pub(crate) conn: ConnectionManager,
+    pub(crate) conn: Conn,
     pub(crate) keys: Keys,
     epoch: Arc<str>,
     /// `<cluster>.<epoch>`: the origin of this store's event ids.
@@ -38,7 +41,11 @@ pub struct RedisStore {
     scripts: Scripts,
     pub(crate) url: String,
     pub(crate) timeout: Duration,
-    client: redis::Client,
+    /// Replica acknowledgement of commits, if configured.
+    wait_replicas: Option<WaitReplicas>,
+    /// The client of the blocking reads; `None` on a Redis Cluster, where a blocking read
+    /// cannot span the shards' slots and the relay polls instead.
+    client: Option<redis::Client>,
     /// Per outbox shard, the id after which [`Outbox::wait_for_entries`] waits for new entries:
     /// the last entry the latest read returned, or `0-0` when it found none, so that an entry
     /// appended between that read and the wait wakes the wait at once.
@@ -53,6 +60,7 @@ impl fmt::Debug for RedisStore {
             .field("url", &self.url)
             .field("epoch", &self.epoch)
             .field("shards", &self.keys.shards())
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -69,6 +77,15 @@ impl RedisStore {
         if config.shards == 0 {
             return Err(ConnectError::Config("shards must be at least 1".into()));
         }
+        if let Some(wait) = config.wait_replicas
+            && (wait.replicas == 0 || wait.timeout >= config.command_timeout)
+        {
+            return Err(ConnectError::Config(format!(
+                "wait_replicas needs at least 1 replica and a timeout shorter than the command \
+                 timeout ({:?}); got {} replicas and {:?}",
+                config.command_timeout, wait.replicas, wait.timeout
+            )));
+        }
         let url = config.redacted_url();
         // Over TLS, a port without TLS only times out or resets: say what to check.
         let tls_hint = if url.starts_with("rediss://") {
@@ -80,25 +97,40 @@ impl RedisStore {
             url: url.clone(),
             reason: format!("{reason}{tls_hint}"),
         };
-        let client = config.client().map_err(ConnectError::Config)?;
-        let blocking_client = client.clone();
-        let manager = ConnectionManagerConfig::new()
-            // The deadline is ours (`bounded`): it also covers waiting for a reconnection, and one
-            // timer per command is enough.
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_number_of_retries(config.reconnect_attempts)
-            .set_max_delay(Duration::from_millis(250));
-        let connect = ConnectionManager::new_with_config(client, manager);
+        let target = config.target().map_err(ConnectError::Config)?;
         let deadline = config.connect_timeout * 4 + config.command_timeout;
-        let mut conn = tokio::time::timeout(deadline, connect)
-            .await
-            .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+        let (mut conn, blocking_client) = match target {
+            Target::Single(_) => {
+                // The URL with its TLS certificates, if any (`rediss://`).
+                let client = config.client().map_err(ConnectError::Config)?;
+                let manager = ConnectionManagerConfig::new()
+                    // The deadline is ours (`bounded`): it also covers waiting for a
+                    // reconnection, and one timer per command is enough.
+                    .set_response_timeout(None)
+                    .set_connection_timeout(Some(config.connect_timeout))
+                    .set_number_of_retries(config.reconnect_attempts)
+                    .set_max_delay(Duration::from_millis(250));
+                let connect = ConnectionManager::new_with_config(client.clone(), manager);
+                let conn = tokio::time::timeout(deadline, connect)
+                    .await
+                    .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+                    .map_err(|e| unreachable(e.to_string()))?;
+                (Conn::Single(conn), Some(client))
+            }
+            Target::Cluster(seeds) => (
+                Conn::Cluster(connect_cluster(&seeds, &config, &url, deadline).await?),
+                None,
+            ),
+        };
         check_version(&mut conn).await.map_err(|e| match e {
             VersionError::Redis(e) => unreachable(e.to_string()),
             VersionError::TooOld(v) => ConnectError::Incompatible(format!(
                 "Redis {v} at {url} is too old: Granary needs Redis 7 or later"
+            )),
+            VersionError::ClusterNode => ConnectError::Config(format!(
+                "{url} is a Redis Cluster node: a single-Redis URL would fail on every key \
+                 another node holds. Write the cluster's seed nodes as \
+                 redis+cluster://host1:port1,host2:port2"
             )),
         })?;
         let (epoch, shards) = join_epoch(&mut conn, &config).await.map_err(|e| match e {
@@ -114,6 +146,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             url,
             timeout: config.command_timeout,
+            wait_replicas: config.wait_replicas,
             client: blocking_client,
             read_up_to: std::sync::Mutex::default(),
             blocking: tokio::sync::Mutex::new(None),
@@ -320,7 +353,13 @@ impl RedisStore {
             .await?;
         let malformed = || StorageError::Malformed(format!("commit script replied {reply:?}"));
         match reply.first().and_then(as_string).as_deref() {
-            Some("ok") => reply.get(1).and_then(as_u64).ok_or_else(malformed),
+            Some("ok") => {
+                let version = reply.get(1).and_then(as_u64).ok_or_else(malformed)?;
+                if let Some(wait) = self.wait_replicas {
+                    self.replicated(&keys.grain, wait).await?;
+                }
+                Ok(version)
+            }
             Some("owner") => Err(StorageError::NotOwner),
             Some("conflict") => Err(StorageError::Conflict {
                 expected: commit.expected_version,
@@ -331,6 +370,23 @@ impl RedisStore {
             }
             _ => Err(malformed()),
         }
+    }
+
+    /// Waits until `wait.replicas` replicas of the primary holding `key` confirmed what this
+    /// store wrote to it (the commit just run), or fails with [`StorageError::NotReplicated`].
+    async fn replicated(&self, key: &str, wait: WaitReplicas) -> Result<(), StorageError> {
+        let acked = self
+            .bounded(self.conn.wait_replicas(key, wait.replicas, wait.timeout))
+            .await?;
+        let acked = u32::try_from(acked).unwrap_or(0);
+        if acked < wait.replicas {
+            return Err(StorageError::NotReplicated {
+                wanted: wait.replicas,
+                acked,
+                timeout_ms: u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        Ok(())
     }
 
     async fn pending_entries(&self, max: usize) -> Result<Vec<OutboxEntry>, StorageError> {
@@ -368,19 +424,18 @@ impl RedisStore {
         max: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
         let first = shards.start;
-        let mut pipe = redis::pipe();
-        for shard in shards {
-            pipe.cmd("XRANGE")
-                .arg(self.keys.outbox(shard))
-                .arg(from)
-                .arg("+")
-                .arg("COUNT")
-                .arg(max.min(i64::MAX as usize));
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<StreamRangeReply> = self
-            .bounded(async move { pipe.query_async(&mut conn).await })
-            .await?;
+        let reads = shards
+            .map(|shard| {
+                redis::cmd("XRANGE")
+                    .arg(self.keys.outbox(shard))
+                    .arg(from)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max.min(i64::MAX as usize))
+                    .clone()
+            })
+            .collect();
+        let replies: Vec<StreamRangeReply> = self.bounded(self.conn.query_each(reads)).await?;
         let mut entries = Vec::new();
         let mut undecodable: Vec<(OutboxPosition, String)> = Vec::new();
         'shards: for (shard, reply) in (first..).zip(replies) {
@@ -535,16 +590,18 @@ impl RedisStore {
                 .or_default()
                 .push(&position.entry);
         }
-        let mut pipe = redis::pipe();
-        for (shard, ids) in by_shard {
-            pipe.cmd("XDEL")
-                .arg(self.keys.outbox(shard))
-                .arg(ids)
-                .ignore();
-        }
-        let mut conn = self.conn.clone();
-        self.bounded(async move { pipe.query_async::<()>(&mut conn).await })
+        let deletes = by_shard
+            .into_iter()
+            .map(|(shard, ids)| {
+                redis::cmd("XDEL")
+                    .arg(self.keys.outbox(shard))
+                    .arg(ids)
+                    .clone()
+            })
+            .collect();
+        self.bounded(self.conn.query_each::<Value>(deletes))
             .await
+            .map(drop)
     }
 
     /// Blocks (at most `timeout`) until an entry is appended to one of `shards`' outbox streams.
@@ -553,15 +610,17 @@ impl RedisStore {
         shards: &[u32],
         timeout: Duration,
     ) -> Result<(), RedisError> {
-        if shards.is_empty() {
+        let Some(client) = self.client.as_ref().filter(|_| !shards.is_empty()) else {
+            // Nothing to wait for, or a Redis Cluster, where one blocking read cannot span the
+            // shards' slots: wait the timeout (the relay's poll interval).
             tokio::time::sleep(timeout).await;
             return Ok(());
-        }
+        };
         let mut slot = self.blocking.lock().await;
         if slot.is_none() {
             let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
             *slot = Some(
-                self.client
+                client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?,
             );
@@ -914,15 +973,85 @@ fn entry_ms(entry: &str) -> u64 {
 enum VersionError {
     Redis(RedisError),
     TooOld(String),
+    ClusterNode,
 }
 
-/// Scripts start with `#!lua` (Redis 7): older servers are refused at connect time.
-async fn check_version(conn: &mut ConnectionManager) -> Result<(), VersionError> {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async(conn)
+/// The slots of a Redis Cluster.
+const CLUSTER_SLOTS: u32 = 16384;
+
+/// Connects to a Redis Cluster through its seed nodes and checks that it serves every slot.
+async fn connect_cluster(
+    seeds: &[String],
+    config: &RedisConfig,
+    url: &str,
+    deadline: Duration,
+) -> Result<redis::cluster_async::ClusterConnection, ConnectError> {
+    let cluster_error = |reason: String| ConnectError::Cluster {
+        url: url.to_owned(),
+        reason,
+    };
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        url: url.to_owned(),
+        reason,
+    };
+    let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
+        .connection_timeout(config.connect_timeout)
+        .response_timeout(config.command_timeout)
+        .build()
+        .map_err(|e| ConnectError::Config(format!("invalid Redis Cluster URL {url}: {e}")))?;
+    let conn = tokio::time::timeout(deadline, client.get_async_connection())
         .await
-        .map_err(VersionError::Redis)?;
+        .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+        .map_err(|e| {
+            if e.to_string().contains("cluster support disabled") {
+                cluster_error(format!(
+                    "a seed node is not a Redis Cluster node ({e}). For a single Redis write \
+                     redis://host:port; for a cluster, list nodes started with \
+                     `cluster-enabled yes`"
+                ))
+            } else {
+                unreachable(e.to_string())
+            }
+        })?;
+    let info: String = tokio::time::timeout(
+        config.command_timeout,
+        Conn::Cluster(conn.clone()).any_node(redis::cmd("CLUSTER").arg("INFO").clone()),
+    )
+    .await
+    .map_err(|_| {
+        unreachable(format!(
+            "CLUSTER INFO unanswered within {:?}",
+            config.command_timeout
+        ))
+    })?
+    .map_err(|e| unreachable(e.to_string()))?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (state, served) = (field("cluster_state"), field("cluster_slots_ok"));
+    if state != "ok" || served.parse::<u32>().ok() != Some(CLUSTER_SLOTS) {
+        return Err(cluster_error(format!(
+            "the cluster does not serve every slot (cluster_state:{state}, {served} of \
+             {CLUSTER_SLOTS} slots served): a node is down or slots are unassigned. Check it \
+             with `redis-cli --cluster check <node>` and repair it (bring the node back, or \
+             `redis-cli --cluster fix <node>`)"
+        )));
+    }
+    Ok(conn)
+}
+
+/// Scripts start with `#!lua` (Redis 7): older servers are refused at connect time. A
+/// single-Redis URL naming a cluster node is refused too.
+async fn check_version(conn: &mut Conn) -> Result<(), VersionError> {
+    let mut info = redis::cmd("INFO");
+    info.arg("server").arg("cluster");
+    let info: String = conn.any_node(info).await.map_err(VersionError::Redis)?;
+    if !conn.is_cluster() && info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Err(VersionError::ClusterNode);
+    }
     let version = info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
@@ -953,10 +1082,7 @@ impl From<RedisError> for EpochError {
 
 /// Reads the cluster's epoch and shard count, creating them if allowed, and checks that every
 /// shard carries the epoch.
-async fn join_epoch(
-    conn: &mut ConnectionManager,
-    config: &RedisConfig,
-) -> Result<(String, u32), EpochError> {
+async fn join_epoch(conn: &mut Conn, config: &RedisConfig) -> Result<(String, u32), EpochError> {
     let meta_key = Keys::new(&config.cluster, config.shards).meta();
     let mut meta: HashMap<String, String> = conn.hgetall(&meta_key).await?;
     if meta.is_empty() {
@@ -1002,22 +1128,23 @@ async fn join_epoch(
     let keys = Keys::new(&config.cluster, shards);
     if !meta.contains_key("ready") {
         // Finish the bootstrap (perhaps one a crashed silo began): SET NX keeps what exists.
-        let mut pipe = redis::pipe();
-        for shard in 0..shards {
-            pipe.cmd("SET")
-                .arg(keys.epoch(shard))
-                .arg(&epoch)
-                .arg("NX")
-                .ignore();
-        }
-        pipe.hset(&meta_key, "ready", "1").ignore();
-        pipe.query_async::<()>(conn).await?;
+        // `ready` only once every shard has its epoch.
+        let set = (0..shards)
+            .map(|shard| {
+                redis::cmd("SET")
+                    .arg(keys.epoch(shard))
+                    .arg(&epoch)
+                    .arg("NX")
+                    .clone()
+            })
+            .collect();
+        conn.query_each::<Value>(set).await?;
+        conn.hset::<_, _, _, ()>(&meta_key, "ready", "1").await?;
     }
-    let mut pipe = redis::pipe();
-    for shard in 0..shards {
-        pipe.get(keys.epoch(shard));
-    }
-    let found: Vec<Option<String>> = pipe.query_async(conn).await?;
+    let get = (0..shards)
+        .map(|shard| redis::cmd("GET").arg(keys.epoch(shard)).clone())
+        .collect();
+    let found: Vec<Option<String>> = conn.query_each(get).await?;
     if let Some((shard, value)) = (0..)
         .zip(&found)
         .find(|(_, e)| e.as_deref() != Some(&epoch))

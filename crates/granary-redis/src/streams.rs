@@ -134,8 +134,8 @@ impl RedisStreamsSink {
 impl RedisStreamsSink {
     /// The topics that have a stream under this sink's prefix, sorted, at most `limit`.
     ///
-    /// They are found with `SCAN MATCH <prefix>* TYPE stream`, which visits every key of the
-    /// database in batches (each batch under the store's command deadline): its cost grows with
+    /// They are found with `SCAN MATCH <prefix>* TYPE stream` (on a Redis Cluster, on every
+    /// primary), which visits every key of the database in batches (each batch under the store's command deadline): its cost grows with
     /// the number of keys, so cache the answer rather than calling this for every read.
     ///
     /// # Errors
@@ -143,32 +143,33 @@ impl RedisStreamsSink {
     pub async fn topics(&self, limit: usize) -> Result<Vec<String>, StorageError> {
         let prefix = self.topics.prefix();
         let pattern = format!("{}*", glob_escape(prefix));
-        let mut cursor = 0u64;
         let mut topics = Vec::new();
-        loop {
-            let mut conn = self.store.conn.clone();
-            let pattern = pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
-                .store
-                .bounded(async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .arg("TYPE")
-                        .arg("stream")
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            topics.extend(
-                keys.into_iter()
-                    .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned)),
-            );
-            cursor = next;
-            if cursor == 0 || topics.len() >= limit {
+        // On a Redis Cluster every primary holds some of the streams.
+        for node in self.store.bounded(self.store.conn.primaries()).await? {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .arg("TYPE")
+                    .arg("stream");
+                let (next, keys): (u64, Vec<String>) = self
+                    .store
+                    .bounded(self.store.conn.on_node(node.as_ref(), scan))
+                    .await?;
+                topics.extend(
+                    keys.into_iter()
+                        .filter_map(|k| k.strip_prefix(prefix).map(str::to_owned)),
+                );
+                cursor = next;
+                if cursor == 0 || topics.len() >= limit {
+                    break;
+                }
+            }
+            if topics.len() >= limit {
                 break;
             }
         }
@@ -194,19 +195,21 @@ impl RedisStreamsSink {
         if topics.is_empty() || count == 0 {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for topic in topics {
-            pipe.cmd("XREVRANGE")
-                .arg(self.stream(topic))
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(count);
-        }
-        let mut conn = self.store.conn.clone();
+        let reads = topics
+            .iter()
+            .map(|topic| {
+                redis::cmd("XREVRANGE")
+                    .arg(self.stream(topic))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(count)
+                    .clone()
+            })
+            .collect();
         let replies: Vec<redis::streams::StreamRangeReply> = self
             .store
-            .bounded(async move { pipe.query_async(&mut conn).await })
+            .bounded(self.store.conn.query_each(reads))
             .await?;
         // Sorted by (commit time, stream entry id).
         let mut entries: Vec<(u64, (u64, u64), EventEnvelope)> = replies
@@ -252,12 +255,13 @@ impl Sink for RedisStreamsSink {
 
     fn publish<'a>(&'a self, events: &'a [Outgoing]) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
-            // One pipeline of XADDs, to several streams, in the batch's order. Each command is
+            // One pipeline of XADDs, to several streams, in the batch's order (on a Redis
+            // Cluster, whose pipelines stay within one slot, one request per XADD, all at once). Each command is
             // sized once, and each envelope encoded into one buffer kept for the whole batch
             // and copied into its command: no buffer per envelope, no command growing argument
             // by argument. (Encoding through the command's own writer cost more: it takes
             // serde_json's many small writes one call at a time.)
-            let mut pipe = redis::Pipeline::with_capacity(events.len());
+            let mut xadds = Vec::with_capacity(events.len());
             let mut envelope = Vec::with_capacity(1024);
             for Addressed {
                 name: stream,
@@ -279,12 +283,11 @@ impl Sink for RedisStreamsSink {
                     .arg(&event.type_name)
                     .arg("event")
                     .arg(envelope.as_slice());
-                pipe.add_command(xadd);
+                xadds.push(xadd);
             }
-            let mut conn = self.store.conn.clone();
             let ids: Vec<Value> = self
                 .store
-                .bounded(async move { pipe.query_async(&mut conn).await })
+                .bounded(self.store.conn.query_each(xadds))
                 .await
                 .map_err(|e| SinkError::Unavailable {
                     sink: "redis-streams".into(),

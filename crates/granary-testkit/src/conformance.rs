@@ -47,10 +47,19 @@ pub trait StoreUnderTest: Send + Sync + 'static {
 
 /// Generates one `#[tokio::test]` per conformance case, each on a fresh harness made by
 /// `$make` (an expression evaluating to a future of a [`StoreUnderTest`]).
+///
+/// `store_conformance_tests!(in_one_test <name>, $factory)` generates instead one test named
+/// `<name>` that runs every case in turn, each on a fresh harness made by calling `$factory`
+/// (an expression, evaluated once inside the test, giving a closure that returns a future of a
+/// harness): for stores whose server is costly to start, e.g. a private Redis Cluster that the
+/// closure holds and all cases share.
 #[macro_export]
 macro_rules! store_conformance_tests {
-    ($make:expr) => {
-        $crate::store_conformance_tests!(@cases $make;
+    (in_one_test $test:ident, $factory:expr) => {
+        $crate::store_conformance_tests!(@list [one $test $factory]);
+    };
+    (@list [$($how:tt)*]) => {
+        $crate::store_conformance_tests!(@cases $($how)*;
             missing_state_loads_as_nothing,
             a_commit_is_read_back_by_the_next_activation,
             a_stale_version_conflicts_and_writes_nothing,
@@ -70,13 +79,26 @@ macro_rules! store_conformance_tests {
             due_reminders_page_through_a_shard,
         );
     };
-    (@cases $make:expr; $($case:ident),* $(,)?) => {
+    (@cases each $make:expr; $($case:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $case() {
                 $crate::conformance::$case(&$make.await).await;
             }
         )*
+    };
+    (@cases one $test:ident $factory:expr; $($case:ident),* $(,)?) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let make = $factory;
+            $(
+                eprintln!("conformance case {}", stringify!($case));
+                $crate::conformance::$case(&make().await).await;
+            )*
+        }
+    };
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@list [each $make]);
     };
 }
 

@@ -13,6 +13,7 @@
 //!
 //! - [`process::SiloProcess`] starts, signals and waits for silo processes.
 //! - [`redis_server`] gives tests the shared Redis, or a private one they may kill.
+//! - [`redis_cluster`] gives tests a private 3-primary Redis Cluster (with replicas if asked).
 //! - [`moto_server`] gives tests a private SQS-compatible server they may stop and restart.
 //! - [`tansu_server`] gives tests a private Kafka-protocol broker they may kill and restart.
 //! - [`nats_server`] gives tests a private NATS server with JetStream they may kill and restart.
@@ -35,6 +36,7 @@ pub mod moto_server;
 pub mod nats_server;
 mod private_server;
 pub mod process;
+pub mod redis_cluster;
 pub mod redis_server;
 pub mod tansu_server;
 mod test_silo;

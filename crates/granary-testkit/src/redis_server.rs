@@ -18,6 +18,9 @@ use tokio::net::TcpStream;
 use crate::private_server::{free_port, kill, wait_until_serving};
 
 /// The URL of the shared test Redis: `GRANARY_TEST_REDIS`, or `redis://127.0.0.1:6379`.
+/// `GRANARY_TEST_REDIS` may name a Redis Cluster (`redis+cluster://host:port,…`, e.g. one the
+/// `redis-cluster` example of this crate started): the tests that use the shared Redis then
+/// run on the cluster.
 ///
 /// # Panics
 /// If nothing answers there, with a message that says how to start Redis: a test of Redis code
@@ -28,10 +31,14 @@ pub async fn shared_redis_url() -> String {
         std::env::var("GRANARY_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let addr = url
         .trim_start_matches("redis://")
+        .trim_start_matches("redis+cluster://")
         .split('/')
         .next()
         .unwrap_or_default()
         .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .split(',')
         .next()
         .unwrap_or_default()
         .to_owned();
@@ -99,29 +106,65 @@ pub async fn remove_cluster_keys(url: &str, cluster: &str) -> Result<usize, Clea
     if !valid {
         return Err(CleanupError::InvalidCluster(cluster.to_owned()));
     }
+    let patterns = [
+        format!("granary:{cluster}:*"),
+        format!("granary:{{{cluster}:*"),
+    ];
+    let Some(seeds) = url.strip_prefix("redis+cluster://") else {
+        return remove_keys_on(url, &patterns).await;
+    };
+    // A Redis Cluster: every primary holds some of the keys.
+    let (auth, seeds) = seeds.rsplit_once('@').map_or(("", seeds), |(a, s)| (a, s));
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    let seed = seeds.split(',').next().unwrap_or_default();
+    let client =
+        redis::Client::open(format!("redis://{auth}{seed}")).map_err(CleanupError::Redis)?;
+    let mut conn = bounded(client.get_multiplexed_async_connection()).await?;
+    let nodes: String = bounded(redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn)).await?;
+    let mut removed = 0;
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        if flags.contains("master") && !flags.contains("fail") {
+            let addr = addr.split('@').next().unwrap_or_default();
+            removed += remove_keys_on(&format!("redis://{auth}{addr}"), &patterns).await?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the keys matching `patterns` from the one Redis (or cluster node) at `url`, one
+/// `UNLINK` per key (the keys of a cluster node lie in several slots).
+async fn remove_keys_on(url: &str, patterns: &[String]) -> Result<usize, CleanupError> {
     let client = redis::Client::open(url).map_err(CleanupError::Redis)?;
     let mut conn = bounded(client.get_multiplexed_async_connection()).await?;
     let mut removed = 0;
-    for pattern in [
-        format!("granary:{cluster}:*"),
-        format!("granary:{{{cluster}:*"),
-    ] {
+    for pattern in patterns {
         let mut cursor: u64 = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = bounded(
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
-                    .arg(&pattern)
+                    .arg(pattern)
                     .arg("COUNT")
                     .arg(1000)
                     .query_async(&mut conn),
             )
             .await?;
             if !keys.is_empty() {
-                let n: usize =
-                    bounded(redis::cmd("UNLINK").arg(&keys).query_async(&mut conn)).await?;
-                removed += n;
+                let mut unlink = redis::pipe();
+                for key in &keys {
+                    unlink.cmd("UNLINK").arg(key);
+                }
+                let n: Vec<usize> = bounded(unlink.query_async(&mut conn)).await?;
+                removed += n.iter().sum::<usize>();
             }
             if next == 0 {
                 break;

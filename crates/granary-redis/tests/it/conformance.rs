@@ -6,6 +6,7 @@ use futures::future::BoxFuture;
 use granary::GrainId;
 use granary_redis::{RedisConfig, RedisStore};
 use granary_testkit::conformance::StoreUnderTest;
+use granary_testkit::redis_cluster::PrivateRedisCluster;
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 
 /// A Redis store of a cluster of its own.
@@ -43,6 +44,15 @@ impl StoreUnderTest for Harness {
 }
 
 granary_testkit::store_conformance_tests!(Harness::shared());
+
+// The same cases on a private 3-primary Redis Cluster, one test sharing one cluster.
+granary_testkit::store_conformance_tests!(in_one_test conformance_on_a_redis_cluster, {
+    let cluster = Arc::new(PrivateRedisCluster::start(0).await);
+    move || {
+        let url = cluster.url();
+        async move { Harness::on(&url).await }
+    }
+});
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_rows_keep_hosted_types_and_roles() {

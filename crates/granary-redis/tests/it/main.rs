@@ -2,6 +2,7 @@
 //! server, fencing, outages and data loss on private ones, and events through Redis Streams.
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
+mod cluster;
 mod conformance;
 mod counter;
 mod events;

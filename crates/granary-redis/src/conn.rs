@@ -1,0 +1,209 @@
+//! [`Conn`]: the store's connection, to one Redis or to a Redis Cluster, behind one type.
+//!
+//! Every command goes through [`redis::aio::ConnectionLike`], so that the store's code is the
+//! same for both; the single-node path is the [`ConnectionManager`] it always was (one `match`
+//! more per command). What differs is kept here: commands on keys of several slots
+//! ([`Conn::query_each`]), `WAIT` on the node of a key ([`Conn::wait_replicas`]) and
+//! node-level commands ([`Conn::any_node`]).
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
+
+/// The store's connection: auto-reconnecting, multiplexed, cheap to clone.
+#[derive(Clone)]
+pub(crate) enum Conn {
+    /// One Redis (or its primary).
+    Single(ConnectionManager),
+    /// A Redis Cluster: each command goes to the primary of its key's slot, following
+    /// `MOVED`/`ASK` redirections, and the slot map is refreshed when it changes.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Whether this is a Redis Cluster connection.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// Runs `cmds`, each a command whose first argument is its one key, on keys that may lie
+    /// in different slots, and returns their replies in order. On one Redis they go as one
+    /// pipeline (one round trip). On a cluster, whose pipelines must stay within one slot, the
+    /// commands on one key go as one pipeline, in their order, and the keys' pipelines all at
+    /// once, multiplexed on the connections to the nodes.
+    pub(crate) async fn query_each<T: FromRedisValue>(
+        &self,
+        cmds: Vec<Cmd>,
+    ) -> RedisResult<Vec<T>> {
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = Pipeline::with_capacity(cmds.len());
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                pipe.query_async(&mut conn.clone()).await
+            }
+            Self::Cluster(conn) => {
+                let count = cmds.len();
+                // Per key: its first command's index, the indexes of its commands, a pipeline.
+                let mut by_key: Vec<(Vec<u8>, Vec<usize>, Pipeline)> = Vec::new();
+                for (index, cmd) in cmds.into_iter().enumerate() {
+                    let key = match cmd.args_iter().nth(1) {
+                        Some(redis::Arg::Simple(key)) => key.to_vec(),
+                        _ => Vec::new(),
+                    };
+                    let at = match by_key.iter().position(|(k, ..)| *k == key) {
+                        Some(at) => at,
+                        None => {
+                            by_key.push((key, Vec::new(), Pipeline::new()));
+                            by_key.len() - 1
+                        }
+                    };
+                    let (_, indexes, pipe) = &mut by_key[at];
+                    indexes.push(index);
+                    pipe.add_command(cmd);
+                }
+                let replies =
+                    futures::future::try_join_all(by_key.into_iter().map(|(_, indexes, pipe)| {
+                        let mut conn = conn.clone();
+                        async move {
+                            let values: Vec<Value> = pipe.query_async(&mut conn).await?;
+                            Ok::<_, redis::RedisError>(indexes.into_iter().zip(values))
+                        }
+                    }))
+                    .await?;
+                let mut ordered: Vec<Option<Value>> = vec![None; count];
+                for (index, value) in replies.into_iter().flatten() {
+                    ordered[index] = Some(value);
+                }
+                ordered
+                    .into_iter()
+                    .map(|value| Ok(T::from_redis_value(value.unwrap_or(Value::Nil))?))
+                    .collect()
+            }
+        }
+    }
+
+    /// `WAIT replicas timeout` on the Redis that holds `key` (on one Redis: that Redis): waits
+    /// until `replicas` replicas acknowledged every write this connection sent before, or
+    /// `timeout`. Returns how many acknowledged.
+    pub(crate) async fn wait_replicas(
+        &self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> RedisResult<i64> {
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(replicas).arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        );
+        match self {
+            Self::Single(conn) => wait.query_async(&mut conn.clone()).await,
+            Self::Cluster(conn) => {
+                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                let reply = conn.clone().route_command(wait, routing).await?;
+                Ok(i64::from_redis_value(reply)?)
+            }
+        }
+    }
+
+    /// Runs a command that names no key (`INFO`, `CLUSTER INFO`) on one node: on one Redis,
+    /// that Redis; on a cluster, a node chosen at random.
+    pub(crate) async fn any_node<T: FromRedisValue>(&self, cmd: Cmd) -> RedisResult<T> {
+        match self {
+            Self::Single(conn) => cmd.query_async(&mut conn.clone()).await,
+            Self::Cluster(conn) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+                let reply = conn.clone().route_command(cmd, routing).await?;
+                Ok(T::from_redis_value(reply)?)
+            }
+        }
+    }
+
+    /// The nodes that hold keys: on one Redis, that Redis (`None`); on a cluster, every
+    /// primary, by address (for [`on_node`](Self::on_node)).
+    pub(crate) async fn primaries(&self) -> RedisResult<Vec<Option<(String, u16)>>> {
+        let Self::Cluster(conn) = self else {
+            return Ok(vec![None]);
+        };
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let reply = conn
+            .clone()
+            .route_command(redis::cmd("PING"), routing)
+            .await?;
+        let Value::Map(nodes) = reply else {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "PING to every primary did not answer per node",
+            )));
+        };
+        Ok(nodes
+            .into_iter()
+            .filter_map(|(address, _)| {
+                let address = String::from_utf8(match address {
+                    Value::BulkString(bytes) => bytes,
+                    _ => return None,
+                })
+                .ok()?;
+                let (host, port) = address.rsplit_once(':')?;
+                Some(Some((host.to_owned(), port.parse().ok()?)))
+            })
+            .collect())
+    }
+
+    /// Runs `cmd` on `node`, one of [`primaries`](Self::primaries).
+    pub(crate) async fn on_node<T: FromRedisValue>(
+        &self,
+        node: Option<&(String, u16)>,
+        cmd: Cmd,
+    ) -> RedisResult<T> {
+        match (self, node) {
+            (Self::Cluster(conn), Some((host, port))) => {
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                Ok(T::from_redis_value(
+                    conn.clone().route_command(cmd, routing).await?,
+                )?)
+            }
+            _ => self.any_node(cmd).await,
+        }
+    }
+}
