@@ -227,6 +227,10 @@ impl<G: Grain> Activation<G> {
     /// fails it at once. With `queue_if_busy` false, a request that would have to wait (or
     /// would close a call cycle) is handed back instead, for a stateless worker pool to try
     /// its next worker; `Err` also hands it back when the activation closed.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the request is handed back by value to be routed again"
+    )]
     pub(crate) fn admit_request(
         self: Arc<Self>,
         mut req: Request,
@@ -280,7 +284,7 @@ impl<G: Grain> Activation<G> {
                 self.spawn_run(req, exclusive, false);
                 Ok(Routed::waiting(rx))
             }
-            Admission::Queue if !queue_if_busy => Err(req),
+            Admission::Queue | Admission::Cycle if !queue_if_busy => Err(req),
             Admission::Queue => {
                 let limit = self.shared.config().max_queued_requests;
                 let rx = req.channel();
@@ -299,7 +303,6 @@ impl<G: Grain> Activation<G> {
                 }
                 Ok(Routed::waiting(rx))
             }
-            Admission::Cycle if !queue_if_busy => Err(req),
             Admission::Cycle => {
                 drop(admin);
                 let mut chain = req.chain.grains.clone();

@@ -109,14 +109,11 @@ impl SiloInvoker {
         let router = router.clone();
         Invoked::Pending(
             async move {
-                let to = match away.silo(&cluster).await {
-                    Some(to) => to,
-                    None => {
-                        return match invoke_here(&router, call, timeout) {
-                            Invoked::Ready(reply) => reply,
-                            Invoked::Pending(reply) => reply.await,
-                        };
-                    }
+                let Some(to) = away.silo(&cluster).await else {
+                    return match invoke_here(&router, call, timeout) {
+                        Invoked::Ready(reply) => reply,
+                        Invoked::Pending(reply) => reply.await,
+                    };
                 };
                 call_away(&router, &cluster, to, remote_call(call, timeout, false)?).await
             }

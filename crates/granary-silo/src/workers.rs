@@ -120,6 +120,10 @@ impl<G: Grain> WorkerPool<G> {
 impl<G: Grain> WorkerPool<G> {
     /// Runs `req` on a worker that can start it at once, trying each once from this thread's
     /// own starting point, under the shared lock; hands it back when none can.
+    #[allow(
+        clippy::result_large_err,
+        reason = "the request is handed back by value to be routed again"
+    )]
     fn try_free_worker(&self, mut req: Request, inline: bool) -> Result<Routed, Request> {
         let workers = self.workers.read();
         let n = workers.list.len();
