@@ -6,10 +6,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use example_player_game::{
-    Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchPhase, PlayerGrain,
+    Buff, BuffKind, DamageOutcome, GameGrain, JoinOutcome, MatchPhase, MatchView, MatchWatcher,
+    MatchWatcherRef, PlayerGrain,
 };
 use granary::{Grain, SiloConfig};
 use granary_testkit::TestSilo;
+
+/// The match watcher the test subscribes: forwards each pushed view.
+struct Screen(tokio::sync::mpsc::UnboundedSender<MatchView>);
+
+impl MatchWatcher for Screen {
+    async fn on_update(&self, view: MatchView) -> granary::Result<()> {
+        let _ = self.0.send(view);
+        Ok(())
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_method_works_through_the_wire_codec() {
@@ -71,9 +82,21 @@ async fn every_example_method_works_through_the_wire_codec() {
 
     let game2 = client.grain::<GameGrain>(2_i64);
     game2.create(2).await.unwrap();
+    let (views, mut pushed) = tokio::sync::mpsc::unbounded_channel();
+    let screen = client.observe(MatchWatcherRef::object(Screen(views)));
+    assert_eq!(
+        game2.watch(screen.reference()).await.unwrap().phase,
+        MatchPhase::Lobby
+    );
     game2.join("ann".into()).await.unwrap();
     game2.join("bob".into()).await.unwrap();
     game2.start().await.unwrap();
+    // → the victim's take_damage, the game's on_hit, a push to the watcher.
+    assert!(matches!(
+        ann.attack("bob".into()).await.unwrap(),
+        DamageOutcome::Survived { .. }
+    ));
+    while pushed.recv().await.unwrap().phase != MatchPhase::Running {}
     assert_eq!(game2.end().await.unwrap().deaths, 0);
     let _ = bob.status().await.unwrap();
 

@@ -73,6 +73,10 @@ async fn connect(url: &str, tls: &NatsTls) -> Result<jetstream::Context, NatsErr
         url: url.to_owned(),
         reason,
     };
+    if tls.is_set() || url.starts_with("tls://") {
+        // An `Err` means a provider is installed already: that one serves.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
     let mut options = async_nats::ConnectOptions::new().connection_timeout(CONNECT_TIMEOUT);
     if let Some(ca) = &tls.ca {
         options = options.add_root_certificates(ca.clone());

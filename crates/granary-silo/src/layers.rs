@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "events",
         "filter",
         "request",
+        "retry",
         "admission",
         "metrics",
         "health",

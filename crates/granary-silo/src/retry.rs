@@ -42,7 +42,7 @@ impl Backoff {
     /// The tries of a call whose caller waits `timeout`.
     pub(crate) fn new(timeout: Duration) -> Self {
         Self {
-            deadline: Instant::now() + timeout,
+            deadline: granary_core::deadline_in(timeout),
             pause: PAUSE_MIN,
         }
     }
