@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use granary::{
-    ClusterConfig, GrainContext, GrainId, Placement, Result, Silo, SiloConfig, SiloEvent,
+    Client, ClusterConfig, GrainContext, GrainId, Placement, Result, Silo, SiloConfig, SiloEvent,
     SiloMetrics, grain,
 };
 use granary_redis::{RedisConfig, RedisMembership, RedisStore};
@@ -45,6 +45,25 @@ impl HoldGrain {
         let _permit = self.gate.release.acquire().await;
         Ok(())
     }
+}
+
+/// A gate that lets `permits` deactivations through before it is released.
+fn gate(permits: usize) -> Arc<Gate> {
+    Arc::new(Gate {
+        deactivating: Notify::new(),
+        release: Semaphore::new(permits),
+    })
+}
+
+/// The first key whose held grain, touched through `client`, is active on `silo`.
+async fn held_on(client: &Client, silo: &Silo) -> i64 {
+    for key in 0..64_i64 {
+        client.grain::<HoldGrain>(key).touch().await.unwrap();
+        if silo.is_active(&GrainId::new("leaving.hold", key)) {
+            return key;
+        }
+    }
+    panic!("hash placement put none of 64 held grains on the silo");
 }
 
 async fn start(n: usize, gate: &Arc<Gate>) -> Vec<Silo> {
@@ -83,10 +102,7 @@ async fn start(n: usize, gate: &Arc<Gate>) -> Vec<Silo> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaving_silo_hands_over_members_shards_and_grains_before_it_is_gone() {
-    let gate = Arc::new(Gate {
-        deactivating: Notify::new(),
-        release: Semaphore::new(0),
-    });
+    let gate = gate(0);
     let mut silos = start(3, &gate).await;
     let client = silos[0].client();
     // Counters committed once each; the ones that live on the silo that will leave.
@@ -100,15 +116,7 @@ async fn a_leaving_silo_hands_over_members_shards_and_grains_before_it_is_gone()
     }
     assert!(!moving.is_empty(), "hash placement put a counter on s2");
     // A held grain on the leaving silo keeps its shutdown in progress.
-    let mut hold_key = None;
-    for key in 0..64_i64 {
-        client.grain::<HoldGrain>(key).touch().await.unwrap();
-        if silos[2].is_active(&GrainId::new("leaving.hold", key)) {
-            hold_key = Some(key);
-            break;
-        }
-    }
-    assert!(hold_key.is_some(), "hash placement put a held grain on s2");
+    held_on(&client, &silos[2]).await;
 
     let leaving = silos.pop().unwrap();
     let through_leaving = leaving.client();
@@ -201,10 +209,7 @@ fn gauge(metrics: &SiloMetrics, name: &str) -> u64 {
 /// silo with the grain's committed state: the caller sees no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_a_grain_on_a_silo_that_left_is_placed_again_and_answered() {
-    let gate = Arc::new(Gate {
-        deactivating: Notify::new(),
-        release: Semaphore::new(1),
-    });
+    let gate = gate(1);
     let mut silos = start(3, &gate).await;
     let client = silos[0].client();
     let mut moved = None;
@@ -240,21 +245,10 @@ async fn a_call_to_a_grain_on_a_silo_that_left_is_placed_again_and_answered() {
 /// the deactivation released the grain: the caller sees no error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_to_a_grain_its_leaving_silo_deactivates_is_answered_by_another() {
-    let gate = Arc::new(Gate {
-        deactivating: Notify::new(),
-        release: Semaphore::new(0),
-    });
+    let gate = gate(0);
     let mut silos = start(3, &gate).await;
     let client = silos[0].client();
-    let mut hold_key = None;
-    for key in 0..64_i64 {
-        client.grain::<HoldGrain>(key).touch().await.unwrap();
-        if silos[2].is_active(&GrainId::new("leaving.hold", key)) {
-            hold_key = Some(key);
-            break;
-        }
-    }
-    let hold_key = hold_key.expect("hash placement put a held grain on s2");
+    let hold_key = held_on(&client, &silos[2]).await;
     let leaving = silos.pop().unwrap();
     let leaving_metrics = leaving.metrics();
     let shutdown = tokio::spawn(leaving.shutdown());
