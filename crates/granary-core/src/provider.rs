@@ -19,6 +19,6 @@ pub use reminder::{
     ReminderChange, ReminderTable, ReminderTick, unix_ms,
 };
 pub use state::{
-    Claim, Commit, DeadLetter, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, StateChange,
-    StateStore,
+    Claim, Commit, DeadLetter, EventId, Loaded, Outbox, OutboxEntry, OutboxPosition, ShardRead,
+    StateChange, StateStore,
 };

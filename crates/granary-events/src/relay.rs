@@ -8,9 +8,11 @@
 //! slow or absent broker slows the relay down (backpressure) and loses nothing.
 //!
 //! A delivery is up to [`batch`](RelayConfig::batch) entries gathered across the owned
-//! shards: the relay reads each shard's oldest entries, going round the shards (the next
-//! delivery starts at the shard after the last one read, so that a shard with a long backlog
-//! does not hold back the others), until the delivery is full or every owned shard was read.
+//! shards: the relay reads every owned shard's oldest entries at once
+//! ([`Outbox::pending_in_each`]: one round trip to the store however many shards it owns),
+//! each shard for an equal share of the batch, then what is left of the batch from the shards
+//! that had more, shared among them; so a shard with a long backlog does not hold back the
+//! others, and an idle relay woken by one commit reads it in one round trip.
 //! Each sink gets one batch per delivery with all the events routed to it, each with its
 //! topic, in commit order per grain across event types; a sink publishes it in that order.
 //!
@@ -41,7 +43,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use granary_core::provider::{Outbox, OutboxEntry, OutboxPosition};
+use granary_core::provider::{Outbox, OutboxEntry, OutboxPosition, ShardRead};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -390,6 +392,16 @@ struct Delivery {
     failed: bool,
 }
 
+/// The entries of `held` (a delivery's positions: runs of one shard each) that are `shard`'s.
+fn held_of(held: &[OutboxPosition], shard: u32) -> &[OutboxPosition] {
+    let from = held
+        .iter()
+        .position(|p| p.shard == shard)
+        .unwrap_or(held.len());
+    let count = held[from..].iter().take_while(|p| p.shard == shard).count();
+    &held[from..from + count]
+}
+
 impl Worker {
     async fn run(self) {
         // Where the next read starts: reads go round the owned shards, so that a shard with a
@@ -457,42 +469,96 @@ impl Worker {
             })
     }
 
-    /// Reads up to [`RelayConfig::batch`] entries from the owned shards, starting at shard
-    /// `from` and going round, each shard's oldest first and skipping the entries `held` (the
-    /// delivery in flight), then decodes them into one batch per sink.
+    /// Reads up to [`RelayConfig::batch`] entries from the owned shards, skipping the entries
+    /// `held` (the delivery in flight), then decodes them into one batch per sink. Every owned
+    /// shard is read at once (one round trip to the store, whatever the number of shards),
+    /// for an equal share of the batch; the shards that had more than their share then share
+    /// what is left of the batch, in a second read. Shards go round from shard `from`, so
+    /// that no shard is always last.
     async fn read(&self, from: u32, held: &[OutboxPosition]) -> Delivery {
         let shards = self.outbox.shards();
         let owned: Vec<u32> = (0..shards).filter(|&s| (self.owner)(s)).collect();
         let start = owned.iter().position(|&s| s >= from).unwrap_or(0);
-        let mut entries: Vec<OutboxEntry> = Vec::new();
-        let mut next = from;
+        let order: Vec<u32> = owned[start..]
+            .iter()
+            .chain(&owned[..start])
+            .copied()
+            .collect();
+        let batch = self.config.batch.max(1);
+        // With more shards than the batch holds, each reads one and the last are left out
+        // (the next read starts one shard further round).
+        let share = (batch / order.len().max(1)).max(1);
+        let first: Vec<ShardRead<'_>> = order
+            .iter()
+            .map(|&shard| ShardRead {
+                shard,
+                held: held_of(held, shard),
+                max: share,
+            })
+            .collect();
         let mut failed = false;
-        for k in 0..owned.len() {
-            let want = self.config.batch.saturating_sub(entries.len());
-            if want == 0 || self.stop.is_cancelled() {
-                break;
-            }
-            let shard = owned[(start + k) % owned.len()];
-            next = shard + 1;
-            // The held entries are the shard's oldest (one run of them: a read takes each
-            // shard once): read past them.
-            let from = held
-                .iter()
-                .position(|p| p.shard == shard)
-                .unwrap_or(held.len());
-            let count = held[from..].iter().take_while(|p| p.shard == shard).count();
-            match self
-                .outbox
-                .pending_in_after(shard, &held[from..from + count], want)
+        let mut each = if first.is_empty() || self.stop.is_cancelled() {
+            Vec::new()
+        } else {
+            self.outbox
+                .pending_in_each(&first)
                 .await
-            {
-                Ok(read) => entries.extend(read.into_iter().take(want)),
+                .unwrap_or_else(|err| {
+                    tracing::warn!(cause = %err, "cannot read the outbox; retrying");
+                    failed = true;
+                    Vec::new()
+                })
+        };
+        let left = batch.saturating_sub(each.iter().map(Vec::len).sum());
+        // The shards whose read was full may have more.
+        let full: Vec<usize> = (0..each.len())
+            .filter(|&i| each[i].len() >= share)
+            .collect();
+        if left > 0 && !full.is_empty() && !self.stop.is_cancelled() {
+            let read_so_far: Vec<Vec<OutboxPosition>> = full
+                .iter()
+                .map(|&i| {
+                    let shard = order[i];
+                    held_of(held, shard)
+                        .iter()
+                        .cloned()
+                        .chain(each[i].iter().map(|e| e.position.clone()))
+                        .collect()
+                })
+                .collect();
+            let (base, extra) = (left / full.len(), left % full.len());
+            let (second, at): (Vec<ShardRead<'_>>, Vec<usize>) = full
+                .iter()
+                .zip(&read_so_far)
+                .enumerate()
+                .map(|(j, (&i, read))| {
+                    let max = base + usize::from(j < extra);
+                    let shard = order[i];
+                    (
+                        ShardRead {
+                            shard,
+                            held: read,
+                            max,
+                        },
+                        i,
+                    )
+                })
+                .filter(|(read, _)| read.max > 0)
+                .unzip();
+            match self.outbox.pending_in_each(&second).await {
+                Ok(more) => {
+                    for (i, more) in at.into_iter().zip(more) {
+                        each[i].extend(more);
+                    }
+                }
                 Err(err) => {
-                    tracing::warn!(shard, cause = %err, "cannot read the outbox; retrying");
+                    tracing::warn!(cause = %err, "cannot read the outbox; retrying");
                     failed = true;
                 }
             }
         }
+        let entries: Vec<OutboxEntry> = each.into_iter().flatten().take(batch).collect();
+        let next = order.get(1).copied().unwrap_or(from);
         let (positions, dead, batches) = self.split(entries);
         Delivery {
             positions,
@@ -673,13 +739,14 @@ impl Worker {
                 .fetch_add(dead_letters.len() as u64, Ordering::Relaxed);
         }
         // Delivered but not removed: they will be delivered again (same ids) unless the removal
-        // succeeds.
-        let removed = self
-            .store_retrying(
-                "cannot remove delivered events from the outbox; retrying",
-                || self.outbox.ack(positions),
-            )
-            .await;
+        // succeeds. (A delivery whose every entry was dead-lettered has nothing left to remove.)
+        let removed = positions.is_empty()
+            || self
+                .store_retrying(
+                    "cannot remove delivered events from the outbox; retrying",
+                    || self.outbox.ack(positions),
+                )
+                .await;
         if !removed {
             return false;
         }

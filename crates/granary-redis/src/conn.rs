@@ -68,6 +68,10 @@ impl Conn {
         &self,
         cmds: Vec<Cmd>,
     ) -> RedisResult<Vec<T>> {
+        if cmds.is_empty() {
+            // Nothing to send (an empty pipeline gets no reply to wait for).
+            return Ok(Vec::new());
+        }
         match self {
             Self::Single(conn) => {
                 let mut pipe = Pipeline::with_capacity(cmds.len());

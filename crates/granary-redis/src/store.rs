@@ -14,7 +14,8 @@ use redis::{AsyncCommands, RedisError, Value};
 
 use granary_core::provider::{
     Claim, Commit, DeadLetter, DueReminder, EventId, GrainAddress, GrainDirectory, Loaded, Outbox,
-    OutboxEntry, OutboxPosition, Reminder, ReminderChange, ReminderTable, StateChange, StateStore,
+    OutboxEntry, OutboxPosition, Reminder, ReminderChange, ReminderTable, ShardRead, StateChange,
+    StateStore,
 };
 use granary_core::{ActivationId, GrainId, PublishedEvent, SiloId, StorageError};
 
@@ -400,20 +401,10 @@ impl RedisStore {
         after: &str,
         max: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
-        // The smallest id above `after` (`ms-seq`), as the start of an inclusive range.
-        let next = after
-            .split_once('-')
-            .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)))
-            .map(|(ms, seq)| match seq.checked_add(1) {
-                Some(seq) => format!("{ms}-{seq}"),
-                None => format!("{}-0", ms.saturating_add(1)),
-            })
-            .ok_or_else(|| {
-                StorageError::Malformed(format!(
-                    "outbox entry id {after:?} of shard {shard} is not a stream id"
-                ))
-            })?;
-        self.pending_of(shard..shard + 1, &next, max).await
+        let from = id_after(shard, after)?;
+        self.read_ranges(vec![(shard, from, max)], max)
+            .await
+            .map(|mut read| read.pop().unwrap_or_default())
     }
 
     /// Up to `max` entries of `shards`, from the stream id `from` (`-`: the oldest) in each.
@@ -423,9 +414,24 @@ impl RedisStore {
         from: &str,
         max: usize,
     ) -> Result<Vec<OutboxEntry>, StorageError> {
-        let first = shards.start;
-        let reads = shards
-            .map(|shard| {
+        let reads = shards.map(|shard| (shard, from.to_owned(), max)).collect();
+        let read = self.read_ranges(reads, max).await?;
+        Ok(read.into_iter().flatten().collect())
+    }
+
+    /// Reads the outbox ranges `reads` (a shard, the stream id to start at, inclusive, and
+    /// how many entries at most) in one round trip (one pipeline; on a Redis Cluster one per
+    /// shard, sent together), up to `total` entries in all: per read, its entries, oldest
+    /// first. An undecodable entry is moved to its shard's dead-letter stream and left out.
+    async fn read_ranges(
+        &self,
+        reads: Vec<(u32, String, usize)>,
+        total: usize,
+    ) -> Result<Vec<Vec<OutboxEntry>>, StorageError> {
+        let shards: Vec<u32> = reads.iter().map(|(shard, ..)| *shard).collect();
+        let cmds = reads
+            .into_iter()
+            .map(|(shard, from, max)| {
                 redis::cmd("XRANGE")
                     .arg(self.keys.outbox(shard))
                     .arg(from)
@@ -435,21 +441,21 @@ impl RedisStore {
                     .clone()
             })
             .collect();
-        let replies: Vec<StreamRangeReply> = self.bounded(self.conn.query_each(reads)).await?;
-        let mut entries = Vec::new();
+        let replies: Vec<StreamRangeReply> = self.bounded(self.conn.query_each(cmds)).await?;
+        let mut read = Vec::with_capacity(replies.len());
+        let mut taken_in_all = 0;
         let mut undecodable: Vec<(OutboxPosition, String)> = Vec::new();
-        'shards: for (shard, reply) in (first..).zip(replies) {
-            let taken = reply.ids.len().min(max - entries.len().min(max));
+        for (shard, reply) in shards.into_iter().zip(replies) {
+            let taken = reply.ids.len().min(total - taken_in_all);
             let last = taken
                 .checked_sub(1)
                 .map_or_else(|| "0-0".to_owned(), |i| reply.ids[i].id.clone());
             if let Ok(mut read_up_to) = self.read_up_to.lock() {
                 read_up_to.insert(shard, last);
             }
-            for stream_id in reply.ids {
-                if entries.len() == max {
-                    break 'shards;
-                }
+            taken_in_all += taken;
+            let mut entries = Vec::with_capacity(taken);
+            for stream_id in reply.ids.into_iter().take(taken) {
                 match outbox_entry(&self.origin, shard, &stream_id.id, &stream_id.map) {
                     Ok(entry) => entries.push(entry),
                     Err(err) => {
@@ -469,12 +475,13 @@ impl RedisStore {
                     }
                 }
             }
+            read.push(entries);
         }
         if !undecodable.is_empty() {
             // Set aside so that the shard goes on; if that fails, the next read tries again.
             self.dead_letter_entries(&undecodable).await?;
         }
-        Ok(entries)
+        Ok(read)
     }
 
     async fn dead_letter_entries(
@@ -829,6 +836,25 @@ impl Outbox for RedisStore {
         }
     }
 
+    fn pending_in_each<'a>(
+        &'a self,
+        reads: &'a [ShardRead<'a>],
+    ) -> BoxFuture<'a, Result<Vec<Vec<OutboxEntry>>, StorageError>> {
+        Box::pin(async move {
+            let ranges = reads
+                .iter()
+                .map(|read| {
+                    let from = match read.held.last() {
+                        Some(last) => id_after(read.shard, &last.entry)?,
+                        None => "-".to_owned(),
+                    };
+                    Ok((read.shard, from, read.max))
+                })
+                .collect::<Result<Vec<_>, StorageError>>()?;
+            self.read_ranges(ranges, usize::MAX).await
+        })
+    }
+
     fn wait_for_entries<'a>(&'a self, shards: &'a [u32], timeout: Duration) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             if self.block_until_appended(shards, timeout).await.is_err() {
@@ -876,6 +902,23 @@ impl GrainDirectory for RedisStore {
         let address = address.clone();
         Box::pin(async move { self.unregister_owner(&address).await })
     }
+}
+
+/// The smallest stream id above `after` (`ms-seq`) of `shard`'s outbox, as the start of an
+/// inclusive range.
+fn id_after(shard: u32, after: &str) -> Result<String, StorageError> {
+    after
+        .split_once('-')
+        .and_then(|(ms, seq)| Some((ms.parse::<u64>().ok()?, seq.parse::<u64>().ok()?)))
+        .map(|(ms, seq)| match seq.checked_add(1) {
+            Some(seq) => format!("{ms}-{seq}"),
+            None => format!("{}-0", ms.saturating_add(1)),
+        })
+        .ok_or_else(|| {
+            StorageError::Malformed(format!(
+                "outbox entry id {after:?} of shard {shard} is not a stream id"
+            ))
+        })
 }
 
 fn as_string(value: &Value) -> Option<String> {

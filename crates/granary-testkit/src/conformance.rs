@@ -21,8 +21,8 @@ use futures::future::{BoxFuture, join_all};
 use granary::codec::state_codec::{self, StateBlob, StateError};
 use granary::provider::{
     Claim, Commit, DueReminder, GrainAddress, GrainDirectory, Loaded, MembershipEntry,
-    MembershipTable, Outbox, OutboxEntry, Reminder, ReminderChange, ReminderTable, SiloStatus,
-    StateChange, StateStore,
+    MembershipTable, Outbox, OutboxEntry, Reminder, ReminderChange, ReminderTable, ShardRead,
+    SiloStatus, StateChange, StateStore,
 };
 use granary::{
     ActivationId, CallError, GrainContext, GrainId, PublishedEvent, Silo, SiloConfig, SiloId,
@@ -559,6 +559,39 @@ pub async fn a_read_after_held_entries_returns_what_follows_them<S: StoreUnderTe
     };
     assert_eq!(after(2).await, vec![event(3), event(4)], "at most max");
     assert_eq!(after(10).await, vec![event(3), event(4), event(5)]);
+    // Several reads at once: each answered as `pending_in_after` answers it, in order.
+    let empty = (0..store.shards()).find(|&s| s != shard);
+    let mut reads = vec![
+        ShardRead {
+            shard,
+            held: &held,
+            max: 2,
+        },
+        ShardRead {
+            shard,
+            held: &[],
+            max: 1,
+        },
+    ];
+    reads.extend(empty.map(|shard| ShardRead {
+        shard,
+        held: &[],
+        max: 10,
+    }));
+    let each: Vec<Vec<PublishedEvent>> = store
+        .pending_in_each(&reads)
+        .await
+        .expect("reads at once")
+        .into_iter()
+        .map(|read| read.into_iter().map(|e| e.event).collect())
+        .collect();
+    let mut expected = vec![vec![event(3), event(4)], vec![event(1)]];
+    expected.extend(empty.map(|_| Vec::new()));
+    assert_eq!(each, expected, "pending_in_each");
+    let nothing = store.pending_in_each(&[]).await.expect("no reads");
+    assert!(nothing.is_empty(), "no reads, no entries");
+    // A relay whose delivery was all dead-lettered acknowledges nothing: that succeeds.
+    store.ack(&[]).await.expect("acknowledging nothing");
     store.ack(&held[..1]).await.expect("ack");
     assert_eq!(
         after(10).await,

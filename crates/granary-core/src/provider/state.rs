@@ -182,6 +182,31 @@ pub trait Outbox: Send + Sync + 'static {
         })
     }
 
+    /// Reads several shards at once: per [`ShardRead`], in the same order, what
+    /// [`pending_in_after`](Self::pending_in_after) returns for it. A relay reads every shard
+    /// it owns this way, so that a read costs one round trip to the store, not one per shard.
+    ///
+    /// The default reads the shards one after the other; a store that can send several reads
+    /// together (Redis: one pipeline) does.
+    ///
+    /// # Errors
+    /// As [`pending_in_after`](Self::pending_in_after); nothing is returned if one read fails.
+    fn pending_in_each<'a>(
+        &'a self,
+        reads: &'a [ShardRead<'a>],
+    ) -> BoxFuture<'a, Result<Vec<Vec<OutboxEntry>>, StorageError>> {
+        Box::pin(async move {
+            let mut each = Vec::with_capacity(reads.len());
+            for read in reads {
+                each.push(
+                    self.pending_in_after(read.shard, read.held, read.max)
+                        .await?,
+                );
+            }
+            Ok(each)
+        })
+    }
+
     /// Waits until one of `shards` may have new entries, or `timeout` passed. A relay with
     /// nothing to do calls it instead of sleeping, so that a commit is delivered at once. The
     /// default just waits `timeout`.
@@ -233,6 +258,18 @@ pub trait Outbox: Send + Sync + 'static {
         &'a self,
         dead: &'a [OutboxPosition],
     ) -> BoxFuture<'a, Result<usize, StorageError>>;
+}
+
+/// One shard's part of an [`Outbox::pending_in_each`] read: up to `max` entries of `shard`
+/// after the entries `held` (as for [`Outbox::pending_in_after`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardRead<'a> {
+    /// The shard to read.
+    pub shard: u32,
+    /// The shard's oldest pending entries, which the reader already holds: read past them.
+    pub held: &'a [OutboxPosition],
+    /// How many entries at most.
+    pub max: usize,
 }
 
 /// An outbox entry set aside in its shard's dead-letter stream by [`Outbox::dead_letter`].

@@ -299,14 +299,15 @@ async fn deliveries_of_at_most_batch_go_round_the_shards_one_publish_at_a_time()
         "never two publishes at once"
     );
     let batches = sink.batches();
-    // The first fills from shard 0's backlog; the next starts at shard 1, so shards 1 and 2
-    // are not held back until shard 0 is empty.
+    // Each delivery takes a share of the batch from every shard (here one entry each), then
+    // the rest from the shards that had more, starting one shard further round each time: so
+    // shards 1 and 2 are not held back behind shard 0's backlog.
     assert_eq!(
         batches,
         [
-            ids(&[("a", 1), ("a", 2), ("a", 3), ("a", 4)]),
-            ids(&[("b", 1), ("b", 2), ("b", 3), ("c", 1)]),
-            ids(&[("a", 5), ("a", 6), ("c", 2)]),
+            ids(&[("a", 1), ("a", 2), ("b", 1), ("c", 1)]),
+            ids(&[("b", 2), ("b", 3), ("c", 2), ("a", 3)]),
+            ids(&[("a", 4), ("a", 5), ("a", 6)]),
         ]
     );
     assert_eq!(outbox.len(), 0);
