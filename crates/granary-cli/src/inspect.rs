@@ -10,7 +10,7 @@ use granary::GrainId;
 use granary::codec::state_codec;
 use granary::provider::{GrainDirectory, MembershipTable, Outbox, OutboxPosition};
 use granary_events::EventEnvelope;
-use granary_redis::{Bootstrap, RedisConfig, RedisMembership, RedisStore};
+use granary_redis::{Bootstrap, RedisConfig, RedisConnection, RedisMembership, RedisStore};
 
 pub(crate) fn required<'a>(
     value: Option<&'a String>,
@@ -117,12 +117,8 @@ pub(crate) async fn tail(
     from_start: bool,
     count: Option<usize>,
 ) -> anyhow::Result<()> {
-    let client = redis::Client::open(url).with_context(|| format!("invalid Redis URL {url}"))?;
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-        .with_context(|| format!("cannot reach Redis at {url}"))?;
+    // No response timeout: the blocking read waits on purpose.
+    let mut conn = RedisConnection::open(url, None).await?;
     let mut last = if from_start {
         "0".to_owned()
     } else {

@@ -211,3 +211,82 @@ impl Conn {
         }
     }
 }
+
+/// A connection to the Redis, or the Redis Cluster, that a Granary Redis URL names
+/// (`redis://`, `rediss://`, or `redis+cluster://host1:port1,host2:port2`, as
+/// [`RedisConfig::new`](crate::RedisConfig::new) takes it), for what works beside the store
+/// on the same Redis: stream consumers, tools, tests. Every command goes through
+/// [`ConnectionLike`], so `redis::cmd(…).query_async(&mut conn)` works on either; on a
+/// cluster each goes to the primary of its key's slot (following `MOVED` and `ASK`), so a
+/// command must not name keys of two slots. Auto-reconnecting, multiplexed, cheap to clone.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use granary_redis::RedisConnection;
+///
+/// let mut conn = RedisConnection::open("redis+cluster://10.0.0.1:7000", None).await?;
+/// let len: u64 = redis::cmd("XLEN").arg("events:match.ended").query_async(&mut conn).await?;
+/// # let _ = len;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisConnection {
+    conn: Conn,
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("cluster", &self.conn.is_cluster())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a cluster connection's command without a response timeout waits: a blocking read
+/// (`XREADGROUP … BLOCK`) waits on purpose; an hour stands for "as long as it takes".
+const NO_RESPONSE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl RedisConnection {
+    /// Connects to `url`. Each command waits at most `response_timeout` for its reply;
+    /// `None` waits as long as it takes (for blocking reads).
+    ///
+    /// # Errors
+    /// A [`ConnectError`](crate::ConnectError) naming the URL (its password hidden) and the
+    /// cause: a URL that does not parse, a Redis that cannot be reached, a seed that is not a
+    /// Redis Cluster node, or a cluster that does not serve every slot.
+    pub async fn open(
+        url: &str,
+        response_timeout: Option<Duration>,
+    ) -> Result<Self, crate::ConnectError> {
+        let config = crate::RedisConfig::new(url, "granary");
+        let cluster_timeout = response_timeout.unwrap_or(NO_RESPONSE_TIMEOUT);
+        let (conn, _) = crate::store::open(&config, response_timeout, cluster_timeout).await?;
+        Ok(Self { conn })
+    }
+
+    /// Whether this is a connection to a Redis Cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
+        self.conn.is_cluster()
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        self.conn.req_packed_command(cmd)
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.conn.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.conn.get_db()
+    }
+}

@@ -6,10 +6,23 @@ use std::future::Future;
 use std::time::Duration;
 
 use granary_events::EventEnvelope;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::StreamReadReply;
-use redis::{AsyncConnectionConfig, RedisError, Value};
+use redis::{RedisError, Value};
 use tokio_util::sync::CancellationToken;
+
+use crate::{ConnectError, RedisConnection};
+
+/// How long an [`Idempotency`] command waits for its reply.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection that could not be made, as the client's error (what the consumer retries).
+fn connect_error(err: ConnectError) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::Io,
+        "cannot connect to Redis",
+        err.to_string(),
+    ))
+}
 
 /// How a [`StreamConsumer`] reads and retries.
 #[derive(Debug, Clone)]
@@ -60,7 +73,7 @@ pub enum ConsumeError {
 /// an event processed and acknowledged is never processed again within the time to live.
 #[derive(Clone)]
 pub struct Idempotency {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
     ttl: Duration,
 }
@@ -75,12 +88,15 @@ impl std::fmt::Debug for Idempotency {
 }
 
 impl Idempotency {
-    /// Connects to `url`; processed ids are kept under `<prefix><id>` for `ttl`.
+    /// Connects to `url` (one Redis, or a Redis Cluster: see [`RedisConnection`]); processed
+    /// ids are kept under `<prefix><id>` for `ttl`.
     ///
     /// # Errors
-    /// The client's error if Redis cannot be reached.
+    /// The client's error if the URL is wrong or Redis cannot be reached.
     pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, RedisError> {
-        let conn = ConnectionManager::new(redis::Client::open(url)?).await?;
+        let conn = RedisConnection::open(url, Some(COMMAND_TIMEOUT))
+            .await
+            .map_err(connect_error)?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -125,7 +141,7 @@ impl Idempotency {
 /// block the others. Several consumers of one group share the stream's entries.
 #[derive(Debug)]
 pub struct StreamConsumer {
-    client: redis::Client,
+    url: String,
     stream: String,
     group: String,
     name: String,
@@ -138,10 +154,11 @@ type Entry = (String, HashMap<String, Value>);
 
 impl StreamConsumer {
     /// A consumer `name` of `group` on `stream` (the group is created if missing, reading from
-    /// the stream's start).
+    /// the stream's start), on the Redis or Redis Cluster `url` names (see
+    /// [`RedisConnection`]).
     ///
     /// # Errors
-    /// [`ConsumeError::Redis`] if Redis cannot be reached.
+    /// [`ConsumeError::Redis`] if the URL is wrong or Redis cannot be reached.
     pub async fn new(
         url: &str,
         stream: &str,
@@ -153,9 +170,8 @@ impl StreamConsumer {
             stream: stream.to_owned(),
             source,
         };
-        let client = redis::Client::open(url).map_err(err)?;
         let consumer = Self {
-            client,
+            url: url.to_owned(),
             stream: stream.to_owned(),
             group: group.to_owned(),
             name: name.to_owned(),
@@ -194,12 +210,11 @@ impl StreamConsumer {
         &self.dead_letter
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+    async fn connect(&self) -> Result<RedisConnection, RedisError> {
         // No response timeout: a blocking read waits on purpose.
-        let config = AsyncConnectionConfig::new().set_response_timeout(None);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
+        RedisConnection::open(&self.url, None)
             .await
+            .map_err(connect_error)
     }
 
     /// Hands entries to `handler` until `stop`. Reconnects with backoff when Redis goes away.
@@ -244,7 +259,7 @@ impl StreamConsumer {
         Ok(())
     }
 
-    async fn read_new(&self, conn: &mut MultiplexedConnection) -> Result<Vec<Entry>, RedisError> {
+    async fn read_new(&self, conn: &mut RedisConnection) -> Result<Vec<Entry>, RedisError> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)
@@ -270,7 +285,7 @@ impl StreamConsumer {
     /// handled again, or dead-lettered after `max_attempts` deliveries.
     async fn retry_pending<F, Fut>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         handler: &F,
     ) -> Result<(), RedisError>
     where
@@ -334,7 +349,7 @@ impl StreamConsumer {
 
     async fn process<F, Fut>(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         id: &str,
         fields: &HashMap<String, Value>,
         handler: &F,
@@ -375,7 +390,7 @@ impl StreamConsumer {
         }
     }
 
-    async fn ack(&self, conn: &mut MultiplexedConnection, id: &str) -> Result<(), RedisError> {
+    async fn ack(&self, conn: &mut RedisConnection, id: &str) -> Result<(), RedisError> {
         redis::cmd("XACK")
             .arg(&self.stream)
             .arg(&self.group)
@@ -387,7 +402,7 @@ impl StreamConsumer {
     /// Moves an entry to the dead-letter stream, with why, and acknowledges it.
     async fn bury(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut RedisConnection,
         id: &str,
         fields: &HashMap<String, Value>,
         reason: &str,

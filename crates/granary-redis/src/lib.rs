@@ -102,6 +102,7 @@ mod store;
 mod streams;
 
 pub use config::{Bootstrap, RedisConfig, WaitReplicas};
+pub use conn::RedisConnection;
 pub use consumer::{ConsumeError, ConsumerConfig, Idempotency, StreamConsumer};
 pub use error::ConnectError;
 pub use membership::RedisMembership;

@@ -88,40 +88,12 @@ impl RedisStore {
             )));
         }
         let url = config.redacted_url();
-        // Over TLS, a port without TLS only times out or resets: say what to check.
-        let tls_hint = if url.starts_with("rediss://") {
-            " (over TLS: is this Redis's TLS port, and its certificate signed by a trusted CA?)"
-        } else {
-            ""
-        };
+        // Commands are bounded by `bounded` on one Redis (one timer per command is enough);
+        // a cluster connection gets its own deadline.
+        let (mut conn, blocking_client) = open(&config, None, config.command_timeout).await?;
         let unreachable = |reason: String| ConnectError::Unreachable {
             url: url.clone(),
-            reason: format!("{reason}{tls_hint}"),
-        };
-        let target = config.target().map_err(ConnectError::Config)?;
-        let deadline = config.connect_timeout * 4 + config.command_timeout;
-        let (mut conn, blocking_client) = match target {
-            Target::Single(_) => {
-                // The URL with its TLS certificates, if any (`rediss://`).
-                let client = config.client().map_err(ConnectError::Config)?;
-                let manager = ConnectionManagerConfig::new()
-                    // The deadline is ours (`bounded`): it also covers waiting for a
-                    // reconnection, and one timer per command is enough.
-                    .set_response_timeout(None)
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_number_of_retries(config.reconnect_attempts)
-                    .set_max_delay(Duration::from_millis(250));
-                let connect = ConnectionManager::new_with_config(client.clone(), manager);
-                let conn = tokio::time::timeout(deadline, connect)
-                    .await
-                    .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
-                    .map_err(|e| unreachable(e.to_string()))?;
-                (Conn::Single(conn), Some(client))
-            }
-            Target::Cluster(seeds) => (
-                Conn::Cluster(connect_cluster(&seeds, &config, &url, deadline).await?),
-                None,
-            ),
+            reason,
         };
         check_version(&mut conn).await.map_err(|e| match e {
             VersionError::Redis(e) => unreachable(e.to_string()),
@@ -1022,12 +994,59 @@ enum VersionError {
 /// The slots of a Redis Cluster.
 const CLUSTER_SLOTS: u32 = 16384;
 
+/// Connects to the Redis or Redis Cluster `config` names: one Redis through a
+/// [`ConnectionManager`] whose commands wait at most `response_timeout` for their reply
+/// (`None`: as long as they take), with its client (for connections of its own); a cluster
+/// through a cluster connection whose commands wait at most `cluster_response_timeout`.
+pub(crate) async fn open(
+    config: &RedisConfig,
+    response_timeout: Option<Duration>,
+    cluster_response_timeout: Duration,
+) -> Result<(Conn, Option<redis::Client>), ConnectError> {
+    let url = config.redacted_url();
+    // Over TLS, a port without TLS only times out or resets: say what to check.
+    let tls_hint = if url.starts_with("rediss://") {
+        " (over TLS: is this Redis's TLS port, and its certificate signed by a trusted CA?)"
+    } else {
+        ""
+    };
+    let unreachable = |reason: String| ConnectError::Unreachable {
+        url: url.clone(),
+        reason: format!("{reason}{tls_hint}"),
+    };
+    let target = config.target().map_err(ConnectError::Config)?;
+    let deadline = config.connect_timeout * 4 + config.command_timeout;
+    match target {
+        Target::Single(_) => {
+            // The URL with its TLS certificates, if any (`rediss://`).
+            let client = config.client().map_err(ConnectError::Config)?;
+            let manager = ConnectionManagerConfig::new()
+                .set_response_timeout(response_timeout)
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_number_of_retries(config.reconnect_attempts)
+                .set_max_delay(Duration::from_millis(250));
+            let connect = ConnectionManager::new_with_config(client.clone(), manager);
+            let conn = tokio::time::timeout(deadline, connect)
+                .await
+                .map_err(|_| unreachable(format!("no connection within {deadline:?}")))?
+                .map_err(|e| unreachable(e.to_string()))?;
+            Ok((Conn::Single(conn), Some(client)))
+        }
+        Target::Cluster(seeds) => {
+            let conn =
+                connect_cluster(&seeds, config, &url, deadline, cluster_response_timeout).await?;
+            Ok((Conn::Cluster(conn), None))
+        }
+    }
+}
+
 /// Connects to a Redis Cluster through its seed nodes and checks that it serves every slot.
 async fn connect_cluster(
     seeds: &[String],
     config: &RedisConfig,
     url: &str,
     deadline: Duration,
+    response_timeout: Duration,
 ) -> Result<redis::cluster_async::ClusterConnection, ConnectError> {
     let cluster_error = |reason: String| ConnectError::Cluster {
         url: url.to_owned(),
@@ -1039,7 +1058,7 @@ async fn connect_cluster(
     };
     let client = ClusterClientBuilder::new(seeds.iter().map(String::as_str))
         .connection_timeout(config.connect_timeout)
-        .response_timeout(config.command_timeout)
+        .response_timeout(response_timeout)
         .build()
         .map_err(|e| ConnectError::Config(format!("invalid Redis Cluster URL {url}: {e}")))?;
     let conn = tokio::time::timeout(deadline, client.get_async_connection())

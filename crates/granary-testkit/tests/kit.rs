@@ -569,21 +569,43 @@ async fn grain_test_and_test_silo_host_a_stateless_worker() {
     silo.shutdown().await.unwrap();
 }
 
-/// The keys of `cluster` on the Redis at `url`, found the way an operator would.
+/// The keys of `cluster` on the Redis at `url`, found the way an operator would: `KEYS` on
+/// the Redis, or on each primary of a Redis Cluster (as `redis-cli --cluster call` does).
 async fn keys_of(url: &str, cluster: &str) -> Vec<String> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let nodes = match url.strip_prefix("redis+cluster://") {
+        None => vec![url.to_owned()],
+        Some(seeds) => {
+            let seed = format!("redis://{}", seeds.split(',').next().unwrap());
+            let client = redis::Client::open(seed).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            nodes
+                .lines()
+                .map(|line| line.split_whitespace().collect::<Vec<_>>())
+                .filter(|fields| fields.get(2).is_some_and(|f| f.contains("master")))
+                .map(|fields| format!("redis://{}", fields[1].split('@').next().unwrap()))
+                .collect()
+        }
+    };
     let mut keys = Vec::new();
-    for pattern in [
-        format!("granary:{cluster}:*"),
-        format!("granary:{{{cluster}:*"),
-    ] {
-        let mut found: Vec<String> = redis::cmd("KEYS")
-            .arg(&pattern)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        keys.append(&mut found);
+    for node in nodes {
+        let client = redis::Client::open(node).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        for pattern in [
+            format!("granary:{cluster}:*"),
+            format!("granary:{{{cluster}:*"),
+        ] {
+            let mut found: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            keys.append(&mut found);
+        }
     }
     keys
 }

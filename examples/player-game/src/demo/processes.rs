@@ -168,8 +168,7 @@ impl ProcessCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let client = redis::Client::open(self.redis.as_str())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let mut conn = granary_redis::RedisConnection::open(&self.redis, None).await?;
         let mut events = Vec::new();
         for topic in [
             "match.created",
