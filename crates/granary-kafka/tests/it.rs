@@ -1,6 +1,6 @@
 //! The Kafka sink and consumer against a real Kafka-protocol broker: a private `tansu broker`
-//! (memory storage) started by each test on a free loopback port; over TLS and SASL behind a
-//! TLS-terminating proxy.
+//! (memory storage) started by each test on a free loopback port; over TLS and SASL SCRAM
+//! behind a TLS-terminating proxy (that broker on SQLite storage, which keeps its users).
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
 use std::collections::{BTreeMap, HashSet};
@@ -406,15 +406,25 @@ async fn a_deleted_consumer_takes_its_dead_letter_topic_along() {
     }
 }
 
-/// The properties of a SASL_SSL client trusting `ca`, authenticating with SASL PLAIN.
-fn sasl_ssl(ca: &std::path::Path) -> ClientProperties {
+/// The SCRAM user the TLS + SASL test's broker knows, and its password.
+const USER: &str = "granary";
+const PASSWORD: &str = "granary-secret";
+
+/// The properties of a SASL_SSL client trusting `ca`, authenticating as [`USER`] with
+/// `password` by the SASL `mechanism` (`SCRAM-SHA-256`, `SCRAM-SHA-512`, `PLAIN`, …).
+fn sasl_ssl(ca: &std::path::Path, mechanism: &str, password: &str) -> ClientProperties {
     ClientProperties::new()
         .set("security.protocol", "SASL_SSL")
-        .and_then(|p| p.set("sasl.mechanism", "PLAIN"))
-        .and_then(|p| p.set("sasl.username", "granary"))
-        .and_then(|p| p.set("sasl.password", "not-checked-by-tansu"))
+        .and_then(|p| p.set("sasl.mechanism", mechanism))
+        .and_then(|p| p.set("sasl.username", USER))
+        .and_then(|p| p.set("sasl.password", password))
         .and_then(|p| p.set("ssl.ca.location", ca.to_str().unwrap()))
         .unwrap()
+}
+
+/// [`sasl_ssl`] with SCRAM-SHA-256 and the right password.
+fn scram_ssl(ca: &std::path::Path) -> ClientProperties {
+    sasl_ssl(ca, "SCRAM-SHA-256", PASSWORD)
 }
 
 /// A sink connecting to `brokers` with `properties`, which must fail within 30 s; the message.
@@ -432,21 +442,21 @@ async fn refused(brokers: &str, properties: ClientProperties) -> String {
 
 // tansu 0.6 has no TLS listener of its own (its `--cert`/`--key` are not used by its accept
 // loop): a TLS-terminating proxy stands in front of it, and the broker advertises the proxy's
-// address. It requires SASL (`--authentication`), but accepts any PLAIN password, so a wrong
-// password cannot be tested against it, nor SCRAM (its users have to be created through the
-// admin API first, which rdkafka does not offer).
+// address. It requires SASL (`--authentication`) with SCRAM: its SCRAM users are created
+// beforehand with `tansu user create` and kept in SQLite storage (`start_with_scram_user`).
+// SASL PLAIN is not tested: tansu 0.6 offers only SCRAM-SHA-256, SCRAM-SHA-512 and
+// OAUTHBEARER, and closes a PLAIN handshake; `sasl_ssl` keeps the mechanism a parameter for a
+// broker that has it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not working yet: through the TLS proxy to a tansu with --authentication, librdkafka's \
-            metadata request fails with BrokerTransportFailure (first run 2026-12-06; issue 16 part 2)"]
 async fn events_flow_over_tls_with_sasl_and_bad_certificates_fail_at_connect() {
     let pki = TestPki::generate();
     let proxy_port = free_port();
     let brokers = format!("localhost:{proxy_port}");
-    let broker = PrivateTansu::start_advertising(&brokers, true).await;
+    let broker = PrivateTansu::start_with_scram_user(&brokers, USER, PASSWORD).await;
     let _proxy = TlsProxy::start_at(proxy_port, broker.addr(), &pki.server).await;
     let prefix = format!("{}.", unique_name("tls"));
     let config = KafkaSinkConfig {
-        properties: sasl_ssl(&pki.ca),
+        properties: scram_ssl(&pki.ca),
         ..KafkaSinkConfig::default()
     };
     let sink = Arc::new(KafkaSink::connect(&brokers, &prefix, config).await.unwrap());
@@ -457,7 +467,7 @@ async fn events_flow_over_tls_with_sasl_and_bad_certificates_fail_at_connect() {
         .start();
     let silo = silo(store.clone()).await;
     let config = KafkaConsumerConfig {
-        properties: sasl_ssl(&pki.ca),
+        properties: scram_ssl(&pki.ca),
         ..KafkaConsumerConfig::default()
     };
     let (received, stop, task) =
@@ -476,26 +486,44 @@ async fn events_flow_over_tls_with_sasl_and_bad_certificates_fail_at_connect() {
     relay.stop().await;
     silo.shutdown().await.unwrap();
 
-    let message = refused(&brokers, sasl_ssl(&pki.other_ca)).await;
-    assert!(
-        message.contains("cannot reach Kafka"),
-        "wrong CA: {message}"
-    );
-    // A plaintext client at the TLS port, and a TLS client at the plaintext port.
-    let message = refused(&brokers, ClientProperties::new()).await;
-    assert!(
-        message.contains("cannot reach Kafka"),
-        "plaintext at TLS: {message}"
-    );
-    let message = refused(&broker.brokers(), sasl_ssl(&pki.ca)).await;
-    assert!(
-        message.contains("cannot reach Kafka"),
-        "TLS at plaintext: {message}"
-    );
+    // Each bad case fails at connect, after the sink's 10 s metadata deadline: all at once. A
+    // wrong password's message is the metadata request's `BrokerTransportFailure`, as the
+    // others'; librdkafka logs the cause ("SASL SCRAM authentication failed: broker responded
+    // with invalid-proof").
     let expired_port = free_port();
     let _expired = TlsProxy::start_at(expired_port, broker.addr(), &pki.expired_server).await;
-    let message = refused(&format!("localhost:{expired_port}"), sasl_ssl(&pki.ca)).await;
-    assert!(message.contains("cannot reach Kafka"), "expired: {message}");
+    let expired = format!("localhost:{expired_port}");
+    let plaintext = broker.brokers();
+    let cases = [
+        (
+            "wrong password (SCRAM-SHA-256)",
+            refused(&brokers, sasl_ssl(&pki.ca, "SCRAM-SHA-256", "wrong")),
+        ),
+        (
+            "wrong password (SCRAM-SHA-512)",
+            refused(&brokers, sasl_ssl(&pki.ca, "SCRAM-SHA-512", "wrong")),
+        ),
+        ("wrong CA", refused(&brokers, scram_ssl(&pki.other_ca))),
+        (
+            "plaintext at TLS",
+            refused(&brokers, ClientProperties::new()),
+        ),
+        ("TLS at plaintext", refused(&plaintext, scram_ssl(&pki.ca))),
+        ("expired", refused(&expired, scram_ssl(&pki.ca))),
+    ];
+    let messages = futures::future::join_all(
+        cases.map(|(case, refused)| async move { (case, refused.await) }),
+    )
+    .await;
+    for (case, message) in messages {
+        assert!(message.contains("cannot reach Kafka"), "{case}: {message}");
+    }
+    // The right password by SCRAM-SHA-512 connects (so the broker still serves).
+    let config = KafkaSinkConfig {
+        properties: sasl_ssl(&pki.ca, "SCRAM-SHA-512", PASSWORD),
+        ..KafkaSinkConfig::default()
+    };
+    KafkaSink::connect(&brokers, &prefix, config).await.unwrap();
 }
 
 #[test]
@@ -504,10 +532,10 @@ fn properties_granary_sets_itself_are_refused_and_secrets_are_not_shown() {
         let err = ClientProperties::new().set(reserved, "x").unwrap_err();
         assert!(err.contains(reserved), "{err}");
     }
-    let properties = sasl_ssl(std::path::Path::new("/ca.pem"));
+    let properties = scram_ssl(std::path::Path::new("/ca.pem"));
     let shown = format!("{properties:?}");
     assert!(
-        shown.contains("SASL_SSL") && !shown.contains("not-checked"),
+        shown.contains("SASL_SSL") && !shown.contains(PASSWORD),
         "{shown}"
     );
 }

@@ -1,8 +1,10 @@
 //! A private `tansu broker` (a Kafka-protocol broker, `cargo install tansu`) of one test or
-//! benchmark, on a free loopback port, with memory storage, that the test may kill and start
-//! again.
+//! benchmark, on a free loopback port, that the test may kill and start again.
 //!
-//! Memory storage keeps nothing: a restarted broker has no topics, records or offsets.
+//! Its storage is memory, which keeps nothing (a restarted broker has no topics, records or
+//! offsets), except for a broker that requires SASL SCRAM
+//! ([`PrivateTansu::start_with_scram_user`]): its users live in a private SQLite file, since
+//! tansu's memory storage does not store SCRAM credentials.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -12,9 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::private_server::{free_port, kill, wait_until_serving};
+use crate::redis_server::unique_name;
 
 /// How `tansu` is installed (`./test` does it once per machine).
-pub const INSTALL: &str = "cargo install tansu --locked --features dynostore,postgres";
+pub const INSTALL: &str = "cargo install tansu --locked --features dynostore,postgres,libsql";
 
 /// The `tansu` binary: `GRANARY_TANSU`, else `tansu` on the `PATH`, else `~/.cargo/bin/tansu`.
 ///
@@ -37,7 +40,8 @@ pub fn tansu_binary() -> PathBuf {
         panic!(
             "this needs `tansu`, a Kafka-protocol broker: install it with `{INSTALL}` (about 10 \
              minutes; without --locked the postgres feature fails to build, without dynostore \
-             the memory:// storage is refused); `./test` does it for you"
+             the memory:// storage is refused, without libsql the sqlite:// storage that keeps \
+             SCRAM users is refused); `./test` does it for you"
         )
     })
 }
@@ -51,6 +55,8 @@ pub struct PrivateTansu {
     advertised: Option<String>,
     /// Whether clients must authenticate (SASL).
     authentication: bool,
+    /// The directory of the SQLite storage, removed when dropped; memory storage if none.
+    sqlite_dir: Option<PathBuf>,
 }
 
 impl PrivateTansu {
@@ -64,12 +70,45 @@ impl PrivateTansu {
 
     /// Starts a broker as [`start`](Self::start) does that tells its clients to connect to
     /// `advertised` (`host:port`: a TLS-terminating proxy in front of it, say) and, with
-    /// `authentication`, requires them to authenticate with SASL (`--authentication`).
+    /// `authentication`, requires them to authenticate with SASL (`--authentication`). Its
+    /// memory storage keeps no SCRAM users, so no client can authenticate to such a broker:
+    /// [`start_with_scram_user`](Self::start_with_scram_user) starts one that has a user.
     ///
     /// # Panics
     /// As [`start`](Self::start).
     pub async fn start_advertising(advertised: &str, authentication: bool) -> Self {
         Self::start_with(Some(advertised.to_owned()), authentication).await
+    }
+
+    /// Starts a broker as [`start_advertising`](Self::start_advertising) does that requires
+    /// SASL SCRAM, with `user` and `password` valid for both SCRAM-SHA-256 and SCRAM-SHA-512.
+    ///
+    /// tansu keeps SCRAM users only in a real storage, and refuses every request but the SASL
+    /// ones from a client that has not authenticated: so the broker first starts without
+    /// `--authentication` on a SQLite file in a private temporary directory (removed when
+    /// dropped), `tansu user create` adds the user, and the broker starts again on the same
+    /// file requiring SASL. It keeps its topics and records across [`restart`](Self::restart).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), or if the user cannot be created (a `tansu` built without the
+    /// `libsql` feature refuses the SQLite storage: the message says how to install one).
+    pub async fn start_with_scram_user(advertised: &str, user: &str, password: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique_name("granary-tansu"));
+        std::fs::create_dir_all(&dir).expect("the temporary directory is writable");
+        let mut broker = Self {
+            port: free_port(),
+            child: None,
+            advertised: Some(advertised.to_owned()),
+            authentication: false,
+            sqlite_dir: Some(dir),
+        };
+        broker.restart().await;
+        for mechanism in ["scram256", "scram512"] {
+            broker.create_user(mechanism, user, password).await;
+        }
+        broker.authentication = true;
+        broker.restart().await;
+        broker
     }
 
     async fn start_with(advertised: Option<String>, authentication: bool) -> Self {
@@ -78,9 +117,40 @@ impl PrivateTansu {
             child: None,
             advertised,
             authentication,
+            sqlite_dir: None,
         };
         broker.restart().await;
         broker
+    }
+
+    /// Creates (or updates) the SCRAM credential of `user` for `mechanism` (`scram256` or
+    /// `scram512`) with `tansu user create` (the Kafka `AlterUserScramCredentials` request).
+    async fn create_user(&self, mechanism: &str, user: &str, password: &str) {
+        let broker = format!("tcp://{}", self.brokers());
+        let command = tokio::process::Command::new(tansu_binary())
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &broker,
+                "--mechanism",
+                mechanism,
+            ])
+            .args([user, password])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(30), command)
+            .await
+            .expect("`tansu user create` finishes within 30 s")
+            .unwrap_or_else(|e| panic!("cannot run `tansu user create` ({e})"));
+        assert!(
+            output.status.success(),
+            "`tansu user create --mechanism {mechanism}` failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
     }
 
     /// The broker's own address (not the advertised one).
@@ -100,8 +170,9 @@ impl PrivateTansu {
         kill(&mut self.child);
     }
 
-    /// Starts the broker (again, on the same port, empty) and waits until it answers an
-    /// `ApiVersions` request.
+    /// Starts the broker (again, on the same port) and waits until it answers an
+    /// `ApiVersions` request. With memory storage it starts empty; a broker of
+    /// [`start_with_scram_user`](Self::start_with_scram_user) keeps what its SQLite file holds.
     ///
     /// # Panics
     /// As [`start`](Self::start).
@@ -112,7 +183,17 @@ impl PrivateTansu {
             .advertised
             .as_ref()
             .map_or_else(|| url.clone(), |a| format!("tcp://{a}"));
-        let child = Command::new(tansu_binary())
+        let mut command = Command::new(tansu_binary());
+        // tansu opens `sqlite://<name>` as `<name>` in its working directory (an absolute path
+        // in the URL is made relative to it too).
+        let storage = match &self.sqlite_dir {
+            Some(dir) => {
+                command.current_dir(dir);
+                "sqlite://tansu.db"
+            }
+            None => "memory://tansu/",
+        };
+        let child = command
             .arg("broker")
             .args([
                 "--listener-url",
@@ -120,7 +201,7 @@ impl PrivateTansu {
                 "--advertised-listener-url",
                 &advertised,
             ])
-            .args(["--storage-engine", "memory://tansu/"])
+            .args(["--storage-engine", storage])
             .args(self.authentication.then_some("--authentication"))
             .env_remove("CLUSTER_ID")
             .stdin(Stdio::null())
@@ -166,5 +247,8 @@ async fn answers(port: u16) -> bool {
 impl Drop for PrivateTansu {
     fn drop(&mut self) {
         self.kill();
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
