@@ -1,4 +1,5 @@
-//! [`Conn`]: the store's connection, to one Redis or to a Redis Cluster, behind one type.
+//! [`RedisConnection`] (the store's [`Conn`]): a connection to one Redis or to a Redis
+//! Cluster, behind one type, for the store and for what works beside it.
 //!
 //! Every command goes through [`redis::aio::ConnectionLike`], so that the store's code is the
 //! same for both; the single-node path is the [`ConnectionManager`] it always was (one `match`
@@ -15,9 +16,26 @@ use redis::cluster_routing::{
 };
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
-/// The store's connection: auto-reconnecting, multiplexed, cheap to clone.
+/// A connection to the Redis, or the Redis Cluster, that a Granary Redis URL names
+/// (`redis://`, `rediss://`, or `redis+cluster://host1:port1,host2:port2`, as
+/// [`RedisConfig::new`](crate::RedisConfig::new) takes it), for what works beside the store
+/// on the same Redis: stream consumers, tools, tests. Every command goes through
+/// [`ConnectionLike`], so `redis::cmd(…).query_async(&mut conn)` works on either; on a
+/// cluster each goes to the primary of its key's slot (following `MOVED` and `ASK`), so a
+/// command must not name keys of two slots. Auto-reconnecting, multiplexed, cheap to clone.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use granary_redis::RedisConnection;
+///
+/// let mut conn = RedisConnection::open("redis+cluster://10.0.0.1:7000", None).await?;
+/// let len: u64 = redis::cmd("XLEN").arg("events:match.ended").query_async(&mut conn).await?;
+/// # let _ = len;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
-pub(crate) enum Conn {
+pub enum RedisConnection {
     /// One Redis (or its primary).
     Single(ConnectionManager),
     /// A Redis Cluster: each command goes to the primary of its key's slot, following
@@ -25,7 +43,10 @@ pub(crate) enum Conn {
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for Conn {
+/// The store's name for its connection.
+pub(crate) type Conn = RedisConnection;
+
+impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
@@ -54,8 +75,9 @@ impl ConnectionLike for Conn {
 }
 
 impl Conn {
-    /// Whether this is a Redis Cluster connection.
-    pub(crate) fn is_cluster(&self) -> bool {
+    /// Whether this is a connection to a Redis Cluster.
+    #[must_use]
+    pub fn is_cluster(&self) -> bool {
         matches!(self, Self::Cluster(_))
     }
 
@@ -212,33 +234,10 @@ impl Conn {
     }
 }
 
-/// A connection to the Redis, or the Redis Cluster, that a Granary Redis URL names
-/// (`redis://`, `rediss://`, or `redis+cluster://host1:port1,host2:port2`, as
-/// [`RedisConfig::new`](crate::RedisConfig::new) takes it), for what works beside the store
-/// on the same Redis: stream consumers, tools, tests. Every command goes through
-/// [`ConnectionLike`], so `redis::cmd(…).query_async(&mut conn)` works on either; on a
-/// cluster each goes to the primary of its key's slot (following `MOVED` and `ASK`), so a
-/// command must not name keys of two slots. Auto-reconnecting, multiplexed, cheap to clone.
-///
-/// ```no_run
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use granary_redis::RedisConnection;
-///
-/// let mut conn = RedisConnection::open("redis+cluster://10.0.0.1:7000", None).await?;
-/// let len: u64 = redis::cmd("XLEN").arg("events:match.ended").query_async(&mut conn).await?;
-/// # let _ = len;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Clone)]
-pub struct RedisConnection {
-    conn: Conn,
-}
-
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnection")
-            .field("cluster", &self.conn.is_cluster())
+            .field("cluster", &self.is_cluster())
             .finish_non_exhaustive()
     }
 }
@@ -262,31 +261,6 @@ impl RedisConnection {
         let config = crate::RedisConfig::new(url, "granary");
         let cluster_timeout = response_timeout.unwrap_or(NO_RESPONSE_TIMEOUT);
         let (conn, _) = crate::store::open(&config, response_timeout, cluster_timeout).await?;
-        Ok(Self { conn })
-    }
-
-    /// Whether this is a connection to a Redis Cluster.
-    #[must_use]
-    pub fn is_cluster(&self) -> bool {
-        self.conn.is_cluster()
-    }
-}
-
-impl ConnectionLike for RedisConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.conn.req_packed_command(cmd)
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.conn.req_packed_commands(pipeline, offset, count)
-    }
-
-    fn get_db(&self) -> i64 {
-        self.conn.get_db()
+        Ok(conn)
     }
 }

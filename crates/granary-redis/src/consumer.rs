@@ -16,7 +16,7 @@ use crate::{ConnectError, RedisConnection};
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A connection that could not be made, as the client's error (what the consumer retries).
-fn connect_error(err: ConnectError) -> RedisError {
+fn connect_error(err: &ConnectError) -> RedisError {
     RedisError::from((
         redis::ErrorKind::Io,
         "cannot connect to Redis",
@@ -96,7 +96,7 @@ impl Idempotency {
     pub async fn connect(url: &str, prefix: &str, ttl: Duration) -> Result<Self, RedisError> {
         let conn = RedisConnection::open(url, Some(COMMAND_TIMEOUT))
             .await
-            .map_err(connect_error)?;
+            .map_err(|e| connect_error(&e))?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -214,7 +214,7 @@ impl StreamConsumer {
         // No response timeout: a blocking read waits on purpose.
         RedisConnection::open(&self.url, None)
             .await
-            .map_err(connect_error)
+            .map_err(|e| connect_error(&e))
     }
 
     /// Hands entries to `handler` until `stop`. Reconnects with backoff when Redis goes away.
