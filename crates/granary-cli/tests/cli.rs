@@ -340,7 +340,9 @@ async fn a_host_binary_runs_a_silo_that_serves_calls_and_stops_on_sigterm() {
         &host_binary(),
         &["silo", "--config", file.to_str().unwrap()],
         "hosted",
-        &[("GRANARY_ROLES", "sim, eu")],
+        // The grain stays active until the inspection commands have looked at it (the test
+        // profile would deactivate it after 200 ms).
+        &[("GRANARY_ROLES", "sim, eu"), ("GRANARY_IDLE_AFTER", "10m")],
     )
     .await;
     std::fs::remove_file(&file).unwrap();

@@ -229,7 +229,10 @@ impl StreamConsumer {
         let mut backoff = Duration::from_millis(50);
         while !stop.is_cancelled() {
             let result = async {
-                let mut conn = self.connect().await?;
+                let mut conn = tokio::select! {
+                    conn = self.connect() => conn?,
+                    () = stop.cancelled() => return Ok(()),
+                };
                 while !stop.is_cancelled() {
                     self.retry_pending(&mut conn, &handler).await?;
                     let read = self.read_new(&mut conn);
