@@ -33,6 +33,17 @@ fn relay_config() -> RelayConfig {
     }
 }
 
+/// A silo on a fresh in-memory store whose relay (with [`relay_config`]) delivers to `sink`.
+async fn relayed(sink: Arc<KafkaSink>) -> (Arc<MemoryStore>, Relay, granary::Silo) {
+    let store = Arc::new(MemoryStore::new());
+    let relay = Relay::builder(store.clone())
+        .sink(sink)
+        .config(relay_config())
+        .start();
+    let silo = silo(store.clone()).await;
+    (store, relay, silo)
+}
+
 /// A consumer run in a task that records every envelope it is handed; returns the deliveries,
 /// the stop token and the task (which hands the consumer back).
 fn collecting(
@@ -68,12 +79,7 @@ async fn every_committed_event_arrives_once_in_grain_order() {
     let brokers = broker.brokers();
     let prefix = format!("{}.", unique_name("game"));
     let sink = sink(&brokers, &prefix).await;
-    let store = Arc::new(MemoryStore::new());
-    let relay = Relay::builder(store.clone())
-        .sink(sink.clone())
-        .config(relay_config())
-        .start();
-    let silo = silo(store.clone()).await;
+    let (store, relay, silo) = relayed(sink.clone()).await;
     let (received, stop, task) = collecting(
         consumer(
             &brokers,
@@ -460,12 +466,7 @@ async fn events_flow_over_tls_with_sasl_and_bad_certificates_fail_at_connect() {
         ..KafkaSinkConfig::default()
     };
     let sink = Arc::new(KafkaSink::connect(&brokers, &prefix, config).await.unwrap());
-    let store = Arc::new(MemoryStore::new());
-    let relay = Relay::builder(store.clone())
-        .sink(sink.clone())
-        .config(relay_config())
-        .start();
-    let silo = silo(store.clone()).await;
+    let (store, relay, silo) = relayed(sink.clone()).await;
     let config = KafkaConsumerConfig {
         properties: scram_ssl(&pki.ca),
         ..KafkaConsumerConfig::default()
