@@ -91,6 +91,71 @@ async fn a_client_that_stops_reading_never_holds_the_grains_turn() {
     assert_eq!(kit.state().watchers.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_client_that_stops_reading_has_its_pushes_refused_by_the_gateway_at_once() {
+    let cluster = unique_name("observers-stuck");
+    let silo = clustered(&cluster, "a", true).await;
+    // The client runs on a runtime of its own, whose one thread the test blocks: a client
+    // process that stops reading its connection.
+    let client_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let gateway = silo.address().unwrap();
+    let (client, fran) = client_runtime
+        .spawn({
+            let cluster = cluster.clone();
+            async move {
+                let mut config = ClientConfig::new(&cluster, SECRET, vec![gateway]);
+                config.discover = false;
+                config.call_timeout = Duration::from_secs(10);
+                let client = ClusterClient::connect(config).await.unwrap();
+                let (object, _scores) = screen("fran");
+                let fran = client.observe(object);
+                let game = client.grain::<MatchGrain>("m6");
+                assert_eq!(game.subscribe(fran.reference(), 60).await, Ok(1));
+                (client, fran)
+            }
+        })
+        .await
+        .unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (blocked, is_blocked) = tokio::sync::oneshot::channel();
+    client_runtime.spawn(async move {
+        let _ = blocked.send(());
+        let _ = released.recv();
+    });
+    is_blocked.await.unwrap();
+
+    // Far more pushes than the connection's buffers hold: once the gateway holds
+    // `OBSERVER_QUEUE` frames for the client, each push is refused at once with `QueueFull`;
+    // the turn ends.
+    let game = silo.client().grain::<MatchGrain>("m6");
+    let (accepted, full) = tokio::time::timeout(Duration::from_secs(60), game.flood(300_000))
+        .await
+        .expect("no push waits on the client")
+        .unwrap();
+    assert!(full > 0, "accepted {accepted}, refused none");
+    assert!(
+        accepted as usize >= granary::OBSERVER_QUEUE,
+        "accepted {accepted}"
+    );
+
+    // The client reads again: it answers, and is still subscribed.
+    release.send(()).unwrap();
+    assert_eq!(game.roll_call().await, Ok(vec!["fran".to_owned()]));
+    client_runtime
+        .spawn(async move {
+            drop(fran);
+            client.close().await;
+        })
+        .await
+        .unwrap();
+    client_runtime.shutdown_background();
+    silo.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_grain_pushes_to_a_local_clients_observer_and_keeps_it_across_activations() {
     let silo = TestSilo::start(|b| b.register::<MatchGrain>())
@@ -338,29 +403,33 @@ async fn a_client_keeps_receiving_after_its_gateway_process_is_sigkilled() {
 /// Two clustered silos on the shared Redis, both active in each other's view: "a" is only a
 /// gateway (it hosts no grain type), "b" hosts the matches.
 async fn gateway_and_host(cluster: &str) -> Vec<Silo> {
-    let url = shared_redis_url().await;
-    let mut silos: Vec<Silo> = Vec::new();
-    for name in ["a", "b"] {
-        let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(&url, cluster).shards(8))
-                .await
-                .unwrap(),
-        );
-        let config =
-            ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
-        let mut builder = Silo::builder()
-            .config(SiloConfig {
-                name: name.to_owned(),
-                ..SiloConfig::test_profile()
-            })
-            .storage(store.clone())
-            .membership(Arc::new(RedisMembership::new(store)))
-            .cluster(config);
-        if name == "b" {
-            builder = builder.register::<MatchGrain>();
-        }
-        silos.push(builder.start().await.unwrap());
-    }
+    let silos = vec![
+        clustered(cluster, "a", false).await,
+        clustered(cluster, "b", true).await,
+    ];
     crate::multi_silo::all_see_each_other(&silos).await;
     silos
+}
+
+/// A silo named `name` in `cluster` on the shared Redis, hosting the matches if `matches`.
+async fn clustered(cluster: &str, name: &str, matches: bool) -> Silo {
+    let url = shared_redis_url().await;
+    let store = Arc::new(
+        RedisStore::connect(RedisConfig::new(&url, cluster).shards(8))
+            .await
+            .unwrap(),
+    );
+    let config = ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
+    let mut builder = Silo::builder()
+        .config(SiloConfig {
+            name: name.to_owned(),
+            ..SiloConfig::test_profile()
+        })
+        .storage(store.clone())
+        .membership(Arc::new(RedisMembership::new(store)))
+        .cluster(config);
+    if matches {
+        builder = builder.register::<MatchGrain>();
+    }
+    builder.start().await.unwrap()
 }

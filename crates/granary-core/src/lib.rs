@@ -42,7 +42,7 @@ pub use id::{
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
 pub use observer::{
-    Notified, OBSERVER_PREFIX, ObserverAddress, ObserverDispatch, ObserverInterface,
+    Notified, OBSERVER_PREFIX, ObserverAddress, ObserverDispatch, ObserverInterface, ObserverKey,
     ObserverObject, ObserverSet,
 };
 pub use provider::ReminderTick;

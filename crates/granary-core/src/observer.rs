@@ -60,21 +60,10 @@ impl ObserverAddress {
     /// observer key that does not parse: such a reference reaches nothing).
     #[must_use]
     pub fn of(id: &GrainId) -> Option<Self> {
-        if !id.type_name().starts_with(OBSERVER_PREFIX) {
-            return None;
-        }
-        let GrainKey::Str(key) = id.key() else {
-            return None;
-        };
-        let mut parts = key.splitn(4, '|');
-        let object = parts.next()?.parse().ok()?;
-        let client = parts.next()?.to_owned();
-        let generation = parts.next()?.parse().ok()?;
-        let name = parts.next()?;
-        Some(Self {
-            gateway: SiloId::new(name, generation),
-            client,
-            object,
+        ObserverKey::of(id).map(|key| Self {
+            gateway: SiloId::new(key.gateway_name, key.generation),
+            client: key.client.to_owned(),
+            object: key.object,
         })
     }
 
@@ -82,6 +71,50 @@ impl ObserverAddress {
     #[must_use]
     pub fn is_observer(id: &GrainId) -> bool {
         id.type_name().starts_with(OBSERVER_PREFIX)
+    }
+}
+
+/// An [`ObserverAddress`] read in place from a reference's id, without copying: what a
+/// runtime looks at for each call to an observer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObserverKey<'a> {
+    /// The object, unique within the client.
+    pub object: u64,
+    /// The client, unique per connection.
+    pub client: &'a str,
+    /// The generation of the gateway silo.
+    pub generation: u64,
+    /// The name of the gateway silo.
+    pub gateway_name: &'a str,
+}
+
+impl<'a> ObserverKey<'a> {
+    /// The key of an observer reference's target; `None` as for [`ObserverAddress::of`].
+    #[must_use]
+    pub fn of(id: &'a GrainId) -> Option<Self> {
+        if !ObserverAddress::is_observer(id) {
+            return None;
+        }
+        let GrainKey::Str(key) = id.key() else {
+            return None;
+        };
+        let mut parts = key.splitn(4, '|');
+        let object = parts.next()?.parse().ok()?;
+        let client = parts.next()?;
+        let generation = parts.next()?.parse().ok()?;
+        let gateway_name = parts.next()?;
+        Some(Self {
+            object,
+            client,
+            generation,
+            gateway_name,
+        })
+    }
+
+    /// Whether the key names `silo` as the gateway.
+    #[must_use]
+    pub fn gateway_is(&self, silo: &SiloId) -> bool {
+        self.generation == silo.generation() && self.gateway_name == silo.name()
     }
 }
 

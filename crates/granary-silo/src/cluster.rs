@@ -303,8 +303,6 @@ pub(crate) struct Cluster {
     /// The calls from other silos and clients being answered, drained before the transport
     /// closes.
     in_flight: InFlight,
-    /// The pushes in flight to each client connected here (bounded per client).
-    pushes: clients::Pushes,
 }
 
 /// The calls that arrived and are not answered yet; once closing, new ones are refused.
@@ -389,7 +387,6 @@ impl Cluster {
             beats: AtomicU64::new(0),
             dead: CancellationToken::new(),
             in_flight: InFlight::default(),
-            pushes: clients::Pushes::default(),
             config,
             shared,
             host: OnceLock::new(),

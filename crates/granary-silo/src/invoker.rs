@@ -8,8 +8,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use granary_core::{
-    CallError, Envelope, GrainId, Invoked, Invoker, MethodId, ObserverAddress, OutgoingCall,
-    Payload, SiloId, codec, deadline_in,
+    CallError, Envelope, GrainId, Invoked, Invoker, MethodId, ObserverAddress, ObserverKey,
+    OutgoingCall, Payload, SiloId, codec, deadline_in,
 };
 
 use crate::activation::{InlineTurn, Routed};
@@ -193,43 +193,44 @@ fn to_observer(
     one_way: bool,
 ) -> BoxFuture<'static, Result<Payload, CallError>> {
     let shared = router.shared();
-    let Some(address) = ObserverAddress::of(&call.target) else {
+    let Some(address) = ObserverKey::of(&call.target) else {
         let gone = CallError::ObserverGone {
             observer: call.target,
             reason: "its reference does not name a gateway".into(),
         };
         return futures::future::ready(Err(gone)).boxed();
     };
-    if address.gateway == *shared.silo() {
+    if address.gateway_is(shared.silo()) {
         let cluster = match router.cluster() {
             Some(cluster) if !shared.observers().contains(&address) => cluster.clone(),
             _ => return shared.observers().call(call, timeout, one_way),
         };
         // A client connected to this silo from outside: over its connection.
-        let client = client_peer(&address.client);
+        let client = client_peer(address.client);
         let call = match remote_call(call, timeout, one_way) {
             Ok(call) => call,
             Err(err) => return futures::future::ready(Err(err)).boxed(),
         };
         if one_way {
-            let pushed = cluster.push_to_client(client, call);
+            let pushed = cluster.push_to_client(&client, call);
             return futures::future::ready(pushed.map(|()| Payload::local(()))).boxed();
         }
         return async move { cluster.call_client(&client, call).await }.boxed();
     }
+    let gateway = SiloId::new(address.gateway_name, address.generation);
     let Some(cluster) = router.cluster().cloned() else {
         let gone = CallError::ObserverGone {
             observer: call.target,
-            reason: format!("its gateway {} is not this silo", address.gateway),
+            reason: format!("its gateway {} is not this silo", gateway),
         };
         return futures::future::ready(Err(gone)).boxed();
     };
-    if cluster.address_of(&address.gateway).is_none() {
+    if cluster.address_of(&gateway).is_none() {
         // The gateway left the cluster (or never was in it): its clients' connections went
         // with it, and they come back through another gateway with new references.
         let gone = CallError::ObserverGone {
             observer: call.target,
-            reason: format!("its gateway {} is not an active silo", address.gateway),
+            reason: format!("its gateway {} is not an active silo", gateway),
         };
         return futures::future::ready(Err(gone)).boxed();
     }
@@ -238,7 +239,7 @@ fn to_observer(
     // observer is gone.
     async move {
         let reply = cluster
-            .call(&address.gateway, &remote_call(call, timeout, one_way)?)
+            .call(&gateway, &remote_call(call, timeout, one_way)?)
             .await?;
         Ok(if one_way { Payload::local(()) } else { reply })
     }
@@ -534,7 +535,7 @@ async fn run_call(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, Cal
 /// reference names, or the observer is gone (a reference is never forwarded further).
 async fn observer_call_here(router: &Arc<Router>, call: RemoteCall) -> Result<Vec<u8>, CallError> {
     let shared = router.shared();
-    let Some(address) = ObserverAddress::of(&call.target).filter(|a| a.gateway == *shared.silo())
+    let Some(address) = ObserverKey::of(&call.target).filter(|a| a.gateway_is(shared.silo()))
     else {
         return Err(CallError::ObserverGone {
             observer: call.target,
@@ -545,9 +546,9 @@ async fn observer_call_here(router: &Arc<Router>, call: RemoteCall) -> Result<Ve
     if let Some(cluster) = router.cluster()
         && !table.contains(&address)
     {
-        let client = client_peer(&address.client);
+        let client = client_peer(address.client);
         if call.one_way {
-            cluster.push_to_client(client, call)?;
+            cluster.push_to_client(&client, call)?;
             return Ok(Vec::new());
         }
         let name = call.method_name.clone();

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use granary_core::{
     CallError, GrainId, GrainRef, Invoker, MethodId, ObserverAddress, ObserverDispatch,
-    ObserverInterface, ObserverObject, OutgoingCall, Payload, SiloId, TypedRef,
+    ObserverInterface, ObserverKey, ObserverObject, OutgoingCall, Payload, SiloId, TypedRef,
 };
 
 /// How many one-way calls may wait for one observer object before more are refused.
@@ -31,16 +31,19 @@ pub const OBSERVER_QUEUE: usize = 1024;
 type Queued = (GrainId, MethodId, Payload);
 
 struct Served {
+    /// The client serving it.
+    client: Arc<str>,
     type_name: &'static str,
     dispatch: ObserverDispatch,
     queue: mpsc::Sender<Queued>,
 }
 
-/// The observer objects served by one process, by client and object number.
+/// The observer objects served by one process, by object number (unique in the table; a
+/// reference names the client too, which must match).
 pub struct ObserverTable {
     /// Changes when a client fails over to another gateway.
     gateway: parking_lot::RwLock<SiloId>,
-    objects: DashMap<(Arc<str>, u64), Served>,
+    objects: DashMap<u64, Served>,
     next: AtomicU64,
     clients: AtomicU64,
     tracker: TaskTracker,
@@ -140,8 +143,9 @@ impl ObserverTable {
         });
         let client: Arc<str> = client.into();
         self.objects.insert(
-            (client.clone(), number),
+            number,
             Served {
+                client: client.clone(),
                 type_name: I::TYPE_NAME,
                 dispatch,
                 queue,
@@ -160,15 +164,16 @@ impl ObserverTable {
     /// Stops serving every object of `client` (its connection is gone); how many.
     pub fn remove_client(&self, client: &str) -> usize {
         let before = self.objects.len();
-        self.objects.retain(|(c, _), _| &**c != client);
+        self.objects.retain(|_, served| &*served.client != client);
         before - self.objects.len()
     }
 
-    /// Whether the object at `address` is served here.
+    /// Whether the object `key` names is served here.
     #[must_use]
-    pub fn contains(&self, address: &ObserverAddress) -> bool {
+    pub fn contains(&self, key: &ObserverKey<'_>) -> bool {
         self.objects
-            .contains_key(&(Arc::from(address.client.as_str()), address.object))
+            .get(&key.object)
+            .is_some_and(|served| &*served.client == key.client)
     }
 
     /// The object `target` names, if served here.
@@ -180,10 +185,11 @@ impl ObserverTable {
             observer: target.clone(),
             reason: reason.to_owned(),
         };
-        let address = ObserverAddress::of(target).ok_or_else(|| gone("not an observer address"))?;
+        let key = ObserverKey::of(target).ok_or_else(|| gone("not an observer address"))?;
         let served = self
             .objects
-            .get(&(Arc::from(address.client.as_str()), address.object))
+            .get(&key.object)
+            .filter(|served| &*served.client == key.client)
             .ok_or_else(|| gone("the client dropped it or disconnected"))?;
         if served.type_name != target.type_name() {
             return Err(gone("the object serves another observer interface"));
@@ -334,7 +340,7 @@ impl<I: ObserverInterface> fmt::Debug for ObserverHandle<I> {
 impl<I: ObserverInterface> Drop for ObserverHandle<I> {
     fn drop(&mut self) {
         if let Some(table) = self.table.upgrade() {
-            table.objects.remove(&self.key);
+            table.objects.remove(&self.key.1);
         }
     }
 }

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 
 use granary_core::provider::StateStore;
 use granary_core::{
-    ActivationHost, ActivationId, CallError, GrainId, Invoker, ObserverAddress, OutgoingCall,
-    Payload, SiloId,
+    ActivationHost, ActivationId, CallError, GrainId, Invoker, ObserverKey, OutgoingCall, Payload,
+    SiloId,
 };
 use granary_silo::ObserverTable;
 use granary_silo::memory::MemoryStore;
@@ -76,7 +76,7 @@ impl KitHost {
 
     /// Whether `call` goes to an observer object the test serves (others go to the mocks).
     fn serves(&self, call: &OutgoingCall) -> bool {
-        ObserverAddress::of(&call.target).is_some_and(|a| self.observers.contains(&a))
+        ObserverKey::of(&call.target).is_some_and(|k| self.observers.contains(&k))
     }
 
     fn outgoing(&self, call: OutgoingCall) -> Result<Payload, CallError> {

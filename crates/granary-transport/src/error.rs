@@ -79,6 +79,16 @@ pub enum TransportError {
         /// The peer.
         peer: String,
     },
+    /// A message sent without waiting found `waiting` frames for the peer not yet written:
+    /// the peer does not read as fast as it is sent to. Nothing was sent; send again later or
+    /// drop the message (a gateway drops a push to a client that does not keep up).
+    #[error("{waiting} frames wait to be written to {peer}: it does not keep up; nothing was sent")]
+    Backlogged {
+        /// The peer.
+        peer: String,
+        /// The frames waiting, the bound the send asked for.
+        waiting: usize,
+    },
     /// The transport is shutting down.
     #[error("the transport is shut down")]
     Closed,

@@ -388,46 +388,56 @@ impl Link {
         body: &B,
         flush: Flush,
     ) -> Result<(), TransportError> {
-        if self.faults.is_cut(&self.peer, &self.addr) {
-            // A simulated partition: the frame is lost on the way.
-            return Ok(());
-        }
         loop {
             // Created before the check: a `notify_waiters` after it is not missed.
             let room = self.out.room.notified();
-            // `Some(first)`: added, as the first frame of the buffer; `None`: full.
-            let added = {
-                let mut out = self.out.state.lock();
-                if out.closed {
-                    return Err(self.lost());
-                }
-                if out.frames >= self.out.max_frames {
-                    None
-                } else {
-                    let first = out.buf.is_empty();
-                    out.append(header, body, self.frame_limit)?;
-                    Some(first)
-                }
-            };
-            let Some(first) = added else {
-                // Someone must write for room to come.
-                self.out.wake.notify_one();
-                room.await;
-                continue;
-            };
-            // A TLS link's frames are all written by the writer task, which flushes the
-            // records (see `WriteHalf::try_write`).
-            let write_now = match flush {
-                Flush::Now if !self.tls => self.out.take(),
-                Flush::Now | Flush::Writer | Flush::Batch => None,
-            };
-            match write_now {
-                Some((socket, bytes)) => self.write_now(socket, bytes),
-                None if flush != Flush::Batch && first => self.out.wake.notify_one(),
-                None => {}
+            if self.add(header, body, flush, self.out.max_frames)? {
+                return Ok(());
             }
-            return Ok(());
+            // Someone must write for room to come.
+            self.out.wake.notify_one();
+            room.await;
         }
+    }
+
+    /// Adds a frame to the write buffer if it holds fewer than `max` frames, and sees that it
+    /// gets written; whether it was added (`false`: the buffer holds `max`, nothing changed).
+    fn add<B: Body + ?Sized>(
+        &self,
+        header: Header,
+        body: &B,
+        flush: Flush,
+        max: usize,
+    ) -> Result<bool, TransportError> {
+        if self.faults.is_cut(&self.peer, &self.addr) {
+            // A simulated partition: the frame is lost on the way.
+            return Ok(true);
+        }
+        // `first`: the frame is the first of the buffer.
+        let first = {
+            let mut out = self.out.state.lock();
+            if out.closed {
+                return Err(self.lost());
+            }
+            if out.frames >= max {
+                return Ok(false);
+            }
+            let first = out.buf.is_empty();
+            out.append(header, body, self.frame_limit)?;
+            first
+        };
+        // A TLS link's frames are all written by the writer task, which flushes the
+        // records (see `WriteHalf::try_write`).
+        let write_now = match flush {
+            Flush::Now if !self.tls => self.out.take(),
+            Flush::Now | Flush::Writer | Flush::Batch => None,
+        };
+        match write_now {
+            Some((socket, bytes)) => self.write_now(socket, bytes),
+            None if flush != Flush::Batch && first => self.out.wake.notify_one(),
+            None => {}
+        }
+        Ok(true)
     }
 
     /// Adds a frame without waiting: dropped if the buffer is full (best effort).
@@ -500,11 +510,7 @@ impl Link {
             self.pending.lock().remove(&id);
             return Err(self.lost());
         }
-        let flush = if self.busy() {
-            Flush::Writer
-        } else {
-            Flush::Now
-        };
+        let flush = self.flush();
         let header = Header::Request {
             id,
             timeout_us: u64::try_from(timeout.as_micros()).unwrap_or(u64::MAX),
@@ -541,12 +547,35 @@ impl Link {
 
     /// Sends a message that expects no answer.
     pub(crate) async fn one_way<B: Body + ?Sized>(&self, body: &B) -> Result<(), TransportError> {
-        let flush = if self.busy() {
+        self.send(Header::OneWay, body, self.flush()).await
+    }
+
+    /// Sends a message that expects no answer without waiting: refused with `Backlogged` if
+    /// `max_waiting` frames (or the buffer's bound) already wait to be written.
+    pub(crate) fn try_one_way<B: Body + ?Sized>(
+        &self,
+        body: &B,
+        max_waiting: usize,
+    ) -> Result<(), TransportError> {
+        let max = max_waiting.clamp(1, self.out.max_frames);
+        if self.add(Header::OneWay, body, self.flush(), max)? {
+            Ok(())
+        } else {
+            Err(TransportError::Backlogged {
+                peer: self.peer.to_string(),
+                waiting: max,
+            })
+        }
+    }
+
+    /// How a frame sent now gets written: from the sender's task when the link is idle, by
+    /// the writer task (many frames at once) when other requests are in flight.
+    fn flush(&self) -> Flush {
+        if self.busy() {
             Flush::Writer
         } else {
             Flush::Now
-        };
-        self.send(Header::OneWay, body, flush).await
+        }
     }
 
     /// Sends the answer to request `id`, or a `Refused` frame if it cannot be sent.
@@ -606,12 +635,7 @@ impl Link {
                     };
                     link.inflight.lock().remove(&id);
                     if let Some(body) = body {
-                        let flush = if link.busy() {
-                            Flush::Writer
-                        } else {
-                            Flush::Now
-                        };
-                        link.respond(id, &body, flush).await;
+                        link.respond(id, &body, link.flush()).await;
                     }
                 });
             }

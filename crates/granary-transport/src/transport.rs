@@ -353,16 +353,19 @@ impl Transport {
         self.peer_link(peer)?.request(&body, timeout).await
     }
 
-    /// As [`request_peer`](Self::request_peer), expecting no answer.
+    /// Sends a one-way `body` to `peer` over an open link without waiting: written from this
+    /// task at once when the link is idle, or left to its writer task.
     ///
     /// # Errors
-    /// As [`request_peer`](Self::request_peer).
-    pub async fn send_peer<B: Body + Send>(
+    /// `Backlogged` when `max_waiting` frames for the peer already wait to be written (the
+    /// peer does not read); as [`request_peer`](Self::request_peer) otherwise.
+    pub fn try_send_peer<B: Body>(
         &self,
         peer: &SiloId,
         body: B,
+        max_waiting: usize,
     ) -> Result<(), TransportError> {
-        self.peer_link(peer)?.one_way(&body).await
+        self.peer_link(peer)?.try_one_way(&body, max_waiting)
     }
 
     /// Whether a link with `peer` is open.

@@ -578,3 +578,107 @@ async fn with_a_tiny_send_buffer_senders_wait_for_room_and_every_answer_finds_it
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// Blocks its runtime's thread in the first one-way message it is handed, until released:
+/// a peer that stops reading. Counts the one-way messages.
+struct Stall {
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    seen: Arc<AtomicUsize>,
+    all: Arc<Notify>,
+    expect: Arc<AtomicUsize>,
+}
+
+impl Handler for Stall {
+    fn request(&self, _: &SiloId, body: Bytes, _: Duration) -> BoxFuture<'static, Vec<u8>> {
+        Box::pin(async move { body.to_vec() })
+    }
+
+    fn one_way(&self, _: &SiloId, _: Bytes) {
+        if let Some(release) = self.release.lock().unwrap().take() {
+            let _ = release.recv();
+        }
+        let seen = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if seen == self.expect.load(Ordering::SeqCst) {
+            self.all.notify_one();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_without_waiting_to_a_peer_that_stops_reading_is_refused_at_once_and_nothing_accepted_is_lost()
+ {
+    let (b, _) = start("b", SECRET).await;
+    // `a` runs on a runtime of its own, whose one thread its handler blocks.
+    let (release, released) = std::sync::mpsc::channel();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let all = Arc::new(Notify::new());
+    let expect = Arc::new(AtomicUsize::new(usize::MAX));
+    let stall = Arc::new(Stall {
+        release: std::sync::Mutex::new(Some(released)),
+        seen: seen.clone(),
+        all: all.clone(),
+        expect: expect.clone(),
+    });
+    let a_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let b_addr = b.local_addr();
+    let a = a_runtime
+        .spawn(async move {
+            let a = Transport::bind(config("a", SECRET), "127.0.0.1:0".parse().unwrap(), stall)
+                .await
+                .unwrap();
+            // `a` dials: `b` holds the link `a` opened.
+            a.request(b_addr, b"hi".to_vec(), T).await.unwrap();
+            a
+        })
+        .await
+        .unwrap();
+    let a_id = SiloId::new("a", 1);
+    assert!(b.is_connected(&a_id));
+
+    // 64 KiB frames until one is refused: the socket's buffers fill, then 8 frames wait.
+    let frame = vec![7; 64 * 1024];
+    let mut accepted = 0;
+    let refused = loop {
+        match b.try_send_peer(&a_id, frame.clone(), 8) {
+            Ok(()) => accepted += 1,
+            Err(err) => break err,
+        }
+        assert!(accepted < 100_000, "a peer that reads nothing took 6 GiB");
+    };
+    assert!(
+        matches!(refused, TransportError::Backlogged { waiting: 8, .. }),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("does not keep up"),
+        "{refused}"
+    );
+    assert!(accepted > 8, "accepted {accepted}");
+    // Still refused while the peer reads nothing; the link stays open.
+    assert!(matches!(
+        b.try_send_peer(&a_id, frame.clone(), 8),
+        Err(TransportError::Backlogged { .. })
+    ));
+    assert!(b.is_connected(&a_id));
+
+    // The peer reads again: every accepted frame arrives.
+    expect.store(accepted, Ordering::SeqCst);
+    let arrived = all.notified();
+    release.send(()).unwrap();
+    if seen.load(Ordering::SeqCst) < accepted {
+        tokio::time::timeout(Duration::from_secs(30), arrived)
+            .await
+            .expect("every accepted frame arrives");
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), accepted);
+    b.shutdown().await;
+    a_runtime
+        .spawn(async move { a.shutdown().await })
+        .await
+        .unwrap();
+    a_runtime.shutdown_background();
+}
