@@ -51,12 +51,14 @@ struct Args {
     /// Internal, with `--serve`: the core to pin the server process to.
     #[arg(long, hide = true, requires = "serve")]
     cpu: Option<usize>,
-    /// Runs only the Granary side of one workload (p1a, p1b, p2, p4, p5, p8), for a profiler.
+    /// Runs only the Granary side of one workload (p1a, p1b, p2, p4, p5, p8, p13), for a
+    /// profiler.
     #[arg(long)]
     profile: Option<String>,
     /// With `--profile p4`: the calls of the 256-in-flight phase (default 400,000, or 40,000
     /// with `--quick`); with `--profile p1b`, the calls of all 8 callers together (default
-    /// 1,000,000, or 100,000 with `--quick`). Two runs with different counts give the cost of
+    /// 1,000,000, or 100,000 with `--quick`); with `--profile p13`, the broadcasts to the
+    /// 1,000 clients (default 200). Two runs with different counts give the cost of
     /// one call under `valgrind --tool=callgrind --trace-children=yes` (the difference over
     /// the extra calls).
     #[arg(long, requires = "profile")]
@@ -114,7 +116,11 @@ fn main() -> anyhow::Result<()> {
                 bench.cleanup();
                 rate
             }
-            other => anyhow::bail!("unknown workload {other}: use p1a, p1b, p2, p4, p5 or p8"),
+            // Pushes/s to the observers of 1,000 clients (100 with `--quick`).
+            "p13" => push::granary(1_000 / scale, args.calls.unwrap_or(200)).pushes_per_sec,
+            other => {
+                anyhow::bail!("unknown workload {other}: use p1a, p1b, p2, p4, p5, p8 or p13")
+            }
         };
         println!("granary {workload}: {value:.1}");
         return Ok(());
