@@ -221,7 +221,7 @@ fn to_observer(
     let Some(cluster) = router.cluster().cloned() else {
         let gone = CallError::ObserverGone {
             observer: call.target,
-            reason: format!("its gateway {} is not this silo", gateway),
+            reason: format!("its gateway {gateway} is not this silo"),
         };
         return futures::future::ready(Err(gone)).boxed();
     };
@@ -230,7 +230,7 @@ fn to_observer(
         // with it, and they come back through another gateway with new references.
         let gone = CallError::ObserverGone {
             observer: call.target,
-            reason: format!("its gateway {} is not an active silo", gateway),
+            reason: format!("its gateway {gateway} is not an active silo"),
         };
         return futures::future::ready(Err(gone)).boxed();
     }

@@ -359,13 +359,13 @@ impl Transport {
     /// # Errors
     /// `Backlogged` when `max_waiting` frames for the peer already wait to be written (the
     /// peer does not read); as [`request_peer`](Self::request_peer) otherwise.
-    pub fn try_send_peer<B: Body>(
+    pub fn try_send_peer<B: Body + ?Sized>(
         &self,
         peer: &SiloId,
-        body: B,
+        body: &B,
         max_waiting: usize,
     ) -> Result<(), TransportError> {
-        self.peer_link(peer)?.try_one_way(&body, max_waiting)
+        self.peer_link(peer)?.try_one_way(body, max_waiting)
     }
 
     /// Whether a link with `peer` is open.

@@ -56,7 +56,7 @@ impl Cluster {
     ) -> Result<(), CallError> {
         let sent = self.transport.try_send_peer(
             client,
-            Encoded(&Outgoing::Call(CallOut::of(&call))),
+            &Encoded(&Outgoing::Call(CallOut::of(&call))),
             OBSERVER_QUEUE,
         );
         match sent {
