@@ -41,28 +41,40 @@ pub(crate) async fn silos_on(
 ) -> Vec<Silo> {
     let mut silos = Vec::new();
     for i in 0..n {
-        let store = Arc::new(
-            RedisStore::connect(RedisConfig::new(url, name).shards(8))
-                .await
-                .unwrap(),
-        );
-        let config = ClusterConfig::new(name, SECRET, "127.0.0.1:0".parse().unwrap());
-        let config = configure(config.test_profile());
-        let builder = Silo::builder()
-            .config(SiloConfig {
-                name: format!("s{i}"),
-                // Where a grain is active is what these tests check: no idle collection under
-                // them (the test profile's 200 ms would race a loaded machine).
-                idle_timeout: Duration::from_secs(600),
-                ..SiloConfig::test_profile()
-            })
-            .storage(store.clone())
-            .membership(Arc::new(RedisMembership::new(store)))
-            .cluster(config);
+        let config = SiloConfig {
+            name: format!("s{i}"),
+            // Where a grain is active is what these tests check: no idle collection under
+            // them (the test profile's 200 ms would race a loaded machine).
+            idle_timeout: Duration::from_secs(600),
+            ..SiloConfig::test_profile()
+        };
+        let builder = silo_builder(url, name, config, &configure).await;
         silos.push(register(builder).start().await.unwrap());
     }
     all_see_each_other(&silos).await;
     silos
+}
+
+/// A silo of the cluster `cluster` on the Redis at `url`, configured by `config`, not yet
+/// started: its own store connection, Redis membership, and the cluster's test profile as
+/// `configure` changes it.
+pub(crate) async fn silo_builder(
+    url: &str,
+    cluster: &str,
+    config: SiloConfig,
+    configure: impl Fn(ClusterConfig) -> ClusterConfig,
+) -> SiloBuilder {
+    let store = Arc::new(
+        RedisStore::connect(RedisConfig::new(url, cluster).shards(8))
+            .await
+            .unwrap(),
+    );
+    let cluster_config = ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap());
+    Silo::builder()
+        .config(config)
+        .storage(store.clone())
+        .membership(Arc::new(RedisMembership::new(store)))
+        .cluster(configure(cluster_config.test_profile()))
 }
 
 /// Waits until every silo's membership view lists all of `silos` as active. Each silo's events

@@ -7,13 +7,9 @@
 //! after subscribing again. The grain and the observer interface are in the crate's lib, so
 //! that `test-silo` hosts them.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use granary::{
-    ClientConfig, ClusterClient, ClusterConfig, GrainId, ObserverObject, Result, Silo, SiloConfig,
-};
-use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary::{ClientConfig, ClusterClient, GrainId, ObserverObject, Result, Silo, SiloConfig};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use granary_testkit::{GrainTest, TestSilo};
 use granary_tests::{MatchGrain, MatchWatcher, MatchWatcherRef};
@@ -413,21 +409,12 @@ async fn gateway_and_host(cluster: &str) -> Vec<Silo> {
 
 /// A silo named `name` in `cluster` on the shared Redis, hosting the matches if `matches`.
 async fn clustered(cluster: &str, name: &str, matches: bool) -> Silo {
+    let config = SiloConfig {
+        name: name.to_owned(),
+        ..SiloConfig::test_profile()
+    };
     let url = shared_redis_url().await;
-    let store = Arc::new(
-        RedisStore::connect(RedisConfig::new(&url, cluster).shards(8))
-            .await
-            .unwrap(),
-    );
-    let config = ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
-    let mut builder = Silo::builder()
-        .config(SiloConfig {
-            name: name.to_owned(),
-            ..SiloConfig::test_profile()
-        })
-        .storage(store.clone())
-        .membership(Arc::new(RedisMembership::new(store)))
-        .cluster(config);
+    let mut builder = crate::multi_silo::silo_builder(&url, cluster, config, |c| c).await;
     if matches {
         builder = builder.register::<MatchGrain>();
     }

@@ -13,7 +13,6 @@ use futures::future::BoxFuture;
 use granary::{
     ClientConfig, ClusterClient, ClusterConfig, Placement, Silo, SiloConfig, SiloId, TlsConfig,
 };
-use granary_redis::{RedisConfig, RedisMembership, RedisStore};
 use granary_testkit::certs::{TestCa, TestCert};
 use granary_testkit::redis_server::{shared_redis_url, unique_name};
 use granary_tests::{CounterGrain, GuildGrain};
@@ -257,22 +256,16 @@ async fn pipe(
 
 /// A silo of `cluster` on the shared Redis, with `tls` on its links.
 async fn silo(url: &str, cluster: &str, name: &str, tls: Option<TlsConfig>) -> Silo {
-    let store = Arc::new(
-        RedisStore::connect(RedisConfig::new(url, cluster).shards(4))
-            .await
-            .unwrap(),
-    );
-    let mut config =
-        ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap()).test_profile();
-    config.placement = Placement::Hash;
-    let mut builder = Silo::builder()
-        .config(SiloConfig {
-            name: name.to_owned(),
-            ..SiloConfig::test_profile()
-        })
-        .storage(store.clone())
-        .membership(Arc::new(RedisMembership::new(store)))
-        .cluster(config)
+    let config = SiloConfig {
+        name: name.to_owned(),
+        ..SiloConfig::test_profile()
+    };
+    let hash = |mut config: ClusterConfig| {
+        config.placement = Placement::Hash;
+        config
+    };
+    let mut builder = crate::multi_silo::silo_builder(url, cluster, config, hash)
+        .await
         .register::<CounterGrain>()
         .register::<GuildGrain>();
     if let Some(tls) = tls {
