@@ -7,6 +7,7 @@
 //! after subscribing again. The grain and the observer interface are in the crate's lib, so
 //! that `test-silo` hosts them.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use granary::{ClientConfig, ClusterClient, GrainId, ObserverObject, Result, Silo, SiloConfig};
@@ -89,6 +90,7 @@ async fn a_client_that_stops_reading_never_holds_the_grains_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_client_that_stops_reading_has_its_pushes_refused_by_the_gateway_at_once() {
+    let warnings = capture_warnings();
     let cluster = unique_name("observers-stuck");
     let silo = clustered(&cluster, "a", true).await;
     // The client runs on a runtime of its own, whose one thread the test blocks: a client
@@ -137,6 +139,14 @@ async fn a_cluster_client_that_stops_reading_has_its_pushes_refused_by_the_gatew
         accepted as usize >= granary::OBSERVER_QUEUE,
         "accepted {accepted}"
     );
+    // Hundreds of thousands of drops, one warning: the next says how many it held back.
+    let dropped = warnings
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|line| line.contains("client is not keeping up"))
+        .count();
+    assert_eq!(dropped, 1, "{:?}", warnings.lock().unwrap());
 
     // The client reads again: it answers, and is still subscribed.
     release.send(()).unwrap();
@@ -394,6 +404,38 @@ async fn a_client_keeps_receiving_after_its_gateway_process_is_sigkilled() {
     }
     client.close().await;
     drop((b, c));
+}
+
+/// Installs this process's tracing subscriber (nextest runs each test in a process of its own),
+/// keeping each warning line of the runtime.
+fn capture_warnings() -> Arc<Mutex<Vec<String>>> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    #[derive(Clone)]
+    struct Lines(Arc<Mutex<Vec<String>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let line = String::from_utf8_lossy(bytes).into_owned();
+            self.0.lock().unwrap().push(line);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let writer = Lines(lines.clone());
+    let subscriber = tracing_subscriber::registry().with(
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_filter(tracing_subscriber::filter::LevelFilter::WARN),
+    );
+    subscriber
+        .try_init()
+        .expect("no other subscriber in this test's process");
+    lines
 }
 
 /// Two clustered silos on the shared Redis, both active in each other's view: "a" is only a

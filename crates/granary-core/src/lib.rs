@@ -18,6 +18,7 @@ mod error;
 mod event;
 mod grain;
 mod id;
+mod log_limit;
 mod message;
 mod mock;
 mod observer;
@@ -39,6 +40,7 @@ pub use id::{
     ActivationId, BuildGrainIdHasher, FnvHasher, GrainId, GrainIdHasher, GrainKey, MAX_KEY_LEN,
     SiloId,
 };
+pub use log_limit::LogLimit;
 pub use message::{CallChain, ChainId, Envelope, Message, MethodId, Payload, TraceId};
 pub use mock::{GrainMock, MockKeys, MockResponder, MockScope, MockSink};
 pub use observer::{

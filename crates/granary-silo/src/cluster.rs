@@ -28,8 +28,8 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use granary_core::provider::{MembershipTable, SiloStatus};
 use granary_core::{
-    BuildGrainIdHasher, CallError, FnvHasher, GrainId, MethodId, Payload, SiloId, StorageError,
-    codec,
+    BuildGrainIdHasher, CallError, FnvHasher, GrainId, LogLimit, MethodId, Payload, SiloId,
+    StorageError, codec,
 };
 use granary_transport::{
     Bytes, Encoded, Handler, TlsConfig, Transport, TransportConfig, TransportError,
@@ -303,6 +303,8 @@ pub(crate) struct Cluster {
     /// The calls from other silos and clients being answered, drained before the transport
     /// closes.
     in_flight: InFlight,
+    /// Warnings of pushes dropped because a client does not keep up.
+    dropped_pushes: LogLimit,
 }
 
 /// The calls that arrived and are not answered yet; once closing, new ones are refused.
@@ -387,6 +389,7 @@ impl Cluster {
             beats: AtomicU64::new(0),
             dead: CancellationToken::new(),
             in_flight: InFlight::default(),
+            dropped_pushes: LogLimit::new(crate::observers::DROPPED_LOG_INTERVAL),
             config,
             shared,
             host: OnceLock::new(),

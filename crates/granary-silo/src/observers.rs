@@ -20,12 +20,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use granary_core::{
-    CallError, GrainId, GrainRef, Invoker, MethodId, ObserverAddress, ObserverDispatch,
+    CallError, GrainId, GrainRef, Invoker, LogLimit, MethodId, ObserverAddress, ObserverDispatch,
     ObserverInterface, ObserverKey, ObserverObject, OutgoingCall, Payload, SiloId, TypedRef,
 };
 
 /// How many one-way calls may wait for one observer object before more are refused.
 pub const OBSERVER_QUEUE: usize = 1024;
+
+/// At most one warning per interval says that pushes were dropped (per table, and per gateway
+/// for its clients' connections), with the count of those not logged.
+pub(crate) const DROPPED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A one-way call waiting for its object.
 type Queued = (GrainId, MethodId, Payload);
@@ -49,6 +53,8 @@ pub struct ObserverTable {
     tracker: TaskTracker,
     stop: CancellationToken,
     queue: usize,
+    /// Warnings of one-way calls dropped on full queues.
+    dropped: LogLimit,
 }
 
 impl fmt::Debug for ObserverTable {
@@ -73,6 +79,7 @@ impl ObserverTable {
             tracker,
             stop,
             queue: OBSERVER_QUEUE,
+            dropped: LogLimit::new(DROPPED_LOG_INTERVAL),
         }
     }
 
@@ -238,7 +245,15 @@ impl ObserverTable {
         match queue.try_send((target, id, args)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full((target, _, _))) => {
-                tracing::warn!(observer = %target, limit = self.queue, "observer queue full: push dropped");
+                if let Some(suppressed) = self.dropped.admit(std::time::Instant::now()) {
+                    tracing::warn!(
+                        observer = %target,
+                        limit = self.queue,
+                        suppressed,
+                        "observer queue full: push dropped (suppressed: the pushes dropped since \
+                         the last warning, to any object of this process)"
+                    );
+                }
                 Err(CallError::QueueFull {
                     grain: target,
                     limit: self.queue,

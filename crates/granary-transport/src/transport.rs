@@ -6,7 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use granary_core::{SiloId, deadline_in};
+use granary_core::{LogLimit, SiloId, deadline_in};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -127,7 +127,7 @@ struct Inner {
     /// Permits of the connections in their handshake.
     pending: Arc<Semaphore>,
     /// Rate limit of the refusal warnings.
-    refusals: RefusalLog,
+    refusals: LogLimit,
 }
 
 impl Inner {
@@ -164,41 +164,6 @@ impl Inner {
             link.close("refused: the peer silo was declared dead");
         }
         link
-    }
-}
-
-/// Logs refused connections at most once per interval, counting those it did not log.
-#[derive(Debug)]
-struct RefusalLog {
-    interval: Duration,
-    state: parking_lot::Mutex<RefusalState>,
-}
-
-#[derive(Debug, Default)]
-struct RefusalState {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RefusalLog {
-    fn new(interval: Duration) -> Self {
-        Self {
-            interval,
-            state: parking_lot::Mutex::default(),
-        }
-    }
-
-    /// Whether to log a refusal now; if so, how many were not logged since the last one.
-    fn admit(&self, now: Instant) -> Option<u64> {
-        let mut state = self.state.lock();
-        if let Some(last) = state.last
-            && now.saturating_duration_since(last) < self.interval
-        {
-            state.suppressed += 1;
-            return None;
-        }
-        state.last = Some(now);
-        Some(std::mem::take(&mut state.suppressed))
     }
 }
 
@@ -254,7 +219,7 @@ impl Transport {
             links: parking_lot::Mutex::new(Vec::new()),
             by_peer: parking_lot::RwLock::new(HashMap::new()),
             pending: Arc::new(Semaphore::new(config_pending.min(Semaphore::MAX_PERMITS))),
-            refusals: RefusalLog::new(config_interval),
+            refusals: LogLimit::new(config_interval),
         });
         inner.tracker.spawn(accept_loop(listener, inner.clone()));
         Ok(Self { inner })
@@ -644,7 +609,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         let Ok(permit) = inner.pending.clone().try_acquire_owned() else {
             // Too many connections in their handshake: close this one at once.
             drop(stream);
-            if let Some(suppressed) = inner.refusals.admit(Instant::now()) {
+            if let Some(suppressed) = inner.refusals.admit(std::time::Instant::now()) {
                 tracing::warn!(
                     %from,
                     limit = inner.config.max_pending_handshakes,
@@ -689,7 +654,7 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
                     inner2.start_link(wire, peer, from.to_string());
                 }
                 Err(reason) => {
-                    if let Some(suppressed) = inner2.refusals.admit(Instant::now()) {
+                    if let Some(suppressed) = inner2.refusals.admit(std::time::Instant::now()) {
                         tracing::warn!(%from, %reason, suppressed, "refused a connection: handshake failed");
                     }
                 }
@@ -697,6 +662,3 @@ async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
         });
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -3,7 +3,11 @@
 //! which the client opened). A one-way push is written at once, from the pushing task, when
 //! the connection is idle, and never waits: when [`OBSERVER_QUEUE`] frames for the client
 //! already wait to be written, it is refused at once with `QueueFull` and logged, so a client
-//! that stops reading never holds a grain's turn.
+//! that stops reading never holds a grain's turn. Such drops are logged at most once per
+//! [`DROPPED_LOG_INTERVAL`](crate::observers::DROPPED_LOG_INTERVAL), with the count of the
+//! others.
+
+use std::time::Instant;
 
 use granary_core::{CallError, Payload, SiloId};
 use granary_transport::{Encoded, TransportError};
@@ -62,12 +66,16 @@ impl Cluster {
         match sent {
             Ok(()) => Ok(()),
             Err(TransportError::Backlogged { waiting, .. }) => {
-                tracing::warn!(
-                    client = client.name(),
-                    observer = %call.target,
-                    limit = waiting,
-                    "client is not keeping up: push dropped"
-                );
+                if let Some(suppressed) = self.dropped_pushes.admit(Instant::now()) {
+                    tracing::warn!(
+                        client = client.name(),
+                        observer = %call.target,
+                        limit = waiting,
+                        suppressed,
+                        "client is not keeping up: push dropped (suppressed: the pushes dropped \
+                         since the last warning, to any client)"
+                    );
+                }
                 Err(CallError::QueueFull {
                     grain: call.target,
                     limit: waiting,
