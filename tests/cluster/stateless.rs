@@ -16,11 +16,13 @@ use granary::{
     CallError, ClientConfig, ClusterClient, ClusterConfig, DeactivationReason, Event, GrainContext,
     GrainId, Placement, Result, Silo, SiloBuilder, SiloConfig, SiloEvent, StartError, grain,
 };
-use granary_redis::{RedisConfig, RedisMembership, RedisStore};
+use granary_redis::{RedisConfig, RedisStore};
 use granary_testkit::TestSilo;
 use granary_testkit::redis_server::{remove_cluster_keys, shared_redis_url, unique_name};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, watch};
+
+use crate::multi_silo::SECRET;
 
 /// What the workers of a test share: how many turns are inside now and at most, the permits
 /// that let them out, and the timer ticks seen.
@@ -563,8 +565,6 @@ async fn a_zero_maximum_or_an_ordinary_type_is_refused_at_start() {
     );
 }
 
-const SECRET: &[u8] = b"a cluster secret of at least 32 bytes";
-
 /// Starts silo `name` of Redis cluster `cluster`.
 async fn start_member(
     url: &str,
@@ -572,25 +572,14 @@ async fn start_member(
     name: &'static str,
     build: impl FnOnce(SiloBuilder) -> SiloBuilder,
 ) -> Silo {
-    let store = Arc::new(
-        RedisStore::connect(RedisConfig::new(url, cluster).shards(8))
-            .await
-            .unwrap(),
-    );
-    let builder = Silo::builder()
-        .config(SiloConfig {
-            name: name.into(),
-            ..config()
-        })
-        .storage(store.clone())
-        .membership(Arc::new(RedisMembership::new(store)))
-        .cluster(
-            ClusterConfig::new(cluster, SECRET, "127.0.0.1:0".parse().unwrap())
-                .test_profile()
-                // Placement would put every activation of the key on one silo (the one it
-                // hashes to); a stateless worker ignores it where the receiving silo hosts it.
-                .place(LOOKUP, Placement::Hash),
-        );
+    let config = SiloConfig {
+        name: name.into(),
+        ..config()
+    };
+    // Placement would put every activation of the key on one silo (the one it hashes to); a
+    // stateless worker ignores it where the receiving silo hosts it.
+    let hash = |cluster: ClusterConfig| cluster.place(LOOKUP, Placement::Hash);
+    let builder = crate::multi_silo::silo_builder(url, cluster, config, hash).await;
     build(builder).start().await.unwrap()
 }
 
