@@ -359,14 +359,21 @@ async fn a_browser_that_stops_reading_is_disconnected_and_holds_no_grain() {
         last: "x".repeat(16 * 1024),
         result: None,
     };
-    let mut pushed = 0;
-    while *disconnects.borrow() == 0 {
+    // 1,400 pushes taken by the gateway are enough, whatever the front end has processed so
+    // far: its session object's queue takes 1,024 (more are dropped only while it holds that
+    // many), and 260 of these 16 KiB views already overflow a socket's buffers and the outbox.
+    // The front end may still be working through them when the loop ends (a loaded machine):
+    // the disconnect is awaited below, not raced.
+    let (mut pushed, mut taken) = (0, 0);
+    while *disconnects.borrow() == 0 && taken < 1_400 {
         assert!(
-            pushed < 5_000,
-            "alice is still connected after {pushed} pushes"
+            pushed < 100_000,
+            "the gateway took {taken} of {pushed} pushes"
         );
         // One-way: returns once queued; a full queue on the way is refused, not waited on.
-        let _ = screen.on_update(filler.clone()).await;
+        if screen.on_update(filler.clone()).await.is_ok() {
+            taken += 1;
+        }
         pushed += 1;
     }
     tokio::time::timeout(PATIENCE, disconnects.wait_for(|n| *n == 1))
